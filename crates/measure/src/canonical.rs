@@ -1,0 +1,158 @@
+//! RFC 8785 (JSON Canonicalization Scheme) serialization.
+//!
+//! Object members are sorted by the UTF-16 code units of their names, strings use the minimal
+//! escaping of ECMAScript's `JSON.stringify`, and there is no whitespace. Numbers are limited to
+//! integers exactly representable as IEEE-754 doubles (|n| <= 2^53): vouch never measures
+//! fractional numbers, and refusing them is safer than formatting them in a way another
+//! implementation might not reproduce.
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// Largest integer that an IEEE-754 double represents exactly.
+const MAX_SAFE_INTEGER: u64 = 1 << 53;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CanonicalError {
+    #[error("cannot canonicalize number {0}: only integers with magnitude <= 2^53 are supported")]
+    UnsupportedNumber(String),
+    #[error("value is not representable as JSON")]
+    Serialize(#[source] serde_json::Error),
+}
+
+/// Canonical JSON bytes of any serializable value.
+pub fn to_canonical_vec<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CanonicalError> {
+    let value = serde_json::to_value(value).map_err(CanonicalError::Serialize)?;
+    canonicalize(&value)
+}
+
+/// Canonical JSON bytes of a JSON value.
+pub fn canonicalize(value: &Value) -> Result<Vec<u8>, CanonicalError> {
+    let mut out = Vec::with_capacity(256);
+    write_value(value, &mut out)?;
+    Ok(out)
+}
+
+fn write_value(value: &Value, out: &mut Vec<u8>) -> Result<(), CanonicalError> {
+    match value {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Number(n) => write_number(n, out)?,
+        Value::String(s) => write_string(s, out),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_value(item, out)?;
+            }
+            out.push(b']');
+        }
+        Value::Object(map) => {
+            let mut members: Vec<(&String, &Value)> = map.iter().collect();
+            members.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
+            out.push(b'{');
+            for (i, (k, v)) in members.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_string(k, out);
+                out.push(b':');
+                write_value(v, out)?;
+            }
+            out.push(b'}');
+        }
+    }
+    Ok(())
+}
+
+fn write_number(n: &serde_json::Number, out: &mut Vec<u8>) -> Result<(), CanonicalError> {
+    if let Some(u) = n.as_u64() {
+        if u <= MAX_SAFE_INTEGER {
+            out.extend_from_slice(u.to_string().as_bytes());
+            return Ok(());
+        }
+    } else if let Some(i) = n.as_i64() {
+        if i.unsigned_abs() <= MAX_SAFE_INTEGER {
+            out.extend_from_slice(i.to_string().as_bytes());
+            return Ok(());
+        }
+    } else if let Some(f) = n.as_f64() {
+        // Integral doubles print as integers in ECMAScript ("1.0" -> "1", "-0" -> "0").
+        if f.is_finite() && f.fract() == 0.0 && f.abs() <= MAX_SAFE_INTEGER as f64 {
+            out.extend_from_slice((f as i64).to_string().as_bytes());
+            return Ok(());
+        }
+    }
+    Err(CanonicalError::UnsupportedNumber(n.to_string()))
+}
+
+fn write_string(s: &str, out: &mut Vec<u8>) {
+    out.push(b'"');
+    for ch in s.chars() {
+        match ch {
+            '"' => out.extend_from_slice(b"\\\""),
+            '\\' => out.extend_from_slice(b"\\\\"),
+            '\u{08}' => out.extend_from_slice(b"\\b"),
+            '\u{0c}' => out.extend_from_slice(b"\\f"),
+            '\n' => out.extend_from_slice(b"\\n"),
+            '\r' => out.extend_from_slice(b"\\r"),
+            '\t' => out.extend_from_slice(b"\\t"),
+            c if (c as u32) < 0x20 => {
+                out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes());
+            }
+            c => {
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            }
+        }
+    }
+    out.push(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn canon(v: Value) -> String {
+        String::from_utf8(canonicalize(&v).expect("canonicalize")).expect("utf8")
+    }
+
+    #[test]
+    fn sorts_members_and_drops_whitespace() {
+        assert_eq!(canon(json!({"b": 1, "a": [true, null, "x"]})), r#"{"a":[true,null,"x"],"b":1}"#);
+    }
+
+    #[test]
+    fn sorts_by_utf16_code_units_not_bytes() {
+        // U+E000 is one UTF-16 unit 0xE000; U+1F600 is the surrogate pair 0xD83D 0xDE00.
+        // By UTF-8 bytes the emoji sorts last; by UTF-16 units it sorts first.
+        let v = json!({"\u{e000}": 1, "\u{1f600}": 2});
+        assert_eq!(canon(v), "{\"\u{1f600}\":2,\"\u{e000}\":1}");
+    }
+
+    #[test]
+    fn escapes_like_json_stringify() {
+        let v = json!("a\"b\\c\u{08}\u{0c}\n\r\t\u{01}\u{1f}/\u{7f}é");
+        assert_eq!(canon(v), "\"a\\\"b\\\\c\\b\\f\\n\\r\\t\\u0001\\u001f/\u{7f}é\"");
+    }
+
+    #[test]
+    fn rfc8785_example_subset() {
+        // The integer parts of the RFC 8785 section 3.2.2 example, in its expected output order.
+        let v: Value = serde_json::from_str(r#"{"numbers":[333333333,4.0,2e1,0,-0],"literals":[null,true,false]}"#)
+            .expect("parse");
+        assert_eq!(canon(v), r#"{"literals":[null,true,false],"numbers":[333333333,4,20,0,0]}"#);
+    }
+
+    #[test]
+    fn refuses_fractions_and_unsafe_integers() {
+        assert!(canonicalize(&json!(1.5)).is_err());
+        assert!(canonicalize(&json!(9_007_199_254_740_993u64)).is_err());
+        assert!(canonicalize(&json!(-9_007_199_254_740_993i64)).is_err());
+        assert!(canonicalize(&json!(9_007_199_254_740_992u64)).is_ok());
+    }
+}

@@ -1,0 +1,58 @@
+//! The evidence format exchanged between vouchd and verifiers.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use vouch_measure::{sha384, to_canonical_vec, CanonicalError, Digest384, Record};
+
+/// The kind of TEE that produced a quote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TeeType {
+    /// Software-only development backend. Not hardware; rejected unless explicitly allowed.
+    Sim,
+    Tpm,
+    Tdx,
+    Snp,
+}
+
+impl fmt::Display for TeeType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TeeType::Sim => "sim",
+            TeeType::Tpm => "tpm",
+            TeeType::Tdx => "tdx",
+            TeeType::Snp => "snp",
+        })
+    }
+}
+
+/// Quote + event log + the runtime data the quote is bound to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Evidence {
+    /// Format version of this document.
+    pub version: u32,
+    pub tee: TeeType,
+    /// Backend-specific quote bytes, hex encoded.
+    pub quote: String,
+    /// The vouch event log; replays to register [`crate::VOUCH_REGISTER`].
+    pub event_log: Vec<Record>,
+    /// The data bound into the quote: `report_data = SHA-384(canonical JSON of runtime_data)`.
+    pub runtime_data: Value,
+    /// Present on evidence that is not hardware-backed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+}
+
+pub const EVIDENCE_VERSION: u32 = 1;
+
+/// The warning every `sim` evidence carries.
+pub const SIM_WARNING: &str =
+    "sim TEE: software registers and key, NOT hardware-backed; for development only";
+
+/// `report_data = SHA-384(RFC 8785 JSON of runtime data)`, as in the CoCo KBS protocol.
+pub fn report_data_for(runtime_data: &Value) -> Result<Digest384, CanonicalError> {
+    Ok(sha384(&to_canonical_vec(runtime_data)?))
+}

@@ -1,0 +1,239 @@
+//! The crash-safe measurement journal: an append-only event-log file bound to a TEE register.
+//!
+//! Append order: the record is written to the log and synced, then the register is extended.
+//! A crash can leave a torn final line (never extended: it is cut off on open) or a complete
+//! record the register has not seen (extended on open). Anything else is divergence and is
+//! refused: vouchd must not run on a log that no longer matches its register.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::Value;
+use vouch_measure::{decide_recovery, validate_sequence, Digest384, Record, RecordError, Recovery};
+
+use crate::evidence::{report_data_for, Evidence, EVIDENCE_VERSION, SIM_WARNING};
+use crate::{AttestError, Attester, TeeType};
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("cannot access event log {path}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("event log {path} line {line} is not a valid record")]
+    BadLine {
+        path: String,
+        line: usize,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("event log {path} is invalid")]
+    Invalid {
+        path: String,
+        #[source]
+        source: RecordError,
+    },
+    #[error("event log {path} replays to {replayed} but register {index} holds {register}; refusing to continue (the log or the register was changed outside vouch)")]
+    Diverged { path: String, index: usize, replayed: Digest384, register: Digest384 },
+    #[error("record cannot be measured")]
+    Record(#[source] RecordError),
+    #[error("TEE operation failed")]
+    Tee(#[source] AttestError),
+    #[error("an earlier register extension failed; restart vouchd to recover the journal")]
+    Poisoned,
+}
+
+/// What opening the journal had to repair.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Bytes of a torn final line that were cut off.
+    pub truncated_bytes: u64,
+    /// Whether the last record had to be extended into the register.
+    pub extended_last: bool,
+    pub records: usize,
+}
+
+pub struct Journal {
+    path: PathBuf,
+    file: File,
+    records: Vec<Record>,
+    attester: Arc<dyn Attester>,
+    index: usize,
+    poisoned: bool,
+}
+
+impl Journal {
+    /// Open (or create) the log at `path`, repair a crash, and check it against register `index`.
+    pub fn open(path: &Path, attester: Arc<dyn Attester>, index: usize) -> Result<(Self, RecoveryReport), JournalError> {
+        let io = |source| JournalError::Io { path: path.display().to_string(), source };
+        let mut file = OpenOptions::new().read(true).append(true).create(true).mode(0o600).open(path).map_err(io)?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(io)?;
+        let mut report = RecoveryReport::default();
+        let complete = match bytes.iter().rposition(|&b| b == b'\n') {
+            Some(pos) => pos + 1,
+            None => 0,
+        };
+        if complete < bytes.len() {
+            // A torn final line: it was never synced completely, so it was never extended.
+            report.truncated_bytes = (bytes.len() - complete) as u64;
+            file.set_len(complete as u64).map_err(io)?;
+            file.sync_all().map_err(io)?;
+            bytes.truncate(complete);
+        }
+        file.seek(SeekFrom::End(0)).map_err(io)?;
+        let mut records = Vec::new();
+        for (i, line) in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()).enumerate() {
+            let record: Record = serde_json::from_slice(line).map_err(|source| JournalError::BadLine {
+                path: path.display().to_string(),
+                line: i + 1,
+                source,
+            })?;
+            records.push(record);
+        }
+        validate_sequence(&records).map_err(|source| JournalError::Invalid { path: path.display().to_string(), source })?;
+        let register = attester.register(index).map_err(JournalError::Tee)?;
+        match decide_recovery(&records, &register).map_err(JournalError::Record)? {
+            Recovery::InStep => {}
+            Recovery::ExtendLast(d) => {
+                attester.extend(index, &d).map_err(JournalError::Tee)?;
+                report.extended_last = true;
+            }
+            Recovery::Diverged { replayed, register } => {
+                return Err(JournalError::Diverged { path: path.display().to_string(), index, replayed, register });
+            }
+        }
+        report.records = records.len();
+        Ok((Journal { path: path.to_path_buf(), file, records, attester, index, poisoned: false }, report))
+    }
+
+    /// Measure one event: write and sync the record, then extend the register.
+    pub fn append(&mut self, op: &str, content: Value) -> Result<Record, JournalError> {
+        if self.poisoned {
+            return Err(JournalError::Poisoned);
+        }
+        let record = Record::new(self.records.len() as u64, op, content);
+        let mut line = record.canonical_bytes().map_err(JournalError::Record)?;
+        let digest = vouch_measure::sha384(&line);
+        line.push(b'\n');
+        let io = |source| JournalError::Io { path: self.path.display().to_string(), source };
+        self.file.write_all(&line).map_err(io)?;
+        self.file.sync_data().map_err(io)?;
+        self.records.push(record.clone());
+        if let Err(e) = self.attester.extend(self.index, &digest) {
+            // The log is now one record ahead of the register; only the open-time recovery may fix it.
+            self.poisoned = true;
+            return Err(JournalError::Tee(e));
+        }
+        Ok(record)
+    }
+
+    pub fn records(&self) -> &[Record] {
+        &self.records
+    }
+
+    pub fn tee(&self) -> TeeType {
+        self.attester.tee()
+    }
+
+    pub fn register(&self) -> Result<Digest384, JournalError> {
+        self.attester.register(self.index).map_err(JournalError::Tee)
+    }
+
+    /// Evidence for the current state, bound to `runtime_data`.
+    pub fn evidence(&self, runtime_data: Value) -> Result<Evidence, JournalError> {
+        let report_data = report_data_for(&runtime_data)
+            .map_err(|e| JournalError::Record(RecordError::Canonical { seq: 0, source: e }))?;
+        let quote = self.attester.quote(&report_data).map_err(JournalError::Tee)?;
+        let tee = self.attester.tee();
+        Ok(Evidence {
+            version: EVIDENCE_VERSION,
+            tee,
+            quote: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, quote),
+            event_log: self.records.clone(),
+            runtime_data,
+            warning: (tee == TeeType::Sim).then(|| SIM_WARNING.to_string()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::SimAttester;
+    use serde_json::json;
+    use vouch_measure::replay;
+
+    fn open(dir: &Path) -> (Journal, RecoveryReport) {
+        let sim = Arc::new(SimAttester::open(&dir.join("sim")).expect("sim"));
+        Journal::open(&dir.join("events.log"), sim, crate::VOUCH_REGISTER).expect("open")
+    }
+
+    #[test]
+    fn append_then_reopen_is_in_step() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut j, _) = open(dir.path());
+        j.append("a", json!({"x": 1})).expect("append");
+        j.append("b", json!({"x": 2})).expect("append");
+        let reg = j.register().expect("reg");
+        assert_eq!(reg, replay(j.records()).expect("replay"));
+        drop(j);
+        let (j, report) = open(dir.path());
+        assert_eq!(report, RecoveryReport { truncated_bytes: 0, extended_last: false, records: 2 });
+        assert_eq!(j.register().expect("reg"), reg);
+    }
+
+    #[test]
+    fn crash_between_log_write_and_extend_is_rolled_forward() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut j, _) = open(dir.path());
+        j.append("a", json!(1)).expect("append");
+        drop(j);
+        // Simulate the crash window: a synced record the register never saw.
+        let r = Record::new(1, "b", json!(2));
+        let mut line = r.canonical_bytes().expect("bytes");
+        line.push(b'\n');
+        let mut f = OpenOptions::new().append(true).open(dir.path().join("events.log")).expect("open");
+        f.write_all(&line).expect("write");
+        drop(f);
+        let (j, report) = open(dir.path());
+        assert!(report.extended_last);
+        assert_eq!(j.register().expect("reg"), replay(j.records()).expect("replay"));
+        assert_eq!(j.records().len(), 2);
+    }
+
+    #[test]
+    fn torn_final_line_is_cut_off() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut j, _) = open(dir.path());
+        j.append("a", json!(1)).expect("append");
+        drop(j);
+        let mut f = OpenOptions::new().append(true).open(dir.path().join("events.log")).expect("open");
+        f.write_all(br#"{"content":2,"dom"#).expect("write");
+        drop(f);
+        let (j, report) = open(dir.path());
+        assert_eq!(report.truncated_bytes, 17);
+        assert_eq!(j.records().len(), 1);
+        assert_eq!(j.register().expect("reg"), replay(j.records()).expect("replay"));
+    }
+
+    #[test]
+    fn edited_log_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut j, _) = open(dir.path());
+        j.append("image.verified", json!({"digest": "sha256:aa"})).expect("append");
+        j.append("container.create", json!({"id": "c"})).expect("append");
+        drop(j);
+        let path = dir.path().join("events.log");
+        let text = std::fs::read_to_string(&path).expect("read").replace("sha256:aa", "sha256:bb");
+        std::fs::write(&path, text).expect("write");
+        let sim = Arc::new(SimAttester::open(&dir.path().join("sim")).expect("sim"));
+        let err = Journal::open(&path, sim, crate::VOUCH_REGISTER).err().expect("must refuse");
+        assert!(matches!(err, JournalError::Diverged { .. }), "{err}");
+    }
+}

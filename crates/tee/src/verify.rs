@@ -1,0 +1,236 @@
+//! Offline verification of vouch evidence: quote signature, binding of the runtime data, nonce,
+//! event-log replay against the quoted register, and the list of containers the log launched.
+
+use base64::Engine as _;
+use serde::Serialize;
+use serde_json::Value;
+use vouch_measure::{replay, validate_sequence, Digest384, RecordError};
+
+use crate::evidence::{report_data_for, Evidence, EVIDENCE_VERSION, SIM_WARNING};
+use crate::sim::SimVerifier;
+use crate::{TeeType, Verifier, VOUCH_REGISTER};
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("unsupported evidence version {0} (this vouch understands version {EVIDENCE_VERSION})")]
+    Version(u32),
+    #[error("evidence comes from the sim TEE, which is not hardware; pass --allow-sim to accept it for development")]
+    SimNotAllowed,
+    #[error("verification of {0} evidence is not implemented in this build")]
+    UnsupportedTee(TeeType),
+    #[error("quote field is not valid base64")]
+    QuoteEncoding,
+    #[error("{tee} quote is malformed: {reason}")]
+    MalformedQuote { tee: TeeType, reason: String },
+    #[error("quote signature does not verify")]
+    BadSignature,
+    #[error("quote is signed by {signer}, which is not the trusted key")]
+    UntrustedSigner { signer: String },
+    #[error("evidence says tee {claimed} but the quote is from {actual}")]
+    TeeMismatch { claimed: TeeType, actual: TeeType },
+    #[error("runtime data does not match the quote: SHA-384 of it is {computed}, the quote binds {quoted}")]
+    ReportDataMismatch { computed: Digest384, quoted: Digest384 },
+    #[error("runtime data cannot be canonicalized")]
+    RuntimeData(#[source] vouch_measure::CanonicalError),
+    #[error("nonce mismatch: expected {expected}, evidence is bound to {found}")]
+    NonceMismatch { expected: String, found: String },
+    #[error("event log is invalid")]
+    Log(#[source] RecordError),
+    #[error("event log ({records} records) replays to {replayed}, but the quoted register {index} is {quoted}")]
+    ReplayMismatch { records: usize, replayed: Digest384, index: usize, quoted: Digest384 },
+}
+
+/// What the verifier requires.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    /// Accept evidence from the software `sim` TEE. Never the default.
+    pub allow_sim: bool,
+    /// Require the runtime data to carry exactly this nonce (lower-case hex).
+    pub nonce: Option<String>,
+    /// Pin the sim instance's public key (hex).
+    pub sim_key: Option<String>,
+}
+
+/// A container the event log says was launched.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LaunchedContainer {
+    pub id: String,
+    pub name: Option<String>,
+    pub image: Option<String>,
+    pub image_digest: String,
+    pub config_digest: String,
+    pub exit_code: Option<i64>,
+}
+
+/// The result of a successful verification.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verdict {
+    pub tee: TeeType,
+    pub hardware: bool,
+    pub signer: String,
+    pub registers: Vec<Digest384>,
+    pub records: usize,
+    pub runtime_data: Value,
+    pub containers: Vec<LaunchedContainer>,
+    pub warnings: Vec<String>,
+}
+
+/// Verify evidence completely, offline.
+pub fn verify_evidence(evidence: &Evidence, opts: &VerifyOptions) -> Result<Verdict, VerifyError> {
+    if evidence.version != EVIDENCE_VERSION {
+        return Err(VerifyError::Version(evidence.version));
+    }
+    if evidence.tee == TeeType::Sim && !opts.allow_sim {
+        return Err(VerifyError::SimNotAllowed);
+    }
+    let quote = base64::engine::general_purpose::STANDARD
+        .decode(evidence.quote.as_bytes())
+        .map_err(|_| VerifyError::QuoteEncoding)?;
+    let verifier: Box<dyn Verifier> = match evidence.tee {
+        TeeType::Sim => Box::new(SimVerifier { pinned_key: opts.sim_key.clone() }),
+        other => return Err(VerifyError::UnsupportedTee(other)),
+    };
+    let claims = verifier.verify_quote(&quote)?;
+    if claims.tee != evidence.tee {
+        return Err(VerifyError::TeeMismatch { claimed: evidence.tee, actual: claims.tee });
+    }
+    let computed = report_data_for(&evidence.runtime_data).map_err(VerifyError::RuntimeData)?;
+    if computed != claims.report_data {
+        return Err(VerifyError::ReportDataMismatch { computed, quoted: claims.report_data });
+    }
+    if let Some(expected) = &opts.nonce {
+        let found = evidence.runtime_data.get("nonce").and_then(Value::as_str).unwrap_or("<none>");
+        if found != expected.to_ascii_lowercase() {
+            return Err(VerifyError::NonceMismatch { expected: expected.clone(), found: found.to_string() });
+        }
+    }
+    validate_sequence(&evidence.event_log).map_err(VerifyError::Log)?;
+    let replayed = replay(&evidence.event_log).map_err(VerifyError::Log)?;
+    let quoted = claims.registers.get(VOUCH_REGISTER).copied().ok_or_else(|| VerifyError::MalformedQuote {
+        tee: claims.tee,
+        reason: format!("no register {VOUCH_REGISTER}"),
+    })?;
+    if replayed != quoted {
+        return Err(VerifyError::ReplayMismatch {
+            records: evidence.event_log.len(),
+            replayed,
+            index: VOUCH_REGISTER,
+            quoted,
+        });
+    }
+    let mut containers: Vec<LaunchedContainer> = Vec::new();
+    for record in &evidence.event_log {
+        let c = &record.content;
+        let text = |k: &str| c.get(k).and_then(Value::as_str).map(str::to_string);
+        match record.op.as_str() {
+            "container.create" => containers.push(LaunchedContainer {
+                id: text("id").unwrap_or_default(),
+                name: text("name"),
+                image: text("image"),
+                image_digest: text("image_digest").unwrap_or_default(),
+                config_digest: text("config_digest").unwrap_or_default(),
+                exit_code: None,
+            }),
+            "container.exit" => {
+                if let (Some(id), Some(code)) = (text("id"), c.get("exit_code").and_then(Value::as_i64)) {
+                    if let Some(found) = containers.iter_mut().rev().find(|x| x.id == id) {
+                        found.exit_code = Some(code);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let hardware = claims.tee != TeeType::Sim;
+    let warnings = if hardware { Vec::new() } else { vec![SIM_WARNING.to_string()] };
+    Ok(Verdict {
+        tee: claims.tee,
+        hardware,
+        signer: claims.signer,
+        registers: claims.registers,
+        records: evidence.event_log.len(),
+        runtime_data: evidence.runtime_data.clone(),
+        containers,
+        warnings,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::Journal;
+    use crate::sim::SimAttester;
+    use serde_json::json;
+    use std::sync::Arc;
+
+    fn evidence(nonce: &str) -> (tempfile::TempDir, Evidence) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sim = Arc::new(SimAttester::open(&dir.path().join("sim")).expect("sim"));
+        let (mut j, _) = Journal::open(&dir.path().join("log"), sim, VOUCH_REGISTER).expect("journal");
+        j.append("image.verified", json!({"image_digest": "sha256:ab"})).expect("append");
+        j.append(
+            "container.create",
+            json!({"id": "c1", "image_digest": "sha256:ab", "config_digest": "sha384:cd"}),
+        )
+        .expect("append");
+        j.append("container.exit", json!({"id": "c1", "exit_code": 3})).expect("append");
+        let ev = j.evidence(json!({"nonce": nonce})).expect("evidence");
+        (dir, ev)
+    }
+
+    fn allow(nonce: &str) -> VerifyOptions {
+        VerifyOptions { allow_sim: true, nonce: Some(nonce.into()), sim_key: None }
+    }
+
+    #[test]
+    fn good_evidence_verifies_and_lists_containers() {
+        let (_d, ev) = evidence("abcd");
+        let v = verify_evidence(&ev, &allow("abcd")).expect("verify");
+        assert_eq!(v.containers.len(), 1);
+        assert_eq!(v.containers[0].exit_code, Some(3));
+        assert!(!v.hardware);
+        assert_eq!(v.records, 3);
+    }
+
+    #[test]
+    fn sim_refused_without_allow() {
+        let (_d, ev) = evidence("abcd");
+        let opts = VerifyOptions { allow_sim: false, ..allow("abcd") };
+        assert!(matches!(verify_evidence(&ev, &opts), Err(VerifyError::SimNotAllowed)));
+    }
+
+    #[test]
+    fn wrong_nonce_fails() {
+        let (_d, ev) = evidence("abcd");
+        assert!(matches!(verify_evidence(&ev, &allow("abce")), Err(VerifyError::NonceMismatch { .. })));
+    }
+
+    #[test]
+    fn rebinding_runtime_data_fails() {
+        let (_d, mut ev) = evidence("abcd");
+        ev.runtime_data = json!({"nonce": "ffff"});
+        assert!(matches!(verify_evidence(&ev, &allow("ffff")), Err(VerifyError::ReportDataMismatch { .. })));
+    }
+
+    #[test]
+    fn every_quote_byte_and_log_edit_is_detected() {
+        let (_d, ev) = evidence("abcd");
+        let raw = base64::engine::general_purpose::STANDARD.decode(&ev.quote).expect("b64");
+        for i in 0..raw.len() {
+            let mut t = raw.clone();
+            t[i] ^= 0x01;
+            let mut bad = ev.clone();
+            bad.quote = base64::engine::general_purpose::STANDARD.encode(&t);
+            assert!(verify_evidence(&bad, &allow("abcd")).is_err(), "quote byte {i} flip accepted");
+        }
+        for i in 0..ev.event_log.len() {
+            let mut bad = ev.clone();
+            bad.event_log[i].content = json!({"edited": true});
+            let err = verify_evidence(&bad, &allow("abcd")).expect_err("edit accepted");
+            assert!(matches!(err, VerifyError::ReplayMismatch { .. }), "{err}");
+        }
+        let mut dropped = ev.clone();
+        dropped.event_log.pop();
+        assert!(verify_evidence(&dropped, &allow("abcd")).is_err());
+    }
+}
