@@ -1,0 +1,234 @@
+//! Loading images from an OCI image layout, as a directory or a tar archive (optionally gzip).
+
+use std::fs::{self, File};
+use std::io::{self, BufReader, Read};
+use std::path::{Component, Path, PathBuf};
+
+use flate2::read::GzDecoder;
+
+use crate::digest::OciDigest;
+use crate::oci::{self, Descriptor, ImageConfig, Index, Manifest};
+use crate::store::{ContentStore, ImageRecord, LayerRecord, RuntimeDefaults, StoreError, MAX_DOCUMENT};
+
+/// Largest single blob accepted from an archive.
+const MAX_BLOB: u64 = 16 << 30;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read {path}")]
+    Io {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{0} is not an OCI image layout (no oci-layout file)")]
+    NotLayout(String),
+    #[error("{path} is not valid JSON for {what}")]
+    Json {
+        path: String,
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn json<T: serde::de::DeserializeOwned>(bytes: &[u8], path: &str, what: &'static str) -> Result<T, LoadError> {
+    serde_json::from_slice(bytes).map_err(|source| LoadError::Json { path: path.to_string(), what, source })
+}
+
+/// Load every image of an OCI layout at `source` (directory, `.tar` or `.tar.gz`).
+/// `name` overrides the image's `org.opencontainers.image.ref.name`.
+pub fn load(store: &ContentStore, source: &Path, name: Option<&str>) -> Result<Vec<ImageRecord>, LoadError> {
+    let io_err = |source_err| LoadError::Io { path: source.display().to_string(), source: source_err };
+    let meta = fs::metadata(source).map_err(io_err)?;
+    let index_bytes = if meta.is_dir() {
+        let layout = source.join("oci-layout");
+        if !layout.is_file() {
+            return Err(LoadError::NotLayout(source.display().to_string()));
+        }
+        read_limited(&source.join("index.json"))?
+    } else {
+        ingest_archive(store, source)?
+    };
+    let index: Index = json(&index_bytes, "index.json", "an OCI image index")?;
+    if index.manifests.is_empty() {
+        return Err(LoadError::Invalid("index.json lists no images".into()));
+    }
+    if name.is_some() && index.manifests.len() > 1 {
+        return Err(LoadError::Invalid(format!(
+            "the layout holds {} images; a name can only be given when it holds one",
+            index.manifests.len()
+        )));
+    }
+    let dir_source = meta.is_dir().then(|| source.to_path_buf());
+    let mut loaded = Vec::new();
+    for desc in &index.manifests {
+        let ref_name = desc.annotations.as_ref().and_then(|a| a.get(oci::ANNOTATION_REF_NAME)).cloned();
+        let names: Vec<String> = name.map(str::to_string).or(ref_name).into_iter().collect();
+        let record = load_manifest(store, dir_source.as_deref(), desc, names, 0)?;
+        loaded.push(store.put_image(record)?);
+    }
+    Ok(loaded)
+}
+
+fn read_limited(path: &Path) -> Result<Vec<u8>, LoadError> {
+    let f = File::open(path).map_err(|source| LoadError::Io { path: path.display().to_string(), source })?;
+    let mut out = Vec::new();
+    f.take(MAX_DOCUMENT + 1)
+        .read_to_end(&mut out)
+        .map_err(|source| LoadError::Io { path: path.display().to_string(), source })?;
+    if out.len() as u64 > MAX_DOCUMENT {
+        return Err(LoadError::Invalid(format!("{} is larger than {MAX_DOCUMENT} bytes", path.display())));
+    }
+    Ok(out)
+}
+
+/// Copy a blob from a layout directory into the store (verified), unless it is there already.
+fn ensure_blob(store: &ContentStore, dir: Option<&Path>, desc: &Descriptor) -> Result<(), LoadError> {
+    if store.has_blob(&desc.digest) {
+        return Ok(());
+    }
+    let Some(dir) = dir else {
+        return Err(LoadError::Invalid(format!("blob {} is missing from the archive", desc.digest)));
+    };
+    let path = dir.join("blobs/sha256").join(desc.digest.hex());
+    let f = File::open(&path).map_err(|source| match source.kind() {
+        io::ErrorKind::NotFound => LoadError::Invalid(format!("blob {} is missing from the layout", desc.digest)),
+        _ => LoadError::Io { path: path.display().to_string(), source },
+    })?;
+    store.ingest(&desc.digest, Some(desc.size), MAX_BLOB, BufReader::new(f))?;
+    Ok(())
+}
+
+fn load_manifest(
+    store: &ContentStore,
+    dir: Option<&Path>,
+    desc: &Descriptor,
+    names: Vec<String>,
+    depth: u32,
+) -> Result<ImageRecord, LoadError> {
+    ensure_blob(store, dir, desc)?;
+    let bytes = store.read_document(&desc.digest)?;
+    let media = desc.media_type.as_str();
+    let where_ = desc.digest.to_string();
+    if media == oci::MEDIA_INDEX || media == oci::MEDIA_DOCKER_LIST {
+        if depth > 2 {
+            return Err(LoadError::Invalid("image indexes nest too deeply".into()));
+        }
+        let nested: Index = json(&bytes, &where_, "an OCI image index")?;
+        let pick = nested
+            .manifests
+            .iter()
+            .find(|m| m.platform.as_ref().is_some_and(|p| p.os == "linux" && p.architecture == "amd64"))
+            .ok_or_else(|| LoadError::Invalid(format!("image index {where_} has no linux/amd64 image")))?;
+        return load_manifest(store, dir, pick, names, depth + 1);
+    }
+    if !media.is_empty() && media != oci::MEDIA_MANIFEST && media != oci::MEDIA_DOCKER_MANIFEST {
+        return Err(LoadError::Invalid(format!("unsupported manifest media type {media:?}")));
+    }
+    let manifest: Manifest = json(&bytes, &where_, "an OCI image manifest")?;
+    if manifest.schema_version != 2 {
+        return Err(LoadError::Invalid(format!("manifest {where_} has schema version {}, expected 2", manifest.schema_version)));
+    }
+    ensure_blob(store, dir, &manifest.config)?;
+    let config_bytes = store.read_document(&manifest.config.digest)?;
+    let config: ImageConfig = json(&config_bytes, &manifest.config.digest.to_string(), "an OCI image config")?;
+    if config.os != "linux" || config.architecture != "amd64" {
+        return Err(LoadError::Invalid(format!(
+            "image is for {}/{}; this machine runs linux/amd64",
+            config.os, config.architecture
+        )));
+    }
+    if config.rootfs.diff_ids.len() != manifest.layers.len() {
+        return Err(LoadError::Invalid(format!(
+            "image config lists {} diff ids for {} layers",
+            config.rootfs.diff_ids.len(),
+            manifest.layers.len()
+        )));
+    }
+    let mut layers = Vec::new();
+    for (layer, diff_id) in manifest.layers.iter().zip(config.rootfs.diff_ids.iter()) {
+        let compression = oci::layer_compression(&layer.media_type)
+            .ok_or_else(|| LoadError::Invalid(format!("layer {} has unsupported media type {:?}", layer.digest, layer.media_type)))?;
+        ensure_blob(store, dir, layer)?;
+        let record = LayerRecord { digest: layer.digest.clone(), diff_id: diff_id.clone(), size: layer.size, compression };
+        store.ensure_layer(&record)?;
+        layers.push(record);
+    }
+    let c = config.config.unwrap_or_default();
+    let defaults = RuntimeDefaults {
+        entrypoint: c.entrypoint.unwrap_or_default(),
+        cmd: c.cmd.unwrap_or_default(),
+        env: c.env.unwrap_or_default(),
+        working_dir: c.working_dir.unwrap_or_default(),
+        user: c.user.unwrap_or_default(),
+    };
+    Ok(ImageRecord {
+        names,
+        manifest_digest: desc.digest.clone(),
+        config_digest: manifest.config.digest.clone(),
+        size: layers.iter().map(|l| l.size).sum(),
+        layers,
+        defaults,
+        loaded_at: humantime_now(),
+    })
+}
+
+fn humantime_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    secs.to_string()
+}
+
+/// Stream an archive once: blobs go into the store (verified), `index.json` is returned.
+fn ingest_archive(store: &ContentStore, path: &Path) -> Result<Vec<u8>, LoadError> {
+    let io_err = |source| LoadError::Io { path: path.display().to_string(), source };
+    let mut f = File::open(path).map_err(io_err)?;
+    let mut magic = [0u8; 2];
+    let n = f.read(&mut magic).map_err(io_err)?;
+    drop(f);
+    let f = BufReader::new(File::open(path).map_err(io_err)?);
+    let reader: Box<dyn Read> = if n == 2 && magic == [0x1f, 0x8b] { Box::new(GzDecoder::new(f)) } else { Box::new(f) };
+    let mut archive = tar::Archive::new(reader);
+    let mut index = None;
+    let mut saw_layout = false;
+    for entry in archive.entries().map_err(io_err)? {
+        let entry = entry.map_err(|e| LoadError::Invalid(format!("{} is not a valid tar archive: {e}", path.display())))?;
+        let raw: PathBuf = entry.path().map_err(io_err)?.into_owned();
+        let rel: PathBuf = raw.components().filter(|c| matches!(c, Component::Normal(_))).collect();
+        if raw.components().any(|c| matches!(c, Component::ParentDir)) {
+            return Err(LoadError::Invalid(format!("archive entry {:?} contains '..'", raw.display())));
+        }
+        let kind = entry.header().entry_type();
+        if !kind.is_file() {
+            continue;
+        }
+        let rel_str = rel.to_string_lossy().into_owned();
+        if rel_str == "oci-layout" {
+            saw_layout = true;
+        } else if rel_str == "index.json" {
+            let mut buf = Vec::new();
+            entry.take(MAX_DOCUMENT + 1).read_to_end(&mut buf).map_err(io_err)?;
+            if buf.len() as u64 > MAX_DOCUMENT {
+                return Err(LoadError::Invalid("index.json is too large".into()));
+            }
+            index = Some(buf);
+        } else if let Some(hex) = rel_str.strip_prefix("blobs/sha256/") {
+            let digest: OciDigest = format!("sha256:{hex}")
+                .parse()
+                .map_err(|_| LoadError::Invalid(format!("archive entry {rel_str:?} is not named by a sha256 digest")))?;
+            let size = entry.header().size().map_err(io_err)?;
+            store.ingest(&digest, Some(size), MAX_BLOB, entry)?;
+        }
+    }
+    if !saw_layout {
+        return Err(LoadError::NotLayout(path.display().to_string()));
+    }
+    index.ok_or_else(|| LoadError::Invalid(format!("{} has no index.json", path.display())))
+}
