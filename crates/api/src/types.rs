@@ -1,0 +1,182 @@
+//! Request and response bodies.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// States of a task (a container's life in vouchd).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaskState {
+    Pulling,
+    Pulled,
+    Verifying,
+    Verified,
+    Creating,
+    Created,
+    Starting,
+    Running,
+    Exited,
+    Failed,
+    Cancelled,
+}
+
+impl TaskState {
+    /// Whether the task has ended.
+    pub fn is_final(self) -> bool {
+        matches!(self, TaskState::Exited | TaskState::Failed | TaskState::Cancelled)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Pulling => "Pulling",
+            TaskState::Pulled => "Pulled",
+            TaskState::Verifying => "Verifying",
+            TaskState::Verified => "Verified",
+            TaskState::Creating => "Creating",
+            TaskState::Created => "Created",
+            TaskState::Starting => "Starting",
+            TaskState::Running => "Running",
+            TaskState::Exited => "Exited",
+            TaskState::Failed => "Failed",
+            TaskState::Cancelled => "Cancelled",
+        }
+    }
+}
+
+/// One entry of a task's event list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskEvent {
+    /// RFC 3339 time.
+    pub time: String,
+    /// The state entered, or another action such as `StopRequested`.
+    pub action: String,
+    pub message: String,
+}
+
+/// An event as streamed by `/v1/events`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventMessage {
+    pub id: String,
+    pub name: String,
+    #[serde(flatten)]
+    pub event: TaskEvent,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateContainer {
+    pub image: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Command; empty means the image's default.
+    #[serde(default)]
+    pub cmd: Vec<String>,
+    /// `KEY=VALUE` entries, overriding the image's.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Memory limit such as `64m`.
+    #[serde(default)]
+    pub memory: Option<String>,
+    #[serde(default)]
+    pub pids_limit: Option<i64>,
+    /// CPU count such as `0.5`.
+    #[serde(default)]
+    pub cpus: Option<String>,
+    /// `none` (default: private network namespace) or `host`.
+    #[serde(default)]
+    pub network: Option<String>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub workdir: Option<String>,
+    /// Remove the container once it has ended.
+    #[serde(default)]
+    pub auto_remove: bool,
+}
+
+/// A container as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Container {
+    pub id: String,
+    pub name: String,
+    pub image: String,
+    pub image_digest: String,
+    pub command: Vec<String>,
+    pub state: TaskState,
+    pub created_at: String,
+    #[serde(default)]
+    pub started_at: Option<String>,
+    #[serde(default)]
+    pub finished_at: Option<String>,
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    #[serde(default)]
+    pub oom_killed: bool,
+    #[serde(default)]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub pid: Option<i32>,
+    /// SHA-384 of the measured runtime config.
+    #[serde(default)]
+    pub config_digest: Option<String>,
+    pub auto_remove: bool,
+    pub events: Vec<TaskEvent>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WaitResponse {
+    pub id: String,
+    pub state: TaskState,
+    pub exit_code: Option<i32>,
+    pub oom_killed: bool,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageSummary {
+    pub id: String,
+    pub names: Vec<String>,
+    pub manifest_digest: String,
+    pub config_digest: String,
+    pub size: u64,
+    pub layers: usize,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoadImage {
+    /// Path of an OCI layout directory or archive, on the daemon's host.
+    pub path: String,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttestRequest {
+    /// Hex nonce chosen by the verifier.
+    pub nonce: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Info {
+    pub version: String,
+    pub tee: String,
+    pub hardware: bool,
+    pub register_index: usize,
+    pub register: String,
+    pub records: usize,
+    pub containers: usize,
+    pub running: usize,
+    pub images: usize,
+    #[serde(default)]
+    pub warning: Option<String>,
+}
+
+/// Every error response body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+/// Evidence is passed through as JSON; its schema lives in the tee crate.
+pub type EvidenceJson = Value;

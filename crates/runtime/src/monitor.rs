@@ -1,0 +1,240 @@
+//! The per-container monitor process.
+//!
+//! vouchd starts one monitor per container (`vouchd monitor ...`). The monitor creates and starts
+//! the container with libcontainer from a fresh single-threaded process, reports the outcome on
+//! its stdout (one JSON line), relays the container's stdout/stderr into the log file, waits for
+//! the container, records OOM kills, deletes the container, and writes the exit record
+//! atomically. It keeps running if vouchd dies, so the exit status is never lost.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::syscall::syscall::SyscallType;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+use crate::logframe::{write_frame, STDERR, STDOUT};
+
+#[derive(Debug, Clone)]
+pub struct MonitorArgs {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub runtime_root: PathBuf,
+    pub log_path: PathBuf,
+    pub exit_path: PathBuf,
+    /// The container's cgroup path relative to each hierarchy root, e.g. `/vouch/ID`.
+    pub cgroup_path: String,
+}
+
+/// The single line a monitor prints on stdout once the container is running (or failed).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum MonitorReport {
+    Started { pid: i32 },
+    Failed { error: String },
+}
+
+/// How a container ended. Written atomically to the exit file by the monitor.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ExitRecord {
+    /// Exit status; 128 + signal number when killed by a signal, as shells report it.
+    pub exit_code: i32,
+    pub signal: Option<i32>,
+    pub oom_killed: bool,
+    pub finished_at_ms: u64,
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Format an error and its sources on one line.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let text = c.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+fn report(r: &MonitorReport) {
+    let mut line = serde_json::to_vec(r).unwrap_or_else(|_| b"{\"failed\":{\"error\":\"report\"}}".to_vec());
+    line.push(b'\n');
+    let mut out = io::stdout().lock();
+    let _ = out.write_all(&line);
+    let _ = out.flush();
+}
+
+/// Point fd 1 at /dev/null so the daemon sees EOF on the report pipe.
+fn close_report_pipe() {
+    if let Ok(null) = File::open("/dev/null") {
+        // SAFETY: dup2 on two valid descriptors; fd 1 is replaced atomically.
+        unsafe { libc::dup2(null.as_raw_fd(), 1) };
+    }
+}
+
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)
+}
+
+/// Run the monitor. Returns the process exit code.
+pub fn run(args: &MonitorArgs) -> i32 {
+    let _ = nix::unistd::setsid();
+    // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes an integer argument and no pointers.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+
+    let setup = (|| -> Result<_, String> {
+        let (out_r, out_w) = pipe().map_err(|e| format!("cannot create stdout pipe: {e}"))?;
+        let (err_r, err_w) = pipe().map_err(|e| format!("cannot create stderr pipe: {e}"))?;
+        let devnull = File::open("/dev/null").map_err(|e| format!("cannot open /dev/null: {e}"))?;
+        let container = ContainerBuilder::new(args.id.clone(), SyscallType::default())
+            .with_root_path(&args.runtime_root)
+            .map_err(|e| error_chain(&e))?
+            .with_stdin(OwnedFd::from(devnull))
+            .with_stdout(out_w)
+            .with_stderr(err_w)
+            .as_init(&args.bundle)
+            .with_systemd(false)
+            .with_detach(true)
+            .build()
+            .map_err(|e| error_chain(&e))?;
+        Ok((container, out_r, err_r))
+    })();
+    let (mut container, out_r, err_r) = match setup {
+        Ok(v) => v,
+        Err(error) => {
+            report(&MonitorReport::Failed { error });
+            return 1;
+        }
+    };
+    if let Err(e) = container.start() {
+        report(&MonitorReport::Failed { error: error_chain(&e) });
+        let _ = container.delete(true);
+        return 1;
+    }
+    let Some(pid) = container.pid() else {
+        report(&MonitorReport::Failed { error: "container started without a pid".into() });
+        let _ = container.delete(true);
+        return 1;
+    };
+    report(&MonitorReport::Started { pid: pid.as_raw() });
+    close_report_pipe();
+
+    let relay_result = relay(out_r, err_r, &args.log_path);
+    let status = wait_for(pid);
+    reap_adopted();
+    let oom = oom_kills(&args.cgroup_path) > 0;
+    let _ = container.refresh_status();
+    if let Err(e) = container.delete(true) {
+        eprintln!("monitor: deleting container {}: {}", args.id, error_chain(&e));
+    }
+    if let Err(e) = relay_result {
+        eprintln!("monitor: relaying output of {}: {e}", args.id);
+    }
+    let (exit_code, signal) = status;
+    let record = ExitRecord { exit_code, signal, oom_killed: oom && signal == Some(libc::SIGKILL), finished_at_ms: now_ms() };
+    if let Err(e) = write_exit(&args.exit_path, &record) {
+        eprintln!("monitor: writing exit record for {}: {e}", args.id);
+        return 1;
+    }
+    0
+}
+
+fn wait_for(pid: Pid) -> (i32, Option<i32>) {
+    loop {
+        match waitpid(pid, None) {
+            Ok(WaitStatus::Exited(_, code)) => return (code, None),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return (128 + sig as i32, Some(sig as i32)),
+            Ok(_) | Err(nix::Error::EINTR) => continue,
+            Err(_) => return (255, None),
+        }
+    }
+}
+
+/// Reap any processes re-parented to this subreaper.
+fn reap_adopted() {
+    while let Ok(status) = waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+        if status == WaitStatus::StillAlive {
+            break;
+        }
+    }
+}
+
+fn write_exit(path: &Path, record: &ExitRecord) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    f.write_all(&serde_json::to_vec(record).map_err(io::Error::other)?)?;
+    f.sync_all()?;
+    fs::rename(&tmp, path)
+}
+
+/// Read an exit record, if the monitor wrote one.
+pub fn read_exit(path: &Path) -> Option<ExitRecord> {
+    fs::read(path).ok().and_then(|b| serde_json::from_slice(&b).ok())
+}
+
+/// Number of OOM kills in the container's memory cgroup (v1 or v2).
+fn oom_kills(cgroup_path: &str) -> u64 {
+    let rel = cgroup_path.trim_start_matches('/');
+    let candidates = [
+        (format!("/sys/fs/cgroup/memory/{rel}/memory.oom_control"), "oom_kill "),
+        (format!("/sys/fs/cgroup/{rel}/memory.events"), "oom_kill "),
+    ];
+    for (path, key) in candidates {
+        if let Ok(text) = fs::read_to_string(&path) {
+            for line in text.lines() {
+                if let Some(v) = line.strip_prefix(key) {
+                    return v.trim().parse().unwrap_or(0);
+                }
+            }
+        }
+    }
+    0
+}
+
+/// Copy both pipes into the log until both reach end of file.
+fn relay(out_r: OwnedFd, err_r: OwnedFd, log_path: &Path) -> io::Result<()> {
+    let mut log = OpenOptions::new().append(true).create(true).mode(0o600).open(log_path)?;
+    let mut streams: Vec<(File, u8, bool)> = vec![(File::from(out_r), STDOUT, true), (File::from(err_r), STDERR, true)];
+    let mut buf = vec![0u8; 64 * 1024];
+    while streams.iter().any(|s| s.2) {
+        let mut fds: Vec<libc::pollfd> = streams
+            .iter()
+            .map(|(f, _, open)| libc::pollfd { fd: if *open { f.as_raw_fd() } else { -1 }, events: libc::POLLIN, revents: 0 })
+            .collect();
+        // SAFETY: `fds` is a live, correctly sized array of pollfd structs for the whole call.
+        let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        for (i, pfd) in fds.iter().enumerate() {
+            if pfd.fd < 0 || pfd.revents == 0 {
+                continue;
+            }
+            let (file, stream, open) = &mut streams[i];
+            match file.read(&mut buf) {
+                Ok(0) => *open = false,
+                Ok(n) => write_frame(&mut log, *stream, &buf[..n])?,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => *open = false,
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,305 @@
+//! The OCI runtime configuration vouch generates, and the digest that is measured for it.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SpecError {
+    #[error("no command given and the image defines none")]
+    NoCommand,
+    #[error("invalid environment variable {0:?}: expected KEY=VALUE")]
+    BadEnv(String),
+    #[error("invalid user {0:?}: use UID or UID:GID (user names are not supported yet)")]
+    BadUser(String),
+    #[error("invalid memory size {0:?}: use a number with an optional b, k, m or g suffix")]
+    BadMemory(String),
+    #[error("invalid CPU count {0:?}: use a positive number such as 0.5 or 2")]
+    BadCpus(String),
+    #[error("the memory limit must be at least 6 MiB")]
+    MemoryTooSmall,
+    #[error("cannot serialize the runtime config")]
+    Serialize,
+}
+
+/// Resource limits, as given on the command line.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Resources {
+    pub memory_bytes: Option<u64>,
+    pub pids_limit: Option<i64>,
+    /// CPU quota in microseconds per 100 ms period.
+    pub cpu_quota: Option<i64>,
+}
+
+/// Everything needed to write a container's `config.json`.
+#[derive(Debug, Clone, Default)]
+pub struct ContainerSpec {
+    pub id: String,
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub hostname: String,
+    pub host_network: bool,
+    pub resources: Resources,
+    pub cgroup_parent: String,
+}
+
+/// The part of the config that decides what runs and with which privileges. Its canonical JSON
+/// digest goes into the `container.create` record; the values themselves never do (they may hold
+/// secrets in environment variables).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EffectiveConfig {
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub user: String,
+    pub capabilities: Vec<String>,
+    pub mounts: Vec<Value>,
+    pub namespaces: Vec<String>,
+    pub resources: Resources,
+    pub no_new_privileges: bool,
+    pub seccomp: String,
+    pub readonly_paths: Vec<String>,
+    pub masked_paths: Vec<String>,
+}
+
+/// Docker's default capability set.
+pub const DEFAULT_CAPS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+/// System calls the default seccomp profile refuses with EPERM: the ones Docker's default profile
+/// leaves out because they reach kernel-global state, load code into the kernel, or escape
+/// namespaces. Everything else is allowed.
+pub const BLOCKED_SYSCALLS: &[&str] = &[
+    "acct", "add_key", "bpf", "clock_adjtime", "clock_settime", "create_module", "delete_module",
+    "finit_module", "fsconfig", "fsmount", "fsopen", "fspick", "get_kernel_syms", "get_mempolicy",
+    "init_module", "io_uring_enter", "io_uring_register", "io_uring_setup", "ioperm", "iopl", "kcmp",
+    "kexec_file_load", "kexec_load", "keyctl", "lookup_dcookie", "mbind", "mount", "mount_setattr",
+    "move_mount", "move_pages", "name_to_handle_at", "nfsservctl", "open_by_handle_at", "open_tree",
+    "perf_event_open", "pivot_root", "process_vm_readv", "process_vm_writev", "ptrace",
+    "query_module", "quotactl", "reboot", "request_key", "set_mempolicy", "setns", "settimeofday",
+    "swapoff", "swapon", "sysfs", "_sysctl", "umount2", "unshare", "uselib", "userfaultfd", "ustat",
+];
+
+pub const MASKED_PATHS: &[&str] = &[
+    "/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
+    "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap",
+];
+
+pub const READONLY_PATHS: &[&str] =
+    &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
+
+const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Combine image defaults with user overrides the way docker does.
+pub fn resolve_command(entrypoint: &[String], image_cmd: &[String], user_cmd: &[String]) -> Result<Vec<String>, SpecError> {
+    let mut args = entrypoint.to_vec();
+    if user_cmd.is_empty() {
+        args.extend_from_slice(image_cmd);
+    } else {
+        args.extend_from_slice(user_cmd);
+    }
+    if args.is_empty() {
+        return Err(SpecError::NoCommand);
+    }
+    Ok(args)
+}
+
+/// Image environment overlaid with the user's; later keys win. PATH is set if nothing sets it.
+pub fn merge_env(image_env: &[String], user_env: &[String]) -> Result<Vec<String>, SpecError> {
+    let mut out: Vec<String> = Vec::new();
+    for e in image_env.iter().chain(user_env.iter()) {
+        let (k, _) = e.split_once('=').ok_or_else(|| SpecError::BadEnv(e.clone()))?;
+        if k.is_empty() || k.contains('\0') {
+            return Err(SpecError::BadEnv(e.clone()));
+        }
+        out.retain(|x| x.split_once('=').map(|(xk, _)| xk) != Some(k));
+        out.push(e.clone());
+    }
+    if !out.iter().any(|e| e.starts_with("PATH=")) {
+        out.insert(0, DEFAULT_PATH.to_string());
+    }
+    Ok(out)
+}
+
+/// Parse `UID`, `UID:GID` or `root`.
+pub fn parse_user(user: &str) -> Result<(u32, u32), SpecError> {
+    let bad = || SpecError::BadUser(user.to_string());
+    match user {
+        "" | "root" | "0" => Ok((0, 0)),
+        _ => {
+            let (u, g) = match user.split_once(':') {
+                Some((u, g)) => (u, Some(g)),
+                None => (user, None),
+            };
+            let uid: u32 = if u == "root" { 0 } else { u.parse().map_err(|_| bad())? };
+            let gid: u32 = match g {
+                Some("root") => 0,
+                Some(g) => g.parse().map_err(|_| bad())?,
+                None => uid,
+            };
+            Ok((uid, gid))
+        }
+    }
+}
+
+/// Parse `512m`, `1g`, `1048576`, as docker's `--memory`.
+pub fn parse_memory(s: &str) -> Result<u64, SpecError> {
+    let bad = || SpecError::BadMemory(s.to_string());
+    let lower = s.trim().to_ascii_lowercase();
+    let (num, mult) = match lower.trim_end_matches('b').chars().last() {
+        Some('k') => (&lower[..lower.find('k').ok_or_else(bad)?], 1u64 << 10),
+        Some('m') => (&lower[..lower.find('m').ok_or_else(bad)?], 1 << 20),
+        Some('g') => (&lower[..lower.find('g').ok_or_else(bad)?], 1 << 30),
+        _ => (lower.trim_end_matches('b'), 1),
+    };
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let bytes = n.checked_mul(mult).ok_or_else(bad)?;
+    if bytes < 6 << 20 {
+        return Err(SpecError::MemoryTooSmall);
+    }
+    Ok(bytes)
+}
+
+/// Parse `--cpus 1.5` into a CFS quota per 100 ms period.
+pub fn parse_cpus(s: &str) -> Result<i64, SpecError> {
+    let v: f64 = s.parse().map_err(|_| SpecError::BadCpus(s.to_string()))?;
+    if !(v.is_finite() && v > 0.0 && v <= 1024.0) {
+        return Err(SpecError::BadCpus(s.to_string()));
+    }
+    Ok(((v * 100_000.0).round() as i64).max(1000))
+}
+
+fn mounts() -> Vec<Value> {
+    vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
+    ]
+}
+
+impl ContainerSpec {
+    fn namespaces(&self) -> Vec<String> {
+        let mut ns = vec!["pid", "ipc", "uts", "mount"];
+        if !self.host_network {
+            ns.push("network");
+        }
+        ns.into_iter().map(str::to_string).collect()
+    }
+
+    /// The measured view of this spec.
+    pub fn effective(&self) -> EffectiveConfig {
+        EffectiveConfig {
+            args: self.args.clone(),
+            env: self.env.clone(),
+            cwd: self.cwd.clone(),
+            user: format!("{}:{}", self.uid, self.gid),
+            capabilities: DEFAULT_CAPS.iter().map(|c| c.to_string()).collect(),
+            mounts: mounts(),
+            namespaces: self.namespaces(),
+            resources: self.resources.clone(),
+            no_new_privileges: true,
+            seccomp: "vouch-default-v1".into(),
+            readonly_paths: READONLY_PATHS.iter().map(|c| c.to_string()).collect(),
+            masked_paths: MASKED_PATHS.iter().map(|c| c.to_string()).collect(),
+        }
+    }
+
+    /// The OCI runtime `config.json`.
+    pub fn to_oci(&self) -> Value {
+        let caps: Vec<&str> = DEFAULT_CAPS.to_vec();
+        let mut resources = json!({"devices": [{"allow": false, "access": "rwm"}]});
+        if let Some(m) = self.resources.memory_bytes {
+            resources["memory"] = json!({"limit": m});
+        }
+        if let Some(p) = self.resources.pids_limit {
+            resources["pids"] = json!({"limit": p});
+        }
+        if let Some(q) = self.resources.cpu_quota {
+            resources["cpu"] = json!({"quota": q, "period": 100_000});
+        }
+        let namespaces: Vec<Value> = self.namespaces().into_iter().map(|t| json!({"type": t})).collect();
+        json!({
+            "ociVersion": "1.0.2",
+            "process": {
+                "terminal": false,
+                "user": {"uid": self.uid, "gid": self.gid},
+                "args": self.args,
+                "env": self.env,
+                "cwd": if self.cwd.is_empty() { "/" } else { self.cwd.as_str() },
+                "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+                "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+                "noNewPrivileges": true
+            },
+            "root": {"path": "rootfs", "readonly": false},
+            "hostname": self.hostname,
+            "mounts": mounts(),
+            "linux": {
+                "cgroupsPath": format!("{}/{}", self.cgroup_parent, self.id),
+                "resources": resources,
+                "namespaces": namespaces,
+                "maskedPaths": MASKED_PATHS,
+                "readonlyPaths": READONLY_PATHS,
+                "seccomp": {
+                    "defaultAction": "SCMP_ACT_ALLOW",
+                    "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+                    "syscalls": [{"names": BLOCKED_SYSCALLS, "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_resolution() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(resolve_command(&s(&["/bin/sh", "-c"]), &s(&["x"]), &[]).expect("cmd"), s(&["/bin/sh", "-c", "x"]));
+        assert_eq!(resolve_command(&[], &s(&["sh"]), &s(&["echo", "hi"])).expect("cmd"), s(&["echo", "hi"]));
+        assert_eq!(resolve_command(&[], &[], &[]), Err(SpecError::NoCommand));
+    }
+
+    #[test]
+    fn env_merge_overrides_and_validates() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let env = merge_env(&s(&["PATH=/bin", "A=1"]), &s(&["A=2", "B=x=y"])).expect("env");
+        assert_eq!(env, s(&["PATH=/bin", "A=2", "B=x=y"]));
+        assert!(merge_env(&[], &s(&["NOEQUALS"])).is_err());
+        assert!(merge_env(&[], &[]).expect("env")[0].starts_with("PATH="));
+    }
+
+    #[test]
+    fn parsers() {
+        assert_eq!(parse_memory("64m"), Ok(64 << 20));
+        assert_eq!(parse_memory("1g"), Ok(1 << 30));
+        assert_eq!(parse_memory("1GB"), Ok(1 << 30));
+        assert_eq!(parse_memory("1k"), Err(SpecError::MemoryTooSmall));
+        assert!(parse_memory("lots").is_err());
+        assert_eq!(parse_cpus("1.5"), Ok(150_000));
+        assert!(parse_cpus("-1").is_err());
+        assert_eq!(parse_user("1000:100"), Ok((1000, 100)));
+        assert_eq!(parse_user("1000"), Ok((1000, 1000)));
+        assert!(parse_user("nobody").is_err());
+    }
+}
