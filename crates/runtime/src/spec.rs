@@ -241,7 +241,7 @@ impl ContainerSpec {
             "ociVersion": "1.0.2",
             "process": {
                 "terminal": false,
-                "user": {"uid": self.uid, "gid": self.gid},
+                "user": {"uid": self.uid, "gid": self.gid, "umask": 0o022},
                 "args": self.args,
                 "env": self.env,
                 "cwd": if self.cwd.is_empty() { "/" } else { self.cwd.as_str() },

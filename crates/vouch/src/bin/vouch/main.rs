@@ -1,1 +1,523 @@
-fn main() {}
+//! vouch: the command-line client of vouchd, and the offline evidence verifier.
+
+mod format;
+
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args as ClapArgs, Parser, Subcommand};
+use vouch_api::{AttestRequest, Client, Container, CreateContainer, EventMessage, ImageSummary, Info, LoadImage, TaskState, WaitResponse};
+use vouch_runtime::logframe::{FrameDecoder, STDERR};
+use vouch_tee::{verify_evidence, Evidence, VerifyOptions};
+
+/// Exit status for errors of vouch itself (as docker uses 125).
+const EXIT_VOUCH_ERROR: u8 = 125;
+
+#[derive(Parser)]
+#[command(
+    name = "vouch",
+    version,
+    about = "Run containers in a confidential VM and prove exactly what runs",
+    after_help = "Start the daemon with `vouchd`, then e.g.:\n  vouch image load -i busybox-oci.tar --name busybox\n  vouch run --rm busybox echo hello\n  vouch attest -o evidence.json\n  vouch verify evidence.json --allow-sim"
+)]
+struct Cli {
+    /// vouchd's API socket.
+    #[arg(long, global = true, env = vouch_api::SOCKET_ENV, default_value = vouch_api::DEFAULT_SOCKET)]
+    socket: PathBuf,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a command in a new container (measured before it starts).
+    Run(RunArgs),
+    /// List containers.
+    Ps {
+        /// Show all containers (default shows running ones).
+        #[arg(short, long)]
+        all: bool,
+        /// Only print container ids.
+        #[arg(short, long)]
+        quiet: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a container's output.
+    Logs {
+        /// Keep following the output until the container ends.
+        #[arg(short, long)]
+        follow: bool,
+        container: String,
+    },
+    /// Stop containers: SIGTERM, then SIGKILL after the timeout.
+    Stop {
+        /// Seconds to wait before SIGKILL.
+        #[arg(short, long, default_value_t = 10)]
+        time: u64,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Remove containers.
+    Rm {
+        /// Kill running containers first.
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Wait for containers to end and print their exit codes.
+    Wait {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Show containers in detail, with their events (JSON).
+    Inspect {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Show lifecycle events of all containers.
+    Events {
+        /// Keep streaming new events.
+        #[arg(short, long)]
+        follow: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Manage images.
+    #[command(subcommand)]
+    Image(ImageCmd),
+    /// Get evidence (quote + event log) for the current state, bound to a nonce.
+    Attest {
+        /// Hex nonce from the verifier; a random one is made (and printed) if omitted.
+        #[arg(long)]
+        nonce: Option<String>,
+        /// Write the evidence here instead of standard output.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Verify evidence offline: quote signature, nonce, event-log replay; list what ran.
+    Verify {
+        /// Evidence file from `vouch attest` (- for standard input).
+        file: PathBuf,
+        /// Require this nonce.
+        #[arg(long)]
+        nonce: Option<String>,
+        /// Accept evidence from the sim TEE (software only, NOT hardware-backed).
+        #[arg(long)]
+        allow_sim: bool,
+        /// Require sim quotes to be signed by this key (hex).
+        #[arg(long)]
+        sim_key: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the daemon's TEE and measurement state.
+    Info {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(ClapArgs)]
+struct RunArgs {
+    /// Run in the background and print the container id.
+    #[arg(short, long)]
+    detach: bool,
+    /// Remove the container when it ends.
+    #[arg(long)]
+    rm: bool,
+    #[arg(long)]
+    name: Option<String>,
+    /// Set an environment variable (KEY=VALUE, or KEY to pass this shell's value).
+    #[arg(short, long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// Read environment variables from a file (KEY=VALUE lines; # comments).
+    #[arg(long, value_name = "FILE")]
+    env_file: Vec<PathBuf>,
+    /// Memory limit, e.g. 64m or 1g.
+    #[arg(short, long)]
+    memory: Option<String>,
+    /// Maximum number of processes.
+    #[arg(long)]
+    pids_limit: Option<i64>,
+    /// CPU limit, e.g. 0.5.
+    #[arg(long)]
+    cpus: Option<String>,
+    /// Network: none (default, private namespace) or host.
+    #[arg(long, value_parser = ["none", "host"])]
+    network: Option<String>,
+    /// User as UID or UID:GID.
+    #[arg(short, long)]
+    user: Option<String>,
+    /// Working directory inside the container.
+    #[arg(short, long)]
+    workdir: Option<String>,
+    /// Image name, id or digest.
+    image: String,
+    /// Command and arguments (default: the image's).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum ImageCmd {
+    /// List images.
+    #[command(alias = "list")]
+    Ls {
+        #[arg(short, long)]
+        quiet: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Load images from an OCI layout directory or archive (.tar, .tar.gz).
+    Load {
+        /// The layout directory or archive.
+        #[arg(short, long = "input")]
+        input: Option<PathBuf>,
+        /// Same as --input.
+        path: Option<PathBuf>,
+        /// Name the image (default: its org.opencontainers.image.ref.name).
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove images.
+    Rm {
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let verifying = matches!(cli.command, Cmd::Verify { .. });
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            let mut msg = e.to_string();
+            for cause in e.chain().skip(1) {
+                let c = cause.to_string();
+                if !msg.contains(&c) {
+                    msg.push_str(": ");
+                    msg.push_str(&c);
+                }
+            }
+            eprintln!("vouch: {msg}");
+            ExitCode::from(if verifying { 1 } else { EXIT_VOUCH_ERROR })
+        }
+    }
+}
+
+/// Percent-encode one path segment.
+fn seg(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn run(cli: Cli) -> Result<u8> {
+    let client = Client::new(&cli.socket);
+    match cli.command {
+        Cmd::Run(args) => run_container(&client, args),
+        Cmd::Ps { all, quiet, json } => {
+            let list: Vec<Container> = client.call("GET", &format!("/v1/containers?all={all}"), None::<&()>)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else if quiet {
+                for c in &list {
+                    println!("{}", &c.id[..12]);
+                }
+            } else {
+                print!("{}", format::ps_table(&list));
+            }
+            Ok(0)
+        }
+        Cmd::Logs { follow, container } => {
+            let resp = client.stream("GET", &format!("/v1/containers/{}/logs?follow={follow}", seg(&container)))?;
+            demux(resp.body)?;
+            Ok(0)
+        }
+        Cmd::Stop { time, containers } => {
+            let mut failed = false;
+            for c in containers {
+                match client.call::<Container>("POST", &format!("/v1/containers/{}/stop?timeout={time}", seg(&c)), None::<&()>) {
+                    Ok(_) => println!("{c}"),
+                    Err(e) => {
+                        eprintln!("vouch: {e}");
+                        failed = true;
+                    }
+                }
+            }
+            Ok(if failed { 1 } else { 0 })
+        }
+        Cmd::Rm { force, containers } => {
+            let mut failed = false;
+            for c in containers {
+                match client.call::<Container>("DELETE", &format!("/v1/containers/{}?force={force}", seg(&c)), None::<&()>) {
+                    Ok(_) => println!("{c}"),
+                    Err(e) => {
+                        eprintln!("vouch: {e}");
+                        failed = true;
+                    }
+                }
+            }
+            Ok(if failed { 1 } else { 0 })
+        }
+        Cmd::Wait { containers } => {
+            let mut last = 0;
+            for c in containers {
+                let w: WaitResponse = client.call("POST", &format!("/v1/containers/{}/wait", seg(&c)), None::<&()>)?;
+                match w.exit_code {
+                    Some(code) => {
+                        println!("{code}");
+                        last = code.clamp(0, 255) as u8;
+                    }
+                    None => bail!("container {c} ended without an exit status: {}", w.error.unwrap_or_default()),
+                }
+            }
+            Ok(last)
+        }
+        Cmd::Inspect { containers } => {
+            let mut out = Vec::new();
+            for c in containers {
+                out.push(client.call::<Container>("GET", &format!("/v1/containers/{}", seg(&c)), None::<&()>)?);
+            }
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(0)
+        }
+        Cmd::Events { follow, json } => {
+            let past: Vec<EventMessage> = client.call("GET", "/v1/events", None::<&()>)?;
+            for e in &past {
+                print_event(e, json)?;
+            }
+            if follow {
+                let resp = client.stream("GET", "/v1/events?follow=true")?;
+                let reader = io::BufReader::new(resp.body);
+                for line in io::BufRead::lines(reader) {
+                    let e: EventMessage = serde_json::from_str(&line?)?;
+                    print_event(&e, json)?;
+                }
+            }
+            Ok(0)
+        }
+        Cmd::Image(cmd) => image(&client, cmd),
+        Cmd::Attest { nonce, output } => {
+            let nonce = match nonce {
+                Some(n) => n.to_ascii_lowercase(),
+                None => {
+                    let mut b = [0u8; 32];
+                    getrandom::fill(&mut b).context("cannot read the OS random number generator")?;
+                    let n = hex::encode(b);
+                    eprintln!("nonce: {n}");
+                    n
+                }
+            };
+            let evidence: serde_json::Value = client.call("POST", "/v1/attest", Some(&AttestRequest { nonce }))?;
+            let text = serde_json::to_string_pretty(&evidence)? + "\n";
+            match output {
+                Some(path) => {
+                    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+                    eprintln!("evidence written to {}", path.display());
+                }
+                None => io::stdout().write_all(text.as_bytes())?,
+            }
+            Ok(0)
+        }
+        Cmd::Verify { file, nonce, allow_sim, sim_key, json } => verify(file, nonce, allow_sim, sim_key, json),
+        Cmd::Info { json } => {
+            let info: Info = client.call("GET", "/v1/info", None::<&()>)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&info)?);
+            } else {
+                print!("{}", format::info(&info));
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn print_event(e: &EventMessage, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(e)?);
+    } else {
+        println!("{} {} {} ({}) {}", e.event.time, &e.id[..12], e.event.action, e.name, e.event.message);
+    }
+    Ok(())
+}
+
+fn parse_env(args: &RunArgs) -> Result<Vec<String>> {
+    let mut env = Vec::new();
+    let mut push = |entry: &str, origin: &str| -> Result<()> {
+        if entry.contains('=') {
+            if entry.starts_with('=') {
+                bail!("invalid environment variable {entry:?} in {origin}: the name is empty");
+            }
+            env.push(entry.to_string());
+        } else if let Ok(v) = std::env::var(entry) {
+            env.push(format!("{entry}={v}"));
+        }
+        Ok(())
+    };
+    for file in &args.env_file {
+        let text = std::fs::read_to_string(file).with_context(|| format!("cannot read env file {}", file.display()))?;
+        for line in text.lines() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            push(line, &file.display().to_string())?;
+        }
+    }
+    for e in &args.env {
+        push(e, "--env")?;
+    }
+    Ok(env)
+}
+
+fn run_container(client: &Client, args: RunArgs) -> Result<u8> {
+    let env = parse_env(&args)?;
+    let req = CreateContainer {
+        image: args.image.clone(),
+        name: args.name.clone(),
+        cmd: args.command.clone(),
+        env,
+        memory: args.memory.clone(),
+        pids_limit: args.pids_limit,
+        cpus: args.cpus.clone(),
+        network: args.network.clone(),
+        user: args.user.clone(),
+        workdir: args.workdir.clone(),
+        auto_remove: args.rm,
+    };
+    let created: Container = client.call("POST", "/v1/containers", Some(&req))?;
+    if args.detach {
+        println!("{}", created.id);
+        return Ok(0);
+    }
+    let resp = client.stream("GET", &format!("/v1/containers/{}/logs?follow=true", created.id))?;
+    demux(resp.body)?;
+    let done: WaitResponse = client.call("POST", &format!("/v1/containers/{}/wait", created.id), None::<&()>)?;
+    if done.oom_killed {
+        eprintln!("vouch: container {} was killed by the OOM killer (memory limit reached)", &created.id[..12]);
+    }
+    match (done.state, done.exit_code) {
+        (TaskState::Exited, Some(code)) => Ok(code.clamp(0, 255) as u8),
+        (_, _) => {
+            bail!("container {} ended without an exit status: {}", &created.id[..12], done.error.unwrap_or_default())
+        }
+    }
+}
+
+/// Copy a multiplexed log stream to stdout and stderr.
+fn demux(mut body: Box<dyn Read + Send>) -> Result<()> {
+    let mut dec = FrameDecoder::default();
+    let mut buf = vec![0u8; 64 * 1024];
+    let stdout = io::stdout();
+    let stderr = io::stderr();
+    loop {
+        let n = body.read(&mut buf).context("reading the container's output")?;
+        if n == 0 {
+            break;
+        }
+        dec.push(&buf[..n]);
+        while let Some((stream, data)) = dec.next_frame()? {
+            if stream == STDERR {
+                let mut e = stderr.lock();
+                e.write_all(&data)?;
+                e.flush()?;
+            } else {
+                let mut o = stdout.lock();
+                o.write_all(&data)?;
+                o.flush()?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn image(client: &Client, cmd: ImageCmd) -> Result<u8> {
+    match cmd {
+        ImageCmd::Ls { quiet, json } => {
+            let list: Vec<ImageSummary> = client.call("GET", "/v1/images", None::<&()>)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else if quiet {
+                for i in &list {
+                    println!("{}", i.id);
+                }
+            } else {
+                print!("{}", format::image_table(&list));
+            }
+            Ok(0)
+        }
+        ImageCmd::Load { input, path, name, json } => {
+            let Some(p) = input.or(path) else { bail!("give the OCI layout or archive to load: vouch image load -i PATH") };
+            let abs = std::fs::canonicalize(&p).with_context(|| format!("cannot open {}", p.display()))?;
+            let req = LoadImage { path: abs.display().to_string(), name };
+            let loaded: Vec<ImageSummary> = client.call("POST", "/v1/images/load", Some(&req))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&loaded)?);
+            } else {
+                for i in &loaded {
+                    let label = i.names.first().cloned().unwrap_or_else(|| i.id.clone());
+                    println!("Loaded image: {label} ({})", i.manifest_digest);
+                }
+            }
+            Ok(0)
+        }
+        ImageCmd::Rm { images } => {
+            let mut failed = false;
+            for i in images {
+                match client.call::<ImageSummary>("DELETE", &format!("/v1/images/{}", seg(&i)), None::<&()>) {
+                    Ok(s) => println!("Deleted: {}", s.manifest_digest),
+                    Err(e) => {
+                        eprintln!("vouch: {e}");
+                        failed = true;
+                    }
+                }
+            }
+            Ok(if failed { 1 } else { 0 })
+        }
+    }
+}
+
+fn verify(file: PathBuf, nonce: Option<String>, allow_sim: bool, sim_key: Option<String>, json: bool) -> Result<u8> {
+    let bytes = if file.as_os_str() == "-" {
+        let mut b = Vec::new();
+        io::stdin().read_to_end(&mut b)?;
+        b
+    } else {
+        std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?
+    };
+    let evidence: Evidence =
+        serde_json::from_slice(&bytes).with_context(|| format!("{} is not vouch evidence", file.display()))?;
+    let opts = VerifyOptions { allow_sim, nonce: nonce.clone(), sim_key };
+    match verify_evidence(&evidence, &opts) {
+        Ok(verdict) => {
+            if json {
+                let mut v = serde_json::to_value(&verdict)?;
+                v["verified"] = serde_json::Value::Bool(true);
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print!("{}", format::verdict(&verdict, nonce.is_some()));
+            }
+            Ok(0)
+        }
+        Err(e) => {
+            if json {
+                println!("{}", serde_json::json!({"verified": false, "error": e.to_string()}));
+            }
+            Err(anyhow::Error::new(e).context("verification FAILED"))
+        }
+    }
+}

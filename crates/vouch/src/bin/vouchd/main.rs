@@ -1,1 +1,114 @@
-fn main() {}
+//! vouchd: the in-TEE daemon. Argument parsing and wiring only; the logic is in vouch-daemon.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use vouch_daemon::{server, DaemonConfig, Engine};
+use vouch_runtime::monitor::{self, MonitorArgs};
+use vouch_tee::sim::SimAttester;
+
+#[derive(Parser)]
+#[command(
+    name = "vouchd",
+    version,
+    about = "The vouch daemon: runs OCI containers measured into a TEE register and proves what ran",
+    long_about = "vouchd runs inside the confidential VM (or on a TPM-backed machine) as the one privileged \
+process. It verifies images, measures every launch into a register with a replayable event log, runs \
+containers, and serves a REST API on a unix socket (mode 0600)."
+)]
+struct Args {
+    /// Directory for all state: database, images, containers, event log, TEE state.
+    #[arg(long, env = "VOUCH_STATE_DIR", default_value = "/var/lib/vouch")]
+    state_dir: PathBuf,
+    /// Unix socket to serve the API on.
+    #[arg(long, env = "VOUCH_SOCKET", default_value = vouch_api::DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// TEE backend: auto detects hardware and falls back to sim (software, NOT hardware-backed).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "sim", "tpm", "tdx", "snp"])]
+    tee: String,
+    /// cgroup parent of all containers.
+    #[arg(long, default_value = "/vouch")]
+    cgroup_parent: String,
+    /// Log filter, e.g. info or debug.
+    #[arg(long, env = "VOUCH_LOG", default_value = "info")]
+    log_level: String,
+    #[command(subcommand)]
+    command: Option<Sub>,
+}
+
+#[derive(Subcommand)]
+enum Sub {
+    /// Internal: the per-container monitor process started by vouchd.
+    #[command(hide = true)]
+    Monitor {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        bundle: PathBuf,
+        #[arg(long)]
+        runtime_root: PathBuf,
+        #[arg(long)]
+        log: PathBuf,
+        #[arg(long)]
+        exit_file: PathBuf,
+        #[arg(long)]
+        cgroup_path: String,
+    },
+}
+
+fn main() -> ExitCode {
+    // SAFETY: umask only changes this process's file-creation mask.
+    unsafe { libc::umask(0o077) };
+    let args = Args::parse();
+    if let Some(Sub::Monitor { id, bundle, runtime_root, log, exit_file, cgroup_path }) = args.command {
+        // Single-threaded from here on: libcontainer forks.
+        let code = monitor::run(&MonitorArgs { id, bundle, runtime_root, log_path: log, exit_path: exit_file, cgroup_path });
+        return ExitCode::from(code as u8);
+    }
+    let filter = format!("{},libcgroups=error,libcontainer=warn", args.log_level);
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vouchd: error: {}", chain(e.as_ref()));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    monitor::error_chain(e)
+}
+
+fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    if nix::unistd::geteuid().as_raw() != 0 {
+        return Err("vouchd must run as root: it mounts filesystems, creates namespaces and cgroups".into());
+    }
+    let exe = std::env::current_exe()?;
+    let cfg = DaemonConfig { state_dir: args.state_dir.clone(), socket: args.socket.clone(), exe, cgroup_parent: args.cgroup_parent };
+    let attester: Arc<dyn vouch_tee::Attester> = match args.tee.as_str() {
+        "auto" | "sim" => {
+            if args.tee == "auto" {
+                tracing::warn!("no TEE hardware backend in this build; using the sim TEE");
+            }
+            tracing::warn!("{}", vouch_tee::evidence::SIM_WARNING);
+            Arc::new(SimAttester::open(&cfg.tee_dir().join("sim"))?)
+        }
+        other => return Err(format!("the {other} TEE backend is not available in this build yet; use --tee sim").into()),
+    };
+    let engine = Engine::open(cfg.clone(), attester)?;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(async {
+        let listener = server::bind(&cfg.socket)?;
+        tracing::info!(socket = %cfg.socket.display(), state = %cfg.state_dir.display(), "vouchd ready");
+        server::serve(listener, engine).await?;
+        let _ = std::fs::remove_file(&cfg.socket);
+        tracing::info!("vouchd stopped; containers keep running and are picked up at the next start");
+        Ok::<(), Box<dyn std::error::Error>>(())
+    })
+}

@@ -1,0 +1,36 @@
+//! Daemon configuration.
+
+use std::path::PathBuf;
+
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    /// Root of all persistent state: database, image store, event log, TEE state, containers.
+    pub state_dir: PathBuf,
+    /// The unix socket the API listens on (created with mode 0600).
+    pub socket: PathBuf,
+    /// The vouchd executable, re-run as `vouchd monitor` for each container.
+    pub exe: PathBuf,
+    /// cgroup parent of every container, e.g. `/vouch`.
+    pub cgroup_parent: String,
+}
+
+impl DaemonConfig {
+    pub fn db_path(&self) -> PathBuf {
+        self.state_dir.join("vouchd.redb")
+    }
+    pub fn images_dir(&self) -> PathBuf {
+        self.state_dir.join("images")
+    }
+    pub fn containers_dir(&self) -> PathBuf {
+        self.state_dir.join("containers")
+    }
+    pub fn runtime_root(&self) -> PathBuf {
+        self.state_dir.join("runtime")
+    }
+    pub fn eventlog_path(&self) -> PathBuf {
+        self.state_dir.join("measurements.log")
+    }
+    pub fn tee_dir(&self) -> PathBuf {
+        self.state_dir.join("tee")
+    }
+}

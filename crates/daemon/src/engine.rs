@@ -1,0 +1,722 @@
+//! The task engine: one task per container, a persisted state machine with an event list, and
+//! the measured launch path (`image.verified` -> `container.create` -> `container.start` ->
+//! `container.exit`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio::sync::{broadcast, watch};
+use vouch_api::{Container, CreateContainer, EventMessage, ImageSummary, Info, TaskEvent, TaskState, WaitResponse};
+use vouch_image::{ContentStore, ImageRecord, LoadError, StoreError};
+use vouch_measure::{sha384, to_canonical_vec};
+use vouch_runtime::monitor::{error_chain, read_exit, ExitRecord, MonitorReport};
+use vouch_runtime::rootfs::{Overlay, RootfsError};
+use vouch_runtime::spec::{self, ContainerSpec, Resources, SpecError};
+use vouch_tee::{Journal, JournalError, TeeType, VOUCH_REGISTER};
+
+use crate::config::DaemonConfig;
+use crate::db::{Db, DbError};
+use crate::time;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("no such container: {0}")]
+    NoSuchContainer(String),
+    #[error("container reference {0:?} is ambiguous; use more characters of the id")]
+    AmbiguousContainer(String),
+    #[error("container name {name:?} is already in use by container {id}")]
+    NameInUse { name: String, id: String },
+    #[error("container {0} is running: stop it first, or remove it with --force")]
+    Running(String),
+    #[error("image {image} is used by container {container}; remove the container first")]
+    ImageInUse { image: String, container: String },
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("invalid container configuration")]
+    Spec(#[from] SpecError),
+    #[error("image store")]
+    Store(#[from] StoreError),
+    #[error("cannot load image")]
+    Load(#[from] LoadError),
+    #[error("measurement failed")]
+    Journal(#[from] JournalError),
+    #[error("state database")]
+    Db(#[from] DbError),
+    #[error("root filesystem")]
+    Rootfs(#[from] RootfsError),
+    #[error("container {id} failed to start: {reason}")]
+    StartFailed { id: String, reason: String },
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// What is persisted per task.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub view: Container,
+    pub monitor_pid: Option<i32>,
+}
+
+pub struct Engine {
+    cfg: DaemonConfig,
+    db: Db,
+    images: ContentStore,
+    journal: Mutex<Journal>,
+    tasks: Mutex<BTreeMap<String, TaskRecord>>,
+    watchers: Mutex<HashMap<String, watch::Sender<Container>>>,
+    events: broadcast::Sender<EventMessage>,
+    /// Serializes name checks and task insertion.
+    create_lock: Mutex<()>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut b = vec![0u8; bytes];
+    if getrandom::fill(&mut b).is_err() {
+        // The OS CSPRNG is required for ids; a time-based fallback would collide.
+        panic!("the operating system's random number generator is unavailable");
+    }
+    hex::encode(b)
+}
+
+fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        && name.len() <= 128
+}
+
+pub fn image_summary(r: &ImageRecord) -> ImageSummary {
+    ImageSummary {
+        id: r.id().to_string(),
+        names: r.names.clone(),
+        manifest_digest: r.manifest_digest.to_string(),
+        config_digest: r.config_digest.to_string(),
+        size: r.size,
+        layers: r.layers.len(),
+    }
+}
+
+impl Engine {
+    /// Open all state, repair the journal after a crash, and reconcile containers that changed
+    /// while vouchd was not running.
+    pub fn open(cfg: DaemonConfig, attester: Arc<dyn vouch_tee::Attester>) -> Result<Arc<Self>, EngineError> {
+        for d in [cfg.state_dir.clone(), cfg.containers_dir(), cfg.runtime_root()] {
+            fs::create_dir_all(&d).map_err(|e| EngineError::Internal(format!("cannot create {}: {e}", d.display())))?;
+        }
+        let db = Db::open(&cfg.db_path())?;
+        let images = ContentStore::open(&cfg.images_dir())?;
+        let (journal, report) = Journal::open(&cfg.eventlog_path(), attester, VOUCH_REGISTER)?;
+        if report.truncated_bytes > 0 || report.extended_last {
+            tracing::warn!(
+                truncated_bytes = report.truncated_bytes,
+                extended_last = report.extended_last,
+                "measurement log recovered after an interrupted write"
+            );
+        }
+        let mut tasks = BTreeMap::new();
+        for t in db.all::<TaskRecord>()? {
+            tasks.insert(t.view.id.clone(), t);
+        }
+        let (events, _) = broadcast::channel(1024);
+        let engine = Arc::new(Engine {
+            cfg,
+            db,
+            images,
+            journal: Mutex::new(journal),
+            tasks: Mutex::new(tasks),
+            watchers: Mutex::new(HashMap::new()),
+            events,
+            create_lock: Mutex::new(()),
+        });
+        engine.reconcile();
+        Ok(engine)
+    }
+
+    pub fn config(&self) -> &DaemonConfig {
+        &self.cfg
+    }
+
+    fn container_dir(&self, id: &str) -> PathBuf {
+        self.cfg.containers_dir().join(id)
+    }
+
+    pub fn log_path(&self, id: &str) -> PathBuf {
+        self.container_dir(id).join("container.log")
+    }
+
+    fn exit_path(&self, id: &str) -> PathBuf {
+        self.container_dir(id).join("exit.json")
+    }
+
+    /// After a restart: finish tasks whose container ended while vouchd was down, follow the
+    /// ones still running, and fail the ones a crash interrupted mid-launch.
+    fn reconcile(self: &Arc<Self>) {
+        let tasks: Vec<TaskRecord> = lock(&self.tasks).values().cloned().collect();
+        for t in tasks {
+            let id = t.view.id.clone();
+            if t.view.state.is_final() {
+                continue;
+            }
+            if let Some(exit) = read_exit(&self.exit_path(&id)) {
+                self.finish(&id, Some(exit), "ended while vouchd was not running");
+                continue;
+            }
+            match (t.view.state, t.monitor_pid) {
+                (TaskState::Running, Some(mpid)) if process_alive(mpid) => {
+                    tracing::info!(id = %id, "following a container that kept running across a vouchd restart");
+                    let engine = Arc::clone(self);
+                    std::thread::spawn(move || engine.poll_orphan(&id, mpid));
+                }
+                (TaskState::Running, _) => self.finish(&id, None, "its monitor died while vouchd was not running"),
+                _ => {
+                    let _ = Overlay::for_container(&self.container_dir(&id)).unmount();
+                    self.fail(&id, "interrupted by a vouchd restart before the container started");
+                }
+            }
+        }
+    }
+
+    fn poll_orphan(self: Arc<Self>, id: &str, monitor_pid: i32) {
+        loop {
+            if let Some(exit) = read_exit(&self.exit_path(id)) {
+                self.finish(id, Some(exit), "");
+                return;
+            }
+            if !process_alive(monitor_pid) {
+                let exit = read_exit(&self.exit_path(id));
+                self.finish(id, exit, "its monitor ended without an exit record");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    // ---- task state -------------------------------------------------------------------------
+
+    fn persist(&self, rec: &TaskRecord) {
+        if let Err(e) = self.db.put(&rec.view.id, rec) {
+            tracing::error!(id = %rec.view.id, error = %error_chain(&e), "cannot persist task");
+        }
+    }
+
+    /// Apply a change to a task, add an event, persist, and notify watchers and subscribers.
+    fn update(&self, id: &str, action: &str, message: &str, change: impl FnOnce(&mut TaskRecord)) -> Option<Container> {
+        let rec = {
+            let mut tasks = lock(&self.tasks);
+            let rec = tasks.get_mut(id)?;
+            change(rec);
+            let event = TaskEvent { time: time::now(), action: action.to_string(), message: message.to_string() };
+            rec.view.events.push(event.clone());
+            let _ = self.events.send(EventMessage { id: id.to_string(), name: rec.view.name.clone(), event });
+            rec.clone()
+        };
+        self.persist(&rec);
+        if let Some(w) = lock(&self.watchers).get(id) {
+            w.send_replace(rec.view.clone());
+        }
+        Some(rec.view)
+    }
+
+    fn set_state(&self, id: &str, state: TaskState, message: &str) -> Option<Container> {
+        self.update(id, state.as_str(), message, |r| r.view.state = state)
+    }
+
+    fn fail(&self, id: &str, reason: &str) {
+        self.update(id, TaskState::Failed.as_str(), reason, |r| {
+            r.view.state = TaskState::Failed;
+            r.view.error = Some(reason.to_string());
+            r.view.finished_at = Some(time::now());
+        });
+    }
+
+    fn measure(&self, op: &str, content: Value) -> Result<(), EngineError> {
+        lock(&self.journal).append(op, content)?;
+        Ok(())
+    }
+
+    /// Find a task by full id, name, or unique id prefix.
+    pub fn resolve(&self, reference: &str) -> Result<String, EngineError> {
+        let tasks = lock(&self.tasks);
+        if tasks.contains_key(reference) {
+            return Ok(reference.to_string());
+        }
+        if let Some(t) = tasks.values().find(|t| t.view.name == reference) {
+            return Ok(t.view.id.clone());
+        }
+        let matches: Vec<&String> = tasks.keys().filter(|k| !reference.is_empty() && k.starts_with(reference)).collect();
+        match matches.len() {
+            1 => Ok(matches[0].clone()),
+            0 => Err(EngineError::NoSuchContainer(reference.to_string())),
+            _ => Err(EngineError::AmbiguousContainer(reference.to_string())),
+        }
+    }
+
+    pub fn get(&self, reference: &str) -> Result<Container, EngineError> {
+        let id = self.resolve(reference)?;
+        lock(&self.tasks).get(&id).map(|t| t.view.clone()).ok_or(EngineError::NoSuchContainer(reference.to_string()))
+    }
+
+    pub fn list(&self, all: bool) -> Vec<Container> {
+        let mut v: Vec<Container> =
+            lock(&self.tasks).values().filter(|t| all || !t.view.state.is_final()).map(|t| t.view.clone()).collect();
+        v.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        v
+    }
+
+    pub fn subscribe_events(&self) -> broadcast::Receiver<EventMessage> {
+        self.events.subscribe()
+    }
+
+    pub fn all_events(&self) -> Vec<EventMessage> {
+        let mut out: Vec<EventMessage> = lock(&self.tasks)
+            .values()
+            .flat_map(|t| {
+                t.view.events.iter().map(|e| EventMessage { id: t.view.id.clone(), name: t.view.name.clone(), event: e.clone() })
+            })
+            .collect();
+        out.sort_by(|a, b| a.event.time.cmp(&b.event.time));
+        out
+    }
+
+    /// A receiver that always holds the task's latest view.
+    pub fn watch(&self, reference: &str) -> Result<watch::Receiver<Container>, EngineError> {
+        let mut watchers = lock(&self.watchers);
+        if let Some(w) = watchers.get(reference) {
+            return Ok(w.subscribe());
+        }
+        let id = self.resolve(reference)?;
+        if let Some(w) = watchers.get(&id) {
+            return Ok(w.subscribe());
+        }
+        let view = self.get(&id)?;
+        let (tx, rx) = watch::channel(view);
+        watchers.insert(id, tx);
+        Ok(rx)
+    }
+
+    pub async fn wait(&self, reference: &str) -> Result<WaitResponse, EngineError> {
+        let mut rx = self.watch(reference)?;
+        let view = rx
+            .wait_for(|c| c.state.is_final())
+            .await
+            .map(|c| c.clone())
+            .map_err(|_| EngineError::Internal("container watch closed".into()))?;
+        Ok(WaitResponse { id: view.id, state: view.state, exit_code: view.exit_code, oom_killed: view.oom_killed, error: view.error })
+    }
+
+    pub fn info(&self) -> Result<Info, EngineError> {
+        let journal = lock(&self.journal);
+        let tee = journal.tee();
+        let tasks = lock(&self.tasks);
+        Ok(Info {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            tee: tee.to_string(),
+            hardware: tee != TeeType::Sim,
+            register_index: VOUCH_REGISTER,
+            register: journal.register()?.to_hex(),
+            records: journal.records().len(),
+            containers: tasks.len(),
+            running: tasks.values().filter(|t| t.view.state == TaskState::Running).count(),
+            images: self.images.list()?.len(),
+            warning: (tee == TeeType::Sim).then(|| vouch_tee::evidence::SIM_WARNING.to_string()),
+        })
+    }
+
+    pub fn attest(&self, nonce: &str) -> Result<Value, EngineError> {
+        let ok = nonce.len() >= 16 && nonce.len() <= 128 && nonce.len() % 2 == 0 && nonce.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !ok {
+            return Err(EngineError::BadRequest("nonce must be 8 to 64 bytes of lower-case hex".into()));
+        }
+        let evidence = lock(&self.journal).evidence(json!({"nonce": nonce}))?;
+        serde_json::to_value(&evidence).map_err(|e| EngineError::Internal(e.to_string()))
+    }
+
+    // ---- images -----------------------------------------------------------------------------
+
+    pub fn images(&self) -> Result<Vec<ImageSummary>, EngineError> {
+        Ok(self.images.list()?.iter().map(image_summary).collect())
+    }
+
+    pub fn load_image(&self, path: &str, name: Option<&str>) -> Result<Vec<ImageSummary>, EngineError> {
+        if let Some(n) = name {
+            if n.is_empty() || n.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(EngineError::BadRequest(format!("invalid image name {n:?}")));
+            }
+        }
+        let loaded = vouch_image::load(&self.images, Path::new(path), name)?;
+        Ok(loaded.iter().map(image_summary).collect())
+    }
+
+    pub fn remove_image(&self, reference: &str) -> Result<ImageSummary, EngineError> {
+        let image = self.images.find(reference)?;
+        let digest = image.manifest_digest.to_string();
+        if let Some(t) = lock(&self.tasks).values().find(|t| t.view.image_digest == digest && !t.view.state.is_final()) {
+            return Err(EngineError::ImageInUse { image: reference.to_string(), container: t.view.id[..12].to_string() });
+        }
+        Ok(image_summary(&self.images.remove(reference)?))
+    }
+
+    // ---- the launch path ----------------------------------------------------------------------
+
+    /// Create and start a container. Blocking: call from a blocking thread.
+    pub fn create(self: &Arc<Self>, req: CreateContainer) -> Result<Container, EngineError> {
+        // Everything that can be checked without side effects is checked first.
+        let host_network = match req.network.as_deref() {
+            None | Some("none") | Some("") => false,
+            Some("host") => true,
+            Some(other) => return Err(EngineError::BadRequest(format!("unknown network mode {other:?}: use none or host"))),
+        };
+        let memory_bytes = req.memory.as_deref().map(spec::parse_memory).transpose()?;
+        let cpu_quota = req.cpus.as_deref().map(spec::parse_cpus).transpose()?;
+        if let Some(p) = req.pids_limit {
+            if p <= 0 {
+                return Err(EngineError::BadRequest(format!("--pids-limit must be positive, got {p}")));
+            }
+        }
+        let image = self.images.find(&req.image).map_err(|e| match e {
+            StoreError::NoSuchImage(r) => {
+                EngineError::BadRequest(format!("no such image: {r} (load it first with `vouch image load`)"))
+            }
+            other => EngineError::Store(other),
+        })?;
+        let args = spec::resolve_command(&image.defaults.entrypoint, &image.defaults.cmd, &req.cmd)?;
+        let env = spec::merge_env(&image.defaults.env, &req.env)?;
+        let user = req.user.clone().unwrap_or_else(|| image.defaults.user.clone());
+        let (uid, gid) = spec::parse_user(&user)?;
+        let cwd = req.workdir.clone().filter(|w| !w.is_empty()).unwrap_or_else(|| image.defaults.working_dir.clone());
+        if !cwd.is_empty() && !cwd.starts_with('/') {
+            return Err(EngineError::BadRequest(format!("working directory {cwd:?} must be absolute")));
+        }
+
+        let id = random_hex(32);
+        let name = {
+            let _g = lock(&self.create_lock);
+            let name = match &req.name {
+                Some(n) if !valid_name(n) => {
+                    return Err(EngineError::BadRequest(format!(
+                        "invalid container name {n:?}: use letters, digits, '_', '.', '-', starting with a letter or digit"
+                    )))
+                }
+                Some(n) => n.clone(),
+                None => format!("vouch-{}", &id[..8]),
+            };
+            if let Some(t) = lock(&self.tasks).values().find(|t| t.view.name == name) {
+                return Err(EngineError::NameInUse { name, id: t.view.id[..12].to_string() });
+            }
+            let now = time::now();
+            let view = Container {
+                id: id.clone(),
+                name: name.clone(),
+                image: req.image.clone(),
+                image_digest: image.manifest_digest.to_string(),
+                command: args.clone(),
+                state: TaskState::Verifying,
+                created_at: now.clone(),
+                started_at: None,
+                finished_at: None,
+                exit_code: None,
+                oom_killed: false,
+                error: None,
+                pid: None,
+                config_digest: None,
+                auto_remove: req.auto_remove,
+                events: vec![TaskEvent {
+                    time: now,
+                    action: TaskState::Verifying.as_str().into(),
+                    message: format!("checking image {}", image.manifest_digest),
+                }],
+            };
+            let rec = TaskRecord { view, monitor_pid: None };
+            lock(&self.tasks).insert(id.clone(), rec.clone());
+            self.persist(&rec);
+            name
+        };
+
+        let spec = ContainerSpec {
+            id: id.clone(),
+            args,
+            env,
+            cwd,
+            uid,
+            gid,
+            hostname: id[..12].to_string(),
+            host_network,
+            resources: Resources { memory_bytes, pids_limit: req.pids_limit, cpu_quota },
+            cgroup_parent: self.cfg.cgroup_parent.clone(),
+        };
+        match self.launch(&id, &name, &req.image, &image, &spec) {
+            Ok(view) => Ok(view),
+            Err(e) => {
+                let reason = error_chain(&e);
+                let _ = Overlay::for_container(&self.container_dir(&id)).unmount();
+                self.fail(&id, &reason);
+                if req.auto_remove {
+                    let _ = self.remove_task(&id);
+                }
+                Err(match e {
+                    EngineError::StartFailed { .. } => e,
+                    other => EngineError::StartFailed { id: id[..12].to_string(), reason: error_chain(&other) },
+                })
+            }
+        }
+    }
+
+    fn launch(self: &Arc<Self>, id: &str, name: &str, reference: &str, image: &ImageRecord, spec: &ContainerSpec) -> Result<Container, EngineError> {
+        // Verify: layers present and intact in the store (digests were checked at load).
+        let mut layer_dirs = Vec::new();
+        for layer in &image.layers {
+            layer_dirs.push(self.images.ensure_layer(layer)?);
+        }
+        self.measure(
+            "image.verified",
+            json!({
+                "image": reference,
+                "image_digest": image.manifest_digest.to_string(),
+                "config_digest": image.config_digest.to_string(),
+                "layers": image.layers.iter().map(|l| l.diff_id.to_string()).collect::<Vec<_>>(),
+                "signer": Value::Null,
+                "golden_value": Value::Null,
+                "policy": "local image store; no signature policy configured",
+            }),
+        )?;
+        self.set_state(id, TaskState::Verified, &format!("image {} verified against its digests", image.manifest_digest));
+
+        // Create: overlay rootfs, config.json, measured effective config.
+        self.set_state(id, TaskState::Creating, "preparing the root filesystem");
+        let dir = self.container_dir(id);
+        let bundle = dir.join("bundle");
+        fs::create_dir_all(&bundle).map_err(|e| EngineError::Internal(format!("cannot create {}: {e}", bundle.display())))?;
+        let overlay = Overlay::for_container(&dir);
+        overlay.mount(&layer_dirs)?;
+        let config = serde_json::to_vec_pretty(&spec.to_oci()).map_err(|e| EngineError::Internal(e.to_string()))?;
+        write_private(&bundle.join("config.json"), &config)?;
+        let effective = to_canonical_vec(&spec.effective()).map_err(|e| EngineError::Internal(e.to_string()))?;
+        let config_digest = format!("sha384:{}", sha384(&effective).to_hex());
+        self.measure(
+            "container.create",
+            json!({
+                "id": id,
+                "name": name,
+                "image": reference,
+                "image_digest": image.manifest_digest.to_string(),
+                "config_digest": config_digest,
+            }),
+        )?;
+        let cd = config_digest.clone();
+        self.update(id, TaskState::Created.as_str(), &format!("runtime config measured ({config_digest})"), |r| {
+            r.view.state = TaskState::Created;
+            r.view.config_digest = Some(cd);
+        });
+
+        // Start: the monitor creates and starts the container, then reports.
+        self.set_state(id, TaskState::Starting, "starting the container");
+        let monitor_log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(dir.join("monitor.log"))
+            .map_err(|e| EngineError::Internal(format!("cannot open monitor log: {e}")))?;
+        let mut child = Command::new(&self.cfg.exe)
+            .arg("monitor")
+            .arg("--id")
+            .arg(id)
+            .arg("--bundle")
+            .arg(&bundle)
+            .arg("--runtime-root")
+            .arg(self.cfg.runtime_root())
+            .arg("--log")
+            .arg(self.log_path(id))
+            .arg("--exit-file")
+            .arg(self.exit_path(id))
+            .arg("--cgroup-path")
+            .arg(format!("{}/{}", self.cfg.cgroup_parent, id))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(monitor_log))
+            .spawn()
+            .map_err(|e| EngineError::StartFailed { id: id[..12].to_string(), reason: format!("cannot run the monitor: {e}") })?;
+        let mpid = child.id() as i32;
+        let report = read_report(&mut child);
+        match report {
+            Some(MonitorReport::Started { pid }) => {
+                self.measure("container.start", json!({"id": id, "pid": pid}))?;
+                let view = self
+                    .update(id, TaskState::Running.as_str(), &format!("running as pid {pid}"), |r| {
+                        r.view.state = TaskState::Running;
+                        r.view.pid = Some(pid);
+                        r.view.started_at = Some(time::now());
+                        r.monitor_pid = Some(mpid);
+                    })
+                    .ok_or_else(|| EngineError::NoSuchContainer(id.to_string()))?;
+                let engine = Arc::clone(self);
+                let id = id.to_string();
+                std::thread::spawn(move || {
+                    let _ = child.wait();
+                    let exit = read_exit(&engine.exit_path(&id));
+                    engine.finish(&id, exit, "the monitor ended without an exit record");
+                });
+                Ok(view)
+            }
+            Some(MonitorReport::Failed { error }) => {
+                let _ = child.wait();
+                Err(EngineError::StartFailed { id: id[..12].to_string(), reason: error })
+            }
+            None => {
+                let _ = child.wait();
+                let log = fs::read_to_string(dir.join("monitor.log")).unwrap_or_default();
+                let last = log.lines().last().unwrap_or("no output").to_string();
+                Err(EngineError::StartFailed { id: id[..12].to_string(), reason: format!("the monitor exited early: {last}") })
+            }
+        }
+    }
+
+    /// Record how a container ended (measured), and clean up its root filesystem.
+    fn finish(&self, id: &str, exit: Option<ExitRecord>, unknown_reason: &str) {
+        let current = match lock(&self.tasks).get(id) {
+            Some(t) => t.view.clone(),
+            None => return,
+        };
+        if current.state.is_final() {
+            return;
+        }
+        let content = match &exit {
+            Some(e) => json!({"id": id, "exit_code": e.exit_code, "signal": e.signal, "oom_killed": e.oom_killed}),
+            None => json!({"id": id, "exit_code": Value::Null, "status": "unknown"}),
+        };
+        if let Err(e) = self.measure("container.exit", content) {
+            tracing::error!(id = %id, error = %error_chain(&e), "cannot measure container exit");
+        }
+        let _ = Overlay::for_container(&self.container_dir(id)).unmount();
+        let message = match &exit {
+            Some(e) if e.oom_killed => format!("killed by the kernel OOM killer (memory limit), exit code {}", e.exit_code),
+            Some(e) => match e.signal {
+                Some(sig) => format!("killed by signal {sig}, exit code {}", e.exit_code),
+                None => format!("exited with code {}", e.exit_code),
+            },
+            None => format!("exit status unknown: {unknown_reason}"),
+        };
+        let finished = exit.as_ref().map(|e| time::from_ms(e.finished_at_ms)).unwrap_or_else(time::now);
+        let view = self.update(id, TaskState::Exited.as_str(), &message, |r| {
+            r.view.state = TaskState::Exited;
+            r.view.exit_code = exit.as_ref().map(|e| e.exit_code);
+            r.view.oom_killed = exit.as_ref().is_some_and(|e| e.oom_killed);
+            r.view.finished_at = Some(finished);
+            if exit.is_none() {
+                r.view.error = Some(message.clone());
+            }
+        });
+        if view.is_some_and(|v| v.auto_remove) {
+            if let Err(e) = self.remove_task(id) {
+                tracing::warn!(id = %id, error = %error_chain(&e), "cannot auto-remove container");
+            }
+        }
+    }
+
+    fn signal(&self, id: &str, sig: Signal) {
+        if let Some(pid) = lock(&self.tasks).get(id).and_then(|t| t.view.pid) {
+            let _ = kill(Pid::from_raw(pid), sig);
+        }
+    }
+
+    fn is_final(&self, id: &str) -> bool {
+        lock(&self.tasks).get(id).is_none_or(|t| t.view.state.is_final())
+    }
+
+    fn wait_final(&self, id: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.is_final(id) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.is_final(id)
+    }
+
+    /// SIGTERM, then SIGKILL after `timeout`. Blocking.
+    pub fn stop(&self, reference: &str, timeout: Duration) -> Result<Container, EngineError> {
+        let id = self.resolve(reference)?;
+        if !self.is_final(&id) {
+            self.update(&id, "StopRequested", &format!("SIGTERM, SIGKILL after {}s", timeout.as_secs()), |_| {});
+            self.signal(&id, Signal::SIGTERM);
+            if !self.wait_final(&id, timeout) {
+                self.signal(&id, Signal::SIGKILL);
+                if !self.wait_final(&id, Duration::from_secs(10)) {
+                    return Err(EngineError::Internal(format!("container {} did not stop after SIGKILL", &id[..12])));
+                }
+            }
+        }
+        self.get(&id)
+    }
+
+    /// Remove a container. Blocking.
+    pub fn remove(&self, reference: &str, force: bool) -> Result<Container, EngineError> {
+        let id = self.resolve(reference)?;
+        if !self.is_final(&id) {
+            if !force {
+                return Err(EngineError::Running(id[..12].to_string()));
+            }
+            self.signal(&id, Signal::SIGKILL);
+            if !self.wait_final(&id, Duration::from_secs(10)) {
+                return Err(EngineError::Internal(format!("container {} did not stop after SIGKILL", &id[..12])));
+            }
+        }
+        self.remove_task(&id)
+    }
+
+    fn remove_task(&self, id: &str) -> Result<Container, EngineError> {
+        let dir = self.container_dir(id);
+        Overlay::for_container(&dir).unmount()?;
+        if dir.exists() {
+            fs::remove_dir_all(&dir).map_err(|e| EngineError::Internal(format!("cannot remove {}: {e}", dir.display())))?;
+        }
+        let view = self.update(id, "Removed", "container removed", |_| {}).ok_or_else(|| EngineError::NoSuchContainer(id.to_string()))?;
+        lock(&self.tasks).remove(id);
+        self.db.delete(id)?;
+        Ok(view)
+    }
+}
+
+fn write_private(path: &Path, data: &[u8]) -> Result<(), EngineError> {
+    use std::io::Write;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| EngineError::Internal(format!("cannot write {}: {e}", path.display())))?;
+    f.write_all(data).map_err(|e| EngineError::Internal(format!("cannot write {}: {e}", path.display())))
+}
+
+fn read_report(child: &mut Child) -> Option<MonitorReport> {
+    let stdout = child.stdout.take()?;
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).ok()?;
+    serde_json::from_str(line.trim()).ok()
+}
+
+fn process_alive(pid: i32) -> bool {
+    match kill(Pid::from_raw(pid), None) {
+        Ok(()) => {
+            // A zombie still answers kill(0); treat it as gone.
+            !fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')))
+        }
+        Err(nix::Error::EPERM) => true,
+        Err(_) => false,
+    }
+}

@@ -1,0 +1,300 @@
+//! The REST API on a unix socket. Errors map to HTTP statuses in one place ([`ApiError`]).
+
+use std::collections::HashMap;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use tokio::io::AsyncReadExt;
+use tokio::net::UnixListener;
+use tokio::sync::mpsc;
+use vouch_api::{AttestRequest, CreateContainer, ErrorBody, LoadImage};
+use vouch_image::StoreError;
+use vouch_runtime::logframe;
+use vouch_runtime::monitor::error_chain;
+
+use crate::engine::{Engine, EngineError};
+
+type Shared = Arc<Engine>;
+
+/// An error response: a status and one clear line.
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(ErrorBody { error: self.1 })).into_response()
+    }
+}
+
+/// The one mapping from engine errors to HTTP statuses.
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        let status = match &e {
+            EngineError::NoSuchContainer(_) => StatusCode::NOT_FOUND,
+            EngineError::Store(StoreError::NoSuchImage(_)) => StatusCode::NOT_FOUND,
+            EngineError::AmbiguousContainer(_) | EngineError::Store(StoreError::Ambiguous { .. }) => StatusCode::BAD_REQUEST,
+            EngineError::NameInUse { .. } | EngineError::Running(_) | EngineError::ImageInUse { .. } => StatusCode::CONFLICT,
+            EngineError::BadRequest(_) | EngineError::Spec(_) | EngineError::Load(_) => StatusCode::BAD_REQUEST,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(error = %error_chain(&e), "request failed");
+        }
+        ApiError(status, error_chain(&e))
+    }
+}
+
+fn bad_request(msg: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, msg.into())
+}
+
+fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| bad_request(format!("malformed request body: {e}")))
+}
+
+fn flag(q: &HashMap<String, String>, key: &str) -> Result<bool, ApiError> {
+    match q.get(key).map(String::as_str) {
+        None | Some("false") | Some("0") => Ok(false),
+        Some("true") | Some("1") | Some("") => Ok(true),
+        Some(other) => Err(bad_request(format!("query parameter {key}={other:?} must be true or false"))),
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, EngineError> + Send + 'static) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("internal task failed: {e}")))?
+        .map_err(ApiError::from)
+}
+
+pub fn router(engine: Shared) -> Router {
+    Router::new()
+        .route("/v1/openapi.json", get(openapi))
+        .route("/v1/info", get(info))
+        .route("/v1/containers", get(list).post(create))
+        .route("/v1/containers/{id}", get(inspect).delete(remove))
+        .route("/v1/containers/{id}/logs", get(logs))
+        .route("/v1/containers/{id}/wait", post(wait))
+        .route("/v1/containers/{id}/stop", post(stop))
+        .route("/v1/events", get(events))
+        .route("/v1/images", get(images))
+        .route("/v1/images/load", post(load_image))
+        .route("/v1/images/{reference}", delete(remove_image))
+        .route("/v1/attest", post(attest))
+        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such API endpoint (see /v1/openapi.json)".into()) })
+        .with_state(engine)
+}
+
+async fn openapi() -> Json<serde_json::Value> {
+    Json(vouch_api::openapi::document(env!("CARGO_PKG_VERSION")))
+}
+
+async fn info(State(e): State<Shared>) -> Result<Json<vouch_api::Info>, ApiError> {
+    blocking(move || e.info()).await.map(Json)
+}
+
+async fn list(State(e): State<Shared>, Query(q): Query<HashMap<String, String>>) -> Result<Response, ApiError> {
+    let all = flag(&q, "all")?;
+    Ok(Json(e.list(all)).into_response())
+}
+
+async fn create(State(e): State<Shared>, body: Bytes) -> Result<Response, ApiError> {
+    let req: CreateContainer = parse_body(&body)?;
+    if req.image.is_empty() {
+        return Err(bad_request("an image is required"));
+    }
+    let view = blocking(move || e.create(req)).await?;
+    Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+async fn inspect(State(e): State<Shared>, UrlPath(id): UrlPath<String>) -> Result<Response, ApiError> {
+    Ok(Json(e.get(&id)?).into_response())
+}
+
+async fn remove(State(e): State<Shared>, UrlPath(id): UrlPath<String>, Query(q): Query<HashMap<String, String>>) -> Result<Response, ApiError> {
+    let force = flag(&q, "force")?;
+    blocking(move || e.remove(&id, force)).await.map(|v| Json(v).into_response())
+}
+
+async fn stop(State(e): State<Shared>, UrlPath(id): UrlPath<String>, Query(q): Query<HashMap<String, String>>) -> Result<Response, ApiError> {
+    let timeout = match q.get("timeout") {
+        Some(t) => t.parse::<u64>().map_err(|_| bad_request(format!("timeout {t:?} must be whole seconds")))?,
+        None => 10,
+    };
+    blocking(move || e.stop(&id, Duration::from_secs(timeout))).await.map(|v| Json(v).into_response())
+}
+
+async fn wait(State(e): State<Shared>, UrlPath(id): UrlPath<String>) -> Result<Response, ApiError> {
+    Ok(Json(e.wait(&id).await?).into_response())
+}
+
+fn stream_body(rx: mpsc::Receiver<Result<Bytes, io::Error>>) -> Body {
+    Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }))
+}
+
+async fn logs(State(e): State<Shared>, UrlPath(id): UrlPath<String>, Query(q): Query<HashMap<String, String>>) -> Result<Response, ApiError> {
+    let follow = flag(&q, "follow")?;
+    let id = e.resolve(&id)?;
+    let mut watch = e.watch(&id)?;
+    let path = e.log_path(&id);
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(async move {
+        let mut file: Option<tokio::fs::File> = None;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let finished = !follow || watch.borrow().state.is_final();
+            if file.is_none() {
+                file = tokio::fs::File::open(&path).await.ok();
+            }
+            if let Some(f) = file.as_mut() {
+                loop {
+                    match f.read(&mut buf).await {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            if tx.send(Ok(Bytes::copy_from_slice(&buf[..n]))).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(err) => {
+                            let _ = tx.send(Err(err)).await;
+                            return;
+                        }
+                    }
+                }
+            }
+            // Checked before the last read: everything written before the exit is delivered.
+            if finished {
+                return;
+            }
+            tokio::select! {
+                changed = watch.changed() => if changed.is_err() { return },
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                _ = tx.closed() => return,
+            }
+        }
+    });
+    Ok(([(header::CONTENT_TYPE, logframe::CONTENT_TYPE)], stream_body(rx)).into_response())
+}
+
+async fn events(State(e): State<Shared>, Query(q): Query<HashMap<String, String>>) -> Result<Response, ApiError> {
+    if !flag(&q, "follow")? {
+        return Ok(Json(e.all_events()).into_response());
+    }
+    let mut sub = e.subscribe_events();
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                msg = sub.recv() => match msg {
+                    Ok(m) => {
+                        let mut line = serde_json::to_vec(&m).unwrap_or_default();
+                        line.push(b'\n');
+                        if tx.send(Ok(Bytes::from(line))).await.is_err() { return }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(_) => return,
+                },
+                _ = tx.closed() => return,
+            }
+        }
+    });
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], stream_body(rx)).into_response())
+}
+
+async fn images(State(e): State<Shared>) -> Result<Response, ApiError> {
+    blocking(move || e.images()).await.map(|v| Json(v).into_response())
+}
+
+async fn load_image(State(e): State<Shared>, body: Bytes) -> Result<Response, ApiError> {
+    let req: LoadImage = parse_body(&body)?;
+    if !Path::new(&req.path).is_absolute() {
+        return Err(bad_request(format!("image path {:?} must be absolute", req.path)));
+    }
+    blocking(move || e.load_image(&req.path, req.name.as_deref())).await.map(|v| Json(v).into_response())
+}
+
+async fn remove_image(State(e): State<Shared>, UrlPath(reference): UrlPath<String>) -> Result<Response, ApiError> {
+    blocking(move || e.remove_image(&reference)).await.map(|v| Json(v).into_response())
+}
+
+async fn attest(State(e): State<Shared>, body: Bytes) -> Result<Response, ApiError> {
+    let req: AttestRequest = parse_body(&body)?;
+    blocking(move || e.attest(&req.nonce)).await.map(|v| Json(v).into_response())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("another vouchd is already listening on {0}")]
+    InUse(String),
+    #[error("cannot listen on {path}")]
+    Bind {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Bind the socket (mode 0600), refusing to steal one another daemon is serving.
+pub fn bind(socket: &Path) -> Result<UnixListener, ServeError> {
+    let err = |source| ServeError::Bind { path: socket.display().to_string(), source };
+    if let Some(parent) = socket.parent() {
+        std::fs::create_dir_all(parent).map_err(err)?;
+    }
+    if socket.exists() {
+        if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+            return Err(ServeError::InUse(socket.display().to_string()));
+        }
+        std::fs::remove_file(socket).map_err(err)?;
+    }
+    let listener = UnixListener::bind(socket).map_err(err)?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+    Ok(listener)
+}
+
+/// Serve until SIGINT or SIGTERM. Containers keep running; their monitors record their exits.
+pub async fn serve(listener: UnixListener, engine: Shared) -> io::Result<()> {
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
+        }
+    };
+    axum::serve(listener, router(engine)).with_graceful_shutdown(shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn router_serves_exactly_the_documented_routes() {
+        // The route table in vouch-api drives the OpenAPI document; make sure the router
+        // registers the same (method, path) pairs by reading this file's route list.
+        let src = include_str!("server.rs");
+        let start = src.find("pub fn router").expect("router fn");
+        let end = src[start..].find(".fallback").expect("fallback") + start;
+        let body = &src[start..end];
+        let mut served = Vec::new();
+        for line in body.lines().filter(|l| l.trim_start().starts_with(".route(")) {
+            let path = line.split('"').nth(1).expect("path");
+            for m in ["get", "post", "delete"] {
+                if line.contains(&format!("{m}(")) {
+                    served.push((m.to_string(), path.to_string()));
+                }
+            }
+        }
+        let mut documented: Vec<(String, String)> =
+            vouch_api::ROUTES.iter().map(|(m, p, _)| (m.to_string(), p.to_string())).collect();
+        served.sort();
+        documented.sort();
+        assert_eq!(served, documented);
+    }
+}

@@ -1,0 +1,129 @@
+//! Human-readable tables and reports.
+
+use std::time::SystemTime;
+
+use vouch_api::{Container, ImageSummary, Info, TaskState};
+use vouch_tee::Verdict;
+
+fn ago(rfc3339: &str) -> String {
+    let Ok(t) = humantime::parse_rfc3339_weak(rfc3339.trim_end_matches('Z')) else { return rfc3339.to_string() };
+    let secs = SystemTime::now().duration_since(t).map(|d| d.as_secs()).unwrap_or(0);
+    match secs {
+        0..=1 => "1 second".into(),
+        2..=59 => format!("{secs} seconds"),
+        60..=3599 => format!("{} minutes", secs / 60),
+        3600..=172_799 => format!("{} hours", secs / 3600),
+        _ => format!("{} days", secs / 86_400),
+    }
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        let cut: String = s.chars().take(n.saturating_sub(1)).collect();
+        format!("{cut}…")
+    }
+}
+
+pub fn status(c: &Container) -> String {
+    match c.state {
+        TaskState::Running => format!("Up {}", c.started_at.as_deref().map(ago).unwrap_or_default()),
+        TaskState::Exited => match c.exit_code {
+            Some(code) => format!(
+                "Exited ({code}){} {} ago",
+                if c.oom_killed { " OOMKilled" } else { "" },
+                c.finished_at.as_deref().map(ago).unwrap_or_default()
+            ),
+            None => "Exited (unknown)".into(),
+        },
+        TaskState::Failed => format!("Failed: {}", truncate(c.error.as_deref().unwrap_or(""), 40)),
+        other => other.as_str().to_string(),
+    }
+}
+
+pub fn ps_table(list: &[Container]) -> String {
+    let mut out = format!("{:<14}{:<22}{:<24}{:<18}{:<28}{}\n", "CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES");
+    for c in list {
+        out.push_str(&format!(
+            "{:<14}{:<22}{:<24}{:<18}{:<28}{}\n",
+            &c.id[..12],
+            truncate(&c.image, 20),
+            truncate(&format!("\"{}\"", c.command.join(" ")), 22),
+            format!("{} ago", ago(&c.created_at)),
+            truncate(&status(c), 26),
+            c.name
+        ));
+    }
+    out
+}
+
+fn human_size(n: u64) -> String {
+    match n {
+        0..=1023 => format!("{n}B"),
+        1024..=1_048_575 => format!("{:.1}kB", n as f64 / 1024.0),
+        1_048_576..=1_073_741_823 => format!("{:.1}MB", n as f64 / 1_048_576.0),
+        _ => format!("{:.2}GB", n as f64 / 1_073_741_824.0),
+    }
+}
+
+pub fn image_table(list: &[ImageSummary]) -> String {
+    let mut out = format!("{:<40}{:<14}{:<10}{}\n", "NAME", "IMAGE ID", "SIZE", "DIGEST");
+    for i in list {
+        let names = if i.names.is_empty() { vec!["<none>".to_string()] } else { i.names.clone() };
+        for n in names {
+            out.push_str(&format!("{:<40}{:<14}{:<10}{}\n", truncate(&n, 38), i.id, human_size(i.size), i.manifest_digest));
+        }
+    }
+    out
+}
+
+pub fn info(i: &Info) -> String {
+    let mut out = format!(
+        "vouchd {}\nTEE:         {}{}\nregister {}:  {}\nevent log:   {} records\ncontainers:  {} ({} running)\nimages:      {}\n",
+        i.version,
+        i.tee,
+        if i.hardware { "" } else { " (NOT hardware-backed)" },
+        i.register_index,
+        i.register,
+        i.records,
+        i.containers,
+        i.running,
+        i.images
+    );
+    if let Some(w) = &i.warning {
+        out.push_str(&format!("WARNING:     {w}\n"));
+    }
+    out
+}
+
+pub fn verdict(v: &Verdict, nonce_checked: bool) -> String {
+    let mut out = String::from("Evidence VERIFIED\n");
+    out.push_str(&format!("  TEE:         {}{}\n", v.tee, if v.hardware { "" } else { "  (NOT hardware: development only)" }));
+    for w in &v.warnings {
+        out.push_str(&format!("  WARNING:     {w}\n"));
+    }
+    out.push_str(&format!("  signer:      {}\n", v.signer));
+    let nonce = v.runtime_data.get("nonce").and_then(|n| n.as_str()).unwrap_or("<none>");
+    out.push_str(&format!("  nonce:       {nonce}{}\n", if nonce_checked { " (matches)" } else { " (not checked: pass --nonce)" }));
+    out.push_str(&format!(
+        "  event log:   {} records, replays to the quoted register {}\n",
+        v.records,
+        v.registers.get(vouch_tee::VOUCH_REGISTER).map(|r| r.to_hex()).unwrap_or_default()
+    ));
+    out.push_str(&format!("  containers launched: {}\n", v.containers.len()));
+    if !v.containers.is_empty() {
+        out.push_str(&format!("    {:<14}{:<20}{:<24}{:<20}{}\n", "ID", "NAME", "IMAGE", "IMAGE DIGEST", "EXIT"));
+        for c in &v.containers {
+            out.push_str(&format!(
+                "    {:<14}{:<20}{:<24}{:<20}{}\n",
+                c.id.get(..12).unwrap_or(&c.id),
+                truncate(c.name.as_deref().unwrap_or("-"), 18),
+                truncate(c.image.as_deref().unwrap_or("-"), 22),
+                truncate(&c.image_digest, 19),
+                c.exit_code.map(|e| e.to_string()).unwrap_or_else(|| "running".into())
+            ));
+        }
+    }
+    out
+}
