@@ -19,7 +19,9 @@ pub enum ClientError {
         #[source]
         source: io::Error,
     },
-    #[error("permission denied on {socket}: the vouchd socket is only open to its owner (run as root)")]
+    #[error(
+        "permission denied on {socket}: the vouchd socket is only open to its owner (run as root)"
+    )]
     PermissionDenied { socket: String },
     #[error("{message}")]
     Api { status: u16, message: String },
@@ -43,7 +45,9 @@ pub struct Client {
 
 impl Client {
     pub fn new(socket: impl Into<PathBuf>) -> Self {
-        Client { socket: socket.into() }
+        Client {
+            socket: socket.into(),
+        }
     }
 
     pub fn socket(&self) -> &Path {
@@ -62,12 +66,22 @@ impl Client {
     }
 
     /// Send a request and return the response, whatever its status.
-    pub fn send(&self, method: &str, path: &str, body: Option<&[u8]>) -> Result<Response, ClientError> {
+    pub fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> Result<Response, ClientError> {
         let mut stream = self.connect()?;
-        stream.set_write_timeout(Some(Duration::from_secs(30))).map_err(ClientError::Io)?;
+        stream
+            .set_write_timeout(Some(Duration::from_secs(30)))
+            .map_err(ClientError::Io)?;
         let mut head = format!("{method} {path} HTTP/1.1\r\nHost: vouchd\r\nConnection: close\r\n");
         if let Some(b) = body {
-            head.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", b.len()));
+            head.push_str(&format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                b.len()
+            ));
         }
         head.push_str("\r\n");
         let mut req = head.into_bytes();
@@ -78,9 +92,13 @@ impl Client {
         let mut reader = BufReader::new(stream);
         let mut raw = Vec::new();
         loop {
-            let n = reader.read_until(b'\n', &mut raw).map_err(ClientError::Io)?;
+            let n = reader
+                .read_until(b'\n', &mut raw)
+                .map_err(ClientError::Io)?;
             if n == 0 {
-                return Err(ClientError::Protocol("connection closed before the response headers ended".into()));
+                return Err(ClientError::Protocol(
+                    "connection closed before the response headers ended".into(),
+                ));
             }
             if raw.ends_with(b"\r\n\r\n") {
                 break;
@@ -91,8 +109,12 @@ impl Client {
         }
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut parsed = httparse::Response::new(&mut headers);
-        parsed.parse(&raw).map_err(|e| ClientError::Protocol(e.to_string()))?;
-        let status = parsed.code.ok_or_else(|| ClientError::Protocol("no status code".into()))?;
+        parsed
+            .parse(&raw)
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let status = parsed
+            .code
+            .ok_or_else(|| ClientError::Protocol("no status code".into()))?;
         let header = |name: &str| {
             parsed
                 .headers
@@ -101,22 +123,38 @@ impl Client {
                 .map(|h| String::from_utf8_lossy(h.value).trim().to_string())
         };
         let content_type = header("content-type");
-        let chunked = header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
+        let chunked =
+            header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
         let length = header("content-length").and_then(|v| v.parse::<u64>().ok());
         let body: Box<dyn Read + Send> = if chunked {
-            Box::new(ChunkedReader { inner: reader, remaining: 0, done: false })
+            Box::new(ChunkedReader {
+                inner: reader,
+                remaining: 0,
+                done: false,
+            })
         } else if let Some(len) = length {
             Box::new(reader.take(len))
         } else {
             Box::new(reader)
         };
-        Ok(Response { status, content_type, body })
+        Ok(Response {
+            status,
+            content_type,
+            body,
+        })
     }
 
     /// Send a request; on a 2xx status decode the JSON body, otherwise return the API error.
-    pub fn call<T: DeserializeOwned>(&self, method: &str, path: &str, body: Option<&impl Serialize>) -> Result<T, ClientError> {
+    pub fn call<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<T, ClientError> {
         let bytes = match body {
-            Some(b) => Some(serde_json::to_vec(b).map_err(|e| ClientError::Protocol(e.to_string()))?),
+            Some(b) => {
+                Some(serde_json::to_vec(b).map_err(|e| ClientError::Protocol(e.to_string()))?)
+            }
             None => None,
         };
         let resp = self.send(method, path, bytes.as_deref())?;
@@ -124,7 +162,8 @@ impl Client {
         if !(200..300).contains(&status) {
             return Err(api_error(status, &data));
         }
-        serde_json::from_slice(&data).map_err(|e| ClientError::Protocol(format!("{e} in {path} response")))
+        serde_json::from_slice(&data)
+            .map_err(|e| ClientError::Protocol(format!("{e} in {path} response")))
     }
 
     /// Like [`Client::send`], turning non-2xx statuses into errors.
@@ -147,7 +186,12 @@ fn read_body(mut resp: Response) -> Result<(u16, Vec<u8>), ClientError> {
 fn api_error(status: u16, data: &[u8]) -> ClientError {
     let message = serde_json::from_slice::<ErrorBody>(data)
         .map(|e| e.error)
-        .unwrap_or_else(|_| format!("vouchd answered HTTP {status}: {}", String::from_utf8_lossy(data).trim()));
+        .unwrap_or_else(|_| {
+            format!(
+                "vouchd answered HTTP {status}: {}",
+                String::from_utf8_lossy(data).trim()
+            )
+        });
     ClientError::Api { status, message }
 }
 
@@ -166,7 +210,10 @@ impl<R: BufRead> Read for ChunkedReader<R> {
         if self.remaining == 0 {
             let mut line = String::new();
             if self.inner.read_line(&mut line)? == 0 {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "chunked body ended early"));
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "chunked body ended early",
+                ));
             }
             let size_text = line.trim().split(';').next().unwrap_or("");
             let size = u64::from_str_radix(size_text, 16)
@@ -180,7 +227,10 @@ impl<R: BufRead> Read for ChunkedReader<R> {
         let want = buf.len().min(self.remaining as usize);
         let n = self.inner.read(&mut buf[..want])?;
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "chunk truncated"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "chunk truncated",
+            ));
         }
         self.remaining -= n as u64;
         if self.remaining == 0 {
@@ -198,18 +248,29 @@ mod tests {
     #[test]
     fn chunked_decoding() {
         let raw = b"5\r\nhello\r\n1;ext=1\r\n!\r\n0\r\n\r\n";
-        let mut r = ChunkedReader { inner: &raw[..], remaining: 0, done: false };
+        let mut r = ChunkedReader {
+            inner: &raw[..],
+            remaining: 0,
+            done: false,
+        };
         let mut out = String::new();
         r.read_to_string(&mut out).expect("read");
         assert_eq!(out, "hello!");
-        let mut bad = ChunkedReader { inner: &b"zz\r\n"[..], remaining: 0, done: false };
+        let mut bad = ChunkedReader {
+            inner: &b"zz\r\n"[..],
+            remaining: 0,
+            done: false,
+        };
         assert!(bad.read_to_string(&mut String::new()).is_err());
     }
 
     #[test]
     fn missing_socket_says_daemon_not_running() {
         let c = Client::new("/nonexistent/vouchd.sock");
-        let err = c.call::<serde_json::Value>("GET", "/v1/info", None::<&()>).err().expect("error");
+        let err = c
+            .call::<serde_json::Value>("GET", "/v1/info", None::<&()>)
+            .err()
+            .expect("error");
         assert!(err.to_string().contains("is it running"), "{err}");
     }
 }

@@ -19,17 +19,61 @@ pub const SOCKET_ENV: &str = "VOUCH_SOCKET";
 /// Every route vouchd serves: (method, path template, summary).
 pub const ROUTES: &[(&str, &str, &str)] = &[
     ("get", "/v1/openapi.json", "This OpenAPI document"),
-    ("get", "/v1/info", "Daemon version, TEE and measurement state"),
-    ("get", "/v1/containers", "List containers (query all=true includes stopped ones)"),
-    ("post", "/v1/containers", "Create and start a container (a task)"),
-    ("get", "/v1/containers/{id}", "Inspect a container, with its events"),
-    ("delete", "/v1/containers/{id}", "Remove a container (query force=true stops it first)"),
-    ("get", "/v1/containers/{id}/logs", "Container output as a multiplexed stream (query follow=true)"),
-    ("post", "/v1/containers/{id}/wait", "Wait until a container ends; returns its exit status"),
-    ("post", "/v1/containers/{id}/stop", "Stop a container: SIGTERM, then SIGKILL after timeout seconds"),
-    ("get", "/v1/events", "Lifecycle events of all containers (query follow=true streams NDJSON)"),
+    (
+        "get",
+        "/v1/info",
+        "Daemon version, TEE and measurement state",
+    ),
+    (
+        "get",
+        "/v1/containers",
+        "List containers (query all=true includes stopped ones)",
+    ),
+    (
+        "post",
+        "/v1/containers",
+        "Create and start a container (a task)",
+    ),
+    (
+        "get",
+        "/v1/containers/{id}",
+        "Inspect a container, with its events",
+    ),
+    (
+        "delete",
+        "/v1/containers/{id}",
+        "Remove a container (query force=true stops it first)",
+    ),
+    (
+        "get",
+        "/v1/containers/{id}/logs",
+        "Container output as a multiplexed stream (query follow=true)",
+    ),
+    (
+        "post",
+        "/v1/containers/{id}/wait",
+        "Wait until a container ends; returns its exit status",
+    ),
+    (
+        "post",
+        "/v1/containers/{id}/stop",
+        "Stop a container: SIGTERM, then SIGKILL after timeout seconds",
+    ),
+    (
+        "get",
+        "/v1/events",
+        "Lifecycle events of all containers (query follow=true streams NDJSON)",
+    ),
     ("get", "/v1/images", "List images"),
-    ("post", "/v1/images/load", "Load images from an OCI layout directory or archive on the daemon's host"),
+    (
+        "post",
+        "/v1/images/load",
+        "Load images from an OCI layout directory or archive on the daemon's host",
+    ),
     ("delete", "/v1/images/{reference}", "Remove an image"),
-    ("post", "/v1/attest", "Evidence for the current state, bound to a nonce"),
+    (
+        "post",
+        "/v1/attest",
+        "Evidence for the current state, bound to a nonce",
+    ),
 ];

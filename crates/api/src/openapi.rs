@@ -20,14 +20,26 @@ fn request_schema(method: &str, path: &str) -> Option<&'static str> {
 fn response(method: &str, path: &str) -> Value {
     let json_of = |s: Value| json!({"application/json": {"schema": s}});
     let content = match (method, path) {
-        ("get", "/v1/containers") => json_of(json!({"type": "array", "items": schema_ref("Container")})),
-        ("get", "/v1/images") => json_of(json!({"type": "array", "items": schema_ref("ImageSummary")})),
-        ("post", "/v1/images/load") => json_of(json!({"type": "array", "items": schema_ref("ImageSummary")})),
+        ("get", "/v1/containers") => {
+            json_of(json!({"type": "array", "items": schema_ref("Container")}))
+        }
+        ("get", "/v1/images") => {
+            json_of(json!({"type": "array", "items": schema_ref("ImageSummary")}))
+        }
+        ("post", "/v1/images/load") => {
+            json_of(json!({"type": "array", "items": schema_ref("ImageSummary")}))
+        }
         ("post", "/v1/containers/{id}/wait") => json_of(schema_ref("WaitResponse")),
         ("get", "/v1/info") => json_of(schema_ref("Info")),
-        ("get", "/v1/containers/{id}/logs") => json!({"application/vnd.docker.multiplexed-stream": {"schema": {"type": "string", "format": "binary"}}}),
-        ("get", "/v1/events") => json_of(json!({"type": "array", "items": schema_ref("EventMessage")})),
-        ("post", "/v1/attest") => json_of(json!({"type": "object", "description": "vouch evidence: tee, quote, event_log, runtime_data"})),
+        ("get", "/v1/containers/{id}/logs") => {
+            json!({"application/vnd.docker.multiplexed-stream": {"schema": {"type": "string", "format": "binary"}}})
+        }
+        ("get", "/v1/events") => {
+            json_of(json!({"type": "array", "items": schema_ref("EventMessage")}))
+        }
+        ("post", "/v1/attest") => json_of(
+            json!({"type": "object", "description": "vouch evidence: tee, quote, event_log, runtime_data"}),
+        ),
         ("get", "/v1/openapi.json") => json_of(json!({"type": "object"})),
         _ => json_of(schema_ref("Container")),
     };
@@ -62,7 +74,19 @@ pub fn document(version: &str) -> Value {
         }
         entry[*method] = op;
     }
-    let state_enum = json!(["Pulling", "Pulled", "Verifying", "Verified", "Creating", "Created", "Starting", "Running", "Exited", "Failed", "Cancelled"]);
+    let state_enum = json!([
+        "Pulling",
+        "Pulled",
+        "Verifying",
+        "Verified",
+        "Creating",
+        "Created",
+        "Starting",
+        "Running",
+        "Exited",
+        "Failed",
+        "Cancelled"
+    ]);
     let event = json!({"type": "object", "required": ["time", "action", "message"], "properties": {
         "time": {"type": "string"}, "action": {"type": "string"}, "message": {"type": "string"}}});
     json!({
@@ -116,9 +140,17 @@ mod tests {
     fn every_route_is_documented_once() {
         let doc = document("test");
         for (method, path, _) in ROUTES {
-            assert!(doc["paths"][path][method].is_object(), "{method} {path} missing");
+            assert!(
+                doc["paths"][path][method].is_object(),
+                "{method} {path} missing"
+            );
         }
-        let count: usize = doc["paths"].as_object().expect("paths").values().map(|v| v.as_object().map_or(0, |o| o.len())).sum();
+        let count: usize = doc["paths"]
+            .as_object()
+            .expect("paths")
+            .values()
+            .map(|v| v.as_object().map_or(0, |o| o.len()))
+            .sum();
         assert_eq!(count, ROUTES.len());
     }
 }

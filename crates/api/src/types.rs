@@ -22,7 +22,10 @@ pub enum TaskState {
 impl TaskState {
     /// Whether the task has ended.
     pub fn is_final(self) -> bool {
-        matches!(self, TaskState::Exited | TaskState::Failed | TaskState::Cancelled)
+        matches!(
+            self,
+            TaskState::Exited | TaskState::Failed | TaskState::Cancelled
+        )
     }
 
     pub fn as_str(self) -> &'static str {

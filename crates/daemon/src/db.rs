@@ -9,7 +9,9 @@ const TASKS: TableDefinition<&str, &[u8]> = TableDefinition::new("tasks");
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
-    #[error("cannot open the state database {path} (is another vouchd using this state directory?)")]
+    #[error(
+        "cannot open the state database {path} (is another vouchd using this state directory?)"
+    )]
     Open {
         path: String,
         #[source]
@@ -31,7 +33,10 @@ pub struct Db {
 
 impl Db {
     pub fn open(path: &Path) -> Result<Self, DbError> {
-        let db = Database::create(path).map_err(|source| DbError::Open { path: path.display().to_string(), source })?;
+        let db = Database::create(path).map_err(|source| DbError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
         let tx = db.begin_write().map_err(op)?;
         tx.open_table(TASKS).map_err(op)?;
         tx.commit().map_err(op)?;

@@ -16,7 +16,10 @@ use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, watch};
-use vouch_api::{Container, CreateContainer, EventMessage, ImageSummary, Info, TaskEvent, TaskState, WaitResponse};
+use vouch_api::{
+    Container, CreateContainer, EventMessage, ImageSummary, Info, TaskEvent, TaskState,
+    WaitResponse,
+};
 use vouch_image::{ContentStore, ImageRecord, LoadError, StoreError};
 use vouch_measure::{sha384, to_canonical_vec};
 use vouch_runtime::monitor::{error_chain, read_exit, ExitRecord, MonitorReport};
@@ -113,9 +116,18 @@ pub fn image_summary(r: &ImageRecord) -> ImageSummary {
 impl Engine {
     /// Open all state, repair the journal after a crash, and reconcile containers that changed
     /// while vouchd was not running.
-    pub fn open(cfg: DaemonConfig, attester: Arc<dyn vouch_tee::Attester>) -> Result<Arc<Self>, EngineError> {
-        for d in [cfg.state_dir.clone(), cfg.containers_dir(), cfg.runtime_root()] {
-            fs::create_dir_all(&d).map_err(|e| EngineError::Internal(format!("cannot create {}: {e}", d.display())))?;
+    pub fn open(
+        cfg: DaemonConfig,
+        attester: Arc<dyn vouch_tee::Attester>,
+    ) -> Result<Arc<Self>, EngineError> {
+        for d in [
+            cfg.state_dir.clone(),
+            cfg.containers_dir(),
+            cfg.runtime_root(),
+        ] {
+            fs::create_dir_all(&d).map_err(|e| {
+                EngineError::Internal(format!("cannot create {}: {e}", d.display()))
+            })?;
         }
         let db = Db::open(&cfg.db_path())?;
         let images = ContentStore::open(&cfg.images_dir())?;
@@ -181,10 +193,15 @@ impl Engine {
                     let engine = Arc::clone(self);
                     std::thread::spawn(move || engine.poll_orphan(&id, mpid));
                 }
-                (TaskState::Running, _) => self.finish(&id, None, "its monitor died while vouchd was not running"),
+                (TaskState::Running, _) => {
+                    self.finish(&id, None, "its monitor died while vouchd was not running")
+                }
                 _ => {
                     let _ = Overlay::for_container(&self.container_dir(&id)).unmount();
-                    self.fail(&id, "interrupted by a vouchd restart before the container started");
+                    self.fail(
+                        &id,
+                        "interrupted by a vouchd restart before the container started",
+                    );
                 }
             }
         }
@@ -214,14 +231,28 @@ impl Engine {
     }
 
     /// Apply a change to a task, add an event, persist, and notify watchers and subscribers.
-    fn update(&self, id: &str, action: &str, message: &str, change: impl FnOnce(&mut TaskRecord)) -> Option<Container> {
+    fn update(
+        &self,
+        id: &str,
+        action: &str,
+        message: &str,
+        change: impl FnOnce(&mut TaskRecord),
+    ) -> Option<Container> {
         let rec = {
             let mut tasks = lock(&self.tasks);
             let rec = tasks.get_mut(id)?;
             change(rec);
-            let event = TaskEvent { time: time::now(), action: action.to_string(), message: message.to_string() };
+            let event = TaskEvent {
+                time: time::now(),
+                action: action.to_string(),
+                message: message.to_string(),
+            };
             rec.view.events.push(event.clone());
-            let _ = self.events.send(EventMessage { id: id.to_string(), name: rec.view.name.clone(), event });
+            let _ = self.events.send(EventMessage {
+                id: id.to_string(),
+                name: rec.view.name.clone(),
+                event,
+            });
             rec.clone()
         };
         self.persist(&rec);
@@ -257,7 +288,10 @@ impl Engine {
         if let Some(t) = tasks.values().find(|t| t.view.name == reference) {
             return Ok(t.view.id.clone());
         }
-        let matches: Vec<&String> = tasks.keys().filter(|k| !reference.is_empty() && k.starts_with(reference)).collect();
+        let matches: Vec<&String> = tasks
+            .keys()
+            .filter(|k| !reference.is_empty() && k.starts_with(reference))
+            .collect();
         match matches.len() {
             1 => Ok(matches[0].clone()),
             0 => Err(EngineError::NoSuchContainer(reference.to_string())),
@@ -267,12 +301,18 @@ impl Engine {
 
     pub fn get(&self, reference: &str) -> Result<Container, EngineError> {
         let id = self.resolve(reference)?;
-        lock(&self.tasks).get(&id).map(|t| t.view.clone()).ok_or(EngineError::NoSuchContainer(reference.to_string()))
+        lock(&self.tasks)
+            .get(&id)
+            .map(|t| t.view.clone())
+            .ok_or(EngineError::NoSuchContainer(reference.to_string()))
     }
 
     pub fn list(&self, all: bool) -> Vec<Container> {
-        let mut v: Vec<Container> =
-            lock(&self.tasks).values().filter(|t| all || !t.view.state.is_final()).map(|t| t.view.clone()).collect();
+        let mut v: Vec<Container> = lock(&self.tasks)
+            .values()
+            .filter(|t| all || !t.view.state.is_final())
+            .map(|t| t.view.clone())
+            .collect();
         v.sort_by(|a, b| b.created_at.cmp(&a.created_at));
         v
     }
@@ -285,7 +325,11 @@ impl Engine {
         let mut out: Vec<EventMessage> = lock(&self.tasks)
             .values()
             .flat_map(|t| {
-                t.view.events.iter().map(|e| EventMessage { id: t.view.id.clone(), name: t.view.name.clone(), event: e.clone() })
+                t.view.events.iter().map(|e| EventMessage {
+                    id: t.view.id.clone(),
+                    name: t.view.name.clone(),
+                    event: e.clone(),
+                })
             })
             .collect();
         out.sort_by(|a, b| a.event.time.cmp(&b.event.time));
@@ -315,7 +359,13 @@ impl Engine {
             .await
             .map(|c| c.clone())
             .map_err(|_| EngineError::Internal("container watch closed".into()))?;
-        Ok(WaitResponse { id: view.id, state: view.state, exit_code: view.exit_code, oom_killed: view.oom_killed, error: view.error })
+        Ok(WaitResponse {
+            id: view.id,
+            state: view.state,
+            exit_code: view.exit_code,
+            oom_killed: view.oom_killed,
+            error: view.error,
+        })
     }
 
     pub fn info(&self) -> Result<Info, EngineError> {
@@ -330,16 +380,26 @@ impl Engine {
             register: journal.register()?.to_hex(),
             records: journal.records().len(),
             containers: tasks.len(),
-            running: tasks.values().filter(|t| t.view.state == TaskState::Running).count(),
+            running: tasks
+                .values()
+                .filter(|t| t.view.state == TaskState::Running)
+                .count(),
             images: self.images.list()?.len(),
             warning: (tee == TeeType::Sim).then(|| vouch_tee::evidence::SIM_WARNING.to_string()),
         })
     }
 
     pub fn attest(&self, nonce: &str) -> Result<Value, EngineError> {
-        let ok = nonce.len() >= 16 && nonce.len() <= 128 && nonce.len() % 2 == 0 && nonce.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let ok = nonce.len() >= 16
+            && nonce.len() <= 128
+            && nonce.len() % 2 == 0
+            && nonce
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if !ok {
-            return Err(EngineError::BadRequest("nonce must be 8 to 64 bytes of lower-case hex".into()));
+            return Err(EngineError::BadRequest(
+                "nonce must be 8 to 64 bytes of lower-case hex".into(),
+            ));
         }
         let evidence = lock(&self.journal).evidence(json!({"nonce": nonce}))?;
         serde_json::to_value(&evidence).map_err(|e| EngineError::Internal(e.to_string()))
@@ -351,7 +411,11 @@ impl Engine {
         Ok(self.images.list()?.iter().map(image_summary).collect())
     }
 
-    pub fn load_image(&self, path: &str, name: Option<&str>) -> Result<Vec<ImageSummary>, EngineError> {
+    pub fn load_image(
+        &self,
+        path: &str,
+        name: Option<&str>,
+    ) -> Result<Vec<ImageSummary>, EngineError> {
         if let Some(n) = name {
             if n.is_empty() || n.chars().any(|c| c.is_whitespace() || c.is_control()) {
                 return Err(EngineError::BadRequest(format!("invalid image name {n:?}")));
@@ -364,8 +428,14 @@ impl Engine {
     pub fn remove_image(&self, reference: &str) -> Result<ImageSummary, EngineError> {
         let image = self.images.find(reference)?;
         let digest = image.manifest_digest.to_string();
-        if let Some(t) = lock(&self.tasks).values().find(|t| t.view.image_digest == digest && !t.view.state.is_final()) {
-            return Err(EngineError::ImageInUse { image: reference.to_string(), container: t.view.id[..12].to_string() });
+        if let Some(t) = lock(&self.tasks)
+            .values()
+            .find(|t| t.view.image_digest == digest && !t.view.state.is_final())
+        {
+            return Err(EngineError::ImageInUse {
+                image: reference.to_string(),
+                container: t.view.id[..12].to_string(),
+            });
         }
         Ok(image_summary(&self.images.remove(reference)?))
     }
@@ -378,28 +448,44 @@ impl Engine {
         let host_network = match req.network.as_deref() {
             None | Some("none") | Some("") => false,
             Some("host") => true,
-            Some(other) => return Err(EngineError::BadRequest(format!("unknown network mode {other:?}: use none or host"))),
+            Some(other) => {
+                return Err(EngineError::BadRequest(format!(
+                    "unknown network mode {other:?}: use none or host"
+                )))
+            }
         };
         let memory_bytes = req.memory.as_deref().map(spec::parse_memory).transpose()?;
         let cpu_quota = req.cpus.as_deref().map(spec::parse_cpus).transpose()?;
         if let Some(p) = req.pids_limit {
             if p <= 0 {
-                return Err(EngineError::BadRequest(format!("--pids-limit must be positive, got {p}")));
+                return Err(EngineError::BadRequest(format!(
+                    "--pids-limit must be positive, got {p}"
+                )));
             }
         }
         let image = self.images.find(&req.image).map_err(|e| match e {
-            StoreError::NoSuchImage(r) => {
-                EngineError::BadRequest(format!("no such image: {r} (load it first with `vouch image load`)"))
-            }
+            StoreError::NoSuchImage(r) => EngineError::BadRequest(format!(
+                "no such image: {r} (load it first with `vouch image load`)"
+            )),
             other => EngineError::Store(other),
         })?;
-        let args = spec::resolve_command(&image.defaults.entrypoint, &image.defaults.cmd, &req.cmd)?;
+        let args =
+            spec::resolve_command(&image.defaults.entrypoint, &image.defaults.cmd, &req.cmd)?;
         let env = spec::merge_env(&image.defaults.env, &req.env)?;
-        let user = req.user.clone().unwrap_or_else(|| image.defaults.user.clone());
+        let user = req
+            .user
+            .clone()
+            .unwrap_or_else(|| image.defaults.user.clone());
         let (uid, gid) = spec::parse_user(&user)?;
-        let cwd = req.workdir.clone().filter(|w| !w.is_empty()).unwrap_or_else(|| image.defaults.working_dir.clone());
+        let cwd = req
+            .workdir
+            .clone()
+            .filter(|w| !w.is_empty())
+            .unwrap_or_else(|| image.defaults.working_dir.clone());
         if !cwd.is_empty() && !cwd.starts_with('/') {
-            return Err(EngineError::BadRequest(format!("working directory {cwd:?} must be absolute")));
+            return Err(EngineError::BadRequest(format!(
+                "working directory {cwd:?} must be absolute"
+            )));
         }
 
         let id = random_hex(32);
@@ -415,7 +501,10 @@ impl Engine {
                 None => format!("vouch-{}", &id[..8]),
             };
             if let Some(t) = lock(&self.tasks).values().find(|t| t.view.name == name) {
-                return Err(EngineError::NameInUse { name, id: t.view.id[..12].to_string() });
+                return Err(EngineError::NameInUse {
+                    name,
+                    id: t.view.id[..12].to_string(),
+                });
             }
             let now = time::now();
             let view = Container {
@@ -440,7 +529,10 @@ impl Engine {
                     message: format!("checking image {}", image.manifest_digest),
                 }],
             };
-            let rec = TaskRecord { view, monitor_pid: None };
+            let rec = TaskRecord {
+                view,
+                monitor_pid: None,
+            };
             lock(&self.tasks).insert(id.clone(), rec.clone());
             self.persist(&rec);
             name
@@ -455,7 +547,11 @@ impl Engine {
             gid,
             hostname: id[..12].to_string(),
             host_network,
-            resources: Resources { memory_bytes, pids_limit: req.pids_limit, cpu_quota },
+            resources: Resources {
+                memory_bytes,
+                pids_limit: req.pids_limit,
+                cpu_quota,
+            },
             cgroup_parent: self.cfg.cgroup_parent.clone(),
         };
         match self.launch(&id, &name, &req.image, &image, &spec) {
@@ -469,13 +565,23 @@ impl Engine {
                 }
                 Err(match e {
                     EngineError::StartFailed { .. } => e,
-                    other => EngineError::StartFailed { id: id[..12].to_string(), reason: error_chain(&other) },
+                    other => EngineError::StartFailed {
+                        id: id[..12].to_string(),
+                        reason: error_chain(&other),
+                    },
                 })
             }
         }
     }
 
-    fn launch(self: &Arc<Self>, id: &str, name: &str, reference: &str, image: &ImageRecord, spec: &ContainerSpec) -> Result<Container, EngineError> {
+    fn launch(
+        self: &Arc<Self>,
+        id: &str,
+        name: &str,
+        reference: &str,
+        image: &ImageRecord,
+        spec: &ContainerSpec,
+    ) -> Result<Container, EngineError> {
         // Verify: layers present and intact in the store (digests were checked at load).
         let mut layer_dirs = Vec::new();
         for layer in &image.layers {
@@ -493,18 +599,29 @@ impl Engine {
                 "policy": "local image store; no signature policy configured",
             }),
         )?;
-        self.set_state(id, TaskState::Verified, &format!("image {} verified against its digests", image.manifest_digest));
+        self.set_state(
+            id,
+            TaskState::Verified,
+            &format!(
+                "image {} verified against its digests",
+                image.manifest_digest
+            ),
+        );
 
         // Create: overlay rootfs, config.json, measured effective config.
         self.set_state(id, TaskState::Creating, "preparing the root filesystem");
         let dir = self.container_dir(id);
         let bundle = dir.join("bundle");
-        fs::create_dir_all(&bundle).map_err(|e| EngineError::Internal(format!("cannot create {}: {e}", bundle.display())))?;
+        fs::create_dir_all(&bundle).map_err(|e| {
+            EngineError::Internal(format!("cannot create {}: {e}", bundle.display()))
+        })?;
         let overlay = Overlay::for_container(&dir);
         overlay.mount(&layer_dirs)?;
-        let config = serde_json::to_vec_pretty(&spec.to_oci()).map_err(|e| EngineError::Internal(e.to_string()))?;
+        let config = serde_json::to_vec_pretty(&spec.to_oci())
+            .map_err(|e| EngineError::Internal(e.to_string()))?;
         write_private(&bundle.join("config.json"), &config)?;
-        let effective = to_canonical_vec(&spec.effective()).map_err(|e| EngineError::Internal(e.to_string()))?;
+        let effective = to_canonical_vec(&spec.effective())
+            .map_err(|e| EngineError::Internal(e.to_string()))?;
         let config_digest = format!("sha384:{}", sha384(&effective).to_hex());
         self.measure(
             "container.create",
@@ -517,10 +634,15 @@ impl Engine {
             }),
         )?;
         let cd = config_digest.clone();
-        self.update(id, TaskState::Created.as_str(), &format!("runtime config measured ({config_digest})"), |r| {
-            r.view.state = TaskState::Created;
-            r.view.config_digest = Some(cd);
-        });
+        self.update(
+            id,
+            TaskState::Created.as_str(),
+            &format!("runtime config measured ({config_digest})"),
+            |r| {
+                r.view.state = TaskState::Created;
+                r.view.config_digest = Some(cd);
+            },
+        );
 
         // Start: the monitor creates and starts the container, then reports.
         self.set_state(id, TaskState::Starting, "starting the container");
@@ -548,19 +670,27 @@ impl Engine {
             .stdout(Stdio::piped())
             .stderr(Stdio::from(monitor_log))
             .spawn()
-            .map_err(|e| EngineError::StartFailed { id: id[..12].to_string(), reason: format!("cannot run the monitor: {e}") })?;
+            .map_err(|e| EngineError::StartFailed {
+                id: id[..12].to_string(),
+                reason: format!("cannot run the monitor: {e}"),
+            })?;
         let mpid = child.id() as i32;
         let report = read_report(&mut child);
         match report {
             Some(MonitorReport::Started { pid }) => {
                 self.measure("container.start", json!({"id": id, "pid": pid}))?;
                 let view = self
-                    .update(id, TaskState::Running.as_str(), &format!("running as pid {pid}"), |r| {
-                        r.view.state = TaskState::Running;
-                        r.view.pid = Some(pid);
-                        r.view.started_at = Some(time::now());
-                        r.monitor_pid = Some(mpid);
-                    })
+                    .update(
+                        id,
+                        TaskState::Running.as_str(),
+                        &format!("running as pid {pid}"),
+                        |r| {
+                            r.view.state = TaskState::Running;
+                            r.view.pid = Some(pid);
+                            r.view.started_at = Some(time::now());
+                            r.monitor_pid = Some(mpid);
+                        },
+                    )
                     .ok_or_else(|| EngineError::NoSuchContainer(id.to_string()))?;
                 let engine = Arc::clone(self);
                 let id = id.to_string();
@@ -573,13 +703,19 @@ impl Engine {
             }
             Some(MonitorReport::Failed { error }) => {
                 let _ = child.wait();
-                Err(EngineError::StartFailed { id: id[..12].to_string(), reason: error })
+                Err(EngineError::StartFailed {
+                    id: id[..12].to_string(),
+                    reason: error,
+                })
             }
             None => {
                 let _ = child.wait();
                 let log = fs::read_to_string(dir.join("monitor.log")).unwrap_or_default();
                 let last = log.lines().last().unwrap_or("no output").to_string();
-                Err(EngineError::StartFailed { id: id[..12].to_string(), reason: format!("the monitor exited early: {last}") })
+                Err(EngineError::StartFailed {
+                    id: id[..12].to_string(),
+                    reason: format!("the monitor exited early: {last}"),
+                })
             }
         }
     }
@@ -594,7 +730,9 @@ impl Engine {
             return;
         }
         let content = match &exit {
-            Some(e) => json!({"id": id, "exit_code": e.exit_code, "signal": e.signal, "oom_killed": e.oom_killed}),
+            Some(e) => {
+                json!({"id": id, "exit_code": e.exit_code, "signal": e.signal, "oom_killed": e.oom_killed})
+            }
             None => json!({"id": id, "exit_code": Value::Null, "status": "unknown"}),
         };
         if let Err(e) = self.measure("container.exit", content) {
@@ -602,14 +740,20 @@ impl Engine {
         }
         let _ = Overlay::for_container(&self.container_dir(id)).unmount();
         let message = match &exit {
-            Some(e) if e.oom_killed => format!("killed by the kernel OOM killer (memory limit), exit code {}", e.exit_code),
+            Some(e) if e.oom_killed => format!(
+                "killed by the kernel OOM killer (memory limit), exit code {}",
+                e.exit_code
+            ),
             Some(e) => match e.signal {
                 Some(sig) => format!("killed by signal {sig}, exit code {}", e.exit_code),
                 None => format!("exited with code {}", e.exit_code),
             },
             None => format!("exit status unknown: {unknown_reason}"),
         };
-        let finished = exit.as_ref().map(|e| time::from_ms(e.finished_at_ms)).unwrap_or_else(time::now);
+        let finished = exit
+            .as_ref()
+            .map(|e| time::from_ms(e.finished_at_ms))
+            .unwrap_or_else(time::now);
         let view = self.update(id, TaskState::Exited.as_str(), &message, |r| {
             r.view.state = TaskState::Exited;
             r.view.exit_code = exit.as_ref().map(|e| e.exit_code);
@@ -633,7 +777,9 @@ impl Engine {
     }
 
     fn is_final(&self, id: &str) -> bool {
-        lock(&self.tasks).get(id).is_none_or(|t| t.view.state.is_final())
+        lock(&self.tasks)
+            .get(id)
+            .is_none_or(|t| t.view.state.is_final())
     }
 
     fn wait_final(&self, id: &str, timeout: Duration) -> bool {
@@ -651,12 +797,20 @@ impl Engine {
     pub fn stop(&self, reference: &str, timeout: Duration) -> Result<Container, EngineError> {
         let id = self.resolve(reference)?;
         if !self.is_final(&id) {
-            self.update(&id, "StopRequested", &format!("SIGTERM, SIGKILL after {}s", timeout.as_secs()), |_| {});
+            self.update(
+                &id,
+                "StopRequested",
+                &format!("SIGTERM, SIGKILL after {}s", timeout.as_secs()),
+                |_| {},
+            );
             self.signal(&id, Signal::SIGTERM);
             if !self.wait_final(&id, timeout) {
                 self.signal(&id, Signal::SIGKILL);
                 if !self.wait_final(&id, Duration::from_secs(10)) {
-                    return Err(EngineError::Internal(format!("container {} did not stop after SIGKILL", &id[..12])));
+                    return Err(EngineError::Internal(format!(
+                        "container {} did not stop after SIGKILL",
+                        &id[..12]
+                    )));
                 }
             }
         }
@@ -672,7 +826,10 @@ impl Engine {
             }
             self.signal(&id, Signal::SIGKILL);
             if !self.wait_final(&id, Duration::from_secs(10)) {
-                return Err(EngineError::Internal(format!("container {} did not stop after SIGKILL", &id[..12])));
+                return Err(EngineError::Internal(format!(
+                    "container {} did not stop after SIGKILL",
+                    &id[..12]
+                )));
             }
         }
         self.remove_task(&id)
@@ -682,9 +839,13 @@ impl Engine {
         let dir = self.container_dir(id);
         Overlay::for_container(&dir).unmount()?;
         if dir.exists() {
-            fs::remove_dir_all(&dir).map_err(|e| EngineError::Internal(format!("cannot remove {}: {e}", dir.display())))?;
+            fs::remove_dir_all(&dir).map_err(|e| {
+                EngineError::Internal(format!("cannot remove {}: {e}", dir.display()))
+            })?;
         }
-        let view = self.update(id, "Removed", "container removed", |_| {}).ok_or_else(|| EngineError::NoSuchContainer(id.to_string()))?;
+        let view = self
+            .update(id, "Removed", "container removed", |_| {})
+            .ok_or_else(|| EngineError::NoSuchContainer(id.to_string()))?;
         lock(&self.tasks).remove(id);
         self.db.delete(id)?;
         Ok(view)
@@ -700,7 +861,8 @@ fn write_private(path: &Path, data: &[u8]) -> Result<(), EngineError> {
         .mode(0o600)
         .open(path)
         .map_err(|e| EngineError::Internal(format!("cannot write {}: {e}", path.display())))?;
-    f.write_all(data).map_err(|e| EngineError::Internal(format!("cannot write {}: {e}", path.display())))
+    f.write_all(data)
+        .map_err(|e| EngineError::Internal(format!("cannot write {}: {e}", path.display())))
 }
 
 fn read_report(child: &mut Child) -> Option<MonitorReport> {
@@ -714,7 +876,11 @@ fn process_alive(pid: i32) -> bool {
     match kill(Pid::from_raw(pid), None) {
         Ok(()) => {
             // A zombie still answers kill(0); treat it as gone.
-            !fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')))
+            !fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                s.rsplit(')')
+                    .next()
+                    .is_some_and(|r| r.trim_start().starts_with('Z'))
+            })
         }
         Err(nix::Error::EPERM) => true,
         Err(_) => false,

@@ -41,9 +41,14 @@ impl From<EngineError> for ApiError {
         let status = match &e {
             EngineError::NoSuchContainer(_) => StatusCode::NOT_FOUND,
             EngineError::Store(StoreError::NoSuchImage(_)) => StatusCode::NOT_FOUND,
-            EngineError::AmbiguousContainer(_) | EngineError::Store(StoreError::Ambiguous { .. }) => StatusCode::BAD_REQUEST,
-            EngineError::NameInUse { .. } | EngineError::Running(_) | EngineError::ImageInUse { .. } => StatusCode::CONFLICT,
-            EngineError::BadRequest(_) | EngineError::Spec(_) | EngineError::Load(_) => StatusCode::BAD_REQUEST,
+            EngineError::AmbiguousContainer(_)
+            | EngineError::Store(StoreError::Ambiguous { .. }) => StatusCode::BAD_REQUEST,
+            EngineError::NameInUse { .. }
+            | EngineError::Running(_)
+            | EngineError::ImageInUse { .. } => StatusCode::CONFLICT,
+            EngineError::BadRequest(_) | EngineError::Spec(_) | EngineError::Load(_) => {
+                StatusCode::BAD_REQUEST
+            }
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status == StatusCode::INTERNAL_SERVER_ERROR {
@@ -65,14 +70,23 @@ fn flag(q: &HashMap<String, String>, key: &str) -> Result<bool, ApiError> {
     match q.get(key).map(String::as_str) {
         None | Some("false") | Some("0") => Ok(false),
         Some("true") | Some("1") | Some("") => Ok(true),
-        Some(other) => Err(bad_request(format!("query parameter {key}={other:?} must be true or false"))),
+        Some(other) => Err(bad_request(format!(
+            "query parameter {key}={other:?} must be true or false"
+        ))),
     }
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, EngineError> + Send + 'static) -> Result<T, ApiError> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, EngineError> + Send + 'static,
+) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("internal task failed: {e}")))?
+        .map_err(|e| {
+            ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("internal task failed: {e}"),
+            )
+        })?
         .map_err(ApiError::from)
 }
 
@@ -90,7 +104,12 @@ pub fn router(engine: Shared) -> Router {
         .route("/v1/images/load", post(load_image))
         .route("/v1/images/{reference}", delete(remove_image))
         .route("/v1/attest", post(attest))
-        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such API endpoint (see /v1/openapi.json)".into()) })
+        .fallback(|| async {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                "no such API endpoint (see /v1/openapi.json)".into(),
+            )
+        })
         .with_state(engine)
 }
 
@@ -102,7 +121,10 @@ async fn info(State(e): State<Shared>) -> Result<Json<vouch_api::Info>, ApiError
     blocking(move || e.info()).await.map(Json)
 }
 
-async fn list(State(e): State<Shared>, Query(q): Query<HashMap<String, String>>) -> Result<Response, ApiError> {
+async fn list(
+    State(e): State<Shared>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
     let all = flag(&q, "all")?;
     Ok(Json(e.list(all)).into_response())
 }
@@ -116,21 +138,38 @@ async fn create(State(e): State<Shared>, body: Bytes) -> Result<Response, ApiErr
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
-async fn inspect(State(e): State<Shared>, UrlPath(id): UrlPath<String>) -> Result<Response, ApiError> {
+async fn inspect(
+    State(e): State<Shared>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Response, ApiError> {
     Ok(Json(e.get(&id)?).into_response())
 }
 
-async fn remove(State(e): State<Shared>, UrlPath(id): UrlPath<String>, Query(q): Query<HashMap<String, String>>) -> Result<Response, ApiError> {
+async fn remove(
+    State(e): State<Shared>,
+    UrlPath(id): UrlPath<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
     let force = flag(&q, "force")?;
-    blocking(move || e.remove(&id, force)).await.map(|v| Json(v).into_response())
+    blocking(move || e.remove(&id, force))
+        .await
+        .map(|v| Json(v).into_response())
 }
 
-async fn stop(State(e): State<Shared>, UrlPath(id): UrlPath<String>, Query(q): Query<HashMap<String, String>>) -> Result<Response, ApiError> {
+async fn stop(
+    State(e): State<Shared>,
+    UrlPath(id): UrlPath<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
     let timeout = match q.get("timeout") {
-        Some(t) => t.parse::<u64>().map_err(|_| bad_request(format!("timeout {t:?} must be whole seconds")))?,
+        Some(t) => t
+            .parse::<u64>()
+            .map_err(|_| bad_request(format!("timeout {t:?} must be whole seconds")))?,
         None => 10,
     };
-    blocking(move || e.stop(&id, Duration::from_secs(timeout))).await.map(|v| Json(v).into_response())
+    blocking(move || e.stop(&id, Duration::from_secs(timeout)))
+        .await
+        .map(|v| Json(v).into_response())
 }
 
 async fn wait(State(e): State<Shared>, UrlPath(id): UrlPath<String>) -> Result<Response, ApiError> {
@@ -138,10 +177,16 @@ async fn wait(State(e): State<Shared>, UrlPath(id): UrlPath<String>) -> Result<R
 }
 
 fn stream_body(rx: mpsc::Receiver<Result<Bytes, io::Error>>) -> Body {
-    Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }))
+    Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }))
 }
 
-async fn logs(State(e): State<Shared>, UrlPath(id): UrlPath<String>, Query(q): Query<HashMap<String, String>>) -> Result<Response, ApiError> {
+async fn logs(
+    State(e): State<Shared>,
+    UrlPath(id): UrlPath<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
     let follow = flag(&q, "follow")?;
     let id = e.resolve(&id)?;
     let mut watch = e.watch(&id)?;
@@ -160,7 +205,11 @@ async fn logs(State(e): State<Shared>, UrlPath(id): UrlPath<String>, Query(q): Q
                     match f.read(&mut buf).await {
                         Ok(0) => break,
                         Ok(n) => {
-                            if tx.send(Ok(Bytes::copy_from_slice(&buf[..n]))).await.is_err() {
+                            if tx
+                                .send(Ok(Bytes::copy_from_slice(&buf[..n])))
+                                .await
+                                .is_err()
+                            {
                                 return;
                             }
                         }
@@ -182,10 +231,17 @@ async fn logs(State(e): State<Shared>, UrlPath(id): UrlPath<String>, Query(q): Q
             }
         }
     });
-    Ok(([(header::CONTENT_TYPE, logframe::CONTENT_TYPE)], stream_body(rx)).into_response())
+    Ok((
+        [(header::CONTENT_TYPE, logframe::CONTENT_TYPE)],
+        stream_body(rx),
+    )
+        .into_response())
 }
 
-async fn events(State(e): State<Shared>, Query(q): Query<HashMap<String, String>>) -> Result<Response, ApiError> {
+async fn events(
+    State(e): State<Shared>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
     if !flag(&q, "follow")? {
         return Ok(Json(e.all_events()).into_response());
     }
@@ -207,28 +263,46 @@ async fn events(State(e): State<Shared>, Query(q): Query<HashMap<String, String>
             }
         }
     });
-    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], stream_body(rx)).into_response())
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        stream_body(rx),
+    )
+        .into_response())
 }
 
 async fn images(State(e): State<Shared>) -> Result<Response, ApiError> {
-    blocking(move || e.images()).await.map(|v| Json(v).into_response())
+    blocking(move || e.images())
+        .await
+        .map(|v| Json(v).into_response())
 }
 
 async fn load_image(State(e): State<Shared>, body: Bytes) -> Result<Response, ApiError> {
     let req: LoadImage = parse_body(&body)?;
     if !Path::new(&req.path).is_absolute() {
-        return Err(bad_request(format!("image path {:?} must be absolute", req.path)));
+        return Err(bad_request(format!(
+            "image path {:?} must be absolute",
+            req.path
+        )));
     }
-    blocking(move || e.load_image(&req.path, req.name.as_deref())).await.map(|v| Json(v).into_response())
+    blocking(move || e.load_image(&req.path, req.name.as_deref()))
+        .await
+        .map(|v| Json(v).into_response())
 }
 
-async fn remove_image(State(e): State<Shared>, UrlPath(reference): UrlPath<String>) -> Result<Response, ApiError> {
-    blocking(move || e.remove_image(&reference)).await.map(|v| Json(v).into_response())
+async fn remove_image(
+    State(e): State<Shared>,
+    UrlPath(reference): UrlPath<String>,
+) -> Result<Response, ApiError> {
+    blocking(move || e.remove_image(&reference))
+        .await
+        .map(|v| Json(v).into_response())
 }
 
 async fn attest(State(e): State<Shared>, body: Bytes) -> Result<Response, ApiError> {
     let req: AttestRequest = parse_body(&body)?;
-    blocking(move || e.attest(&req.nonce)).await.map(|v| Json(v).into_response())
+    blocking(move || e.attest(&req.nonce))
+        .await
+        .map(|v| Json(v).into_response())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -245,7 +319,10 @@ pub enum ServeError {
 
 /// Bind the socket (mode 0600), refusing to steal one another daemon is serving.
 pub fn bind(socket: &Path) -> Result<UnixListener, ServeError> {
-    let err = |source| ServeError::Bind { path: socket.display().to_string(), source };
+    let err = |source| ServeError::Bind {
+        path: socket.display().to_string(),
+        source,
+    };
     if let Some(parent) = socket.parent() {
         std::fs::create_dir_all(parent).map_err(err)?;
     }
@@ -263,13 +340,16 @@ pub fn bind(socket: &Path) -> Result<UnixListener, ServeError> {
 /// Serve until SIGINT or SIGTERM. Containers keep running; their monitors record their exits.
 pub async fn serve(listener: UnixListener, engine: Shared) -> io::Result<()> {
     let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
         }
     };
-    axum::serve(listener, router(engine)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(engine))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 #[cfg(test)]
@@ -283,7 +363,10 @@ mod tests {
         let end = src[start..].find(".fallback").expect("fallback") + start;
         let body = &src[start..end];
         let mut served = Vec::new();
-        for line in body.lines().filter(|l| l.trim_start().starts_with(".route(")) {
+        for line in body
+            .lines()
+            .filter(|l| l.trim_start().starts_with(".route("))
+        {
             let path = line.split('"').nth(1).expect("path");
             for m in ["get", "post", "delete"] {
                 if line.contains(&format!("{m}(")) {
@@ -291,8 +374,10 @@ mod tests {
                 }
             }
         }
-        let mut documented: Vec<(String, String)> =
-            vouch_api::ROUTES.iter().map(|(m, p, _)| (m.to_string(), p.to_string())).collect();
+        let mut documented: Vec<(String, String)> = vouch_api::ROUTES
+            .iter()
+            .map(|(m, p, _)| (m.to_string(), p.to_string()))
+            .collect();
         served.sort();
         documented.sort();
         assert_eq!(served, documented);

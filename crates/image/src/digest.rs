@@ -22,11 +22,15 @@ pub enum OciDigestError {
 
 impl OciDigest {
     pub fn sha256_of(data: &[u8]) -> Self {
-        OciDigest { hex: hex::encode(Sha256::digest(data)) }
+        OciDigest {
+            hex: hex::encode(Sha256::digest(data)),
+        }
     }
 
     pub fn from_sha256(bytes: [u8; 32]) -> Self {
-        OciDigest { hex: hex::encode(bytes) }
+        OciDigest {
+            hex: hex::encode(bytes),
+        }
     }
 
     /// The 64 hex characters.
@@ -43,14 +47,22 @@ impl OciDigest {
 impl FromStr for OciDigest {
     type Err = OciDigestError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (alg, hex) = s.split_once(':').ok_or_else(|| OciDigestError::Malformed(s.to_string()))?;
+        let (alg, hex) = s
+            .split_once(':')
+            .ok_or_else(|| OciDigestError::Malformed(s.to_string()))?;
         if alg != "sha256" {
             return Err(OciDigestError::Algorithm(alg.to_string()));
         }
-        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if hex.len() != 64
+            || !hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             return Err(OciDigestError::Malformed(s.to_string()));
         }
-        Ok(OciDigest { hex: hex.to_string() })
+        Ok(OciDigest {
+            hex: hex.to_string(),
+        })
     }
 }
 
@@ -74,7 +86,9 @@ impl Serialize for OciDigest {
 
 impl<'de> Deserialize<'de> for OciDigest {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -86,8 +100,19 @@ mod tests {
     fn parses_and_refuses() {
         let d = OciDigest::sha256_of(b"");
         assert_eq!(d.to_string().parse::<OciDigest>(), Ok(d.clone()));
-        assert!(matches!("sha512:00".parse::<OciDigest>(), Err(OciDigestError::Algorithm(_))));
-        assert!(matches!("sha256:../../etc".parse::<OciDigest>(), Err(OciDigestError::Malformed(_))));
-        assert!(d.to_string().to_uppercase().replace("SHA256", "sha256").parse::<OciDigest>().is_err());
+        assert!(matches!(
+            "sha512:00".parse::<OciDigest>(),
+            Err(OciDigestError::Algorithm(_))
+        ));
+        assert!(matches!(
+            "sha256:../../etc".parse::<OciDigest>(),
+            Err(OciDigestError::Malformed(_))
+        ));
+        assert!(d
+            .to_string()
+            .to_uppercase()
+            .replace("SHA256", "sha256")
+            .parse::<OciDigest>()
+            .is_err());
     }
 }

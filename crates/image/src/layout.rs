@@ -8,7 +8,9 @@ use flate2::read::GzDecoder;
 
 use crate::digest::OciDigest;
 use crate::oci::{self, Descriptor, ImageConfig, Index, Manifest};
-use crate::store::{ContentStore, ImageRecord, LayerRecord, RuntimeDefaults, StoreError, MAX_DOCUMENT};
+use crate::store::{
+    ContentStore, ImageRecord, LayerRecord, RuntimeDefaults, StoreError, MAX_DOCUMENT,
+};
 
 /// Largest single blob accepted from an archive.
 const MAX_BLOB: u64 = 16 << 30;
@@ -36,14 +38,29 @@ pub enum LoadError {
     Store(#[from] StoreError),
 }
 
-fn json<T: serde::de::DeserializeOwned>(bytes: &[u8], path: &str, what: &'static str) -> Result<T, LoadError> {
-    serde_json::from_slice(bytes).map_err(|source| LoadError::Json { path: path.to_string(), what, source })
+fn json<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    path: &str,
+    what: &'static str,
+) -> Result<T, LoadError> {
+    serde_json::from_slice(bytes).map_err(|source| LoadError::Json {
+        path: path.to_string(),
+        what,
+        source,
+    })
 }
 
 /// Load every image of an OCI layout at `source` (directory, `.tar` or `.tar.gz`).
 /// `name` overrides the image's `org.opencontainers.image.ref.name`.
-pub fn load(store: &ContentStore, source: &Path, name: Option<&str>) -> Result<Vec<ImageRecord>, LoadError> {
-    let io_err = |source_err| LoadError::Io { path: source.display().to_string(), source: source_err };
+pub fn load(
+    store: &ContentStore,
+    source: &Path,
+    name: Option<&str>,
+) -> Result<Vec<ImageRecord>, LoadError> {
+    let io_err = |source_err| LoadError::Io {
+        path: source.display().to_string(),
+        source: source_err,
+    };
     let meta = fs::metadata(source).map_err(io_err)?;
     let index_bytes = if meta.is_dir() {
         let layout = source.join("oci-layout");
@@ -67,7 +84,11 @@ pub fn load(store: &ContentStore, source: &Path, name: Option<&str>) -> Result<V
     let dir_source = meta.is_dir().then(|| source.to_path_buf());
     let mut loaded = Vec::new();
     for desc in &index.manifests {
-        let ref_name = desc.annotations.as_ref().and_then(|a| a.get(oci::ANNOTATION_REF_NAME)).cloned();
+        let ref_name = desc
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(oci::ANNOTATION_REF_NAME))
+            .cloned();
         let names: Vec<String> = name.map(str::to_string).or(ref_name).into_iter().collect();
         let record = load_manifest(store, dir_source.as_deref(), desc, names, 0)?;
         loaded.push(store.put_image(record)?);
@@ -76,29 +97,50 @@ pub fn load(store: &ContentStore, source: &Path, name: Option<&str>) -> Result<V
 }
 
 fn read_limited(path: &Path) -> Result<Vec<u8>, LoadError> {
-    let f = File::open(path).map_err(|source| LoadError::Io { path: path.display().to_string(), source })?;
+    let f = File::open(path).map_err(|source| LoadError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
     let mut out = Vec::new();
     f.take(MAX_DOCUMENT + 1)
         .read_to_end(&mut out)
-        .map_err(|source| LoadError::Io { path: path.display().to_string(), source })?;
+        .map_err(|source| LoadError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
     if out.len() as u64 > MAX_DOCUMENT {
-        return Err(LoadError::Invalid(format!("{} is larger than {MAX_DOCUMENT} bytes", path.display())));
+        return Err(LoadError::Invalid(format!(
+            "{} is larger than {MAX_DOCUMENT} bytes",
+            path.display()
+        )));
     }
     Ok(out)
 }
 
 /// Copy a blob from a layout directory into the store (verified), unless it is there already.
-fn ensure_blob(store: &ContentStore, dir: Option<&Path>, desc: &Descriptor) -> Result<(), LoadError> {
+fn ensure_blob(
+    store: &ContentStore,
+    dir: Option<&Path>,
+    desc: &Descriptor,
+) -> Result<(), LoadError> {
     if store.has_blob(&desc.digest) {
         return Ok(());
     }
     let Some(dir) = dir else {
-        return Err(LoadError::Invalid(format!("blob {} is missing from the archive", desc.digest)));
+        return Err(LoadError::Invalid(format!(
+            "blob {} is missing from the archive",
+            desc.digest
+        )));
     };
     let path = dir.join("blobs/sha256").join(desc.digest.hex());
     let f = File::open(&path).map_err(|source| match source.kind() {
-        io::ErrorKind::NotFound => LoadError::Invalid(format!("blob {} is missing from the layout", desc.digest)),
-        _ => LoadError::Io { path: path.display().to_string(), source },
+        io::ErrorKind::NotFound => {
+            LoadError::Invalid(format!("blob {} is missing from the layout", desc.digest))
+        }
+        _ => LoadError::Io {
+            path: path.display().to_string(),
+            source,
+        },
     })?;
     store.ingest(&desc.digest, Some(desc.size), MAX_BLOB, BufReader::new(f))?;
     Ok(())
@@ -123,20 +165,35 @@ fn load_manifest(
         let pick = nested
             .manifests
             .iter()
-            .find(|m| m.platform.as_ref().is_some_and(|p| p.os == "linux" && p.architecture == "amd64"))
-            .ok_or_else(|| LoadError::Invalid(format!("image index {where_} has no linux/amd64 image")))?;
+            .find(|m| {
+                m.platform
+                    .as_ref()
+                    .is_some_and(|p| p.os == "linux" && p.architecture == "amd64")
+            })
+            .ok_or_else(|| {
+                LoadError::Invalid(format!("image index {where_} has no linux/amd64 image"))
+            })?;
         return load_manifest(store, dir, pick, names, depth + 1);
     }
     if !media.is_empty() && media != oci::MEDIA_MANIFEST && media != oci::MEDIA_DOCKER_MANIFEST {
-        return Err(LoadError::Invalid(format!("unsupported manifest media type {media:?}")));
+        return Err(LoadError::Invalid(format!(
+            "unsupported manifest media type {media:?}"
+        )));
     }
     let manifest: Manifest = json(&bytes, &where_, "an OCI image manifest")?;
     if manifest.schema_version != 2 {
-        return Err(LoadError::Invalid(format!("manifest {where_} has schema version {}, expected 2", manifest.schema_version)));
+        return Err(LoadError::Invalid(format!(
+            "manifest {where_} has schema version {}, expected 2",
+            manifest.schema_version
+        )));
     }
     ensure_blob(store, dir, &manifest.config)?;
     let config_bytes = store.read_document(&manifest.config.digest)?;
-    let config: ImageConfig = json(&config_bytes, &manifest.config.digest.to_string(), "an OCI image config")?;
+    let config: ImageConfig = json(
+        &config_bytes,
+        &manifest.config.digest.to_string(),
+        "an OCI image config",
+    )?;
     if config.os != "linux" || config.architecture != "amd64" {
         return Err(LoadError::Invalid(format!(
             "image is for {}/{}; this machine runs linux/amd64",
@@ -152,10 +209,19 @@ fn load_manifest(
     }
     let mut layers = Vec::new();
     for (layer, diff_id) in manifest.layers.iter().zip(config.rootfs.diff_ids.iter()) {
-        let compression = oci::layer_compression(&layer.media_type)
-            .ok_or_else(|| LoadError::Invalid(format!("layer {} has unsupported media type {:?}", layer.digest, layer.media_type)))?;
+        let compression = oci::layer_compression(&layer.media_type).ok_or_else(|| {
+            LoadError::Invalid(format!(
+                "layer {} has unsupported media type {:?}",
+                layer.digest, layer.media_type
+            ))
+        })?;
         ensure_blob(store, dir, layer)?;
-        let record = LayerRecord { digest: layer.digest.clone(), diff_id: diff_id.clone(), size: layer.size, compression };
+        let record = LayerRecord {
+            digest: layer.digest.clone(),
+            diff_id: diff_id.clone(),
+            size: layer.size,
+            compression,
+        };
         store.ensure_layer(&record)?;
         layers.push(record);
     }
@@ -188,22 +254,40 @@ fn humantime_now() -> String {
 
 /// Stream an archive once: blobs go into the store (verified), `index.json` is returned.
 fn ingest_archive(store: &ContentStore, path: &Path) -> Result<Vec<u8>, LoadError> {
-    let io_err = |source| LoadError::Io { path: path.display().to_string(), source };
+    let io_err = |source| LoadError::Io {
+        path: path.display().to_string(),
+        source,
+    };
     let mut f = File::open(path).map_err(io_err)?;
     let mut magic = [0u8; 2];
     let n = f.read(&mut magic).map_err(io_err)?;
     drop(f);
     let f = BufReader::new(File::open(path).map_err(io_err)?);
-    let reader: Box<dyn Read> = if n == 2 && magic == [0x1f, 0x8b] { Box::new(GzDecoder::new(f)) } else { Box::new(f) };
+    let reader: Box<dyn Read> = if n == 2 && magic == [0x1f, 0x8b] {
+        Box::new(GzDecoder::new(f))
+    } else {
+        Box::new(f)
+    };
     let mut archive = tar::Archive::new(reader);
     let mut index = None;
     let mut saw_layout = false;
     for entry in archive.entries().map_err(io_err)? {
-        let entry = entry.map_err(|e| LoadError::Invalid(format!("{} is not a valid tar archive: {e}", path.display())))?;
+        let entry = entry.map_err(|e| {
+            LoadError::Invalid(format!(
+                "{} is not a valid tar archive: {e}",
+                path.display()
+            ))
+        })?;
         let raw: PathBuf = entry.path().map_err(io_err)?.into_owned();
-        let rel: PathBuf = raw.components().filter(|c| matches!(c, Component::Normal(_))).collect();
+        let rel: PathBuf = raw
+            .components()
+            .filter(|c| matches!(c, Component::Normal(_)))
+            .collect();
         if raw.components().any(|c| matches!(c, Component::ParentDir)) {
-            return Err(LoadError::Invalid(format!("archive entry {:?} contains '..'", raw.display())));
+            return Err(LoadError::Invalid(format!(
+                "archive entry {:?} contains '..'",
+                raw.display()
+            )));
         }
         let kind = entry.header().entry_type();
         if !kind.is_file() {
@@ -214,15 +298,20 @@ fn ingest_archive(store: &ContentStore, path: &Path) -> Result<Vec<u8>, LoadErro
             saw_layout = true;
         } else if rel_str == "index.json" {
             let mut buf = Vec::new();
-            entry.take(MAX_DOCUMENT + 1).read_to_end(&mut buf).map_err(io_err)?;
+            entry
+                .take(MAX_DOCUMENT + 1)
+                .read_to_end(&mut buf)
+                .map_err(io_err)?;
             if buf.len() as u64 > MAX_DOCUMENT {
                 return Err(LoadError::Invalid("index.json is too large".into()));
             }
             index = Some(buf);
         } else if let Some(hex) = rel_str.strip_prefix("blobs/sha256/") {
-            let digest: OciDigest = format!("sha256:{hex}")
-                .parse()
-                .map_err(|_| LoadError::Invalid(format!("archive entry {rel_str:?} is not named by a sha256 digest")))?;
+            let digest: OciDigest = format!("sha256:{hex}").parse().map_err(|_| {
+                LoadError::Invalid(format!(
+                    "archive entry {rel_str:?} is not named by a sha256 digest"
+                ))
+            })?;
             let size = entry.header().size().map_err(io_err)?;
             store.ingest(&digest, Some(size), MAX_BLOB, entry)?;
         }

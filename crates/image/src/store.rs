@@ -28,15 +28,28 @@ pub enum StoreError {
         source: io::Error,
     },
     #[error("blob {expected} does not match its digest (content hashes to {actual})")]
-    DigestMismatch { expected: OciDigest, actual: OciDigest },
+    DigestMismatch {
+        expected: OciDigest,
+        actual: OciDigest,
+    },
     #[error("blob {digest} is {actual} bytes, its descriptor says {expected}")]
-    SizeMismatch { digest: OciDigest, expected: u64, actual: u64 },
+    SizeMismatch {
+        digest: OciDigest,
+        expected: u64,
+        actual: u64,
+    },
     #[error("blob {digest} is larger than the limit of {limit} bytes")]
     BlobTooLarge { digest: OciDigest, limit: u64 },
     #[error("blob {0} is not in the store")]
     MissingBlob(OciDigest),
-    #[error("layer {digest} unpacks to content with diff id {actual}, the image config says {expected}")]
-    DiffIdMismatch { digest: OciDigest, expected: OciDigest, actual: OciDigest },
+    #[error(
+        "layer {digest} unpacks to content with diff id {actual}, the image config says {expected}"
+    )]
+    DiffIdMismatch {
+        digest: OciDigest,
+        expected: OciDigest,
+        actual: OciDigest,
+    },
     #[error("layer {digest} is rejected")]
     Unpack {
         digest: OciDigest,
@@ -121,7 +134,10 @@ impl ContentStore {
     pub fn open(root: &Path) -> Result<Self, StoreError> {
         for sub in ["blobs/sha256", "layers", "tmp"] {
             let p = root.join(sub);
-            fs::create_dir_all(&p).map_err(|source| StoreError::Io { path: p.display().to_string(), source })?;
+            fs::create_dir_all(&p).map_err(|source| StoreError::Io {
+                path: p.display().to_string(),
+                source,
+            })?;
         }
         // Leftovers of an interrupted ingest or unpack are never visible; remove them.
         let tmp = root.join("tmp");
@@ -130,7 +146,11 @@ impl ContentStore {
                 let _ = fs::remove_dir_all(e.path()).or_else(|_| fs::remove_file(e.path()));
             }
         }
-        Ok(ContentStore { root: root.to_path_buf(), limits: UnpackLimits::default(), index_lock: Mutex::new(()) })
+        Ok(ContentStore {
+            root: root.to_path_buf(),
+            limits: UnpackLimits::default(),
+            index_lock: Mutex::new(()),
+        })
     }
 
     pub fn with_limits(mut self, limits: UnpackLimits) -> Self {
@@ -155,13 +175,18 @@ impl ContentStore {
     }
 
     fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
-        move |source| StoreError::Io { path: path.display().to_string(), source }
+        move |source| StoreError::Io {
+            path: path.display().to_string(),
+            source,
+        }
     }
 
     fn temp_name(&self, prefix: &str) -> PathBuf {
         let mut r = [0u8; 8];
         let _ = getrandom::fill(&mut r);
-        self.root.join("tmp").join(format!("{prefix}-{}", hex::encode(r)))
+        self.root
+            .join("tmp")
+            .join(format!("{prefix}-{}", hex::encode(r)))
     }
 
     /// Stream a blob into the store, checking size and digest as it is written.
@@ -179,7 +204,12 @@ impl ContentStore {
         }
         let tmp = self.temp_name("blob");
         let result = (|| {
-            let mut f = OpenOptions::new().write(true).create_new(true).mode(0o644).open(&tmp).map_err(Self::io_err(&tmp))?;
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o644)
+                .open(&tmp)
+                .map_err(Self::io_err(&tmp))?;
             let mut hasher = Sha256::new();
             let mut buf = vec![0u8; 256 * 1024];
             let mut total: u64 = 0;
@@ -191,8 +221,15 @@ impl ContentStore {
                 total += n as u64;
                 if total > max_size || expected_size.is_some_and(|s| total > s) {
                     return Err(match expected_size {
-                        Some(s) if total > s => StoreError::SizeMismatch { digest: expected.clone(), expected: s, actual: total },
-                        _ => StoreError::BlobTooLarge { digest: expected.clone(), limit: max_size },
+                        Some(s) if total > s => StoreError::SizeMismatch {
+                            digest: expected.clone(),
+                            expected: s,
+                            actual: total,
+                        },
+                        _ => StoreError::BlobTooLarge {
+                            digest: expected.clone(),
+                            limit: max_size,
+                        },
                     });
                 }
                 hasher.update(&buf[..n]);
@@ -200,12 +237,19 @@ impl ContentStore {
             }
             if let Some(s) = expected_size {
                 if s != total {
-                    return Err(StoreError::SizeMismatch { digest: expected.clone(), expected: s, actual: total });
+                    return Err(StoreError::SizeMismatch {
+                        digest: expected.clone(),
+                        expected: s,
+                        actual: total,
+                    });
                 }
             }
             let actual = OciDigest::from_sha256(hasher.finalize().into());
             if &actual != expected {
-                return Err(StoreError::DigestMismatch { expected: expected.clone(), actual });
+                return Err(StoreError::DigestMismatch {
+                    expected: expected.clone(),
+                    actual,
+                });
             }
             f.sync_all().map_err(Self::io_err(&tmp))?;
             let dest = self.blob_path(expected);
@@ -222,12 +266,20 @@ impl ContentStore {
         let p = self.blob_path(d);
         let f = File::open(&p).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => StoreError::MissingBlob(d.clone()),
-            _ => StoreError::Io { path: p.display().to_string(), source: e },
+            _ => StoreError::Io {
+                path: p.display().to_string(),
+                source: e,
+            },
         })?;
         let mut out = Vec::new();
-        f.take(MAX_DOCUMENT + 1).read_to_end(&mut out).map_err(Self::io_err(&p))?;
+        f.take(MAX_DOCUMENT + 1)
+            .read_to_end(&mut out)
+            .map_err(Self::io_err(&p))?;
         if out.len() as u64 > MAX_DOCUMENT {
-            return Err(StoreError::BlobTooLarge { digest: d.clone(), limit: MAX_DOCUMENT });
+            return Err(StoreError::BlobTooLarge {
+                digest: d.clone(),
+                limit: MAX_DOCUMENT,
+            });
         }
         Ok(out)
     }
@@ -241,19 +293,29 @@ impl ContentStore {
         let blob = self.blob_path(&layer.digest);
         let file = File::open(&blob).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => StoreError::MissingBlob(layer.digest.clone()),
-            _ => StoreError::Io { path: blob.display().to_string(), source: e },
+            _ => StoreError::Io {
+                path: blob.display().to_string(),
+                source: e,
+            },
         })?;
         let decompressed: Box<dyn Read> = match layer.compression {
             Compression::None => Box::new(io::BufReader::new(file)),
             Compression::Gzip => Box::new(GzDecoder::new(io::BufReader::new(file))),
             Compression::Zstd => return Err(StoreError::UnsupportedCompression("zstd")),
         };
-        let mut hashing = HashingReader { inner: decompressed, hasher: Sha256::new() };
+        let mut hashing = HashingReader {
+            inner: decompressed,
+            hasher: Sha256::new(),
+        };
         let tmp = self.temp_name("layer");
         fs::create_dir(&tmp).map_err(Self::io_err(&tmp))?;
         let result = (|| {
-            unpack_layer(&mut hashing, &tmp, &self.limits)
-                .map_err(|source| StoreError::Unpack { digest: layer.digest.clone(), source })?;
+            unpack_layer(&mut hashing, &tmp, &self.limits).map_err(|source| {
+                StoreError::Unpack {
+                    digest: layer.digest.clone(),
+                    source,
+                }
+            })?;
             // Hash the end-of-archive padding too: the diff id covers the whole stream.
             io::copy(&mut hashing, &mut io::sink()).map_err(|source| StoreError::Unpack {
                 digest: layer.digest.clone(),
@@ -261,7 +323,11 @@ impl ContentStore {
             })?;
             let actual = OciDigest::from_sha256(hashing.hasher.clone().finalize().into());
             if actual != layer.diff_id {
-                return Err(StoreError::DiffIdMismatch { digest: layer.digest.clone(), expected: layer.diff_id.clone(), actual });
+                return Err(StoreError::DiffIdMismatch {
+                    digest: layer.digest.clone(),
+                    expected: layer.diff_id.clone(),
+                    actual,
+                });
             }
             fs::rename(&tmp, &dest).map_err(Self::io_err(&dest))
         })();
@@ -278,16 +344,25 @@ impl ContentStore {
     fn read_index(&self) -> Result<IndexFile, StoreError> {
         let p = self.index_path();
         match fs::read(&p) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| StoreError::Index { path: p.display().to_string(), source }),
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| StoreError::Index {
+                path: p.display().to_string(),
+                source,
+            }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(IndexFile::default()),
-            Err(source) => Err(StoreError::Io { path: p.display().to_string(), source }),
+            Err(source) => Err(StoreError::Io {
+                path: p.display().to_string(),
+                source,
+            }),
         }
     }
 
     fn write_index(&self, index: &IndexFile) -> Result<(), StoreError> {
         let p = self.index_path();
         let tmp = self.temp_name("index");
-        let bytes = serde_json::to_vec_pretty(index).map_err(|source| StoreError::Index { path: p.display().to_string(), source })?;
+        let bytes = serde_json::to_vec_pretty(index).map_err(|source| StoreError::Index {
+            path: p.display().to_string(),
+            source,
+        })?;
         let mut f = File::create(&tmp).map_err(Self::io_err(&tmp))?;
         f.write_all(&bytes).map_err(Self::io_err(&tmp))?;
         f.sync_all().map_err(Self::io_err(&tmp))?;
@@ -298,11 +373,19 @@ impl ContentStore {
     pub fn put_image(&self, mut record: ImageRecord) -> Result<ImageRecord, StoreError> {
         let _g = self.index_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut index = self.read_index()?;
-        record.names = record.names.iter().map(|n| normalize_reference(n)).collect();
+        record.names = record
+            .names
+            .iter()
+            .map(|n| normalize_reference(n))
+            .collect();
         for other in index.images.iter_mut() {
             other.names.retain(|n| !record.names.contains(n));
         }
-        if let Some(existing) = index.images.iter_mut().find(|i| i.manifest_digest == record.manifest_digest) {
+        if let Some(existing) = index
+            .images
+            .iter_mut()
+            .find(|i| i.manifest_digest == record.manifest_digest)
+        {
             let mut names: BTreeSet<String> = existing.names.drain(..).collect();
             names.extend(record.names.iter().cloned());
             record.names = names.into_iter().collect();
@@ -330,7 +413,9 @@ impl ContentStore {
         let _g = self.index_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut index = self.read_index()?;
         let target = find_in(&index.images, reference)?.clone();
-        index.images.retain(|i| i.manifest_digest != target.manifest_digest);
+        index
+            .images
+            .retain(|i| i.manifest_digest != target.manifest_digest);
         self.write_index(&index)?;
         let mut keep_blobs = BTreeSet::new();
         let mut keep_layers = BTreeSet::new();
@@ -347,7 +432,11 @@ impl ContentStore {
         for d in drop_blobs.into_iter().filter(|d| !keep_blobs.contains(d)) {
             let _ = fs::remove_file(self.blob_path(&d));
         }
-        for l in target.layers.iter().filter(|l| !keep_layers.contains(&l.diff_id)) {
+        for l in target
+            .layers
+            .iter()
+            .filter(|l| !keep_layers.contains(&l.diff_id))
+        {
             // Move aside first so a half-removed layer is never visible under its name.
             let tmp = self.temp_name("rm");
             if fs::rename(self.layer_path(&l.diff_id), &tmp).is_ok() {
@@ -360,7 +449,10 @@ impl ContentStore {
 
 fn find_in<'a>(images: &'a [ImageRecord], reference: &str) -> Result<&'a ImageRecord, StoreError> {
     let normalized = normalize_reference(reference);
-    if let Some(i) = images.iter().find(|i| i.names.iter().any(|n| n == &normalized || n == reference)) {
+    if let Some(i) = images
+        .iter()
+        .find(|i| i.names.iter().any(|n| n == &normalized || n == reference))
+    {
         return Ok(i);
     }
     let hex = reference.strip_prefix("sha256:").unwrap_or(reference);
@@ -368,12 +460,19 @@ fn find_in<'a>(images: &'a [ImageRecord], reference: &str) -> Result<&'a ImageRe
         let hex = hex.to_ascii_lowercase();
         let matches: Vec<&ImageRecord> = images
             .iter()
-            .filter(|i| i.config_digest.hex().starts_with(&hex) || i.manifest_digest.hex().starts_with(&hex))
+            .filter(|i| {
+                i.config_digest.hex().starts_with(&hex) || i.manifest_digest.hex().starts_with(&hex)
+            })
             .collect();
         match matches.len() {
             0 => {}
             1 => return Ok(matches[0]),
-            count => return Err(StoreError::Ambiguous { reference: reference.to_string(), count }),
+            count => {
+                return Err(StoreError::Ambiguous {
+                    reference: reference.to_string(),
+                    count,
+                })
+            }
         }
     }
     Err(StoreError::NoSuchImage(reference.to_string()))
@@ -401,21 +500,33 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = ContentStore::open(dir.path()).expect("open");
         let good = OciDigest::sha256_of(b"hello");
-        store.ingest(&good, Some(5), 1 << 20, &b"hello"[..]).expect("ingest");
+        store
+            .ingest(&good, Some(5), 1 << 20, &b"hello"[..])
+            .expect("ingest");
         assert!(store.has_blob(&good));
         let claimed = OciDigest::sha256_of(b"other");
-        let err = store.ingest(&claimed, None, 1 << 20, &b"hello"[..]).expect_err("mismatch");
+        let err = store
+            .ingest(&claimed, None, 1 << 20, &b"hello"[..])
+            .expect_err("mismatch");
         assert!(matches!(err, StoreError::DigestMismatch { .. }));
         assert!(!store.has_blob(&claimed));
-        assert_eq!(fs::read_dir(dir.path().join("tmp")).expect("tmp").count(), 0);
-        let err = store.ingest(&claimed, Some(3), 1 << 20, &b"other"[..]).expect_err("size");
+        assert_eq!(
+            fs::read_dir(dir.path().join("tmp")).expect("tmp").count(),
+            0
+        );
+        let err = store
+            .ingest(&claimed, Some(3), 1 << 20, &b"other"[..])
+            .expect_err("size");
         assert!(matches!(err, StoreError::SizeMismatch { .. }));
     }
 
     #[test]
     fn references_normalize() {
         assert_eq!(normalize_reference("bb"), "bb:latest");
-        assert_eq!(normalize_reference("localhost:5000/bb"), "localhost:5000/bb:latest");
+        assert_eq!(
+            normalize_reference("localhost:5000/bb"),
+            "localhost:5000/bb:latest"
+        );
         assert_eq!(normalize_reference("bb:1"), "bb:1");
     }
 }

@@ -35,7 +35,11 @@ pub struct UnpackLimits {
 
 impl Default for UnpackLimits {
     fn default() -> Self {
-        UnpackLimits { max_entry_size: 8 << 30, max_total_size: 64 << 30, max_entries: 1_000_000 }
+        UnpackLimits {
+            max_entry_size: 8 << 30,
+            max_total_size: 64 << 30,
+            max_entries: 1_000_000,
+        }
     }
 }
 
@@ -52,7 +56,11 @@ pub enum UnpackError {
     #[error("layer entry {entry:?} is a device node; device nodes are not allowed in images")]
     DeviceNode { entry: String },
     #[error("layer entry {entry:?} is {size} bytes, over the limit of {limit} bytes")]
-    TooLarge { entry: String, size: u64, limit: u64 },
+    TooLarge {
+        entry: String,
+        size: u64,
+        limit: u64,
+    },
     #[error("layer holds more than {limit} bytes in all")]
     TotalTooLarge { limit: u64 },
     #[error("layer holds more than {limit} entries")]
@@ -70,7 +78,10 @@ pub enum UnpackError {
 }
 
 fn refused(entry: &str, reason: impl Into<String>) -> UnpackError {
-    UnpackError::Refused { entry: entry.to_string(), reason: reason.into() }
+    UnpackError::Refused {
+        entry: entry.to_string(),
+        reason: reason.into(),
+    }
 }
 
 /// Turn an archive path into clean relative components, refusing anything that could escape.
@@ -81,7 +92,9 @@ fn clean_path(entry: &str, raw: &Path) -> Result<PathBuf, UnpackError> {
             Component::Normal(c) => out.push(c),
             Component::CurDir => {}
             Component::ParentDir => return Err(refused(entry, "path contains '..'")),
-            Component::RootDir | Component::Prefix(_) => return Err(refused(entry, "absolute path")),
+            Component::RootDir | Component::Prefix(_) => {
+                return Err(refused(entry, "absolute path"))
+            }
         }
     }
     Ok(out)
@@ -99,15 +112,38 @@ fn prepare_parents(root: &Path, rel: &Path, entry: &str) -> Result<(), UnpackErr
         match fs::symlink_metadata(&cur) {
             Ok(m) if m.file_type().is_dir() => {}
             Ok(m) if m.file_type().is_symlink() => {
-                return Err(refused(entry, format!("parent {:?} is a symlink; writing through symlinks is not allowed", strip(root, &cur))))
+                return Err(refused(
+                    entry,
+                    format!(
+                        "parent {:?} is a symlink; writing through symlinks is not allowed",
+                        strip(root, &cur)
+                    ),
+                ))
             }
-            Ok(_) => return Err(refused(entry, format!("parent {:?} is not a directory", strip(root, &cur)))),
+            Ok(_) => {
+                return Err(refused(
+                    entry,
+                    format!("parent {:?} is not a directory", strip(root, &cur)),
+                ))
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir(&cur).map_err(|source| UnpackError::Io { entry: entry.to_string(), source })?;
-                fs::set_permissions(&cur, fs::Permissions::from_mode(0o755))
-                    .map_err(|source| UnpackError::Io { entry: entry.to_string(), source })?;
+                fs::create_dir(&cur).map_err(|source| UnpackError::Io {
+                    entry: entry.to_string(),
+                    source,
+                })?;
+                fs::set_permissions(&cur, fs::Permissions::from_mode(0o755)).map_err(|source| {
+                    UnpackError::Io {
+                        entry: entry.to_string(),
+                        source,
+                    }
+                })?;
             }
-            Err(source) => return Err(UnpackError::Io { entry: entry.to_string(), source }),
+            Err(source) => {
+                return Err(UnpackError::Io {
+                    entry: entry.to_string(),
+                    source,
+                })
+            }
         }
     }
     Ok(())
@@ -130,12 +166,18 @@ fn clear(path: &Path, entry: &str, keep_dir: bool) -> Result<(), UnpackError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
     }
-    .map_err(|source| UnpackError::Io { entry: entry.to_string(), source })
+    .map_err(|source| UnpackError::Io {
+        entry: entry.to_string(),
+        source,
+    })
 }
 
 /// Whether a relative symlink target, resolved from the link's directory, stays inside the root.
 fn relative_target_stays_inside(link_rel: &Path, target: &Path) -> bool {
-    let mut depth: i64 = link_rel.parent().map(|p| p.components().count() as i64).unwrap_or(0);
+    let mut depth: i64 = link_rel
+        .parent()
+        .map(|p| p.components().count() as i64)
+        .unwrap_or(0);
     for comp in target.components() {
         match comp {
             Component::ParentDir => {
@@ -152,11 +194,20 @@ fn relative_target_stays_inside(link_rel: &Path, target: &Path) -> bool {
 }
 
 fn set_xattr(path: &Path, name: &str, value: &[u8]) -> io::Result<()> {
-    let p = CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let p = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     let n = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: both pointers are valid NUL-terminated strings that outlive the call, and the value
     // pointer/length pair describes a live slice.
-    let rc = unsafe { libc::lsetxattr(p.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+    let rc = unsafe {
+        libc::lsetxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
     if rc == 0 {
         Ok(())
     } else {
@@ -172,7 +223,11 @@ struct DirMeta {
 
 /// Unpack a layer tar from `reader` into `dest`, an empty directory that the caller renames
 /// into place on success (and removes on failure).
-pub fn unpack_layer<R: Read>(reader: R, dest: &Path, limits: &UnpackLimits) -> Result<UnpackStats, UnpackError> {
+pub fn unpack_layer<R: Read>(
+    reader: R,
+    dest: &Path,
+    limits: &UnpackLimits,
+) -> Result<UnpackStats, UnpackError> {
     let mut archive = tar::Archive::new(reader);
     let mut stats = UnpackStats::default();
     let mut dirs: Vec<DirMeta> = Vec::new();
@@ -180,17 +235,25 @@ pub fn unpack_layer<R: Read>(reader: R, dest: &Path, limits: &UnpackLimits) -> R
         let mut entry = item.map_err(UnpackError::Tar)?;
         stats.entries += 1;
         if stats.entries > limits.max_entries {
-            return Err(UnpackError::TooManyEntries { limit: limits.max_entries });
+            return Err(UnpackError::TooManyEntries {
+                limit: limits.max_entries,
+            });
         }
         let raw_path = entry.path().map_err(UnpackError::Tar)?.into_owned();
         let name = raw_path.display().to_string();
         let header_size = entry.header().size().map_err(UnpackError::Tar)?;
         if header_size > limits.max_entry_size {
-            return Err(UnpackError::TooLarge { entry: name, size: header_size, limit: limits.max_entry_size });
+            return Err(UnpackError::TooLarge {
+                entry: name,
+                size: header_size,
+                limit: limits.max_entry_size,
+            });
         }
         stats.bytes = stats.bytes.saturating_add(header_size);
         if stats.bytes > limits.max_total_size {
-            return Err(UnpackError::TotalTooLarge { limit: limits.max_total_size });
+            return Err(UnpackError::TotalTooLarge {
+                limit: limits.max_total_size,
+            });
         }
         let rel = clean_path(&name, &raw_path)?;
         if rel.as_os_str().is_empty() {
@@ -198,10 +261,16 @@ pub fn unpack_layer<R: Read>(reader: R, dest: &Path, limits: &UnpackLimits) -> R
         }
         prepare_parents(dest, &rel, &name)?;
         let target = dest.join(&rel);
-        let io_err = |source| UnpackError::Io { entry: name.clone(), source };
+        let io_err = |source| UnpackError::Io {
+            entry: name.clone(),
+            source,
+        };
 
         // Whiteouts are identified by name, whatever their tar type.
-        let file_name = rel.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+        let file_name = rel
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if file_name == OPAQUE_MARKER {
             let dir = target.parent().unwrap_or(dest);
             set_xattr(dir, "trusted.overlay.opaque", b"y").map_err(io_err)?;
@@ -233,9 +302,13 @@ pub fn unpack_layer<R: Read>(reader: R, dest: &Path, limits: &UnpackLimits) -> R
                     .custom_flags(libc::O_NOFOLLOW)
                     .open(&target)
                     .map_err(io_err)?;
-                let copied = io::copy(&mut (&mut entry).take(header_size), &mut file).map_err(UnpackError::Tar)?;
+                let copied = io::copy(&mut (&mut entry).take(header_size), &mut file)
+                    .map_err(UnpackError::Tar)?;
                 if copied != header_size {
-                    return Err(UnpackError::Tar(io::Error::new(io::ErrorKind::UnexpectedEof, format!("entry {name:?} is truncated"))));
+                    return Err(UnpackError::Tar(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("entry {name:?} is truncated"),
+                    )));
                 }
                 drop(file);
                 finish(&target, uid, gid, Some(mode), mtime).map_err(io_err)?;
@@ -245,8 +318,13 @@ pub fn unpack_layer<R: Read>(reader: R, dest: &Path, limits: &UnpackLimits) -> R
                 if !target.exists() {
                     fs::create_dir(&target).map_err(io_err)?;
                 }
-                std::os::unix::fs::lchown(&target, Some(uid as u32), Some(gid as u32)).map_err(io_err)?;
-                dirs.push(DirMeta { path: target, mode, mtime });
+                std::os::unix::fs::lchown(&target, Some(uid as u32), Some(gid as u32))
+                    .map_err(io_err)?;
+                dirs.push(DirMeta {
+                    path: target,
+                    mode,
+                    mtime,
+                });
             }
             EntryType::Symlink => {
                 let link = entry
@@ -255,7 +333,13 @@ pub fn unpack_layer<R: Read>(reader: R, dest: &Path, limits: &UnpackLimits) -> R
                     .ok_or_else(|| refused(&name, "symlink without a target"))?
                     .into_owned();
                 if link.is_relative() && !relative_target_stays_inside(&rel, &link) {
-                    return Err(refused(&name, format!("symlink target {:?} points outside the image root", link.display())));
+                    return Err(refused(
+                        &name,
+                        format!(
+                            "symlink target {:?} points outside the image root",
+                            link.display()
+                        ),
+                    ));
                 }
                 clear(&target, &name, false)?;
                 std::os::unix::fs::symlink(&link, &target).map_err(io_err)?;
@@ -267,37 +351,69 @@ pub fn unpack_layer<R: Read>(reader: R, dest: &Path, limits: &UnpackLimits) -> R
                     .map_err(UnpackError::Tar)?
                     .ok_or_else(|| refused(&name, "hard link without a target"))?
                     .into_owned();
-                let link_rel = clean_path(&name, &link)
-                    .map_err(|_| refused(&name, format!("hard link target {:?} points outside the layer", link.display())))?;
-                prepare_parents(dest, &link_rel, &name)
-                    .map_err(|_| refused(&name, format!("hard link target {:?} is reached through a symlink", link.display())))?;
+                let link_rel = clean_path(&name, &link).map_err(|_| {
+                    refused(
+                        &name,
+                        format!(
+                            "hard link target {:?} points outside the layer",
+                            link.display()
+                        ),
+                    )
+                })?;
+                prepare_parents(dest, &link_rel, &name).map_err(|_| {
+                    refused(
+                        &name,
+                        format!(
+                            "hard link target {:?} is reached through a symlink",
+                            link.display()
+                        ),
+                    )
+                })?;
                 let source = dest.join(&link_rel);
                 match fs::symlink_metadata(&source) {
                     Ok(m) if !m.is_dir() => {}
                     Ok(_) => return Err(refused(&name, "hard link to a directory")),
                     Err(_) => {
-                        return Err(refused(&name, format!("hard link target {:?} is not in this layer", link.display())))
+                        return Err(refused(
+                            &name,
+                            format!("hard link target {:?} is not in this layer", link.display()),
+                        ))
                     }
                 }
                 clear(&target, &name, false)?;
                 fs::hard_link(&source, &target).map_err(io_err)?;
             }
-            EntryType::Char | EntryType::Block => return Err(UnpackError::DeviceNode { entry: name }),
+            EntryType::Char | EntryType::Block => {
+                return Err(UnpackError::DeviceNode { entry: name })
+            }
             EntryType::Fifo => {
                 clear(&target, &name, false)?;
-                mknod(&target, SFlag::S_IFIFO, Mode::from_bits_truncate(0o600), 0).map_err(|e| io_err(e.into()))?;
+                mknod(&target, SFlag::S_IFIFO, Mode::from_bits_truncate(0o600), 0)
+                    .map_err(|e| io_err(e.into()))?;
                 finish(&target, uid, gid, Some(mode), mtime).map_err(io_err)?;
             }
-            other => return Err(UnpackError::Unsupported { entry: name, kind: format!("{other:?}") }),
+            other => {
+                return Err(UnpackError::Unsupported {
+                    entry: name,
+                    kind: format!("{other:?}"),
+                })
+            }
         }
     }
     // Directory modes last, deepest first, so a read-only directory does not block its children.
     dirs.sort_by_key(|d| std::cmp::Reverse(d.path.components().count()));
     for d in dirs {
         let name = strip(dest, &d.path);
-        fs::set_permissions(&d.path, fs::Permissions::from_mode(d.mode))
-            .map_err(|source| UnpackError::Io { entry: name.clone(), source })?;
-        set_mtime(&d.path, d.mtime).map_err(|source| UnpackError::Io { entry: name, source })?;
+        fs::set_permissions(&d.path, fs::Permissions::from_mode(d.mode)).map_err(|source| {
+            UnpackError::Io {
+                entry: name.clone(),
+                source,
+            }
+        })?;
+        set_mtime(&d.path, d.mtime).map_err(|source| UnpackError::Io {
+            entry: name,
+            source,
+        })?;
     }
     Ok(stats)
 }
@@ -328,7 +444,14 @@ mod tests {
         fn new() -> Self {
             TarBuilder(Vec::new())
         }
-        fn entry(mut self, path: &str, kind: EntryType, link: &str, mode: u32, data: &[u8]) -> Self {
+        fn entry(
+            mut self,
+            path: &str,
+            kind: EntryType,
+            link: &str,
+            mode: u32,
+            data: &[u8],
+        ) -> Self {
             let mut h = tar::Header::new_ustar();
             h.as_mut_bytes()[..path.len()].copy_from_slice(path.as_bytes());
             h.set_entry_type(kind);
@@ -338,7 +461,8 @@ mod tests {
             h.set_uid(0);
             h.set_gid(0);
             if !link.is_empty() {
-                h.as_ustar_mut().expect("ustar").linkname[..link.len()].copy_from_slice(link.as_bytes());
+                h.as_ustar_mut().expect("ustar").linkname[..link.len()]
+                    .copy_from_slice(link.as_bytes());
             }
             h.set_cksum();
             self.0.extend_from_slice(h.as_bytes());
@@ -377,15 +501,32 @@ mod tests {
         r.expect("unpack");
         let bb = fs::metadata(dir.path().join("bin/busybox")).expect("meta");
         assert_eq!(bb.mode() & 0o7777, 0o755, "setuid must be stripped");
-        assert_eq!(fs::read_link(dir.path().join("bin/sh")).expect("link"), Path::new("busybox"));
-        assert_eq!(bb.ino(), fs::metadata(dir.path().join("bin/hard")).expect("meta").ino());
+        assert_eq!(
+            fs::read_link(dir.path().join("bin/sh")).expect("link"),
+            Path::new("busybox")
+        );
+        assert_eq!(
+            bb.ino(),
+            fs::metadata(dir.path().join("bin/hard"))
+                .expect("meta")
+                .ino()
+        );
         assert_eq!(fs::read(dir.path().join("etc/ro/f")).expect("read"), b"x");
-        assert_eq!(fs::metadata(dir.path().join("etc/ro")).expect("meta").mode() & 0o777, 0o555);
+        assert_eq!(
+            fs::metadata(dir.path().join("etc/ro"))
+                .expect("meta")
+                .mode()
+                & 0o777,
+            0o555
+        );
     }
 
     #[test]
     fn whiteouts_become_overlay_whiteouts() {
-        let tar = TarBuilder::new().file("etc/.wh.passwd", b"").file("var/.wh..wh..opq", b"").finish();
+        let tar = TarBuilder::new()
+            .file("etc/.wh.passwd", b"")
+            .file("var/.wh..wh..opq", b"")
+            .finish();
         let (dir, r) = unpack(&tar);
         r.expect("unpack");
         let m = fs::symlink_metadata(dir.path().join("etc/passwd")).expect("whiteout");
@@ -396,7 +537,8 @@ mod tests {
         let p = CString::new(dir.path().join("var").as_os_str().as_bytes()).expect("cstr");
         let n = CString::new("trusted.overlay.opaque").expect("cstr");
         // SAFETY: valid NUL-terminated strings and a live 4-byte buffer.
-        let len = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        let len =
+            unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
         assert_eq!(len, 1);
         assert_eq!(buf[0], b'y');
     }
@@ -411,10 +553,18 @@ mod tests {
 
     #[test]
     fn hostile_entries_are_refused_by_name() {
-        assert_refused(TarBuilder::new().file("../../escape", b"x").finish(), "../../escape");
-        assert_refused(TarBuilder::new().file("/etc/evil", b"x").finish(), "/etc/evil");
         assert_refused(
-            TarBuilder::new().entry("up", EntryType::Symlink, "../../..", 0o777, b"").finish(),
+            TarBuilder::new().file("../../escape", b"x").finish(),
+            "../../escape",
+        );
+        assert_refused(
+            TarBuilder::new().file("/etc/evil", b"x").finish(),
+            "/etc/evil",
+        );
+        assert_refused(
+            TarBuilder::new()
+                .entry("up", EntryType::Symlink, "../../..", 0o777, b"")
+                .finish(),
             "up",
         );
         assert_refused(
@@ -425,11 +575,23 @@ mod tests {
             "link/pwned",
         );
         assert_refused(
-            TarBuilder::new().entry("h", EntryType::Link, "../../etc/shadow", 0o644, b"").finish(),
+            TarBuilder::new()
+                .entry("h", EntryType::Link, "../../etc/shadow", 0o644, b"")
+                .finish(),
             "h",
         );
-        assert_refused(TarBuilder::new().entry("dev/sda", EntryType::Block, "", 0o600, b"").finish(), "dev/sda");
-        assert_refused(TarBuilder::new().entry("dev/mem", EntryType::Char, "", 0o600, b"").finish(), "dev/mem");
+        assert_refused(
+            TarBuilder::new()
+                .entry("dev/sda", EntryType::Block, "", 0o600, b"")
+                .finish(),
+            "dev/sda",
+        );
+        assert_refused(
+            TarBuilder::new()
+                .entry("dev/mem", EntryType::Char, "", 0o600, b"")
+                .finish(),
+            "dev/mem",
+        );
     }
 
     #[test]
@@ -443,7 +605,10 @@ mod tests {
         let mut bytes = h.as_bytes().to_vec();
         bytes.extend(std::iter::repeat_n(0u8, 1024));
         let (_dir, r) = unpack(&bytes);
-        assert!(matches!(r, Err(UnpackError::TooLarge { ref entry, .. }) if entry == "huge"), "{r:?}");
+        assert!(
+            matches!(r, Err(UnpackError::TooLarge { ref entry, .. }) if entry == "huge"),
+            "{r:?}"
+        );
     }
 
     #[test]

@@ -123,7 +123,10 @@ mod tests {
 
     #[test]
     fn sorts_members_and_drops_whitespace() {
-        assert_eq!(canon(json!({"b": 1, "a": [true, null, "x"]})), r#"{"a":[true,null,"x"],"b":1}"#);
+        assert_eq!(
+            canon(json!({"b": 1, "a": [true, null, "x"]})),
+            r#"{"a":[true,null,"x"],"b":1}"#
+        );
     }
 
     #[test]
@@ -137,15 +140,23 @@ mod tests {
     #[test]
     fn escapes_like_json_stringify() {
         let v = json!("a\"b\\c\u{08}\u{0c}\n\r\t\u{01}\u{1f}/\u{7f}é");
-        assert_eq!(canon(v), "\"a\\\"b\\\\c\\b\\f\\n\\r\\t\\u0001\\u001f/\u{7f}é\"");
+        assert_eq!(
+            canon(v),
+            "\"a\\\"b\\\\c\\b\\f\\n\\r\\t\\u0001\\u001f/\u{7f}é\""
+        );
     }
 
     #[test]
     fn rfc8785_example_subset() {
         // The integer parts of the RFC 8785 section 3.2.2 example, in its expected output order.
-        let v: Value = serde_json::from_str(r#"{"numbers":[333333333,4.0,2e1,0,-0],"literals":[null,true,false]}"#)
-            .expect("parse");
-        assert_eq!(canon(v), r#"{"literals":[null,true,false],"numbers":[333333333,4,20,0,0]}"#);
+        let v: Value = serde_json::from_str(
+            r#"{"numbers":[333333333,4.0,2e1,0,-0],"literals":[null,true,false]}"#,
+        )
+        .expect("parse");
+        assert_eq!(
+            canon(v),
+            r#"{"literals":[null,true,false],"numbers":[333333333,4,20,0,0]}"#
+        );
     }
 
     #[test]

@@ -110,8 +110,14 @@ mod tests {
         let d = sha384(b"x");
         assert_eq!(d.to_hex().parse::<Digest384>(), Ok(d));
         assert_eq!("ab".parse::<Digest384>(), Err(DigestParseError::Length(2)));
-        assert_eq!("zz".repeat(48).parse::<Digest384>(), Err(DigestParseError::NotHex));
+        assert_eq!(
+            "zz".repeat(48).parse::<Digest384>(),
+            Err(DigestParseError::NotHex)
+        );
         // One encoding per value: upper case is refused.
-        assert_eq!(d.to_hex().to_uppercase().parse::<Digest384>(), Err(DigestParseError::NotHex));
+        assert_eq!(
+            d.to_hex().to_uppercase().parse::<Digest384>(),
+            Err(DigestParseError::NotHex)
+        );
     }
 }

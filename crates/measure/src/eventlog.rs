@@ -42,12 +42,20 @@ pub enum RecordError {
 
 impl Record {
     pub fn new(seq: u64, op: impl Into<String>, content: Value) -> Self {
-        Record { seq, domain: DOMAIN.to_string(), op: op.into(), content }
+        Record {
+            seq,
+            domain: DOMAIN.to_string(),
+            op: op.into(),
+            content,
+        }
     }
 
     /// The canonical bytes that are hashed and stored.
     pub fn canonical_bytes(&self) -> Result<Vec<u8>, RecordError> {
-        to_canonical_vec(self).map_err(|source| RecordError::Canonical { seq: self.seq, source })
+        to_canonical_vec(self).map_err(|source| RecordError::Canonical {
+            seq: self.seq,
+            source,
+        })
     }
 
     /// SHA-384 of the canonical JSON of the record.
@@ -63,17 +71,25 @@ where
 {
     records
         .into_iter()
-        .try_fold(Digest384::ZERO, |reg, record| Ok(reg.extend(&record.digest()?)))
+        .try_fold(Digest384::ZERO, |reg, record| {
+            Ok(reg.extend(&record.digest()?))
+        })
 }
 
 /// Check that sequence numbers run 0, 1, 2, ... and every record is in vouch's domain.
 pub fn validate_sequence(records: &[Record]) -> Result<(), RecordError> {
     for (position, record) in records.iter().enumerate() {
         if record.seq != position as u64 {
-            return Err(RecordError::OutOfSequence { position, seq: record.seq });
+            return Err(RecordError::OutOfSequence {
+                position,
+                seq: record.seq,
+            });
         }
         if record.domain != DOMAIN {
-            return Err(RecordError::Domain { seq: record.seq, domain: record.domain.clone() });
+            return Err(RecordError::Domain {
+                seq: record.seq,
+                domain: record.domain.clone(),
+            });
         }
     }
     Ok(())
@@ -168,9 +184,15 @@ mod tests {
     fn validate_sequence_names_the_problem() {
         let mut log = vec![Record::new(0, "a", json!(1)), Record::new(2, "b", json!(2))];
         let err = validate_sequence(&log).expect_err("gap");
-        assert_eq!(err.to_string(), "record at position 1 has sequence number 2");
+        assert_eq!(
+            err.to_string(),
+            "record at position 1 has sequence number 2"
+        );
         log[1].seq = 1;
         log[1].domain = "other".into();
-        assert!(validate_sequence(&log).expect_err("domain").to_string().contains("domain"));
+        assert!(validate_sequence(&log)
+            .expect_err("domain")
+            .to_string()
+            .contains("domain"));
     }
 }

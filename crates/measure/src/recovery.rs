@@ -15,7 +15,10 @@ pub enum Recovery {
     ExtendLast(Digest384),
     /// Neither the whole log nor the log without its last record replays to the register.
     /// The log or the register was changed outside vouch; nothing can be repaired automatically.
-    Diverged { replayed: Digest384, register: Digest384 },
+    Diverged {
+        replayed: Digest384,
+        register: Digest384,
+    },
 }
 
 /// Decide how to recover, given the durable log and the current register value.
@@ -37,7 +40,10 @@ pub fn decide_recovery(records: &[Record], register: &Digest384) -> Result<Recov
             return Ok(Recovery::ExtendLast(d));
         }
     }
-    Ok(Recovery::Diverged { replayed: full, register: *register })
+    Ok(Recovery::Diverged {
+        replayed: full,
+        register: *register,
+    })
 }
 
 #[cfg(test)]
@@ -47,14 +53,22 @@ mod tests {
     use serde_json::json;
 
     fn log(n: u64) -> Vec<Record> {
-        (0..n).map(|i| Record::new(i, "op", json!({"i": i}))).collect()
+        (0..n)
+            .map(|i| Record::new(i, "op", json!({"i": i})))
+            .collect()
     }
 
     #[test]
     fn in_step_after_full_replay() {
         let l = log(3);
-        assert_eq!(decide_recovery(&l, &replay(&l).expect("replay")).expect("decide"), Recovery::InStep);
-        assert_eq!(decide_recovery(&[], &Digest384::ZERO).expect("decide"), Recovery::InStep);
+        assert_eq!(
+            decide_recovery(&l, &replay(&l).expect("replay")).expect("decide"),
+            Recovery::InStep
+        );
+        assert_eq!(
+            decide_recovery(&[], &Digest384::ZERO).expect("decide"),
+            Recovery::InStep
+        );
     }
 
     #[test]
@@ -62,7 +76,10 @@ mod tests {
         let l = log(3);
         let reg = replay(&l[..2]).expect("replay");
         let d = l[2].digest().expect("digest");
-        assert_eq!(decide_recovery(&l, &reg).expect("decide"), Recovery::ExtendLast(d));
+        assert_eq!(
+            decide_recovery(&l, &reg).expect("decide"),
+            Recovery::ExtendLast(d)
+        );
         assert_eq!(reg.extend(&d), replay(&l).expect("replay"));
     }
 
@@ -70,9 +87,15 @@ mod tests {
     fn two_behind_or_foreign_value_diverges() {
         let l = log(3);
         let reg = replay(&l[..1]).expect("replay");
-        assert!(matches!(decide_recovery(&l, &reg).expect("decide"), Recovery::Diverged { .. }));
+        assert!(matches!(
+            decide_recovery(&l, &reg).expect("decide"),
+            Recovery::Diverged { .. }
+        ));
         // A register with no log at all.
         let reg = replay(&l).expect("replay");
-        assert!(matches!(decide_recovery(&[], &reg).expect("decide"), Recovery::Diverged { .. }));
+        assert!(matches!(
+            decide_recovery(&[], &reg).expect("decide"),
+            Recovery::Diverged { .. }
+        ));
     }
 }

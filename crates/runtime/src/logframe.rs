@@ -39,11 +39,17 @@ impl FrameDecoder {
         }
         let stream = self.buf[0];
         if !(stream == STDOUT || stream == STDERR) || self.buf[1..4] != [0, 0, 0] {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "malformed log frame header"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "malformed log frame header",
+            ));
         }
         let len = u32::from_be_bytes([self.buf[4], self.buf[5], self.buf[6], self.buf[7]]) as usize;
         if len > MAX_FRAME {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "log frame too large"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "log frame too large",
+            ));
         }
         if self.buf.len() < 8 + len {
             return Ok(None);
@@ -93,7 +99,10 @@ mod tests {
                 frames.push(f);
             }
         }
-        assert_eq!(frames, vec![(STDOUT, b"hello ".to_vec()), (STDERR, b"oops".to_vec())]);
+        assert_eq!(
+            frames,
+            vec![(STDOUT, b"hello ".to_vec()), (STDERR, b"oops".to_vec())]
+        );
         let mut bad = FrameDecoder::default();
         bad.push(&[9, 0, 0, 0, 0, 0, 0, 1, b'x']);
         assert!(bad.next_frame().is_err());

@@ -51,7 +51,10 @@ pub struct ExitRecord {
 }
 
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Format an error and its sources on one line.
@@ -70,7 +73,8 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 fn report(r: &MonitorReport) {
-    let mut line = serde_json::to_vec(r).unwrap_or_else(|_| b"{\"failed\":{\"error\":\"report\"}}".to_vec());
+    let mut line =
+        serde_json::to_vec(r).unwrap_or_else(|_| b"{\"failed\":{\"error\":\"report\"}}".to_vec());
     line.push(b'\n');
     let mut out = io::stdout().lock();
     let _ = out.write_all(&line);
@@ -120,12 +124,16 @@ pub fn run(args: &MonitorArgs) -> i32 {
         }
     };
     if let Err(e) = container.start() {
-        report(&MonitorReport::Failed { error: error_chain(&e) });
+        report(&MonitorReport::Failed {
+            error: error_chain(&e),
+        });
         let _ = container.delete(true);
         return 1;
     }
     let Some(pid) = container.pid() else {
-        report(&MonitorReport::Failed { error: "container started without a pid".into() });
+        report(&MonitorReport::Failed {
+            error: "container started without a pid".into(),
+        });
         let _ = container.delete(true);
         return 1;
     };
@@ -138,13 +146,22 @@ pub fn run(args: &MonitorArgs) -> i32 {
     let oom = oom_kills(&args.cgroup_path) > 0;
     let _ = container.refresh_status();
     if let Err(e) = container.delete(true) {
-        eprintln!("monitor: deleting container {}: {}", args.id, error_chain(&e));
+        eprintln!(
+            "monitor: deleting container {}: {}",
+            args.id,
+            error_chain(&e)
+        );
     }
     if let Err(e) = relay_result {
         eprintln!("monitor: relaying output of {}: {e}", args.id);
     }
     let (exit_code, signal) = status;
-    let record = ExitRecord { exit_code, signal, oom_killed: oom && signal == Some(libc::SIGKILL), finished_at_ms: now_ms() };
+    let record = ExitRecord {
+        exit_code,
+        signal,
+        oom_killed: oom && signal == Some(libc::SIGKILL),
+        finished_at_ms: now_ms(),
+    };
     if let Err(e) = write_exit(&args.exit_path, &record) {
         eprintln!("monitor: writing exit record for {}: {e}", args.id);
         return 1;
@@ -174,7 +191,12 @@ fn reap_adopted() {
 
 fn write_exit(path: &Path, record: &ExitRecord) -> io::Result<()> {
     let tmp = path.with_extension("tmp");
-    let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
     f.write_all(&serde_json::to_vec(record).map_err(io::Error::other)?)?;
     f.sync_all()?;
     fs::rename(&tmp, path)
@@ -182,14 +204,19 @@ fn write_exit(path: &Path, record: &ExitRecord) -> io::Result<()> {
 
 /// Read an exit record, if the monitor wrote one.
 pub fn read_exit(path: &Path) -> Option<ExitRecord> {
-    fs::read(path).ok().and_then(|b| serde_json::from_slice(&b).ok())
+    fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
 }
 
 /// Number of OOM kills in the container's memory cgroup (v1 or v2).
 fn oom_kills(cgroup_path: &str) -> u64 {
     let rel = cgroup_path.trim_start_matches('/');
     let candidates = [
-        (format!("/sys/fs/cgroup/memory/{rel}/memory.oom_control"), "oom_kill "),
+        (
+            format!("/sys/fs/cgroup/memory/{rel}/memory.oom_control"),
+            "oom_kill ",
+        ),
         (format!("/sys/fs/cgroup/{rel}/memory.events"), "oom_kill "),
     ];
     for (path, key) in candidates {
@@ -206,13 +233,24 @@ fn oom_kills(cgroup_path: &str) -> u64 {
 
 /// Copy both pipes into the log until both reach end of file.
 fn relay(out_r: OwnedFd, err_r: OwnedFd, log_path: &Path) -> io::Result<()> {
-    let mut log = OpenOptions::new().append(true).create(true).mode(0o600).open(log_path)?;
-    let mut streams: Vec<(File, u8, bool)> = vec![(File::from(out_r), STDOUT, true), (File::from(err_r), STDERR, true)];
+    let mut log = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(log_path)?;
+    let mut streams: Vec<(File, u8, bool)> = vec![
+        (File::from(out_r), STDOUT, true),
+        (File::from(err_r), STDERR, true),
+    ];
     let mut buf = vec![0u8; 64 * 1024];
     while streams.iter().any(|s| s.2) {
         let mut fds: Vec<libc::pollfd> = streams
             .iter()
-            .map(|(f, _, open)| libc::pollfd { fd: if *open { f.as_raw_fd() } else { -1 }, events: libc::POLLIN, revents: 0 })
+            .map(|(f, _, open)| libc::pollfd {
+                fd: if *open { f.as_raw_fd() } else { -1 },
+                events: libc::POLLIN,
+                revents: 0,
+            })
             .collect();
         // SAFETY: `fds` is a live, correctly sized array of pollfd structs for the whole call.
         let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };

@@ -37,7 +37,11 @@ pub struct Overlay {
 
 impl Overlay {
     pub fn for_container(dir: &Path) -> Self {
-        Overlay { rootfs: dir.join("bundle/rootfs"), upper: dir.join("upper"), work: dir.join("work") }
+        Overlay {
+            rootfs: dir.join("bundle/rootfs"),
+            upper: dir.join("upper"),
+            work: dir.join("work"),
+        }
     }
 
     /// Mount `layers` (bottom first, as in the image manifest) under a fresh upper directory.
@@ -46,7 +50,10 @@ impl Overlay {
             return Err(RootfsError::NoLayers);
         }
         for d in [&self.rootfs, &self.upper, &self.work] {
-            fs::create_dir_all(d).map_err(|source| RootfsError::Io { path: d.display().to_string(), source })?;
+            fs::create_dir_all(d).map_err(|source| RootfsError::Io {
+                path: d.display().to_string(),
+                source,
+            })?;
         }
         let mut lower = String::new();
         for l in layers.iter().rev() {
@@ -59,9 +66,22 @@ impl Overlay {
             }
             lower.push_str(&s);
         }
-        let data = format!("lowerdir={lower},upperdir={},workdir={}", self.upper.display(), self.work.display());
-        mount(Some("overlay"), &self.rootfs, Some("overlay"), MsFlags::MS_NODEV, Some(data.as_str())).map_err(|source| {
-            RootfsError::Mount { target: self.rootfs.display().to_string(), layers: layers.len(), source }
+        let data = format!(
+            "lowerdir={lower},upperdir={},workdir={}",
+            self.upper.display(),
+            self.work.display()
+        );
+        mount(
+            Some("overlay"),
+            &self.rootfs,
+            Some("overlay"),
+            MsFlags::MS_NODEV,
+            Some(data.as_str()),
+        )
+        .map_err(|source| RootfsError::Mount {
+            target: self.rootfs.display().to_string(),
+            layers: layers.len(),
+            source,
         })
     }
 
@@ -69,7 +89,11 @@ impl Overlay {
     pub fn unmount(&self) -> Result<(), RootfsError> {
         match umount2(&self.rootfs, MntFlags::MNT_DETACH) {
             Ok(()) | Err(nix::Error::EINVAL) | Err(nix::Error::ENOENT) => Ok(()),
-            Err(source) => Err(RootfsError::Mount { target: self.rootfs.display().to_string(), layers: 0, source }),
+            Err(source) => Err(RootfsError::Mount {
+                target: self.rootfs.display().to_string(),
+                layers: 0,
+                source,
+            }),
         }
     }
 }

@@ -86,28 +86,93 @@ pub const DEFAULT_CAPS: &[&str] = &[
 /// leaves out because they reach kernel-global state, load code into the kernel, or escape
 /// namespaces. Everything else is allowed.
 pub const BLOCKED_SYSCALLS: &[&str] = &[
-    "acct", "add_key", "bpf", "clock_adjtime", "clock_settime", "create_module", "delete_module",
-    "finit_module", "fsconfig", "fsmount", "fsopen", "fspick", "get_kernel_syms", "get_mempolicy",
-    "init_module", "io_uring_enter", "io_uring_register", "io_uring_setup", "ioperm", "iopl", "kcmp",
-    "kexec_file_load", "kexec_load", "keyctl", "lookup_dcookie", "mbind", "mount", "mount_setattr",
-    "move_mount", "move_pages", "name_to_handle_at", "nfsservctl", "open_by_handle_at", "open_tree",
-    "perf_event_open", "pivot_root", "process_vm_readv", "process_vm_writev", "ptrace",
-    "query_module", "quotactl", "reboot", "request_key", "set_mempolicy", "setns", "settimeofday",
-    "swapoff", "swapon", "sysfs", "_sysctl", "umount2", "unshare", "uselib", "userfaultfd", "ustat",
+    "acct",
+    "add_key",
+    "bpf",
+    "clock_adjtime",
+    "clock_settime",
+    "create_module",
+    "delete_module",
+    "finit_module",
+    "fsconfig",
+    "fsmount",
+    "fsopen",
+    "fspick",
+    "get_kernel_syms",
+    "get_mempolicy",
+    "init_module",
+    "io_uring_enter",
+    "io_uring_register",
+    "io_uring_setup",
+    "ioperm",
+    "iopl",
+    "kcmp",
+    "kexec_file_load",
+    "kexec_load",
+    "keyctl",
+    "lookup_dcookie",
+    "mbind",
+    "mount",
+    "mount_setattr",
+    "move_mount",
+    "move_pages",
+    "name_to_handle_at",
+    "nfsservctl",
+    "open_by_handle_at",
+    "open_tree",
+    "perf_event_open",
+    "pivot_root",
+    "process_vm_readv",
+    "process_vm_writev",
+    "ptrace",
+    "query_module",
+    "quotactl",
+    "reboot",
+    "request_key",
+    "set_mempolicy",
+    "setns",
+    "settimeofday",
+    "swapoff",
+    "swapon",
+    "sysfs",
+    "_sysctl",
+    "umount2",
+    "unshare",
+    "uselib",
+    "userfaultfd",
+    "ustat",
 ];
 
 pub const MASKED_PATHS: &[&str] = &[
-    "/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
-    "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap",
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
 ];
 
-pub const READONLY_PATHS: &[&str] =
-    &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
+pub const READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
 
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Combine image defaults with user overrides the way docker does.
-pub fn resolve_command(entrypoint: &[String], image_cmd: &[String], user_cmd: &[String]) -> Result<Vec<String>, SpecError> {
+pub fn resolve_command(
+    entrypoint: &[String],
+    image_cmd: &[String],
+    user_cmd: &[String],
+) -> Result<Vec<String>, SpecError> {
     let mut args = entrypoint.to_vec();
     if user_cmd.is_empty() {
         args.extend_from_slice(image_cmd);
@@ -124,7 +189,9 @@ pub fn resolve_command(entrypoint: &[String], image_cmd: &[String], user_cmd: &[
 pub fn merge_env(image_env: &[String], user_env: &[String]) -> Result<Vec<String>, SpecError> {
     let mut out: Vec<String> = Vec::new();
     for e in image_env.iter().chain(user_env.iter()) {
-        let (k, _) = e.split_once('=').ok_or_else(|| SpecError::BadEnv(e.clone()))?;
+        let (k, _) = e
+            .split_once('=')
+            .ok_or_else(|| SpecError::BadEnv(e.clone()))?;
         if k.is_empty() || k.contains('\0') {
             return Err(SpecError::BadEnv(e.clone()));
         }
@@ -147,7 +214,11 @@ pub fn parse_user(user: &str) -> Result<(u32, u32), SpecError> {
                 Some((u, g)) => (u, Some(g)),
                 None => (user, None),
             };
-            let uid: u32 = if u == "root" { 0 } else { u.parse().map_err(|_| bad())? };
+            let uid: u32 = if u == "root" {
+                0
+            } else {
+                u.parse().map_err(|_| bad())?
+            };
             let gid: u32 = match g {
                 Some("root") => 0,
                 Some(g) => g.parse().map_err(|_| bad())?,
@@ -236,7 +307,11 @@ impl ContainerSpec {
         if let Some(q) = self.resources.cpu_quota {
             resources["cpu"] = json!({"quota": q, "period": 100_000});
         }
-        let namespaces: Vec<Value> = self.namespaces().into_iter().map(|t| json!({"type": t})).collect();
+        let namespaces: Vec<Value> = self
+            .namespaces()
+            .into_iter()
+            .map(|t| json!({"type": t}))
+            .collect();
         json!({
             "ociVersion": "1.0.2",
             "process": {
@@ -275,8 +350,14 @@ mod tests {
     #[test]
     fn command_resolution() {
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-        assert_eq!(resolve_command(&s(&["/bin/sh", "-c"]), &s(&["x"]), &[]).expect("cmd"), s(&["/bin/sh", "-c", "x"]));
-        assert_eq!(resolve_command(&[], &s(&["sh"]), &s(&["echo", "hi"])).expect("cmd"), s(&["echo", "hi"]));
+        assert_eq!(
+            resolve_command(&s(&["/bin/sh", "-c"]), &s(&["x"]), &[]).expect("cmd"),
+            s(&["/bin/sh", "-c", "x"])
+        );
+        assert_eq!(
+            resolve_command(&[], &s(&["sh"]), &s(&["echo", "hi"])).expect("cmd"),
+            s(&["echo", "hi"])
+        );
         assert_eq!(resolve_command(&[], &[], &[]), Err(SpecError::NoCommand));
     }
 

@@ -39,7 +39,12 @@ pub enum JournalError {
         source: RecordError,
     },
     #[error("event log {path} replays to {replayed} but register {index} holds {register}; refusing to continue (the log or the register was changed outside vouch)")]
-    Diverged { path: String, index: usize, replayed: Digest384, register: Digest384 },
+    Diverged {
+        path: String,
+        index: usize,
+        replayed: Digest384,
+        register: Digest384,
+    },
     #[error("record cannot be measured")]
     Record(#[source] RecordError),
     #[error("TEE operation failed")]
@@ -69,9 +74,22 @@ pub struct Journal {
 
 impl Journal {
     /// Open (or create) the log at `path`, repair a crash, and check it against register `index`.
-    pub fn open(path: &Path, attester: Arc<dyn Attester>, index: usize) -> Result<(Self, RecoveryReport), JournalError> {
-        let io = |source| JournalError::Io { path: path.display().to_string(), source };
-        let mut file = OpenOptions::new().read(true).append(true).create(true).mode(0o600).open(path).map_err(io)?;
+    pub fn open(
+        path: &Path,
+        attester: Arc<dyn Attester>,
+        index: usize,
+    ) -> Result<(Self, RecoveryReport), JournalError> {
+        let io = |source| JournalError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(io)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(io)?;
         let mut report = RecoveryReport::default();
@@ -88,15 +106,23 @@ impl Journal {
         }
         file.seek(SeekFrom::End(0)).map_err(io)?;
         let mut records = Vec::new();
-        for (i, line) in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()).enumerate() {
-            let record: Record = serde_json::from_slice(line).map_err(|source| JournalError::BadLine {
-                path: path.display().to_string(),
-                line: i + 1,
-                source,
-            })?;
+        for (i, line) in bytes
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .enumerate()
+        {
+            let record: Record =
+                serde_json::from_slice(line).map_err(|source| JournalError::BadLine {
+                    path: path.display().to_string(),
+                    line: i + 1,
+                    source,
+                })?;
             records.push(record);
         }
-        validate_sequence(&records).map_err(|source| JournalError::Invalid { path: path.display().to_string(), source })?;
+        validate_sequence(&records).map_err(|source| JournalError::Invalid {
+            path: path.display().to_string(),
+            source,
+        })?;
         let register = attester.register(index).map_err(JournalError::Tee)?;
         match decide_recovery(&records, &register).map_err(JournalError::Record)? {
             Recovery::InStep => {}
@@ -105,11 +131,26 @@ impl Journal {
                 report.extended_last = true;
             }
             Recovery::Diverged { replayed, register } => {
-                return Err(JournalError::Diverged { path: path.display().to_string(), index, replayed, register });
+                return Err(JournalError::Diverged {
+                    path: path.display().to_string(),
+                    index,
+                    replayed,
+                    register,
+                });
             }
         }
         report.records = records.len();
-        Ok((Journal { path: path.to_path_buf(), file, records, attester, index, poisoned: false }, report))
+        Ok((
+            Journal {
+                path: path.to_path_buf(),
+                file,
+                records,
+                attester,
+                index,
+                poisoned: false,
+            },
+            report,
+        ))
     }
 
     /// Measure one event: write and sync the record, then extend the register.
@@ -121,7 +162,10 @@ impl Journal {
         let mut line = record.canonical_bytes().map_err(JournalError::Record)?;
         let digest = vouch_measure::sha384(&line);
         line.push(b'\n');
-        let io = |source| JournalError::Io { path: self.path.display().to_string(), source };
+        let io = |source| JournalError::Io {
+            path: self.path.display().to_string(),
+            source,
+        };
         self.file.write_all(&line).map_err(io)?;
         self.file.sync_data().map_err(io)?;
         self.records.push(record.clone());
@@ -142,14 +186,19 @@ impl Journal {
     }
 
     pub fn register(&self) -> Result<Digest384, JournalError> {
-        self.attester.register(self.index).map_err(JournalError::Tee)
+        self.attester
+            .register(self.index)
+            .map_err(JournalError::Tee)
     }
 
     /// Evidence for the current state, bound to `runtime_data`.
     pub fn evidence(&self, runtime_data: Value) -> Result<Evidence, JournalError> {
         let report_data = report_data_for(&runtime_data)
             .map_err(|e| JournalError::Record(RecordError::Canonical { seq: 0, source: e }))?;
-        let quote = self.attester.quote(&report_data).map_err(JournalError::Tee)?;
+        let quote = self
+            .attester
+            .quote(&report_data)
+            .map_err(JournalError::Tee)?;
         let tee = self.attester.tee();
         Ok(Evidence {
             version: EVIDENCE_VERSION,
@@ -184,7 +233,14 @@ mod tests {
         assert_eq!(reg, replay(j.records()).expect("replay"));
         drop(j);
         let (j, report) = open(dir.path());
-        assert_eq!(report, RecoveryReport { truncated_bytes: 0, extended_last: false, records: 2 });
+        assert_eq!(
+            report,
+            RecoveryReport {
+                truncated_bytes: 0,
+                extended_last: false,
+                records: 2
+            }
+        );
         assert_eq!(j.register().expect("reg"), reg);
     }
 
@@ -198,12 +254,18 @@ mod tests {
         let r = Record::new(1, "b", json!(2));
         let mut line = r.canonical_bytes().expect("bytes");
         line.push(b'\n');
-        let mut f = OpenOptions::new().append(true).open(dir.path().join("events.log")).expect("open");
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("events.log"))
+            .expect("open");
         f.write_all(&line).expect("write");
         drop(f);
         let (j, report) = open(dir.path());
         assert!(report.extended_last);
-        assert_eq!(j.register().expect("reg"), replay(j.records()).expect("replay"));
+        assert_eq!(
+            j.register().expect("reg"),
+            replay(j.records()).expect("replay")
+        );
         assert_eq!(j.records().len(), 2);
     }
 
@@ -213,27 +275,39 @@ mod tests {
         let (mut j, _) = open(dir.path());
         j.append("a", json!(1)).expect("append");
         drop(j);
-        let mut f = OpenOptions::new().append(true).open(dir.path().join("events.log")).expect("open");
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("events.log"))
+            .expect("open");
         f.write_all(br#"{"content":2,"dom"#).expect("write");
         drop(f);
         let (j, report) = open(dir.path());
         assert_eq!(report.truncated_bytes, 17);
         assert_eq!(j.records().len(), 1);
-        assert_eq!(j.register().expect("reg"), replay(j.records()).expect("replay"));
+        assert_eq!(
+            j.register().expect("reg"),
+            replay(j.records()).expect("replay")
+        );
     }
 
     #[test]
     fn edited_log_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (mut j, _) = open(dir.path());
-        j.append("image.verified", json!({"digest": "sha256:aa"})).expect("append");
-        j.append("container.create", json!({"id": "c"})).expect("append");
+        j.append("image.verified", json!({"digest": "sha256:aa"}))
+            .expect("append");
+        j.append("container.create", json!({"id": "c"}))
+            .expect("append");
         drop(j);
         let path = dir.path().join("events.log");
-        let text = std::fs::read_to_string(&path).expect("read").replace("sha256:aa", "sha256:bb");
+        let text = std::fs::read_to_string(&path)
+            .expect("read")
+            .replace("sha256:aa", "sha256:bb");
         std::fs::write(&path, text).expect("write");
         let sim = Arc::new(SimAttester::open(&dir.path().join("sim")).expect("sim"));
-        let err = Journal::open(&path, sim, crate::VOUCH_REGISTER).err().expect("must refuse");
+        let err = Journal::open(&path, sim, crate::VOUCH_REGISTER)
+            .err()
+            .expect("must refuse");
         assert!(matches!(err, JournalError::Diverged { .. }), "{err}");
     }
 }

@@ -60,10 +60,14 @@ impl SimAttester {
         let key_path = dir.join("key");
         let key = match fs::read(&key_path) {
             Ok(bytes) => {
-                let seed: [u8; 32] = bytes.as_slice().try_into().map_err(|_| AttestError::Corrupt {
-                    path: key_path.display().to_string(),
-                    reason: format!("expected 32 bytes, found {}", bytes.len()),
-                })?;
+                let seed: [u8; 32] =
+                    bytes
+                        .as_slice()
+                        .try_into()
+                        .map_err(|_| AttestError::Corrupt {
+                            path: key_path.display().to_string(),
+                            reason: format!("expected 32 bytes, found {}", bytes.len()),
+                        })?;
                 SigningKey::from_bytes(&seed)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -79,10 +83,11 @@ impl SimAttester {
         let reg_path = dir.join("registers.json");
         let registers = match fs::read(&reg_path) {
             Ok(bytes) => {
-                let file: RegisterFile = serde_json::from_slice(&bytes).map_err(|e| AttestError::Corrupt {
-                    path: reg_path.display().to_string(),
-                    reason: e.to_string(),
-                })?;
+                let file: RegisterFile =
+                    serde_json::from_slice(&bytes).map_err(|e| AttestError::Corrupt {
+                        path: reg_path.display().to_string(),
+                        reason: e.to_string(),
+                    })?;
                 if file.registers.len() != SIM_REGISTERS {
                     return Err(AttestError::Corrupt {
                         path: reg_path.display().to_string(),
@@ -91,10 +96,16 @@ impl SimAttester {
                 }
                 file.registers
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![Digest384::ZERO; SIM_REGISTERS],
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                vec![Digest384::ZERO; SIM_REGISTERS]
+            }
             Err(e) => return Err(state_err(&reg_path)(e)),
         };
-        Ok(SimAttester { dir: dir.to_path_buf(), key, registers: Mutex::new(registers) })
+        Ok(SimAttester {
+            dir: dir.to_path_buf(),
+            key,
+            registers: Mutex::new(registers),
+        })
     }
 
     pub fn public_key_hex(&self) -> String {
@@ -106,7 +117,12 @@ impl SimAttester {
 fn write_durably(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     {
-        let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
         f.write_all(data)?;
         f.sync_all()?;
     }
@@ -128,21 +144,34 @@ impl Attester for SimAttester {
         let mut next = regs.clone();
         next[index] = current.extend(digest);
         let path = self.dir.join("registers.json");
-        let bytes = serde_json::to_vec(&RegisterFile { registers: next.clone() })
-            .map_err(|e| AttestError::Corrupt { path: path.display().to_string(), reason: e.to_string() })?;
-        write_durably(&path, &bytes, 0o600)
-            .map_err(|source| AttestError::State { path: path.display().to_string(), source })?;
+        let bytes = serde_json::to_vec(&RegisterFile {
+            registers: next.clone(),
+        })
+        .map_err(|e| AttestError::Corrupt {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        write_durably(&path, &bytes, 0o600).map_err(|source| AttestError::State {
+            path: path.display().to_string(),
+            source,
+        })?;
         *regs = next;
         Ok(())
     }
 
     fn register(&self, index: usize) -> Result<Digest384, AttestError> {
         let regs = self.registers.lock().unwrap_or_else(|p| p.into_inner());
-        regs.get(index).copied().ok_or(AttestError::NoSuchRegister(index))
+        regs.get(index)
+            .copied()
+            .ok_or(AttestError::NoSuchRegister(index))
     }
 
     fn quote(&self, report_data: &Digest384) -> Result<Vec<u8>, AttestError> {
-        let registers = self.registers.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let registers = self
+            .registers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let body = SimQuoteBody {
             version: 1,
             tee: TeeType::Sim,
@@ -176,7 +205,10 @@ impl Verifier for SimVerifier {
     }
 
     fn verify_quote(&self, quote: &[u8]) -> Result<QuoteClaims, VerifyError> {
-        let bad = |reason: String| VerifyError::MalformedQuote { tee: TeeType::Sim, reason };
+        let bad = |reason: String| VerifyError::MalformedQuote {
+            tee: TeeType::Sim,
+            reason,
+        };
         if quote.len() < 8 + 4 + 64 || &quote[..8] != MAGIC {
             return Err(bad("not a vouch sim quote (bad magic or too short)".into()));
         }
@@ -184,33 +216,49 @@ impl Verifier for SimVerifier {
         len_bytes.copy_from_slice(&quote[8..12]);
         let body_len = u32::from_be_bytes(len_bytes) as usize;
         if body_len > MAX_BODY || quote.len() != 12 + body_len + 64 {
-            return Err(bad(format!("length field {body_len} does not match a quote of {} bytes", quote.len())));
+            return Err(bad(format!(
+                "length field {body_len} does not match a quote of {} bytes",
+                quote.len()
+            )));
         }
         let (signed, sig_bytes) = quote.split_at(12 + body_len);
         let body_bytes = &signed[12..];
-        let body: SimQuoteBody = serde_json::from_slice(body_bytes).map_err(|e| bad(format!("body: {e}")))?;
+        let body: SimQuoteBody =
+            serde_json::from_slice(body_bytes).map_err(|e| bad(format!("body: {e}")))?;
         let mut key_bytes = [0u8; 32];
         if body.public_key.len() != 64 || body.public_key.bytes().any(|b| b.is_ascii_uppercase()) {
             return Err(bad("public key is not 32 lower-case hex bytes".into()));
         }
         hex::decode_to_slice(&body.public_key, &mut key_bytes)
             .map_err(|_| bad("public key is not 32 lower-case hex bytes".into()))?;
-        let key = VerifyingKey::from_bytes(&key_bytes).map_err(|_| bad("public key is not a valid Ed25519 point".into()))?;
-        let sig_array: [u8; 64] = sig_bytes.try_into().map_err(|_| bad("signature length".into()))?;
-        key.verify_strict(signed, &Signature::from_bytes(&sig_array)).map_err(|_| VerifyError::BadSignature)?;
+        let key = VerifyingKey::from_bytes(&key_bytes)
+            .map_err(|_| bad("public key is not a valid Ed25519 point".into()))?;
+        let sig_array: [u8; 64] = sig_bytes
+            .try_into()
+            .map_err(|_| bad("signature length".into()))?;
+        key.verify_strict(signed, &Signature::from_bytes(&sig_array))
+            .map_err(|_| VerifyError::BadSignature)?;
         if to_canonical_vec(&body).map_err(|e| bad(e.to_string()))? != body_bytes {
             return Err(bad("body is not canonical JSON".into()));
         }
         if body.tee != TeeType::Sim || body.version != 1 {
-            return Err(bad(format!("unsupported sim quote version {} for {}", body.version, body.tee)));
+            return Err(bad(format!(
+                "unsupported sim quote version {} for {}",
+                body.version, body.tee
+            )));
         }
         if body.registers.len() != SIM_REGISTERS {
-            return Err(bad(format!("expected {SIM_REGISTERS} registers, found {}", body.registers.len())));
+            return Err(bad(format!(
+                "expected {SIM_REGISTERS} registers, found {}",
+                body.registers.len()
+            )));
         }
         let quote_body = body;
         if let Some(pinned) = &self.pinned_key {
             if !pinned.eq_ignore_ascii_case(&quote_body.public_key) {
-                return Err(VerifyError::UntrustedSigner { signer: quote_body.public_key });
+                return Err(VerifyError::UntrustedSigner {
+                    signer: quote_body.public_key,
+                });
             }
         }
         Ok(QuoteClaims {
@@ -240,7 +288,10 @@ mod tests {
         assert_eq!(b.register(3).expect("reg"), reg);
         assert_eq!(reg, Digest384::ZERO.extend(&sha384(b"x")));
         use std::os::unix::fs::PermissionsExt;
-        let mode = fs::metadata(dir.path().join("key")).expect("meta").permissions().mode();
+        let mode = fs::metadata(dir.path().join("key"))
+            .expect("meta")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 
@@ -257,13 +308,23 @@ mod tests {
             for flip in [0x01u8, 0x20, 0x80] {
                 let mut t = q.clone();
                 t[i] ^= flip;
-                assert!(SimVerifier::default().verify_quote(&t).is_err(), "byte {i} ^ {flip:#x} accepted");
+                assert!(
+                    SimVerifier::default().verify_quote(&t).is_err(),
+                    "byte {i} ^ {flip:#x} accepted"
+                );
             }
         }
-        assert!(SimVerifier::default().verify_quote(&q[..q.len() - 1]).is_err());
+        assert!(SimVerifier::default()
+            .verify_quote(&q[..q.len() - 1])
+            .is_err());
         // Pinning another key refuses it.
-        let v = SimVerifier { pinned_key: Some("00".repeat(32)) };
-        assert!(matches!(v.verify_quote(&q), Err(VerifyError::UntrustedSigner { .. })));
+        let v = SimVerifier {
+            pinned_key: Some("00".repeat(32)),
+        };
+        assert!(matches!(
+            v.verify_quote(&q),
+            Err(VerifyError::UntrustedSigner { .. })
+        ));
     }
 
     #[test]

@@ -12,7 +12,9 @@ use crate::{TeeType, Verifier, VOUCH_REGISTER};
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
-    #[error("unsupported evidence version {0} (this vouch understands version {EVIDENCE_VERSION})")]
+    #[error(
+        "unsupported evidence version {0} (this vouch understands version {EVIDENCE_VERSION})"
+    )]
     Version(u32),
     #[error("evidence comes from the sim TEE, which is not hardware; pass --allow-sim to accept it for development")]
     SimNotAllowed,
@@ -29,7 +31,10 @@ pub enum VerifyError {
     #[error("evidence says tee {claimed} but the quote is from {actual}")]
     TeeMismatch { claimed: TeeType, actual: TeeType },
     #[error("runtime data does not match the quote: SHA-384 of it is {computed}, the quote binds {quoted}")]
-    ReportDataMismatch { computed: Digest384, quoted: Digest384 },
+    ReportDataMismatch {
+        computed: Digest384,
+        quoted: Digest384,
+    },
     #[error("runtime data cannot be canonicalized")]
     RuntimeData(#[source] vouch_measure::CanonicalError),
     #[error("nonce mismatch: expected {expected}, evidence is bound to {found}")]
@@ -37,7 +42,12 @@ pub enum VerifyError {
     #[error("event log is invalid")]
     Log(#[source] RecordError),
     #[error("event log ({records} records) replays to {replayed}, but the quoted register {index} is {quoted}")]
-    ReplayMismatch { records: usize, replayed: Digest384, index: usize, quoted: Digest384 },
+    ReplayMismatch {
+        records: usize,
+        replayed: Digest384,
+        index: usize,
+        quoted: Digest384,
+    },
 }
 
 /// What the verifier requires.
@@ -87,29 +97,48 @@ pub fn verify_evidence(evidence: &Evidence, opts: &VerifyOptions) -> Result<Verd
         .decode(evidence.quote.as_bytes())
         .map_err(|_| VerifyError::QuoteEncoding)?;
     let verifier: Box<dyn Verifier> = match evidence.tee {
-        TeeType::Sim => Box::new(SimVerifier { pinned_key: opts.sim_key.clone() }),
+        TeeType::Sim => Box::new(SimVerifier {
+            pinned_key: opts.sim_key.clone(),
+        }),
         other => return Err(VerifyError::UnsupportedTee(other)),
     };
     let claims = verifier.verify_quote(&quote)?;
     if claims.tee != evidence.tee {
-        return Err(VerifyError::TeeMismatch { claimed: evidence.tee, actual: claims.tee });
+        return Err(VerifyError::TeeMismatch {
+            claimed: evidence.tee,
+            actual: claims.tee,
+        });
     }
     let computed = report_data_for(&evidence.runtime_data).map_err(VerifyError::RuntimeData)?;
     if computed != claims.report_data {
-        return Err(VerifyError::ReportDataMismatch { computed, quoted: claims.report_data });
+        return Err(VerifyError::ReportDataMismatch {
+            computed,
+            quoted: claims.report_data,
+        });
     }
     if let Some(expected) = &opts.nonce {
-        let found = evidence.runtime_data.get("nonce").and_then(Value::as_str).unwrap_or("<none>");
+        let found = evidence
+            .runtime_data
+            .get("nonce")
+            .and_then(Value::as_str)
+            .unwrap_or("<none>");
         if found != expected.to_ascii_lowercase() {
-            return Err(VerifyError::NonceMismatch { expected: expected.clone(), found: found.to_string() });
+            return Err(VerifyError::NonceMismatch {
+                expected: expected.clone(),
+                found: found.to_string(),
+            });
         }
     }
     validate_sequence(&evidence.event_log).map_err(VerifyError::Log)?;
     let replayed = replay(&evidence.event_log).map_err(VerifyError::Log)?;
-    let quoted = claims.registers.get(VOUCH_REGISTER).copied().ok_or_else(|| VerifyError::MalformedQuote {
-        tee: claims.tee,
-        reason: format!("no register {VOUCH_REGISTER}"),
-    })?;
+    let quoted = claims
+        .registers
+        .get(VOUCH_REGISTER)
+        .copied()
+        .ok_or_else(|| VerifyError::MalformedQuote {
+            tee: claims.tee,
+            reason: format!("no register {VOUCH_REGISTER}"),
+        })?;
     if replayed != quoted {
         return Err(VerifyError::ReplayMismatch {
             records: evidence.event_log.len(),
@@ -132,7 +161,9 @@ pub fn verify_evidence(evidence: &Evidence, opts: &VerifyOptions) -> Result<Verd
                 exit_code: None,
             }),
             "container.exit" => {
-                if let (Some(id), Some(code)) = (text("id"), c.get("exit_code").and_then(Value::as_i64)) {
+                if let (Some(id), Some(code)) =
+                    (text("id"), c.get("exit_code").and_then(Value::as_i64))
+                {
                     if let Some(found) = containers.iter_mut().rev().find(|x| x.id == id) {
                         found.exit_code = Some(code);
                     }
@@ -142,7 +173,11 @@ pub fn verify_evidence(evidence: &Evidence, opts: &VerifyOptions) -> Result<Verd
         }
     }
     let hardware = claims.tee != TeeType::Sim;
-    let warnings = if hardware { Vec::new() } else { vec![SIM_WARNING.to_string()] };
+    let warnings = if hardware {
+        Vec::new()
+    } else {
+        vec![SIM_WARNING.to_string()]
+    };
     Ok(Verdict {
         tee: claims.tee,
         hardware,
@@ -166,20 +201,27 @@ mod tests {
     fn evidence(nonce: &str) -> (tempfile::TempDir, Evidence) {
         let dir = tempfile::tempdir().expect("tempdir");
         let sim = Arc::new(SimAttester::open(&dir.path().join("sim")).expect("sim"));
-        let (mut j, _) = Journal::open(&dir.path().join("log"), sim, VOUCH_REGISTER).expect("journal");
-        j.append("image.verified", json!({"image_digest": "sha256:ab"})).expect("append");
+        let (mut j, _) =
+            Journal::open(&dir.path().join("log"), sim, VOUCH_REGISTER).expect("journal");
+        j.append("image.verified", json!({"image_digest": "sha256:ab"}))
+            .expect("append");
         j.append(
             "container.create",
             json!({"id": "c1", "image_digest": "sha256:ab", "config_digest": "sha384:cd"}),
         )
         .expect("append");
-        j.append("container.exit", json!({"id": "c1", "exit_code": 3})).expect("append");
+        j.append("container.exit", json!({"id": "c1", "exit_code": 3}))
+            .expect("append");
         let ev = j.evidence(json!({"nonce": nonce})).expect("evidence");
         (dir, ev)
     }
 
     fn allow(nonce: &str) -> VerifyOptions {
-        VerifyOptions { allow_sim: true, nonce: Some(nonce.into()), sim_key: None }
+        VerifyOptions {
+            allow_sim: true,
+            nonce: Some(nonce.into()),
+            sim_key: None,
+        }
     }
 
     #[test]
@@ -195,33 +237,50 @@ mod tests {
     #[test]
     fn sim_refused_without_allow() {
         let (_d, ev) = evidence("abcd");
-        let opts = VerifyOptions { allow_sim: false, ..allow("abcd") };
-        assert!(matches!(verify_evidence(&ev, &opts), Err(VerifyError::SimNotAllowed)));
+        let opts = VerifyOptions {
+            allow_sim: false,
+            ..allow("abcd")
+        };
+        assert!(matches!(
+            verify_evidence(&ev, &opts),
+            Err(VerifyError::SimNotAllowed)
+        ));
     }
 
     #[test]
     fn wrong_nonce_fails() {
         let (_d, ev) = evidence("abcd");
-        assert!(matches!(verify_evidence(&ev, &allow("abce")), Err(VerifyError::NonceMismatch { .. })));
+        assert!(matches!(
+            verify_evidence(&ev, &allow("abce")),
+            Err(VerifyError::NonceMismatch { .. })
+        ));
     }
 
     #[test]
     fn rebinding_runtime_data_fails() {
         let (_d, mut ev) = evidence("abcd");
         ev.runtime_data = json!({"nonce": "ffff"});
-        assert!(matches!(verify_evidence(&ev, &allow("ffff")), Err(VerifyError::ReportDataMismatch { .. })));
+        assert!(matches!(
+            verify_evidence(&ev, &allow("ffff")),
+            Err(VerifyError::ReportDataMismatch { .. })
+        ));
     }
 
     #[test]
     fn every_quote_byte_and_log_edit_is_detected() {
         let (_d, ev) = evidence("abcd");
-        let raw = base64::engine::general_purpose::STANDARD.decode(&ev.quote).expect("b64");
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(&ev.quote)
+            .expect("b64");
         for i in 0..raw.len() {
             let mut t = raw.clone();
             t[i] ^= 0x01;
             let mut bad = ev.clone();
             bad.quote = base64::engine::general_purpose::STANDARD.encode(&t);
-            assert!(verify_evidence(&bad, &allow("abcd")).is_err(), "quote byte {i} flip accepted");
+            assert!(
+                verify_evidence(&bad, &allow("abcd")).is_err(),
+                "quote byte {i} flip accepted"
+            );
         }
         for i in 0..ev.event_log.len() {
             let mut bad = ev.clone();

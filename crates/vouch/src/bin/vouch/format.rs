@@ -6,8 +6,13 @@ use vouch_api::{Container, ImageSummary, Info, TaskState};
 use vouch_tee::Verdict;
 
 fn ago(rfc3339: &str) -> String {
-    let Ok(t) = humantime::parse_rfc3339_weak(rfc3339.trim_end_matches('Z')) else { return rfc3339.to_string() };
-    let secs = SystemTime::now().duration_since(t).map(|d| d.as_secs()).unwrap_or(0);
+    let Ok(t) = humantime::parse_rfc3339_weak(rfc3339.trim_end_matches('Z')) else {
+        return rfc3339.to_string();
+    };
+    let secs = SystemTime::now()
+        .duration_since(t)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     match secs {
         0..=1 => "1 second".into(),
         2..=59 => format!("{secs} seconds"),
@@ -28,7 +33,10 @@ fn truncate(s: &str, n: usize) -> String {
 
 pub fn status(c: &Container) -> String {
     match c.state {
-        TaskState::Running => format!("Up {}", c.started_at.as_deref().map(ago).unwrap_or_default()),
+        TaskState::Running => format!(
+            "Up {}",
+            c.started_at.as_deref().map(ago).unwrap_or_default()
+        ),
         TaskState::Exited => match c.exit_code {
             Some(code) => format!(
                 "Exited ({code}){} {} ago",
@@ -43,7 +51,10 @@ pub fn status(c: &Container) -> String {
 }
 
 pub fn ps_table(list: &[Container]) -> String {
-    let mut out = format!("{:<14}{:<22}{:<24}{:<18}{:<28}{}\n", "CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES");
+    let mut out = format!(
+        "{:<14}{:<22}{:<24}{:<18}{:<28}{}\n",
+        "CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES"
+    );
     for c in list {
         out.push_str(&format!(
             "{:<14}{:<22}{:<24}{:<18}{:<28}{}\n",
@@ -68,11 +79,24 @@ fn human_size(n: u64) -> String {
 }
 
 pub fn image_table(list: &[ImageSummary]) -> String {
-    let mut out = format!("{:<40}{:<14}{:<10}{}\n", "NAME", "IMAGE ID", "SIZE", "DIGEST");
+    let mut out = format!(
+        "{:<40}{:<14}{:<10}{}\n",
+        "NAME", "IMAGE ID", "SIZE", "DIGEST"
+    );
     for i in list {
-        let names = if i.names.is_empty() { vec!["<none>".to_string()] } else { i.names.clone() };
+        let names = if i.names.is_empty() {
+            vec!["<none>".to_string()]
+        } else {
+            i.names.clone()
+        };
         for n in names {
-            out.push_str(&format!("{:<40}{:<14}{:<10}{}\n", truncate(&n, 38), i.id, human_size(i.size), i.manifest_digest));
+            out.push_str(&format!(
+                "{:<40}{:<14}{:<10}{}\n",
+                truncate(&n, 38),
+                i.id,
+                human_size(i.size),
+                i.manifest_digest
+            ));
         }
     }
     out
@@ -99,21 +123,46 @@ pub fn info(i: &Info) -> String {
 
 pub fn verdict(v: &Verdict, nonce_checked: bool) -> String {
     let mut out = String::from("Evidence VERIFIED\n");
-    out.push_str(&format!("  TEE:         {}{}\n", v.tee, if v.hardware { "" } else { "  (NOT hardware: development only)" }));
+    out.push_str(&format!(
+        "  TEE:         {}{}\n",
+        v.tee,
+        if v.hardware {
+            ""
+        } else {
+            "  (NOT hardware: development only)"
+        }
+    ));
     for w in &v.warnings {
         out.push_str(&format!("  WARNING:     {w}\n"));
     }
     out.push_str(&format!("  signer:      {}\n", v.signer));
-    let nonce = v.runtime_data.get("nonce").and_then(|n| n.as_str()).unwrap_or("<none>");
-    out.push_str(&format!("  nonce:       {nonce}{}\n", if nonce_checked { " (matches)" } else { " (not checked: pass --nonce)" }));
+    let nonce = v
+        .runtime_data
+        .get("nonce")
+        .and_then(|n| n.as_str())
+        .unwrap_or("<none>");
+    out.push_str(&format!(
+        "  nonce:       {nonce}{}\n",
+        if nonce_checked {
+            " (matches)"
+        } else {
+            " (not checked: pass --nonce)"
+        }
+    ));
     out.push_str(&format!(
         "  event log:   {} records, replays to the quoted register {}\n",
         v.records,
-        v.registers.get(vouch_tee::VOUCH_REGISTER).map(|r| r.to_hex()).unwrap_or_default()
+        v.registers
+            .get(vouch_tee::VOUCH_REGISTER)
+            .map(|r| r.to_hex())
+            .unwrap_or_default()
     ));
     out.push_str(&format!("  containers launched: {}\n", v.containers.len()));
     if !v.containers.is_empty() {
-        out.push_str(&format!("    {:<14}{:<20}{:<24}{:<20}{}\n", "ID", "NAME", "IMAGE", "IMAGE DIGEST", "EXIT"));
+        out.push_str(&format!(
+            "    {:<14}{:<20}{:<24}{:<20}{}\n",
+            "ID", "NAME", "IMAGE", "IMAGE DIGEST", "EXIT"
+        ));
         for c in &v.containers {
             out.push_str(&format!(
                 "    {:<14}{:<20}{:<24}{:<20}{}\n",
@@ -121,7 +170,9 @@ pub fn verdict(v: &Verdict, nonce_checked: bool) -> String {
                 truncate(c.name.as_deref().unwrap_or("-"), 18),
                 truncate(c.image.as_deref().unwrap_or("-"), 22),
                 truncate(&c.image_digest, 19),
-                c.exit_code.map(|e| e.to_string()).unwrap_or_else(|| "running".into())
+                c.exit_code
+                    .map(|e| e.to_string())
+                    .unwrap_or_else(|| "running".into())
             ));
         }
     }

@@ -8,7 +8,10 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args as ClapArgs, Parser, Subcommand};
-use vouch_api::{AttestRequest, Client, Container, CreateContainer, EventMessage, ImageSummary, Info, LoadImage, TaskState, WaitResponse};
+use vouch_api::{
+    AttestRequest, Client, Container, CreateContainer, EventMessage, ImageSummary, Info, LoadImage,
+    TaskState, WaitResponse,
+};
 use vouch_runtime::logframe::{FrameDecoder, STDERR};
 use vouch_tee::{verify_evidence, Evidence, VerifyOptions};
 
@@ -68,7 +71,7 @@ enum Cmd {
         #[arg(required = true)]
         containers: Vec<String>,
     },
-    /// Wait for containers to end and print their exit codes.
+    /// Wait for containers to end and print their exit codes (as `docker wait`).
     Wait {
         #[arg(required = true)]
         containers: Vec<String>,
@@ -230,7 +233,8 @@ fn run(cli: Cli) -> Result<u8> {
     match cli.command {
         Cmd::Run(args) => run_container(&client, args),
         Cmd::Ps { all, quiet, json } => {
-            let list: Vec<Container> = client.call("GET", &format!("/v1/containers?all={all}"), None::<&()>)?;
+            let list: Vec<Container> =
+                client.call("GET", &format!("/v1/containers?all={all}"), None::<&()>)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else if quiet {
@@ -243,14 +247,21 @@ fn run(cli: Cli) -> Result<u8> {
             Ok(0)
         }
         Cmd::Logs { follow, container } => {
-            let resp = client.stream("GET", &format!("/v1/containers/{}/logs?follow={follow}", seg(&container)))?;
+            let resp = client.stream(
+                "GET",
+                &format!("/v1/containers/{}/logs?follow={follow}", seg(&container)),
+            )?;
             demux(resp.body)?;
             Ok(0)
         }
         Cmd::Stop { time, containers } => {
             let mut failed = false;
             for c in containers {
-                match client.call::<Container>("POST", &format!("/v1/containers/{}/stop?timeout={time}", seg(&c)), None::<&()>) {
+                match client.call::<Container>(
+                    "POST",
+                    &format!("/v1/containers/{}/stop?timeout={time}", seg(&c)),
+                    None::<&()>,
+                ) {
                     Ok(_) => println!("{c}"),
                     Err(e) => {
                         eprintln!("vouch: {e}");
@@ -263,7 +274,11 @@ fn run(cli: Cli) -> Result<u8> {
         Cmd::Rm { force, containers } => {
             let mut failed = false;
             for c in containers {
-                match client.call::<Container>("DELETE", &format!("/v1/containers/{}?force={force}", seg(&c)), None::<&()>) {
+                match client.call::<Container>(
+                    "DELETE",
+                    &format!("/v1/containers/{}?force={force}", seg(&c)),
+                    None::<&()>,
+                ) {
                     Ok(_) => println!("{c}"),
                     Err(e) => {
                         eprintln!("vouch: {e}");
@@ -274,23 +289,30 @@ fn run(cli: Cli) -> Result<u8> {
             Ok(if failed { 1 } else { 0 })
         }
         Cmd::Wait { containers } => {
-            let mut last = 0;
             for c in containers {
-                let w: WaitResponse = client.call("POST", &format!("/v1/containers/{}/wait", seg(&c)), None::<&()>)?;
+                let w: WaitResponse = client.call(
+                    "POST",
+                    &format!("/v1/containers/{}/wait", seg(&c)),
+                    None::<&()>,
+                )?;
                 match w.exit_code {
-                    Some(code) => {
-                        println!("{code}");
-                        last = code.clamp(0, 255) as u8;
-                    }
-                    None => bail!("container {c} ended without an exit status: {}", w.error.unwrap_or_default()),
+                    Some(code) => println!("{code}"),
+                    None => bail!(
+                        "container {c} ended without an exit status: {}",
+                        w.error.unwrap_or_default()
+                    ),
                 }
             }
-            Ok(last)
+            Ok(0)
         }
         Cmd::Inspect { containers } => {
             let mut out = Vec::new();
             for c in containers {
-                out.push(client.call::<Container>("GET", &format!("/v1/containers/{}", seg(&c)), None::<&()>)?);
+                out.push(client.call::<Container>(
+                    "GET",
+                    &format!("/v1/containers/{}", seg(&c)),
+                    None::<&()>,
+                )?);
             }
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(0)
@@ -316,24 +338,33 @@ fn run(cli: Cli) -> Result<u8> {
                 Some(n) => n.to_ascii_lowercase(),
                 None => {
                     let mut b = [0u8; 32];
-                    getrandom::fill(&mut b).context("cannot read the OS random number generator")?;
+                    getrandom::fill(&mut b)
+                        .context("cannot read the OS random number generator")?;
                     let n = hex::encode(b);
                     eprintln!("nonce: {n}");
                     n
                 }
             };
-            let evidence: serde_json::Value = client.call("POST", "/v1/attest", Some(&AttestRequest { nonce }))?;
+            let evidence: serde_json::Value =
+                client.call("POST", "/v1/attest", Some(&AttestRequest { nonce }))?;
             let text = serde_json::to_string_pretty(&evidence)? + "\n";
             match output {
                 Some(path) => {
-                    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+                    std::fs::write(&path, text)
+                        .with_context(|| format!("cannot write {}", path.display()))?;
                     eprintln!("evidence written to {}", path.display());
                 }
                 None => io::stdout().write_all(text.as_bytes())?,
             }
             Ok(0)
         }
-        Cmd::Verify { file, nonce, allow_sim, sim_key, json } => verify(file, nonce, allow_sim, sim_key, json),
+        Cmd::Verify {
+            file,
+            nonce,
+            allow_sim,
+            sim_key,
+            json,
+        } => verify(file, nonce, allow_sim, sim_key, json),
         Cmd::Info { json } => {
             let info: Info = client.call("GET", "/v1/info", None::<&()>)?;
             if json {
@@ -350,7 +381,14 @@ fn print_event(e: &EventMessage, json: bool) -> Result<()> {
     if json {
         println!("{}", serde_json::to_string(e)?);
     } else {
-        println!("{} {} {} ({}) {}", e.event.time, &e.id[..12], e.event.action, e.name, e.event.message);
+        println!(
+            "{} {} {} ({}) {}",
+            e.event.time,
+            &e.id[..12],
+            e.event.action,
+            e.name,
+            e.event.message
+        );
     }
     Ok(())
 }
@@ -369,7 +407,8 @@ fn parse_env(args: &RunArgs) -> Result<Vec<String>> {
         Ok(())
     };
     for file in &args.env_file {
-        let text = std::fs::read_to_string(file).with_context(|| format!("cannot read env file {}", file.display()))?;
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read env file {}", file.display()))?;
         for line in text.lines() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -404,16 +443,30 @@ fn run_container(client: &Client, args: RunArgs) -> Result<u8> {
         println!("{}", created.id);
         return Ok(0);
     }
-    let resp = client.stream("GET", &format!("/v1/containers/{}/logs?follow=true", created.id))?;
+    let resp = client.stream(
+        "GET",
+        &format!("/v1/containers/{}/logs?follow=true", created.id),
+    )?;
     demux(resp.body)?;
-    let done: WaitResponse = client.call("POST", &format!("/v1/containers/{}/wait", created.id), None::<&()>)?;
+    let done: WaitResponse = client.call(
+        "POST",
+        &format!("/v1/containers/{}/wait", created.id),
+        None::<&()>,
+    )?;
     if done.oom_killed {
-        eprintln!("vouch: container {} was killed by the OOM killer (memory limit reached)", &created.id[..12]);
+        eprintln!(
+            "vouch: container {} was killed by the OOM killer (memory limit reached)",
+            &created.id[..12]
+        );
     }
     match (done.state, done.exit_code) {
         (TaskState::Exited, Some(code)) => Ok(code.clamp(0, 255) as u8),
         (_, _) => {
-            bail!("container {} ended without an exit status: {}", &created.id[..12], done.error.unwrap_or_default())
+            bail!(
+                "container {} ended without an exit status: {}",
+                &created.id[..12],
+                done.error.unwrap_or_default()
+            )
         }
     }
 }
@@ -425,7 +478,9 @@ fn demux(mut body: Box<dyn Read + Send>) -> Result<()> {
     let stdout = io::stdout();
     let stderr = io::stderr();
     loop {
-        let n = body.read(&mut buf).context("reading the container's output")?;
+        let n = body
+            .read(&mut buf)
+            .context("reading the container's output")?;
         if n == 0 {
             break;
         }
@@ -460,10 +515,21 @@ fn image(client: &Client, cmd: ImageCmd) -> Result<u8> {
             }
             Ok(0)
         }
-        ImageCmd::Load { input, path, name, json } => {
-            let Some(p) = input.or(path) else { bail!("give the OCI layout or archive to load: vouch image load -i PATH") };
-            let abs = std::fs::canonicalize(&p).with_context(|| format!("cannot open {}", p.display()))?;
-            let req = LoadImage { path: abs.display().to_string(), name };
+        ImageCmd::Load {
+            input,
+            path,
+            name,
+            json,
+        } => {
+            let Some(p) = input.or(path) else {
+                bail!("give the OCI layout or archive to load: vouch image load -i PATH")
+            };
+            let abs = std::fs::canonicalize(&p)
+                .with_context(|| format!("cannot open {}", p.display()))?;
+            let req = LoadImage {
+                path: abs.display().to_string(),
+                name,
+            };
             let loaded: Vec<ImageSummary> = client.call("POST", "/v1/images/load", Some(&req))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&loaded)?);
@@ -478,7 +544,11 @@ fn image(client: &Client, cmd: ImageCmd) -> Result<u8> {
         ImageCmd::Rm { images } => {
             let mut failed = false;
             for i in images {
-                match client.call::<ImageSummary>("DELETE", &format!("/v1/images/{}", seg(&i)), None::<&()>) {
+                match client.call::<ImageSummary>(
+                    "DELETE",
+                    &format!("/v1/images/{}", seg(&i)),
+                    None::<&()>,
+                ) {
                     Ok(s) => println!("Deleted: {}", s.manifest_digest),
                     Err(e) => {
                         eprintln!("vouch: {e}");
@@ -491,7 +561,13 @@ fn image(client: &Client, cmd: ImageCmd) -> Result<u8> {
     }
 }
 
-fn verify(file: PathBuf, nonce: Option<String>, allow_sim: bool, sim_key: Option<String>, json: bool) -> Result<u8> {
+fn verify(
+    file: PathBuf,
+    nonce: Option<String>,
+    allow_sim: bool,
+    sim_key: Option<String>,
+    json: bool,
+) -> Result<u8> {
     let bytes = if file.as_os_str() == "-" {
         let mut b = Vec::new();
         io::stdin().read_to_end(&mut b)?;
@@ -499,9 +575,13 @@ fn verify(file: PathBuf, nonce: Option<String>, allow_sim: bool, sim_key: Option
     } else {
         std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?
     };
-    let evidence: Evidence =
-        serde_json::from_slice(&bytes).with_context(|| format!("{} is not vouch evidence", file.display()))?;
-    let opts = VerifyOptions { allow_sim, nonce: nonce.clone(), sim_key };
+    let evidence: Evidence = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is not vouch evidence", file.display()))?;
+    let opts = VerifyOptions {
+        allow_sim,
+        nonce: nonce.clone(),
+        sim_key,
+    };
     match verify_evidence(&evidence, &opts) {
         Ok(verdict) => {
             if json {
@@ -515,7 +595,10 @@ fn verify(file: PathBuf, nonce: Option<String>, allow_sim: bool, sim_key: Option
         }
         Err(e) => {
             if json {
-                println!("{}", serde_json::json!({"verified": false, "error": e.to_string()}));
+                println!(
+                    "{}",
+                    serde_json::json!({"verified": false, "error": e.to_string()})
+                );
             }
             Err(anyhow::Error::new(e).context("verification FAILED"))
         }

@@ -62,14 +62,31 @@ fn main() -> ExitCode {
     // SAFETY: umask only changes this process's file-creation mask.
     unsafe { libc::umask(0o077) };
     let args = Args::parse();
-    if let Some(Sub::Monitor { id, bundle, runtime_root, log, exit_file, cgroup_path }) = args.command {
+    if let Some(Sub::Monitor {
+        id,
+        bundle,
+        runtime_root,
+        log,
+        exit_file,
+        cgroup_path,
+    }) = args.command
+    {
         // Single-threaded from here on: libcontainer forks.
-        let code = monitor::run(&MonitorArgs { id, bundle, runtime_root, log_path: log, exit_path: exit_file, cgroup_path });
+        let code = monitor::run(&MonitorArgs {
+            id,
+            bundle,
+            runtime_root,
+            log_path: log,
+            exit_path: exit_file,
+            cgroup_path,
+        });
         return ExitCode::from(code as u8);
     }
     let filter = format!("{},libcgroups=error,libcontainer=warn", args.log_level);
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     match run(args) {
@@ -87,10 +104,17 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     if nix::unistd::geteuid().as_raw() != 0 {
-        return Err("vouchd must run as root: it mounts filesystems, creates namespaces and cgroups".into());
+        return Err(
+            "vouchd must run as root: it mounts filesystems, creates namespaces and cgroups".into(),
+        );
     }
     let exe = std::env::current_exe()?;
-    let cfg = DaemonConfig { state_dir: args.state_dir.clone(), socket: args.socket.clone(), exe, cgroup_parent: args.cgroup_parent };
+    let cfg = DaemonConfig {
+        state_dir: args.state_dir.clone(),
+        socket: args.socket.clone(),
+        exe,
+        cgroup_parent: args.cgroup_parent,
+    };
     let attester: Arc<dyn vouch_tee::Attester> = match args.tee.as_str() {
         "auto" | "sim" => {
             if args.tee == "auto" {
@@ -99,10 +123,18 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             tracing::warn!("{}", vouch_tee::evidence::SIM_WARNING);
             Arc::new(SimAttester::open(&cfg.tee_dir().join("sim"))?)
         }
-        other => return Err(format!("the {other} TEE backend is not available in this build yet; use --tee sim").into()),
+        other => {
+            return Err(format!(
+                "the {other} TEE backend is not available in this build yet; use --tee sim"
+            )
+            .into())
+        }
     };
     let engine = Engine::open(cfg.clone(), attester)?;
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         let listener = server::bind(&cfg.socket)?;
         tracing::info!(socket = %cfg.socket.display(), state = %cfg.state_dir.display(), "vouchd ready");

@@ -1,0 +1,428 @@
+//! Test harness: a private state directory, a real vouchd on its own socket, the real vouch CLI,
+//! and OCI images built on the fly (including hostile ones).
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+pub const VOUCH: &str = env!("CARGO_BIN_EXE_vouch");
+pub const VOUCHD: &str = env!("CARGO_BIN_EXE_vouchd");
+
+/// These tests mount filesystems and create namespaces: they need root. CI runs as root; a
+/// non-root developer run skips them and says so (and CI=true turns the skip into a failure).
+pub fn require_root(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{test}: needs root, and CI must run every test");
+    }
+    eprintln!("SKIPPED {test}: needs root (mounts, namespaces, cgroups)");
+    false
+}
+
+pub struct TestEnv {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestEnv {
+    pub fn new() -> Self {
+        TestEnv {
+            dir: tempfile::Builder::new()
+                .prefix("vouch-e2e-")
+                .tempdir()
+                .expect("tempdir"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("vouchd.sock")
+    }
+
+    /// Start vouchd on this environment's state and socket; waits until it answers.
+    pub fn start(&self) -> Daemon {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("vouchd.log"))
+            .expect("log");
+        let child = Command::new(VOUCHD)
+            .arg("--state-dir")
+            .arg(self.state())
+            .arg("--socket")
+            .arg(self.socket())
+            .arg("--tee")
+            .arg("sim")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn vouchd");
+        let mut d = Daemon {
+            child: Some(child),
+            socket: self.socket(),
+            log: self.dir.path().join("vouchd.log"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if std::os::unix::net::UnixStream::connect(&d.socket).is_ok() {
+                break;
+            }
+            if let Some(status) = d
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().expect("try_wait"))
+            {
+                panic!(
+                    "vouchd exited with {status}: {}",
+                    fs::read_to_string(&d.log).unwrap_or_default()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "vouchd did not start: {}",
+                fs::read_to_string(&d.log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        d
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        // Unmount anything left below the test directory so it can be removed.
+        let root = self.dir.path().to_string_lossy().to_string();
+        if let Ok(mounts) = fs::read_to_string("/proc/self/mountinfo") {
+            let mut points: Vec<String> = mounts
+                .lines()
+                .filter_map(|l| l.split(' ').nth(4))
+                .filter(|p| p.starts_with(&root))
+                .map(str::to_string)
+                .collect();
+            points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+            for p in points {
+                let _ = nix::mount::umount2(p.as_str(), nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+    }
+}
+
+pub struct Daemon {
+    child: Option<Child>,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map(|c| c.id() as i32).unwrap_or(-1)
+    }
+
+    /// Run the vouch CLI against this daemon, bounded in time.
+    pub fn vouch(&self, args: &[&str]) -> Output {
+        vouch_with(&self.socket, args, &[])
+    }
+
+    pub fn vouch_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        vouch_with(&self.socket, args, env)
+    }
+
+    /// Run and require success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.vouch(args);
+        assert!(
+            out.status.success(),
+            "vouch {args:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn json(&self, args: &[&str]) -> Value {
+        serde_json::from_str(&self.ok(args)).expect("json output")
+    }
+
+    /// SIGKILL the daemon, as a crash would.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = c.wait();
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // Remove every container this daemon knows, then stop it by its PID.
+        if let Ok(out) = run_bounded(
+            Command::new(VOUCH)
+                .arg("--socket")
+                .arg(&self.socket)
+                .args(["ps", "-aq"]),
+            Duration::from_secs(10),
+        ) {
+            for id in String::from_utf8_lossy(&out.stdout).lines() {
+                let _ = run_bounded(
+                    Command::new(VOUCH)
+                        .arg("--socket")
+                        .arg(&self.socket)
+                        .args(["rm", "-f", id]),
+                    Duration::from_secs(20),
+                );
+            }
+        }
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+pub fn vouch_with(socket: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(VOUCH);
+    cmd.arg("--socket").arg(socket).args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    run_bounded(&mut cmd, Duration::from_secs(120)).expect("vouch ran")
+}
+
+/// Run a command with a time limit; kills it (by PID) if it overruns.
+pub fn run_bounded(cmd: &mut Command, limit: Duration) -> std::io::Result<Output> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let out_t = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut stdout, &mut b);
+        b
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut stderr, &mut b);
+        b
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(s) = child.try_wait()? {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let s = child.wait()?;
+            eprintln!("command overran its {limit:?} limit and was killed");
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    Ok(Output {
+        status,
+        stdout: out_t.join().unwrap_or_default(),
+        stderr: err_t.join().unwrap_or_default(),
+    })
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+// ---- image building ------------------------------------------------------------------------
+
+/// A tar stream built entry by entry, with raw names so hostile entries can be written.
+pub struct Layer {
+    bytes: Vec<u8>,
+}
+
+impl Layer {
+    pub fn new() -> Self {
+        Layer { bytes: Vec::new() }
+    }
+
+    pub fn entry(
+        mut self,
+        path: &str,
+        kind: tar::EntryType,
+        link: &str,
+        mode: u32,
+        data: &[u8],
+        size_override: Option<u64>,
+    ) -> Self {
+        let mut h = tar::Header::new_ustar();
+        h.as_mut_bytes()[..path.len()].copy_from_slice(path.as_bytes());
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_700_000_000);
+        h.set_size(size_override.unwrap_or(data.len() as u64));
+        if !link.is_empty() {
+            h.as_ustar_mut().expect("ustar").linkname[..link.len()]
+                .copy_from_slice(link.as_bytes());
+        }
+        h.set_cksum();
+        self.bytes.extend_from_slice(h.as_bytes());
+        self.bytes.extend_from_slice(data);
+        self.bytes
+            .extend(std::iter::repeat_n(0u8, (512 - data.len() % 512) % 512));
+        self
+    }
+
+    pub fn dir(self, path: &str) -> Self {
+        self.entry(path, tar::EntryType::Directory, "", 0o755, b"", None)
+    }
+
+    pub fn file(self, path: &str, mode: u32, data: &[u8]) -> Self {
+        self.entry(path, tar::EntryType::Regular, "", mode, data, None)
+    }
+
+    pub fn symlink(self, path: &str, target: &str) -> Self {
+        self.entry(path, tar::EntryType::Symlink, target, 0o777, b"", None)
+    }
+
+    pub fn finish(mut self) -> Vec<u8> {
+        self.bytes.extend(std::iter::repeat_n(0u8, 1024));
+        self.bytes
+    }
+}
+
+/// Debian's static busybox with the applets the tests use.
+pub fn busybox_layer() -> Vec<u8> {
+    let bb =
+        fs::read("/bin/busybox").expect("/bin/busybox (apt package busybox-static) is required");
+    let mut l = Layer::new()
+        .dir("bin/")
+        .file("bin/busybox", 0o755, &bb)
+        .dir("tmp/")
+        .dir("etc/");
+    for applet in [
+        "sh", "echo", "true", "false", "cat", "ls", "sleep", "env", "id", "stat", "mount",
+        "hostname", "dd", "head", "seq", "wc",
+    ] {
+        l = l.symlink(&format!("bin/{applet}"), "busybox");
+    }
+    l.file("etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\n")
+        .finish()
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    hex::encode(Sha256::digest(b))
+}
+
+fn gzip(b: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(b).expect("gzip");
+    e.finish().expect("gzip")
+}
+
+/// Write an OCI image layout at `dir` with the given (uncompressed) layers, gzip-compressed.
+pub fn write_layout(
+    dir: &Path,
+    name: &str,
+    layers: &[Vec<u8>],
+    cmd: &[&str],
+    env: &[&str],
+) -> String {
+    let blobs = dir.join("blobs/sha256");
+    fs::create_dir_all(&blobs).expect("blobs");
+    let put = |data: &[u8]| -> String {
+        let h = sha256_hex(data);
+        fs::write(blobs.join(&h), data).expect("blob");
+        h
+    };
+    let mut layer_descs = Vec::new();
+    let mut diff_ids = Vec::new();
+    for l in layers {
+        diff_ids.push(format!("sha256:{}", sha256_hex(l)));
+        let gz = gzip(l);
+        let h = put(&gz);
+        layer_descs.push(json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": format!("sha256:{h}"), "size": gz.len()}));
+    }
+    let config = serde_json::to_vec(&json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Cmd": cmd, "Env": env},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids}
+    }))
+    .expect("config");
+    let ch = put(&config);
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": format!("sha256:{ch}"), "size": config.len()},
+        "layers": layer_descs
+    }))
+    .expect("manifest");
+    let mh = put(&manifest);
+    let index = json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": format!("sha256:{mh}"), "size": manifest.len(),
+        "annotations": {"org.opencontainers.image.ref.name": name}
+    }]});
+    fs::write(
+        dir.join("index.json"),
+        serde_json::to_vec(&index).expect("index"),
+    )
+    .expect("index");
+    fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).expect("layout");
+    format!("sha256:{mh}")
+}
+
+/// A busybox image loaded into the daemon as `name`. Returns its manifest digest.
+pub fn load_busybox(env: &TestEnv, d: &Daemon, name: &str) -> String {
+    let dir = env.path().join(format!("img-{name}"));
+    let digest = write_layout(&dir, name, &[busybox_layer()], &["/bin/sh"], &["PATH=/bin"]);
+    d.ok(&[
+        "image",
+        "load",
+        "-i",
+        dir.to_str().expect("utf8"),
+        "--name",
+        name,
+    ]);
+    digest
+}
+
+pub fn make_private(p: &Path) {
+    let _ = fs::set_permissions(p, fs::Permissions::from_mode(0o700));
+}

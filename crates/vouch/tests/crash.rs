@@ -1,0 +1,113 @@
+//! vouchd killed with SIGKILL at any moment: tasks and events survive, the measurement log still
+//! replays to the register, and containers that ended meanwhile show their exit status.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const NONCE: &str = "0123456789abcdef0123456789abcdef";
+
+fn verify_ok(env: &TestEnv, d: &Daemon) -> serde_json::Value {
+    let ev = env.path().join("evidence.json");
+    d.ok(&["attest", "--nonce", NONCE, "-o", ev.to_str().expect("utf8")]);
+    let out = d.vouch(&[
+        "verify",
+        ev.to_str().expect("utf8"),
+        "--nonce",
+        NONCE,
+        "--allow-sim",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "replay no longer matches the register: {}",
+        stderr(&out)
+    );
+    serde_json::from_slice(&out.stdout).expect("verdict")
+}
+
+#[test]
+fn kill9_while_containers_run_keeps_tasks_and_measurements() {
+    if !require_root("kill9_while_containers_run_keeps_tasks_and_measurements") {
+        return;
+    }
+    let env = TestEnv::new();
+    let mut d = env.start();
+    load_busybox(&env, &d, "bb");
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "ends-while-down",
+        "bb",
+        "sh",
+        "-c",
+        "sleep 1; echo finished; exit 7",
+    ]);
+    d.ok(&["run", "-d", "--name", "outlives", "bb", "sleep", "300"]);
+    let before = d.json(&["ps", "-a", "--json"]);
+    d.kill9();
+    std::thread::sleep(Duration::from_millis(1500));
+    let d = env.start();
+    // Every task and every event is still there.
+    let after = d.json(&["ps", "-a", "--json"]);
+    assert_eq!(after.as_array().expect("list").len(), 2);
+    for b in before.as_array().expect("list") {
+        let a = d.json(&["inspect", b["id"].as_str().expect("id")]);
+        let old = b["events"].as_array().expect("events");
+        assert_eq!(
+            &a[0]["events"].as_array().expect("events")[..old.len()],
+            &old[..],
+            "events were lost"
+        );
+    }
+    // The one that ended while vouchd was down has its real exit code and output.
+    assert_eq!(d.ok(&["wait", "ends-while-down"]), "7\n");
+    assert_eq!(d.ok(&["logs", "ends-while-down"]), "finished\n");
+    // The one still running is followed again and can be stopped.
+    assert_eq!(d.json(&["inspect", "outlives"])[0]["state"], "Running");
+    d.ok(&["stop", "-t", "1", "outlives"]);
+    assert_eq!(d.json(&["inspect", "outlives"])[0]["exit_code"], 137);
+    let verdict = verify_ok(&env, &d);
+    let containers = verdict["containers"].as_array().expect("containers");
+    assert_eq!(containers.len(), 2);
+    assert!(containers.iter().any(|c| c["exit_code"] == 7));
+}
+
+#[test]
+fn kill9_at_random_points_of_launches_never_breaks_the_log() {
+    if !require_root("kill9_at_random_points_of_launches_never_breaks_the_log") {
+        return;
+    }
+    let env = TestEnv::new();
+    {
+        let d = env.start();
+        load_busybox(&env, &d, "bb");
+    }
+    // Kill vouchd at spread-out moments while launches are in flight.
+    for (round, delay_ms) in [3u64, 9, 17, 28, 45].into_iter().enumerate() {
+        let mut d = env.start();
+        let socket = d.socket.clone();
+        let launcher = std::thread::spawn(move || {
+            for _ in 0..4 {
+                let _ = vouch_with(&socket, &["run", "--rm", "bb", "true"], &[]);
+            }
+        });
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        d.kill9();
+        let _ = launcher.join();
+        let d = env.start();
+        verify_ok(&env, &d);
+        // No task is stuck half-way: each ended, failed, or is running.
+        for c in d.json(&["ps", "-a", "--json"]).as_array().expect("list") {
+            let state = c["state"].as_str().expect("state");
+            assert!(
+                matches!(state, "Exited" | "Failed" | "Running"),
+                "round {round}: task left in {state}"
+            );
+        }
+        drop(d);
+    }
+}

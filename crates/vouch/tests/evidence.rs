@@ -1,0 +1,155 @@
+//! `vouch attest` + `vouch verify` against a real vouchd, and every kind of tampering refused
+//! with its reason.
+
+mod common;
+
+use base64::Engine as _;
+use common::*;
+use serde_json::Value;
+
+const NONCE: &str = "aabbccddeeff00112233445566778899";
+
+fn evidence(env: &TestEnv) -> (Daemon, Value) {
+    let d = env.start();
+    let digest = load_busybox(env, &d, "bb");
+    d.ok(&["run", "--name", "measured", "bb", "echo", "hi"]);
+    let ev = env.path().join("ev.json");
+    d.ok(&["attest", "--nonce", NONCE, "-o", ev.to_str().expect("utf8")]);
+    let v: Value = serde_json::from_slice(&std::fs::read(&ev).expect("read")).expect("json");
+    assert!(v["event_log"].to_string().contains(&digest));
+    (d, v)
+}
+
+fn verify(env: &TestEnv, ev: &Value, extra: &[&str]) -> std::process::Output {
+    let path = env.path().join("check.json");
+    std::fs::write(&path, serde_json::to_vec(ev).expect("ser")).expect("write");
+    let mut args = vec!["verify", path.to_str().expect("utf8")];
+    args.extend_from_slice(extra);
+    vouch_with(&env.socket(), &args, &[])
+}
+
+#[test]
+fn good_evidence_verifies_and_lists_the_container() {
+    if !require_root("good_evidence_verifies_and_lists_the_container") {
+        return;
+    }
+    let env = TestEnv::new();
+    let (_d, ev) = evidence(&env);
+    let out = verify(&env, &ev, &["--nonce", NONCE, "--allow-sim"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("Evidence VERIFIED"), "{text}");
+    assert!(text.contains("NOT hardware"), "sim must be flagged: {text}");
+    assert!(text.contains("measured"), "{text}");
+    let out = verify(&env, &ev, &["--nonce", NONCE, "--allow-sim", "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["verified"], true);
+    assert_eq!(v["containers"][0]["exit_code"], 0);
+    let ops: Vec<&str> = ev["event_log"]
+        .as_array()
+        .expect("log")
+        .iter()
+        .map(|r| r["op"].as_str().expect("op"))
+        .collect();
+    assert_eq!(
+        ops,
+        [
+            "image.verified",
+            "container.create",
+            "container.start",
+            "container.exit"
+        ]
+    );
+}
+
+#[test]
+fn tampered_evidence_fails_with_the_reason() {
+    if !require_root("tampered_evidence_fails_with_the_reason") {
+        return;
+    }
+    let env = TestEnv::new();
+    let (_d, ev) = evidence(&env);
+    let expect_fail = |ev: &Value, extra: &[&str], reason: &str, what: &str| {
+        let out = verify(&env, ev, extra);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{what}: tampered evidence accepted"
+        );
+        assert!(
+            stderr(&out).contains(reason),
+            "{what}: expected {reason:?} in {}",
+            stderr(&out)
+        );
+    };
+    let strict = ["--nonce", NONCE, "--allow-sim"];
+    // Sim evidence without --allow-sim.
+    expect_fail(
+        &ev,
+        &["--nonce", NONCE],
+        "pass --allow-sim",
+        "sim without opt-in",
+    );
+    // A wrong nonce.
+    expect_fail(
+        &ev,
+        &["--nonce", "ffbbccddeeff00112233445566778899", "--allow-sim"],
+        "nonce mismatch",
+        "wrong nonce",
+    );
+    // Runtime data rebound to the verifier's nonce.
+    let mut rebound = ev.clone();
+    rebound["runtime_data"]["nonce"] = Value::String("ffbbccddeeff00112233445566778899".into());
+    expect_fail(
+        &rebound,
+        &["--nonce", "ffbbccddeeff00112233445566778899", "--allow-sim"],
+        "runtime data does not match",
+        "rebound",
+    );
+    // Any byte of the quote: every 7th byte, and the first and last.
+    let quote = base64::engine::general_purpose::STANDARD
+        .decode(ev["quote"].as_str().expect("quote"))
+        .expect("b64");
+    let mut positions: Vec<usize> = (0..quote.len()).step_by(7).collect();
+    positions.push(quote.len() - 1);
+    for i in positions {
+        let mut q = quote.clone();
+        q[i] ^= 0x01;
+        let mut t = ev.clone();
+        t["quote"] = Value::String(base64::engine::general_purpose::STANDARD.encode(&q));
+        let out = verify(&env, &t, &strict);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "quote byte {i} flipped and still accepted"
+        );
+        assert!(stderr(&out).contains("quote"), "byte {i}: {}", stderr(&out));
+    }
+    // Any record of the event log.
+    for i in 0..ev["event_log"].as_array().expect("log").len() {
+        let mut t = ev.clone();
+        let rec = &mut t["event_log"][i]["content"];
+        if let Some(obj) = rec.as_object_mut() {
+            obj.insert("tampered".into(), Value::Bool(true));
+        }
+        expect_fail(&t, &strict, "replays to", &format!("record {i}"));
+    }
+    // A record dropped from the end.
+    let mut dropped = ev.clone();
+    dropped["event_log"].as_array_mut().expect("log").pop();
+    expect_fail(&dropped, &strict, "replays to", "dropped record");
+    // Garbage.
+    let path = env.path().join("garbage.json");
+    std::fs::write(&path, b"{\"not\": \"evidence\"}").expect("write");
+    let out = vouch_with(
+        &env.socket(),
+        &["verify", path.to_str().expect("utf8"), "--allow-sim"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("is not vouch evidence"),
+        "{}",
+        stderr(&out)
+    );
+}

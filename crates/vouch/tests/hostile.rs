@@ -1,0 +1,232 @@
+//! Hostile images: every rejection names the offending entry, the host is untouched, and
+//! nothing half-unpacked becomes visible in the store.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+
+use common::*;
+use tar::EntryType;
+
+fn files_under(p: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(rd) = fs::read_dir(p) {
+        for e in rd.flatten() {
+            out.push(e.file_name().to_string_lossy().into_owned());
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn hostile_layers_are_rejected_with_the_entry_named() {
+    if !require_root("hostile_layers_are_rejected_with_the_entry_named") {
+        return;
+    }
+    let env = TestEnv::new();
+    let d = env.start();
+    // A directory outside the store that an escaping entry would write into.
+    let outside = env.path().join("outside");
+    fs::create_dir(&outside).expect("outside");
+    let outside_s = outside.to_str().expect("utf8").to_string();
+    let huge = 100u64 << 30;
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "path traversal",
+            Layer::new()
+                .file("../../../../escape-traversal", 0o644, b"x")
+                .finish(),
+            "../../../../escape-traversal",
+        ),
+        (
+            "absolute path",
+            Layer::new()
+                .file(&format!("{outside_s}/abs-file"), 0o644, b"x")
+                .finish(),
+            "abs-file",
+        ),
+        (
+            "absolute symlink written through",
+            Layer::new()
+                .symlink("hop", &outside_s)
+                .file("hop/pwned", 0o644, b"x")
+                .finish(),
+            "hop/pwned",
+        ),
+        (
+            "relative symlink out of the root",
+            Layer::new().symlink("up", "../../../../..").finish(),
+            "up",
+        ),
+        (
+            "hardlink out",
+            Layer::new()
+                .entry(
+                    "hl",
+                    EntryType::Link,
+                    "../../../../etc/passwd",
+                    0o644,
+                    b"",
+                    None,
+                )
+                .finish(),
+            "hl",
+        ),
+        (
+            "char device",
+            Layer::new()
+                .entry("dev/kmsg", EntryType::Char, "", 0o600, b"", None)
+                .finish(),
+            "dev/kmsg",
+        ),
+        (
+            "block device",
+            Layer::new()
+                .entry("dev/sda", EntryType::Block, "", 0o600, b"", None)
+                .finish(),
+            "dev/sda",
+        ),
+        (
+            "huge entry",
+            Layer::new()
+                .entry("huge.bin", EntryType::Regular, "", 0o644, b"", Some(huge))
+                .finish(),
+            "huge.bin",
+        ),
+    ];
+    for (i, (what, layer, entry)) in cases.into_iter().enumerate() {
+        let dir = env.path().join(format!("hostile-{i}"));
+        // A good first layer, then the hostile one: the good one may stay, the hostile one must not.
+        write_layout(
+            &dir,
+            &format!("hostile{i}"),
+            &[busybox_layer(), layer],
+            &["/bin/sh"],
+            &[],
+        );
+        let out = d.vouch(&["image", "load", "-i", dir.to_str().expect("utf8")]);
+        assert_eq!(
+            out.status.code(),
+            Some(125),
+            "{what}: hostile image was accepted"
+        );
+        let err = stderr(&out);
+        assert!(
+            err.contains(entry),
+            "{what}: error does not name {entry:?}: {err}"
+        );
+        assert_eq!(
+            err.lines().count(),
+            1,
+            "{what}: one clear line expected: {err}"
+        );
+        assert_eq!(
+            files_under(&outside),
+            Vec::<String>::new(),
+            "{what}: wrote outside the store"
+        );
+        assert_eq!(
+            files_under(&env.state().join("images/tmp")),
+            Vec::<String>::new(),
+            "{what}: left a partial unpack"
+        );
+    }
+    // Nothing escaped anywhere near the state directory either.
+    for p in [
+        env.path().join("escape-traversal"),
+        env.state().join("escape-traversal"),
+        Path::new("/escape-traversal").to_path_buf(),
+    ] {
+        assert!(!p.exists(), "{} was created", p.display());
+    }
+    assert_eq!(d.json(&["image", "ls", "--json"]), serde_json::json!([]));
+    // Only the shared good layer was unpacked; no hostile layer became visible.
+    assert_eq!(files_under(&env.state().join("images/layers")).len(), 1);
+}
+
+#[test]
+fn corrupted_layouts_fail_cleanly() {
+    if !require_root("corrupted_layouts_fail_cleanly") {
+        return;
+    }
+    let env = TestEnv::new();
+    let d = env.start();
+    // A blob whose bytes do not match its digest.
+    let dir = env.path().join("corrupt");
+    write_layout(&dir, "c", &[busybox_layer()], &["/bin/sh"], &[]);
+    let blobs = dir.join("blobs/sha256");
+    let biggest = fs::read_dir(&blobs)
+        .expect("blobs")
+        .flatten()
+        .max_by_key(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+        .expect("blob")
+        .path();
+    let mut bytes = fs::read(&biggest).expect("read");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    fs::write(&biggest, bytes).expect("write");
+    let out = d.vouch(&["image", "load", "-i", dir.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("does not match its digest"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        files_under(&env.state().join("images/tmp")),
+        Vec::<String>::new()
+    );
+    // Not a layout at all.
+    let out = d.vouch(&["image", "load", "-i", env.path().to_str().expect("utf8")]);
+    assert!(
+        stderr(&out).contains("not an OCI image layout"),
+        "{}",
+        stderr(&out)
+    );
+    // A diff id that does not match the layer content.
+    let dir2 = env.path().join("diffid");
+    write_layout(&dir2, "d", &[busybox_layer()], &["/bin/sh"], &[]);
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir2.join("index.json")).expect("index")).expect("json");
+    let mdigest = index["manifests"][0]["digest"]
+        .as_str()
+        .expect("digest")
+        .trim_start_matches("sha256:")
+        .to_string();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir2.join("blobs/sha256").join(&mdigest)).expect("m"))
+            .expect("json");
+    let cdigest = manifest["config"]["digest"]
+        .as_str()
+        .expect("cfg")
+        .trim_start_matches("sha256:")
+        .to_string();
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir2.join("blobs/sha256").join(&cdigest)).expect("cfg"))
+            .expect("json");
+    cfg["rootfs"]["diff_ids"][0] = serde_json::json!(format!("sha256:{}", "0".repeat(64)));
+    let forged = serde_json::to_vec(&cfg).expect("cfg");
+    // Rewrite the config under its new digest and point the manifest at it.
+    let new_c = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&forged));
+    fs::write(dir2.join("blobs/sha256").join(&new_c), &forged).expect("cfg");
+    let mut manifest = manifest;
+    manifest["config"]["digest"] = serde_json::json!(format!("sha256:{new_c}"));
+    manifest["config"]["size"] = serde_json::json!(forged.len());
+    let mbytes = serde_json::to_vec(&manifest).expect("m");
+    let new_m = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&mbytes));
+    fs::write(dir2.join("blobs/sha256").join(&new_m), &mbytes).expect("m");
+    let mut index = index;
+    index["manifests"][0]["digest"] = serde_json::json!(format!("sha256:{new_m}"));
+    index["manifests"][0]["size"] = serde_json::json!(mbytes.len());
+    fs::write(
+        dir2.join("index.json"),
+        serde_json::to_vec(&index).expect("i"),
+    )
+    .expect("i");
+    let out = d.vouch(&["image", "load", "-i", dir2.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("diff id"), "{}", stderr(&out));
+    assert_eq!(d.json(&["image", "ls", "--json"]), serde_json::json!([]));
+}

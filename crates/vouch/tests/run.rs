@@ -1,0 +1,381 @@
+//! `vouch run` and the container lifecycle against a real vouchd.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+
+use common::*;
+
+#[test]
+fn run_echo_prints_output_and_exits_zero() {
+    if !require_root("run_echo_prints_output_and_exits_zero") {
+        return;
+    }
+    let env = TestEnv::new();
+    let d = env.start();
+    load_busybox(&env, &d, "bb");
+    let out = d.vouch(&["run", "--rm", "bb", "echo", "hello", "from", "vouch"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "hello from vouch\n");
+    // --rm leaves nothing behind.
+    assert_eq!(d.ok(&["ps", "-aq"]), "");
+}
+
+#[test]
+fn exit_code_and_stderr_propagate() {
+    if !require_root("exit_code_and_stderr_propagate") {
+        return;
+    }
+    let env = TestEnv::new();
+    let d = env.start();
+    load_busybox(&env, &d, "bb");
+    let out = d.vouch(&[
+        "run",
+        "--name",
+        "failing",
+        "bb",
+        "sh",
+        "-c",
+        "echo to-out; echo to-err >&2; exit 42",
+    ]);
+    assert_eq!(out.status.code(), Some(42));
+    assert_eq!(stdout(&out), "to-out\n");
+    assert_eq!(stderr(&out), "to-err\n");
+    let c = d.json(&["inspect", "failing"]);
+    assert_eq!(c[0]["exit_code"], 42);
+    assert_eq!(c[0]["state"], "Exited");
+    let actions: Vec<&str> = c[0]["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["action"].as_str().expect("action"))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "Verifying",
+            "Verified",
+            "Creating",
+            "Created",
+            "Starting",
+            "Running",
+            "Exited"
+        ]
+    );
+    // Logs are kept after exit, split by stream.
+    let logs = d.vouch(&["logs", "failing"]);
+    assert_eq!(stdout(&logs), "to-out\n");
+    assert_eq!(stderr(&logs), "to-err\n");
+}
+
+#[test]
+fn environment_from_flags_file_and_image() {
+    if !require_root("environment_from_flags_file_and_image") {
+        return;
+    }
+    let env = TestEnv::new();
+    let d = env.start();
+    load_busybox(&env, &d, "bb");
+    let file = env.path().join("vars.env");
+    std::fs::write(&file, "# comment\nFROM_FILE=yes\n\nOVERRIDE=file\n").expect("env file");
+    let out = d.vouch_env(
+        &[
+            "run",
+            "--rm",
+            "-e",
+            "A=1",
+            "-e",
+            "OVERRIDE=flag",
+            "-e",
+            "PASSED",
+            "--env-file",
+            file.to_str().expect("utf8"),
+            "bb",
+            "env",
+        ],
+        &[("PASSED", "from-shell")],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    for want in [
+        "A=1",
+        "FROM_FILE=yes",
+        "OVERRIDE=flag",
+        "PASSED=from-shell",
+        "PATH=/bin",
+    ] {
+        assert!(
+            text.lines().any(|l| l == want),
+            "{want} missing from:\n{text}"
+        );
+    }
+    assert!(!text.contains("OVERRIDE=file"));
+}
+
+#[test]
+fn memory_limit_is_enforced_and_oom_recorded() {
+    if !require_root("memory_limit_is_enforced_and_oom_recorded") {
+        return;
+    }
+    let env = TestEnv::new();
+    let d = env.start();
+    load_busybox(&env, &d, "bb");
+    // Doubling a shell string quickly exceeds 16 MiB.
+    let out = d.vouch(&[
+        "run",
+        "--name",
+        "hog",
+        "-m",
+        "16m",
+        "bb",
+        "sh",
+        "-c",
+        "x=aaaaaaaa; while true; do x=$x$x; done",
+    ]);
+    assert_eq!(out.status.code(), Some(137), "{}", stderr(&out));
+    assert!(stderr(&out).contains("OOM"), "{}", stderr(&out));
+    let c = d.json(&["inspect", "hog"]);
+    assert_eq!(c[0]["oom_killed"], true);
+    let last = c[0]["events"]
+        .as_array()
+        .expect("events")
+        .last()
+        .expect("event")["message"]
+        .as_str()
+        .expect("msg")
+        .to_string();
+    assert!(last.contains("OOM"), "{last}");
+    // The same program with enough memory is not killed by OOM: a bounded variant exits normally.
+    let ok = d.vouch(&[
+        "run",
+        "--rm",
+        "-m",
+        "64m",
+        "bb",
+        "sh",
+        "-c",
+        "x=a; for i in 1 2 3 4 5 6 7 8 9 10; do x=$x$x; done; echo ${#x}",
+    ]);
+    assert_eq!(stdout(&ok), "1024\n", "{}", stderr(&ok));
+}
+
+#[test]
+fn pids_limit_is_enforced() {
+    if !require_root("pids_limit_is_enforced") {
+        return;
+    }
+    let env = TestEnv::new();
+    let d = env.start();
+    load_busybox(&env, &d, "bb");
+    let script = "for i in $(seq 20); do sleep 5 & done; echo started; kill $(jobs -p)";
+    let limited = d.vouch(&["run", "--rm", "--pids-limit", "5", "bb", "sh", "-c", script]);
+    assert!(!limited.status.success());
+    assert!(
+        stderr(&limited).contains("can't fork"),
+        "{}",
+        stderr(&limited)
+    );
+    assert!(!stdout(&limited).contains("started"));
+    let unlimited = d.vouch(&["run", "--rm", "bb", "sh", "-c", script]);
+    assert!(unlimited.status.success(), "{}", stderr(&unlimited));
+    assert_eq!(stdout(&unlimited), "started\n");
+}
+
+#[test]
+fn network_is_private_by_default_and_host_on_request() {
+    if !require_root("network_is_private_by_default_and_host_on_request") {
+        return;
+    }
+    let env = TestEnv::new();
+    let d = env.start();
+    load_busybox(&env, &d, "bb");
+    let private = d.ok(&["run", "--rm", "bb", "cat", "/proc/net/dev"]);
+    let ifaces: Vec<&str> = private
+        .lines()
+        .skip(2)
+        .map(|l| l.split(':').next().unwrap_or("").trim())
+        .collect();
+    assert_eq!(ifaces, ["lo"], "{private}");
+    let host = d.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        "bb",
+        "cat",
+        "/proc/net/dev",
+    ]);
+    let host_ifaces = std::fs::read_to_string("/proc/net/dev").expect("host net");
+    assert_eq!(host.lines().count(), host_ifaces.lines().count());
+}
+
+#[test]
+fn hardening_setuid_stripped_no_mount_no_new_privileges() {
+    if !require_root("hardening_setuid_stripped_no_mount_no_new_privileges") {
+        return;
+    }
+    let env = TestEnv::new();
+    let d = env.start();
+    let bb = std::fs::read("/bin/busybox").expect("busybox");
+    let extra = Layer::new()
+        .dir("usr/")
+        .file("usr/suid", 0o6755, &bb)
+        .finish();
+    let dir = env.path().join("img");
+    write_layout(
+        &dir,
+        "hard",
+        &[busybox_layer(), extra],
+        &["/bin/sh"],
+        &["PATH=/bin"],
+    );
+    d.ok(&["image", "load", "-i", dir.to_str().expect("utf8")]);
+    assert_eq!(
+        d.ok(&["run", "--rm", "hard", "stat", "-c", "%a", "/usr/suid"]),
+        "755\n"
+    );
+    let m = d.vouch(&[
+        "run", "--rm", "hard", "mount", "-t", "tmpfs", "none", "/tmp",
+    ]);
+    assert!(
+        !m.status.success(),
+        "mount inside the container must be refused"
+    );
+    let status = d.ok(&["run", "--rm", "hard", "cat", "/proc/self/status"]);
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("NoNewPrivs:") && l.ends_with('1')),
+        "{status}"
+    );
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("Seccomp:") && l.ends_with('2')),
+        "{status}"
+    );
+    // CAP_SYS_ADMIN (bit 21) is not in the bounding set.
+    let capbnd = status
+        .lines()
+        .find(|l| l.starts_with("CapBnd:"))
+        .expect("CapBnd");
+    let bits =
+        u64::from_str_radix(capbnd.split_whitespace().nth(1).expect("hex"), 16).expect("hex");
+    assert_eq!(bits & (1 << 21), 0, "{capbnd}");
+    assert_eq!(
+        d.ok(&["run", "--rm", "--user", "1000:1000", "hard", "id", "-u"]),
+        "1000\n"
+    );
+}
+
+#[test]
+fn detached_container_stop_and_remove() {
+    if !require_root("detached_container_stop_and_remove") {
+        return;
+    }
+    let env = TestEnv::new();
+    let d = env.start();
+    load_busybox(&env, &d, "bb");
+    let id = d
+        .ok(&["run", "-d", "--name", "sleeper", "bb", "sleep", "300"])
+        .trim()
+        .to_string();
+    assert_eq!(id.len(), 64);
+    let running = d.json(&["ps", "--json"]);
+    assert_eq!(running[0]["state"], "Running");
+    let dup = d.vouch(&["run", "-d", "--name", "sleeper", "bb", "true"]);
+    assert_eq!(dup.status.code(), Some(125));
+    assert!(stderr(&dup).contains("already in use"), "{}", stderr(&dup));
+    let busy = d.vouch(&["rm", "sleeper"]);
+    assert!(!busy.status.success());
+    assert!(stderr(&busy).contains("is running"), "{}", stderr(&busy));
+    d.ok(&["stop", "-t", "1", &id[..12]]);
+    let c = d.json(&["inspect", "sleeper"]);
+    assert_eq!(c[0]["state"], "Exited");
+    assert_eq!(c[0]["exit_code"], 137);
+    assert!(
+        d.ok(&["ps"]).lines().count() == 1,
+        "only the header remains"
+    );
+    d.ok(&["rm", "sleeper"]);
+    let gone = d.vouch(&["inspect", "sleeper"]);
+    assert!(
+        stderr(&gone).contains("no such container"),
+        "{}",
+        stderr(&gone)
+    );
+    assert!(!env.state().join("containers").join(&id).exists());
+}
+
+#[test]
+fn clear_errors_for_common_mistakes() {
+    if !require_root("clear_errors_for_common_mistakes") {
+        return;
+    }
+    let env = TestEnv::new();
+    // Daemon not running.
+    let out = vouch_with(&env.socket(), &["ps"], &[]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("is it running"), "{}", stderr(&out));
+    assert_eq!(stderr(&out).lines().count(), 1);
+    let d = env.start();
+    // Socket is private to its owner.
+    let mode = std::fs::metadata(&d.socket)
+        .expect("socket")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    // Unknown image.
+    let out = d.vouch(&["run", "--rm", "nosuch", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("no such image: nosuch"),
+        "{}",
+        stderr(&out)
+    );
+    // Bad flag values.
+    load_busybox(&env, &d, "bb");
+    let out = d.vouch(&["run", "--rm", "-m", "lots", "bb", "true"]);
+    assert!(
+        stderr(&out).contains("invalid memory size"),
+        "{}",
+        stderr(&out)
+    );
+    let out = d.vouch(&["run", "--rm", "-e", "=x", "bb", "true"]);
+    assert!(stderr(&out).contains("name is empty"), "{}", stderr(&out));
+    let out = d.vouch(&["run", "--rm", "--frobnicate", "bb"]);
+    assert_eq!(out.status.code(), Some(2));
+    // A missing binary in the image fails the task with the reason.
+    let out = d.vouch(&["run", "--name", "nobin", "bb", "/bin/does-not-exist"]);
+    assert_eq!(out.status.code(), Some(125));
+    let c = d.json(&["inspect", "nobin"]);
+    assert_eq!(c[0]["state"], "Failed");
+    assert!(
+        c[0]["error"]
+            .as_str()
+            .expect("error")
+            .contains("does-not-exist"),
+        "{}",
+        c[0]["error"]
+    );
+    // The API serves its OpenAPI document and refuses malformed bodies with JSON errors.
+    let client = vouch_api::Client::new(&d.socket);
+    let doc: serde_json::Value = client
+        .call("GET", "/v1/openapi.json", None::<&()>)
+        .expect("openapi");
+    assert_eq!(doc["openapi"], "3.0.3");
+    let resp = client
+        .send("POST", "/v1/containers", Some(b"{not json"))
+        .expect("send");
+    assert_eq!(resp.status, 400);
+    let err = client
+        .call::<serde_json::Value>(
+            "POST",
+            "/v1/containers",
+            Some(&serde_json::json!({"image": "bb", "bogus": 1})),
+        )
+        .err()
+        .expect("error");
+    assert!(err.to_string().contains("unknown field"), "{err}");
+}
