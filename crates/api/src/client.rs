@@ -269,8 +269,7 @@ mod tests {
         let c = Client::new("/nonexistent/vouchd.sock");
         let err = c
             .call::<serde_json::Value>("GET", "/v1/info", None::<&()>)
-            .err()
-            .expect("error");
+            .expect_err("no daemon there");
         assert!(err.to_string().contains("is it running"), "{err}");
     }
 }

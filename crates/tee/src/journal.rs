@@ -42,8 +42,8 @@ pub enum JournalError {
     Diverged {
         path: String,
         index: usize,
-        replayed: Digest384,
-        register: Digest384,
+        replayed: String,
+        register: String,
     },
     #[error("record cannot be measured")]
     Record(#[source] RecordError),
@@ -134,8 +134,8 @@ impl Journal {
                 return Err(JournalError::Diverged {
                     path: path.display().to_string(),
                     index,
-                    replayed,
-                    register,
+                    replayed: replayed.to_hex(),
+                    register: register.to_hex(),
                 });
             }
         }

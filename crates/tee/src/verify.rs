@@ -32,8 +32,8 @@ pub enum VerifyError {
     TeeMismatch { claimed: TeeType, actual: TeeType },
     #[error("runtime data does not match the quote: SHA-384 of it is {computed}, the quote binds {quoted}")]
     ReportDataMismatch {
-        computed: Digest384,
-        quoted: Digest384,
+        computed: String,
+        quoted: String,
     },
     #[error("runtime data cannot be canonicalized")]
     RuntimeData(#[source] vouch_measure::CanonicalError),
@@ -44,9 +44,9 @@ pub enum VerifyError {
     #[error("event log ({records} records) replays to {replayed}, but the quoted register {index} is {quoted}")]
     ReplayMismatch {
         records: usize,
-        replayed: Digest384,
+        replayed: String,
         index: usize,
-        quoted: Digest384,
+        quoted: String,
     },
 }
 
@@ -112,8 +112,8 @@ pub fn verify_evidence(evidence: &Evidence, opts: &VerifyOptions) -> Result<Verd
     let computed = report_data_for(&evidence.runtime_data).map_err(VerifyError::RuntimeData)?;
     if computed != claims.report_data {
         return Err(VerifyError::ReportDataMismatch {
-            computed,
-            quoted: claims.report_data,
+            computed: computed.to_hex(),
+            quoted: claims.report_data.to_hex(),
         });
     }
     if let Some(expected) = &opts.nonce {
@@ -142,9 +142,9 @@ pub fn verify_evidence(evidence: &Evidence, opts: &VerifyOptions) -> Result<Verd
     if replayed != quoted {
         return Err(VerifyError::ReplayMismatch {
             records: evidence.event_log.len(),
-            replayed,
+            replayed: replayed.to_hex(),
             index: VOUCH_REGISTER,
-            quoted,
+            quoted: quoted.to_hex(),
         });
     }
     let mut containers: Vec<LaunchedContainer> = Vec::new();

@@ -375,7 +375,6 @@ fn clear_errors_for_common_mistakes() {
             "/v1/containers",
             Some(&serde_json::json!({"image": "bb", "bogus": 1})),
         )
-        .err()
-        .expect("error");
+        .expect_err("unknown fields are refused");
     assert!(err.to_string().contains("unknown field"), "{err}");
 }
