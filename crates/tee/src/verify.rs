@@ -31,10 +31,7 @@ pub enum VerifyError {
     #[error("evidence says tee {claimed} but the quote is from {actual}")]
     TeeMismatch { claimed: TeeType, actual: TeeType },
     #[error("runtime data does not match the quote: SHA-384 of it is {computed}, the quote binds {quoted}")]
-    ReportDataMismatch {
-        computed: String,
-        quoted: String,
-    },
+    ReportDataMismatch { computed: String, quoted: String },
     #[error("runtime data cannot be canonicalized")]
     RuntimeData(#[source] vouch_measure::CanonicalError),
     #[error("nonce mismatch: expected {expected}, evidence is bound to {found}")]
