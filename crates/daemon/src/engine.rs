@@ -86,13 +86,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn random_hex(bytes: usize) -> String {
+/// Random hex from the OS CSPRNG (no fallback: a weaker source could make ids collide).
+fn random_hex(bytes: usize) -> Result<String, EngineError> {
     let mut b = vec![0u8; bytes];
-    if getrandom::fill(&mut b).is_err() {
-        // The OS CSPRNG is required for ids; a time-based fallback would collide.
-        panic!("the operating system's random number generator is unavailable");
-    }
-    hex::encode(b)
+    getrandom::fill(&mut b).map_err(|e| {
+        EngineError::Internal(format!(
+            "the operating system's random number generator failed: {e}"
+        ))
+    })?;
+    Ok(hex::encode(b))
 }
 
 fn valid_name(name: &str) -> bool {
@@ -488,7 +490,7 @@ impl Engine {
             )));
         }
 
-        let id = random_hex(32);
+        let id = random_hex(32)?;
         let name = {
             let _g = lock(&self.create_lock);
             let name = match &req.name {

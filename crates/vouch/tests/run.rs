@@ -378,3 +378,127 @@ fn clear_errors_for_common_mistakes() {
         .expect_err("unknown fields are refused");
     assert!(err.to_string().contains("unknown field"), "{err}");
 }
+
+#[test]
+fn cpu_and_memory_limits_reach_the_cgroup() {
+    if !require_root("cpu_and_memory_limits_reach_the_cgroup") {
+        return;
+    }
+    let env = TestEnv::new();
+    let d = env.start();
+    load_busybox(&env, &d, "bb");
+    let id = d
+        .ok(&[
+            "run",
+            "-d",
+            "--cpus",
+            "0.5",
+            "-m",
+            "32m",
+            "--pids-limit",
+            "50",
+            "bb",
+            "sleep",
+            "60",
+        ])
+        .trim()
+        .to_string();
+    let read = |controller: &str, file: &str| {
+        let v1 = format!("/sys/fs/cgroup/{controller}/vouch/{id}/{file}");
+        std::fs::read_to_string(&v1)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|e| panic!("{v1}: {e}"))
+    };
+    assert_eq!(read("cpu", "cpu.cfs_quota_us"), "50000");
+    assert_eq!(read("cpu", "cpu.cfs_period_us"), "100000");
+    assert_eq!(
+        read("memory", "memory.limit_in_bytes"),
+        (32u64 << 20).to_string()
+    );
+    assert_eq!(read("pids", "pids.max"), "50");
+    d.ok(&["rm", "-f", &id]);
+    // The cgroup goes with the container.
+    assert!(!std::path::Path::new(&format!("/sys/fs/cgroup/cpu/vouch/{id}")).exists());
+}
+
+#[test]
+fn logs_follow_streams_until_exit_and_events_are_listed() {
+    if !require_root("logs_follow_streams_until_exit_and_events_are_listed") {
+        return;
+    }
+    let env = TestEnv::new();
+    let d = env.start();
+    load_busybox(&env, &d, "bb");
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "talker",
+        "bb",
+        "sh",
+        "-c",
+        "echo one; sleep 1; echo two >&2; echo three",
+    ]);
+    let started = std::time::Instant::now();
+    let out = d.vouch(&["logs", "-f", "talker"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "one\nthree\n");
+    assert_eq!(stderr(&out), "two\n");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(500),
+        "logs -f returned before the container ended"
+    );
+    let events = d.ok(&["events", "--json"]);
+    let actions: Vec<String> = events
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json"))
+        .filter(|e| e["name"] == "talker")
+        .map(|e| e["action"].as_str().expect("action").to_string())
+        .collect();
+    assert_eq!(actions.first().map(String::as_str), Some("Verifying"));
+    assert_eq!(actions.last().map(String::as_str), Some("Exited"));
+}
+
+#[test]
+fn images_list_and_remove_unless_in_use() {
+    if !require_root("images_list_and_remove_unless_in_use") {
+        return;
+    }
+    let env = TestEnv::new();
+    let d = env.start();
+    let digest = load_busybox(&env, &d, "bb");
+    let list = d.json(&["image", "ls", "--json"]);
+    assert_eq!(list[0]["names"][0], "bb:latest");
+    assert_eq!(list[0]["manifest_digest"], digest.as_str());
+    // By id prefix too.
+    let id = list[0]["id"].as_str().expect("id").to_string();
+    d.ok(&["run", "-d", "--name", "user", &id[..8], "sleep", "60"]);
+    let busy = d.vouch(&["image", "rm", "bb"]);
+    assert!(!busy.status.success());
+    assert!(
+        stderr(&busy).contains("is used by container"),
+        "{}",
+        stderr(&busy)
+    );
+    d.ok(&["rm", "-f", "user"]);
+    d.ok(&["image", "rm", "bb"]);
+    assert_eq!(d.json(&["image", "ls", "--json"]), serde_json::json!([]));
+    assert_eq!(
+        std::fs::read_dir(env.state().join("images/layers"))
+            .expect("layers")
+            .count(),
+        0
+    );
+    assert_eq!(
+        std::fs::read_dir(env.state().join("images/blobs/sha256"))
+            .expect("blobs")
+            .count(),
+        0
+    );
+    let missing = d.vouch(&["image", "rm", "bb"]);
+    assert!(
+        stderr(&missing).contains("no such image"),
+        "{}",
+        stderr(&missing)
+    );
+}
