@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -22,7 +22,7 @@ use vouch_api::{
 };
 use vouch_image::{ContentStore, ImageRecord, LoadError, StoreError};
 use vouch_measure::{sha384, to_canonical_vec};
-use vouch_runtime::monitor::{error_chain, read_exit, ExitRecord, MonitorReport};
+use vouch_runtime::monitor::{self, error_chain, read_exit, ExitRecord, MonitorReport};
 use vouch_runtime::rootfs::{Overlay, RootfsError};
 use vouch_runtime::spec::{self, ContainerSpec, Resources, SpecError};
 use vouch_tee::{Journal, JournalError, TeeType, VOUCH_REGISTER};
@@ -576,6 +576,8 @@ impl Engine {
         }
     }
 
+    /// Spawn the monitor, verify and prepare (both measured), then let the monitor start the
+    /// container and record what it reports.
     fn launch(
         self: &Arc<Self>,
         id: &str,
@@ -584,6 +586,115 @@ impl Engine {
         image: &ImageRecord,
         spec: &ContainerSpec,
     ) -> Result<Container, EngineError> {
+        let dir = self.container_dir(id);
+        let bundle = dir.join("bundle");
+        fs::create_dir_all(&bundle).map_err(|e| {
+            EngineError::Internal(format!("cannot create {}: {e}", bundle.display()))
+        })?;
+        let short = id[..12].to_string();
+        let monitor_log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(dir.join("monitor.log"))
+            .map_err(|e| EngineError::Internal(format!("cannot open monitor log: {e}")))?;
+        // The monitor starts now so its start-up overlaps the work below; it waits for GO.
+        let mut child = Command::new(&self.cfg.exe)
+            .arg("monitor")
+            .arg("--id")
+            .arg(id)
+            .arg("--bundle")
+            .arg(&bundle)
+            .arg("--runtime-root")
+            .arg(self.cfg.runtime_root())
+            .arg("--log")
+            .arg(self.log_path(id))
+            .arg("--exit-file")
+            .arg(self.exit_path(id))
+            .arg("--cgroup-path")
+            .arg(format!("{}/{}", self.cfg.cgroup_parent, id))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(monitor_log))
+            .spawn()
+            .map_err(|e| EngineError::StartFailed {
+                id: short.clone(),
+                reason: format!("cannot run the monitor: {e}"),
+            })?;
+        if let Err(e) = self.prepare(id, name, reference, image, spec, &bundle) {
+            // Closing its stdin without GO makes the monitor exit without starting anything.
+            drop(child.stdin.take());
+            let _ = child.wait();
+            return Err(e);
+        }
+
+        self.set_state(id, TaskState::Starting, "starting the container");
+        let sent = child
+            .stdin
+            .take()
+            .map(|mut stdin| stdin.write_all(&[monitor::GO]));
+        if !matches!(sent, Some(Ok(()))) {
+            let _ = child.wait();
+            return Err(EngineError::StartFailed {
+                id: short,
+                reason: "the monitor ended before the start".into(),
+            });
+        }
+        let mpid = child.id() as i32;
+        match read_report(&mut child) {
+            Some(MonitorReport::Started { pid }) => {
+                self.measure("container.start", json!({"id": id, "pid": pid}))?;
+                let view = self
+                    .update(
+                        id,
+                        TaskState::Running.as_str(),
+                        &format!("running as pid {pid}"),
+                        |r| {
+                            r.view.state = TaskState::Running;
+                            r.view.pid = Some(pid);
+                            r.view.started_at = Some(time::now());
+                            r.monitor_pid = Some(mpid);
+                        },
+                    )
+                    .ok_or_else(|| EngineError::NoSuchContainer(id.to_string()))?;
+                let engine = Arc::clone(self);
+                let id = id.to_string();
+                std::thread::spawn(move || {
+                    let _ = child.wait();
+                    let exit = read_exit(&engine.exit_path(&id));
+                    engine.finish(&id, exit, "the monitor ended without an exit record");
+                });
+                Ok(view)
+            }
+            Some(MonitorReport::Failed { error }) => {
+                let _ = child.wait();
+                Err(EngineError::StartFailed {
+                    id: short,
+                    reason: error,
+                })
+            }
+            None => {
+                let _ = child.wait();
+                let log = fs::read_to_string(dir.join("monitor.log")).unwrap_or_default();
+                let last = log.lines().last().unwrap_or("no output").to_string();
+                Err(EngineError::StartFailed {
+                    id: short,
+                    reason: format!("the monitor exited early: {last}"),
+                })
+            }
+        }
+    }
+
+    /// Verify the image and create the bundle, measuring both before anything runs.
+    fn prepare(
+        &self,
+        id: &str,
+        name: &str,
+        reference: &str,
+        image: &ImageRecord,
+        spec: &ContainerSpec,
+        bundle: &Path,
+    ) -> Result<(), EngineError> {
         // Verify: layers present and intact in the store (digests were checked at load).
         let mut layer_dirs = Vec::new();
         for layer in &image.layers {
@@ -612,13 +723,7 @@ impl Engine {
 
         // Create: overlay rootfs, config.json, measured effective config.
         self.set_state(id, TaskState::Creating, "preparing the root filesystem");
-        let dir = self.container_dir(id);
-        let bundle = dir.join("bundle");
-        fs::create_dir_all(&bundle).map_err(|e| {
-            EngineError::Internal(format!("cannot create {}: {e}", bundle.display()))
-        })?;
-        let overlay = Overlay::for_container(&dir);
-        overlay.mount(&layer_dirs)?;
+        Overlay::for_container(&self.container_dir(id)).mount(&layer_dirs)?;
         let config = serde_json::to_vec_pretty(&spec.to_oci())
             .map_err(|e| EngineError::Internal(e.to_string()))?;
         write_private(&bundle.join("config.json"), &config)?;
@@ -635,91 +740,12 @@ impl Engine {
                 "config_digest": config_digest,
             }),
         )?;
-        let cd = config_digest.clone();
-        self.update(
-            id,
-            TaskState::Created.as_str(),
-            &format!("runtime config measured ({config_digest})"),
-            |r| {
-                r.view.state = TaskState::Created;
-                r.view.config_digest = Some(cd);
-            },
-        );
-
-        // Start: the monitor creates and starts the container, then reports.
-        self.set_state(id, TaskState::Starting, "starting the container");
-        let monitor_log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(dir.join("monitor.log"))
-            .map_err(|e| EngineError::Internal(format!("cannot open monitor log: {e}")))?;
-        let mut child = Command::new(&self.cfg.exe)
-            .arg("monitor")
-            .arg("--id")
-            .arg(id)
-            .arg("--bundle")
-            .arg(&bundle)
-            .arg("--runtime-root")
-            .arg(self.cfg.runtime_root())
-            .arg("--log")
-            .arg(self.log_path(id))
-            .arg("--exit-file")
-            .arg(self.exit_path(id))
-            .arg("--cgroup-path")
-            .arg(format!("{}/{}", self.cfg.cgroup_parent, id))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(monitor_log))
-            .spawn()
-            .map_err(|e| EngineError::StartFailed {
-                id: id[..12].to_string(),
-                reason: format!("cannot run the monitor: {e}"),
-            })?;
-        let mpid = child.id() as i32;
-        let report = read_report(&mut child);
-        match report {
-            Some(MonitorReport::Started { pid }) => {
-                self.measure("container.start", json!({"id": id, "pid": pid}))?;
-                let view = self
-                    .update(
-                        id,
-                        TaskState::Running.as_str(),
-                        &format!("running as pid {pid}"),
-                        |r| {
-                            r.view.state = TaskState::Running;
-                            r.view.pid = Some(pid);
-                            r.view.started_at = Some(time::now());
-                            r.monitor_pid = Some(mpid);
-                        },
-                    )
-                    .ok_or_else(|| EngineError::NoSuchContainer(id.to_string()))?;
-                let engine = Arc::clone(self);
-                let id = id.to_string();
-                std::thread::spawn(move || {
-                    let _ = child.wait();
-                    let exit = read_exit(&engine.exit_path(&id));
-                    engine.finish(&id, exit, "the monitor ended without an exit record");
-                });
-                Ok(view)
-            }
-            Some(MonitorReport::Failed { error }) => {
-                let _ = child.wait();
-                Err(EngineError::StartFailed {
-                    id: id[..12].to_string(),
-                    reason: error,
-                })
-            }
-            None => {
-                let _ = child.wait();
-                let log = fs::read_to_string(dir.join("monitor.log")).unwrap_or_default();
-                let last = log.lines().last().unwrap_or("no output").to_string();
-                Err(EngineError::StartFailed {
-                    id: id[..12].to_string(),
-                    reason: format!("the monitor exited early: {last}"),
-                })
-            }
-        }
+        let message = format!("runtime config measured ({config_digest})");
+        self.update(id, TaskState::Created.as_str(), &message, |r| {
+            r.view.state = TaskState::Created;
+            r.view.config_digest = Some(config_digest);
+        });
+        Ok(())
     }
 
     /// Record how a container ended (measured), and clean up its root filesystem.
@@ -855,7 +881,6 @@ impl Engine {
 }
 
 fn write_private(path: &Path, data: &[u8]) -> Result<(), EngineError> {
-    use std::io::Write;
     let mut f = fs::OpenOptions::new()
         .write(true)
         .create(true)

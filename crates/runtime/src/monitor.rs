@@ -1,6 +1,8 @@
 //! The per-container monitor process.
 //!
-//! vouchd starts one monitor per container (`vouchd monitor ...`). The monitor creates and starts
+//! vouchd starts one monitor per container (`vouchd monitor ...`) as soon as a launch begins, so
+//! its start-up overlaps the verification and measurement work; the monitor waits for the byte
+//! [`GO`] on its stdin (end of file instead means the launch was abandoned). It then creates and starts
 //! the container with libcontainer from a fresh single-threaded process, reports the outcome on
 //! its stdout (one JSON line), relays the container's stdout/stderr into the log file, waits for
 //! the container, records OOM kills, deletes the container, and writes the exit record
@@ -31,6 +33,9 @@ pub struct MonitorArgs {
     /// The container's cgroup path relative to each hierarchy root, e.g. `/vouch/ID`.
     pub cgroup_path: String,
 }
+
+/// The byte vouchd sends on the monitor's stdin once the bundle is ready and measured.
+pub const GO: u8 = b'g';
 
 /// The single line a monitor prints on stdout once the container is running (or failed).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -95,6 +100,12 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 
 /// Run the monitor. Returns the process exit code.
 pub fn run(args: &MonitorArgs) -> i32 {
+    let mut go = [0u8; 1];
+    match io::stdin().read(&mut go) {
+        Ok(1) if go[0] == GO => {}
+        // The launch was abandoned before the container was started.
+        _ => return 0,
+    }
     let _ = nix::unistd::setsid();
     // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes an integer argument and no pointers.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };

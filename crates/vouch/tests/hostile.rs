@@ -230,3 +230,54 @@ fn corrupted_layouts_fail_cleanly() {
     assert!(stderr(&out).contains("diff id"), "{}", stderr(&out));
     assert_eq!(d.json(&["image", "ls", "--json"]), serde_json::json!([]));
 }
+
+#[test]
+fn store_corrupted_after_load_fails_the_launch_and_leaves_no_monitor() {
+    if !require_root("store_corrupted_after_load_fails_the_launch_and_leaves_no_monitor") {
+        return;
+    }
+    let env = TestEnv::new();
+    let d = env.start();
+    load_busybox(&env, &d, "bb");
+    // Drop the unpacked layer and damage its blob: the launch must re-unpack, and that fails.
+    let layers = env.state().join("images/layers");
+    for e in fs::read_dir(&layers).expect("layers").flatten() {
+        fs::remove_dir_all(e.path()).expect("rm layer");
+    }
+    let blobs = env.state().join("images/blobs/sha256");
+    let biggest = fs::read_dir(&blobs)
+        .expect("blobs")
+        .flatten()
+        .max_by_key(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+        .expect("blob")
+        .path();
+    let mut bytes = fs::read(&biggest).expect("read");
+    bytes.truncate(bytes.len() / 2);
+    fs::write(&biggest, bytes).expect("write");
+    let out = d.vouch(&["run", "--name", "broken", "bb", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    let c = d.json(&["inspect", "broken"]);
+    assert_eq!(c[0]["state"], "Failed");
+    assert!(
+        c[0]["error"].as_str().expect("error").contains("layer"),
+        "{}",
+        c[0]["error"]
+    );
+    // No monitor of this daemon is left running.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let state = env.state().to_string_lossy().to_string();
+    for p in fs::read_dir("/proc").expect("proc").flatten() {
+        if let Ok(cmd) = fs::read(p.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            assert!(
+                !(cmd.contains(" monitor ") && cmd.contains(&state)),
+                "stray monitor: {cmd}"
+            );
+        }
+    }
+    assert_eq!(
+        files_under(&layers),
+        Vec::<String>::new(),
+        "a partial layer became visible"
+    );
+}
