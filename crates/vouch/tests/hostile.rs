@@ -157,12 +157,7 @@ fn corrupted_layouts_fail_cleanly() {
     let dir = env.path().join("corrupt");
     write_layout(&dir, "c", &[busybox_layer()], &["/bin/sh"], &[]);
     let blobs = dir.join("blobs/sha256");
-    let biggest = fs::read_dir(&blobs)
-        .expect("blobs")
-        .flatten()
-        .max_by_key(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
-        .expect("blob")
-        .path();
+    let biggest = largest_file(&blobs);
     let mut bytes = fs::read(&biggest).expect("read");
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xff;
@@ -245,12 +240,7 @@ fn store_corrupted_after_load_fails_the_launch_and_leaves_no_monitor() {
         fs::remove_dir_all(e.path()).expect("rm layer");
     }
     let blobs = env.state().join("images/blobs/sha256");
-    let biggest = fs::read_dir(&blobs)
-        .expect("blobs")
-        .flatten()
-        .max_by_key(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
-        .expect("blob")
-        .path();
+    let biggest = largest_file(&blobs);
     let mut bytes = fs::read(&biggest).expect("read");
     bytes.truncate(bytes.len() / 2);
     fs::write(&biggest, bytes).expect("write");

@@ -4,7 +4,6 @@
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -423,6 +422,12 @@ pub fn load_busybox(env: &TestEnv, d: &Daemon, name: &str) -> String {
     digest
 }
 
-pub fn make_private(p: &Path) {
-    let _ = fs::set_permissions(p, fs::Permissions::from_mode(0o700));
+/// The largest file in a directory (in an image layout or store: the layer blob).
+pub fn largest_file(dir: &Path) -> PathBuf {
+    fs::read_dir(dir)
+        .expect("read dir")
+        .flatten()
+        .max_by_key(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+        .expect("a file")
+        .path()
 }

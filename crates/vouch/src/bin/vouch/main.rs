@@ -254,40 +254,24 @@ fn run(cli: Cli) -> Result<u8> {
             demux(resp.body)?;
             Ok(0)
         }
-        Cmd::Stop { time, containers } => {
-            let mut failed = false;
-            for c in containers {
-                match client.call::<Container>(
-                    "POST",
-                    &format!("/v1/containers/{}/stop?timeout={time}", seg(&c)),
-                    None::<&()>,
-                ) {
-                    Ok(_) => println!("{c}"),
-                    Err(e) => {
-                        eprintln!("vouch: {e}");
-                        failed = true;
-                    }
-                }
-            }
-            Ok(if failed { 1 } else { 0 })
-        }
-        Cmd::Rm { force, containers } => {
-            let mut failed = false;
-            for c in containers {
-                match client.call::<Container>(
-                    "DELETE",
-                    &format!("/v1/containers/{}?force={force}", seg(&c)),
-                    None::<&()>,
-                ) {
-                    Ok(_) => println!("{c}"),
-                    Err(e) => {
-                        eprintln!("vouch: {e}");
-                        failed = true;
-                    }
-                }
-            }
-            Ok(if failed { 1 } else { 0 })
-        }
+        Cmd::Stop { time, containers } => Ok(for_each(containers, |c| {
+            client.call::<Container>(
+                "POST",
+                &format!("/v1/containers/{}/stop?timeout={time}", seg(c)),
+                None::<&()>,
+            )?;
+            println!("{c}");
+            Ok(())
+        })),
+        Cmd::Rm { force, containers } => Ok(for_each(containers, |c| {
+            client.call::<Container>(
+                "DELETE",
+                &format!("/v1/containers/{}?force={force}", seg(c)),
+                None::<&()>,
+            )?;
+            println!("{c}");
+            Ok(())
+        })),
         Cmd::Wait { containers } => {
             for c in containers {
                 let w: WaitResponse = client.call(
@@ -375,6 +359,21 @@ fn run(cli: Cli) -> Result<u8> {
             Ok(0)
         }
     }
+}
+
+/// Apply `op` to every target, reporting each failure on its own line; 1 if any failed.
+fn for_each(
+    targets: Vec<String>,
+    mut op: impl FnMut(&str) -> Result<(), vouch_api::ClientError>,
+) -> u8 {
+    let mut failed = false;
+    for t in &targets {
+        if let Err(e) = op(t) {
+            eprintln!("vouch: {e}");
+            failed = true;
+        }
+    }
+    u8::from(failed)
 }
 
 fn print_event(e: &EventMessage, json: bool) -> Result<()> {
@@ -541,23 +540,12 @@ fn image(client: &Client, cmd: ImageCmd) -> Result<u8> {
             }
             Ok(0)
         }
-        ImageCmd::Rm { images } => {
-            let mut failed = false;
-            for i in images {
-                match client.call::<ImageSummary>(
-                    "DELETE",
-                    &format!("/v1/images/{}", seg(&i)),
-                    None::<&()>,
-                ) {
-                    Ok(s) => println!("Deleted: {}", s.manifest_digest),
-                    Err(e) => {
-                        eprintln!("vouch: {e}");
-                        failed = true;
-                    }
-                }
-            }
-            Ok(if failed { 1 } else { 0 })
-        }
+        ImageCmd::Rm { images } => Ok(for_each(images, |i| {
+            let removed: ImageSummary =
+                client.call("DELETE", &format!("/v1/images/{}", seg(i)), None::<&()>)?;
+            println!("Deleted: {}", removed.manifest_digest);
+            Ok(())
+        })),
     }
 }
 
