@@ -35,7 +35,115 @@ pub enum ClientError {
 pub struct Response {
     pub status: u16,
     pub content_type: Option<String>,
+    /// All headers, names lower-cased.
+    pub headers: Vec<(String, String)>,
     pub body: Box<dyn Read + Send>,
+}
+
+impl Response {
+    /// The first header called `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One HTTP/1.1 request/response exchange over any connected stream (`Connection: close`).
+pub fn exchange<S: Read + Write + Send + 'static>(
+    mut stream: S,
+    host: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: Option<(&str, &[u8])>,
+) -> Result<Response, ClientError> {
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        if value.contains(['\r', '\n']) {
+            return Err(ClientError::Protocol(format!(
+                "header {name} contains a line break"
+            )));
+        }
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    match body {
+        Some((content_type, b)) => head.push_str(&format!(
+            "Content-Type: {content_type}\r\nContent-Length: {}\r\n",
+            b.len()
+        )),
+        None if method != "GET" && method != "HEAD" => head.push_str("Content-Length: 0\r\n"),
+        None => {}
+    }
+    head.push_str("\r\n");
+    let mut req = head.into_bytes();
+    if let Some((_, b)) = body {
+        req.extend_from_slice(b);
+    }
+    stream.write_all(&req).map_err(ClientError::Io)?;
+    let mut reader = BufReader::new(stream);
+    let mut raw = Vec::new();
+    loop {
+        let n = reader
+            .read_until(b'\n', &mut raw)
+            .map_err(ClientError::Io)?;
+        if n == 0 {
+            return Err(ClientError::Protocol(
+                "connection closed before the response headers ended".into(),
+            ));
+        }
+        if raw.ends_with(b"\r\n\r\n") {
+            break;
+        }
+        if raw.len() > 64 * 1024 {
+            return Err(ClientError::Protocol("response headers too large".into()));
+        }
+    }
+    let mut parsed_headers = [httparse::EMPTY_HEADER; 64];
+    let mut parsed = httparse::Response::new(&mut parsed_headers);
+    parsed
+        .parse(&raw)
+        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+    let status = parsed
+        .code
+        .ok_or_else(|| ClientError::Protocol("no status code".into()))?;
+    let headers: Vec<(String, String)> = parsed
+        .headers
+        .iter()
+        .map(|h| {
+            (
+                h.name.to_ascii_lowercase(),
+                String::from_utf8_lossy(h.value).trim().to_string(),
+            )
+        })
+        .collect();
+    let find = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
+    let content_type = find("content-type");
+    let chunked = find("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
+    let length = find("content-length").and_then(|v| v.parse::<u64>().ok());
+    let body: Box<dyn Read + Send> = if chunked {
+        Box::new(ChunkedReader {
+            inner: reader,
+            remaining: 0,
+            done: false,
+        })
+    } else if let Some(len) = length {
+        Box::new(reader.take(len))
+    } else {
+        Box::new(reader)
+    };
+    Ok(Response {
+        status,
+        content_type,
+        headers,
+        body,
+    })
 }
 
 #[derive(Debug, Clone)]
@@ -72,76 +180,18 @@ impl Client {
         path: &str,
         body: Option<&[u8]>,
     ) -> Result<Response, ClientError> {
-        let mut stream = self.connect()?;
+        let stream = self.connect()?;
         stream
             .set_write_timeout(Some(Duration::from_secs(30)))
             .map_err(ClientError::Io)?;
-        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: vouchd\r\nConnection: close\r\n");
-        if let Some(b) = body {
-            head.push_str(&format!(
-                "Content-Type: application/json\r\nContent-Length: {}\r\n",
-                b.len()
-            ));
-        }
-        head.push_str("\r\n");
-        let mut req = head.into_bytes();
-        if let Some(b) = body {
-            req.extend_from_slice(b);
-        }
-        stream.write_all(&req).map_err(ClientError::Io)?;
-        let mut reader = BufReader::new(stream);
-        let mut raw = Vec::new();
-        loop {
-            let n = reader
-                .read_until(b'\n', &mut raw)
-                .map_err(ClientError::Io)?;
-            if n == 0 {
-                return Err(ClientError::Protocol(
-                    "connection closed before the response headers ended".into(),
-                ));
-            }
-            if raw.ends_with(b"\r\n\r\n") {
-                break;
-            }
-            if raw.len() > 64 * 1024 {
-                return Err(ClientError::Protocol("response headers too large".into()));
-            }
-        }
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut parsed = httparse::Response::new(&mut headers);
-        parsed
-            .parse(&raw)
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        let status = parsed
-            .code
-            .ok_or_else(|| ClientError::Protocol("no status code".into()))?;
-        let header = |name: &str| {
-            parsed
-                .headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case(name))
-                .map(|h| String::from_utf8_lossy(h.value).trim().to_string())
-        };
-        let content_type = header("content-type");
-        let chunked =
-            header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
-        let length = header("content-length").and_then(|v| v.parse::<u64>().ok());
-        let body: Box<dyn Read + Send> = if chunked {
-            Box::new(ChunkedReader {
-                inner: reader,
-                remaining: 0,
-                done: false,
-            })
-        } else if let Some(len) = length {
-            Box::new(reader.take(len))
-        } else {
-            Box::new(reader)
-        };
-        Ok(Response {
-            status,
-            content_type,
-            body,
-        })
+        exchange(
+            stream,
+            "vouchd",
+            method,
+            path,
+            &[],
+            body.map(|b| ("application/json", b)),
+        )
     }
 
     /// Send a request; on a 2xx status decode the JSON body, otherwise return the API error.
@@ -177,13 +227,29 @@ impl Client {
     }
 }
 
+/// Read a whole response body (bounded by `limit` bytes).
+pub fn read_body_limited(resp: Response, limit: u64) -> Result<(u16, Vec<u8>), ClientError> {
+    let status = resp.status;
+    let mut data = Vec::new();
+    resp.body
+        .take(limit + 1)
+        .read_to_end(&mut data)
+        .map_err(ClientError::Io)?;
+    if data.len() as u64 > limit {
+        return Err(ClientError::Protocol(format!(
+            "response body larger than {limit} bytes"
+        )));
+    }
+    Ok((status, data))
+}
+
 fn read_body(mut resp: Response) -> Result<(u16, Vec<u8>), ClientError> {
     let mut data = Vec::new();
     resp.body.read_to_end(&mut data).map_err(ClientError::Io)?;
     Ok((resp.status, data))
 }
 
-fn api_error(status: u16, data: &[u8]) -> ClientError {
+pub fn api_error(status: u16, data: &[u8]) -> ClientError {
     let message = serde_json::from_slice::<ErrorBody>(data)
         .map(|e| e.error)
         .unwrap_or_else(|_| {

@@ -94,6 +94,10 @@ pub struct CreateContainer {
     /// Remove the container once it has ended.
     #[serde(default)]
     pub auto_remove: bool,
+    /// Secrets to fetch from a KBS with fresh evidence, as `kbs://HOST:PORT/REPO/TYPE/TAG`;
+    /// each appears read-only at `/secret/REPO/TYPE/TAG`.
+    #[serde(default)]
+    pub secrets: Vec<String>,
 }
 
 /// A container as the API shows it.

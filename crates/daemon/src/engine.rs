@@ -21,9 +21,11 @@ use vouch_api::{
     WaitResponse,
 };
 use vouch_image::{ContentStore, ImageRecord, LoadError, StoreError};
+use vouch_kbs::SecretRef;
 use vouch_measure::{sha384, to_canonical_vec};
 use vouch_runtime::monitor::{self, error_chain, read_exit, ExitRecord, MonitorReport};
 use vouch_runtime::rootfs::{Overlay, RootfsError};
+use vouch_runtime::secrets::SecretsDir;
 use vouch_runtime::spec::{self, ContainerSpec, Resources, SpecError};
 use vouch_tee::{Journal, JournalError, TeeType, VOUCH_REGISTER};
 
@@ -57,10 +59,28 @@ pub enum EngineError {
     Db(#[from] DbError),
     #[error("root filesystem")]
     Rootfs(#[from] RootfsError),
+    #[error("secret {url}: KBS {kbs} refused or failed")]
+    Secret {
+        url: String,
+        kbs: String,
+        #[source]
+        source: vouch_kbs::KbsClientError,
+    },
     #[error("container {id} failed to start: {reason}")]
     StartFailed { id: String, reason: String },
     #[error("{0}")]
     Internal(String),
+}
+
+/// The inputs of one launch.
+#[derive(Clone, Copy)]
+struct Launch<'a> {
+    id: &'a str,
+    name: &'a str,
+    reference: &'a str,
+    image: &'a ImageRecord,
+    spec: &'a ContainerSpec,
+    secrets: &'a [SecretRef],
 }
 
 /// What is persisted per task.
@@ -465,6 +485,11 @@ impl Engine {
                 )));
             }
         }
+        let secrets = req
+            .secrets
+            .iter()
+            .map(|url| SecretRef::parse(url).map_err(|e| EngineError::BadRequest(e.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
         let image = self.images.find(&req.image).map_err(|e| match e {
             StoreError::NoSuchImage(r) => EngineError::BadRequest(format!(
                 "no such image: {r} (load it first with `vouch image load`)"
@@ -555,12 +580,22 @@ impl Engine {
                 cpu_quota,
             },
             cgroup_parent: self.cfg.cgroup_parent.clone(),
+            secrets: req.secrets.clone(),
+            secrets_dir: (!secrets.is_empty())
+                .then(|| SecretsDir::for_container(&self.container_dir(&id)).path),
         };
-        match self.launch(&id, &name, &req.image, &image, &spec) {
+        match self.launch(&Launch {
+            id: &id,
+            name: &name,
+            reference: &req.image,
+            image: &image,
+            spec: &spec,
+            secrets: &secrets,
+        }) {
             Ok(view) => Ok(view),
             Err(e) => {
                 let reason = error_chain(&e);
-                let _ = Overlay::for_container(&self.container_dir(&id)).unmount();
+                self.release_mounts(&id);
                 self.fail(&id, &reason);
                 if req.auto_remove {
                     let _ = self.remove_task(&id);
@@ -578,14 +613,8 @@ impl Engine {
 
     /// Spawn the monitor, verify and prepare (both measured), then let the monitor start the
     /// container and record what it reports.
-    fn launch(
-        self: &Arc<Self>,
-        id: &str,
-        name: &str,
-        reference: &str,
-        image: &ImageRecord,
-        spec: &ContainerSpec,
-    ) -> Result<Container, EngineError> {
+    fn launch(self: &Arc<Self>, launch: &Launch<'_>) -> Result<Container, EngineError> {
+        let id = launch.id;
         let dir = self.container_dir(id);
         let bundle = dir.join("bundle");
         fs::create_dir_all(&bundle).map_err(|e| {
@@ -621,7 +650,7 @@ impl Engine {
                 id: short.clone(),
                 reason: format!("cannot run the monitor: {e}"),
             })?;
-        if let Err(e) = self.prepare(id, name, reference, image, spec, &bundle) {
+        if let Err(e) = self.prepare(launch, &bundle) {
             // Closing its stdin without GO makes the monitor exit without starting anything.
             drop(child.stdin.take());
             let _ = child.wait();
@@ -686,15 +715,15 @@ impl Engine {
     }
 
     /// Verify the image and create the bundle, measuring both before anything runs.
-    fn prepare(
-        &self,
-        id: &str,
-        name: &str,
-        reference: &str,
-        image: &ImageRecord,
-        spec: &ContainerSpec,
-        bundle: &Path,
-    ) -> Result<(), EngineError> {
+    fn prepare(&self, launch: &Launch<'_>, bundle: &Path) -> Result<(), EngineError> {
+        let Launch {
+            id,
+            name,
+            reference,
+            image,
+            spec,
+            secrets,
+        } = *launch;
         // Verify: layers present and intact in the store (digests were checked at load).
         let mut layer_dirs = Vec::new();
         for layer in &image.layers {
@@ -740,12 +769,68 @@ impl Engine {
                 "config_digest": config_digest,
             }),
         )?;
+        if !secrets.is_empty() {
+            self.deliver_secrets(id, spec, secrets)?;
+        }
         let message = format!("runtime config measured ({config_digest})");
         self.update(id, TaskState::Created.as_str(), &message, |r| {
             r.view.state = TaskState::Created;
             r.view.config_digest = Some(config_digest);
         });
         Ok(())
+    }
+
+    /// Fetch each declared secret with fresh evidence (which already shows this container's
+    /// `container.create`), write it to the container's tmpfs, and measure which were delivered.
+    fn deliver_secrets(
+        &self,
+        id: &str,
+        spec: &ContainerSpec,
+        secrets: &[SecretRef],
+    ) -> Result<(), EngineError> {
+        let dir = SecretsDir::for_container(&self.container_dir(id));
+        dir.mount(spec.uid, spec.gid)
+            .map_err(|e| EngineError::Internal(format!("cannot mount the secrets tmpfs: {e}")))?;
+        let tee = match lock(&self.journal).tee() {
+            TeeType::Sim => kbs_types::Tee::Sample,
+            TeeType::Tpm => kbs_types::Tee::Tpm,
+            TeeType::Tdx => kbs_types::Tee::Tdx,
+            TeeType::Snp => kbs_types::Tee::Snp,
+        };
+        for SecretRef { url, client, path } in secrets {
+            let value = client
+                .get_resource(tee, path, |runtime_data| {
+                    let evidence = lock(&self.journal)
+                        .evidence(runtime_data)
+                        .map_err(|e| error_chain(&e))?;
+                    serde_json::to_value(&evidence).map_err(|e| e.to_string())
+                })
+                .map_err(|source| EngineError::Secret {
+                    url: url.clone(),
+                    kbs: client.addr().to_string(),
+                    source,
+                })?;
+            dir.write(&path.to_string(), &value, spec.uid, spec.gid)
+                .map_err(|e| EngineError::Internal(format!("cannot write secret {path}: {e}")))?;
+            self.update(
+                id,
+                "SecretFetched",
+                &format!("{url} from KBS {}", client.addr()),
+                |_| {},
+            );
+        }
+        self.measure(
+            "secret.fetched",
+            json!({"id": id, "resources": secrets.iter().map(|s| s.url.as_str()).collect::<Vec<_>>()}),
+        )?;
+        Ok(())
+    }
+
+    /// Unmount a container's root filesystem and secrets tmpfs.
+    fn release_mounts(&self, id: &str) {
+        let dir = self.container_dir(id);
+        let _ = Overlay::for_container(&dir).unmount();
+        SecretsDir::for_container(&dir).unmount();
     }
 
     /// Record how a container ended (measured), and clean up its root filesystem.
@@ -766,7 +851,7 @@ impl Engine {
         if let Err(e) = self.measure("container.exit", content) {
             tracing::error!(id = %id, error = %error_chain(&e), "cannot measure container exit");
         }
-        let _ = Overlay::for_container(&self.container_dir(id)).unmount();
+        self.release_mounts(id);
         let message = match &exit {
             Some(e) if e.oom_killed => format!(
                 "killed by the kernel OOM killer (memory limit), exit code {}",
@@ -866,6 +951,7 @@ impl Engine {
     fn remove_task(&self, id: &str) -> Result<Container, EngineError> {
         let dir = self.container_dir(id);
         Overlay::for_container(&dir).unmount()?;
+        SecretsDir::for_container(&dir).unmount();
         if dir.exists() {
             fs::remove_dir_all(&dir).map_err(|e| {
                 EngineError::Internal(format!("cannot remove {}: {e}", dir.display()))

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -309,6 +309,8 @@ impl ContentStore {
         };
         let tmp = self.temp_name("layer");
         fs::create_dir(&tmp).map_err(Self::io_err(&tmp))?;
+        // A layer root is an ordinary image directory (a "./" entry may still set its mode).
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755)).map_err(Self::io_err(&tmp))?;
         let result = (|| {
             unpack_layer(&mut hashing, &tmp, &self.limits).map_err(|source| {
                 StoreError::Unpack {

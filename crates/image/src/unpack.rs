@@ -257,7 +257,17 @@ pub fn unpack_layer<R: Read>(
         }
         let rel = clean_path(&name, &raw_path)?;
         if rel.as_os_str().is_empty() {
-            continue; // the layer root itself ("./")
+            // The layer root itself ("./"): only its mode and mtime apply.
+            if entry.header().entry_type() == EntryType::Directory {
+                let mode = entry.header().mode().map_err(UnpackError::Tar)? & 0o1777;
+                let mtime = entry.header().mtime().map_err(UnpackError::Tar)? as i64;
+                dirs.push(DirMeta {
+                    path: dest.to_path_buf(),
+                    mode,
+                    mtime,
+                });
+            }
+            continue;
         }
         prepare_parents(dest, &rel, &name)?;
         let target = dest.join(&rel);

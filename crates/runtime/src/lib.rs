@@ -9,6 +9,7 @@
 pub mod logframe;
 pub mod monitor;
 pub mod rootfs;
+pub mod secrets;
 pub mod spec;
 
 pub use monitor::{ExitRecord, MonitorArgs, MonitorReport};

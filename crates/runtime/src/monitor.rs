@@ -107,6 +107,10 @@ pub fn run(args: &MonitorArgs) -> i32 {
         _ => return 0,
     }
     let _ = nix::unistd::setsid();
+    // vouchd runs with umask 077; what libcontainer creates in the container (mount points,
+    // device nodes) needs the conventional 022, as a container runtime started from a shell has.
+    // SAFETY: umask only changes this process's file-creation mask.
+    unsafe { libc::umask(0o022) };
     // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes an integer argument and no pointers.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
 

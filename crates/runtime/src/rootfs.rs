@@ -3,6 +3,7 @@
 
 use std::fs;
 use std::io;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -55,6 +56,14 @@ impl Overlay {
                 source,
             })?;
         }
+        // The upper directory gives the container's `/` its owner and mode: make it 0755 whatever
+        // the daemon's umask, or non-root container users could not reach anything.
+        fs::set_permissions(&self.upper, fs::Permissions::from_mode(0o755)).map_err(|source| {
+            RootfsError::Io {
+                path: self.upper.display().to_string(),
+                source,
+            }
+        })?;
         let mut lower = String::new();
         for l in layers.iter().rev() {
             let s = l.to_string_lossy();

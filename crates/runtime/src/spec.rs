@@ -43,6 +43,10 @@ pub struct ContainerSpec {
     pub host_network: bool,
     pub resources: Resources,
     pub cgroup_parent: String,
+    /// Secret references (`kbs://...`) delivered at `/secret`.
+    pub secrets: Vec<String>,
+    /// The host directory holding the secrets tmpfs, bind-mounted read-only at `/secret`.
+    pub secrets_dir: Option<std::path::PathBuf>,
 }
 
 /// The part of the config that decides what runs and with which privileges. Its canonical JSON
@@ -62,6 +66,8 @@ pub struct EffectiveConfig {
     pub seccomp: String,
     pub readonly_paths: Vec<String>,
     pub masked_paths: Vec<String>,
+    /// Declared secret references; their values are never part of the config.
+    pub secrets: Vec<String>,
 }
 
 /// Docker's default capability set.
@@ -276,6 +282,19 @@ impl ContainerSpec {
         ns.into_iter().map(str::to_string).collect()
     }
 
+    fn mounts_with_secrets(&self) -> Vec<Value> {
+        let mut m = mounts();
+        if let Some(dir) = &self.secrets_dir {
+            m.push(json!({
+                "destination": crate::secrets::MOUNT_POINT,
+                "type": "bind",
+                "source": dir,
+                "options": ["rbind", "ro", "nosuid", "nodev", "noexec"]
+            }));
+        }
+        m
+    }
+
     /// The measured view of this spec.
     pub fn effective(&self) -> EffectiveConfig {
         EffectiveConfig {
@@ -291,6 +310,7 @@ impl ContainerSpec {
             seccomp: "vouch-default-v1".into(),
             readonly_paths: READONLY_PATHS.iter().map(|c| c.to_string()).collect(),
             masked_paths: MASKED_PATHS.iter().map(|c| c.to_string()).collect(),
+            secrets: self.secrets.clone(),
         }
     }
 
@@ -326,7 +346,7 @@ impl ContainerSpec {
             },
             "root": {"path": "rootfs", "readonly": false},
             "hostname": self.hostname,
-            "mounts": mounts(),
+            "mounts": self.mounts_with_secrets(),
             "linux": {
                 "cgroupsPath": format!("{}/{}", self.cgroup_parent, self.id),
                 "resources": resources,

@@ -36,7 +36,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run a command in a new container (measured before it starts).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// List containers.
     Ps {
         /// Show all containers (default shows running ones).
@@ -158,6 +158,10 @@ struct RunArgs {
     /// Working directory inside the container.
     #[arg(short, long)]
     workdir: Option<String>,
+    /// A secret released by a KBS to this container only after attestation:
+    /// kbs://HOST:PORT/REPO/TYPE/TAG, readable at /secret/REPO/TYPE/TAG.
+    #[arg(long, value_name = "URL")]
+    secret: Vec<String>,
     /// Image name, id or digest.
     image: String,
     /// Command and arguments (default: the image's).
@@ -231,7 +235,7 @@ fn seg(s: &str) -> String {
 fn run(cli: Cli) -> Result<u8> {
     let client = Client::new(&cli.socket);
     match cli.command {
-        Cmd::Run(args) => run_container(&client, args),
+        Cmd::Run(args) => run_container(&client, *args),
         Cmd::Ps { all, quiet, json } => {
             let list: Vec<Container> =
                 client.call("GET", &format!("/v1/containers?all={all}"), None::<&()>)?;
@@ -436,6 +440,7 @@ fn run_container(client: &Client, args: RunArgs) -> Result<u8> {
         user: args.user.clone(),
         workdir: args.workdir.clone(),
         auto_remove: args.rm,
+        secrets: args.secret.clone(),
     };
     let created: Container = client.call("POST", "/v1/containers", Some(&req))?;
     if args.detach {

@@ -1,0 +1,292 @@
+//! The TEE side of the KBS protocol, used by vouchd to fetch a container's declared secrets,
+//! and the admin side, used by `vouch-kbs` and tests.
+
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use kbs_types::Tee;
+use serde_json::{json, Value};
+use vouch_api::client::{exchange, read_body_limited, ClientError};
+use zeroize::Zeroizing;
+
+use crate::jwe::{self, Jwe};
+use crate::server::{check_segment, SESSION_COOKIE};
+use crate::PROTOCOL_VERSION;
+
+const MAX_RESPONSE: u64 = 8 << 20;
+
+type Headers = Vec<(String, String)>;
+
+/// A declared secret: its `kbs://` URL, the KBS to ask, and the resource path.
+#[derive(Debug, Clone)]
+pub struct SecretRef {
+    pub url: String,
+    pub client: KbsClient,
+    pub path: ResourcePath,
+}
+
+impl SecretRef {
+    pub fn parse(url: &str) -> Result<Self, KbsClientError> {
+        let (client, path) = KbsClient::parse_url(url)?;
+        Ok(SecretRef {
+            url: url.to_string(),
+            client,
+            path,
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KbsClientError {
+    #[error("invalid secret reference {0:?}: expected kbs://HOST:PORT/REPO/TYPE/TAG")]
+    BadUrl(String),
+    #[error("https KBS URLs (kbss://) are not supported yet; use kbs:// on a trusted network")]
+    Tls,
+    #[error("cannot reach the KBS at {addr}")]
+    Connect {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("KBS {addr} refused {step} ({status}): {detail}")]
+    Refused {
+        addr: String,
+        step: &'static str,
+        status: u16,
+        detail: String,
+    },
+    #[error("KBS {addr} answered {step} with something that is not the KBS protocol: {reason}")]
+    Protocol {
+        addr: String,
+        step: &'static str,
+        reason: String,
+    },
+    #[error("cannot produce evidence: {0}")]
+    Evidence(String),
+    #[error("cannot decrypt the resource")]
+    Decrypt(#[source] jwe::JweError),
+}
+
+/// `REPO/TYPE/TAG` of a resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourcePath {
+    pub repo: String,
+    pub kind: String,
+    pub tag: String,
+}
+
+impl ResourcePath {
+    pub fn parse(s: &str) -> Option<Self> {
+        let parts: Vec<&str> = s.split('/').collect();
+        if parts.len() != 3 || parts.iter().any(|p| check_segment(p).is_err()) {
+            return None;
+        }
+        Some(ResourcePath {
+            repo: parts[0].into(),
+            kind: parts[1].into(),
+            tag: parts[2].into(),
+        })
+    }
+}
+
+impl std::fmt::Display for ResourcePath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}/{}", self.repo, self.kind, self.tag)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct KbsClient {
+    addr: String,
+    timeout: Duration,
+}
+
+impl KbsClient {
+    pub fn new(addr: impl Into<String>) -> Self {
+        KbsClient {
+            addr: addr.into(),
+            timeout: Duration::from_secs(10),
+        }
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Parse `kbs://HOST:PORT/REPO/TYPE/TAG`.
+    pub fn parse_url(url: &str) -> Result<(KbsClient, ResourcePath), KbsClientError> {
+        if url.starts_with("kbss://") || url.starts_with("https://") {
+            return Err(KbsClientError::Tls);
+        }
+        let rest = url
+            .strip_prefix("kbs://")
+            .ok_or_else(|| KbsClientError::BadUrl(url.into()))?;
+        let (host, path) = rest
+            .split_once('/')
+            .ok_or_else(|| KbsClientError::BadUrl(url.into()))?;
+        if host.is_empty() || !host.contains(':') {
+            return Err(KbsClientError::BadUrl(url.into()));
+        }
+        let path = ResourcePath::parse(path).ok_or_else(|| KbsClientError::BadUrl(url.into()))?;
+        Ok((KbsClient::new(host), path))
+    }
+
+    fn request(
+        &self,
+        step: &'static str,
+        method: &str,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Option<(&str, &[u8])>,
+    ) -> Result<(Headers, Vec<u8>), KbsClientError> {
+        let connect_err = |source| KbsClientError::Connect {
+            addr: self.addr.clone(),
+            source,
+        };
+        let sock = self
+            .addr
+            .to_socket_addrs()
+            .map_err(connect_err)?
+            .next()
+            .ok_or_else(|| KbsClientError::BadUrl(self.addr.clone()))?;
+        let stream = TcpStream::connect_timeout(&sock, self.timeout).map_err(|source| {
+            KbsClientError::Connect {
+                addr: self.addr.clone(),
+                source,
+            }
+        })?;
+        let _ = stream.set_read_timeout(Some(self.timeout));
+        let _ = stream.set_write_timeout(Some(self.timeout));
+        let protocol = |e: ClientError| KbsClientError::Protocol {
+            addr: self.addr.clone(),
+            step,
+            reason: e.to_string(),
+        };
+        let resp = exchange(stream, &self.addr, method, path, headers, body).map_err(protocol)?;
+        let headers = resp.headers.clone();
+        let (status, data) = read_body_limited(resp, MAX_RESPONSE).map_err(protocol)?;
+        if !(200..300).contains(&status) {
+            let detail = serde_json::from_slice::<Value>(&data)
+                .ok()
+                .and_then(|v| v.get("detail").and_then(Value::as_str).map(str::to_string))
+                .unwrap_or_else(|| String::from_utf8_lossy(&data).chars().take(200).collect());
+            return Err(KbsClientError::Refused {
+                addr: self.addr.clone(),
+                step,
+                status,
+                detail,
+            });
+        }
+        Ok((headers, data))
+    }
+
+    /// Run auth, attest and resource for one resource. `evidence` gets the runtime data to bind
+    /// and returns vouch evidence for it. The value is zeroized when dropped.
+    pub fn get_resource(
+        &self,
+        tee: Tee,
+        path: &ResourcePath,
+        evidence: impl FnOnce(Value) -> Result<Value, String>,
+    ) -> Result<Zeroizing<Vec<u8>>, KbsClientError> {
+        let bad = |step: &'static str, reason: String| KbsClientError::Protocol {
+            addr: self.addr.clone(),
+            step,
+            reason,
+        };
+        let req = json!({"version": PROTOCOL_VERSION, "tee": tee, "extra-params": {}}).to_string();
+        let (headers, body) = self.request(
+            "auth",
+            "POST",
+            "/kbs/v0/auth",
+            &[],
+            Some(("application/json", req.as_bytes())),
+        )?;
+        let challenge: Value =
+            serde_json::from_slice(&body).map_err(|e| bad("auth", e.to_string()))?;
+        let nonce = challenge
+            .get("nonce")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad("auth", "no nonce".into()))?
+            .to_string();
+        let cookie = headers
+            .iter()
+            .filter(|(n, _)| n == "set-cookie")
+            .find_map(|(_, v)| {
+                v.split(';')
+                    .next()
+                    .filter(|c| c.starts_with(&format!("{SESSION_COOKIE}=")))
+                    .map(str::to_string)
+            })
+            .ok_or_else(|| bad("auth", format!("no {SESSION_COOKIE} cookie")))?;
+
+        let key = jwe::generate_key().map_err(KbsClientError::Decrypt)?;
+        let runtime_data =
+            json!({"nonce": nonce, "tee-pubkey": jwe::public_jwk(&key.public_key())});
+        let ev = evidence(runtime_data.clone()).map_err(KbsClientError::Evidence)?;
+        let attestation = json!({
+            "runtime-data": runtime_data,
+            "tee-evidence": {"primary_evidence": ev, "additional_evidence": ""},
+        })
+        .to_string();
+        let cookie_header = [("Cookie", cookie)];
+        self.request(
+            "attest",
+            "POST",
+            "/kbs/v0/attest",
+            &cookie_header,
+            Some(("application/json", attestation.as_bytes())),
+        )?;
+        let (_, body) = self.request(
+            "resource",
+            "GET",
+            &format!("/kbs/v0/resource/{path}"),
+            &cookie_header,
+            None,
+        )?;
+        let jwe: Jwe = serde_json::from_slice(&body).map_err(|e| bad("resource", e.to_string()))?;
+        jwe::decrypt(&key, &jwe).map_err(KbsClientError::Decrypt)
+    }
+
+    /// An authenticated admin call.
+    pub fn admin(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<(&str, &[u8])>,
+    ) -> Result<Vec<u8>, KbsClientError> {
+        let (_, data) = self.request(
+            "admin",
+            method,
+            path,
+            &[("Authorization", format!("Bearer {token}"))],
+            body,
+        )?;
+        Ok(data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let (c, p) = KbsClient::parse_url("kbs://127.0.0.1:8080/default/key/app").expect("url");
+        assert_eq!(c.addr(), "127.0.0.1:8080");
+        assert_eq!(p.to_string(), "default/key/app");
+        for bad in [
+            "kbs://h/a/b/c",
+            "kbs://h:1/a/b",
+            "kbs://h:1/a/../c",
+            "http://h:1/a/b/c",
+            "kbs://h:1/a/b/c/d",
+        ] {
+            assert!(KbsClient::parse_url(bad).is_err(), "{bad}");
+        }
+        assert!(matches!(
+            KbsClient::parse_url("kbss://h:1/a/b/c"),
+            Err(KbsClientError::Tls)
+        ));
+    }
+}

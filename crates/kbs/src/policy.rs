@@ -1,0 +1,127 @@
+//! Resource release policy in Rego (evaluated with regorus).
+//!
+//! A policy is a Rego module in `package policy` whose rule `allow` decides. Its input:
+//!
+//! ```json
+//! { "tee":       {"type": "sim|tpm|tdx|snp", "hardware": bool, "signer": "...", "registers": [...]},
+//!   "log":       {"records": N, "containers": [{"id","name","image","image_digest","config_digest","exit_code"}]},
+//!   "container": the last container created in the log (the one asking), or null,
+//!   "resource":  {"repo", "type", "tag", "path"},
+//!   "reference": the reference values document set by the owner (e.g. {"images": [...]}),
+//!   "kbs":       {"allow_sim": bool} }
+//! ```
+
+use serde_json::Value;
+
+/// The policy used when the owner has set none: hardware evidence only (sim only when the KBS
+/// runs with `--allow-sim`), and when reference images are set, the requesting container's image
+/// digest must be one of them.
+pub const DEFAULT_POLICY: &str = r#"package policy
+
+default allow := false
+
+allow if {
+    platform_ok
+    image_ok
+}
+
+platform_ok if input.tee.hardware == true
+
+platform_ok if {
+    input.tee.hardware == false
+    input.kbs.allow_sim == true
+}
+
+image_ok if count(object.get(input.reference, "images", [])) == 0
+
+image_ok if {
+    some digest in input.reference.images
+    digest == input.container.image_digest
+}
+"#;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("policy does not compile: {0}")]
+    Compile(String),
+    #[error("policy evaluation failed: {0}")]
+    Eval(String),
+}
+
+/// Check that a policy compiles and defines `data.policy.allow`.
+pub fn validate(policy: &str) -> Result<(), PolicyError> {
+    evaluate(policy, &serde_json::json!({}))
+        .map(|_| ())
+        .map_err(|e| match e {
+            PolicyError::Eval(m) if m.contains("not a valid rule path") => {
+                PolicyError::Compile("the policy must be in package policy and define allow".into())
+            }
+            other => other,
+        })
+}
+
+/// Evaluate `data.policy.allow` for `input`. Anything but `true` denies.
+pub fn evaluate(policy: &str, input: &Value) -> Result<bool, PolicyError> {
+    let mut engine = regorus::Engine::new();
+    engine.set_rego_v0(false);
+    engine
+        .add_policy("policy.rego".to_string(), policy.to_string())
+        .map_err(|e| PolicyError::Compile(e.to_string()))?;
+    let input = regorus::Value::from_json_str(&input.to_string())
+        .map_err(|e| PolicyError::Eval(e.to_string()))?;
+    engine.set_input(input);
+    let result = engine
+        .eval_rule("data.policy.allow".to_string())
+        .map_err(|e| PolicyError::Eval(e.to_string()))?;
+    Ok(result == regorus::Value::from(true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn input(hardware: bool, allow_sim: bool, image: &str, refs: Value) -> Value {
+        json!({
+            "tee": {"type": if hardware { "tdx" } else { "sim" }, "hardware": hardware},
+            "container": {"image_digest": image},
+            "reference": refs,
+            "kbs": {"allow_sim": allow_sim},
+        })
+    }
+
+    #[test]
+    fn default_policy_refuses_sim_unless_allowed() {
+        assert!(
+            !evaluate(DEFAULT_POLICY, &input(false, false, "sha256:a", json!({}))).expect("eval")
+        );
+        assert!(
+            evaluate(DEFAULT_POLICY, &input(false, true, "sha256:a", json!({}))).expect("eval")
+        );
+        assert!(
+            evaluate(DEFAULT_POLICY, &input(true, false, "sha256:a", json!({}))).expect("eval")
+        );
+    }
+
+    #[test]
+    fn default_policy_checks_reference_images() {
+        let refs = json!({"images": ["sha256:good"]});
+        assert!(evaluate(
+            DEFAULT_POLICY,
+            &input(true, false, "sha256:good", refs.clone())
+        )
+        .expect("eval"));
+        assert!(!evaluate(DEFAULT_POLICY, &input(true, false, "sha256:bad", refs)).expect("eval"));
+    }
+
+    #[test]
+    fn broken_policies_are_reported() {
+        assert!(matches!(
+            validate("package policy\nallow if {"),
+            Err(PolicyError::Compile(_))
+        ));
+        // A policy without `allow` is refused when it is stored.
+        let err = validate("package policy\nx := 1\n").expect_err("no allow");
+        assert!(err.to_string().contains("define allow"), "{err}");
+    }
+}

@@ -1,0 +1,600 @@
+//! The KBS HTTP server: protocol endpoints, admin endpoints, and the one mapping of errors to
+//! HTTP statuses ([`KbsError::status`]).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+use kbs_types::{Attestation, Challenge, Request, Tee};
+use serde_json::{json, Value};
+use vouch_tee::{verify_evidence, Evidence, TeeType, Verdict, VerifyError, VerifyOptions};
+
+use crate::jwe;
+use crate::policy::{self, PolicyError, DEFAULT_POLICY};
+use crate::store::{Storage, StoreError, DEFAULT_POLICY_KEY};
+use crate::token::{self, Es256, TokenError};
+use crate::PROTOCOL_VERSION;
+
+pub const SESSION_COOKIE: &str = "kbs-session-id";
+const ERROR_TYPE_BASE: &str = "https://github.com/confidential-containers/kbs/errors/";
+
+#[derive(Debug, thiserror::Error)]
+pub enum KbsError {
+    #[error("malformed request: {0}")]
+    InvalidRequest(String),
+    #[error("protocol version {0:?} is not supported (this KBS speaks {PROTOCOL_VERSION})")]
+    Version(String),
+    #[error("no session: call /kbs/v0/auth first and send the {SESSION_COOKIE} cookie")]
+    NoSession,
+    #[error("session expired or unknown: start again with /kbs/v0/auth")]
+    SessionExpired,
+    #[error("this session's nonce was already used; a replayed attestation is refused")]
+    NonceUsed,
+    #[error("the runtime data carries nonce {found:?}, not this session's challenge")]
+    NonceMismatch { found: String },
+    #[error("the evidence is bound to other runtime data than this attestation carries")]
+    Binding,
+    #[error("the session asked for tee {session} but the evidence is {evidence}")]
+    TeeMismatch { session: String, evidence: String },
+    #[error("evidence verification failed")]
+    Evidence(#[source] VerifyError),
+    #[error("evidence is not vouch evidence: {0}")]
+    EvidenceFormat(String),
+    #[error("the session is not attested yet: call /kbs/v0/attest first")]
+    NotAttested,
+    #[error("attestation token rejected")]
+    Token(#[source] TokenError),
+    #[error("policy denied access to resource {0}")]
+    PolicyDenied(String),
+    #[error("no such resource: {0}")]
+    NotFound(String),
+    #[error("admin authentication failed: send a valid admin token as Authorization: Bearer")]
+    AdminAuth(#[source] Option<TokenError>),
+    #[error("resource policy")]
+    Policy(#[source] PolicyError),
+    #[error("KBS storage")]
+    Storage(#[source] StoreError),
+    #[error("too many open sessions; retry later")]
+    Busy,
+    #[error("no such endpoint")]
+    NoEndpoint,
+    #[error("TEE public key")]
+    Key(#[source] jwe::JweError),
+}
+
+impl KbsError {
+    /// The one place protocol errors map to HTTP statuses and error types.
+    pub fn status(&self) -> (StatusCode, &'static str) {
+        match self {
+            KbsError::InvalidRequest(_) | KbsError::Version(_) | KbsError::Key(_) => {
+                (StatusCode::BAD_REQUEST, "InvalidRequest")
+            }
+            KbsError::Policy(_) => (StatusCode::BAD_REQUEST, "PolicyEngineError"),
+            KbsError::NoSession
+            | KbsError::SessionExpired
+            | KbsError::NotAttested
+            | KbsError::Token(_) => (StatusCode::UNAUTHORIZED, "UnAuthenticated"),
+            KbsError::NonceUsed
+            | KbsError::NonceMismatch { .. }
+            | KbsError::Binding
+            | KbsError::TeeMismatch { .. }
+            | KbsError::Evidence(_)
+            | KbsError::EvidenceFormat(_) => (StatusCode::UNAUTHORIZED, "AttestationFailed"),
+            KbsError::PolicyDenied(_) => (StatusCode::UNAUTHORIZED, "PolicyDeny"),
+            KbsError::AdminAuth(_) => (StatusCode::UNAUTHORIZED, "AdminAuthFailed"),
+            KbsError::NotFound(_) => (StatusCode::NOT_FOUND, "ResourceNotFound"),
+            KbsError::Busy => (StatusCode::SERVICE_UNAVAILABLE, "Busy"),
+            KbsError::NoEndpoint => (StatusCode::NOT_FOUND, "NotFound"),
+            KbsError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "StorageError"),
+        }
+    }
+
+    fn detail(&self) -> String {
+        let mut s = self.to_string();
+        let mut cur = std::error::Error::source(self);
+        while let Some(c) = cur {
+            s.push_str(": ");
+            s.push_str(&c.to_string());
+            cur = c.source();
+        }
+        s
+    }
+}
+
+impl IntoResponse for KbsError {
+    fn into_response(self) -> Response {
+        let (status, kind) = self.status();
+        let detail = self.detail();
+        if status.is_server_error() {
+            tracing::error!(%detail, "request failed");
+        } else {
+            tracing::info!(kind, %detail, "request refused");
+        }
+        (
+            status,
+            Json(json!({"type": format!("{ERROR_TYPE_BASE}{kind}"), "detail": detail})),
+        )
+            .into_response()
+    }
+}
+
+#[derive(Clone)]
+pub struct KbsConfig {
+    /// Accept evidence from the sim TEE (development only).
+    pub allow_sim: bool,
+    pub session_ttl: Duration,
+    pub token_ttl: Duration,
+    pub max_sessions: usize,
+    /// Owner's Ed25519 public key for admin tokens.
+    pub admin_key: ed25519_dalek::VerifyingKey,
+}
+
+enum SessionState {
+    Challenged { nonce: String },
+    Attested { claims: Value, tee_pubkey: Value },
+}
+
+struct Session {
+    tee: Tee,
+    state: SessionState,
+    expires: Instant,
+}
+
+pub struct Kbs {
+    cfg: KbsConfig,
+    storage: Box<dyn Storage>,
+    signer: Es256,
+    sessions: Mutex<HashMap<String, Session>>,
+}
+
+fn random_hex(n: usize) -> Result<String, KbsError> {
+    let mut b = vec![0u8; n];
+    getrandom::fill(&mut b).map_err(|_| KbsError::Key(jwe::JweError::Random))?;
+    Ok(hex::encode(b))
+}
+
+fn tee_type(tee: Tee) -> Option<TeeType> {
+    match tee {
+        Tee::Sample => Some(TeeType::Sim),
+        Tee::Tpm => Some(TeeType::Tpm),
+        Tee::Tdx => Some(TeeType::Tdx),
+        Tee::Snp => Some(TeeType::Snp),
+        _ => None,
+    }
+}
+
+/// Validate `repo/type/tag` segments: no separators, no dot-only names.
+pub fn check_segment(s: &str) -> Result<(), KbsError> {
+    let ok = !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && s.bytes().any(|b| b != b'.');
+    if ok {
+        Ok(())
+    } else {
+        Err(KbsError::InvalidRequest(format!(
+            "resource path segment {s:?} must be letters, digits, '-', '_' or '.'"
+        )))
+    }
+}
+
+/// What the policy sees of verified evidence.
+fn claims_of(v: &Verdict) -> Value {
+    json!({
+        "tee": {"type": v.tee, "hardware": v.hardware, "signer": v.signer, "registers": v.registers},
+        "log": {"records": v.records, "containers": v.containers},
+        "container": v.containers.last(),
+    })
+}
+
+impl Kbs {
+    pub fn new(
+        cfg: KbsConfig,
+        storage: Box<dyn Storage>,
+        signing_key: p256::ecdsa::SigningKey,
+    ) -> Self {
+        Kbs {
+            cfg,
+            storage,
+            signer: Es256::new(signing_key),
+            sessions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `POST /kbs/v0/auth`: a new session with a fresh single-use nonce.
+    pub fn auth(&self, req: Request) -> Result<(String, Challenge), KbsError> {
+        if req.version != PROTOCOL_VERSION {
+            return Err(KbsError::Version(req.version));
+        }
+        if tee_type(req.tee).is_none() {
+            return Err(KbsError::InvalidRequest(format!(
+                "tee {} is not supported (sample, tpm, tdx, snp)",
+                req.tee
+            )));
+        }
+        let mut nonce_bytes = [0u8; 32];
+        getrandom::fill(&mut nonce_bytes).map_err(|_| KbsError::Key(jwe::JweError::Random))?;
+        let nonce = base64::engine::general_purpose::STANDARD.encode(nonce_bytes);
+        let id = random_hex(32)?;
+        let mut sessions = self.sessions();
+        let now = Instant::now();
+        sessions.retain(|_, s| s.expires > now);
+        if sessions.len() >= self.cfg.max_sessions {
+            return Err(KbsError::Busy);
+        }
+        sessions.insert(
+            id.clone(),
+            Session {
+                tee: req.tee,
+                state: SessionState::Challenged {
+                    nonce: nonce.clone(),
+                },
+                expires: now + self.cfg.session_ttl,
+            },
+        );
+        Ok((
+            id,
+            Challenge {
+                nonce,
+                extra_params: json!({}),
+            },
+        ))
+    }
+
+    /// `POST /kbs/v0/attest`: verify evidence for the session's challenge; returns a token.
+    pub fn attest(&self, session_id: &str, att: Attestation) -> Result<String, KbsError> {
+        // Take the nonce out first: whatever happens next, it is never usable again.
+        let (tee, nonce) = {
+            let mut sessions = self.sessions();
+            let s = sessions
+                .get_mut(session_id)
+                .ok_or(KbsError::SessionExpired)?;
+            if s.expires <= Instant::now() {
+                sessions.remove(session_id);
+                return Err(KbsError::SessionExpired);
+            }
+            match std::mem::replace(
+                &mut s.state,
+                SessionState::Challenged {
+                    nonce: String::new(),
+                },
+            ) {
+                SessionState::Challenged { nonce } if !nonce.is_empty() => (s.tee, nonce),
+                other => {
+                    s.state = other;
+                    return Err(KbsError::NonceUsed);
+                }
+            }
+        };
+        if att.runtime_data.nonce != nonce {
+            return Err(KbsError::NonceMismatch {
+                found: att.runtime_data.nonce,
+            });
+        }
+        let tee_pubkey = serde_json::to_value(&att.runtime_data.tee_pubkey)
+            .map_err(|e| KbsError::InvalidRequest(e.to_string()))?;
+        jwe::parse_jwk(&tee_pubkey).map_err(KbsError::Key)?;
+        let evidence: Evidence = serde_json::from_value(att.tee_evidence.primary_evidence)
+            .map_err(|e| KbsError::EvidenceFormat(e.to_string()))?;
+        let expected_tee =
+            tee_type(tee).ok_or_else(|| KbsError::InvalidRequest("unsupported tee".into()))?;
+        if evidence.tee != expected_tee {
+            return Err(KbsError::TeeMismatch {
+                session: expected_tee.to_string(),
+                evidence: evidence.tee.to_string(),
+            });
+        }
+        // The quote must bind exactly this runtime data: {nonce, tee-pubkey}.
+        let runtime = json!({"nonce": att.runtime_data.nonce, "tee-pubkey": tee_pubkey});
+        let canon = |v: &Value| {
+            vouch_measure::canonicalize(v).map_err(|e| KbsError::InvalidRequest(e.to_string()))
+        };
+        if canon(&evidence.runtime_data)? != canon(&runtime)? {
+            return Err(KbsError::Binding);
+        }
+        let verdict = verify_evidence(
+            &evidence,
+            &VerifyOptions {
+                allow_sim: self.cfg.allow_sim,
+                nonce: None,
+                sim_key: None,
+            },
+        )
+        .map_err(KbsError::Evidence)?;
+        let claims = claims_of(&verdict);
+        let now = token::now();
+        let token = self.signer.sign(&json!({
+            "iss": "vouch-kbs",
+            "iat": now,
+            "exp": now + self.cfg.token_ttl.as_secs(),
+            "eat_profile": "tag:github.com,2023:veraison/ear",
+            "ear.verifier-id": {"developer": "vouch", "build": env!("CARGO_PKG_VERSION")},
+            "submods": {"cpu0": {
+                "ear.status": if verdict.hardware { "affirming" } else { "warning" },
+                "ear.veraison.annotated-evidence": claims,
+            }},
+            "tee-pubkey": tee_pubkey,
+        }));
+        let mut sessions = self.sessions();
+        if let Some(s) = sessions.get_mut(session_id) {
+            s.state = SessionState::Attested { claims, tee_pubkey };
+        }
+        tracing::info!(tee = %verdict.tee, containers = verdict.containers.len(), "attestation verified");
+        Ok(token)
+    }
+
+    /// Claims and TEE key of an attested session or a bearer token.
+    fn attested(
+        &self,
+        session_id: Option<&str>,
+        bearer: Option<&str>,
+    ) -> Result<(Value, Value), KbsError> {
+        if let Some(t) = bearer {
+            let claims = Es256::verify(&self.signer.verifying_key(), t).map_err(KbsError::Token)?;
+            let evidence = claims["submods"]["cpu0"]["ear.veraison.annotated-evidence"].clone();
+            return Ok((evidence, claims["tee-pubkey"].clone()));
+        }
+        let id = session_id.ok_or(KbsError::NoSession)?;
+        let sessions = self.sessions();
+        let s = sessions.get(id).ok_or(KbsError::SessionExpired)?;
+        if s.expires <= Instant::now() {
+            return Err(KbsError::SessionExpired);
+        }
+        match &s.state {
+            SessionState::Attested { claims, tee_pubkey } => {
+                Ok((claims.clone(), tee_pubkey.clone()))
+            }
+            SessionState::Challenged { .. } => Err(KbsError::NotAttested),
+        }
+    }
+
+    /// `GET /kbs/v0/resource/{repo}/{type}/{tag}`: policy decision, then the resource as JWE.
+    pub fn resource(
+        &self,
+        session_id: Option<&str>,
+        bearer: Option<&str>,
+        repo: &str,
+        kind: &str,
+        tag: &str,
+    ) -> Result<jwe::Jwe, KbsError> {
+        for s in [repo, kind, tag] {
+            check_segment(s)?;
+        }
+        let path = format!("{repo}/{kind}/{tag}");
+        let (claims, tee_pubkey) = self.attested(session_id, bearer)?;
+        let reference: Value = match self.storage.get_reference().map_err(KbsError::Storage)? {
+            Some(text) => serde_json::from_str(&text).unwrap_or(json!({})),
+            None => json!({}),
+        };
+        let mut input = claims;
+        input["resource"] = json!({"repo": repo, "type": kind, "tag": tag, "path": path});
+        input["reference"] = reference;
+        input["kbs"] = json!({"allow_sim": self.cfg.allow_sim});
+        let policy = match self.storage.get_policy(&path).map_err(KbsError::Storage)? {
+            Some(p) => p,
+            None => self
+                .storage
+                .get_policy(DEFAULT_POLICY_KEY)
+                .map_err(KbsError::Storage)?
+                .unwrap_or_else(|| DEFAULT_POLICY.to_string()),
+        };
+        // Fail closed: a policy that cannot be evaluated denies.
+        let allowed = policy::evaluate(&policy, &input).unwrap_or_else(|e| {
+            tracing::warn!(resource = %path, error = %e, "policy evaluation failed; denying");
+            false
+        });
+        if !allowed {
+            return Err(KbsError::PolicyDenied(path));
+        }
+        let value = self
+            .storage
+            .get_resource(&path)
+            .map_err(KbsError::Storage)?
+            .ok_or_else(|| KbsError::NotFound(path.clone()))?;
+        let key = jwe::parse_jwk(&tee_pubkey).map_err(KbsError::Key)?;
+        let out = jwe::encrypt(&key, &value).map_err(KbsError::Key)?;
+        tracing::info!(resource = %path, "resource released");
+        Ok(out)
+    }
+
+    fn admin(&self, headers: &HeaderMap) -> Result<(), KbsError> {
+        let token = bearer(headers).ok_or(KbsError::AdminAuth(None))?;
+        token::verify_admin(&self.cfg.admin_key, token)
+            .map_err(|e| KbsError::AdminAuth(Some(e)))?;
+        Ok(())
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+}
+
+fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    for value in headers.get_all(header::COOKIE) {
+        let Ok(text) = value.to_str() else { continue };
+        for part in text.split(';') {
+            if let Some(v) = part.trim().strip_prefix(&format!("{SESSION_COOKIE}=")) {
+                return Some(v.to_string());
+            }
+        }
+    }
+    None
+}
+
+fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, KbsError> {
+    serde_json::from_slice(body).map_err(|e| KbsError::InvalidRequest(e.to_string()))
+}
+
+type Shared = Arc<Kbs>;
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, KbsError> + Send + 'static,
+) -> Result<T, KbsError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| KbsError::InvalidRequest(format!("internal task failed: {e}")))?
+}
+
+async fn auth_handler(State(k): State<Shared>, body: Bytes) -> Result<Response, KbsError> {
+    let req: Request = parse(&body)?;
+    let ttl = k.cfg.session_ttl.as_secs();
+    let (id, challenge) = k.auth(req)?;
+    let cookie = HeaderValue::from_str(&format!(
+        "{SESSION_COOKIE}={id}; Path=/kbs; Max-Age={ttl}; HttpOnly"
+    ))
+    .map_err(|e| KbsError::InvalidRequest(e.to_string()))?;
+    Ok(([(header::SET_COOKIE, cookie)], Json(challenge)).into_response())
+}
+
+async fn attest_handler(
+    State(k): State<Shared>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, KbsError> {
+    let session = session_cookie(&headers).ok_or(KbsError::NoSession)?;
+    let att: Attestation = parse(&body)?;
+    let token = blocking(move || k.attest(&session, att)).await?;
+    Ok(Json(json!({"token": token})).into_response())
+}
+
+async fn resource_handler(
+    State(k): State<Shared>,
+    headers: HeaderMap,
+    Path((repo, kind, tag)): Path<(String, String, String)>,
+) -> Result<Response, KbsError> {
+    let session = session_cookie(&headers);
+    let bearer = bearer(&headers).map(str::to_string);
+    let jwe =
+        blocking(move || k.resource(session.as_deref(), bearer.as_deref(), &repo, &kind, &tag))
+            .await?;
+    Ok(Json(jwe).into_response())
+}
+
+async fn set_resource(
+    State(k): State<Shared>,
+    headers: HeaderMap,
+    Path((repo, kind, tag)): Path<(String, String, String)>,
+    body: Bytes,
+) -> Result<Response, KbsError> {
+    k.admin(&headers)?;
+    for s in [&repo, &kind, &tag] {
+        check_segment(s)?;
+    }
+    let path = format!("{repo}/{kind}/{tag}");
+    k.storage
+        .put_resource(&path, &body)
+        .map_err(KbsError::Storage)?;
+    tracing::info!(resource = %path, bytes = body.len(), "resource stored");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn delete_resource(
+    State(k): State<Shared>,
+    headers: HeaderMap,
+    Path((repo, kind, tag)): Path<(String, String, String)>,
+) -> Result<Response, KbsError> {
+    k.admin(&headers)?;
+    let path = format!("{repo}/{kind}/{tag}");
+    if k.storage
+        .delete_resource(&path)
+        .map_err(KbsError::Storage)?
+    {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(KbsError::NotFound(path))
+    }
+}
+
+/// Body: `{"policy": base64url(rego)}` (as Trustee), optional `"resource": "repo/type/tag"`.
+async fn set_policy(
+    State(k): State<Shared>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, KbsError> {
+    k.admin(&headers)?;
+    let req: Value = parse(&body)?;
+    let encoded = req
+        .get("policy")
+        .and_then(Value::as_str)
+        .ok_or_else(|| KbsError::InvalidRequest("missing \"policy\"".into()))?;
+    let rego = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(encoded.trim_end_matches('='))
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| {
+            KbsError::InvalidRequest("\"policy\" must be base64url of UTF-8 Rego".into())
+        })?;
+    policy::validate(&rego).map_err(KbsError::Policy)?;
+    let key = match req.get("resource").and_then(Value::as_str) {
+        Some(path) => {
+            let parts: Vec<&str> = path.split('/').collect();
+            if parts.len() != 3 {
+                return Err(KbsError::InvalidRequest(format!(
+                    "resource {path:?} must be repo/type/tag"
+                )));
+            }
+            for s in &parts {
+                check_segment(s)?;
+            }
+            path.to_string()
+        }
+        None => DEFAULT_POLICY_KEY.to_string(),
+    };
+    k.storage
+        .put_policy(&key, &rego)
+        .map_err(KbsError::Storage)?;
+    tracing::info!(policy = %key, "policy stored");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Body: a JSON object of reference values, e.g. `{"images": ["sha256:..."]}`.
+async fn set_reference(
+    State(k): State<Shared>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, KbsError> {
+    k.admin(&headers)?;
+    let v: Value = parse(&body)?;
+    if !v.is_object() {
+        return Err(KbsError::InvalidRequest(
+            "reference values must be a JSON object".into(),
+        ));
+    }
+    k.storage
+        .put_reference(&v.to_string())
+        .map_err(KbsError::Storage)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub fn router(kbs: Shared) -> Router {
+    Router::new()
+        .route("/kbs/v0/auth", post(auth_handler))
+        .route("/kbs/v0/attest", post(attest_handler))
+        .route(
+            "/kbs/v0/resource/{repo}/{type}/{tag}",
+            get(resource_handler)
+                .post(set_resource)
+                .delete(delete_resource),
+        )
+        .route("/kbs/v0/resource-policy", post(set_policy))
+        .route("/kbs/v0/reference-values", post(set_reference))
+        .fallback(|| async { KbsError::NoEndpoint })
+        .layer(DefaultBodyLimit::max(4 << 20))
+        .with_state(kbs)
+}

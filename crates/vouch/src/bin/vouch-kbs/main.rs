@@ -1,0 +1,327 @@
+//! vouch-kbs: the key broker. Argument parsing and wiring only; the logic is in the kbs crate.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use serde_json::json;
+use vouch_kbs::store::RedbStorage;
+use vouch_kbs::{token, Kbs, KbsClient, KbsConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "vouch-kbs",
+    version,
+    about = "Key broker: releases secrets only to attested containers (CoCo KBS protocol, Rego policies)",
+    after_help = "Quick start:\n  vouch-kbs keygen --out-dir ./admin\n  vouch-kbs serve --admin-key ./admin/admin.pub --state-dir ./kbs &\n  vouch-kbs resource set default/key/app --file secret.json --admin-key ./admin/admin.key\n  vouch run --secret kbs://127.0.0.1:8080/default/key/app IMAGE ..."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve the KBS protocol and the admin API.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Directory for the database and the token signing key.
+        #[arg(long, default_value = "/var/lib/vouch-kbs")]
+        state_dir: PathBuf,
+        /// The owner's admin public key (from `vouch-kbs keygen`).
+        #[arg(long)]
+        admin_key: PathBuf,
+        /// Accept evidence from the sim TEE (development only: it is NOT hardware-backed).
+        #[arg(long)]
+        allow_sim: bool,
+        /// Seconds a session (challenge) stays valid.
+        #[arg(long, default_value_t = 300)]
+        session_ttl: u64,
+        /// Seconds an attestation token stays valid.
+        #[arg(long, default_value_t = 300)]
+        token_ttl: u64,
+        #[arg(long, env = "VOUCH_LOG", default_value = "info")]
+        log_level: String,
+    },
+    /// Create an admin key pair: admin.key (private, 0600) and admin.pub.
+    Keygen {
+        #[arg(long)]
+        out_dir: PathBuf,
+    },
+    /// Print an admin token signed with the admin private key.
+    Token {
+        #[arg(long)]
+        admin_key: PathBuf,
+        /// Validity in seconds.
+        #[arg(long, default_value_t = 300)]
+        ttl: u64,
+    },
+    /// Store or delete resources.
+    #[command(subcommand)]
+    Resource(ResourceCmd),
+    /// Set the release policy (Rego, package policy, rule allow) for one resource or the default.
+    Policy {
+        #[arg(long)]
+        file: PathBuf,
+        /// REPO/TYPE/TAG; omitted: the default policy.
+        #[arg(long)]
+        resource: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Set the reference values document (JSON object, e.g. {"images": ["sha256:..."]}).
+    Reference {
+        #[arg(long)]
+        file: PathBuf,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// The KBS address.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    kbs: String,
+    /// The admin private key.
+    #[arg(long)]
+    admin_key: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum ResourceCmd {
+    /// Store a resource from a file.
+    Set {
+        /// REPO/TYPE/TAG
+        path: String,
+        #[arg(long)]
+        file: PathBuf,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Delete a resource.
+    Delete {
+        path: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+fn main() -> ExitCode {
+    // SAFETY: umask only changes this process's file-creation mask.
+    unsafe { libc::umask(0o077) };
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let mut msg = e.to_string();
+            for cause in e.chain().skip(1) {
+                let c = cause.to_string();
+                if !msg.contains(&c) {
+                    msg.push_str(": ");
+                    msg.push_str(&c);
+                }
+            }
+            eprintln!("vouch-kbs: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn write_private(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .with_context(|| format!("cannot create {} (it must not exist yet)", path.display()))?;
+    f.write_all(data)?;
+    Ok(())
+}
+
+fn read_hex32(path: &Path, what: &str) -> Result<[u8; 32]> {
+    let text = fs::read_to_string(path)
+        .with_context(|| format!("cannot read {what} {}", path.display()))?;
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(text.trim(), &mut out)
+        .with_context(|| format!("{} is not a {what} (64 hex characters)", path.display()))?;
+    Ok(out)
+}
+
+fn admin_token(key_path: &Path, ttl: u64) -> Result<String> {
+    let seed = zeroize::Zeroizing::new(read_hex32(key_path, "admin private key")?);
+    let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+    Ok(token::sign_admin(
+        &key,
+        &json!({"iss": "vouch-kbs-admin", "iat": token::now(), "exp": token::now() + ttl}),
+    ))
+}
+
+fn resource_path(p: &str) -> Result<vouch_kbs::ResourcePath> {
+    vouch_kbs::ResourcePath::parse(p)
+        .with_context(|| format!("resource {p:?} must be REPO/TYPE/TAG"))
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Cmd::Serve {
+            listen,
+            state_dir,
+            admin_key,
+            allow_sim,
+            session_ttl,
+            token_ttl,
+            log_level,
+        } => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_new(&log_level)
+                        .unwrap_or_else(|_| "info".into()),
+                )
+                .with_writer(std::io::stderr)
+                .init();
+            let admin = ed25519_dalek::VerifyingKey::from_bytes(&read_hex32(
+                &admin_key,
+                "admin public key",
+            )?)
+            .context("the admin public key is not a valid Ed25519 key")?;
+            fs::create_dir_all(&state_dir)
+                .with_context(|| format!("cannot create {}", state_dir.display()))?;
+            let key_path = state_dir.join("token.key");
+            if !key_path.exists() {
+                let k = vouch_kbs::jwe::generate_key()?;
+                write_private(&key_path, hex::encode(k.to_bytes()).as_bytes(), 0o600)?;
+            }
+            let seed = zeroize::Zeroizing::new(read_hex32(&key_path, "token signing key")?);
+            let signing = p256::ecdsa::SigningKey::from_slice(seed.as_slice())
+                .context("token.key is not a P-256 key")?;
+            let storage = RedbStorage::open(&state_dir.join("kbs.redb"))?;
+            if allow_sim {
+                tracing::warn!("--allow-sim: evidence from the sim TEE (NOT hardware-backed) is accepted; development only");
+            }
+            let cfg = KbsConfig {
+                allow_sim,
+                session_ttl: Duration::from_secs(session_ttl),
+                token_ttl: Duration::from_secs(token_ttl),
+                max_sessions: 100_000,
+                admin_key: admin,
+            };
+            let kbs = Arc::new(Kbs::new(cfg, Box::new(storage), signing));
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+                let addr = listener.local_addr()?;
+                tracing::info!(listen = %addr, "vouch-kbs ready");
+                // One line on stdout for scripts (useful with --listen 127.0.0.1:0).
+                println!("listening on {addr}");
+                let shutdown = async {
+                    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
+                    }
+                };
+                axum::serve(listener, vouch_kbs::server::router(kbs)).with_graceful_shutdown(shutdown).await?;
+                Ok::<(), anyhow::Error>(())
+            })
+        }
+        Cmd::Keygen { out_dir } => {
+            fs::create_dir_all(&out_dir)?;
+            let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+            getrandom::fill(seed.as_mut_slice())
+                .context("cannot read the OS random number generator")?;
+            let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+            write_private(
+                &out_dir.join("admin.key"),
+                hex::encode(*seed).as_bytes(),
+                0o600,
+            )?;
+            write_private(
+                &out_dir.join("admin.pub"),
+                hex::encode(key.verifying_key().as_bytes()).as_bytes(),
+                0o644,
+            )?;
+            println!("{}", out_dir.join("admin.pub").display());
+            Ok(())
+        }
+        Cmd::Token { admin_key, ttl } => {
+            println!("{}", admin_token(&admin_key, ttl)?);
+            Ok(())
+        }
+        Cmd::Resource(ResourceCmd::Set { path, file, admin }) => {
+            let p = resource_path(&path)?;
+            let value = zeroize::Zeroizing::new(
+                fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?,
+            );
+            let token = admin_token(&admin.admin_key, 60)?;
+            KbsClient::new(admin.kbs).admin(
+                &token,
+                "POST",
+                &format!("/kbs/v0/resource/{p}"),
+                Some(("application/octet-stream", &value)),
+            )?;
+            Ok(())
+        }
+        Cmd::Resource(ResourceCmd::Delete { path, admin }) => {
+            let p = resource_path(&path)?;
+            let token = admin_token(&admin.admin_key, 60)?;
+            KbsClient::new(admin.kbs).admin(
+                &token,
+                "DELETE",
+                &format!("/kbs/v0/resource/{p}"),
+                None,
+            )?;
+            Ok(())
+        }
+        Cmd::Policy {
+            file,
+            resource,
+            admin,
+        } => {
+            use base64::Engine as _;
+            let rego = fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let mut body =
+                json!({"policy": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rego)});
+            if let Some(r) = resource {
+                body["resource"] = json!(resource_path(&r)?.to_string());
+            }
+            let token = admin_token(&admin.admin_key, 60)?;
+            let body = body.to_string();
+            KbsClient::new(admin.kbs).admin(
+                &token,
+                "POST",
+                "/kbs/v0/resource-policy",
+                Some(("application/json", body.as_bytes())),
+            )?;
+            Ok(())
+        }
+        Cmd::Reference { file, admin } => {
+            let text = fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            if !serde_json::from_str::<serde_json::Value>(&text)
+                .map(|v| v.is_object())
+                .unwrap_or(false)
+            {
+                bail!("{} must hold a JSON object", file.display());
+            }
+            let token = admin_token(&admin.admin_key, 60)?;
+            KbsClient::new(admin.kbs).admin(
+                &token,
+                "POST",
+                "/kbs/v0/reference-values",
+                Some(("application/json", text.as_bytes())),
+            )?;
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,580 @@
+//! vouch-kbs: the KBS protocol against the real binary on loopback, every refusal with its
+//! status and reason, and secrets reaching (or not reaching) real containers.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+use vouch_kbs::jwe;
+use vouch_tee::sim::SimAttester;
+use vouch_tee::Journal;
+
+pub const VOUCH_KBS: &str = env!("CARGO_BIN_EXE_vouch-kbs");
+const SECRET: &[u8] = br#"{"db-password":"c0rrect-h0rse-battery"}"#;
+
+struct KbsProc {
+    child: Option<Child>,
+    addr: String,
+    admin: PathBuf,
+    log: PathBuf,
+}
+
+impl KbsProc {
+    fn start(dir: &Path, extra: &[&str]) -> KbsProc {
+        let admin = dir.join("admin");
+        if !admin.join("admin.key").exists() {
+            let out = Command::new(VOUCH_KBS)
+                .args(["keygen", "--out-dir"])
+                .arg(&admin)
+                .output()
+                .expect("keygen");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let log = dir.join(format!("kbs-{}.log", extra.len()));
+        let mut child = Command::new(VOUCH_KBS)
+            .args(["serve", "--listen", "127.0.0.1:0", "--state-dir"])
+            .arg(dir.join("kbs-state"))
+            .arg("--admin-key")
+            .arg(admin.join("admin.pub"))
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("spawn vouch-kbs");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("vouch-kbs did not start: {line:?}"))
+            .to_string();
+        KbsProc {
+            child: Some(child),
+            addr,
+            admin,
+            log,
+        }
+    }
+
+    fn admin_cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(VOUCH_KBS)
+            .args(args)
+            .arg("--kbs")
+            .arg(&self.addr)
+            .arg("--admin-key")
+            .arg(self.admin.join("admin.key"))
+            .output()
+            .expect("vouch-kbs admin")
+    }
+
+    fn put(&self, path: &str, value: &[u8], dir: &Path) {
+        let f = dir.join("value.bin");
+        std::fs::write(&f, value).expect("write");
+        let out = self.admin_cli(&["resource", "set", path, "--file", f.to_str().expect("utf8")]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::remove_file(f).expect("rm");
+    }
+
+    /// One raw HTTP request; returns (status, body JSON or null, set-cookie).
+    fn http(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Option<&[u8]>,
+    ) -> (u16, Value, Option<String>) {
+        let stream = TcpStream::connect(&self.addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let resp = vouch_api::client::exchange(
+            stream,
+            &self.addr,
+            method,
+            path,
+            headers,
+            body.map(|b| ("application/json", b)),
+        )
+        .expect("exchange");
+        let cookie = resp
+            .header("set-cookie")
+            .map(|c| c.split(';').next().unwrap_or("").to_string());
+        let (status, data) = vouch_api::client::read_body_limited(resp, 1 << 20).expect("body");
+        (
+            status,
+            serde_json::from_slice(&data).unwrap_or(Value::Null),
+            cookie,
+        )
+    }
+}
+
+impl Drop for KbsProc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A TEE of our own (sim), to craft good and bad evidence.
+struct FakeTee {
+    _dir: tempfile::TempDir,
+    journal: Journal,
+}
+
+impl FakeTee {
+    fn new(image_digest: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sim = Arc::new(SimAttester::open(&dir.path().join("sim")).expect("sim"));
+        let (mut journal, _) =
+            Journal::open(&dir.path().join("log"), sim, vouch_tee::VOUCH_REGISTER)
+                .expect("journal");
+        journal
+            .append("image.verified", json!({"image_digest": image_digest}))
+            .expect("append");
+        journal
+            .append(
+                "container.create",
+                json!({"id": "c1", "image_digest": image_digest, "config_digest": "sha384:00"}),
+            )
+            .expect("append");
+        FakeTee { _dir: dir, journal }
+    }
+}
+
+fn auth(k: &KbsProc) -> (String, String) {
+    let (status, body, cookie) = k.http(
+        "POST",
+        "/kbs/v0/auth",
+        &[],
+        Some(br#"{"version":"0.4.0","tee":"sample","extra-params":{}}"#),
+    );
+    assert_eq!(status, 200, "{body}");
+    (
+        body["nonce"].as_str().expect("nonce").to_string(),
+        cookie.expect("cookie"),
+    )
+}
+
+fn attestation(tee: &FakeTee, nonce: &str, key: &p256::SecretKey) -> Value {
+    let runtime = json!({"nonce": nonce, "tee-pubkey": jwe::public_jwk(&key.public_key())});
+    let ev = tee.journal.evidence(runtime.clone()).expect("evidence");
+    json!({"runtime-data": runtime, "tee-evidence": {"primary_evidence": ev, "additional_evidence": ""}})
+}
+
+fn attest(k: &KbsProc, cookie: &str, att: &Value) -> (u16, Value) {
+    let (s, b, _) = k.http(
+        "POST",
+        "/kbs/v0/attest",
+        &[("Cookie", cookie.to_string())],
+        Some(att.to_string().as_bytes()),
+    );
+    (s, b)
+}
+
+fn assert_refused(got: (u16, Value), status: u16, kind: &str, detail: &str) {
+    assert_eq!(got.0, status, "{}", got.1);
+    assert!(
+        got.1["type"].as_str().unwrap_or("").ends_with(kind),
+        "type {} is not {kind}",
+        got.1["type"]
+    );
+    assert!(
+        got.1["detail"].as_str().unwrap_or("").contains(detail),
+        "detail {:?} lacks {detail:?}",
+        got.1["detail"]
+    );
+}
+
+#[test]
+fn protocol_round_trip_releases_the_resource_encrypted_to_the_tee_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let k = KbsProc::start(dir.path(), &["--allow-sim"]);
+    k.put("default/key/app", SECRET, dir.path());
+    let tee = FakeTee::new("sha256:aa");
+    let (nonce, cookie) = auth(&k);
+    let key = jwe::generate_key().expect("key");
+    let (status, body) = attest(&k, &cookie, &attestation(&tee, &nonce, &key));
+    assert_eq!(status, 200, "{body}");
+    let token = body["token"].as_str().expect("token").to_string();
+    // By session cookie.
+    let (status, body, _) = k.http(
+        "GET",
+        "/kbs/v0/resource/default/key/app",
+        &[("Cookie", cookie.clone())],
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    let jwe: jwe::Jwe = serde_json::from_value(body.clone()).expect("jwe");
+    assert_eq!(
+        jwe::decrypt(&key, &jwe).expect("decrypt").as_slice(),
+        SECRET
+    );
+    assert!(
+        !body.to_string().contains("c0rrect"),
+        "resource sent in clear"
+    );
+    // By attestation token.
+    let (status, body, _) = k.http(
+        "GET",
+        "/kbs/v0/resource/default/key/app",
+        &[("Authorization", format!("Bearer {token}"))],
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    let jwe: jwe::Jwe = serde_json::from_value(body).expect("jwe");
+    assert_eq!(
+        jwe::decrypt(&key, &jwe).expect("decrypt").as_slice(),
+        SECRET
+    );
+    // The secret never reaches the KBS log.
+    let log = std::fs::read_to_string(&k.log).expect("log");
+    assert!(!log.contains("c0rrect-h0rse"), "secret in the KBS log");
+    assert!(!log.contains(&token), "token in the KBS log");
+}
+
+#[test]
+fn protocol_refusals_have_the_right_status_and_reason() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let k = KbsProc::start(dir.path(), &["--allow-sim", "--session-ttl", "1"]);
+    k.put("default/key/app", SECRET, dir.path());
+    let tee = FakeTee::new("sha256:aa");
+    let key = jwe::generate_key().expect("key");
+
+    // Malformed JSON and a wrong protocol version.
+    let (s, b, _) = k.http("POST", "/kbs/v0/auth", &[], Some(b"{not json"));
+    assert_refused((s, b), 400, "InvalidRequest", "malformed request");
+    let (s, b, _) = k.http(
+        "POST",
+        "/kbs/v0/auth",
+        &[],
+        Some(br#"{"version":"9.9.9","tee":"sample","extra-params":{}}"#),
+    );
+    assert_refused((s, b), 400, "InvalidRequest", "not supported");
+    // Attest without a session.
+    let (s, b, _) = k.http("POST", "/kbs/v0/attest", &[], Some(b"{}"));
+    assert_refused((s, b), 401, "UnAuthenticated", "no session");
+    // A wrong nonce.
+    let (_, cookie) = auth(&k);
+    let att = attestation(&tee, "bm90LXRoZS1ub25jZQ==", &key);
+    assert_refused(
+        attest(&k, &cookie, &att),
+        401,
+        "AttestationFailed",
+        "not this session's challenge",
+    );
+    // The nonce is spent even by a failed attempt: a retry on the same session is refused.
+    let (nonce, cookie) = auth(&k);
+    let good = attestation(&tee, &nonce, &key);
+    assert_eq!(attest(&k, &cookie, &good).0, 200);
+    assert_refused(
+        attest(&k, &cookie, &good),
+        401,
+        "AttestationFailed",
+        "already used",
+    );
+    // The same attestation replayed on a new session carries the old nonce.
+    let (_, cookie2) = auth(&k);
+    assert_refused(
+        attest(&k, &cookie2, &good),
+        401,
+        "AttestationFailed",
+        "not this session's challenge",
+    );
+    // Evidence bound to another key than the one presented.
+    let (nonce, cookie) = auth(&k);
+    let mut other_key = attestation(&tee, &nonce, &key);
+    other_key["runtime-data"]["tee-pubkey"] =
+        jwe::public_jwk(&jwe::generate_key().expect("key").public_key());
+    assert_refused(
+        attest(&k, &cookie, &other_key),
+        401,
+        "AttestationFailed",
+        "bound to other runtime data",
+    );
+    // A tampered event log.
+    let (nonce, cookie) = auth(&k);
+    let mut tampered = attestation(&tee, &nonce, &key);
+    tampered["tee-evidence"]["primary_evidence"]["event_log"][1]["content"]["image_digest"] =
+        json!("sha256:bb");
+    assert_refused(
+        attest(&k, &cookie, &tampered),
+        401,
+        "AttestationFailed",
+        "replays to",
+    );
+    // Resource before attesting, and an unknown resource after.
+    let (nonce, cookie) = auth(&k);
+    let (s, b, _) = k.http(
+        "GET",
+        "/kbs/v0/resource/default/key/app",
+        &[("Cookie", cookie.clone())],
+        None,
+    );
+    assert_refused((s, b), 401, "UnAuthenticated", "not attested");
+    assert_eq!(attest(&k, &cookie, &attestation(&tee, &nonce, &key)).0, 200);
+    let (s, b, _) = k.http(
+        "GET",
+        "/kbs/v0/resource/default/key/nope",
+        &[("Cookie", cookie.clone())],
+        None,
+    );
+    assert_refused((s, b), 404, "ResourceNotFound", "default/key/nope");
+    let (s, b, _) = k.http(
+        "GET",
+        "/kbs/v0/resource/default/key/..",
+        &[("Cookie", cookie.clone())],
+        None,
+    );
+    assert!(s == 400 || s == 404, "{s} {b}");
+    // Policy denial: reference images that do not include this container's image.
+    let refs = dir.path().join("refs.json");
+    std::fs::write(&refs, br#"{"images": ["sha256:0000"]}"#).expect("write");
+    let out = k.admin_cli(&["reference", "--file", refs.to_str().expect("utf8")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (s, b, _) = k.http(
+        "GET",
+        "/kbs/v0/resource/default/key/app",
+        &[("Cookie", cookie.clone())],
+        None,
+    );
+    assert_refused((s, b), 401, "PolicyDeny", "default/key/app");
+    // An expired session.
+    let (nonce, cookie) = auth(&k);
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_refused(
+        attest(&k, &cookie, &attestation(&tee, &nonce, &key)),
+        401,
+        "UnAuthenticated",
+        "expired",
+    );
+    // A forged token.
+    let (s, b, _) = k.http(
+        "GET",
+        "/kbs/v0/resource/default/key/app",
+        &[("Authorization", "Bearer a.b.c".to_string())],
+        None,
+    );
+    assert_refused((s, b), 401, "UnAuthenticated", "token");
+    let log = std::fs::read_to_string(&k.log).expect("log");
+    assert!(!log.contains("c0rrect-h0rse"), "secret in the KBS log");
+}
+
+#[test]
+fn sim_evidence_is_refused_without_allow_sim() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let k = KbsProc::start(dir.path(), &[]);
+    let tee = FakeTee::new("sha256:aa");
+    let key = jwe::generate_key().expect("key");
+    let (nonce, cookie) = auth(&k);
+    assert_refused(
+        attest(&k, &cookie, &attestation(&tee, &nonce, &key)),
+        401,
+        "AttestationFailed",
+        "--allow-sim",
+    );
+}
+
+#[test]
+fn admin_api_requires_the_owners_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let k = KbsProc::start(dir.path(), &["--allow-sim"]);
+    let (s, b, _) = k.http("POST", "/kbs/v0/resource/default/key/app", &[], Some(b"x"));
+    assert_refused((s, b), 401, "AdminAuthFailed", "admin");
+    // A token signed by someone else's key.
+    let other = dir.path().join("other");
+    Command::new(VOUCH_KBS)
+        .args(["keygen", "--out-dir"])
+        .arg(&other)
+        .output()
+        .expect("keygen");
+    let out = Command::new(VOUCH_KBS)
+        .args(["token", "--admin-key"])
+        .arg(other.join("admin.key"))
+        .output()
+        .expect("token");
+    let forged = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let (s, b, _) = k.http(
+        "POST",
+        "/kbs/v0/resource/default/key/app",
+        &[("Authorization", format!("Bearer {forged}"))],
+        Some(b"x"),
+    );
+    assert_refused((s, b), 401, "AdminAuthFailed", "signature");
+    // A policy that does not compile is refused and the old one stays.
+    let bad = dir.path().join("bad.rego");
+    std::fs::write(&bad, "package policy\nallow if {").expect("write");
+    let out = k.admin_cli(&["policy", "--file", bad.to_str().expect("utf8")]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("does not compile"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn secret_url(k: &KbsProc, path: &str) -> String {
+    format!("kbs://{}/{path}", k.addr)
+}
+
+#[test]
+fn container_reads_its_secret_and_another_image_is_refused() {
+    if !require_root("container_reads_its_secret_and_another_image_is_refused") {
+        return;
+    }
+    let env = TestEnv::new();
+    let k = KbsProc::start(env.path(), &["--allow-sim"]);
+    k.put("default/key/app", SECRET, env.path());
+    let d = env.start();
+    let good = load_busybox(&env, &d, "bb");
+    // Only the bb image may have the secret.
+    let refs = env.path().join("refs.json");
+    std::fs::write(&refs, json!({"images": [good]}).to_string()).expect("write");
+    assert!(k
+        .admin_cli(&["reference", "--file", refs.to_str().expect("utf8")])
+        .status
+        .success());
+    let url = secret_url(&k, "default/key/app");
+    // The container reads the secret; only its hash is printed.
+    let script = "sha256sum /secret/default/key/app; stat -c '%a %u' /secret/default/key/app; (echo x > /secret/default/key/app) 2>/dev/null || echo read-only";
+    let out = d.vouch(&[
+        "run",
+        "--name",
+        "reader",
+        "--user",
+        "1000:1000",
+        "--secret",
+        &url,
+        "bb",
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(SECRET));
+    assert_eq!(
+        stdout(&out),
+        format!("{hash}  /secret/default/key/app\n400 1000\nread-only\n")
+    );
+    let c = d.json(&["inspect", "reader"]);
+    let actions: Vec<&str> = c[0]["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["action"].as_str().expect("a"))
+        .collect();
+    assert!(actions.contains(&"SecretFetched"), "{actions:?}");
+    // The measured log records which resource was delivered, never its value.
+    let ev = env.path().join("ev.json");
+    d.ok(&[
+        "attest",
+        "--nonce",
+        "00112233445566778899aabbccddeeff",
+        "-o",
+        ev.to_str().expect("utf8"),
+    ]);
+    let evidence = std::fs::read_to_string(&ev).expect("ev");
+    assert!(evidence.contains("secret.fetched") && evidence.contains(&url));
+    // The tmpfs is gone once the container has ended.
+    let secrets_dir = env
+        .state()
+        .join("containers")
+        .join(c[0]["id"].as_str().expect("id"))
+        .join("secrets");
+    assert!(!std::fs::read_to_string("/proc/self/mountinfo")
+        .expect("mountinfo")
+        .contains(secrets_dir.to_str().expect("utf8")));
+
+    // A container from another image is refused, and the task says by whom and why.
+    let other_dir = env.path().join("img-other");
+    write_layout(
+        &other_dir,
+        "other",
+        &[
+            busybox_layer(),
+            Layer::new().file("marker", 0o644, b"other").finish(),
+        ],
+        &["/bin/sh"],
+        &["PATH=/bin"],
+    );
+    d.ok(&["image", "load", "-i", other_dir.to_str().expect("utf8")]);
+    let out = d.vouch(&[
+        "run",
+        "--name",
+        "intruder",
+        "--secret",
+        &url,
+        "other",
+        "cat",
+        "/secret/default/key/app",
+    ]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("policy denied"), "{}", stderr(&out));
+    let c = d.json(&["inspect", "intruder"]);
+    assert_eq!(c[0]["state"], "Failed");
+    let err = c[0]["error"].as_str().expect("error");
+    assert!(
+        err.contains(&k.addr) && err.contains("policy denied"),
+        "{err}"
+    );
+    assert!(!stdout(&out).contains("c0rrect"));
+
+    // No log anywhere holds the secret.
+    drop(d);
+    let mut leaks = Vec::new();
+    scan(env.path(), &mut leaks);
+    assert!(leaks.is_empty(), "secret found in: {leaks:?}");
+}
+
+/// Files under `dir` containing the secret's distinctive bytes.
+fn scan(dir: &Path, leaks: &mut Vec<PathBuf>) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        let Ok(m) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if m.is_dir() {
+            // The admin's own copy of the value was removed after upload; image layers hold no secrets.
+            scan(&p, leaks);
+        } else if m.is_file() && m.len() < (64 << 20) {
+            if let Ok(bytes) = std::fs::read(&p) {
+                if bytes
+                    .windows(b"c0rrect-h0rse".len())
+                    .any(|w| w == b"c0rrect-h0rse")
+                    && !p.ends_with("kbs.redb")
+                {
+                    leaks.push(p);
+                }
+            }
+        }
+    }
+}
