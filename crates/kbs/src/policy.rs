@@ -60,13 +60,40 @@ pub fn validate(policy: &str) -> Result<(), PolicyError> {
         })
 }
 
-/// Evaluate `data.policy.allow` for `input`. Anything but `true` denies.
-pub fn evaluate(policy: &str, input: &Value) -> Result<bool, PolicyError> {
+fn compile(policy: &str) -> Result<regorus::Engine, PolicyError> {
     let mut engine = regorus::Engine::new();
     engine.set_rego_v0(false);
     engine
         .add_policy("policy.rego".to_string(), policy.to_string())
         .map_err(|e| PolicyError::Compile(e.to_string()))?;
+    Ok(engine)
+}
+
+/// Compiled policies by their text, so a hot path does not re-parse Rego per request.
+static CACHE: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<String, regorus::Engine>>,
+> = std::sync::LazyLock::new(Default::default);
+const CACHE_LIMIT: usize = 256;
+
+/// Evaluate `data.policy.allow` for `input`. Anything but `true` denies.
+pub fn evaluate(policy: &str, input: &Value) -> Result<bool, PolicyError> {
+    let cached = CACHE
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(policy)
+        .cloned();
+    let mut engine = match cached {
+        Some(e) => e,
+        None => {
+            let e = compile(policy)?;
+            let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+            if cache.len() >= CACHE_LIMIT {
+                cache.clear();
+            }
+            cache.insert(policy.to_string(), e.clone());
+            e
+        }
+    };
     let input = regorus::Value::from_json_str(&input.to_string())
         .map_err(|e| PolicyError::Eval(e.to_string()))?;
     engine.set_input(input);

@@ -151,7 +151,14 @@ pub struct Kbs {
     cfg: KbsConfig,
     storage: Box<dyn Storage>,
     signer: Es256,
-    sessions: Mutex<HashMap<String, Session>>,
+    sessions: Mutex<Sessions>,
+}
+
+#[derive(Default)]
+struct Sessions {
+    map: HashMap<String, Session>,
+    /// When expired sessions were last dropped (a full scan, so at most once a second).
+    pruned: Option<Instant>,
 }
 
 fn random_hex(n: usize) -> Result<String, KbsError> {
@@ -205,11 +212,11 @@ impl Kbs {
             cfg,
             storage,
             signer: Es256::new(signing_key),
-            sessions: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(Sessions::default()),
         }
     }
 
-    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
+    fn sessions(&self) -> std::sync::MutexGuard<'_, Sessions> {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -230,11 +237,18 @@ impl Kbs {
         let id = random_hex(32)?;
         let mut sessions = self.sessions();
         let now = Instant::now();
-        sessions.retain(|_, s| s.expires > now);
-        if sessions.len() >= self.cfg.max_sessions {
+        if sessions
+            .pruned
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+            || sessions.map.len() >= self.cfg.max_sessions
+        {
+            sessions.map.retain(|_, s| s.expires > now);
+            sessions.pruned = Some(now);
+        }
+        if sessions.map.len() >= self.cfg.max_sessions {
             return Err(KbsError::Busy);
         }
-        sessions.insert(
+        sessions.map.insert(
             id.clone(),
             Session {
                 tee: req.tee,
@@ -259,10 +273,11 @@ impl Kbs {
         let (tee, nonce) = {
             let mut sessions = self.sessions();
             let s = sessions
+                .map
                 .get_mut(session_id)
                 .ok_or(KbsError::SessionExpired)?;
             if s.expires <= Instant::now() {
-                sessions.remove(session_id);
+                sessions.map.remove(session_id);
                 return Err(KbsError::SessionExpired);
             }
             match std::mem::replace(
@@ -328,7 +343,7 @@ impl Kbs {
             "tee-pubkey": tee_pubkey,
         }));
         let mut sessions = self.sessions();
-        if let Some(s) = sessions.get_mut(session_id) {
+        if let Some(s) = sessions.map.get_mut(session_id) {
             s.state = SessionState::Attested { claims, tee_pubkey };
         }
         tracing::info!(tee = %verdict.tee, containers = verdict.containers.len(), "attestation verified");
@@ -348,7 +363,7 @@ impl Kbs {
         }
         let id = session_id.ok_or(KbsError::NoSession)?;
         let sessions = self.sessions();
-        let s = sessions.get(id).ok_or(KbsError::SessionExpired)?;
+        let s = sessions.map.get(id).ok_or(KbsError::SessionExpired)?;
         if s.expires <= Instant::now() {
             return Err(KbsError::SessionExpired);
         }

@@ -77,6 +77,22 @@ enum Cmd {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Load generator: complete auth + attest + resource round trips with sim evidence from
+    /// concurrent clients; prints round trips per second and latency percentiles.
+    Bench {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        kbs: String,
+        /// REPO/TYPE/TAG to fetch (must exist and be released to sim evidence).
+        #[arg(long, default_value = "default/key/app")]
+        resource: String,
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        /// Seconds to run.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        #[arg(long)]
+        json: bool,
+    },
     /// Set the reference values document (JSON object, e.g. {"images": ["sha256:..."]}).
     Reference {
         #[arg(long)]
@@ -305,6 +321,19 @@ fn run(cli: Cli) -> Result<()> {
             )?;
             Ok(())
         }
+        Cmd::Bench {
+            kbs,
+            resource,
+            clients,
+            duration,
+            json,
+        } => bench(
+            &kbs,
+            &resource,
+            clients,
+            Duration::from_secs(duration),
+            json,
+        ),
         Cmd::Reference { file, admin } => {
             let text = fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
@@ -324,4 +353,94 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn bench(
+    kbs: &str,
+    resource: &str,
+    clients: usize,
+    duration: Duration,
+    json_out: bool,
+) -> Result<()> {
+    use std::time::Instant;
+    let path = resource_path(resource)?;
+    let deadline = Instant::now() + duration;
+    let mut handles = Vec::new();
+    for _ in 0..clients.max(1) {
+        let client = KbsClient::new(kbs);
+        let path = path.clone();
+        handles.push(std::thread::spawn(move || -> Result<(Vec<u32>, u64)> {
+            // Each client is its own sim TEE with a short measured log.
+            let dir = tempfile_dir()?;
+            let sim = Arc::new(vouch_tee::sim::SimAttester::open(&dir.join("sim"))?);
+            let (mut journal, _) = vouch_tee::Journal::open(&dir.join("log"), sim, vouch_tee::VOUCH_REGISTER)?;
+            journal.append("container.create", json!({"id": "bench", "image_digest": "sha256:bench", "config_digest": "sha384:bench"}))?;
+            let mut latencies = Vec::new();
+            let mut errors = 0u64;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let r = client.get_resource(kbs_types::Tee::Sample, &path, |rd| {
+                    journal.evidence(rd).map_err(|e| e.to_string()).and_then(|e| serde_json::to_value(e).map_err(|e| e.to_string()))
+                });
+                match r {
+                    Ok(_) => latencies.push(t.elapsed().as_micros() as u32),
+                    Err(e) => {
+                        errors += 1;
+                        if errors == 1 {
+                            eprintln!("vouch-kbs bench: {e}");
+                        }
+                    }
+                }
+            }
+            let _ = fs::remove_dir_all(&dir);
+            Ok((latencies, errors))
+        }));
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for h in handles {
+        let (l, e) = h
+            .join()
+            .map_err(|_| anyhow::anyhow!("a bench client panicked"))??;
+        all.extend(l);
+        errors += e;
+    }
+    all.sort_unstable();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as f64
+            / 1000.0
+    };
+    let rate = all.len() as f64 / duration.as_secs_f64();
+    if json_out {
+        println!(
+            "{}",
+            json!({"clients": clients, "round_trips": all.len(), "errors": errors, "per_second": rate, "p50_ms": pct(0.50), "p99_ms": pct(0.99), "max_ms": pct(1.0)})
+        );
+    } else {
+        println!(
+            "clients {clients}: {} round trips in {:?}, {errors} errors",
+            all.len(),
+            duration
+        );
+        println!(
+            "{rate:.0} round trips/s, latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            pct(0.50),
+            pct(0.99),
+            pct(1.0)
+        );
+    }
+    if errors > 0 {
+        bail!("{errors} round trips failed");
+    }
+    Ok(())
+}
+
+fn tempfile_dir() -> Result<PathBuf> {
+    let mut r = [0u8; 8];
+    getrandom::fill(&mut r)?;
+    let dir = std::env::temp_dir().join(format!("vouch-kbs-bench-{}", hex::encode(r)));
+    fs::create_dir_all(&dir)?;
+    Ok(dir)
 }
