@@ -797,7 +797,13 @@ impl Engine {
             TeeType::Tdx => kbs_types::Tee::Tdx,
             TeeType::Snp => kbs_types::Tee::Snp,
         };
-        for SecretRef { url, client, path } in secrets {
+        for SecretRef {
+            url,
+            client,
+            path,
+            target,
+        } in secrets
+        {
             let value = client
                 .get_resource(tee, path, |runtime_data| {
                     let evidence = lock(&self.journal)
@@ -810,7 +816,7 @@ impl Engine {
                     kbs: client.addr().to_string(),
                     source,
                 })?;
-            dir.write(&path.to_string(), &value, spec.uid, spec.gid)
+            dir.write(target, &value, spec.uid, spec.gid)
                 .map_err(|e| EngineError::Internal(format!("cannot write secret {path}: {e}")))?;
             self.update(
                 id,

@@ -23,15 +23,41 @@ pub struct SecretRef {
     pub url: String,
     pub client: KbsClient,
     pub path: ResourcePath,
+    /// Where the secret appears under `/secret`: `REPO/TYPE/TAG`, or the name given with
+    /// `,target=NAME`.
+    pub target: String,
 }
 
 impl SecretRef {
-    pub fn parse(url: &str) -> Result<Self, KbsClientError> {
+    /// Parse `kbs://HOST:PORT/REPO/TYPE/TAG[,target=NAME]`.
+    pub fn parse(spec: &str) -> Result<Self, KbsClientError> {
+        let (url, target) = match spec.split_once(",target=") {
+            Some((u, t)) => (u, Some(t)),
+            None => (spec, None),
+        };
         let (client, path) = KbsClient::parse_url(url)?;
+        let target = match target {
+            Some(t) => {
+                let ok = !t.is_empty()
+                    && t.len() <= 128
+                    && t.bytes().all(|b| {
+                        b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':')
+                    })
+                    && t.bytes().any(|b| b != b'.');
+                if !ok {
+                    return Err(KbsClientError::BadUrl(format!(
+                        "{spec} (target must be one file name)"
+                    )));
+                }
+                t.to_string()
+            }
+            None => path.to_string(),
+        };
         Ok(SecretRef {
             url: url.to_string(),
             client,
             path,
+            target,
         })
     }
 }

@@ -17,7 +17,7 @@ pub mod store;
 pub mod token;
 
 pub use client::{KbsClient, KbsClientError, ResourcePath, SecretRef};
-pub use server::{Kbs, KbsConfig, KbsError};
+pub use server::{Kbs, KbsConfig, KbsError, QuickMode, QUICK_RESOURCE};
 
 /// The KBS protocol version spoken here.
 pub const PROTOCOL_VERSION: &str = "0.4.0";

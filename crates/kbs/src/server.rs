@@ -57,6 +57,10 @@ pub enum KbsError {
     NotFound(String),
     #[error("admin authentication failed: send a valid admin token as Authorization: Bearer")]
     AdminAuth(#[source] Option<TokenError>),
+    #[error("the admin API is disabled: start vouch-kbs with --admin-key")]
+    AdminDisabled,
+    #[error("cannot read the quick-mode secret file")]
+    QuickFile(#[source] std::io::Error),
     #[error("resource policy")]
     Policy(#[source] PolicyError),
     #[error("KBS storage")]
@@ -88,7 +92,10 @@ impl KbsError {
             | KbsError::Evidence(_)
             | KbsError::EvidenceFormat(_) => (StatusCode::UNAUTHORIZED, "AttestationFailed"),
             KbsError::PolicyDenied(_) => (StatusCode::UNAUTHORIZED, "PolicyDeny"),
-            KbsError::AdminAuth(_) => (StatusCode::UNAUTHORIZED, "AdminAuthFailed"),
+            KbsError::AdminAuth(_) | KbsError::AdminDisabled => {
+                (StatusCode::UNAUTHORIZED, "AdminAuthFailed")
+            }
+            KbsError::QuickFile(_) => (StatusCode::INTERNAL_SERVER_ERROR, "StorageError"),
             KbsError::NotFound(_) => (StatusCode::NOT_FOUND, "ResourceNotFound"),
             KbsError::Busy => (StatusCode::SERVICE_UNAVAILABLE, "Busy"),
             KbsError::NoEndpoint => (StatusCode::NOT_FOUND, "NotFound"),
@@ -125,6 +132,46 @@ impl IntoResponse for KbsError {
     }
 }
 
+/// Conker's quick mode: one JSON file released only to evidence showing this platform
+/// measurement (register 1: RTMR1 on TDX, as Conker uses) running this image.
+#[derive(Clone, Debug)]
+pub struct QuickMode {
+    pub secret_file: std::path::PathBuf,
+    /// Lower-case hex of the platform register.
+    pub measurement: String,
+    /// `sha256:<hex>` of the image (manifest digest, as `vouch image ls` shows).
+    pub image: String,
+}
+
+/// The resource path quick mode serves.
+pub const QUICK_RESOURCE: &str = "conker/secret/json";
+
+impl QuickMode {
+    fn policy(&self) -> String {
+        format!(
+            r#"package policy
+
+default allow := false
+
+allow if {{
+    platform_ok
+    input.tee.registers[1] == "{m}"
+    input.container.image_digest == "{i}"
+}}
+
+platform_ok if input.tee.hardware == true
+
+platform_ok if {{
+    input.tee.hardware == false
+    input.kbs.allow_sim == true
+}}
+"#,
+            m = self.measurement,
+            i = self.image
+        )
+    }
+}
+
 #[derive(Clone)]
 pub struct KbsConfig {
     /// Accept evidence from the sim TEE (development only).
@@ -132,8 +179,10 @@ pub struct KbsConfig {
     pub session_ttl: Duration,
     pub token_ttl: Duration,
     pub max_sessions: usize,
-    /// Owner's Ed25519 public key for admin tokens.
-    pub admin_key: ed25519_dalek::VerifyingKey,
+    /// Owner's Ed25519 public key for admin tokens; `None` disables the admin API.
+    pub admin_key: Option<ed25519_dalek::VerifyingKey>,
+    /// Conker quick mode, if configured.
+    pub quick: Option<QuickMode>,
 }
 
 enum SessionState {
@@ -397,13 +446,17 @@ impl Kbs {
         input["resource"] = json!({"repo": repo, "type": kind, "tag": tag, "path": path});
         input["reference"] = reference;
         input["kbs"] = json!({"allow_sim": self.cfg.allow_sim});
-        let policy = match self.storage.get_policy(&path).map_err(KbsError::Storage)? {
-            Some(p) => p,
-            None => self
-                .storage
-                .get_policy(DEFAULT_POLICY_KEY)
-                .map_err(KbsError::Storage)?
-                .unwrap_or_else(|| DEFAULT_POLICY.to_string()),
+        let quick = self.cfg.quick.as_ref().filter(|_| path == QUICK_RESOURCE);
+        let policy = match quick {
+            Some(q) => q.policy(),
+            None => match self.storage.get_policy(&path).map_err(KbsError::Storage)? {
+                Some(p) => p,
+                None => self
+                    .storage
+                    .get_policy(DEFAULT_POLICY_KEY)
+                    .map_err(KbsError::Storage)?
+                    .unwrap_or_else(|| DEFAULT_POLICY.to_string()),
+            },
         };
         // Fail closed: a policy that cannot be evaluated denies.
         let allowed = policy::evaluate(&policy, &input).unwrap_or_else(|e| {
@@ -413,11 +466,17 @@ impl Kbs {
         if !allowed {
             return Err(KbsError::PolicyDenied(path));
         }
-        let value = self
-            .storage
-            .get_resource(&path)
-            .map_err(KbsError::Storage)?
-            .ok_or_else(|| KbsError::NotFound(path.clone()))?;
+        let value = match quick {
+            // Read on every request, so an edited file takes effect at once.
+            Some(q) => {
+                zeroize::Zeroizing::new(std::fs::read(&q.secret_file).map_err(KbsError::QuickFile)?)
+            }
+            None => self
+                .storage
+                .get_resource(&path)
+                .map_err(KbsError::Storage)?
+                .ok_or_else(|| KbsError::NotFound(path.clone()))?,
+        };
         let key = jwe::parse_jwk(&tee_pubkey).map_err(KbsError::Key)?;
         let out = jwe::encrypt(&key, &value).map_err(KbsError::Key)?;
         tracing::info!(resource = %path, "resource released");
@@ -425,9 +484,9 @@ impl Kbs {
     }
 
     fn admin(&self, headers: &HeaderMap) -> Result<(), KbsError> {
+        let key = self.cfg.admin_key.as_ref().ok_or(KbsError::AdminDisabled)?;
         let token = bearer(headers).ok_or(KbsError::AdminAuth(None))?;
-        token::verify_admin(&self.cfg.admin_key, token)
-            .map_err(|e| KbsError::AdminAuth(Some(e)))?;
+        token::verify_admin(key, token).map_err(|e| KbsError::AdminAuth(Some(e)))?;
         Ok(())
     }
 }

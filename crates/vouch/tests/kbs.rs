@@ -27,6 +27,43 @@ struct KbsProc {
 }
 
 impl KbsProc {
+    /// Quick mode (no admin key): one secret file for one measurement and image.
+    fn start_quick(dir: &Path, secret: &Path, measurement: &str, image: &str) -> KbsProc {
+        let log = dir.join("kbs-quick.log");
+        let mut child = Command::new(VOUCH_KBS)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--allow-sim",
+                "--state-dir",
+            ])
+            .arg(dir.join("kbs-quick-state"))
+            .arg("--secret-file")
+            .arg(secret)
+            .args(["--measurement", measurement, "--image", image])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("spawn vouch-kbs");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("vouch-kbs did not start: {line:?}"))
+            .to_string();
+        KbsProc {
+            child: Some(child),
+            addr,
+            admin: dir.join("no-admin"),
+            log,
+        }
+    }
+
     fn start(dir: &Path, extra: &[&str]) -> KbsProc {
         let admin = dir.join("admin");
         if !admin.join("admin.key").exists() {
@@ -577,4 +614,56 @@ fn scan(dir: &Path, leaks: &mut Vec<PathBuf>) {
             }
         }
     }
+}
+
+fn fetch(k: &KbsProc, tee: &FakeTee, path: &str) -> Result<Vec<u8>, vouch_kbs::KbsClientError> {
+    let client = vouch_kbs::KbsClient::new(k.addr.clone());
+    let path = vouch_kbs::ResourcePath::parse(path).expect("path");
+    client
+        .get_resource(kbs_types::Tee::Sample, &path, |rd| {
+            tee.journal
+                .evidence(rd)
+                .map_err(|e| e.to_string())
+                .map(|e| serde_json::to_value(e).expect("json"))
+        })
+        .map(|v| v.to_vec())
+}
+
+#[test]
+fn quick_mode_releases_the_file_to_the_right_measurement_and_image_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let image = format!("sha256:{}", "ab".repeat(32));
+    let secret = dir.path().join("secret.json");
+    std::fs::write(&secret, br#"{"key":"123456"}"#).expect("write");
+    // The sim's register 1 is never extended: all zeros.
+    let zeros = "0".repeat(96);
+    let k = KbsProc::start_quick(dir.path(), &secret, &zeros, &image);
+    let tee = FakeTee::new(&image);
+    assert_eq!(
+        fetch(&k, &tee, vouch_kbs::QUICK_RESOURCE).expect("released"),
+        br#"{"key":"123456"}"#
+    );
+    // The file is re-read: an edit takes effect at once.
+    std::fs::write(&secret, br#"{"key":"654321"}"#).expect("write");
+    assert_eq!(
+        fetch(&k, &tee, vouch_kbs::QUICK_RESOURCE).expect("released"),
+        br#"{"key":"654321"}"#
+    );
+    // Another image is refused.
+    let other = FakeTee::new(&format!("sha256:{}", "cd".repeat(32)));
+    let err = fetch(&k, &other, vouch_kbs::QUICK_RESOURCE).expect_err("other image");
+    assert!(err.to_string().contains("policy denied"), "{err}");
+    // The admin API is off in quick mode.
+    let (s, b, _) = k.http(
+        "POST",
+        "/kbs/v0/resource/default/key/app",
+        &[("Authorization", "Bearer x.y.z".into())],
+        Some(b"x"),
+    );
+    assert_refused((s, b), 401, "AdminAuthFailed", "disabled");
+    drop(k);
+    // Another platform measurement is refused.
+    let k = KbsProc::start_quick(dir.path(), &secret, &"1".repeat(96), &image);
+    let err = fetch(&k, &tee, vouch_kbs::QUICK_RESOURCE).expect_err("other measurement");
+    assert!(err.to_string().contains("policy denied"), "{err}");
 }

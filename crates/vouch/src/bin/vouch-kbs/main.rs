@@ -36,9 +36,19 @@ enum Cmd {
         /// Directory for the database and the token signing key.
         #[arg(long, default_value = "/var/lib/vouch-kbs")]
         state_dir: PathBuf,
-        /// The owner's admin public key (from `vouch-kbs keygen`).
+        /// The owner's admin public key (from `vouch-kbs keygen`); without it the admin API is off.
         #[arg(long)]
-        admin_key: PathBuf,
+        admin_key: Option<PathBuf>,
+        /// Conker quick mode: release this JSON file (re-read on every request) as resource
+        /// conker/secret/json, only to evidence with --measurement running --image.
+        #[arg(long, requires_all = ["measurement", "image"])]
+        secret_file: Option<PathBuf>,
+        /// Quick mode: the platform measurement (hex of register 1: RTMR1 on TDX).
+        #[arg(long, requires = "secret_file")]
+        measurement: Option<String>,
+        /// Quick mode: the image digest (sha256:HEX or HEX) the container must run.
+        #[arg(long, requires = "secret_file")]
+        image: Option<String>,
         /// Accept evidence from the sim TEE (development only: it is NOT hardware-backed).
         #[arg(long)]
         allow_sim: bool,
@@ -191,6 +201,9 @@ fn run(cli: Cli) -> Result<()> {
             listen,
             state_dir,
             admin_key,
+            secret_file,
+            measurement,
+            image,
             allow_sim,
             session_ttl,
             token_ttl,
@@ -203,11 +216,36 @@ fn run(cli: Cli) -> Result<()> {
                 )
                 .with_writer(std::io::stderr)
                 .init();
-            let admin = ed25519_dalek::VerifyingKey::from_bytes(&read_hex32(
-                &admin_key,
-                "admin public key",
-            )?)
-            .context("the admin public key is not a valid Ed25519 key")?;
+            let admin = match &admin_key {
+                Some(path) => Some(
+                    ed25519_dalek::VerifyingKey::from_bytes(&read_hex32(path, "admin public key")?)
+                        .context("the admin public key is not a valid Ed25519 key")?,
+                ),
+                None => None,
+            };
+            let quick = match (secret_file, measurement, image) {
+                (Some(secret_file), Some(m), Some(i)) => {
+                    let m = m.to_ascii_lowercase();
+                    if m.len() != 96 || !m.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        bail!("--measurement must be 96 hex characters (a SHA-384 register)");
+                    }
+                    let hex = i.strip_prefix("sha256:").unwrap_or(&i).to_ascii_lowercase();
+                    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        bail!("--image must be sha256:<64 hex> or the 64 hex characters");
+                    }
+                    fs::metadata(&secret_file)
+                        .with_context(|| format!("cannot read {}", secret_file.display()))?;
+                    Some(vouch_kbs::QuickMode {
+                        secret_file,
+                        measurement: m,
+                        image: format!("sha256:{hex}"),
+                    })
+                }
+                _ => None,
+            };
+            if admin.is_none() && quick.is_none() {
+                bail!("give --admin-key (to manage resources) or --secret-file with --measurement and --image (quick mode)");
+            }
             fs::create_dir_all(&state_dir)
                 .with_context(|| format!("cannot create {}", state_dir.display()))?;
             let key_path = state_dir.join("token.key");
@@ -228,6 +266,7 @@ fn run(cli: Cli) -> Result<()> {
                 token_ttl: Duration::from_secs(token_ttl),
                 max_sessions: 100_000,
                 admin_key: admin,
+                quick,
             };
             let kbs = Arc::new(Kbs::new(cfg, Box::new(storage), signing));
             let rt = tokio::runtime::Builder::new_multi_thread()

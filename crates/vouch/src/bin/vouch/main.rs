@@ -159,8 +159,9 @@ struct RunArgs {
     #[arg(short, long)]
     workdir: Option<String>,
     /// A secret released by a KBS to this container only after attestation:
-    /// kbs://HOST:PORT/REPO/TYPE/TAG, readable at /secret/REPO/TYPE/TAG.
-    #[arg(long, value_name = "URL")]
+    /// kbs://HOST:PORT/REPO/TYPE/TAG, readable at /secret/REPO/TYPE/TAG
+    /// (or at /secret/NAME with `,target=NAME`).
+    #[arg(long, value_name = "URL[,target=NAME]")]
     secret: Vec<String>,
     /// Image name, id or digest.
     image: String,
