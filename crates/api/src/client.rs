@@ -25,7 +25,7 @@ pub enum ClientError {
     PermissionDenied { socket: String },
     #[error("{message}")]
     Api { status: u16, message: String },
-    #[error("lost the connection to vouchd")]
+    #[error("the connection was lost or timed out")]
     Io(#[source] io::Error),
     #[error("vouchd sent a malformed response: {0}")]
     Protocol(String),

@@ -66,6 +66,10 @@ pub enum EngineError {
         #[source]
         source: vouch_kbs::KbsClientError,
     },
+    #[error("the task was cancelled")]
+    Cancelled,
+    #[error("a task already exists ({0}): DELETE it first")]
+    TaskExists(String),
     #[error("container {id} failed to start: {reason}")]
     StartFailed { id: String, reason: String },
     #[error("{0}")]
@@ -88,6 +92,20 @@ struct Launch<'a> {
 pub struct TaskRecord {
     pub view: Container,
     pub monitor_pid: Option<i32>,
+    /// The Conker request this task came from (secrets redacted), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conker: Option<Value>,
+}
+
+/// A recorded task waiting to be launched.
+struct Pending {
+    id: String,
+    name: String,
+    reference: String,
+    image: ImageRecord,
+    spec: ContainerSpec,
+    secrets: Vec<SecretRef>,
+    auto_remove: bool,
 }
 
 pub struct Engine {
@@ -100,6 +118,8 @@ pub struct Engine {
     events: broadcast::Sender<EventMessage>,
     /// Serializes name checks and task insertion.
     create_lock: Mutex<()>,
+    /// Tasks asked to stop launching.
+    cancels: Mutex<std::collections::HashSet<String>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -175,6 +195,7 @@ impl Engine {
             watchers: Mutex::new(HashMap::new()),
             events,
             create_lock: Mutex::new(()),
+            cancels: Mutex::new(Default::default()),
         });
         engine.reconcile();
         Ok(engine)
@@ -465,7 +486,33 @@ impl Engine {
     // ---- the launch path ----------------------------------------------------------------------
 
     /// Create and start a container. Blocking: call from a blocking thread.
+    /// Create and start a container. Blocking: call from a blocking thread.
     pub fn create(self: &Arc<Self>, req: CreateContainer) -> Result<Container, EngineError> {
+        let pending = self.begin(req, None)?;
+        self.run(pending)
+    }
+
+    /// Validate and record the task, then launch it in the background; returns at once.
+    pub fn create_detached(
+        self: &Arc<Self>,
+        req: CreateContainer,
+        conker: Option<Value>,
+    ) -> Result<Container, EngineError> {
+        let pending = self.begin(req, conker)?;
+        let view = self.get(&pending.id)?;
+        let engine = Arc::clone(self);
+        std::thread::spawn(move || {
+            let _ = engine.run(pending);
+        });
+        Ok(view)
+    }
+
+    /// Check everything that can be checked without side effects, then record the task.
+    fn begin(
+        self: &Arc<Self>,
+        req: CreateContainer,
+        conker: Option<Value>,
+    ) -> Result<Pending, EngineError> {
         // Everything that can be checked without side effects is checked first.
         let host_network = match req.network.as_deref() {
             None | Some("none") | Some("") => false,
@@ -559,6 +606,7 @@ impl Engine {
             let rec = TaskRecord {
                 view,
                 monitor_pid: None,
+                conker,
             };
             lock(&self.tasks).insert(id.clone(), rec.clone());
             self.persist(&rec);
@@ -584,30 +632,136 @@ impl Engine {
             secrets_dir: (!secrets.is_empty())
                 .then(|| SecretsDir::for_container(&self.container_dir(&id)).path),
         };
-        match self.launch(&Launch {
-            id: &id,
-            name: &name,
-            reference: &req.image,
-            image: &image,
-            spec: &spec,
-            secrets: &secrets,
-        }) {
+        Ok(Pending {
+            id,
+            name,
+            reference: req.image,
+            image,
+            spec,
+            secrets,
+            auto_remove: req.auto_remove,
+        })
+    }
+
+    /// Launch a recorded task; on failure (or cancellation) record why and clean up.
+    fn run(self: &Arc<Self>, p: Pending) -> Result<Container, EngineError> {
+        let id = p.id.clone();
+        let launch = Launch {
+            id: &p.id,
+            name: &p.name,
+            reference: &p.reference,
+            image: &p.image,
+            spec: &p.spec,
+            secrets: &p.secrets,
+        };
+        let result = self.launch(&launch);
+        let cancel_requested = lock(&self.cancels).remove(&id);
+        match result {
             Ok(view) => Ok(view),
             Err(e) => {
-                let reason = error_chain(&e);
                 self.release_mounts(&id);
-                self.fail(&id, &reason);
-                if req.auto_remove {
+                // A step interrupted by a cancel request counts as cancelled, whatever it returned.
+                if cancel_requested || matches!(e, EngineError::Cancelled) {
+                    self.update(
+                        &id,
+                        TaskState::Cancelled.as_str(),
+                        "cancelled before the container started",
+                        |r| {
+                            r.view.state = TaskState::Cancelled;
+                            r.view.finished_at = Some(time::now());
+                        },
+                    );
+                } else {
+                    self.fail(&id, &error_chain(&e));
+                }
+                if p.auto_remove {
                     let _ = self.remove_task(&id);
                 }
                 Err(match e {
-                    EngineError::StartFailed { .. } => e,
+                    EngineError::StartFailed { .. } | EngineError::Cancelled => e,
                     other => EngineError::StartFailed {
                         id: id[..12].to_string(),
                         reason: error_chain(&other),
                     },
                 })
             }
+        }
+    }
+
+    /// The most recent task created through the Conker API: its view, the request it came from,
+    /// and whether a cancel was requested.
+    pub fn conker_task(&self) -> Option<(Container, Value, bool)> {
+        let tasks = lock(&self.tasks);
+        let t = tasks
+            .values()
+            .filter(|t| t.conker.is_some())
+            .max_by(|a, b| a.view.created_at.cmp(&b.view.created_at))?;
+        let cancel = lock(&self.cancels).contains(&t.view.id);
+        Some((t.view.clone(), t.conker.clone()?, cancel))
+    }
+
+    /// Create the one Conker task, replacing an ended one. Returns at once; the launch goes on.
+    pub fn conker_create(
+        self: &Arc<Self>,
+        req: &crate::conker::ConkerRequest,
+    ) -> Result<Container, EngineError> {
+        let create = crate::conker::to_create(req)?;
+        if let Some((c, _, _)) = self.conker_task() {
+            if !c.state.is_final() {
+                return Err(EngineError::TaskExists(c.id[..12].to_string()));
+            }
+            self.remove(&c.id, true)?;
+        }
+        let view = self.create_detached(create, Some(crate::conker::redacted(req)))?;
+        if let Some(secs) = req.image_info.max_execution_time.filter(|s| *s > 0) {
+            // Conker's MaxExecutionTime: stop the container once it has run that long.
+            let engine = Arc::clone(self);
+            let id = view.id.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_secs(secs));
+                if engine.get(&id).is_ok_and(|c| c.state == TaskState::Running) {
+                    engine.update(
+                        &id,
+                        "MaxExecutionTime",
+                        &format!("ran for {secs}s; stopping"),
+                        |_| {},
+                    );
+                    let _ = engine.stop(&id, Duration::from_secs(10));
+                }
+            });
+        }
+        Ok(view)
+    }
+
+    /// Ask a task that has not started its container yet to stop launching.
+    pub fn cancel(&self, reference: &str) -> Result<Container, EngineError> {
+        let id = self.resolve(reference)?;
+        let view = self.get(&id)?;
+        if view.state.is_final() {
+            return Err(EngineError::BadRequest(format!(
+                "task {} has already ended ({})",
+                &id[..12],
+                view.state.as_str()
+            )));
+        }
+        if view.state == TaskState::Running {
+            return Err(EngineError::Running(id[..12].to_string()));
+        }
+        lock(&self.cancels).insert(id.clone());
+        self.update(
+            &id,
+            "CancelRequested",
+            "the launch stops at its next step",
+            |_| {},
+        );
+        self.get(&id)
+    }
+
+    fn check_cancel(&self, id: &str) -> Result<(), EngineError> {
+        if lock(&self.cancels).contains(id) {
+            Err(EngineError::Cancelled)
+        } else {
+            Ok(())
         }
     }
 
@@ -657,6 +811,11 @@ impl Engine {
             return Err(e);
         }
 
+        if let Err(e) = self.check_cancel(id) {
+            drop(child.stdin.take());
+            let _ = child.wait();
+            return Err(e);
+        }
         self.set_state(id, TaskState::Starting, "starting the container");
         let sent = child
             .stdin
@@ -769,6 +928,7 @@ impl Engine {
                 "config_digest": config_digest,
             }),
         )?;
+        self.check_cancel(id)?;
         if !secrets.is_empty() {
             self.deliver_secrets(id, spec, secrets)?;
         }

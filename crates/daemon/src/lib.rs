@@ -6,6 +6,7 @@
 //! listen on a network socket without authentication (it listens only on a 0600 unix socket).
 
 pub mod config;
+pub mod conker;
 pub mod db;
 pub mod engine;
 pub mod server;

@@ -131,7 +131,7 @@ impl KbsClient {
     pub fn new(addr: impl Into<String>) -> Self {
         KbsClient {
             addr: addr.into(),
-            timeout: Duration::from_secs(10),
+            timeout: Duration::from_secs(5),
         }
     }
 

@@ -338,8 +338,23 @@ pub fn busybox_layer() -> Vec<u8> {
         .dir("tmp/")
         .dir("etc/");
     for applet in [
-        "sh", "echo", "true", "false", "cat", "ls", "sleep", "env", "id", "stat", "mount",
-        "hostname", "dd", "head", "seq", "wc",
+        "sh",
+        "echo",
+        "true",
+        "false",
+        "cat",
+        "ls",
+        "sleep",
+        "env",
+        "id",
+        "stat",
+        "mount",
+        "hostname",
+        "dd",
+        "head",
+        "seq",
+        "wc",
+        "sha256sum",
     ] {
         l = l.symlink(&format!("bin/{applet}"), "busybox");
     }
