@@ -4,7 +4,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpStream;
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -666,4 +666,179 @@ fn quick_mode_releases_the_file_to_the_right_measurement_and_image_only() {
     let k = KbsProc::start_quick(dir.path(), &secret, &"1".repeat(96), &image);
     let err = fetch(&k, &tee, vouch_kbs::QUICK_RESOURCE).expect_err("other measurement");
     assert!(err.to_string().contains("policy denied"), "{err}");
+}
+
+/// A real PostgreSQL cluster in a temporary directory, on a free loopback port.
+struct Postgres {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    port: u16,
+}
+
+impl Postgres {
+    fn start() -> Option<Postgres> {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()
+            .and_then(|rd| {
+                rd.flatten()
+                    .map(|e| e.path().join("bin"))
+                    .filter(|p| p.join("initdb").exists())
+                    .max()
+            });
+        let Some(bin) = bin else {
+            assert_ne!(
+                std::env::var("CI").as_deref(),
+                Ok("true"),
+                "PostgreSQL is missing; scripts/deps installs it"
+            );
+            eprintln!("SKIPPED: PostgreSQL server is not installed (run scripts/deps)");
+            return None;
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("vouch-pg-")
+            .tempdir()
+            .expect("tempdir");
+        let status = Command::new("chown")
+            .args(["postgres:postgres"])
+            .arg(dir.path())
+            .status()
+            .expect("chown");
+        assert!(status.success());
+        let port = TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let data = dir.path().join("data");
+        let out = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(bin.join("initdb"))
+            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
+            .arg(&data)
+            .output()
+            .expect("initdb");
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let opts = format!(
+            "-c listen_addresses=127.0.0.1 -p {port} -k {}",
+            dir.path().display()
+        );
+        let out = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-o", &opts, "-l"])
+            .arg(dir.path().join("pg.log"))
+            .args(["-w", "-t", "30", "start"])
+            .output()
+            .expect("pg_ctl");
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Some(Postgres { dir, bin, port })
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let pid = std::fs::read_to_string(data.join("postmaster.pid"))
+            .ok()
+            .and_then(|s| s.lines().next().and_then(|l| l.trim().parse::<i32>().ok()));
+        let _ = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-m", "immediate", "-w", "stop"])
+            .output();
+        if let Some(pid) = pid {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+#[test]
+fn replicas_share_resources_and_policy_through_postgresql() {
+    if !require_root("replicas_share_resources_and_policy_through_postgresql") {
+        return;
+    }
+    let Some(pg) = Postgres::start() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a_dir = dir.path().join("a");
+    let b_dir = dir.path().join("b");
+    std::fs::create_dir_all(&a_dir).expect("a");
+    std::fs::create_dir_all(&b_dir).expect("b");
+    let a = KbsProc::start(&a_dir, &["--allow-sim", "--database", &pg.url()]);
+    // Replica B uses the same admin key.
+    std::fs::create_dir_all(b_dir.join("admin")).expect("admin");
+    for f in ["admin.key", "admin.pub"] {
+        std::fs::copy(a.admin.join(f), b_dir.join("admin").join(f)).expect("copy key");
+    }
+    let b = KbsProc::start(&b_dir, &["--allow-sim", "--database", &pg.url()]);
+    a.put("default/key/app", SECRET, dir.path());
+    let tee = FakeTee::new("sha256:aa");
+    // Stored through A, released by B.
+    assert_eq!(fetch(&b, &tee, "default/key/app").expect("from B"), SECRET);
+    // Reference values set through B restrict A.
+    let refs = dir.path().join("refs.json");
+    std::fs::write(&refs, br#"{"images": ["sha256:0000"]}"#).expect("write");
+    assert!(b
+        .admin_cli(&["reference", "--file", refs.to_str().expect("utf8")])
+        .status
+        .success());
+    let err = fetch(&a, &tee, "default/key/app").expect_err("denied on A");
+    assert!(err.to_string().contains("policy denied"), "{err}");
+    // Durable: a restarted replica still has everything.
+    std::fs::write(&refs, br#"{"images": ["sha256:aa"]}"#).expect("write");
+    assert!(a
+        .admin_cli(&["reference", "--file", refs.to_str().expect("utf8")])
+        .status
+        .success());
+    drop(b);
+    let b = KbsProc::start(&b_dir, &["--allow-sim", "--database", &pg.url()]);
+    assert_eq!(
+        fetch(&b, &tee, "default/key/app").expect("after restart"),
+        SECRET
+    );
+    // An unreachable database is a clear start-up error.
+    let out = Command::new(VOUCH_KBS)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--allow-sim",
+            "--database",
+            "postgres://postgres@127.0.0.1:1/postgres",
+            "--admin-key",
+        ])
+        .arg(a.admin.join("admin.pub"))
+        .arg("--state-dir")
+        .arg(dir.path().join("c"))
+        .output()
+        .expect("serve");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot connect to PostgreSQL"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for p in [&a.log, &b.log] {
+        assert!(!std::fs::read_to_string(p)
+            .expect("log")
+            .contains("c0rrect-h0rse"));
+    }
 }

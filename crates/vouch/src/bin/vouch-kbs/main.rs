@@ -33,6 +33,10 @@ enum Cmd {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
+        /// Keep resources, policies and reference values in PostgreSQL instead of the embedded
+        /// database (for several replicas), e.g. postgres://kbs@127.0.0.1:5432/kbs.
+        #[arg(long, env = "VOUCH_KBS_DATABASE", hide_env_values = true)]
+        database: Option<String>,
         /// Directory for the database and the token signing key.
         #[arg(long, default_value = "/var/lib/vouch-kbs")]
         state_dir: PathBuf,
@@ -199,6 +203,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Cmd::Serve {
             listen,
+            database,
             state_dir,
             admin_key,
             secret_file,
@@ -256,7 +261,10 @@ fn run(cli: Cli) -> Result<()> {
             let seed = zeroize::Zeroizing::new(read_hex32(&key_path, "token signing key")?);
             let signing = p256::ecdsa::SigningKey::from_slice(seed.as_slice())
                 .context("token.key is not a P-256 key")?;
-            let storage = RedbStorage::open(&state_dir.join("kbs.redb"))?;
+            let storage: Box<dyn vouch_kbs::store::Storage> = match &database {
+                Some(url) => Box::new(vouch_kbs::store::PgStorage::connect(url)?),
+                None => Box::new(RedbStorage::open(&state_dir.join("kbs.redb"))?),
+            };
             if allow_sim {
                 tracing::warn!("--allow-sim: evidence from the sim TEE (NOT hardware-backed) is accepted; development only");
             }
@@ -268,7 +276,7 @@ fn run(cli: Cli) -> Result<()> {
                 admin_key: admin,
                 quick,
             };
-            let kbs = Arc::new(Kbs::new(cfg, Box::new(storage), signing));
+            let kbs = Arc::new(Kbs::new(cfg, storage, signing));
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
