@@ -241,7 +241,7 @@ impl TcgLog {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// The vector corpus: `$VOUCH_VECTORS`, else `../shared/vectors` beside the repository.

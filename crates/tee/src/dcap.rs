@@ -1,0 +1,412 @@
+//! Intel TDX and SGX quotes (DCAP), verified with `dcap-qvl`: the PCK chain up to Intel's root,
+//! the CRLs, the TCB info and QE identity signatures, the TCB status and advisories, all at a
+//! given time, from collateral at hand (offline). A [`DcapPolicy`] then decides which TCB statuses
+//! are acceptable, refuses debug TDs and enclaves, and can pin MRTD and RTMR golden values.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use dcap_qvl::quote::Report;
+use dcap_qvl::QuoteCollateralV3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DcapError {
+    #[error("collateral is malformed: {0}")]
+    Collateral(String),
+    #[error("quote is malformed: {0}")]
+    Quote(String),
+    #[error("quote verification failed: {0}")]
+    Verify(String),
+    #[error("policy refused the quote: {0}")]
+    Policy(String),
+}
+
+/// Load collateral in the JSON layout of the vectors and of Intel's PCCS answers put together:
+/// PEM chains and JSON documents as strings, CRLs and signatures as hex.
+pub fn load_collateral(json: &[u8]) -> Result<QuoteCollateralV3, DcapError> {
+    let v: Value =
+        serde_json::from_slice(json).map_err(|e| DcapError::Collateral(e.to_string()))?;
+    let text = |k: &str| {
+        v.get(k)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| DcapError::Collateral(format!("missing {k}")))
+    };
+    let hexf = |k: &str| -> Result<Vec<u8>, DcapError> {
+        hex::decode(text(k)?.trim()).map_err(|_| DcapError::Collateral(format!("{k} is not hex")))
+    };
+    Ok(QuoteCollateralV3 {
+        pck_crl_issuer_chain: text("pck_crl_issuer_chain")?,
+        root_ca_crl: hexf("root_ca_crl")?,
+        pck_crl: hexf("pck_crl")?,
+        tcb_info_issuer_chain: text("tcb_info_issuer_chain")?,
+        tcb_info: text("tcb_info")?,
+        tcb_info_signature: hexf("tcb_info_signature")?,
+        qe_identity_issuer_chain: text("qe_identity_issuer_chain")?,
+        qe_identity: text("qe_identity")?,
+        qe_identity_signature: hexf("qe_identity_signature")?,
+        pck_certificate_chain: v
+            .get("pck_certificate_chain")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+    })
+}
+
+/// What a verified quote says.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DcapClaims {
+    /// `tdx` or `sgx`.
+    pub kind: String,
+    pub tcb_status: String,
+    pub advisories: Vec<String>,
+    pub debug: bool,
+    pub report_data: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mrtd: Option<String>,
+    /// RTMR0..3.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rtmrs: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub td_attributes: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mr_enclave: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mr_signer: Option<String>,
+}
+
+fn claims_of(report: &Report) -> DcapClaims {
+    let td = match report {
+        Report::TD10(r) => Some(*r),
+        Report::TD15(r) => Some(r.base),
+        Report::TD15Ex(r) => Some(r.base.base),
+        Report::SgxEnclave(_) => None,
+    };
+    match (td, report) {
+        (Some(r), _) => DcapClaims {
+            kind: "tdx".into(),
+            tcb_status: String::new(),
+            advisories: Vec::new(),
+            // TDATTRIBUTES bit 0 is DEBUG.
+            debug: r.td_attributes[0] & 0x01 != 0,
+            report_data: hex::encode(r.report_data),
+            mrtd: Some(hex::encode(r.mr_td)),
+            rtmrs: [r.rt_mr0, r.rt_mr1, r.rt_mr2, r.rt_mr3]
+                .iter()
+                .map(hex::encode)
+                .collect(),
+            td_attributes: Some(hex::encode(r.td_attributes)),
+            mr_enclave: None,
+            mr_signer: None,
+        },
+        (None, Report::SgxEnclave(e)) => DcapClaims {
+            kind: "sgx".into(),
+            tcb_status: String::new(),
+            advisories: Vec::new(),
+            // ATTRIBUTES.FLAGS bit 1 is DEBUG.
+            debug: e.attributes[0] & 0x02 != 0,
+            report_data: hex::encode(e.report_data),
+            mrtd: None,
+            rtmrs: Vec::new(),
+            td_attributes: None,
+            mr_enclave: Some(hex::encode(e.mr_enclave)),
+            mr_signer: Some(hex::encode(e.mr_signer)),
+        },
+        (None, _) => unreachable_claims(),
+    }
+}
+
+fn unreachable_claims() -> DcapClaims {
+    DcapClaims {
+        kind: "unknown".into(),
+        tcb_status: String::new(),
+        advisories: Vec::new(),
+        debug: true,
+        report_data: String::new(),
+        mrtd: None,
+        rtmrs: Vec::new(),
+        td_attributes: None,
+        mr_enclave: None,
+        mr_signer: None,
+    }
+}
+
+/// Parse a quote without verifying it (to read its registers next to an event log).
+pub fn parse_quote(quote: &[u8]) -> Result<DcapClaims, DcapError> {
+    let q = dcap_qvl::quote::Quote::parse(quote).map_err(|e| DcapError::Quote(format!("{e:#}")))?;
+    Ok(claims_of(&q.report))
+}
+
+/// SHA-256 of the DER of Intel's SGX Root CA, the one root every DCAP chain must end in.
+pub const INTEL_SGX_ROOT_CA_SHA256: &str =
+    "44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3";
+
+/// DER certificates of every PEM block in `bytes`, in order.
+fn pem_certificates(bytes: &[u8]) -> Vec<Vec<u8>> {
+    use base64::Engine as _;
+    const BEGIN: &[u8] = b"-----BEGIN CERTIFICATE-----";
+    const END: &[u8] = b"-----END CERTIFICATE-----";
+    let mut out = Vec::new();
+    let mut rest = bytes;
+    while let Some(start) = rest.windows(BEGIN.len()).position(|w| w == BEGIN) {
+        let body_start = start + BEGIN.len();
+        let Some(len) = rest[body_start..].windows(END.len()).position(|w| w == END) else {
+            break;
+        };
+        let body: Vec<u8> = rest[body_start..body_start + len]
+            .iter()
+            .copied()
+            .filter(|b| !b.is_ascii_whitespace())
+            .collect();
+        out.push(
+            base64::engine::general_purpose::STANDARD
+                .decode(body)
+                .unwrap_or_default(),
+        );
+        rest = &rest[body_start + len + END.len()..];
+    }
+    out
+}
+
+/// A chain carried in the quote must end in exactly the pinned Intel root, byte for byte.
+fn check_pinned_root(quote: &[u8]) -> Result<(), DcapError> {
+    use sha2::Digest as _;
+    let certs = pem_certificates(quote);
+    // Within the quote, nothing but line breaks and the terminating NUL may follow the chain.
+    const END: &[u8] = b"-----END CERTIFICATE-----";
+    let extent = quote_extent(quote).unwrap_or(quote.len());
+    if let Some(last_end) = quote[..extent].windows(END.len()).rposition(|w| w == END) {
+        if quote[last_end + END.len()..extent]
+            .iter()
+            .any(|b| !matches!(b, b'\n' | b'\r' | 0))
+        {
+            return Err(DcapError::Quote(
+                "unexpected bytes after the certificate chain".into(),
+            ));
+        }
+    }
+    if let Some(root) = certs.last() {
+        let got = hex::encode(sha2::Sha256::digest(root));
+        if got != INTEL_SGX_ROOT_CA_SHA256 {
+            return Err(DcapError::Verify(format!(
+                "the quote's certificate chain ends in {got}, not the pinned Intel SGX Root CA"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Length of the quote proper: header, report body, signature-data length and signature data.
+/// Bytes after it are padding some platforms append, and are not part of the quote.
+pub fn quote_extent(quote: &[u8]) -> Option<usize> {
+    let version = u16::from_le_bytes([*quote.first()?, *quote.get(1)?]);
+    let tee_type = u32::from_le_bytes(quote.get(4..8)?.try_into().ok()?);
+    let body = match (version, tee_type) {
+        (3, 0) | (4, 0) => 384,
+        (4, 0x81) => 584,
+        (5, _) => {
+            // v5: a body descriptor (type u16, size u32) precedes the body.
+            let size = u32::from_le_bytes(quote.get(50..54)?.try_into().ok()?) as usize;
+            6 + size
+        }
+        _ => return None,
+    };
+    let at = 48 + body;
+    let sig_len = u32::from_le_bytes(quote.get(at..at + 4)?.try_into().ok()?) as usize;
+    let end = at.checked_add(4)?.checked_add(sig_len)?;
+    (end <= quote.len()).then_some(end)
+}
+
+/// Verify a quote against collateral at `now` (unix seconds).
+pub fn verify_quote(
+    quote: &[u8],
+    collateral: &QuoteCollateralV3,
+    now: u64,
+) -> Result<DcapClaims, DcapError> {
+    check_pinned_root(quote)?;
+    let verified = dcap_qvl::verify::verify(quote, collateral, now)
+        .map_err(|e| DcapError::Verify(format!("{e:#}")))?;
+    let mut claims = claims_of(&verified.report);
+    claims.tcb_status = verified.status;
+    claims.advisories = verified.advisory_ids;
+    Ok(claims)
+}
+
+/// Which verified quotes are acceptable.
+#[derive(Debug, Clone)]
+pub struct DcapPolicy {
+    pub accepted_tcb: Vec<String>,
+    pub allow_debug: bool,
+    pub mrtd: Option<String>,
+    /// Golden values for RTMR0..2 (RTMR3 is vouch's own, checked by replay).
+    pub rtmrs: [Option<String>; 3],
+}
+
+impl Default for DcapPolicy {
+    fn default() -> Self {
+        DcapPolicy {
+            accepted_tcb: vec!["UpToDate".into()],
+            allow_debug: false,
+            mrtd: None,
+            rtmrs: [None, None, None],
+        }
+    }
+}
+
+impl DcapPolicy {
+    pub fn check(&self, c: &DcapClaims) -> Result<(), DcapError> {
+        if !self.accepted_tcb.iter().any(|s| s == &c.tcb_status) {
+            return Err(DcapError::Policy(format!(
+                "TCB status {} (advisories: {}) is not one of {}",
+                c.tcb_status,
+                if c.advisories.is_empty() {
+                    "none".to_string()
+                } else {
+                    c.advisories.join(", ")
+                },
+                self.accepted_tcb.join(", ")
+            )));
+        }
+        if c.debug && !self.allow_debug {
+            return Err(DcapError::Policy(format!(
+                "the {} is in debug mode",
+                if c.kind == "tdx" { "TD" } else { "enclave" }
+            )));
+        }
+        if let (Some(want), Some(got)) = (&self.mrtd, &c.mrtd) {
+            if !want.eq_ignore_ascii_case(got) {
+                return Err(DcapError::Policy(format!(
+                    "MRTD is {got}, the golden value is {want}"
+                )));
+            }
+        }
+        for (i, want) in self.rtmrs.iter().enumerate() {
+            if let (Some(want), Some(got)) = (want, c.rtmrs.get(i)) {
+                if !want.eq_ignore_ascii_case(got) {
+                    return Err(DcapError::Policy(format!(
+                        "RTMR{i} is {got}, the golden value is {want}"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tcg::tests::vectors;
+
+    const AT: u64 = 1_750_400_000;
+
+    #[test]
+    fn tdx_quote_verifies_up_to_date_within_its_collateral_window_only() {
+        let Some(v) = vectors() else { return };
+        let quote = std::fs::read(v.join("tdx/tdx_quote")).expect("quote");
+        let col =
+            load_collateral(&std::fs::read(v.join("tdx/tdx_quote_collateral.json")).expect("col"))
+                .expect("collateral");
+        let c = verify_quote(&quote, &col, AT).expect("verify");
+        assert_eq!(c.kind, "tdx");
+        assert_eq!(c.tcb_status, "UpToDate");
+        assert!(c.advisories.is_empty());
+        assert_eq!(c.mrtd.as_deref(), Some("91eb2b44d141d4ece09f0c75c2c53d247a3c68edd7fafe8a3520c942a604a407de03ae6dc5f87f27428b2538873118b7"));
+        assert_eq!(c.rtmrs[3], "0".repeat(96));
+        assert_eq!(c.td_attributes.as_deref(), Some("0000001000000000"));
+        assert!(!c.debug);
+        DcapPolicy::default()
+            .check(&c)
+            .expect("default policy accepts it");
+        // Outside the collateral window: before and after.
+        assert!(verify_quote(&quote, &col, 1_750_000_000).is_err());
+        assert!(verify_quote(&quote, &col, 1_760_000_000).is_err());
+        // Golden values.
+        let pinned = DcapPolicy {
+            mrtd: Some("00".repeat(48)),
+            ..Default::default()
+        };
+        assert!(pinned
+            .check(&c)
+            .expect_err("wrong MRTD")
+            .to_string()
+            .contains("MRTD"));
+    }
+
+    #[test]
+    fn sgx_quote_reports_its_status_and_advisories() {
+        let Some(v) = vectors() else { return };
+        let quote = std::fs::read(v.join("sgx/sgx_quote")).expect("quote");
+        let col =
+            load_collateral(&std::fs::read(v.join("sgx/sgx_quote_collateral.json")).expect("col"))
+                .expect("collateral");
+        let c = verify_quote(&quote, &col, AT).expect("verify");
+        assert_eq!(c.kind, "sgx");
+        assert_eq!(c.tcb_status, "ConfigurationAndSWHardeningNeeded");
+        assert_eq!(c.advisories, ["INTEL-SA-00289", "INTEL-SA-00615"]);
+        assert_eq!(
+            c.mr_enclave.as_deref(),
+            Some("33d8736db756ed4997e04ba358d27833188f1932ff7b1d156904d3f560452fbb")
+        );
+        let err = DcapPolicy::default().check(&c).expect_err("not UpToDate");
+        assert!(err.to_string().contains("INTEL-SA-00615"), "{err}");
+    }
+
+    #[test]
+    fn flipped_quote_and_collateral_bytes_fail() {
+        let Some(v) = vectors() else { return };
+        let quote = std::fs::read(v.join("tdx/tdx_quote")).expect("quote");
+        let col_json = std::fs::read(v.join("tdx/tdx_quote_collateral.json")).expect("col");
+        let col = load_collateral(&col_json).expect("collateral");
+        // Every byte of the quote proper (its trailing zero padding is not part of it).
+        let extent = quote_extent(&quote).expect("extent");
+        assert_eq!(extent, 4936);
+        for i in (0..extent).step_by(41).chain([extent - 1]) {
+            let mut q = quote.clone();
+            q[i] ^= 0x01;
+            assert!(
+                verify_quote(&q, &col, AT).is_err(),
+                "quote byte {i} flipped and accepted"
+            );
+        }
+        // A flipped byte in the signed TCB info or in a signature.
+        let mut c = col.clone();
+        c.tcb_info = c.tcb_info.replacen("UpToDate", "UpToDatf", 1);
+        assert!(verify_quote(&quote, &c, AT).is_err());
+        let mut c = col.clone();
+        c.qe_identity_signature[5] ^= 1;
+        assert!(verify_quote(&quote, &c, AT).is_err());
+        assert!(matches!(
+            load_collateral(b"{}"),
+            Err(DcapError::Collateral(_))
+        ));
+    }
+
+    #[test]
+    fn pinned_root_is_intels() {
+        let Some(v) = vectors() else { return };
+        let pem = std::fs::read(v.join("roots/Intel_SGX_Root_CA.pem")).expect("root");
+        let certs = pem_certificates(&pem);
+        use sha2::Digest as _;
+        assert_eq!(
+            hex::encode(sha2::Sha256::digest(&certs[0])),
+            INTEL_SGX_ROOT_CA_SHA256
+        );
+    }
+
+    #[test]
+    fn cos_ccel_replays_to_the_rtmrs_of_its_quote() {
+        let Some(v) = vectors() else { return };
+        let claims =
+            parse_quote(&std::fs::read(v.join("ccel/cos-113-tdx-quote.dat")).expect("quote"))
+                .expect("parse");
+        let log = crate::tcg::parse(&std::fs::read(v.join("ccel/ccel_data.dat")).expect("ccel"))
+            .expect("ccel");
+        let replayed: Vec<String> = log
+            .rtmrs()
+            .expect("replay")
+            .iter()
+            .map(|d| d.to_hex())
+            .collect();
+        assert_eq!(replayed, claims.rtmrs);
+    }
+}
