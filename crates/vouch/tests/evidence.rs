@@ -153,3 +153,60 @@ fn tampered_evidence_fails_with_the_reason() {
         stderr(&out)
     );
 }
+
+#[test]
+fn verify_raw_intel_quotes_from_real_hardware() {
+    let Some(v) = vectors("verify_raw_intel_quotes_from_real_hardware") else {
+        return;
+    };
+    let run = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(VOUCH);
+        cmd.args(args);
+        run_bounded(&mut cmd, std::time::Duration::from_secs(60)).expect("vouch")
+    };
+    let q = |p: &str| v.join(p).to_string_lossy().into_owned();
+    let tdx = [
+        "verify",
+        "--quote",
+        &q("tdx/tdx_quote"),
+        "--collateral",
+        &q("tdx/tdx_quote_collateral.json"),
+    ];
+    let out = run(&[&tdx[..], &["--at", "1750400000", "--json"]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v2: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        (v2["verified"].clone(), v2["tcb_status"].clone()),
+        (Value::Bool(true), Value::from("UpToDate"))
+    );
+    // Outside the collateral window.
+    let out = run(&[&tdx[..], &["--at", "1790000000"]].concat());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("verification FAILED"),
+        "{}",
+        stderr(&out)
+    );
+    // SGX: not UpToDate, so only accepted when its status is allowed explicitly.
+    let sgx = [
+        "verify",
+        "--quote",
+        &q("sgx/sgx_quote"),
+        "--collateral",
+        &q("sgx/sgx_quote_collateral.json"),
+        "--at",
+        "1750400000",
+    ];
+    let out = run(&sgx);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("INTEL-SA-00615"), "{}", stderr(&out));
+    let out = run(&[
+        &sgx[..],
+        &["--accept-tcb", "ConfigurationAndSWHardeningNeeded"],
+    ]
+    .concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("33d8736db756ed4997e04ba358d27833188f1932ff7b1d156904d3f560452fbb")
+    );
+}

@@ -446,3 +446,25 @@ pub fn largest_file(dir: &Path) -> PathBuf {
         .expect("a file")
         .path()
 }
+
+/// The evidence vector corpus: `$VOUCH_VECTORS`, else `../shared/vectors` beside the repository.
+/// Missing under CI is a failure; elsewhere the test is skipped with the reason.
+pub fn vectors(test: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os("VOUCH_VECTORS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors"));
+    if dir.join("README.md").is_file() {
+        return Some(dir);
+    }
+    assert_ne!(
+        std::env::var("CI").as_deref(),
+        Ok("true"),
+        "{test}: vector corpus missing at {}",
+        dir.display()
+    );
+    eprintln!(
+        "SKIPPED {test}: vector corpus not found at {} (set VOUCH_VECTORS)",
+        dir.display()
+    );
+    None
+}

@@ -102,9 +102,23 @@ enum Cmd {
         output: Option<PathBuf>,
     },
     /// Verify evidence offline: quote signature, nonce, event-log replay; list what ran.
+    /// With --quote: verify a raw Intel TDX or SGX quote against its collateral instead.
     Verify {
         /// Evidence file from `vouch attest` (- for standard input).
-        file: PathBuf,
+        #[arg(required_unless_present = "quote")]
+        file: Option<PathBuf>,
+        /// A raw TDX or SGX (DCAP) quote to verify.
+        #[arg(long, conflicts_with = "file", requires = "collateral")]
+        quote: Option<PathBuf>,
+        /// The quote's collateral (JSON: PEM chains, TCB info, QE identity; CRLs and signatures in hex).
+        #[arg(long)]
+        collateral: Option<PathBuf>,
+        /// Verify as of this unix time (default: now).
+        #[arg(long)]
+        at: Option<u64>,
+        /// TCB statuses to accept besides UpToDate (e.g. SWHardeningNeeded).
+        #[arg(long = "accept-tcb", value_name = "STATUS")]
+        accept_tcb: Vec<String>,
         /// Require this nonce.
         #[arg(long)]
         nonce: Option<String>,
@@ -348,12 +362,27 @@ fn run(cli: Cli) -> Result<u8> {
             Ok(0)
         }
         Cmd::Verify {
+            quote: Some(quote),
+            collateral,
+            at,
+            accept_tcb,
+            json,
+            ..
+        } => verify_quote(&quote, collateral.as_deref(), at, accept_tcb, json),
+        Cmd::Verify {
             file,
             nonce,
             allow_sim,
             sim_key,
             json,
-        } => verify(file, nonce, allow_sim, sim_key, json),
+            ..
+        } => verify(
+            file.unwrap_or_else(|| PathBuf::from("-")),
+            nonce,
+            allow_sim,
+            sim_key,
+            json,
+        ),
         Cmd::Info { json } => {
             let info: Info = client.call("GET", "/v1/info", None::<&()>)?;
             if json {
@@ -584,6 +613,77 @@ fn verify(
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 print!("{}", format::verdict(&verdict, nonce.is_some()));
+            }
+            Ok(0)
+        }
+        Err(e) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"verified": false, "error": e.to_string()})
+                );
+            }
+            Err(anyhow::Error::new(e).context("verification FAILED"))
+        }
+    }
+}
+
+fn verify_quote(
+    quote: &std::path::Path,
+    collateral: Option<&std::path::Path>,
+    at: Option<u64>,
+    accept_tcb: Vec<String>,
+    json: bool,
+) -> Result<u8> {
+    use vouch_tee::dcap;
+    let raw = std::fs::read(quote).with_context(|| format!("cannot read {}", quote.display()))?;
+    let Some(col_path) = collateral else {
+        bail!("give --collateral FILE (fetching collateral from a PCCS is not implemented yet)")
+    };
+    let col = dcap::load_collateral(
+        &std::fs::read(col_path).with_context(|| format!("cannot read {}", col_path.display()))?,
+    )?;
+    let now = at.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    });
+    let mut policy = dcap::DcapPolicy::default();
+    policy.accepted_tcb.extend(accept_tcb);
+    let result = dcap::verify_quote(&raw, &col, now)
+        .and_then(|claims| policy.check(&claims).map(|()| claims));
+    match result {
+        Ok(claims) => {
+            if json {
+                let mut v = serde_json::to_value(&claims)?;
+                v["verified"] = serde_json::Value::Bool(true);
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("Quote VERIFIED ({}) at {now}", claims.kind);
+                println!(
+                    "  TCB status:  {}{}",
+                    claims.tcb_status,
+                    if claims.advisories.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", claims.advisories.join(", "))
+                    }
+                );
+                if let Some(m) = &claims.mrtd {
+                    println!("  MRTD:        {m}");
+                }
+                for (i, r) in claims.rtmrs.iter().enumerate() {
+                    println!("  RTMR{i}:       {r}");
+                }
+                if let Some(m) = &claims.mr_enclave {
+                    println!("  MRENCLAVE:   {m}");
+                }
+                if let Some(m) = &claims.mr_signer {
+                    println!("  MRSIGNER:    {m}");
+                }
+                println!("  debug:       {}", claims.debug);
+                println!("  report data: {}", claims.report_data);
             }
             Ok(0)
         }
