@@ -11,6 +11,7 @@ pub mod evidence;
 pub mod journal;
 pub mod sim;
 pub mod tcg;
+pub mod tpm;
 pub mod verify;
 
 pub use evidence::{report_data_for, Evidence, TeeType};
