@@ -210,3 +210,52 @@ fn verify_raw_intel_quotes_from_real_hardware() {
         stdout(&out).contains("33d8736db756ed4997e04ba358d27833188f1932ff7b1d156904d3f560452fbb")
     );
 }
+
+#[test]
+fn verify_a_real_cloud_vtpm_quote_and_its_event_log() {
+    let Some(v) = vectors("verify_a_real_cloud_vtpm_quote_and_its_event_log") else {
+        return;
+    };
+    let g = v.join("tpm/gce-vtpm-nonce9009");
+    let p = |n: &str| g.join(n).to_string_lossy().into_owned();
+    for bank in ["sha1", "sha256", "sha384"] {
+        let (quote, sig, pcrs) = (
+            p(&format!("quote_{bank}.tpms_attest")),
+            p(&format!("quote_{bank}.tpmt_signature")),
+            p(&format!("quote_{bank}.pcrs.json")),
+        );
+        let base = [
+            "verify",
+            "--tpm-quote",
+            &quote,
+            "--tpm-sig",
+            &sig,
+            "--ak",
+            &p("ak_pub.tpmt_public"),
+        ];
+        let run = |extra: &[&str]| {
+            let mut cmd = std::process::Command::new(VOUCH);
+            cmd.args(base).args(extra);
+            run_bounded(&mut cmd, std::time::Duration::from_secs(60)).expect("vouch")
+        };
+        let out = run(&[
+            "--nonce",
+            "9009",
+            "--pcrs",
+            &pcrs,
+            "--eventlog",
+            &p("event_log.binary_bios_measurements"),
+            "--json",
+        ]);
+        assert!(out.status.success(), "{bank}: {}", stderr(&out));
+        let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert_eq!(v["verified"], true);
+        assert_eq!(
+            v["eventlog_replayed_pcrs"],
+            serde_json::json!([0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
+        );
+        let out = run(&["--nonce", "9008"]);
+        assert_eq!(out.status.code(), Some(1), "{bank}: another nonce accepted");
+        assert!(stderr(&out).contains("nonce mismatch"), "{}", stderr(&out));
+    }
+}

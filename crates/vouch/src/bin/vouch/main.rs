@@ -33,10 +33,12 @@ struct Cli {
     command: Cmd,
 }
 
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Cmd {
     /// Run a command in a new container (measured before it starts).
-    Run(Box<RunArgs>),
+    Run(RunArgs),
     /// List containers.
     Ps {
         /// Show all containers (default shows running ones).
@@ -105,11 +107,26 @@ enum Cmd {
     /// With --quote: verify a raw Intel TDX or SGX quote against its collateral instead.
     Verify {
         /// Evidence file from `vouch attest` (- for standard input).
-        #[arg(required_unless_present = "quote")]
+        #[arg(required_unless_present_any = ["quote", "tpm_quote"])]
         file: Option<PathBuf>,
         /// A raw TDX or SGX (DCAP) quote to verify.
         #[arg(long, conflicts_with = "file", requires = "collateral")]
         quote: Option<PathBuf>,
+        /// A TPM 2.0 quote (TPMS_ATTEST) to verify; needs --tpm-sig, --ak and --nonce.
+        #[arg(long, conflicts_with_all = ["file", "quote"], requires_all = ["tpm_sig", "ak", "nonce"])]
+        tpm_quote: Option<PathBuf>,
+        /// The quote's TPMT_SIGNATURE.
+        #[arg(long)]
+        tpm_sig: Option<PathBuf>,
+        /// The attestation key (TPMT_PUBLIC).
+        #[arg(long)]
+        ak: Option<PathBuf>,
+        /// PCR values as JSON {"0": "hex", ...} for the quoted bank; checked against the quote.
+        #[arg(long)]
+        pcrs: Option<PathBuf>,
+        /// A TCG2 event log (binary_bios_measurements) to replay against --pcrs.
+        #[arg(long, requires = "pcrs")]
+        eventlog: Option<PathBuf>,
         /// The quote's collateral (JSON: PEM chains, TCB info, QE identity; CRLs and signatures in hex).
         #[arg(long)]
         collateral: Option<PathBuf>,
@@ -250,7 +267,7 @@ fn seg(s: &str) -> String {
 fn run(cli: Cli) -> Result<u8> {
     let client = Client::new(&cli.socket);
     match cli.command {
-        Cmd::Run(args) => run_container(&client, *args),
+        Cmd::Run(args) => run_container(&client, args),
         Cmd::Ps { all, quiet, json } => {
             let list: Vec<Container> =
                 client.call("GET", &format!("/v1/containers?all={all}"), None::<&()>)?;
@@ -361,6 +378,24 @@ fn run(cli: Cli) -> Result<u8> {
             }
             Ok(0)
         }
+        Cmd::Verify {
+            tpm_quote: Some(tq),
+            tpm_sig: Some(sig),
+            ak: Some(ak),
+            nonce: Some(nonce),
+            pcrs,
+            eventlog,
+            json,
+            ..
+        } => verify_tpm(
+            &tq,
+            &sig,
+            &ak,
+            &nonce,
+            pcrs.as_deref(),
+            eventlog.as_deref(),
+            json,
+        ),
         Cmd::Verify {
             quote: Some(quote),
             collateral,
@@ -695,6 +730,99 @@ fn verify_quote(
                 );
             }
             Err(anyhow::Error::new(e).context("verification FAILED"))
+        }
+    }
+}
+
+fn verify_tpm(
+    quote: &std::path::Path,
+    sig: &std::path::Path,
+    ak: &std::path::Path,
+    nonce: &str,
+    pcrs: Option<&std::path::Path>,
+    eventlog: Option<&std::path::Path>,
+    json: bool,
+) -> Result<u8> {
+    use vouch_tee::{tcg, tpm};
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))
+    };
+    let nonce_bytes = hex::decode(nonce).context("--nonce must be hex")?;
+    let ak = tpm::parse_ak(&read(ak)?).context("attestation key")?;
+    let values: Option<std::collections::BTreeMap<String, String>> = match pcrs {
+        Some(p) => Some(
+            serde_json::from_slice(&read(p)?)
+                .with_context(|| format!("{} is not a JSON object of PCR values", p.display()))?,
+        ),
+        None => None,
+    };
+    let lookup = |_: u16, i: u32| {
+        values
+            .as_ref()
+            .and_then(|v| v.get(&i.to_string()))
+            .and_then(|h| hex::decode(h).ok())
+    };
+    let lookup_ref: Option<&dyn Fn(u16, u32) -> Option<Vec<u8>>> = values
+        .as_ref()
+        .map(|_| &lookup as &dyn Fn(u16, u32) -> Option<Vec<u8>>);
+    let result = tpm::verify_quote(&read(quote)?, &read(sig)?, &ak, &nonce_bytes, lookup_ref)
+        .map_err(anyhow::Error::new)
+        .and_then(|claims| {
+            let mut replayed = Vec::new();
+            if let (Some(log_path), Some(values)) = (eventlog, values.as_ref()) {
+                let log = tcg::parse(&read(log_path)?).context("event log")?;
+                let bank = claims.selection.first().map(|(b, _)| b.clone()).unwrap_or_default();
+                let alg = match bank.as_str() {
+                    "sha1" => tcg::ALG_SHA1,
+                    "sha384" => tcg::ALG_SHA384,
+                    "sha512" => tcg::ALG_SHA512,
+                    _ => tcg::ALG_SHA256,
+                };
+                for (idx, value) in log.replay(alg)? {
+                    let quoted = values.get(&idx.to_string()).cloned().unwrap_or_default();
+                    if hex::encode(&value) != quoted {
+                        bail!("event log replays PCR{idx} ({bank}) to {}, the quoted value is {quoted}", hex::encode(&value));
+                    }
+                    replayed.push(idx);
+                }
+            }
+            Ok((claims, replayed))
+        });
+    match result {
+        Ok((claims, replayed)) => {
+            if json {
+                let mut v = serde_json::to_value(&claims)?;
+                v["verified"] = serde_json::Value::Bool(true);
+                v["pcrs_checked"] = serde_json::Value::Bool(values.is_some());
+                v["eventlog_replayed_pcrs"] = serde_json::json!(replayed);
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("TPM quote VERIFIED");
+                println!("  nonce:       {} (matches)", claims.nonce);
+                println!("  firmware:    {}", claims.firmware_version);
+                for (bank, idx) in &claims.selection {
+                    println!("  PCRs ({bank}): {idx:?}");
+                }
+                let checked = if values.is_some() {
+                    " (matches the given values)"
+                } else {
+                    " (values not given: --pcrs)"
+                };
+                println!("  PCR digest:  {}{checked}", claims.pcr_digest);
+                if eventlog.is_some() {
+                    println!("  event log:   replays to PCRs {replayed:?}");
+                }
+            }
+            Ok(0)
+        }
+        Err(e) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"verified": false, "error": format!("{e:#}")})
+                );
+            }
+            Err(e.context("verification FAILED"))
         }
     }
 }
