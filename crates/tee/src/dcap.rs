@@ -141,7 +141,7 @@ pub const INTEL_SGX_ROOT_CA_SHA256: &str =
     "44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3";
 
 /// DER certificates of every PEM block in `bytes`, in order.
-fn pem_certificates(bytes: &[u8]) -> Vec<Vec<u8>> {
+pub(crate) fn pem_certificates(bytes: &[u8]) -> Vec<Vec<u8>> {
     use base64::Engine as _;
     const BEGIN: &[u8] = b"-----BEGIN CERTIFICATE-----";
     const END: &[u8] = b"-----END CERTIFICATE-----";

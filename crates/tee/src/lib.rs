@@ -10,6 +10,7 @@ pub mod dcap;
 pub mod evidence;
 pub mod journal;
 pub mod sim;
+pub mod snp;
 pub mod tcg;
 pub mod tpm;
 pub mod verify;

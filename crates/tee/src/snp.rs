@@ -1,0 +1,515 @@
+//! AMD SEV-SNP attestation reports, verified against the VCEK <- ASK <- ARK chain: RSA-PSS
+//! (SHA-384) certificate signatures, an ECDSA P-384 report signature by the VCEK, the VCEK's TCB
+//! extensions equal to the report's `reported_tcb`, and a policy that refuses debug guests and can
+//! require a minimum TCB. AMD VCEK certificates carry serial number 0, which the parser accepts.
+
+use der::{Decode, Encode};
+use num_bigint::BigUint;
+use serde::Serialize;
+use sha2::Digest as _;
+use x509_cert::Certificate;
+
+pub const REPORT_LEN: usize = 0x4A0;
+const SIGNED_LEN: usize = 0x2A0;
+const OID_RSASSA_PSS: &str = "1.2.840.113549.1.1.10";
+const OID_EC_PUBLIC_KEY: &str = "1.2.840.10045.2.1";
+const TCB_OIDS: [(&str, &str); 4] = [
+    ("1.3.6.1.4.1.3704.1.3.1", "bootloader"),
+    ("1.3.6.1.4.1.3704.1.3.2", "tee"),
+    ("1.3.6.1.4.1.3704.1.3.3", "snp"),
+    ("1.3.6.1.4.1.3704.1.3.8", "microcode"),
+];
+const OID_HWID: &str = "1.3.6.1.4.1.3704.1.4";
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SnpError {
+    #[error("attestation report is {0} bytes, expected {REPORT_LEN}")]
+    ReportLength(usize),
+    #[error("attestation report: {0}")]
+    Report(String),
+    #[error("certificate {which}: {reason}")]
+    Certificate { which: &'static str, reason: String },
+    #[error("{which} signature does not verify")]
+    Signature { which: &'static str },
+    #[error("VCEK {field} TCB is {vcek}, the report's reported_tcb says {report}")]
+    Tcb {
+        field: &'static str,
+        vcek: u64,
+        report: u64,
+    },
+    #[error("policy refused the report: {0}")]
+    Policy(String),
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Tcb {
+    pub bootloader: u8,
+    pub tee: u8,
+    pub snp: u8,
+    pub microcode: u8,
+}
+
+impl Tcb {
+    fn from_u64(v: u64) -> Tcb {
+        let b = v.to_le_bytes();
+        Tcb {
+            bootloader: b[0],
+            tee: b[1],
+            snp: b[6],
+            microcode: b[7],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SnpClaims {
+    pub version: u32,
+    pub guest_svn: u32,
+    pub policy: String,
+    pub debug: bool,
+    pub vmpl: u32,
+    pub measurement: String,
+    pub report_data: String,
+    pub host_data: String,
+    pub chip_id: String,
+    pub reported_tcb: Tcb,
+}
+
+fn le32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn le64(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
+/// Parse the fields of a report (no verification).
+pub fn parse_report(report: &[u8]) -> Result<SnpClaims, SnpError> {
+    if report.len() != REPORT_LEN {
+        return Err(SnpError::ReportLength(report.len()));
+    }
+    let version = le32(report, 0);
+    if !(2..=5).contains(&version) {
+        return Err(SnpError::Report(format!(
+            "unsupported report version {version}"
+        )));
+    }
+    let sig_algo = le32(report, 0x34);
+    if sig_algo != 1 {
+        return Err(SnpError::Report(format!(
+            "signature algorithm {sig_algo} is not ECDSA P-384 with SHA-384"
+        )));
+    }
+    let policy = le64(report, 0x08);
+    Ok(SnpClaims {
+        version,
+        guest_svn: le32(report, 0x04),
+        policy: format!("{policy:#x}"),
+        // Policy bit 19: debugging allowed.
+        debug: policy & (1 << 19) != 0,
+        vmpl: le32(report, 0x30),
+        measurement: hex::encode(&report[0x90..0xC0]),
+        report_data: hex::encode(&report[0x50..0x90]),
+        host_data: hex::encode(&report[0xC0..0xE0]),
+        chip_id: hex::encode(&report[0x1A0..0x1E0]),
+        reported_tcb: Tcb::from_u64(le64(report, 0x180)),
+    })
+}
+
+fn cert_err(which: &'static str) -> impl Fn(String) -> SnpError {
+    move |reason| SnpError::Certificate { which, reason }
+}
+
+/// One DER TLV at the start of `b`: (tag, contents, rest). Bounds-checked.
+fn der_tlv(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, b) = b.split_first()?;
+    let (&first, mut b) = b.split_first()?;
+    let len = if first < 0x80 {
+        first as usize
+    } else {
+        let n = (first & 0x7f) as usize;
+        if n == 0 || n > 4 || b.len() < n {
+            return None;
+        }
+        let len = b[..n]
+            .iter()
+            .fold(0usize, |acc, x| (acc << 8) | *x as usize);
+        b = &b[n..];
+        len
+    };
+    (b.len() >= len).then(|| (tag, &b[..len], &b[len..]))
+}
+
+/// (n, e) of an RSA SubjectPublicKeyInfo (DER RSAPublicKey: SEQUENCE { INTEGER, INTEGER }).
+fn rsa_key(cert: &Certificate, which: &'static str) -> Result<(BigUint, BigUint), SnpError> {
+    let raw = cert
+        .tbs_certificate()
+        .subject_public_key_info()
+        .subject_public_key
+        .raw_bytes();
+    let bad = || cert_err(which)("subject key is not a DER RSAPublicKey".into());
+    let (tag, seq, _) = der_tlv(raw).ok_or_else(bad)?;
+    let (t1, n, rest) = der_tlv(seq).ok_or_else(bad)?;
+    let (t2, e, _) = der_tlv(rest).ok_or_else(bad)?;
+    if tag != 0x30 || t1 != 0x02 || t2 != 0x02 {
+        return Err(bad());
+    }
+    Ok((BigUint::from_bytes_be(n), BigUint::from_bytes_be(e)))
+}
+
+fn mgf1_sha384(seed: &[u8], len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 48);
+    let mut counter: u32 = 0;
+    while out.len() < len {
+        out.extend_from_slice(
+            &sha2::Sha384::new()
+                .chain_update(seed)
+                .chain_update(counter.to_be_bytes())
+                .finalize(),
+        );
+        counter += 1;
+    }
+    out.truncate(len);
+    out
+}
+
+/// RSASSA-PSS verification (RFC 8017 9.1.2) with SHA-384, MGF1-SHA-384 and a 48-byte salt.
+fn rsa_pss_sha384_verify(n: &BigUint, e: &BigUint, message: &[u8], sig: &[u8]) -> bool {
+    const H: usize = 48;
+    const SALT: usize = 48;
+    let mod_bits = n.bits() as usize;
+    let k = mod_bits.div_ceil(8);
+    if sig.len() != k {
+        return false;
+    }
+    let s = BigUint::from_bytes_be(sig);
+    if &s >= n {
+        return false;
+    }
+    let em_bits = mod_bits - 1;
+    let em_len = em_bits.div_ceil(8);
+    let m = s.modpow(e, n).to_bytes_be();
+    if m.len() > em_len {
+        return false;
+    }
+    let mut em = vec![0u8; em_len - m.len()];
+    em.extend_from_slice(&m);
+    if em_len < H + SALT + 2 || em[em_len - 1] != 0xbc {
+        return false;
+    }
+    let (masked_db, rest) = em.split_at(em_len - H - 1);
+    let h = &rest[..H];
+    let zero_bits = 8 * em_len - em_bits;
+    if zero_bits > 0 && masked_db[0] >> (8 - zero_bits) != 0 {
+        return false;
+    }
+    let mut db: Vec<u8> = masked_db
+        .iter()
+        .zip(mgf1_sha384(h, masked_db.len()))
+        .map(|(a, b)| a ^ b)
+        .collect();
+    if zero_bits > 0 {
+        db[0] &= 0xff >> zero_bits;
+    }
+    let ps_len = em_len - H - SALT - 2;
+    if db[..ps_len].iter().any(|b| *b != 0) || db[ps_len] != 0x01 {
+        return false;
+    }
+    let salt = &db[db.len() - SALT..];
+    let m_hash = sha2::Sha384::digest(message);
+    let h2 = sha2::Sha384::new()
+        .chain_update([0u8; 8])
+        .chain_update(m_hash)
+        .chain_update(salt)
+        .finalize();
+    h2.as_slice() == h
+}
+
+fn verify_cert_signature(
+    cert: &Certificate,
+    issuer: &Certificate,
+    which: &'static str,
+) -> Result<(), SnpError> {
+    if cert.signature_algorithm().oid.to_string() != OID_RSASSA_PSS {
+        return Err(cert_err(which)(format!(
+            "signature algorithm {} is not RSASSA-PSS",
+            cert.signature_algorithm().oid
+        )));
+    }
+    // The outer algorithm is not covered by the signature; RFC 5280 requires it to equal the
+    // signed copy inside the TBS certificate.
+    if cert.signature_algorithm() != cert.tbs_certificate().signature() {
+        return Err(cert_err(which)(
+            "signature algorithm differs from the one inside the signed certificate".into(),
+        ));
+    }
+    if cert.tbs_certificate().issuer() != issuer.tbs_certificate().subject() {
+        return Err(cert_err(which)(
+            "issuer does not match the signing certificate's subject".into(),
+        ));
+    }
+    let (n, e) = rsa_key(issuer, which)?;
+    let tbs = cert
+        .tbs_certificate()
+        .to_der()
+        .map_err(|e| cert_err(which)(e.to_string()))?;
+    let sig = cert.signature().raw_bytes();
+    if rsa_pss_sha384_verify(&n, &e, &tbs, sig) {
+        Ok(())
+    } else {
+        Err(SnpError::Signature { which })
+    }
+}
+
+fn check_validity(cert: &Certificate, which: &'static str, now: u64) -> Result<(), SnpError> {
+    let v = cert.tbs_certificate().validity();
+    let (from, to) = (
+        v.not_before.to_unix_duration().as_secs(),
+        v.not_after.to_unix_duration().as_secs(),
+    );
+    if now < from || now > to {
+        return Err(cert_err(which)(format!(
+            "not valid at {now} (valid {from}..{to})"
+        )));
+    }
+    Ok(())
+}
+
+/// A small non-negative DER INTEGER.
+fn small_uint(der_bytes: &[u8]) -> Option<u64> {
+    let (tag, b, rest) = der_tlv(der_bytes)?;
+    (tag == 0x02 && rest.is_empty() && !b.is_empty() && b.len() <= 9 && b[0] & 0x80 == 0)
+        .then(|| b.iter().fold(0u64, |acc, x| (acc << 8) | *x as u64))
+}
+
+/// Verify a report against its VCEK (DER) and the ASK/ARK chain (PEM, ASK first), at `now`.
+pub fn verify_report(
+    report: &[u8],
+    vcek_der: &[u8],
+    chain_pem: &[u8],
+    now: u64,
+) -> Result<SnpClaims, SnpError> {
+    let claims = parse_report(report)?;
+    let vcek = Certificate::from_der(vcek_der).map_err(|e| cert_err("VCEK")(e.to_string()))?;
+    let chain = crate::dcap::pem_certificates(chain_pem);
+    if chain.len() != 2 {
+        return Err(cert_err("ASK/ARK")(format!(
+            "expected 2 PEM certificates (ASK, then ARK), found {}",
+            chain.len()
+        )));
+    }
+    let ask = Certificate::from_der(&chain[0]).map_err(|e| cert_err("ASK")(e.to_string()))?;
+    let ark = Certificate::from_der(&chain[1]).map_err(|e| cert_err("ARK")(e.to_string()))?;
+    for (c, which) in [(&vcek, "VCEK"), (&ask, "ASK"), (&ark, "ARK")] {
+        check_validity(c, which, now)?;
+    }
+    verify_cert_signature(&ark, &ark, "ARK")?;
+    verify_cert_signature(&ask, &ark, "ASK")?;
+    verify_cert_signature(&vcek, &ask, "VCEK")?;
+
+    // The report's signature by the VCEK: ECDSA P-384 over the first 0x2A0 bytes; r and s are
+    // 72-byte little-endian fields of which only the low 48 bytes may be used.
+    let spki = vcek.tbs_certificate().subject_public_key_info();
+    if spki.algorithm.oid.to_string() != OID_EC_PUBLIC_KEY {
+        return Err(cert_err("VCEK")("key is not an EC key".into()));
+    }
+    let key = p384::ecdsa::VerifyingKey::from_sec1_bytes(spki.subject_public_key.raw_bytes())
+        .map_err(|e| cert_err("VCEK")(format!("P-384 key: {e}")))?;
+    let scalar = |at: usize| -> Result<[u8; 48], SnpError> {
+        let field = &report[at..at + 72];
+        if field[48..].iter().any(|b| *b != 0) {
+            return Err(SnpError::Signature { which: "report" });
+        }
+        let mut be = [0u8; 48];
+        for (i, b) in field[..48].iter().enumerate() {
+            be[47 - i] = *b;
+        }
+        Ok(be)
+    };
+    let (r, s) = (scalar(0x2A0)?, scalar(0x2E8)?);
+    let sig = p384::ecdsa::Signature::from_scalars(r, s)
+        .map_err(|_| SnpError::Signature { which: "report" })?;
+    use p384::ecdsa::signature::Verifier as _;
+    key.verify(&report[..SIGNED_LEN], &sig)
+        .map_err(|_| SnpError::Signature { which: "report" })?;
+
+    // The VCEK was issued for exactly this TCB (and this chip).
+    let exts = vcek
+        .tbs_certificate()
+        .extensions()
+        .ok_or_else(|| cert_err("VCEK")("no extensions".into()))?;
+    let ext = |oid: &str| {
+        exts.iter()
+            .find(|e| e.extn_id.to_string() == oid)
+            .map(|e| e.extn_value.as_bytes().to_vec())
+    };
+    let t = claims.reported_tcb;
+    for ((oid, field), report_value) in
+        TCB_OIDS
+            .iter()
+            .zip([t.bootloader, t.tee, t.snp, t.microcode])
+    {
+        let v = ext(oid)
+            .and_then(|b| small_uint(&b))
+            .ok_or_else(|| cert_err("VCEK")(format!("no {field} TCB extension")))?;
+        if v != report_value as u64 {
+            return Err(SnpError::Tcb {
+                field,
+                vcek: v,
+                report: report_value as u64,
+            });
+        }
+    }
+    if let Some(hwid) = ext(OID_HWID) {
+        let id = der::asn1::OctetString::from_der(&hwid)
+            .map(|o| o.as_bytes().to_vec())
+            .unwrap_or(hwid);
+        if hex::encode(&id) != claims.chip_id {
+            return Err(cert_err("VCEK")(
+                "hwID does not match the report's chip_id".into(),
+            ));
+        }
+    }
+    Ok(claims)
+}
+
+/// Which verified reports are acceptable.
+#[derive(Debug, Clone, Default)]
+pub struct SnpPolicy {
+    pub allow_debug: bool,
+    pub min_tcb: Option<Tcb>,
+    pub measurement: Option<String>,
+}
+
+impl SnpPolicy {
+    pub fn check(&self, c: &SnpClaims) -> Result<(), SnpError> {
+        if c.debug && !self.allow_debug {
+            return Err(SnpError::Policy("the guest policy allows debugging".into()));
+        }
+        if let Some(min) = self.min_tcb {
+            let t = c.reported_tcb;
+            if t.bootloader < min.bootloader
+                || t.tee < min.tee
+                || t.snp < min.snp
+                || t.microcode < min.microcode
+            {
+                return Err(SnpError::Policy(format!(
+                    "reported TCB {t:?} is below the minimum {min:?}"
+                )));
+            }
+        }
+        if let Some(m) = &self.measurement {
+            if !m.eq_ignore_ascii_case(&c.measurement) {
+                return Err(SnpError::Policy(format!(
+                    "measurement is {}, the golden value is {m}",
+                    c.measurement
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tcg::tests::vectors;
+
+    const NOW: u64 = 1_750_400_000;
+
+    fn load() -> Option<(Vec<u8>, Vec<u8>, Vec<u8>)> {
+        let v = vectors()?;
+        let r = |n: &str| std::fs::read(v.join("snp").join(n)).expect("vector");
+        Some((r("attestation.bin"), r("vcek.der"), r("ask_ark_milan.pem")))
+    }
+
+    #[test]
+    fn milan_report_verifies_against_its_vcek_and_chain() {
+        let Some((report, vcek, chain)) = load() else {
+            return;
+        };
+        let c = verify_report(&report, &vcek, &chain, NOW).expect("verify");
+        assert_eq!(c.version, 2);
+        assert_eq!(c.policy, "0xb0000");
+        // Policy bit 19: this guest allows debugging, so the default policy refuses it.
+        assert!(c.debug);
+        let err = SnpPolicy::default().check(&c).expect_err("debug guest");
+        assert!(err.to_string().contains("debugging"), "{err}");
+        assert_eq!(
+            c.reported_tcb,
+            Tcb {
+                bootloader: 2,
+                tee: 0,
+                snp: 5,
+                microcode: 68
+            }
+        );
+        assert!(c.report_data.starts_with("0102030405"));
+        SnpPolicy {
+            allow_debug: true,
+            ..Default::default()
+        }
+        .check(&c)
+        .expect("allowed explicitly");
+        let strict = SnpPolicy {
+            allow_debug: true,
+            min_tcb: Some(Tcb {
+                bootloader: 3,
+                tee: 0,
+                snp: 5,
+                microcode: 68,
+            }),
+            ..Default::default()
+        };
+        assert!(strict.check(&c).is_err());
+        // Outside the VCEK's validity.
+        assert!(verify_report(&report, &vcek, &chain, 1_600_000_000).is_err());
+    }
+
+    #[test]
+    fn any_flipped_byte_of_the_signed_report_or_certificates_fails() {
+        let Some((report, vcek, chain)) = load() else {
+            return;
+        };
+        for i in
+            (0..SIGNED_LEN)
+                .step_by(11)
+                .chain([0x2A0, 0x2A0 + 47, 0x2E8, 0x2E8 + 47, 0x2A0 + 60])
+        {
+            let mut t = report.clone();
+            t[i] ^= 0x01;
+            assert!(
+                verify_report(&t, &vcek, &chain, NOW).is_err(),
+                "report byte {i:#x}"
+            );
+        }
+        for i in (0..vcek.len()).step_by(13) {
+            let mut t = vcek.clone();
+            t[i] ^= 0x01;
+            assert!(
+                verify_report(&report, &t, &chain, NOW).is_err(),
+                "VCEK byte {i}"
+            );
+        }
+        // Inside the PEM bodies (base64 characters).
+        let text = String::from_utf8(chain.clone()).expect("pem");
+        for (i, ch) in text
+            .char_indices()
+            .filter(|(_, c)| c.is_ascii_alphanumeric())
+            .step_by(97)
+        {
+            let mut t = chain.clone();
+            t[i] = if ch == 'A' { b'B' } else { b'A' };
+            assert!(
+                verify_report(&report, &vcek, &t, NOW).is_err(),
+                "chain byte {i}"
+            );
+        }
+        assert_eq!(
+            verify_report(&report[..100], &vcek, &chain, NOW),
+            Err(SnpError::ReportLength(100))
+        );
+    }
+}
