@@ -259,3 +259,44 @@ fn verify_a_real_cloud_vtpm_quote_and_its_event_log() {
         assert!(stderr(&out).contains("nonce mismatch"), "{}", stderr(&out));
     }
 }
+
+#[test]
+fn verify_a_real_sev_snp_report_against_its_certificate_chain() {
+    let Some(v) = vectors("verify_a_real_sev_snp_report_against_its_certificate_chain") else {
+        return;
+    };
+    let p = |n: &str| v.join("snp").join(n).to_string_lossy().into_owned();
+    let base = [
+        "verify",
+        "--snp-report",
+        &p("attestation.bin"),
+        "--vcek",
+        &p("vcek.der"),
+        "--chain",
+        &p("ask_ark_milan.pem"),
+    ];
+    let run = |extra: &[&str]| {
+        let mut cmd = std::process::Command::new(VOUCH);
+        cmd.args(base).args(extra);
+        run_bounded(&mut cmd, std::time::Duration::from_secs(60)).expect("vouch")
+    };
+    // This guest's policy allows debugging: refused by default, accepted only when asked.
+    let out = run(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("allows debugging"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(&["--allow-debug", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        v["reported_tcb"],
+        serde_json::json!({"bootloader": 2, "tee": 0, "snp": 5, "microcode": 68})
+    );
+    // Before the VCEK was issued.
+    let out = run(&["--allow-debug", "--at", "1600000000"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("not valid at"), "{}", stderr(&out));
+}

@@ -107,11 +107,23 @@ enum Cmd {
     /// With --quote: verify a raw Intel TDX or SGX quote against its collateral instead.
     Verify {
         /// Evidence file from `vouch attest` (- for standard input).
-        #[arg(required_unless_present_any = ["quote", "tpm_quote"])]
+        #[arg(required_unless_present_any = ["quote", "tpm_quote", "snp_report"])]
         file: Option<PathBuf>,
         /// A raw TDX or SGX (DCAP) quote to verify.
         #[arg(long, conflicts_with = "file", requires = "collateral")]
         quote: Option<PathBuf>,
+        /// An AMD SEV-SNP attestation report to verify; needs --vcek and --chain.
+        #[arg(long, conflicts_with_all = ["file", "quote"], requires_all = ["vcek", "chain"])]
+        snp_report: Option<PathBuf>,
+        /// The report's VCEK certificate (DER).
+        #[arg(long)]
+        vcek: Option<PathBuf>,
+        /// ASK then ARK certificates (PEM).
+        #[arg(long)]
+        chain: Option<PathBuf>,
+        /// Accept SNP guests whose policy allows debugging.
+        #[arg(long)]
+        allow_debug: bool,
         /// A TPM 2.0 quote (TPMS_ATTEST) to verify; needs --tpm-sig, --ak and --nonce.
         #[arg(long, conflicts_with_all = ["file", "quote"], requires_all = ["tpm_sig", "ak", "nonce"])]
         tpm_quote: Option<PathBuf>,
@@ -378,6 +390,15 @@ fn run(cli: Cli) -> Result<u8> {
             }
             Ok(0)
         }
+        Cmd::Verify {
+            snp_report: Some(report),
+            vcek: Some(vcek),
+            chain: Some(chain),
+            at,
+            allow_debug,
+            json,
+            ..
+        } => verify_snp(&report, &vcek, &chain, at, allow_debug, json),
         Cmd::Verify {
             tpm_quote: Some(tq),
             tpm_sig: Some(sig),
@@ -823,6 +844,66 @@ fn verify_tpm(
                 );
             }
             Err(e.context("verification FAILED"))
+        }
+    }
+}
+
+fn verify_snp(
+    report: &std::path::Path,
+    vcek: &std::path::Path,
+    chain: &std::path::Path,
+    at: Option<u64>,
+    allow_debug: bool,
+    json: bool,
+) -> Result<u8> {
+    use vouch_tee::snp;
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))
+    };
+    let now = at.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    });
+    let policy = snp::SnpPolicy {
+        allow_debug,
+        ..Default::default()
+    };
+    let result = snp::verify_report(&read(report)?, &read(vcek)?, &read(chain)?, now)
+        .and_then(|c| policy.check(&c).map(|()| c));
+    match result {
+        Ok(c) => {
+            if json {
+                let mut v = serde_json::to_value(&c)?;
+                v["verified"] = serde_json::Value::Bool(true);
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("SEV-SNP report VERIFIED (VCEK <- ASK <- ARK) at {now}");
+                println!("  measurement:  {}", c.measurement);
+                println!(
+                    "  policy:       {}{}",
+                    c.policy,
+                    if c.debug { " (debugging allowed)" } else { "" }
+                );
+                let t = c.reported_tcb;
+                println!(
+                    "  reported TCB: bootloader {} tee {} snp {} microcode {}",
+                    t.bootloader, t.tee, t.snp, t.microcode
+                );
+                println!("  report data:  {}", c.report_data);
+                println!("  chip id:      {}", c.chip_id);
+            }
+            Ok(0)
+        }
+        Err(e) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"verified": false, "error": e.to_string()})
+                );
+            }
+            Err(anyhow::Error::new(e).context("verification FAILED"))
         }
     }
 }
