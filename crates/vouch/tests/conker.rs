@@ -3,16 +3,15 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{json, Value};
 
-const VOUCH_KBS: &str = env!("CARGO_BIN_EXE_vouch-kbs");
 const SECRET: &[u8] = b"{\"key\":\"123456\"}\n";
 
 struct Broker {
@@ -23,31 +22,19 @@ struct Broker {
 impl Broker {
     fn start(dir: &Path, measurement: &str, image: &str) -> Broker {
         std::fs::write(dir.join("secret.json"), SECRET).expect("secret");
-        let mut child = Command::new(VOUCH_KBS)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--allow-sim",
-                "--state-dir",
-            ])
-            .arg(dir.join("broker"))
-            .arg("--secret-file")
-            .arg(dir.join("secret.json"))
-            .args(["--measurement", measurement, "--image", image])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(dir.join("broker.log")).expect("log"))
-            .spawn()
-            .expect("vouch-kbs");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("line");
-        Broker {
-            child,
-            addr: line.trim().trim_start_matches("listening on ").to_string(),
-        }
+        let args: Vec<std::ffi::OsString> = vec![
+            "--allow-sim".into(),
+            "--state-dir".into(),
+            dir.join("broker").into(),
+            "--secret-file".into(),
+            dir.join("secret.json").into(),
+            "--measurement".into(),
+            measurement.into(),
+            "--image".into(),
+            image.into(),
+        ];
+        let (child, addr) = spawn_kbs(&args, &dir.join("broker.log"));
+        Broker { child, addr }
     }
 }
 

@@ -3,10 +3,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +15,6 @@ use vouch_kbs::jwe;
 use vouch_tee::sim::SimAttester;
 use vouch_tee::Journal;
 
-pub const VOUCH_KBS: &str = env!("CARGO_BIN_EXE_vouch-kbs");
 const SECRET: &[u8] = br#"{"db-password":"c0rrect-h0rse-battery"}"#;
 
 struct KbsProc {
@@ -30,32 +28,18 @@ impl KbsProc {
     /// Quick mode (no admin key): one secret file for one measurement and image.
     fn start_quick(dir: &Path, secret: &Path, measurement: &str, image: &str) -> KbsProc {
         let log = dir.join("kbs-quick.log");
-        let mut child = Command::new(VOUCH_KBS)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--allow-sim",
-                "--state-dir",
-            ])
-            .arg(dir.join("kbs-quick-state"))
-            .arg("--secret-file")
-            .arg(secret)
-            .args(["--measurement", measurement, "--image", image])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).expect("log"))
-            .spawn()
-            .expect("spawn vouch-kbs");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("read");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("vouch-kbs did not start: {line:?}"))
-            .to_string();
+        let args: Vec<std::ffi::OsString> = vec![
+            "--allow-sim".into(),
+            "--state-dir".into(),
+            dir.join("kbs-quick-state").into(),
+            "--secret-file".into(),
+            secret.into(),
+            "--measurement".into(),
+            measurement.into(),
+            "--image".into(),
+            image.into(),
+        ];
+        let (child, addr) = spawn_kbs(&args, &log);
         KbsProc {
             child: Some(child),
             addr,
@@ -79,26 +63,14 @@ impl KbsProc {
             );
         }
         let log = dir.join(format!("kbs-{}.log", extra.len()));
-        let mut child = Command::new(VOUCH_KBS)
-            .args(["serve", "--listen", "127.0.0.1:0", "--state-dir"])
-            .arg(dir.join("kbs-state"))
-            .arg("--admin-key")
-            .arg(admin.join("admin.pub"))
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).expect("log"))
-            .spawn()
-            .expect("spawn vouch-kbs");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("read");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("vouch-kbs did not start: {line:?}"))
-            .to_string();
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "--state-dir".into(),
+            dir.join("kbs-state").into(),
+            "--admin-key".into(),
+            admin.join("admin.pub").into(),
+        ];
+        args.extend(extra.iter().map(|a| a.into()));
+        let (child, addr) = spawn_kbs(&args, &log);
         KbsProc {
             child: Some(child),
             addr,

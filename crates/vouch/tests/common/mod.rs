@@ -468,3 +468,35 @@ pub fn vectors(test: &str) -> Option<PathBuf> {
     );
     None
 }
+
+pub const VOUCH_KBS: &str = env!("CARGO_BIN_EXE_vouch-kbs");
+
+/// Start `vouch-kbs serve --listen 127.0.0.1:0 ARGS`, logging to `log`; returns the child and the
+/// address it printed once listening.
+pub fn spawn_kbs(args: &[std::ffi::OsString], log: &Path) -> (Child, String) {
+    let mut child = Command::new(VOUCH_KBS)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(fs::File::create(log).expect("kbs log"))
+        .spawn()
+        .expect("spawn vouch-kbs");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
+        &mut line,
+    )
+    .expect("read");
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| {
+            panic!(
+                "vouch-kbs did not start: {line:?}: {}",
+                fs::read_to_string(log).unwrap_or_default()
+            )
+        })
+        .to_string();
+    (child, addr)
+}

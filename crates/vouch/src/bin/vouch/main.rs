@@ -249,14 +249,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            let mut msg = e.to_string();
-            for cause in e.chain().skip(1) {
-                let c = cause.to_string();
-                if !msg.contains(&c) {
-                    msg.push_str(": ");
-                    msg.push_str(&c);
-                }
-            }
+            let msg = vouch::error_line(&e);
             eprintln!("vouch: {msg}");
             ExitCode::from(if verifying { 1 } else { EXIT_VOUCH_ERROR })
         }
@@ -661,27 +654,14 @@ fn verify(
         nonce: nonce.clone(),
         sim_key,
     };
-    match verify_evidence(&evidence, &opts) {
-        Ok(verdict) => {
-            if json {
-                let mut v = serde_json::to_value(&verdict)?;
-                v["verified"] = serde_json::Value::Bool(true);
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else {
-                print!("{}", format::verdict(&verdict, nonce.is_some()));
-            }
-            Ok(0)
-        }
-        Err(e) => {
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"verified": false, "error": e.to_string()})
-                );
-            }
-            Err(anyhow::Error::new(e).context("verification FAILED"))
-        }
-    }
+    let checked_nonce = nonce.is_some();
+    report_verification(
+        json,
+        verify_evidence(&evidence, &opts).map_err(anyhow::Error::new),
+        |verdict| {
+            print!("{}", format::verdict(verdict, checked_nonce));
+        },
+    )
 }
 
 fn verify_quote(
@@ -709,50 +689,36 @@ fn verify_quote(
     policy.accepted_tcb.extend(accept_tcb);
     let result = dcap::verify_quote(&raw, &col, now)
         .and_then(|claims| policy.check(&claims).map(|()| claims));
-    match result {
-        Ok(claims) => {
-            if json {
-                let mut v = serde_json::to_value(&claims)?;
-                v["verified"] = serde_json::Value::Bool(true);
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else {
-                println!("Quote VERIFIED ({}) at {now}", claims.kind);
-                println!(
-                    "  TCB status:  {}{}",
-                    claims.tcb_status,
-                    if claims.advisories.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" ({})", claims.advisories.join(", "))
-                    }
-                );
-                if let Some(m) = &claims.mrtd {
-                    println!("  MRTD:        {m}");
+    report_verification(
+        json,
+        result.map_err(anyhow::Error::new),
+        |claims: &dcap::DcapClaims| {
+            println!("Quote VERIFIED ({}) at {now}", claims.kind);
+            println!(
+                "  TCB status:  {}{}",
+                claims.tcb_status,
+                if claims.advisories.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", claims.advisories.join(", "))
                 }
-                for (i, r) in claims.rtmrs.iter().enumerate() {
-                    println!("  RTMR{i}:       {r}");
-                }
-                if let Some(m) = &claims.mr_enclave {
-                    println!("  MRENCLAVE:   {m}");
-                }
-                if let Some(m) = &claims.mr_signer {
-                    println!("  MRSIGNER:    {m}");
-                }
-                println!("  debug:       {}", claims.debug);
-                println!("  report data: {}", claims.report_data);
+            );
+            if let Some(m) = &claims.mrtd {
+                println!("  MRTD:        {m}");
             }
-            Ok(0)
-        }
-        Err(e) => {
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"verified": false, "error": e.to_string()})
-                );
+            for (i, r) in claims.rtmrs.iter().enumerate() {
+                println!("  RTMR{i}:       {r}");
             }
-            Err(anyhow::Error::new(e).context("verification FAILED"))
-        }
-    }
+            if let Some(m) = &claims.mr_enclave {
+                println!("  MRENCLAVE:   {m}");
+            }
+            if let Some(m) = &claims.mr_signer {
+                println!("  MRSIGNER:    {m}");
+            }
+            println!("  debug:       {}", claims.debug);
+            println!("  report data: {}", claims.report_data);
+        },
+    )
 }
 
 fn verify_tpm(
@@ -809,43 +775,39 @@ fn verify_tpm(
             }
             Ok((claims, replayed))
         });
-    match result {
-        Ok((claims, replayed)) => {
-            if json {
-                let mut v = serde_json::to_value(&claims)?;
-                v["verified"] = serde_json::Value::Bool(true);
-                v["pcrs_checked"] = serde_json::Value::Bool(values.is_some());
-                v["eventlog_replayed_pcrs"] = serde_json::json!(replayed);
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else {
-                println!("TPM quote VERIFIED");
-                println!("  nonce:       {} (matches)", claims.nonce);
-                println!("  firmware:    {}", claims.firmware_version);
-                for (bank, idx) in &claims.selection {
-                    println!("  PCRs ({bank}): {idx:?}");
-                }
-                let checked = if values.is_some() {
-                    " (matches the given values)"
-                } else {
-                    " (values not given: --pcrs)"
-                };
-                println!("  PCR digest:  {}{checked}", claims.pcr_digest);
-                if eventlog.is_some() {
-                    println!("  event log:   replays to PCRs {replayed:?}");
-                }
-            }
-            Ok(0)
-        }
-        Err(e) => {
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"verified": false, "error": format!("{e:#}")})
-                );
-            }
-            Err(e.context("verification FAILED"))
-        }
+    #[derive(serde::Serialize)]
+    struct TpmVerdict {
+        #[serde(flatten)]
+        claims: tpm::TpmQuoteClaims,
+        pcrs_checked: bool,
+        eventlog_replayed_pcrs: Vec<u32>,
     }
+    let pcrs_checked = values.is_some();
+    let result = result.map(|(claims, eventlog_replayed_pcrs)| TpmVerdict {
+        claims,
+        pcrs_checked,
+        eventlog_replayed_pcrs,
+    });
+    report_verification(json, result, |v| {
+        println!("TPM quote VERIFIED");
+        println!("  nonce:       {} (matches)", v.claims.nonce);
+        println!("  firmware:    {}", v.claims.firmware_version);
+        for (bank, idx) in &v.claims.selection {
+            println!("  PCRs ({bank}): {idx:?}");
+        }
+        let checked = if v.pcrs_checked {
+            " (matches the given values)"
+        } else {
+            " (values not given: --pcrs)"
+        };
+        println!("  PCR digest:  {}{checked}", v.claims.pcr_digest);
+        if eventlog.is_some() {
+            println!(
+                "  event log:   replays to PCRs {:?}",
+                v.eventlog_replayed_pcrs
+            );
+        }
+    })
 }
 
 fn verify_snp(
@@ -872,27 +834,43 @@ fn verify_snp(
     };
     let result = snp::verify_report(&read(report)?, &read(vcek)?, &read(chain)?, now)
         .and_then(|c| policy.check(&c).map(|()| c));
+    report_verification(
+        json,
+        result.map_err(anyhow::Error::new),
+        |c: &snp::SnpClaims| {
+            println!("SEV-SNP report VERIFIED (VCEK <- ASK <- ARK) at {now}");
+            println!("  measurement:  {}", c.measurement);
+            println!(
+                "  policy:       {}{}",
+                c.policy,
+                if c.debug { " (debugging allowed)" } else { "" }
+            );
+            let t = c.reported_tcb;
+            println!(
+                "  reported TCB: bootloader {} tee {} snp {} microcode {}",
+                t.bootloader, t.tee, t.snp, t.microcode
+            );
+            println!("  report data:  {}", c.report_data);
+            println!("  chip id:      {}", c.chip_id);
+        },
+    )
+}
+
+/// Print a verification result as JSON (with `"verified"`) or through `human`; a failure prints
+/// `{"verified": false, ...}` under --json and becomes the one-line error (exit status 1).
+fn report_verification<T: serde::Serialize>(
+    json: bool,
+    result: Result<T>,
+    human: impl FnOnce(&T),
+) -> Result<u8> {
     match result {
-        Ok(c) => {
+        Ok(claims) => {
             if json {
-                let mut v = serde_json::to_value(&c)?;
+                let mut v = serde_json::to_value(&claims)?;
                 v["verified"] = serde_json::Value::Bool(true);
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                println!("SEV-SNP report VERIFIED (VCEK <- ASK <- ARK) at {now}");
-                println!("  measurement:  {}", c.measurement);
-                println!(
-                    "  policy:       {}{}",
-                    c.policy,
-                    if c.debug { " (debugging allowed)" } else { "" }
-                );
-                let t = c.reported_tcb;
-                println!(
-                    "  reported TCB: bootloader {} tee {} snp {} microcode {}",
-                    t.bootloader, t.tee, t.snp, t.microcode
-                );
-                println!("  report data:  {}", c.report_data);
-                println!("  chip id:      {}", c.chip_id);
+                human(&claims);
             }
             Ok(0)
         }
@@ -900,10 +878,10 @@ fn verify_snp(
             if json {
                 println!(
                     "{}",
-                    serde_json::json!({"verified": false, "error": e.to_string()})
+                    serde_json::json!({"verified": false, "error": vouch::error_line(&e)})
                 );
             }
-            Err(anyhow::Error::new(e).context("verification FAILED"))
+            Err(e.context("verification FAILED"))
         }
     }
 }
