@@ -33,7 +33,7 @@ pub fn canonicalize(value: &Value) -> Result<Vec<u8>, CanonicalError> {
     Ok(out)
 }
 
-fn write_value(value: &Value, out: &mut Vec<u8>) -> Result<(), CanonicalError> {
+pub(crate) fn write_value(value: &Value, out: &mut Vec<u8>) -> Result<(), CanonicalError> {
     match value {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(true) => out.extend_from_slice(b"true"),
@@ -71,25 +71,45 @@ fn write_value(value: &Value, out: &mut Vec<u8>) -> Result<(), CanonicalError> {
 fn write_number(n: &serde_json::Number, out: &mut Vec<u8>) -> Result<(), CanonicalError> {
     if let Some(u) = n.as_u64() {
         if u <= MAX_SAFE_INTEGER {
-            out.extend_from_slice(u.to_string().as_bytes());
+            write_int(out, u as i128);
             return Ok(());
         }
     } else if let Some(i) = n.as_i64() {
         if i.unsigned_abs() <= MAX_SAFE_INTEGER {
-            out.extend_from_slice(i.to_string().as_bytes());
+            write_int(out, i as i128);
             return Ok(());
         }
     } else if let Some(f) = n.as_f64() {
         // Integral doubles print as integers in ECMAScript ("1.0" -> "1", "-0" -> "0").
         if f.is_finite() && f.fract() == 0.0 && f.abs() <= MAX_SAFE_INTEGER as f64 {
-            out.extend_from_slice((f as i64).to_string().as_bytes());
+            write_int(out, f as i128);
             return Ok(());
         }
     }
     Err(CanonicalError::UnsupportedNumber(n.to_string()))
 }
 
-fn write_string(s: &str, out: &mut Vec<u8>) {
+/// Decimal digits of an integer, without a temporary string.
+pub(crate) fn write_int(out: &mut Vec<u8>, v: i128) {
+    let mut buf = [0u8; 40];
+    let mut i = buf.len();
+    let mut n = v.unsigned_abs();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if v < 0 {
+        i -= 1;
+        buf[i] = b'-';
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+pub(crate) fn write_string(s: &str, out: &mut Vec<u8>) {
     out.push(b'"');
     for ch in s.chars() {
         match ch {
@@ -165,5 +185,9 @@ mod tests {
         assert!(canonicalize(&json!(9_007_199_254_740_993u64)).is_err());
         assert!(canonicalize(&json!(-9_007_199_254_740_993i64)).is_err());
         assert!(canonicalize(&json!(9_007_199_254_740_992u64)).is_ok());
+        assert_eq!(
+            canon(json!([0, -1, 10, -9_007_199_254_740_992i64])),
+            "[0,-1,10,-9007199254740992]"
+        );
     }
 }
