@@ -372,8 +372,7 @@ impl Kbs {
             &evidence,
             &VerifyOptions {
                 allow_sim: self.cfg.allow_sim,
-                nonce: None,
-                sim_key: None,
+                ..Default::default()
             },
         )
         .map_err(KbsError::Evidence)?;

@@ -12,6 +12,7 @@ pub mod journal;
 pub mod sim;
 pub mod snp;
 pub mod tcg;
+pub mod tdx;
 pub mod tpm;
 pub mod verify;
 

@@ -26,6 +26,8 @@ pub enum VerifyError {
     MalformedQuote { tee: TeeType, reason: String },
     #[error("quote signature does not verify")]
     BadSignature,
+    #[error("{tee} quote rejected: {reason}")]
+    Rejected { tee: TeeType, reason: String },
     #[error("quote is signed by {signer}, which is not the trusted key")]
     UntrustedSigner { signer: String },
     #[error("evidence says tee {claimed} but the quote is from {actual}")]
@@ -56,6 +58,12 @@ pub struct VerifyOptions {
     pub nonce: Option<String>,
     /// Pin the sim instance's public key (hex).
     pub sim_key: Option<String>,
+    /// Collateral for TDX quotes (verification is offline: the verifier brings it).
+    pub tdx_collateral: Option<dcap_qvl::QuoteCollateralV3>,
+    /// Verify as of this unix time (default: now).
+    pub at: Option<u64>,
+    /// Which TDX TCB statuses and golden values are acceptable.
+    pub dcap_policy: crate::dcap::DcapPolicy,
 }
 
 /// A container the event log says was launched.
@@ -82,6 +90,72 @@ pub struct Verdict {
     pub warnings: Vec<String>,
 }
 
+/// TDX evidence: a DCAP quote whose RTMRs are the registers and whose 64-byte report data is the
+/// SHA-384 binding followed by zeros.
+struct TdxVerifier<'a> {
+    opts: &'a VerifyOptions,
+}
+
+impl Verifier for TdxVerifier<'_> {
+    fn tee(&self) -> TeeType {
+        TeeType::Tdx
+    }
+
+    fn verify_quote(&self, quote: &[u8]) -> Result<crate::QuoteClaims, VerifyError> {
+        let rejected = |reason: String| VerifyError::Rejected {
+            tee: TeeType::Tdx,
+            reason,
+        };
+        let collateral = self.opts.tdx_collateral.as_ref().ok_or_else(|| {
+            rejected(
+                "TDX evidence needs its collateral to verify offline: pass --collateral FILE"
+                    .into(),
+            )
+        })?;
+        let now = self.opts.at.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0)
+        });
+        let claims = crate::dcap::verify_quote(quote, collateral, now)
+            .map_err(|e| rejected(e.to_string()))?;
+        if claims.kind != "tdx" {
+            return Err(rejected(format!("the quote is {}, not TDX", claims.kind)));
+        }
+        self.opts
+            .dcap_policy
+            .check(&claims)
+            .map_err(|e| rejected(e.to_string()))?;
+        let digest = |h: &str| -> Result<Digest384, VerifyError> {
+            h.parse().map_err(|_| rejected(format!("bad register {h}")))
+        };
+        let registers = claims
+            .rtmrs
+            .iter()
+            .map(|r| digest(r))
+            .collect::<Result<Vec<_>, _>>()?;
+        let rd = hex::decode(&claims.report_data).map_err(|_| rejected("report data".into()))?;
+        if rd.len() != 64 || rd[48..].iter().any(|b| *b != 0) {
+            return Err(rejected(
+                "report data is not a SHA-384 binding followed by zeros".into(),
+            ));
+        }
+        let mut bind = [0u8; 48];
+        bind.copy_from_slice(&rd[..48]);
+        Ok(crate::QuoteClaims {
+            tee: TeeType::Tdx,
+            registers,
+            report_data: Digest384(bind),
+            signer: format!(
+                "Intel TDX (TCB {}, MRTD {})",
+                claims.tcb_status,
+                claims.mrtd.unwrap_or_default()
+            ),
+        })
+    }
+}
+
 /// Verify evidence completely, offline.
 pub fn verify_evidence(evidence: &Evidence, opts: &VerifyOptions) -> Result<Verdict, VerifyError> {
     if evidence.version != EVIDENCE_VERSION {
@@ -97,6 +171,7 @@ pub fn verify_evidence(evidence: &Evidence, opts: &VerifyOptions) -> Result<Verd
         TeeType::Sim => Box::new(SimVerifier {
             pinned_key: opts.sim_key.clone(),
         }),
+        TeeType::Tdx => Box::new(TdxVerifier { opts }),
         other => return Err(VerifyError::UnsupportedTee(other)),
     };
     let claims = verifier.verify_quote(&quote)?;
@@ -217,7 +292,7 @@ mod tests {
         VerifyOptions {
             allow_sim: true,
             nonce: Some(nonce.into()),
-            sim_key: None,
+            ..Default::default()
         }
     }
 

@@ -139,7 +139,8 @@ enum Cmd {
         /// A TCG2 event log (binary_bios_measurements) to replay against --pcrs.
         #[arg(long, requires = "pcrs")]
         eventlog: Option<PathBuf>,
-        /// The quote's collateral (JSON: PEM chains, TCB info, QE identity; CRLs and signatures in hex).
+        /// Collateral for a TDX quote (given with --quote, or inside tdx evidence): JSON with PEM
+        /// chains, TCB info, QE identity; CRLs and signatures in hex.
         #[arg(long)]
         collateral: Option<PathBuf>,
         /// Verify as of this unix time (default: now).
@@ -423,15 +424,27 @@ fn run(cli: Cli) -> Result<u8> {
             nonce,
             allow_sim,
             sim_key,
+            collateral,
+            at,
+            accept_tcb,
             json,
             ..
-        } => verify(
-            file.unwrap_or_else(|| PathBuf::from("-")),
-            nonce,
-            allow_sim,
-            sim_key,
-            json,
-        ),
+        } => {
+            let mut opts = VerifyOptions {
+                allow_sim,
+                nonce,
+                sim_key,
+                at,
+                ..Default::default()
+            };
+            opts.dcap_policy.accepted_tcb.extend(accept_tcb);
+            if let Some(path) = collateral {
+                let bytes = std::fs::read(&path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                opts.tdx_collateral = Some(vouch_tee::dcap::load_collateral(&bytes)?);
+            }
+            verify(file.unwrap_or_else(|| PathBuf::from("-")), opts, json)
+        }
         Cmd::Info { json } => {
             let info: Info = client.call("GET", "/v1/info", None::<&()>)?;
             if json {
@@ -633,13 +646,7 @@ fn image(client: &Client, cmd: ImageCmd) -> Result<u8> {
     }
 }
 
-fn verify(
-    file: PathBuf,
-    nonce: Option<String>,
-    allow_sim: bool,
-    sim_key: Option<String>,
-    json: bool,
-) -> Result<u8> {
+fn verify(file: PathBuf, opts: VerifyOptions, json: bool) -> Result<u8> {
     let bytes = if file.as_os_str() == "-" {
         let mut b = Vec::new();
         io::stdin().read_to_end(&mut b)?;
@@ -649,12 +656,7 @@ fn verify(
     };
     let evidence: Evidence = serde_json::from_slice(&bytes)
         .with_context(|| format!("{} is not vouch evidence", file.display()))?;
-    let opts = VerifyOptions {
-        allow_sim,
-        nonce: nonce.clone(),
-        sim_key,
-    };
-    let checked_nonce = nonce.is_some();
+    let checked_nonce = opts.nonce.is_some();
     report_verification(
         json,
         verify_evidence(&evidence, &opts).map_err(anyhow::Error::new),

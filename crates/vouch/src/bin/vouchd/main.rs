@@ -118,20 +118,23 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         exe,
         cgroup_parent: args.cgroup_parent,
     };
+    let tdx = || vouch_tee::tdx::TdxAttester::detect();
     let attester: Arc<dyn vouch_tee::Attester> = match args.tee.as_str() {
+        "tdx" => Arc::new(tdx().ok_or(
+            "--tee tdx: no TDX quote interface here (needs /sys/kernel/config/tsm/report and the RTMR3 file under /sys/class/misc/tdx_guest/measurements)",
+        )?),
+        "auto" if tdx().is_some() => {
+            tracing::info!("TDX detected: measuring into RTMR3, quotes through configfs-tsm");
+            Arc::new(tdx().ok_or("TDX disappeared")?)
+        }
         "auto" | "sim" => {
             if args.tee == "auto" {
-                tracing::warn!("no TEE hardware backend in this build; using the sim TEE");
+                tracing::warn!("no TEE hardware detected; using the sim TEE");
             }
             tracing::warn!("{}", vouch_tee::evidence::SIM_WARNING);
             Arc::new(SimAttester::open(&cfg.tee_dir().join("sim"))?)
         }
-        other => {
-            return Err(format!(
-                "the {other} TEE backend is not available in this build yet; use --tee sim"
-            )
-            .into())
-        }
+        other => return Err(format!("the {other} TEE backend is not available in this build yet; use --tee sim").into()),
     };
     let engine = Engine::open(cfg.clone(), attester)?;
     let rt = tokio::runtime::Builder::new_multi_thread()

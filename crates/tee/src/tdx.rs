@@ -1,0 +1,216 @@
+//! The TDX attester: quotes through configfs-tsm and RTMR3 extension through the kernel's
+//! measurement-register files.
+//!
+//! - Quote: create `<tsm>/report/<entry>/`, write the 64-byte report data to `inblob`, read
+//!   `outblob` (the quote) and `provider` (must be `tdx_guest`), and check `generation` did not
+//!   move under us (another writer would make the quote answer someone else's data).
+//! - Extend: write the 48-byte digest to `<measurements>/rtmr3:sha384` (Linux 6.16+), which the
+//!   kernel folds into RTMR3; reading that file returns the register. Kernels that only offer the
+//!   `/dev/tdx_guest` extend ioctl are not supported yet.
+//!
+//! Both roots are configurable so tests can play the kernel's part with a directory tree.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use vouch_measure::Digest384;
+
+use crate::{AttestError, Attester, TeeType};
+
+pub const DEFAULT_TSM_REPORT: &str = "/sys/kernel/config/tsm/report";
+pub const DEFAULT_MEASUREMENTS: &str = "/sys/class/misc/tdx_guest/measurements";
+
+pub struct TdxAttester {
+    tsm_report: PathBuf,
+    measurements: PathBuf,
+}
+
+fn state_err(path: &Path) -> impl FnOnce(std::io::Error) -> AttestError + '_ {
+    move |source| AttestError::State {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+impl TdxAttester {
+    pub fn new(tsm_report: &Path, measurements: &Path) -> Self {
+        TdxAttester {
+            tsm_report: tsm_report.to_path_buf(),
+            measurements: measurements.to_path_buf(),
+        }
+    }
+
+    /// Whether this machine offers TDX quotes through configfs-tsm.
+    pub fn detect() -> Option<Self> {
+        let a = TdxAttester::new(
+            Path::new(DEFAULT_TSM_REPORT),
+            Path::new(DEFAULT_MEASUREMENTS),
+        );
+        (a.tsm_report.is_dir() && a.measurements.join("rtmr3:sha384").exists()).then_some(a)
+    }
+
+    fn rtmr_file(&self, index: usize) -> Result<PathBuf, AttestError> {
+        if index > 3 {
+            return Err(AttestError::NoSuchRegister(index));
+        }
+        Ok(self.measurements.join(format!("rtmr{index}:sha384")))
+    }
+}
+
+impl Attester for TdxAttester {
+    fn tee(&self) -> TeeType {
+        TeeType::Tdx
+    }
+
+    fn extend(&self, index: usize, digest: &Digest384) -> Result<(), AttestError> {
+        if index != crate::VOUCH_REGISTER {
+            // RTMR0-2 belong to the firmware and the boot chain.
+            return Err(AttestError::NoSuchRegister(index));
+        }
+        let path = self.rtmr_file(index)?;
+        fs::write(&path, digest.as_bytes()).map_err(state_err(&path))
+    }
+
+    fn register(&self, index: usize) -> Result<Digest384, AttestError> {
+        let path = self.rtmr_file(index)?;
+        let bytes = fs::read(&path).map_err(state_err(&path))?;
+        let arr: [u8; 48] = bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| AttestError::Corrupt {
+                path: path.display().to_string(),
+                reason: format!("expected 48 bytes, read {}", bytes.len()),
+            })?;
+        Ok(Digest384(arr))
+    }
+
+    fn quote(&self, report_data: &Digest384) -> Result<Vec<u8>, AttestError> {
+        let mut r = [0u8; 8];
+        getrandom::fill(&mut r).map_err(AttestError::Random)?;
+        let entry = self.tsm_report.join(format!("vouch-{}", hex::encode(r)));
+        fs::create_dir(&entry).map_err(state_err(&entry))?;
+        let result = request(&entry, report_data);
+        let _ = fs::remove_dir(&entry);
+        result
+    }
+}
+
+/// One report request in a configfs-tsm entry (whose attribute files the kernel created).
+pub fn request(entry: &Path, report_data: &Digest384) -> Result<Vec<u8>, AttestError> {
+    // TDX report data is 64 bytes: the SHA-384 binding, then zeros.
+    let mut inblob = [0u8; 64];
+    inblob[..48].copy_from_slice(report_data.as_bytes());
+    let p = entry.join("inblob");
+    fs::write(&p, inblob).map_err(state_err(&p))?;
+    let gen_path = entry.join("generation");
+    let before = fs::read_to_string(&gen_path).map_err(state_err(&gen_path))?;
+    let out_path = entry.join("outblob");
+    let quote = fs::read(&out_path).map_err(state_err(&out_path))?;
+    let prov_path = entry.join("provider");
+    let provider = fs::read_to_string(&prov_path).map_err(state_err(&prov_path))?;
+    if provider.trim() != "tdx_guest" {
+        return Err(AttestError::Corrupt {
+            path: prov_path.display().to_string(),
+            reason: format!("provider is {:?}, not tdx_guest", provider.trim()),
+        });
+    }
+    let after = fs::read_to_string(&gen_path).map_err(state_err(&gen_path))?;
+    if before.trim() != after.trim() {
+        return Err(AttestError::Corrupt {
+            path: gen_path.display().to_string(),
+            reason: "another writer changed the report request while it was answered".into(),
+        });
+    }
+    Ok(quote)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tcg::tests::vectors;
+    use crate::{verify_evidence, Evidence, VerifyError, VerifyOptions};
+    use base64::Engine as _;
+    use serde_json::json;
+
+    #[test]
+    fn configfs_tsm_request_and_rtmr3_extend_against_a_kernel_tree() {
+        let Some(v) = vectors() else { return };
+        let captured = std::fs::read(v.join("tdx/tdx_quote")).expect("quote");
+        let dir = tempfile::tempdir().expect("tempdir");
+        // The entry as the kernel presents it after mkdir.
+        let entry = dir.path().join("report/e1");
+        std::fs::create_dir_all(&entry).expect("entry");
+        std::fs::write(entry.join("generation"), "1\n").expect("gen");
+        std::fs::write(entry.join("provider"), "tdx_guest\n").expect("provider");
+        std::fs::write(entry.join("outblob"), &captured).expect("outblob");
+        let rd = vouch_measure::sha384(b"runtime data");
+        assert_eq!(request(&entry, &rd).expect("quote"), captured);
+        let inblob = std::fs::read(entry.join("inblob")).expect("inblob");
+        assert_eq!(&inblob[..48], rd.as_bytes());
+        assert!(inblob[48..].iter().all(|b| *b == 0));
+        std::fs::write(entry.join("provider"), "sev_guest\n").expect("provider");
+        assert!(request(&entry, &rd)
+            .expect_err("other provider")
+            .to_string()
+            .contains("not tdx_guest"));
+
+        // RTMR3 extension writes the digest to the kernel's file; other RTMRs are refused.
+        let meas = dir.path().join("measurements");
+        std::fs::create_dir_all(&meas).expect("meas");
+        std::fs::write(meas.join("rtmr3:sha384"), [0u8; 48]).expect("rtmr3");
+        let a = TdxAttester::new(&dir.path().join("report"), &meas);
+        let d = vouch_measure::sha384(b"record");
+        a.extend(3, &d).expect("extend");
+        assert_eq!(
+            std::fs::read(meas.join("rtmr3:sha384")).expect("read"),
+            d.as_bytes()
+        );
+        assert!(matches!(
+            a.extend(2, &d),
+            Err(AttestError::NoSuchRegister(2))
+        ));
+        assert_eq!(a.register(3).expect("register"), d);
+    }
+
+    #[test]
+    fn tdx_evidence_is_verified_with_dcap_and_must_bind_the_runtime_data() {
+        let Some(v) = vectors() else { return };
+        let captured = std::fs::read(v.join("tdx/tdx_quote")).expect("quote");
+        let col = crate::dcap::load_collateral(
+            &std::fs::read(v.join("tdx/tdx_quote_collateral.json")).expect("col"),
+        )
+        .expect("col");
+        let ev = Evidence {
+            version: 1,
+            tee: TeeType::Tdx,
+            quote: base64::engine::general_purpose::STANDARD.encode(&captured),
+            event_log: vec![],
+            runtime_data: json!({"nonce": "00"}),
+            warning: None,
+        };
+        // Without collateral there is nothing to verify against.
+        let err = verify_evidence(&ev, &VerifyOptions::default()).expect_err("no collateral");
+        assert!(err.to_string().contains("collateral"), "{err}");
+        // With it, the quote verifies, but this captured quote was not made for vouch's binding.
+        let opts = VerifyOptions {
+            tdx_collateral: Some(col.clone()),
+            at: Some(1_750_400_000),
+            ..Default::default()
+        };
+        let err = verify_evidence(&ev, &opts).expect_err("not bound");
+        assert!(
+            matches!(err, VerifyError::Rejected { .. })
+                && err.to_string().contains("SHA-384 binding"),
+            "{err}"
+        );
+        // Outside the collateral window the quote itself is refused first.
+        let late = VerifyOptions {
+            at: Some(1_790_000_000),
+            ..opts
+        };
+        assert!(verify_evidence(&ev, &late)
+            .expect_err("late")
+            .to_string()
+            .contains("rejected"));
+    }
+}
