@@ -628,4 +628,29 @@ mod tests {
         let (_dir, r) = unpack(&tar);
         assert!(r.is_err());
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 256, ..Default::default() })]
+
+        /// Arbitrary bytes, and a valid layer with bytes changed, end in an error or a clean
+        /// unpack inside the directory: never a panic, never a write outside.
+        #[test]
+        fn arbitrary_and_mutated_layers_never_panic(
+            noise in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..4096),
+            edits in proptest::collection::vec((proptest::prelude::any::<proptest::sample::Index>(), proptest::prelude::any::<u8>()), 1..6),
+        ) {
+            let (_d, _) = unpack(&noise);
+            let mut tar = TarBuilder::new().entry("a/", EntryType::Directory, "", 0o755, b"").file("a/f", b"data").finish();
+            for (at, v) in &edits {
+                let i = at.index(tar.len());
+                tar[i] = *v;
+            }
+            let outside = tempfile::tempdir().expect("outside");
+            let dir = outside.path().join("layer");
+            std::fs::create_dir(&dir).expect("dir");
+            let _ = unpack_layer(tar.as_slice(), &dir, &UnpackLimits::default());
+            let siblings: Vec<_> = std::fs::read_dir(outside.path()).expect("read").flatten().map(|e| e.file_name()).collect();
+            proptest::prop_assert_eq!(siblings, vec![std::ffi::OsString::from("layer")]);
+        }
+    }
 }
