@@ -31,6 +31,9 @@ fn response(method: &str, path: &str) -> Value {
         }
         ("post", "/v1/containers/{id}/wait") => json_of(schema_ref("WaitResponse")),
         ("get", "/v1/info") => json_of(schema_ref("Info")),
+        ("get", "/v1/tee") => json_of(json!({"type": "object", "properties": {
+            "tee": {"type": "string"}, "hardware": {"type": "boolean"}, "register_index": {"type": "integer"},
+            "registers": {"type": "array", "items": {"type": "string"}}, "warning": {"type": "string", "nullable": true}}})),
         ("get", "/v1/containers/{id}/logs") => {
             json!({"application/vnd.docker.multiplexed-stream": {"schema": {"type": "string", "format": "binary"}}})
         }

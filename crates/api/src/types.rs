@@ -187,3 +187,16 @@ pub struct ErrorBody {
 
 /// Evidence is passed through as JSON; its schema lives in the tee crate.
 pub type EvidenceJson = Value;
+
+/// The TEE vouchd measures into, and its registers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TeeInfo {
+    pub tee: String,
+    pub hardware: bool,
+    /// The register vouch extends.
+    pub register_index: usize,
+    /// Register values in hex (RTMR0..3 on TDX), or an error text when unreadable.
+    pub registers: Vec<String>,
+    #[serde(default)]
+    pub warning: Option<String>,
+}

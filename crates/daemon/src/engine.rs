@@ -432,6 +432,25 @@ impl Engine {
         })
     }
 
+    pub fn tee_info(&self) -> vouch_api::TeeInfo {
+        let journal = lock(&self.journal);
+        let tee = journal.tee();
+        vouch_api::TeeInfo {
+            tee: tee.to_string(),
+            hardware: tee != TeeType::Sim,
+            register_index: VOUCH_REGISTER,
+            registers: journal
+                .all_registers()
+                .into_iter()
+                .map(|r| {
+                    r.map(|d| d.to_hex())
+                        .unwrap_or_else(|e| format!("unavailable: {}", error_chain(&e)))
+                })
+                .collect(),
+            warning: (tee == TeeType::Sim).then(|| vouch_tee::evidence::SIM_WARNING.to_string()),
+        }
+    }
+
     pub fn attest(&self, nonce: &str) -> Result<Value, EngineError> {
         let ok = nonce.len() >= 16
             && nonce.len() <= 128

@@ -96,6 +96,7 @@ pub fn router(engine: Shared) -> Router {
     Router::new()
         .route("/v1/openapi.json", get(openapi))
         .route("/v1/info", get(info))
+        .route("/v1/tee", get(tee_info))
         .route("/v1/containers", get(list).post(create))
         .route("/v1/containers/{id}", get(inspect).delete(remove))
         .route("/v1/containers/{id}/logs", get(logs))
@@ -126,6 +127,10 @@ async fn openapi() -> Json<serde_json::Value> {
 
 async fn info(State(e): State<Shared>) -> Result<Json<vouch_api::Info>, ApiError> {
     blocking(move || e.info()).await.map(Json)
+}
+
+async fn tee_info(State(e): State<Shared>) -> Result<Json<vouch_api::TeeInfo>, ApiError> {
+    blocking(move || Ok(e.tee_info())).await.map(Json)
 }
 
 async fn list(

@@ -191,6 +191,13 @@ impl Journal {
             .map_err(JournalError::Tee)
     }
 
+    /// Every register of the TEE (0..4), for display; unreadable ones are errors.
+    pub fn all_registers(&self) -> Vec<Result<Digest384, JournalError>> {
+        (0..4)
+            .map(|i| self.attester.register(i).map_err(JournalError::Tee))
+            .collect()
+    }
+
     /// Evidence for the current state, bound to `runtime_data`.
     pub fn evidence(&self, runtime_data: Value) -> Result<Evidence, JournalError> {
         let report_data = report_data_for(&runtime_data)

@@ -111,3 +111,26 @@ fn kill9_at_random_points_of_launches_never_breaks_the_log() {
         drop(d);
     }
 }
+
+#[test]
+fn tee_info_shows_the_register_the_log_replays_to() {
+    if !require_root("tee_info_shows_the_register_the_log_replays_to") {
+        return;
+    }
+    let env = TestEnv::new();
+    let d = env.start();
+    load_busybox(&env, &d, "bb");
+    d.ok(&["run", "--rm", "bb", "true"]);
+    let tee = d.json(&["tee", "info", "--json"]);
+    assert_eq!(tee["tee"], "sim");
+    assert_eq!(tee["hardware"], false);
+    assert_eq!(tee["registers"].as_array().expect("registers").len(), 4);
+    let verdict = verify_ok(&env, &d);
+    assert_eq!(tee["registers"][3], verdict["registers"][3]);
+    assert_eq!(tee["registers"][0], "0".repeat(96));
+    let text = d.ok(&["tee", "info"]);
+    assert!(
+        text.contains("NOT hardware-backed") && text.contains("<- vouch's event log"),
+        "{text}"
+    );
+}

@@ -161,6 +161,9 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// The TEE vouchd runs on.
+    #[command(subcommand)]
+    Tee(TeeCmd),
     /// Show the daemon's TEE and measurement state.
     Info {
         #[arg(long)]
@@ -212,6 +215,15 @@ struct RunArgs {
     /// Command and arguments (default: the image's).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum TeeCmd {
+    /// The detected TEE and its current registers.
+    Info {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -359,6 +371,34 @@ fn run(cli: Cli) -> Result<u8> {
             Ok(0)
         }
         Cmd::Image(cmd) => image(&client, cmd),
+        Cmd::Tee(TeeCmd::Info { json }) => {
+            let info: vouch_api::TeeInfo = client.call("GET", "/v1/tee", None::<&()>)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&info)?);
+            } else {
+                println!(
+                    "TEE: {}{}",
+                    info.tee,
+                    if info.hardware {
+                        ""
+                    } else {
+                        " (NOT hardware-backed)"
+                    }
+                );
+                for (i, r) in info.registers.iter().enumerate() {
+                    let mark = if i == info.register_index {
+                        "  <- vouch's event log"
+                    } else {
+                        ""
+                    };
+                    println!("  register {i}: {r}{mark}");
+                }
+                if let Some(w) = &info.warning {
+                    println!("WARNING: {w}");
+                }
+            }
+            Ok(0)
+        }
         Cmd::Attest { nonce, output } => {
             let nonce = match nonce {
                 Some(n) => n.to_ascii_lowercase(),
