@@ -41,6 +41,9 @@ pub struct Evidence {
     pub event_log: Vec<Record>,
     /// The data bound into the quote: `report_data = SHA-384(canonical JSON of runtime_data)`.
     pub runtime_data: Value,
+    /// The firmware's TCG2 event log (base64), e.g. the TDX CCEL; replays to the platform registers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firmware_log: Option<String>,
     /// Present on evidence that is not hardware-backed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,

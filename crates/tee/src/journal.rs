@@ -213,6 +213,10 @@ impl Journal {
             quote: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, quote),
             event_log: self.records.clone(),
             runtime_data,
+            firmware_log: self
+                .attester
+                .firmware_log()
+                .map(|b| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, b)),
             warning: (tee == TeeType::Sim).then(|| SIM_WARNING.to_string()),
         })
     }

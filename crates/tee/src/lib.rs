@@ -50,6 +50,10 @@ pub trait Attester: Send + Sync {
     fn register(&self, index: usize) -> Result<Digest384, AttestError>;
     /// A quote over all registers that binds `report_data`.
     fn quote(&self, report_data: &Digest384) -> Result<Vec<u8>, AttestError>;
+    /// The firmware's event log (TCG2 format) when the TEE offers one, e.g. the TDX CCEL.
+    fn firmware_log(&self) -> Option<Vec<u8>> {
+        None
+    }
 }
 
 /// Claims a verifier extracted from a quote whose signature checked out.

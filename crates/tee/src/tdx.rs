@@ -19,10 +19,13 @@ use crate::{AttestError, Attester, TeeType};
 
 pub const DEFAULT_TSM_REPORT: &str = "/sys/kernel/config/tsm/report";
 pub const DEFAULT_MEASUREMENTS: &str = "/sys/class/misc/tdx_guest/measurements";
+/// The CCEL event log as the kernel exposes the ACPI table's log area.
+pub const DEFAULT_CCEL: &str = "/sys/firmware/acpi/tables/data/CCEL";
 
 pub struct TdxAttester {
     tsm_report: PathBuf,
     measurements: PathBuf,
+    ccel: PathBuf,
 }
 
 fn state_err(path: &Path) -> impl FnOnce(std::io::Error) -> AttestError + '_ {
@@ -37,7 +40,14 @@ impl TdxAttester {
         TdxAttester {
             tsm_report: tsm_report.to_path_buf(),
             measurements: measurements.to_path_buf(),
+            ccel: PathBuf::from(DEFAULT_CCEL),
         }
+    }
+
+    /// Read the firmware event log from `path` instead of the ACPI default.
+    pub fn with_ccel(mut self, path: &Path) -> Self {
+        self.ccel = path.to_path_buf();
+        self
     }
 
     /// Whether this machine offers TDX quotes through configfs-tsm.
@@ -60,6 +70,10 @@ impl TdxAttester {
 impl Attester for TdxAttester {
     fn tee(&self) -> TeeType {
         TeeType::Tdx
+    }
+
+    fn firmware_log(&self) -> Option<Vec<u8>> {
+        fs::read(&self.ccel).ok()
     }
 
     fn extend(&self, index: usize, digest: &Digest384) -> Result<(), AttestError> {
@@ -170,6 +184,11 @@ mod tests {
             Err(AttestError::NoSuchRegister(2))
         ));
         assert_eq!(a.register(3).expect("register"), d);
+        // The firmware log comes from the ACPI CCEL file.
+        let a = a.with_ccel(&dir.path().join("no-ccel"));
+        assert!(a.firmware_log().is_none(), "no CCEL file in this tree");
+        let a = a.with_ccel(&v.join("ccel/ccel_data.dat"));
+        assert_eq!(a.firmware_log().expect("ccel").len(), 262_144);
     }
 
     #[test]
@@ -186,6 +205,7 @@ mod tests {
             quote: base64::engine::general_purpose::STANDARD.encode(&captured),
             event_log: vec![],
             runtime_data: json!({"nonce": "00"}),
+            firmware_log: None,
             warning: None,
         };
         // Without collateral there is nothing to verify against.

@@ -40,6 +40,16 @@ pub enum VerifyError {
     NonceMismatch { expected: String, found: String },
     #[error("event log is invalid")]
     Log(#[source] RecordError),
+    #[error("firmware event log is invalid")]
+    FirmwareLog(#[source] crate::tcg::TcgError),
+    #[error(
+        "firmware event log replays register {index} to {replayed}, but the quote has {quoted}"
+    )]
+    FirmwareReplay {
+        index: usize,
+        replayed: String,
+        quoted: String,
+    },
     #[error("event log ({records} records) replays to {replayed}, but the quoted register {index} is {quoted}")]
     ReplayMismatch {
         records: usize,
@@ -88,6 +98,9 @@ pub struct Verdict {
     pub runtime_data: Value,
     pub containers: Vec<LaunchedContainer>,
     pub warnings: Vec<String>,
+    /// Firmware log events replayed against the platform registers, when the evidence had a log.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub firmware_log_events: Option<usize>,
 }
 
 /// TDX evidence: a DCAP quote whose RTMRs are the registers and whose 64-byte report data is the
@@ -156,6 +169,22 @@ impl Verifier for TdxVerifier<'_> {
     }
 }
 
+/// Check a TCG2 firmware log against the quoted platform registers (TDX: RTMR0..2).
+pub fn check_firmware_log(log: &[u8], registers: &[Digest384]) -> Result<usize, VerifyError> {
+    let parsed = crate::tcg::parse(log).map_err(VerifyError::FirmwareLog)?;
+    let rtmrs = parsed.rtmrs().map_err(VerifyError::FirmwareLog)?;
+    for (index, (replayed, quoted)) in rtmrs.iter().zip(registers).take(3).enumerate() {
+        if replayed != quoted {
+            return Err(VerifyError::FirmwareReplay {
+                index,
+                replayed: replayed.to_hex(),
+                quoted: quoted.to_hex(),
+            });
+        }
+    }
+    Ok(parsed.events.len())
+}
+
 /// Verify evidence completely, offline.
 pub fn verify_evidence(evidence: &Evidence, opts: &VerifyOptions) -> Result<Verdict, VerifyError> {
     if evidence.version != EVIDENCE_VERSION {
@@ -201,6 +230,16 @@ pub fn verify_evidence(evidence: &Evidence, opts: &VerifyOptions) -> Result<Verd
             });
         }
     }
+    // The firmware's log, when present, must replay to the quoted platform registers (TDX).
+    let firmware_log_events = match (&evidence.firmware_log, claims.tee) {
+        (Some(b64), TeeType::Tdx) => {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b64.as_bytes())
+                .map_err(|_| VerifyError::QuoteEncoding)?;
+            Some(check_firmware_log(&bytes, &claims.registers)?)
+        }
+        _ => None,
+    };
     validate_sequence(&evidence.event_log).map_err(VerifyError::Log)?;
     let replayed = replay(&evidence.event_log).map_err(VerifyError::Log)?;
     let quoted = claims
@@ -259,6 +298,7 @@ pub fn verify_evidence(evidence: &Evidence, opts: &VerifyOptions) -> Result<Verd
         runtime_data: evidence.runtime_data.clone(),
         containers,
         warnings,
+        firmware_log_events,
     })
 }
 
@@ -363,5 +403,33 @@ mod tests {
         let mut dropped = ev.clone();
         dropped.event_log.pop();
         assert!(verify_evidence(&dropped, &allow("abcd")).is_err());
+    }
+
+    #[test]
+    fn firmware_log_must_replay_to_the_quoted_rtmrs() {
+        let Some(v) = crate::tcg::tests::vectors() else {
+            return;
+        };
+        let quote = crate::dcap::parse_quote(
+            &std::fs::read(v.join("ccel/cos-113-tdx-quote.dat")).expect("quote"),
+        )
+        .expect("parse");
+        let regs: Vec<Digest384> = quote
+            .rtmrs
+            .iter()
+            .map(|h| h.parse().expect("rtmr"))
+            .collect();
+        let good = std::fs::read(v.join("ccel/ccel_data.dat")).expect("ccel");
+        assert_eq!(check_firmware_log(&good, &regs).expect("replays"), 43);
+        let other = std::fs::read(v.join("ccel/CCEL_data_ovmf")).expect("ccel");
+        let err = check_firmware_log(&other, &regs).expect_err("another boot");
+        assert!(
+            matches!(err, VerifyError::FirmwareReplay { index: 0, .. }),
+            "{err}"
+        );
+        assert!(matches!(
+            check_firmware_log(&good[..100], &regs),
+            Err(VerifyError::FirmwareLog(_))
+        ));
     }
 }
