@@ -76,6 +76,9 @@ pub enum EngineError {
     Internal(String),
 }
 
+/// How many removed tasks keep their final view for late `wait` calls.
+const REMOVED_KEPT: usize = 256;
+
 /// The inputs of one launch.
 #[derive(Clone, Copy)]
 struct Launch<'a> {
@@ -114,7 +117,11 @@ pub struct Engine {
     images: ContentStore,
     journal: Mutex<Journal>,
     tasks: Mutex<BTreeMap<String, TaskRecord>>,
+    /// Latest view per task. Kept for a while after a task is removed, so a client that waits
+    /// on an auto-removed container still learns how it ended.
     watchers: Mutex<HashMap<String, watch::Sender<Container>>>,
+    /// Removed tasks whose watchers are still kept, oldest first (bounded by REMOVED_KEPT).
+    removed: Mutex<std::collections::VecDeque<String>>,
     events: broadcast::Sender<EventMessage>,
     /// Serializes name checks and task insertion.
     create_lock: Mutex<()>,
@@ -196,6 +203,7 @@ impl Engine {
             events,
             create_lock: Mutex::new(()),
             cancels: Mutex::new(Default::default()),
+            removed: Mutex::new(Default::default()),
         });
         engine.reconcile();
         Ok(engine)
@@ -1147,6 +1155,13 @@ impl Engine {
             .ok_or_else(|| EngineError::NoSuchContainer(id.to_string()))?;
         lock(&self.tasks).remove(id);
         self.db.delete(id)?;
+        let mut removed = lock(&self.removed);
+        removed.push_back(id.to_string());
+        while removed.len() > REMOVED_KEPT {
+            if let Some(old) = removed.pop_front() {
+                lock(&self.watchers).remove(&old);
+            }
+        }
         Ok(view)
     }
 }
