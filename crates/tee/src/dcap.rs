@@ -75,56 +75,39 @@ pub struct DcapClaims {
 }
 
 fn claims_of(report: &Report) -> DcapClaims {
-    let td = match report {
-        Report::TD10(r) => Some(*r),
-        Report::TD15(r) => Some(r.base),
-        Report::TD15Ex(r) => Some(r.base.base),
-        Report::SgxEnclave(_) => None,
+    let r = match report {
+        Report::TD10(r) => *r,
+        Report::TD15(r) => r.base,
+        Report::TD15Ex(r) => r.base.base,
+        Report::SgxEnclave(e) => {
+            return DcapClaims {
+                kind: "sgx".into(),
+                tcb_status: String::new(),
+                advisories: Vec::new(),
+                // ATTRIBUTES.FLAGS bit 1 is DEBUG.
+                debug: e.attributes[0] & 0x02 != 0,
+                report_data: hex::encode(e.report_data),
+                mrtd: None,
+                rtmrs: Vec::new(),
+                td_attributes: None,
+                mr_enclave: Some(hex::encode(e.mr_enclave)),
+                mr_signer: Some(hex::encode(e.mr_signer)),
+            };
+        }
     };
-    match (td, report) {
-        (Some(r), _) => DcapClaims {
-            kind: "tdx".into(),
-            tcb_status: String::new(),
-            advisories: Vec::new(),
-            // TDATTRIBUTES bit 0 is DEBUG.
-            debug: r.td_attributes[0] & 0x01 != 0,
-            report_data: hex::encode(r.report_data),
-            mrtd: Some(hex::encode(r.mr_td)),
-            rtmrs: [r.rt_mr0, r.rt_mr1, r.rt_mr2, r.rt_mr3]
-                .iter()
-                .map(hex::encode)
-                .collect(),
-            td_attributes: Some(hex::encode(r.td_attributes)),
-            mr_enclave: None,
-            mr_signer: None,
-        },
-        (None, Report::SgxEnclave(e)) => DcapClaims {
-            kind: "sgx".into(),
-            tcb_status: String::new(),
-            advisories: Vec::new(),
-            // ATTRIBUTES.FLAGS bit 1 is DEBUG.
-            debug: e.attributes[0] & 0x02 != 0,
-            report_data: hex::encode(e.report_data),
-            mrtd: None,
-            rtmrs: Vec::new(),
-            td_attributes: None,
-            mr_enclave: Some(hex::encode(e.mr_enclave)),
-            mr_signer: Some(hex::encode(e.mr_signer)),
-        },
-        (None, _) => unreachable_claims(),
-    }
-}
-
-fn unreachable_claims() -> DcapClaims {
     DcapClaims {
-        kind: "unknown".into(),
+        kind: "tdx".into(),
         tcb_status: String::new(),
         advisories: Vec::new(),
-        debug: true,
-        report_data: String::new(),
-        mrtd: None,
-        rtmrs: Vec::new(),
-        td_attributes: None,
+        // TDATTRIBUTES bit 0 is DEBUG.
+        debug: r.td_attributes[0] & 0x01 != 0,
+        report_data: hex::encode(r.report_data),
+        mrtd: Some(hex::encode(r.mr_td)),
+        rtmrs: [r.rt_mr0, r.rt_mr1, r.rt_mr2, r.rt_mr3]
+            .iter()
+            .map(hex::encode)
+            .collect(),
+        td_attributes: Some(hex::encode(r.td_attributes)),
         mr_enclave: None,
         mr_signer: None,
     }
