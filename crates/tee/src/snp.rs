@@ -49,6 +49,16 @@ pub struct Tcb {
     pub microcode: u8,
 }
 
+impl std::fmt::Display for Tcb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "bootloader {}, tee {}, snp {}, microcode {}",
+            self.bootloader, self.tee, self.snp, self.microcode
+        )
+    }
+}
+
 impl Tcb {
     fn from_u64(v: u64) -> Tcb {
         let b = v.to_le_bytes();

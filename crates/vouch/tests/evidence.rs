@@ -300,3 +300,53 @@ fn verify_a_real_sev_snp_report_against_its_certificate_chain() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("not valid at"), "{}", stderr(&out));
 }
+
+#[test]
+fn golden_values_and_minimum_tcb_from_the_command_line() {
+    let Some(v) = vectors("golden_values_and_minimum_tcb_from_the_command_line") else {
+        return;
+    };
+    let p = |n: &str| v.join(n).to_string_lossy().into_owned();
+    let run = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(VOUCH);
+        cmd.args(args);
+        run_bounded(&mut cmd, std::time::Duration::from_secs(60)).expect("vouch")
+    };
+    let tdx = [
+        "verify",
+        "--quote",
+        &p("tdx/tdx_quote"),
+        "--collateral",
+        &p("tdx/tdx_quote_collateral.json"),
+        "--at",
+        "1750400000",
+    ];
+    let mrtd = "91eb2b44d141d4ece09f0c75c2c53d247a3c68edd7fafe8a3520c942a604a407de03ae6dc5f87f27428b2538873118b7";
+    assert!(run(&[&tdx[..], &["--mrtd", mrtd]].concat())
+        .status
+        .success());
+    let out = run(&[&tdx[..], &["--mrtd", &"0".repeat(96)]].concat());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("golden value"), "{}", stderr(&out));
+    let out = run(&[&tdx[..], &["--rtmr", &format!("1={}", "0".repeat(96))]].concat());
+    assert!(stderr(&out).contains("RTMR1"), "{}", stderr(&out));
+    let snp = [
+        "verify",
+        "--snp-report",
+        &p("snp/attestation.bin"),
+        "--vcek",
+        &p("snp/vcek.der"),
+        "--chain",
+        &p("snp/ask_ark_milan.pem"),
+        "--allow-debug",
+    ];
+    assert!(run(&[&snp[..], &["--min-tcb", "2,0,5,68"]].concat())
+        .status
+        .success());
+    let out = run(&[&snp[..], &["--min-tcb", "2,0,6,68"]].concat());
+    assert!(
+        stderr(&out).contains("below the minimum"),
+        "{}",
+        stderr(&out)
+    );
+}

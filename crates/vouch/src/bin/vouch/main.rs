@@ -124,6 +124,18 @@ enum Cmd {
         /// Accept SNP guests whose policy allows debugging.
         #[arg(long)]
         allow_debug: bool,
+        /// TDX golden value: the MRTD (hex).
+        #[arg(long)]
+        mrtd: Option<String>,
+        /// TDX golden values for RTMR0-2, as N=HEX (repeatable).
+        #[arg(long = "rtmr", value_name = "N=HEX")]
+        rtmr: Vec<String>,
+        /// SEV-SNP golden value: the launch measurement (hex).
+        #[arg(long)]
+        measurement: Option<String>,
+        /// SEV-SNP minimum reported TCB: BOOTLOADER,TEE,SNP,MICROCODE.
+        #[arg(long, value_name = "BL,TEE,SNP,UCODE")]
+        min_tcb: Option<String>,
         /// A TPM 2.0 quote (TPMS_ATTEST) to verify; needs --tpm-sig, --ak and --nonce.
         #[arg(long, conflicts_with_all = ["file", "quote"], requires_all = ["tpm_sig", "ak", "nonce"])]
         tpm_quote: Option<PathBuf>,
@@ -430,9 +442,18 @@ fn run(cli: Cli) -> Result<u8> {
             chain: Some(chain),
             at,
             allow_debug,
+            measurement,
+            min_tcb,
             json,
             ..
-        } => verify_snp(&report, &vcek, &chain, at, allow_debug, json),
+        } => verify_snp(
+            &report,
+            &vcek,
+            &chain,
+            at,
+            snp_policy(allow_debug, measurement, min_tcb)?,
+            json,
+        ),
         Cmd::Verify {
             tpm_quote: Some(tq),
             tpm_sig: Some(sig),
@@ -456,9 +477,17 @@ fn run(cli: Cli) -> Result<u8> {
             collateral,
             at,
             accept_tcb,
+            mrtd,
+            rtmr,
             json,
             ..
-        } => verify_quote(&quote, collateral.as_deref(), at, accept_tcb, json),
+        } => verify_quote(
+            &quote,
+            collateral.as_deref(),
+            at,
+            dcap_policy(accept_tcb, mrtd, rtmr)?,
+            json,
+        ),
         Cmd::Verify {
             file,
             nonce,
@@ -467,6 +496,8 @@ fn run(cli: Cli) -> Result<u8> {
             collateral,
             at,
             accept_tcb,
+            mrtd,
+            rtmr,
             json,
             ..
         } => {
@@ -477,7 +508,7 @@ fn run(cli: Cli) -> Result<u8> {
                 at,
                 ..Default::default()
             };
-            opts.dcap_policy.accepted_tcb.extend(accept_tcb);
+            opts.dcap_policy = dcap_policy(accept_tcb, mrtd, rtmr)?;
             if let Some(path) = collateral {
                 let bytes = std::fs::read(&path)
                     .with_context(|| format!("cannot read {}", path.display()))?;
@@ -710,7 +741,7 @@ fn verify_quote(
     quote: &std::path::Path,
     collateral: Option<&std::path::Path>,
     at: Option<u64>,
-    accept_tcb: Vec<String>,
+    policy: vouch_tee::dcap::DcapPolicy,
     json: bool,
 ) -> Result<u8> {
     use vouch_tee::dcap;
@@ -727,8 +758,6 @@ fn verify_quote(
             .map(|d| d.as_secs())
             .unwrap_or(0)
     });
-    let mut policy = dcap::DcapPolicy::default();
-    policy.accepted_tcb.extend(accept_tcb);
     let result = dcap::verify_quote(&raw, &col, now)
         .and_then(|claims| policy.check(&claims).map(|()| claims));
     report_verification(
@@ -857,7 +886,7 @@ fn verify_snp(
     vcek: &std::path::Path,
     chain: &std::path::Path,
     at: Option<u64>,
-    allow_debug: bool,
+    policy: vouch_tee::snp::SnpPolicy,
     json: bool,
 ) -> Result<u8> {
     use vouch_tee::snp;
@@ -870,10 +899,6 @@ fn verify_snp(
             .map(|d| d.as_secs())
             .unwrap_or(0)
     });
-    let policy = snp::SnpPolicy {
-        allow_debug,
-        ..Default::default()
-    };
     let result = snp::verify_report(&read(report)?, &read(vcek)?, &read(chain)?, now)
         .and_then(|c| policy.check(&c).map(|()| c));
     report_verification(
@@ -926,4 +951,61 @@ fn report_verification<T: serde::Serialize>(
             Err(e.context("verification FAILED"))
         }
     }
+}
+
+/// The TDX policy from the command line: accepted TCB statuses and golden values.
+fn dcap_policy(
+    accept_tcb: Vec<String>,
+    mrtd: Option<String>,
+    rtmr: Vec<String>,
+) -> Result<vouch_tee::dcap::DcapPolicy> {
+    let mut policy = vouch_tee::dcap::DcapPolicy {
+        mrtd,
+        ..Default::default()
+    };
+    policy.accepted_tcb.extend(accept_tcb);
+    for spec in rtmr {
+        let (n, value) = spec
+            .split_once('=')
+            .with_context(|| format!("--rtmr {spec:?}: use N=HEX"))?;
+        let n: usize = n.parse().ok().filter(|n| *n <= 2).with_context(|| {
+            format!("--rtmr {spec:?}: N is 0, 1 or 2 (RTMR3 is checked by replay)")
+        })?;
+        policy.rtmrs[n] = Some(value.to_ascii_lowercase());
+    }
+    Ok(policy)
+}
+
+/// The SEV-SNP policy from the command line.
+fn snp_policy(
+    allow_debug: bool,
+    measurement: Option<String>,
+    min_tcb: Option<String>,
+) -> Result<vouch_tee::snp::SnpPolicy> {
+    let min_tcb = match min_tcb {
+        Some(spec) => {
+            let v: Vec<u8> = spec
+                .split(',')
+                .map(|x| x.trim().parse::<u8>())
+                .collect::<Result<_, _>>()
+                .with_context(|| {
+                    format!("--min-tcb {spec:?}: use four numbers BL,TEE,SNP,UCODE")
+                })?;
+            let [bootloader, tee, snp, microcode] = v[..] else {
+                bail!("--min-tcb {spec:?}: use four numbers BL,TEE,SNP,UCODE")
+            };
+            Some(vouch_tee::snp::Tcb {
+                bootloader,
+                tee,
+                snp,
+                microcode,
+            })
+        }
+        None => None,
+    };
+    Ok(vouch_tee::snp::SnpPolicy {
+        allow_debug,
+        min_tcb,
+        measurement,
+    })
 }
