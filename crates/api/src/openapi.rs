@@ -77,19 +77,7 @@ pub fn document(version: &str) -> Value {
         }
         entry[*method] = op;
     }
-    let state_enum = json!([
-        "Pulling",
-        "Pulled",
-        "Verifying",
-        "Verified",
-        "Creating",
-        "Created",
-        "Starting",
-        "Running",
-        "Exited",
-        "Failed",
-        "Cancelled"
-    ]);
+    let state_enum: Vec<&str> = crate::TaskState::ALL.iter().map(|s| s.as_str()).collect();
     let event = json!({"type": "object", "required": ["time", "action", "message"], "properties": {
         "time": {"type": "string"}, "action": {"type": "string"}, "message": {"type": "string"}}});
     json!({

@@ -20,6 +20,21 @@ pub enum TaskState {
 }
 
 impl TaskState {
+    /// Every state, in lifecycle order.
+    pub const ALL: [TaskState; 11] = [
+        TaskState::Pulling,
+        TaskState::Pulled,
+        TaskState::Verifying,
+        TaskState::Verified,
+        TaskState::Creating,
+        TaskState::Created,
+        TaskState::Starting,
+        TaskState::Running,
+        TaskState::Exited,
+        TaskState::Failed,
+        TaskState::Cancelled,
+    ];
+
     /// Whether the task has ended.
     pub fn is_final(self) -> bool {
         matches!(

@@ -240,11 +240,11 @@ fn load_manifest(
         size: layers.iter().map(|l| l.size).sum(),
         layers,
         defaults,
-        loaded_at: humantime_now(),
+        loaded_at: unix_seconds_now(),
     })
 }
 
-fn humantime_now() -> String {
+fn unix_seconds_now() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())

@@ -2,8 +2,6 @@
 //! attestation tokens are ES256 (P-256), signed by the KBS; admin tokens are EdDSA (Ed25519),
 //! signed by the owner's admin key whose public half the KBS is configured with.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
 use p256::ecdsa::signature::{Signer, Verifier};
@@ -26,10 +24,7 @@ pub enum TokenError {
 }
 
 pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    vouch_tee::unix_now()
 }
 
 fn encode_parts(alg: &str, claims: &Value) -> String {

@@ -123,37 +123,10 @@ pub fn parse_quote(quote: &[u8]) -> Result<DcapClaims, DcapError> {
 pub const INTEL_SGX_ROOT_CA_SHA256: &str =
     "44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3";
 
-/// DER certificates of every PEM block in `bytes`, in order.
-pub(crate) fn pem_certificates(bytes: &[u8]) -> Vec<Vec<u8>> {
-    use base64::Engine as _;
-    const BEGIN: &[u8] = b"-----BEGIN CERTIFICATE-----";
-    const END: &[u8] = b"-----END CERTIFICATE-----";
-    let mut out = Vec::new();
-    let mut rest = bytes;
-    while let Some(start) = rest.windows(BEGIN.len()).position(|w| w == BEGIN) {
-        let body_start = start + BEGIN.len();
-        let Some(len) = rest[body_start..].windows(END.len()).position(|w| w == END) else {
-            break;
-        };
-        let body: Vec<u8> = rest[body_start..body_start + len]
-            .iter()
-            .copied()
-            .filter(|b| !b.is_ascii_whitespace())
-            .collect();
-        out.push(
-            base64::engine::general_purpose::STANDARD
-                .decode(body)
-                .unwrap_or_default(),
-        );
-        rest = &rest[body_start + len + END.len()..];
-    }
-    out
-}
-
 /// A chain carried in the quote must end in exactly the pinned Intel root, byte for byte.
 fn check_pinned_root(quote: &[u8]) -> Result<(), DcapError> {
     use sha2::Digest as _;
-    let certs = pem_certificates(quote);
+    let certs = crate::pem::certificates(quote);
     // Within the quote, nothing but line breaks and the terminating NUL may follow the chain.
     const END: &[u8] = b"-----END CERTIFICATE-----";
     let extent = quote_extent(quote).unwrap_or(quote.len());
@@ -278,7 +251,7 @@ impl DcapPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tcg::tests::vectors;
+    use crate::testing::vectors;
 
     const AT: u64 = 1_750_400_000;
 
@@ -368,7 +341,7 @@ mod tests {
     fn pinned_root_is_intels() {
         let Some(v) = vectors() else { return };
         let pem = std::fs::read(v.join("roots/Intel_SGX_Root_CA.pem")).expect("root");
-        let certs = pem_certificates(&pem);
+        let certs = crate::pem::certificates(&pem);
         use sha2::Digest as _;
         assert_eq!(
             hex::encode(sha2::Sha256::digest(&certs[0])),

@@ -9,6 +9,7 @@
 pub mod dcap;
 pub mod evidence;
 pub mod journal;
+pub mod pem;
 pub mod sim;
 pub mod snp;
 pub mod tcg;
@@ -21,6 +22,44 @@ pub use journal::{Journal, JournalError};
 pub use verify::{verify_evidence, LaunchedContainer, Verdict, VerifyError, VerifyOptions};
 
 use vouch_measure::Digest384;
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Support for tests in this workspace.
+#[doc(hidden)]
+pub mod testing {
+    use std::path::{Path, PathBuf};
+
+    /// The evidence vector corpus: `$VOUCH_VECTORS`, else `../shared/vectors` beside the
+    /// repository. Missing under `CI=true` is a failure; elsewhere callers skip and this says why.
+    pub fn vectors() -> Option<PathBuf> {
+        let dir = std::env::var_os("VOUCH_VECTORS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors")
+            });
+        if dir.join("README.md").is_file() {
+            return Some(dir);
+        }
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "vector corpus missing at {}",
+            dir.display()
+        );
+        eprintln!(
+            "SKIPPED: vector corpus not found at {} (set VOUCH_VECTORS)",
+            dir.display()
+        );
+        None
+    }
+}
 
 /// The register vouch extends with its event log (RTMR3 on TDX, register 3 of the sim).
 pub const VOUCH_REGISTER: usize = 3;

@@ -303,7 +303,7 @@ pub fn verify_report(
 ) -> Result<SnpClaims, SnpError> {
     let claims = parse_report(report)?;
     let vcek = Certificate::from_der(vcek_der).map_err(|e| cert_err("VCEK")(e.to_string()))?;
-    let chain = crate::dcap::pem_certificates(chain_pem);
+    let chain = crate::pem::certificates(chain_pem);
     if chain.len() != 2 {
         return Err(cert_err("ASK/ARK")(format!(
             "expected 2 PEM certificates (ASK, then ARK), found {}",
@@ -425,7 +425,7 @@ impl SnpPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tcg::tests::vectors;
+    use crate::testing::vectors;
 
     const NOW: u64 = 1_750_400_000;
 

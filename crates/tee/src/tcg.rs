@@ -7,7 +7,6 @@
 
 use std::collections::BTreeMap;
 
-use sha2::Digest as _;
 use vouch_measure::Digest384;
 
 pub const ALG_SHA1: u16 = 0x0004;
@@ -179,30 +178,28 @@ pub fn parse(bytes: &[u8]) -> Result<TcgLog, TcgError> {
     Ok(TcgLog { algorithms, events })
 }
 
-fn extend(alg: u16, reg: &[u8], digest: &[u8]) -> Vec<u8> {
-    match alg {
+/// Digest of the concatenation of `parts` with TPM algorithm `alg`; `None` when unsupported.
+pub fn hash(alg: u16, parts: &[&[u8]]) -> Option<Vec<u8>> {
+    fn run<D: sha2::Digest>(parts: &[&[u8]]) -> Vec<u8> {
+        let mut h = D::new();
+        for p in parts {
+            h.update(p);
+        }
+        h.finalize().to_vec()
+    }
+    Some(match alg {
         ALG_SHA1 => {
             let mut h = sha1_smol::Sha1::new();
-            h.update(reg);
-            h.update(digest);
+            for p in parts {
+                h.update(p);
+            }
             h.digest().bytes().to_vec()
         }
-        ALG_SHA256 => sha2::Sha256::new()
-            .chain_update(reg)
-            .chain_update(digest)
-            .finalize()
-            .to_vec(),
-        ALG_SHA384 => sha2::Sha384::new()
-            .chain_update(reg)
-            .chain_update(digest)
-            .finalize()
-            .to_vec(),
-        _ => sha2::Sha512::new()
-            .chain_update(reg)
-            .chain_update(digest)
-            .finalize()
-            .to_vec(),
-    }
+        ALG_SHA256 => run::<sha2::Sha256>(parts),
+        ALG_SHA384 => run::<sha2::Sha384>(parts),
+        ALG_SHA512 => run::<sha2::Sha512>(parts),
+        _ => return None,
+    })
 }
 
 impl TcgLog {
@@ -220,7 +217,7 @@ impl TcgLog {
                 continue;
             };
             let reg = regs.entry(e.index).or_insert_with(|| vec![0u8; size]);
-            *reg = extend(alg, reg, d);
+            *reg = hash(alg, &[reg, d]).ok_or(TcgError::NoSuchAlgorithm(alg))?;
         }
         Ok(regs)
     }
@@ -241,32 +238,10 @@ impl TcgLog {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
 
-    /// The vector corpus: `$VOUCH_VECTORS`, else `../shared/vectors` beside the repository.
-    /// Missing under CI is a failure; elsewhere the caller skips and says why.
-    pub(crate) fn vectors() -> Option<std::path::PathBuf> {
-        let dir = std::env::var_os("VOUCH_VECTORS")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| {
-                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors")
-            });
-        if dir.join("README.md").is_file() {
-            return Some(dir);
-        }
-        assert_ne!(
-            std::env::var("CI").as_deref(),
-            Ok("true"),
-            "vector corpus missing at {}",
-            dir.display()
-        );
-        eprintln!(
-            "SKIPPED: vector corpus not found at {} (set VOUCH_VECTORS)",
-            dir.display()
-        );
-        None
-    }
+    use crate::testing::vectors;
 
     fn hex(d: &Digest384) -> String {
         d.to_hex()

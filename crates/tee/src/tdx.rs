@@ -141,7 +141,7 @@ pub fn request(entry: &Path, report_data: &Digest384) -> Result<Vec<u8>, AttestE
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tcg::tests::vectors;
+    use crate::testing::vectors;
     use crate::{verify_evidence, Evidence, VerifyError, VerifyOptions};
     use base64::Engine as _;
     use serde_json::json;

@@ -7,7 +7,6 @@
 
 use num_bigint::BigUint;
 use serde::Serialize;
-use sha2::Digest as _;
 
 const TPM_GENERATED: u32 = 0xff54_4347;
 const TPM_ST_ATTEST_QUOTE: u16 = 0x8018;
@@ -94,23 +93,10 @@ impl<'a> Be<'a> {
     }
 }
 
-/// Hash algorithm ids, names and digest functions.
 fn hash(alg: u16, data: &[u8]) -> Result<Vec<u8>, TpmError> {
-    Ok(match alg {
-        crate::tcg::ALG_SHA1 => {
-            let mut h = sha1_smol::Sha1::new();
-            h.update(data);
-            h.digest().bytes().to_vec()
-        }
-        crate::tcg::ALG_SHA256 => sha2::Sha256::digest(data).to_vec(),
-        crate::tcg::ALG_SHA384 => sha2::Sha384::digest(data).to_vec(),
-        crate::tcg::ALG_SHA512 => sha2::Sha512::digest(data).to_vec(),
-        other => {
-            return Err(TpmError::Unsupported {
-                what: "hash algorithm",
-                value: other,
-            })
-        }
+    crate::tcg::hash(alg, &[data]).ok_or(TpmError::Unsupported {
+        what: "hash algorithm",
+        value: alg,
     })
 }
 
@@ -392,7 +378,7 @@ pub fn verify_quote(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tcg::tests::vectors;
+    use crate::testing::vectors;
     use std::collections::BTreeMap;
 
     fn load(dir: &std::path::Path, bank: &str) -> (Vec<u8>, Vec<u8>, BTreeMap<String, String>) {

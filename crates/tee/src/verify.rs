@@ -125,12 +125,7 @@ impl Verifier for TdxVerifier<'_> {
                     .into(),
             )
         })?;
-        let now = self.opts.at.unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0)
-        });
+        let now = self.opts.at.unwrap_or_else(crate::unix_now);
         let claims = crate::dcap::verify_quote(quote, collateral, now)
             .map_err(|e| rejected(e.to_string()))?;
         if claims.kind != "tdx" {
@@ -407,7 +402,7 @@ mod tests {
 
     #[test]
     fn firmware_log_must_replay_to_the_quoted_rtmrs() {
-        let Some(v) = crate::tcg::tests::vectors() else {
+        let Some(v) = crate::testing::vectors() else {
             return;
         };
         let quote = crate::dcap::parse_quote(

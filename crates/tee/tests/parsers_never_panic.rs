@@ -5,12 +5,7 @@ use proptest::prelude::*;
 use vouch_tee::{dcap, snp, tcg, tpm};
 
 fn corpus(file: &str) -> Option<Vec<u8>> {
-    let dir = std::env::var_os("VOUCH_VECTORS")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors")
-        });
-    std::fs::read(dir.join(file)).ok()
+    vouch_tee::testing::vectors().and_then(|dir| std::fs::read(dir.join(file)).ok())
 }
 
 fn all_parsers(bytes: &[u8]) {

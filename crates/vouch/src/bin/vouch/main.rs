@@ -752,12 +752,7 @@ fn verify_quote(
     let col = dcap::load_collateral(
         &std::fs::read(col_path).with_context(|| format!("cannot read {}", col_path.display()))?,
     )?;
-    let now = at.unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0)
-    });
+    let now = at.unwrap_or_else(vouch_tee::unix_now);
     let result = dcap::verify_quote(&raw, &col, now)
         .and_then(|claims| policy.check(&claims).map(|()| claims));
     report_verification(
@@ -893,12 +888,7 @@ fn verify_snp(
     let read = |p: &std::path::Path| {
         std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))
     };
-    let now = at.unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0)
-    });
+    let now = at.unwrap_or_else(vouch_tee::unix_now);
     let result = snp::verify_report(&read(report)?, &read(vcek)?, &read(chain)?, now)
         .and_then(|c| policy.check(&c).map(|()| c));
     report_verification(
