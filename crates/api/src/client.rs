@@ -41,6 +41,16 @@ pub struct Response {
 }
 
 impl Response {
+    /// Whether the connection can carry another request once this body is read: the server
+    /// did not close it, and the body is delimited by `Content-Length`.
+    pub fn reusable(&self) -> bool {
+        (self.header("content-length").is_some() || self.status == 204 || self.status == 304)
+            && self.header("transfer-encoding").is_none()
+            && !self
+                .header("connection")
+                .is_some_and(|v| v.eq_ignore_ascii_case("close"))
+    }
+
     /// The first header called `name` (lower case).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
@@ -52,14 +62,31 @@ impl Response {
 
 /// One HTTP/1.1 request/response exchange over any connected stream (`Connection: close`).
 pub fn exchange<S: Read + Write + Send + 'static>(
-    mut stream: S,
+    stream: S,
     host: &str,
     method: &str,
     path: &str,
     headers: &[(&str, String)],
     body: Option<(&str, &[u8])>,
 ) -> Result<Response, ClientError> {
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    exchange_on(stream, host, method, path, headers, body, false)
+}
+
+/// Like [`exchange`]; with `keep_alive` the server is asked to keep the connection open, and
+/// [`Response::reusable`] says whether it did (the caller reads the whole body, then sends the
+/// next request on a clone of the same stream).
+pub fn exchange_on<S: Read + Write + Send + 'static>(
+    mut stream: S,
+    host: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: Option<(&str, &[u8])>,
+    keep_alive: bool,
+) -> Result<Response, ClientError> {
+    let connection = if keep_alive { "keep-alive" } else { "close" };
+    let mut head =
+        format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: {connection}\r\n");
     for (name, value) in headers {
         if value.contains(['\r', '\n']) {
             return Err(ClientError::Protocol(format!(
@@ -126,8 +153,15 @@ pub fn exchange<S: Read + Write + Send + 'static>(
     };
     let content_type = find("content-type");
     let chunked = find("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
-    let length = find("content-length").and_then(|v| v.parse::<u64>().ok());
-    let body: Box<dyn Read + Send> = if chunked {
+    // Responses that never have a body (RFC 9112 section 6.3).
+    let bodiless =
+        method == "HEAD" || status == 204 || status == 304 || (100..200).contains(&status);
+    let length = if bodiless {
+        Some(0)
+    } else {
+        find("content-length").and_then(|v| v.parse::<u64>().ok())
+    };
+    let body: Box<dyn Read + Send> = if chunked && !bodiless {
         Box::new(ChunkedReader {
             inner: reader,
             remaining: 0,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use kbs_types::Tee;
 use serde_json::{json, Value};
-use vouch_api::client::{exchange, read_body_limited, ClientError};
+use vouch_api::client::{exchange_on, read_body_limited, ClientError};
 use zeroize::Zeroizing;
 
 use crate::jwe::{self, Jwe};
@@ -157,14 +157,7 @@ impl KbsClient {
         Ok((KbsClient::new(host), path))
     }
 
-    fn request(
-        &self,
-        step: &'static str,
-        method: &str,
-        path: &str,
-        headers: &[(&str, String)],
-        body: Option<(&str, &[u8])>,
-    ) -> Result<(Headers, Vec<u8>), KbsClientError> {
+    fn connect(&self) -> Result<TcpStream, KbsClientError> {
         let connect_err = |source| KbsClientError::Connect {
             addr: self.addr.clone(),
             source,
@@ -175,22 +168,54 @@ impl KbsClient {
             .map_err(connect_err)?
             .next()
             .ok_or_else(|| KbsClientError::BadUrl(self.addr.clone()))?;
-        let stream = TcpStream::connect_timeout(&sock, self.timeout).map_err(|source| {
-            KbsClientError::Connect {
-                addr: self.addr.clone(),
-                source,
-            }
-        })?;
+        let stream = TcpStream::connect_timeout(&sock, self.timeout).map_err(connect_err)?;
         let _ = stream.set_read_timeout(Some(self.timeout));
         let _ = stream.set_write_timeout(Some(self.timeout));
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
+    /// One request. `conn` is the connection to reuse (one is opened when it is `None`); it is
+    /// left open for the next request when the server keeps it alive.
+    fn request(
+        &self,
+        conn: &mut Option<TcpStream>,
+        step: &'static str,
+        method: &str,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Option<(&str, &[u8])>,
+    ) -> Result<(Headers, Vec<u8>), KbsClientError> {
         let protocol = |e: ClientError| KbsClientError::Protocol {
             addr: self.addr.clone(),
             step,
             reason: e.to_string(),
         };
-        let resp = exchange(stream, &self.addr, method, path, headers, body).map_err(protocol)?;
+        let reused = conn.is_some();
+        let stream = match conn.take() {
+            Some(s) => s,
+            None => self.connect()?,
+        };
+        let io = stream
+            .try_clone()
+            .map_err(|source| KbsClientError::Connect {
+                addr: self.addr.clone(),
+                source,
+            })?;
+        let resp = match exchange_on(io, &self.addr, method, path, headers, body, true) {
+            Ok(r) => r,
+            // A kept-alive connection the server has since closed: retry once on a new one.
+            Err(ClientError::Io(_) | ClientError::Protocol(_)) if reused => {
+                return self.request(conn, step, method, path, headers, body);
+            }
+            Err(e) => return Err(protocol(e)),
+        };
         let headers = resp.headers.clone();
+        let reusable = resp.reusable();
         let (status, data) = read_body_limited(resp, MAX_RESPONSE).map_err(protocol)?;
+        if reusable {
+            *conn = Some(stream);
+        }
         if !(200..300).contains(&status) {
             let detail = serde_json::from_slice::<Value>(&data)
                 .ok()
@@ -220,7 +245,10 @@ impl KbsClient {
             reason,
         };
         let req = json!({"version": PROTOCOL_VERSION, "tee": tee, "extra-params": {}}).to_string();
+        // One connection for the three steps, as long as the KBS keeps it open.
+        let mut conn = None;
         let (headers, body) = self.request(
+            &mut conn,
             "auth",
             "POST",
             "/kbs/v0/auth",
@@ -245,9 +273,8 @@ impl KbsClient {
             })
             .ok_or_else(|| bad("auth", format!("no {SESSION_COOKIE} cookie")))?;
 
-        let key = jwe::generate_key().map_err(KbsClientError::Decrypt)?;
-        let runtime_data =
-            json!({"nonce": nonce, "tee-pubkey": jwe::public_jwk(&key.public_key())});
+        let key = jwe::EphemeralKey::generate().map_err(KbsClientError::Decrypt)?;
+        let runtime_data = json!({"nonce": nonce, "tee-pubkey": jwe::public_jwk(key.public_key())});
         let ev = evidence(runtime_data.clone()).map_err(KbsClientError::Evidence)?;
         let attestation = json!({
             "runtime-data": runtime_data,
@@ -256,6 +283,7 @@ impl KbsClient {
         .to_string();
         let cookie_header = [("Cookie", cookie)];
         self.request(
+            &mut conn,
             "attest",
             "POST",
             "/kbs/v0/attest",
@@ -263,6 +291,7 @@ impl KbsClient {
             Some(("application/json", attestation.as_bytes())),
         )?;
         let (_, body) = self.request(
+            &mut conn,
             "resource",
             "GET",
             &format!("/kbs/v0/resource/{path}"),
@@ -270,7 +299,7 @@ impl KbsClient {
             None,
         )?;
         let jwe: Jwe = serde_json::from_slice(&body).map_err(|e| bad("resource", e.to_string()))?;
-        jwe::decrypt(&key, &jwe).map_err(KbsClientError::Decrypt)
+        key.decrypt(&jwe).map_err(KbsClientError::Decrypt)
     }
 
     /// An authenticated admin call.
@@ -282,6 +311,7 @@ impl KbsClient {
         body: Option<(&str, &[u8])>,
     ) -> Result<Vec<u8>, KbsClientError> {
         let (_, data) = self.request(
+            &mut None,
             "admin",
             method,
             path,

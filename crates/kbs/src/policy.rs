@@ -60,18 +60,21 @@ pub fn validate(policy: &str) -> Result<(), PolicyError> {
         })
 }
 
-fn compile(policy: &str) -> Result<regorus::Engine, PolicyError> {
+fn compile(policy: &str) -> Result<regorus::CompiledPolicy, PolicyError> {
     let mut engine = regorus::Engine::new();
     engine.set_rego_v0(false);
     engine
         .add_policy("policy.rego".to_string(), policy.to_string())
         .map_err(|e| PolicyError::Compile(e.to_string()))?;
-    Ok(engine)
+    engine
+        .compile_with_entrypoint(&"data.policy.allow".into())
+        .map_err(|e| PolicyError::Eval(e.to_string()))
 }
 
-/// Compiled policies by their text, so a hot path does not re-parse Rego per request.
+/// Compiled policies by their text, so a hot path neither re-parses nor re-prepares Rego per
+/// request.
 static CACHE: std::sync::LazyLock<
-    std::sync::Mutex<std::collections::HashMap<String, regorus::Engine>>,
+    std::sync::Mutex<std::collections::HashMap<String, regorus::CompiledPolicy>>,
 > = std::sync::LazyLock::new(Default::default);
 const CACHE_LIMIT: usize = 256;
 
@@ -82,23 +85,20 @@ pub fn evaluate(policy: &str, input: &Value) -> Result<bool, PolicyError> {
         .unwrap_or_else(|p| p.into_inner())
         .get(policy)
         .cloned();
-    let mut engine = match cached {
-        Some(e) => e,
+    let compiled = match cached {
+        Some(c) => c,
         None => {
-            let e = compile(policy)?;
+            let c = compile(policy)?;
             let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
             if cache.len() >= CACHE_LIMIT {
                 cache.clear();
             }
-            cache.insert(policy.to_string(), e.clone());
-            e
+            cache.insert(policy.to_string(), c.clone());
+            c
         }
     };
-    let input = regorus::Value::from_json_str(&input.to_string())
-        .map_err(|e| PolicyError::Eval(e.to_string()))?;
-    engine.set_input(input);
-    let result = engine
-        .eval_rule("data.policy.allow".to_string())
+    let result = compiled
+        .eval_with_input(regorus::Value::from(input.clone()))
         .map_err(|e| PolicyError::Eval(e.to_string()))?;
     Ok(result == regorus::Value::from(true))
 }

@@ -38,6 +38,11 @@ pub trait Storage: Send + Sync {
     fn get_policy(&self, key: &str) -> Result<Option<String>, StoreError>;
     fn put_reference(&self, json: &str) -> Result<(), StoreError>;
     fn get_reference(&self) -> Result<Option<String>, StoreError>;
+    /// Whether reads are local and quick (an embedded database), so a request can do them on
+    /// the async worker instead of handing off to a blocking thread.
+    fn is_local(&self) -> bool {
+        false
+    }
 }
 
 pub struct RedbStorage {
@@ -60,6 +65,10 @@ impl RedbStorage {
 }
 
 impl Storage for RedbStorage {
+    fn is_local(&self) -> bool {
+        true
+    }
+
     fn put_resource(&self, path: &str, value: &[u8]) -> Result<(), StoreError> {
         let tx = self.db.begin_write().map_err(op)?;
         tx.open_table(RESOURCES)

@@ -252,7 +252,7 @@ fn run(cli: Cli) -> Result<()> {
                 write_private(&key_path, hex::encode(k.to_bytes()).as_bytes(), 0o600)?;
             }
             let seed = zeroize::Zeroizing::new(read_hex32(&key_path, "token signing key")?);
-            let signing = p256::ecdsa::SigningKey::from_slice(seed.as_slice())
+            let signing = vouch_kbs::token::Es256::from_scalar(seed.as_slice())
                 .context("token.key is not a P-256 key")?;
             let storage: Box<dyn vouch_kbs::store::Storage> = match &database {
                 Some(url) => Box::new(vouch_kbs::store::PgStorage::connect(url)?),
