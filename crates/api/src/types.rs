@@ -113,6 +113,14 @@ pub struct CreateContainer {
     /// each appears read-only at `/secret/REPO/TYPE/TAG`.
     #[serde(default)]
     pub secrets: Vec<String>,
+    /// Ports to publish from the host, as `[IP:]HOST_PORT:CONTAINER_PORT[/tcp]` (docker's `-p`);
+    /// the host address defaults to the daemon's `--publish-address`.
+    #[serde(default)]
+    pub publish: Vec<String>,
+    /// Named volumes, as `NAME:/PATH[:ro|:rw]`; a volume is created empty on first use and kept
+    /// until removed.
+    #[serde(default)]
+    pub volumes: Vec<String>,
 }
 
 /// A container as the API shows it.
@@ -141,6 +149,9 @@ pub struct Container {
     #[serde(default)]
     pub config_digest: Option<String>,
     pub auto_remove: bool,
+    /// Published ports, as `IP:HOST->CONTAINER/tcp`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<String>,
     pub events: Vec<TaskEvent>,
 }
 

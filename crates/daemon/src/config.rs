@@ -12,6 +12,8 @@ pub struct DaemonConfig {
     pub exe: PathBuf,
     /// cgroup parent of every container, e.g. `/vouch`.
     pub cgroup_parent: String,
+    /// Host address of published ports that name none.
+    pub publish_address: std::net::IpAddr,
 }
 
 impl DaemonConfig {
@@ -29,6 +31,10 @@ impl DaemonConfig {
     }
     pub fn eventlog_path(&self) -> PathBuf {
         self.state_dir.join("measurements.log")
+    }
+    /// Named volumes, one directory each.
+    pub fn volumes_dir(&self) -> PathBuf {
+        self.state_dir.join("volumes")
     }
     pub fn tee_dir(&self) -> PathBuf {
         self.state_dir.join("tee")

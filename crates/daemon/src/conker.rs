@@ -4,6 +4,9 @@
 //! `DELETE` removes it, `POST .../cancel` stops a launch that has not started its container.
 //! Responses use Conker's envelope `{code, message, data}`. Secrets from `KmsEndpoints` are fetched
 //! from a `vouch-kbs` in quick mode and land in `/secret/secret-<endpoint>.json`, as Conker does.
+//! `Ports` are published from vouchd's `--publish-address` into the container's own network
+//! namespace; `Mounts` of type `volume` are named volumes kept by vouchd. `Cmd` is split into
+//! words as a shell would, without any expansion.
 //! Unlike Conker, this API is only served on vouchd's 0600 unix socket, and registry passwords are
 //! never stored or shown.
 
@@ -78,20 +81,23 @@ pub const KMS_RESOURCE: &str = vouch_kbs::QUICK_RESOURCE;
 /// Translate a Conker request into a vouch container request, refusing what vouch cannot honour
 /// yet with a clear reason rather than silently ignoring it.
 pub fn to_create(req: &ConkerRequest) -> Result<CreateContainer, EngineError> {
-    if !req.mounts.is_empty() {
-        return Err(EngineError::BadRequest(
-            "Mounts are not supported yet (Conker's encrypted volumes are planned); send the task without Mounts".into(),
-        ));
-    }
-    let mut host_network = false;
-    for p in &req.ports {
-        if p.target_port != p.published_port {
+    // Ports are published from vouchd's --publish-address into the container's own network
+    // namespace, as Conker publishes them from the CVM.
+    let publish = req
+        .ports
+        .iter()
+        .map(|p| format!("{}:{}", p.published_port, p.target_port))
+        .collect();
+    let mut volumes = Vec::new();
+    for m in &req.mounts {
+        if m.kind != "volume" {
             return Err(EngineError::BadRequest(format!(
-                "publishing TargetPort {} as PublishedPort {} needs port mapping, which is not supported yet; use the same number for both",
-                p.target_port, p.published_port
+                "Mounts of Type {:?} are not supported: use Type \"volume\" (a named volume kept by vouchd); a directory of the host is not part of what is measured",
+                m.kind
             )));
         }
-        host_network = true;
+        let mode = if m.rw { "rw" } else { "ro" };
+        volumes.push(format!("{}:{}:{mode}", m.source, m.target));
     }
     let mut secrets = Vec::new();
     for ep in &req.kms_endpoints {
@@ -112,17 +118,74 @@ pub fn to_create(req: &ConkerRequest) -> Result<CreateContainer, EngineError> {
         .image_info
         .cmd
         .as_deref()
-        .map(|c| c.split_whitespace().map(str::to_string).collect())
+        .map(split_command)
+        .transpose()?
         .unwrap_or_default();
     Ok(CreateContainer {
         image: req.image_info.image_name.clone(),
         name: Some(req.name.clone()),
         cmd,
         env: req.env.clone(),
-        network: host_network.then(|| "host".to_string()),
         secrets,
+        publish,
+        volumes,
         ..Default::default()
     })
+}
+
+/// Split a command line as a POSIX shell splits words: blanks separate, single quotes keep
+/// everything literally, double quotes keep blanks, a backslash escapes the next character.
+/// No expansion of any kind happens.
+fn split_command(line: &str) -> Result<Vec<String>, EngineError> {
+    let mut words = Vec::new();
+    let mut word: Option<String> = None;
+    let mut chars = line.chars();
+    let unterminated =
+        || EngineError::BadRequest(format!("Cmd {line:?} has an unterminated quote or escape"));
+    while let Some(c) = chars.next() {
+        match c {
+            ' ' | '\t' | '\n' => {
+                if let Some(w) = word.take() {
+                    words.push(w);
+                }
+            }
+            '\'' => {
+                let w = word.get_or_insert_with(String::new);
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(c) => w.push(c),
+                        None => return Err(unterminated()),
+                    }
+                }
+            }
+            '"' => {
+                let w = word.get_or_insert_with(String::new);
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(c @ ('"' | '\\' | '$' | '`')) => w.push(c),
+                            Some(c) => {
+                                w.push('\\');
+                                w.push(c);
+                            }
+                            None => return Err(unterminated()),
+                        },
+                        Some(c) => w.push(c),
+                        None => return Err(unterminated()),
+                    }
+                }
+            }
+            '\\' => match chars.next() {
+                Some(c) => word.get_or_insert_with(String::new).push(c),
+                None => return Err(unterminated()),
+            },
+            c => word.get_or_insert_with(String::new).push(c),
+        }
+    }
+    words.extend(word);
+    Ok(words)
 }
 
 /// The request as kept with the task and shown back: registry passwords are redacted.
@@ -179,6 +242,21 @@ mod tests {
     }
 
     #[test]
+    fn commands_split_as_a_shell_would() {
+        let split = |s: &str| split_command(s).expect(s);
+        assert_eq!(split("sleep 60"), ["sleep", "60"]);
+        assert_eq!(split("sh -c 'echo a  b' x"), ["sh", "-c", "echo a  b", "x"]);
+        assert_eq!(
+            split(r#"echo "a \"q\" $HOME" b\ c ''"#),
+            ["echo", r#"a "q" $HOME"#, "b c", ""]
+        );
+        assert_eq!(split("  "), Vec::<String>::new());
+        for bad in ["sh -c 'open", "echo \"x", "trailing\\"] {
+            assert!(split_command(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn translates_and_refuses_what_is_not_supported() {
         let r = req(json!({
             "Name": "app", "ImageInfo": {"ImageName": "bb", "Cmd": "sh -c true",
@@ -188,7 +266,8 @@ mod tests {
         }));
         let c = to_create(&r).expect("create");
         assert_eq!(c.cmd, ["sh", "-c", "true"]);
-        assert_eq!(c.network.as_deref(), Some("host"));
+        assert_eq!(c.network, None);
+        assert_eq!(c.publish, ["8080:8080"]);
         assert_eq!(
             c.secrets,
             ["kbs://127.0.0.1:3333/conker/secret/json,target=secret-127.0.0.1:3333.json"]
@@ -200,21 +279,26 @@ mod tests {
         );
         let mut remap = r.clone();
         remap.ports[0].published_port = 30001;
-        assert!(to_create(&remap)
-            .expect_err("remap")
-            .to_string()
-            .contains("port mapping"));
-        let mut vol = r.clone();
-        vol.mounts.push(Mount {
+        remap.mounts.push(Mount {
             kind: "volume".into(),
             target: "/d".into(),
             source: "v".into(),
+            rw: false,
+        });
+        let c = to_create(&remap).expect("ports and volumes");
+        assert_eq!(c.publish, ["30001:8080"]);
+        assert_eq!(c.volumes, ["v:/d:ro"]);
+        let mut bind = r.clone();
+        bind.mounts.push(Mount {
+            kind: "bind".into(),
+            target: "/d".into(),
+            source: "/etc".into(),
             rw: true,
         });
-        assert!(to_create(&vol)
-            .expect_err("mounts")
+        assert!(to_create(&bind)
+            .expect_err("bind")
             .to_string()
-            .contains("Mounts"));
+            .contains("not supported"));
         let mut bad = r;
         bad.kms_endpoints = vec!["no-port".into()];
         assert!(to_create(&bad).is_err());

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -24,6 +24,7 @@ use vouch_image::{ContentStore, ImageRecord, LoadError, StoreError};
 use vouch_kbs::SecretRef;
 use vouch_measure::{sha384, to_canonical_vec};
 use vouch_runtime::monitor::{self, error_chain, read_exit, ExitRecord, MonitorReport};
+use vouch_runtime::net::PortMapping;
 use vouch_runtime::rootfs::{Overlay, RootfsError};
 use vouch_runtime::secrets::SecretsDir;
 use vouch_runtime::spec::{self, ContainerSpec, Resources, SpecError};
@@ -550,6 +551,47 @@ impl Engine {
                 )))
             }
         };
+        let publish = req
+            .publish
+            .iter()
+            .map(|p| {
+                PortMapping::parse(p, self.cfg.publish_address)
+                    .map_err(|e| EngineError::BadRequest(e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if host_network && !publish.is_empty() {
+            return Err(EngineError::BadRequest(
+                "published ports need the private network namespace; with --network host the container's ports are the host's already".into(),
+            ));
+        }
+        for (i, p) in publish.iter().enumerate() {
+            if publish[..i].iter().any(|q| {
+                q.host_port == p.host_port
+                    && (q.host_ip == p.host_ip
+                        || q.host_ip.is_unspecified()
+                        || p.host_ip.is_unspecified())
+            }) {
+                return Err(EngineError::BadRequest(format!(
+                    "host port {} is published twice",
+                    p.host_port
+                )));
+            }
+        }
+        let mut volumes: Vec<spec::Volume> = Vec::new();
+        for v in &req.volumes {
+            let (name, target, readonly) = spec::parse_volume(v)?;
+            if volumes.iter().any(|o| o.target == target) {
+                return Err(EngineError::BadRequest(format!(
+                    "two volumes are mounted at {target}"
+                )));
+            }
+            volumes.push(spec::Volume {
+                source: self.cfg.volumes_dir().join(&name),
+                name,
+                target,
+                readonly,
+            });
+        }
         let memory_bytes = req.memory.as_deref().map(spec::parse_memory).transpose()?;
         let cpu_quota = req.cpus.as_deref().map(spec::parse_cpus).transpose()?;
         if let Some(p) = req.pids_limit {
@@ -624,6 +666,7 @@ impl Engine {
                 pid: None,
                 config_digest: None,
                 auto_remove: req.auto_remove,
+                ports: publish.iter().map(ToString::to_string).collect(),
                 events: vec![TaskEvent {
                     time: now,
                     action: TaskState::Verifying.as_str().into(),
@@ -658,6 +701,8 @@ impl Engine {
             secrets: req.secrets.clone(),
             secrets_dir: (!secrets.is_empty())
                 .then(|| SecretsDir::for_container(&self.container_dir(&id)).path),
+            volumes,
+            publish,
         };
         Ok(Pending {
             id,
@@ -823,6 +868,18 @@ impl Engine {
             .arg(self.exit_path(id))
             .arg("--cgroup-path")
             .arg(format!("{}/{}", self.cfg.cgroup_parent, id))
+            .args(if launch.spec.host_network {
+                None
+            } else {
+                Some("--private-net")
+            })
+            .args(
+                launch
+                    .spec
+                    .publish
+                    .iter()
+                    .flat_map(|p| ["--publish".to_string(), p.to_arg()]),
+            )
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(monitor_log))
@@ -936,8 +993,11 @@ impl Engine {
             ),
         );
 
-        // Create: overlay rootfs, config.json, measured effective config.
+        // Create: overlay rootfs, volumes, config.json, measured effective config.
         self.set_state(id, TaskState::Creating, "preparing the root filesystem");
+        for v in &spec.volumes {
+            self.ensure_volume(v, spec.uid, spec.gid)?;
+        }
         Overlay::for_container(&self.container_dir(id)).mount(&layer_dirs)?;
         let config = serde_json::to_vec_pretty(&spec.to_oci())
             .map_err(|e| EngineError::Internal(e.to_string()))?;
@@ -965,6 +1025,24 @@ impl Engine {
             r.view.config_digest = Some(config_digest);
         });
         Ok(())
+    }
+
+    /// Create a named volume on first use: an empty directory owned by the container's user.
+    fn ensure_volume(&self, v: &spec::Volume, uid: u32, gid: u32) -> Result<(), EngineError> {
+        let fail = |e: std::io::Error| {
+            EngineError::Internal(format!("cannot create volume {}: {e}", v.name))
+        };
+        fs::create_dir_all(self.cfg.volumes_dir()).map_err(fail)?;
+        match fs::create_dir(&v.source) {
+            Ok(()) => {
+                fs::set_permissions(&v.source, fs::Permissions::from_mode(0o755)).map_err(fail)?;
+                std::os::unix::fs::chown(&v.source, Some(uid), Some(gid)).map_err(fail)?;
+                tracing::info!(volume = %v.name, "volume created");
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(fail(e)),
+        }
     }
 
     /// Fetch each declared secret with fresh evidence (which already shows this container's

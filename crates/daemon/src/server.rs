@@ -448,6 +448,7 @@ mod tests {
             socket: dir.path().join("sock"),
             exe: std::path::PathBuf::from("/nonexistent"),
             cgroup_parent: "/vouch-test".into(),
+            publish_address: std::net::Ipv4Addr::LOCALHOST.into(),
         };
         let sim = std::sync::Arc::new(
             vouch_tee::sim::SimAttester::open(&dir.path().join("sim")).expect("sim"),

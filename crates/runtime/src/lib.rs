@@ -8,6 +8,7 @@
 
 pub mod logframe;
 pub mod monitor;
+pub mod net;
 pub mod rootfs;
 pub mod secrets;
 pub mod spec;

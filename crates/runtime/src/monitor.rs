@@ -22,6 +22,7 @@ use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
 use crate::logframe::{write_frame, STDERR, STDOUT};
+use crate::net::{self, PortMapping};
 
 #[derive(Debug, Clone)]
 pub struct MonitorArgs {
@@ -32,6 +33,10 @@ pub struct MonitorArgs {
     pub exit_path: PathBuf,
     /// The container's cgroup path relative to each hierarchy root, e.g. `/vouch/ID`.
     pub cgroup_path: String,
+    /// The container has a network namespace of its own: bring its loopback interface up.
+    pub private_net: bool,
+    /// Host ports relayed into the container's network namespace.
+    pub publish: Vec<PortMapping>,
 }
 
 /// The byte vouchd sends on the monitor's stdin once the bundle is ready and measured.
@@ -138,6 +143,20 @@ pub fn run(args: &MonitorArgs) -> i32 {
             return 1;
         }
     };
+    // The container's process exists now, waiting to be started: set up its network first, so
+    // the loopback interface is up and published ports are bound before its program runs.
+    let network = match container.pid() {
+        Some(pid) if args.private_net => network_setup(pid, &args.publish),
+        _ => Ok(None),
+    };
+    let network = match network {
+        Ok(n) => n,
+        Err(error) => {
+            report(&MonitorReport::Failed { error });
+            let _ = container.delete(true);
+            return 1;
+        }
+    };
     if let Err(e) = container.start() {
         report(&MonitorReport::Failed {
             error: error_chain(&e),
@@ -152,6 +171,9 @@ pub fn run(args: &MonitorArgs) -> i32 {
         let _ = container.delete(true);
         return 1;
     };
+    if let Some((ns, listeners)) = network {
+        net::relay(listeners, ns);
+    }
     report(&MonitorReport::Started { pid: pid.as_raw() });
     close_report_pipe();
 
@@ -182,6 +204,17 @@ pub fn run(args: &MonitorArgs) -> i32 {
         return 1;
     }
     0
+}
+
+type Network = (File, Vec<(PortMapping, std::net::TcpListener)>);
+
+/// Loopback up in the container's namespace, published ports bound on the host.
+fn network_setup(pid: Pid, publish: &[PortMapping]) -> Result<Option<Network>, String> {
+    let ns = File::open(format!("/proc/{pid}/ns/net"))
+        .map_err(|e| format!("cannot open the container's network namespace: {e}"))?;
+    net::loopback_up(&ns).map_err(|e| format!("cannot bring up the loopback interface: {e}"))?;
+    let listeners = net::bind(publish)?;
+    Ok(Some((ns, listeners)))
 }
 
 fn wait_for(pid: Pid) -> (i32, Option<i32>) {

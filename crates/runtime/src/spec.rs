@@ -19,6 +19,71 @@ pub enum SpecError {
     MemoryTooSmall,
     #[error("cannot serialize the runtime config")]
     Serialize,
+    #[error("invalid volume {spec:?}: {reason}")]
+    BadVolume { spec: String, reason: String },
+}
+
+/// A named volume mounted into the container: `NAME:/PATH[:ro|:rw]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Volume {
+    pub name: String,
+    /// The volume's directory on the daemon's side.
+    pub source: std::path::PathBuf,
+    pub target: String,
+    pub readonly: bool,
+}
+
+/// Paths a volume may not cover: the runtime's own mounts and the secrets directory.
+const RESERVED_TARGETS: &[&str] = &["/proc", "/sys", "/dev", crate::secrets::MOUNT_POINT];
+
+/// Parse `NAME:/PATH[:ro|:rw]` into (name, target, read-only).
+pub fn parse_volume(spec: &str) -> Result<(String, String, bool), SpecError> {
+    let bad = |reason: &str| SpecError::BadVolume {
+        spec: spec.to_string(),
+        reason: reason.to_string(),
+    };
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (name, target, readonly) = match parts.as_slice() {
+        [n, t] => (*n, *t, false),
+        [n, t, "ro"] => (*n, *t, true),
+        [n, t, "rw"] => (*n, *t, false),
+        [_, _, o] => return Err(bad(&format!("option {o:?} is not ro or rw"))),
+        _ => return Err(bad("expected NAME:/PATH[:ro|:rw]")),
+    };
+    if name.starts_with('/') || name.starts_with('.') {
+        return Err(bad(
+            "only named volumes are supported: a directory of the daemon's host is not part of what is measured",
+        ));
+    }
+    let name_ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        && name.as_bytes()[0].is_ascii_alphanumeric();
+    if !name_ok {
+        return Err(bad(
+            "the name must be letters, digits, '_', '.', '-', starting with a letter or digit",
+        ));
+    }
+    let clean = target.starts_with('/')
+        && target.len() > 1
+        && !target.ends_with('/')
+        && target[1..]
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..");
+    if !clean {
+        return Err(bad(
+            "the container path must be absolute and normalized, and not /",
+        ));
+    }
+    if RESERVED_TARGETS
+        .iter()
+        .any(|r| target == *r || target.starts_with(&format!("{r}/")))
+    {
+        return Err(bad("the container path is reserved by the runtime"));
+    }
+    Ok((name.to_string(), target.to_string(), readonly))
 }
 
 /// Resource limits, as given on the command line.
@@ -47,6 +112,9 @@ pub struct ContainerSpec {
     pub secrets: Vec<String>,
     /// The host directory holding the secrets tmpfs, bind-mounted read-only at `/secret`.
     pub secrets_dir: Option<std::path::PathBuf>,
+    pub volumes: Vec<Volume>,
+    /// Published ports, relayed into the private network namespace by the monitor.
+    pub publish: Vec<crate::net::PortMapping>,
 }
 
 /// The part of the config that decides what runs and with which privileges. Its canonical JSON
@@ -68,6 +136,9 @@ pub struct EffectiveConfig {
     pub masked_paths: Vec<String>,
     /// Declared secret references; their values are never part of the config.
     pub secrets: Vec<String>,
+    /// Published ports: what can reach the container from outside.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<String>,
 }
 
 /// Docker's default capability set.
@@ -282,8 +353,25 @@ impl ContainerSpec {
         ns.into_iter().map(str::to_string).collect()
     }
 
+    /// Volume mounts as measured: by volume name, not by where the daemon keeps them.
+    fn volume_mounts(&self, measured: bool) -> Vec<Value> {
+        self.volumes
+            .iter()
+            .map(|v| {
+                let mut options = vec!["rbind", "nosuid", "nodev"];
+                options.push(if v.readonly { "ro" } else { "rw" });
+                if measured {
+                    json!({"destination": v.target, "type": "volume", "source": v.name, "options": options})
+                } else {
+                    json!({"destination": v.target, "type": "bind", "source": v.source, "options": options})
+                }
+            })
+            .collect()
+    }
+
     fn mounts_with_secrets(&self) -> Vec<Value> {
         let mut m = mounts();
+        m.extend(self.volume_mounts(false));
         if let Some(dir) = &self.secrets_dir {
             m.push(json!({
                 "destination": crate::secrets::MOUNT_POINT,
@@ -303,7 +391,10 @@ impl ContainerSpec {
             cwd: self.cwd.clone(),
             user: format!("{}:{}", self.uid, self.gid),
             capabilities: DEFAULT_CAPS.iter().map(|c| c.to_string()).collect(),
-            mounts: mounts(),
+            mounts: mounts()
+                .into_iter()
+                .chain(self.volume_mounts(true))
+                .collect(),
             namespaces: self.namespaces(),
             resources: self.resources.clone(),
             no_new_privileges: true,
@@ -311,6 +402,7 @@ impl ContainerSpec {
             readonly_paths: READONLY_PATHS.iter().map(|c| c.to_string()).collect(),
             masked_paths: MASKED_PATHS.iter().map(|c| c.to_string()).collect(),
             secrets: self.secrets.clone(),
+            ports: self.publish.iter().map(ToString::to_string).collect(),
         }
     }
 
@@ -366,6 +458,38 @@ impl ContainerSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn volume_syntax_and_refusals() {
+        assert_eq!(
+            parse_volume("data:/var/lib/app"),
+            Ok(("data".into(), "/var/lib/app".into(), false))
+        );
+        assert_eq!(
+            parse_volume("data:/d:ro"),
+            Ok(("data".into(), "/d".into(), true))
+        );
+        for bad in [
+            "/etc:/e",
+            "./x:/e",
+            "data",
+            "data:/",
+            "data:d",
+            "data:/a/../b",
+            "data:/a/",
+            "data:/a//b",
+            "data:/proc",
+            "data:/sys/x",
+            "data:/dev",
+            "data:/secret",
+            "data:/d:rx",
+            "-x:/d",
+            "a/b:/d",
+            "a:b:c:d",
+        ] {
+            assert!(parse_volume(bad).is_err(), "{bad} accepted");
+        }
+    }
 
     #[test]
     fn command_resolution() {

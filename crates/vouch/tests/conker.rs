@@ -92,23 +92,46 @@ fn conker_readme_requests_drive_vouchd() {
     let broker = Broker::start(env.path(), &"0".repeat(96), &image);
     let ep = broker.addr.clone();
 
-    // The README's request as written: vouch refuses what it cannot honour yet, clearly.
+    // The README's request as written (its PublishedPort 30001 replaced by a free port, and a
+    // command that serves on its TargetPort 8080 and keeps the volume's content).
+    let published = free_port();
     let readme = json!({
         "Name": "conker-example-app",
         "ImageInfo": {"ImageName": "bb", "RegisterAuthInfo": {"Username": "", "Password": ""}},
-        "Ports": [{"TargetPort": 8080, "PublishedPort": 30001}],
+        "Ports": [{"TargetPort": 8080, "PublishedPort": published}],
         "Env": [format!("userId=secret-{ep}")],
         "Mounts": [{"Type": "volume", "Target": "/inner1", "Source": "test-api", "RW": true}],
         "KmsEndpoints": [ep]
     });
-    let (status, v) = conker(&d, "POST", "/sw/api/v1/container", Some(&readme));
-    assert_eq!(status, 400, "{v}");
-    assert_eq!(v["code"], 400);
+    let mut serving = readme.clone();
+    serving["ImageInfo"]["Cmd"] = json!(format!(
+        "sh -c 'cat /secret/secret-{ep}.json > /inner1/copy && exec nc -ll -p 8080 -e cat /inner1/copy'"
+    ));
+    let (status, v) = conker(&d, "POST", "/sw/api/v1/container", Some(&serving));
+    assert_eq!((status, v["code"].clone()), (200, json!(200)), "{v}");
+    wait_for(&d, status_is("Running"));
+    // The published port reaches the container, which serves what it keeps in its volume.
+    let served = read_from(&format!("127.0.0.1:{published}"), Duration::from_secs(10))
+        .expect("published port");
+    assert_eq!(served.as_bytes(), SECRET);
+    assert_eq!(
+        std::fs::read(env.state().join("volumes/test-api/copy")).expect("volume"),
+        SECRET
+    );
+    let (status, v) = conker(&d, "DELETE", "/sw/api/v1/container", None);
+    assert_eq!(status, 200, "{v}");
+
+    // Conker's other mount type (a host directory) is refused, clearly.
+    let mut bind = readme.clone();
+    bind["Mounts"][0]["Type"] = json!("bind");
+    bind["Mounts"][0]["Source"] = json!("/etc");
+    let (status, v) = conker(&d, "POST", "/sw/api/v1/container", Some(&bind));
+    assert_eq!((status, v["code"].clone()), (400, json!(400)), "{v}");
     assert!(
         v["message"]
             .as_str()
             .expect("message")
-            .contains("Mounts are not supported yet"),
+            .contains("not supported"),
         "{v}"
     );
 

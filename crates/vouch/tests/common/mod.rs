@@ -67,6 +67,8 @@ impl TestEnv {
             .arg(self.socket())
             .arg("--tee")
             .arg("sim")
+            .arg("--publish-address")
+            .arg("127.0.0.1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -355,6 +357,8 @@ pub fn busybox_layer() -> Vec<u8> {
         "seq",
         "wc",
         "sha256sum",
+        "nc",
+        "touch",
     ] {
         l = l.symlink(&format!("bin/{applet}"), "busybox");
     }
@@ -486,4 +490,34 @@ pub fn spawn_kbs(args: &[std::ffi::OsString], log: &Path) -> (Child, String) {
         })
         .to_string();
     (child, addr)
+}
+
+/// A loopback TCP port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Connect to `addr` until it answers (bounded), and return all it sends.
+pub fn read_from(addr: &str, limit: Duration) -> Result<String, String> {
+    use std::io::Read;
+    let deadline = Instant::now() + limit;
+    loop {
+        let attempt = std::net::TcpStream::connect(addr).and_then(|mut s| {
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            let mut out = String::new();
+            s.read_to_string(&mut out)?;
+            Ok(out)
+        });
+        match attempt {
+            Ok(out) if !out.is_empty() => return Ok(out),
+            Ok(_) | Err(_) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
+            Ok(_) => return Err("connected, but nothing was sent".into()),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
 }

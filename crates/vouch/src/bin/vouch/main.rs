@@ -222,6 +222,13 @@ struct RunArgs {
     /// (or at /secret/NAME with `,target=NAME`).
     #[arg(long, value_name = "URL[,target=NAME]")]
     secret: Vec<String>,
+    /// Publish a container port on the host: [IP:]HOST_PORT:CONTAINER_PORT[/tcp]
+    /// (the address defaults to vouchd's --publish-address).
+    #[arg(short, long, value_name = "[IP:]HOST:CONTAINER")]
+    publish: Vec<String>,
+    /// Mount a named volume (created empty on first use, kept until removed): NAME:/PATH[:ro].
+    #[arg(short, long, value_name = "NAME:/PATH[:ro]")]
+    volume: Vec<String>,
     /// Image name, id or digest.
     image: String,
     /// Command and arguments (default: the image's).
@@ -604,6 +611,8 @@ fn run_container(client: &Client, args: RunArgs) -> Result<u8> {
         workdir: args.workdir.clone(),
         auto_remove: args.rm,
         secrets: args.secret.clone(),
+        publish: args.publish.clone(),
+        volumes: args.volume.clone(),
     };
     let created: Container = client.call("POST", "/v1/containers", Some(&req))?;
     if args.detach {

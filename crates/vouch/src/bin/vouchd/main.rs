@@ -31,6 +31,9 @@ struct Args {
     /// cgroup parent of all containers.
     #[arg(long, default_value = "/vouch")]
     cgroup_parent: String,
+    /// Host address of published ports that name none (`-p 8080:80`, Conker's Ports).
+    #[arg(long, default_value = "0.0.0.0", value_name = "IP")]
+    publish_address: std::net::IpAddr,
     /// Log filter, e.g. info or debug.
     #[arg(long, env = "VOUCH_LOG", default_value = "info")]
     log_level: String,
@@ -55,6 +58,10 @@ enum Sub {
         exit_file: PathBuf,
         #[arg(long)]
         cgroup_path: String,
+        #[arg(long)]
+        private_net: bool,
+        #[arg(long)]
+        publish: Vec<String>,
     },
 }
 
@@ -69,8 +76,22 @@ fn main() -> ExitCode {
         log,
         exit_file,
         cgroup_path,
+        private_net,
+        publish,
     }) = args.command
     {
+        let any = std::net::IpAddr::from([0u8, 0, 0, 0]);
+        let publish = match publish
+            .iter()
+            .map(|p| vouch_runtime::net::PortMapping::parse(p, any))
+            .collect::<Result<Vec<_>, _>>()
+        {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("vouchd monitor: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
         // Single-threaded from here on: libcontainer forks.
         let code = monitor::run(&MonitorArgs {
             id,
@@ -79,6 +100,8 @@ fn main() -> ExitCode {
             log_path: log,
             exit_path: exit_file,
             cgroup_path,
+            private_net,
+            publish,
         });
         return ExitCode::from(code as u8);
     }
@@ -117,6 +140,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         socket: args.socket.clone(),
         exe,
         cgroup_parent: args.cgroup_parent,
+        publish_address: args.publish_address,
     };
     let tdx = || vouch_tee::tdx::TdxAttester::detect();
     let attester: Arc<dyn vouch_tee::Attester> = match args.tee.as_str() {

@@ -1,0 +1,193 @@
+//! Networking of the private namespace and named volumes: loopback, published ports relayed from
+//! the host, volumes kept across containers, read-only mounts, and the refusals.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+#[test]
+fn loopback_works_inside_the_private_namespace() {
+    if !require_root("loopback_works_inside_the_private_namespace") {
+        return;
+    }
+    let env = TestEnv::new();
+    let d = env.start();
+    load_busybox(&env, &d, "bb");
+    let out = d.ok(&[
+        "run",
+        "--rm",
+        "bb",
+        "sh",
+        "-c",
+        "nc -l -p 9000 -e echo over-loopback & sleep 0.3; nc 127.0.0.1 9000",
+    ]);
+    assert_eq!(out.trim(), "over-loopback");
+}
+
+#[test]
+fn published_ports_reach_the_container_and_only_while_it_runs() {
+    if !require_root("published_ports_reach_the_container_and_only_while_it_runs") {
+        return;
+    }
+    let env = TestEnv::new();
+    let d = env.start();
+    load_busybox(&env, &d, "bb");
+    let port = free_port();
+    let publish = format!("127.0.0.1:{port}:8080");
+    let id = d.ok(&[
+        "run", "-d", "-p", &publish, "bb", "nc", "-ll", "-p", "8080", "-e", "echo", "hello",
+    ]);
+    let id = id.trim();
+    let addr = format!("127.0.0.1:{port}");
+    // Every connection is relayed, not just the first.
+    for _ in 0..3 {
+        assert_eq!(
+            read_from(&addr, Duration::from_secs(10))
+                .expect("relayed")
+                .trim(),
+            "hello"
+        );
+    }
+    let inspect = d.json(&["inspect", id]);
+    assert_eq!(
+        inspect[0]["ports"],
+        serde_json::json!([format!("127.0.0.1:{port}->8080/tcp")])
+    );
+
+    // The same host port cannot be published twice: the second launch fails and says why.
+    let second = d.vouch(&["run", "-p", &publish, "bb", "true"]);
+    assert!(!second.status.success());
+    assert!(
+        stderr(&second).contains("already in use"),
+        "{}",
+        stderr(&second)
+    );
+
+    d.ok(&["stop", "-t", "1", id]);
+    assert!(
+        std::net::TcpStream::connect(&addr).is_err(),
+        "port still open after stop"
+    );
+
+    // Published ports are part of the measured config.
+    let a = d.ok(&[
+        "run",
+        "-d",
+        "-p",
+        &format!("127.0.0.1:{}:1", free_port()),
+        "bb",
+        "true",
+    ]);
+    let b = d.ok(&["run", "-d", "bb", "true"]);
+    let digest = |id: &str| {
+        d.ok(&["wait", id.trim()]);
+        d.json(&["inspect", id.trim()])[0]["config_digest"].clone()
+    };
+    assert!(digest(&a).is_string());
+    assert_ne!(digest(&a), digest(&b));
+}
+
+#[test]
+fn bad_port_and_volume_requests_are_refused_clearly() {
+    if !require_root("bad_port_and_volume_requests_are_refused_clearly") {
+        return;
+    }
+    let env = TestEnv::new();
+    let d = env.start();
+    load_busybox(&env, &d, "bb");
+    for (args, want) in [
+        (vec!["-p", "80"], "expected [IP:]HOST_PORT:CONTAINER_PORT"),
+        (vec!["-p", "0:80"], "1-65535"),
+        (vec!["-p", "8080:80/udp"], "tcp only"),
+        (
+            vec!["-p", "8080:80", "--network", "host"],
+            "private network namespace",
+        ),
+        (
+            vec!["-p", "127.0.0.1:9:1", "-p", "127.0.0.1:9:2"],
+            "published twice",
+        ),
+        (vec!["-v", "/etc:/host-etc"], "only named volumes"),
+        (vec!["-v", "v1:relative"], "absolute"),
+        (vec!["-v", "v1:/proc/x"], "reserved"),
+        (vec!["-v", "v1:/secret"], "reserved"),
+        (vec!["-v", "../x:/d"], "only named volumes"),
+        (vec!["-v", "v1:/d:rx"], "not ro or rw"),
+        (vec!["-v", "v1:/d", "-v", "v2:/d"], "two volumes"),
+    ] {
+        let mut full = vec!["run", "--rm"];
+        full.extend(args.iter().copied());
+        full.extend(["bb", "true"]);
+        let out = d.vouch(&full);
+        assert!(!out.status.success(), "{args:?} accepted");
+        assert!(stderr(&out).contains(want), "{args:?}: {}", stderr(&out));
+    }
+    assert!(
+        !env.state().join("volumes").join("v1").exists(),
+        "a refused request created a volume"
+    );
+}
+
+#[test]
+fn named_volumes_outlive_containers_and_mount_read_only_on_request() {
+    if !require_root("named_volumes_outlive_containers_and_mount_read_only_on_request") {
+        return;
+    }
+    let env = TestEnv::new();
+    let d = env.start();
+    load_busybox(&env, &d, "bb");
+    d.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "data:/data",
+        "bb",
+        "sh",
+        "-c",
+        "echo kept > /data/f",
+    ]);
+    assert_eq!(
+        d.ok(&[
+            "run",
+            "--rm",
+            "-v",
+            "data:/srv/d:ro",
+            "bb",
+            "cat",
+            "/srv/d/f"
+        ])
+        .trim(),
+        "kept"
+    );
+    let ro = d.vouch(&[
+        "run",
+        "--rm",
+        "-v",
+        "data:/data:ro",
+        "bb",
+        "touch",
+        "/data/g",
+    ]);
+    assert!(!ro.status.success(), "wrote to a read-only volume");
+    assert!(
+        String::from_utf8_lossy(&ro.stdout).contains("Read-only file system")
+            || stderr(&ro).contains("Read-only file system"),
+        "{}",
+        stderr(&ro)
+    );
+    // A new volume belongs to the container's user, so a non-root container can use it.
+    d.ok(&[
+        "run",
+        "--rm",
+        "-u",
+        "1000:1000",
+        "-v",
+        "mine:/data",
+        "bb",
+        "touch",
+        "/data/ok",
+    ]);
+    assert!(env.state().join("volumes/mine/ok").exists());
+}
