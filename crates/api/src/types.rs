@@ -223,6 +223,9 @@ pub struct TeeInfo {
     pub register_index: usize,
     /// Register values in hex (RTMR0..3 on TDX), or an error text when unreadable.
     pub registers: Vec<String>,
+    /// The key verifiers must pin for this TEE's quotes (TPM: `sha256:` fingerprint of the AK).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attestation_key: Option<String>,
     #[serde(default)]
     pub warning: Option<String>,
 }

@@ -456,6 +456,7 @@ impl Engine {
                         .unwrap_or_else(|e| format!("unavailable: {}", error_chain(&e)))
                 })
                 .collect(),
+            attestation_key: journal.attestation_key(),
             warning: (tee == TeeType::Sim).then(|| vouch_tee::evidence::SIM_WARNING.to_string()),
         }
     }

@@ -186,6 +186,8 @@ pub struct KbsConfig {
     pub admin_key: Option<ed25519_dalek::VerifyingKey>,
     /// Conker quick mode, if configured.
     pub quick: Option<QuickMode>,
+    /// Trusted TPM attestation keys (`sha256:` fingerprints).
+    pub tpm_aks: Vec<String>,
 }
 
 enum SessionState {
@@ -371,6 +373,7 @@ impl Kbs {
             &evidence,
             &VerifyOptions {
                 allow_sim: self.cfg.allow_sim,
+                tpm_aks: self.cfg.tpm_aks.clone(),
                 ..Default::default()
             },
         )

@@ -185,6 +185,10 @@ impl Journal {
         self.attester.tee()
     }
 
+    pub fn attestation_key(&self) -> Option<String> {
+        self.attester.attestation_key()
+    }
+
     pub fn register(&self) -> Result<Digest384, JournalError> {
         self.attester
             .register(self.index)

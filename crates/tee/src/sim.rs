@@ -266,6 +266,8 @@ impl Verifier for SimVerifier {
             registers: quote_body.registers,
             report_data: quote_body.report_data,
             signer: quote_body.public_key,
+            tpm_sha256_pcrs: Default::default(),
+            tpm_app_pcr: None,
         })
     }
 }

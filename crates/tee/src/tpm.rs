@@ -319,7 +319,7 @@ pub fn verify_quote(
     attest: &[u8],
     signature: &[u8],
     ak: &AkPublic,
-    nonce: &[u8],
+    nonce: Option<&[u8]>,
     pcr_value: Option<&dyn Fn(u16, u32) -> Option<Vec<u8>>>,
 ) -> Result<TpmQuoteClaims, TpmError> {
     let mut s = Be::new(signature, "TPMT_SIGNATURE");
@@ -335,11 +335,13 @@ pub fn verify_quote(
     s.end()?;
     rsa_pkcs1v15_verify(ak, sig_hash, attest, sig)?;
     let a = parse_attest(attest)?;
-    if a.extra_data != nonce {
-        return Err(TpmError::Nonce {
-            expected: hex::encode(nonce),
-            found: hex::encode(&a.extra_data),
-        });
+    if let Some(nonce) = nonce {
+        if a.extra_data != nonce {
+            return Err(TpmError::Nonce {
+                expected: hex::encode(nonce),
+                found: hex::encode(&a.extra_data),
+            });
+        }
     }
     if let Some(get) = pcr_value {
         let mut concat = Vec::new();
@@ -402,14 +404,14 @@ mod tests {
             let (attest, sig, pcrs) = load(&dir, bank);
             let get =
                 |_alg: u16, i: u32| pcrs.get(&i.to_string()).and_then(|h| hex::decode(h).ok());
-            let claims = verify_quote(&attest, &sig, &ak, &[0x90, 0x09], Some(&get))
+            let claims = verify_quote(&attest, &sig, &ak, Some(&[0x90, 0x09]), Some(&get))
                 .unwrap_or_else(|e| panic!("{bank}: {e}"));
             assert_eq!(claims.nonce, "9009");
             assert_eq!(claims.selection[0].0, bank);
             assert_eq!(claims.selection[0].1.len(), 24);
             // Another nonce.
             assert!(matches!(
-                verify_quote(&attest, &sig, &ak, &[0x90, 0x0a], Some(&get)),
+                verify_quote(&attest, &sig, &ak, Some(&[0x90, 0x0a]), Some(&get)),
                 Err(TpmError::Nonce { .. })
             ));
             // A PCR value that is not what was quoted.
@@ -422,7 +424,7 @@ mod tests {
                 })
             };
             assert!(matches!(
-                verify_quote(&attest, &sig, &ak, &[0x90, 0x09], Some(&wrong)),
+                verify_quote(&attest, &sig, &ak, Some(&[0x90, 0x09]), Some(&wrong)),
                 Err(TpmError::PcrDigest { .. })
             ));
             // Any byte of the attest structure or of the signature.
@@ -430,7 +432,7 @@ mod tests {
                 let mut t = attest.clone();
                 t[i] ^= 0x01;
                 assert!(
-                    verify_quote(&t, &sig, &ak, &[0x90, 0x09], Some(&get)).is_err(),
+                    verify_quote(&t, &sig, &ak, Some(&[0x90, 0x09]), Some(&get)).is_err(),
                     "{bank}: attest byte {i}"
                 );
             }
@@ -438,7 +440,7 @@ mod tests {
                 let mut t = sig.clone();
                 t[i] ^= 0x01;
                 assert!(
-                    verify_quote(&attest, &t, &ak, &[0x90, 0x09], Some(&get)).is_err(),
+                    verify_quote(&attest, &t, &ak, Some(&[0x90, 0x09]), Some(&get)).is_err(),
                     "{bank}: signature byte {i}"
                 );
             }
@@ -451,7 +453,7 @@ mod tests {
             t[i] ^= 0x01;
             let ak2 = parse_ak(&t).expect("still parses");
             assert!(
-                verify_quote(&attest, &sig, &ak2, &[0x90, 0x09], None).is_err(),
+                verify_quote(&attest, &sig, &ak2, Some(&[0x90, 0x09]), None).is_err(),
                 "AK byte {i}"
             );
         }

@@ -50,6 +50,8 @@ pub enum VerifyError {
         replayed: String,
         quoted: String,
     },
+    #[error("the TPM attestation key {fingerprint} is not trusted: pin it (vouch verify --tpm-ak, vouch-kbs serve --tpm-ak) once you know it belongs to this machine's TPM")]
+    UntrustedAk { fingerprint: String },
     #[error("event log ({records} records) replays to {replayed}, but the quoted register {index} is {quoted}")]
     ReplayMismatch {
         records: usize,
@@ -74,6 +76,9 @@ pub struct VerifyOptions {
     pub at: Option<u64>,
     /// Which TDX TCB statuses and golden values are acceptable.
     pub dcap_policy: crate::dcap::DcapPolicy,
+    /// Trusted TPM attestation keys, by fingerprint (`sha256:HEX` of the AK's `TPMT_PUBLIC`).
+    /// TPM evidence signed by any other key is refused.
+    pub tpm_aks: Vec<String>,
 }
 
 /// A container the event log says was launched.
@@ -160,8 +165,169 @@ impl Verifier for TdxVerifier<'_> {
                 claims.tcb_status,
                 claims.mrtd.unwrap_or_default()
             ),
+            tpm_sha256_pcrs: Default::default(),
+            tpm_app_pcr: None,
         })
     }
+}
+
+/// TPM evidence: a quote by a pinned attestation key over the platform PCRs (SHA-256 bank) and
+/// the application PCR (both banks); the application PCR's SHA-384 bank is register 3.
+struct TpmVerifier<'a> {
+    opts: &'a VerifyOptions,
+}
+
+impl Verifier for TpmVerifier<'_> {
+    fn tee(&self) -> TeeType {
+        TeeType::Tpm
+    }
+
+    fn verify_quote(&self, quote: &[u8]) -> Result<crate::QuoteClaims, VerifyError> {
+        use crate::tcg::{ALG_SHA256, ALG_SHA384};
+        let malformed = |reason: String| VerifyError::MalformedQuote {
+            tee: TeeType::Tpm,
+            reason,
+        };
+        let rejected = |reason: String| VerifyError::Rejected {
+            tee: TeeType::Tpm,
+            reason,
+        };
+        let q: crate::tpm_device::TpmQuote =
+            serde_json::from_slice(quote).map_err(|e| malformed(e.to_string()))?;
+        let b64 = |s: &str, what: &str| {
+            base64::engine::general_purpose::STANDARD
+                .decode(s)
+                .map_err(|_| malformed(format!("{what} is not base64")))
+        };
+        let ak_bytes = b64(&q.ak, "ak")?;
+        let fingerprint = crate::tpm_device::ak_fingerprint(&ak_bytes);
+        if !self
+            .opts
+            .tpm_aks
+            .iter()
+            .any(|k| k.eq_ignore_ascii_case(&fingerprint))
+        {
+            return Err(VerifyError::UntrustedAk { fingerprint });
+        }
+        let ak = crate::tpm::parse_ak(&ak_bytes).map_err(|e| malformed(e.to_string()))?;
+        let mut banks: std::collections::BTreeMap<u16, std::collections::BTreeMap<u32, Vec<u8>>> =
+            Default::default();
+        for (bank, values) in &q.pcrs {
+            let alg = match bank.as_str() {
+                "sha256" => ALG_SHA256,
+                "sha384" => ALG_SHA384,
+                other => return Err(malformed(format!("PCR bank {other:?}"))),
+            };
+            for (i, v) in values {
+                let v = hex::decode(v).map_err(|_| malformed(format!("PCR {i} is not hex")))?;
+                banks.entry(alg).or_default().insert(*i, v);
+            }
+        }
+        let lookup = |alg: u16, i: u32| banks.get(&alg).and_then(|b| b.get(&i)).cloned();
+        let claims = crate::tpm::verify_quote(
+            &b64(&q.attest, "attest")?,
+            &b64(&q.signature, "signature")?,
+            &ak,
+            None,
+            Some(&lookup),
+        )
+        .map_err(|e| rejected(e.to_string()))?;
+        // Only values the quote covers count.
+        let quoted = |bank: &str, i: u32| {
+            claims
+                .selection
+                .iter()
+                .any(|(b, idx)| b == bank && idx.contains(&i))
+        };
+        let pcr = u32::from(q.pcr);
+        if !quoted("sha384", pcr) || !quoted("sha256", pcr) {
+            return Err(rejected(format!(
+                "the quote does not cover PCR {pcr} in both the SHA-256 and SHA-384 banks"
+            )));
+        }
+        let app = lookup(ALG_SHA384, pcr)
+            .and_then(|v| <[u8; 48]>::try_from(v.as_slice()).ok())
+            .ok_or_else(|| malformed(format!("PCR {pcr} SHA-384 value")))?;
+        let nonce = hex::decode(&claims.nonce).unwrap_or_default();
+        let report_data = <[u8; 48]>::try_from(nonce.as_slice())
+            .map_err(|_| rejected("the qualifying data is not a SHA-384 binding".into()))?;
+        let tpm_sha256_pcrs = banks
+            .remove(&ALG_SHA256)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(i, _)| quoted("sha256", *i))
+            .collect();
+        let mut registers = vec![Digest384::ZERO; VOUCH_REGISTER];
+        registers.push(Digest384(app));
+        Ok(crate::QuoteClaims {
+            tee: TeeType::Tpm,
+            registers,
+            report_data: Digest384(report_data),
+            signer: format!("TPM attestation key {fingerprint}"),
+            tpm_sha256_pcrs,
+            tpm_app_pcr: Some(pcr),
+        })
+    }
+}
+
+/// The SHA-256 bank of the application PCR must replay too: each record extends it with SHA-256
+/// of the record's SHA-384 digest.
+fn check_tpm_sha256_bank(
+    log: &[vouch_measure::Record],
+    claims: &crate::QuoteClaims,
+) -> Result<(), VerifyError> {
+    use sha2::{Digest as _, Sha256};
+    let pcr = claims.tpm_app_pcr.unwrap_or(23);
+    let mut value = [0u8; 32];
+    for r in log {
+        let d = r.digest().map_err(VerifyError::Log)?;
+        let bank = crate::tpm_device::sha256_bank_digest(&d);
+        value = Sha256::new()
+            .chain_update(value)
+            .chain_update(bank)
+            .finalize()
+            .into();
+    }
+    let quoted = claims
+        .tpm_sha256_pcrs
+        .get(&pcr)
+        .cloned()
+        .unwrap_or_default();
+    if quoted != value {
+        return Err(VerifyError::ReplayMismatch {
+            records: log.len(),
+            replayed: hex::encode(value),
+            index: pcr as usize,
+            quoted: hex::encode(quoted),
+        });
+    }
+    Ok(())
+}
+
+/// Check a TCG2 firmware log against the quoted SHA-256 platform PCRs of a TPM.
+pub fn check_tpm_firmware_log(
+    log: &[u8],
+    pcrs: &std::collections::BTreeMap<u32, Vec<u8>>,
+) -> Result<usize, VerifyError> {
+    let parsed = crate::tcg::parse(log).map_err(VerifyError::FirmwareLog)?;
+    let replayed = parsed
+        .replay(crate::tcg::ALG_SHA256)
+        .map_err(VerifyError::FirmwareLog)?;
+    for (index, value) in &replayed {
+        let quoted = pcrs.get(index).ok_or(VerifyError::FirmwareReplay {
+            index: *index as usize,
+            replayed: hex::encode(value),
+            quoted: "(not quoted)".into(),
+        })?;
+        if quoted != value {
+            return Err(VerifyError::FirmwareReplay {
+                index: *index as usize,
+                replayed: hex::encode(value),
+                quoted: hex::encode(quoted),
+            });
+        }
+    }
+    Ok(parsed.events.len())
 }
 
 /// Check a TCG2 firmware log against the quoted platform registers (TDX: RTMR0..2).
@@ -196,6 +362,7 @@ pub fn verify_evidence(evidence: &Evidence, opts: &VerifyOptions) -> Result<Verd
             pinned_key: opts.sim_key.clone(),
         }),
         TeeType::Tdx => Box::new(TdxVerifier { opts }),
+        TeeType::Tpm => Box::new(TpmVerifier { opts }),
         other => return Err(VerifyError::UnsupportedTee(other)),
     };
     let claims = verifier.verify_quote(&quote)?;
@@ -233,9 +400,18 @@ pub fn verify_evidence(evidence: &Evidence, opts: &VerifyOptions) -> Result<Verd
                 .map_err(|_| VerifyError::QuoteEncoding)?;
             Some(check_firmware_log(&bytes, &claims.registers)?)
         }
+        (Some(b64), TeeType::Tpm) => {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b64.as_bytes())
+                .map_err(|_| VerifyError::QuoteEncoding)?;
+            Some(check_tpm_firmware_log(&bytes, &claims.tpm_sha256_pcrs)?)
+        }
         _ => None,
     };
     validate_sequence(&evidence.event_log).map_err(VerifyError::Log)?;
+    if claims.tee == TeeType::Tpm {
+        check_tpm_sha256_bank(&evidence.event_log, &claims)?;
+    }
     let replayed = replay(&evidence.event_log).map_err(VerifyError::Log)?;
     let quoted = claims
         .registers
@@ -425,6 +601,39 @@ mod tests {
         assert!(matches!(
             check_firmware_log(&good[..100], &regs),
             Err(VerifyError::FirmwareLog(_))
+        ));
+    }
+
+    #[test]
+    fn tpm_firmware_log_replays_to_the_quoted_sha256_pcrs() {
+        let Some(v) = crate::testing::vectors() else {
+            return;
+        };
+        let dir = v.join("tpm/gce-vtpm-nonce9009");
+        let log = std::fs::read(dir.join("event_log.binary_bios_measurements")).expect("log");
+        let pcrs: std::collections::BTreeMap<String, String> = serde_json::from_slice(
+            &std::fs::read(dir.join("quote_sha256.pcrs.json")).expect("pcrs"),
+        )
+        .expect("json");
+        let quoted: std::collections::BTreeMap<u32, Vec<u8>> = pcrs
+            .iter()
+            .map(|(i, h)| (i.parse().expect("index"), hex::decode(h).expect("hex")))
+            .collect();
+        let events = check_tpm_firmware_log(&log, &quoted).expect("replays");
+        assert!(events > 10);
+        // A PCR the log extends but whose quoted value differs.
+        let mut wrong = quoted.clone();
+        wrong.get_mut(&7).expect("pcr 7")[0] ^= 1;
+        assert!(matches!(
+            check_tpm_firmware_log(&log, &wrong),
+            Err(VerifyError::FirmwareReplay { index: 7, .. })
+        ));
+        // A PCR the log extends but the quote does not cover.
+        let mut missing = quoted;
+        missing.remove(&0);
+        assert!(matches!(
+            check_tpm_firmware_log(&log, &missing),
+            Err(VerifyError::FirmwareReplay { index: 0, .. })
         ));
     }
 }

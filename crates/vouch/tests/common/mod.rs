@@ -55,6 +55,11 @@ impl TestEnv {
 
     /// Start vouchd on this environment's state and socket; waits until it answers.
     pub fn start(&self) -> Daemon {
+        self.start_with(&["--tee", "sim"])
+    }
+
+    /// Start vouchd with these TEE arguments (`--tee ...` and its options).
+    pub fn start_with(&self, tee_args: &[&str]) -> Daemon {
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -65,8 +70,7 @@ impl TestEnv {
             .arg(self.state())
             .arg("--socket")
             .arg(self.socket())
-            .arg("--tee")
-            .arg("sim")
+            .args(tee_args)
             .arg("--publish-address")
             .arg("127.0.0.1")
             .stdin(Stdio::null())

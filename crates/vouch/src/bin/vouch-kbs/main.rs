@@ -56,6 +56,10 @@ enum Cmd {
         /// Accept evidence from the sim TEE (development only: it is NOT hardware-backed).
         #[arg(long)]
         allow_sim: bool,
+        /// Trust TPM quotes signed by this attestation key (its fingerprint, sha256:HEX, as
+        /// `vouch tee info` shows it on the machine). Repeatable.
+        #[arg(long, value_name = "FINGERPRINT")]
+        tpm_ak: Vec<String>,
         /// Seconds a session (challenge) stays valid.
         #[arg(long, default_value_t = 300)]
         session_ttl: u64,
@@ -203,10 +207,19 @@ fn run(cli: Cli) -> Result<()> {
             measurement,
             image,
             allow_sim,
+            tpm_ak,
             session_ttl,
             token_ttl,
             log_level,
         } => {
+            for fp in &tpm_ak {
+                let ok = fp.len() == 71
+                    && fp.starts_with("sha256:")
+                    && fp[7..].bytes().all(|b| b.is_ascii_hexdigit());
+                if !ok {
+                    bail!("--tpm-ak {fp:?} must be sha256:HEX (64 hex digits), as `vouch tee info` shows it");
+                }
+            }
             tracing_subscriber::fmt()
                 .with_env_filter(
                     tracing_subscriber::EnvFilter::try_new(&log_level)
@@ -268,6 +281,7 @@ fn run(cli: Cli) -> Result<()> {
                 max_sessions: 100_000,
                 admin_key: admin,
                 quick,
+                tpm_aks: tpm_ak.iter().map(|f| f.to_ascii_lowercase()).collect(),
             };
             let kbs = Arc::new(Kbs::new(cfg, storage, signing));
             let rt = tokio::runtime::Builder::new_multi_thread()

@@ -170,6 +170,10 @@ enum Cmd {
         /// Require sim quotes to be signed by this key (hex).
         #[arg(long)]
         sim_key: Option<String>,
+        /// Evidence: trust TPM quotes signed by this attestation key (sha256:HEX, as
+        /// `vouch tee info` shows it). Repeatable.
+        #[arg(long, value_name = "FINGERPRINT")]
+        tpm_ak: Vec<String>,
         #[arg(long)]
         json: bool,
     },
@@ -412,6 +416,9 @@ fn run(cli: Cli) -> Result<u8> {
                     };
                     println!("  register {i}: {r}{mark}");
                 }
+                if let Some(k) = &info.attestation_key {
+                    println!("attestation key: {k}  (verifiers pin it: --tpm-ak {k})");
+                }
                 if let Some(w) = &info.warning {
                     println!("WARNING: {w}");
                 }
@@ -500,6 +507,7 @@ fn run(cli: Cli) -> Result<u8> {
             nonce,
             allow_sim,
             sim_key,
+            tpm_ak,
             collateral,
             at,
             accept_tcb,
@@ -513,6 +521,7 @@ fn run(cli: Cli) -> Result<u8> {
                 nonce,
                 sim_key,
                 at,
+                tpm_aks: tpm_ak.iter().map(|f| f.to_ascii_lowercase()).collect(),
                 ..Default::default()
             };
             opts.dcap_policy = dcap_policy(accept_tcb, mrtd, rtmr)?;
@@ -827,29 +836,42 @@ fn verify_tpm(
     let lookup_ref: Option<&dyn Fn(u16, u32) -> Option<Vec<u8>>> = values
         .as_ref()
         .map(|_| &lookup as &dyn Fn(u16, u32) -> Option<Vec<u8>>);
-    let result = tpm::verify_quote(&read(quote)?, &read(sig)?, &ak, &nonce_bytes, lookup_ref)
-        .map_err(anyhow::Error::new)
-        .and_then(|claims| {
-            let mut replayed = Vec::new();
-            if let (Some(log_path), Some(values)) = (eventlog, values.as_ref()) {
-                let log = tcg::parse(&read(log_path)?).context("event log")?;
-                let bank = claims.selection.first().map(|(b, _)| b.clone()).unwrap_or_default();
-                let alg = match bank.as_str() {
-                    "sha1" => tcg::ALG_SHA1,
-                    "sha384" => tcg::ALG_SHA384,
-                    "sha512" => tcg::ALG_SHA512,
-                    _ => tcg::ALG_SHA256,
-                };
-                for (idx, value) in log.replay(alg)? {
-                    let quoted = values.get(&idx.to_string()).cloned().unwrap_or_default();
-                    if hex::encode(&value) != quoted {
-                        bail!("event log replays PCR{idx} ({bank}) to {}, the quoted value is {quoted}", hex::encode(&value));
-                    }
-                    replayed.push(idx);
+    let result = tpm::verify_quote(
+        &read(quote)?,
+        &read(sig)?,
+        &ak,
+        Some(&nonce_bytes),
+        lookup_ref,
+    )
+    .map_err(anyhow::Error::new)
+    .and_then(|claims| {
+        let mut replayed = Vec::new();
+        if let (Some(log_path), Some(values)) = (eventlog, values.as_ref()) {
+            let log = tcg::parse(&read(log_path)?).context("event log")?;
+            let bank = claims
+                .selection
+                .first()
+                .map(|(b, _)| b.clone())
+                .unwrap_or_default();
+            let alg = match bank.as_str() {
+                "sha1" => tcg::ALG_SHA1,
+                "sha384" => tcg::ALG_SHA384,
+                "sha512" => tcg::ALG_SHA512,
+                _ => tcg::ALG_SHA256,
+            };
+            for (idx, value) in log.replay(alg)? {
+                let quoted = values.get(&idx.to_string()).cloned().unwrap_or_default();
+                if hex::encode(&value) != quoted {
+                    bail!(
+                        "event log replays PCR{idx} ({bank}) to {}, the quoted value is {quoted}",
+                        hex::encode(&value)
+                    );
                 }
+                replayed.push(idx);
             }
-            Ok((claims, replayed))
-        });
+        }
+        Ok((claims, replayed))
+    });
     #[derive(serde::Serialize)]
     struct TpmVerdict {
         #[serde(flatten)]

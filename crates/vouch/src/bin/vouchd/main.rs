@@ -28,6 +28,13 @@ struct Args {
     /// TEE backend: auto detects hardware and falls back to sim (software, NOT hardware-backed).
     #[arg(long, default_value = "auto", value_parser = ["auto", "sim", "tpm", "tdx", "snp"])]
     tee: String,
+    /// TPM backend: how to reach the TPM (a TCTI such as device:/dev/tpmrm0 or
+    /// swtpm:host=127.0.0.1,port=2321); default: the kernel's resource manager.
+    #[arg(long, env = "VOUCH_TPM_TCTI", value_name = "TCTI")]
+    tpm_tcti: Option<String>,
+    /// TPM backend: the application PCR vouch extends (16-23).
+    #[arg(long, default_value_t = vouch_tee::tpm_device::DEFAULT_PCR, value_name = "N")]
+    tpm_pcr: u8,
     /// cgroup parent of all containers.
     #[arg(long, default_value = "/vouch")]
     cgroup_parent: String,
@@ -143,6 +150,18 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         publish_address: args.publish_address,
     };
     let tdx = || vouch_tee::tdx::TdxAttester::detect();
+    let tpm = |tcti: &str,
+               pcr: u8|
+     -> Result<Arc<dyn vouch_tee::Attester>, Box<dyn std::error::Error>> {
+        let t = vouch_tee::tpm_device::TpmAttester::open(tcti, pcr)?;
+        tracing::info!(
+            tcti,
+            pcr,
+            attestation_key = t.ak_fingerprint(),
+            "TPM: measuring into PCR {pcr} (SHA-384 and SHA-256 banks); verifiers pin the attestation key"
+        );
+        Ok(Arc::new(t))
+    };
     let attester: Arc<dyn vouch_tee::Attester> = match args.tee.as_str() {
         "tdx" => Arc::new(tdx().ok_or(
             "--tee tdx: no TDX quote interface here (needs /sys/kernel/config/tsm/report and the RTMR3 file under /sys/class/misc/tdx_guest/measurements)",
@@ -150,6 +169,22 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         "auto" if tdx().is_some() => {
             tracing::info!("TDX detected: measuring into RTMR3, quotes through configfs-tsm");
             Arc::new(tdx().ok_or("TDX disappeared")?)
+        }
+        "tpm" => {
+            let tcti = args
+                .tpm_tcti
+                .clone()
+                .or_else(vouch_tee::tpm_device::TpmAttester::detect)
+                .ok_or("--tee tpm: no TPM found (/dev/tpmrm0); give --tpm-tcti")?;
+            tpm(&tcti, args.tpm_pcr)?
+        }
+        "auto" if args.tpm_tcti.is_some() || vouch_tee::tpm_device::TpmAttester::detect().is_some() => {
+            let tcti = args
+                .tpm_tcti
+                .clone()
+                .or_else(vouch_tee::tpm_device::TpmAttester::detect)
+                .ok_or("TPM disappeared")?;
+            tpm(&tcti, args.tpm_pcr)?
         }
         "auto" | "sim" => {
             if args.tee == "auto" {

@@ -1,0 +1,452 @@
+//! The TPM 2.0 attester (through `tss-esapi`): vouch's register is one application PCR (23 by
+//! default), extended in its SHA-384 bank with each record's digest and in its SHA-256 bank with
+//! SHA-256 of that digest; quotes are signed by an RSA attestation key kept at a persistent handle.
+//!
+//! The ESAPI context is not thread-safe, so it lives on a thread of its own; the attester sends it
+//! requests. The TPM is reached through any TCTI: `device:/dev/tpmrm0` on a machine, or
+//! `swtpm:host=127.0.0.1,port=P` for the simulator.
+
+use std::collections::BTreeMap;
+use std::convert::TryFrom;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::mpsc;
+use std::sync::Mutex;
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use tss_esapi::attributes::ObjectAttributesBuilder;
+use tss_esapi::constants::CapabilityType;
+use tss_esapi::handles::{KeyHandle, ObjectHandle, PcrHandle, PersistentTpmHandle, TpmHandle};
+use tss_esapi::interface_types::algorithm::{HashingAlgorithm, PublicAlgorithm};
+use tss_esapi::interface_types::dynamic_handles::Persistent;
+use tss_esapi::interface_types::key_bits::RsaKeyBits;
+use tss_esapi::interface_types::resource_handles::{Hierarchy, Provision};
+use tss_esapi::interface_types::session_handles::AuthSession;
+use tss_esapi::structures::CapabilityData;
+use tss_esapi::structures::{
+    Data, Digest, DigestValues, HashScheme, PcrSelectionListBuilder, PcrSlot, Public,
+    PublicBuilder, PublicKeyRsa, PublicRsaParametersBuilder, RsaExponent, RsaScheme,
+    SignatureScheme, SymmetricDefinitionObject,
+};
+use tss_esapi::tcti_ldr::TctiNameConf;
+use tss_esapi::traits::Marshall;
+use tss_esapi::Context;
+use vouch_measure::Digest384;
+
+use crate::{AttestError, Attester, TeeType, VOUCH_REGISTER};
+
+/// The application PCR used unless configured otherwise (resettable, not used by firmware).
+pub const DEFAULT_PCR: u8 = 23;
+/// Where the attestation key is kept.
+pub const AK_HANDLE: u32 = 0x8101_0023;
+/// Where the kernel exposes the firmware's TCG2 event log.
+pub const FIRMWARE_LOG: &str = "/sys/kernel/security/tpm0/binary_bios_measurements";
+/// The platform PCRs quoted with the application PCR (SHA-256 bank), for the firmware log.
+pub const PLATFORM_PCRS: [u8; 8] = [0, 1, 2, 3, 4, 5, 6, 7];
+
+/// A TPM quote as vouch carries it in evidence (the `quote` field holds its JSON).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TpmQuote {
+    /// The application PCR that is vouch's register.
+    pub pcr: u8,
+    /// `TPMS_ATTEST`, base64.
+    pub attest: String,
+    /// `TPMT_SIGNATURE`, base64.
+    pub signature: String,
+    /// The attestation key's `TPMT_PUBLIC`, base64.
+    pub ak: String,
+    /// The attestation key's certificate (DER, base64), when one was provisioned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ak_cert: Option<String>,
+    /// Quoted PCR values by bank (`sha256`, `sha384`) and index, hex.
+    pub pcrs: BTreeMap<String, BTreeMap<u32, String>>,
+}
+
+/// The fingerprint an attestation key is pinned by: `sha256:` and the hex SHA-256 of its
+/// `TPMT_PUBLIC`.
+pub fn ak_fingerprint(tpmt_public: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(tpmt_public)))
+}
+
+/// The SHA-256 bank's digest for a record: SHA-256 of its SHA-384 digest.
+pub fn sha256_bank_digest(d: &Digest384) -> [u8; 32] {
+    Sha256::digest(d.as_bytes()).into()
+}
+
+type Reply<T> = mpsc::Sender<Result<T, String>>;
+
+enum Request {
+    Extend(Digest384, Reply<()>),
+    Read(Reply<Digest384>),
+    Quote(Digest384, Reply<Vec<u8>>),
+}
+
+pub struct TpmAttester {
+    tx: Mutex<mpsc::Sender<Request>>,
+    pcr: u8,
+    ak_fingerprint: String,
+    firmware_log: Option<Vec<u8>>,
+}
+
+fn tpm_err(what: &str) -> impl Fn(tss_esapi::Error) -> String + '_ {
+    move |e| format!("{what}: {e}")
+}
+
+fn device_err(e: String) -> AttestError {
+    AttestError::Device(e)
+}
+
+fn pcr_slot(pcr: u8) -> Result<PcrSlot, String> {
+    PcrSlot::try_from(1u32 << pcr).map_err(|e| format!("PCR {pcr}: {e}"))
+}
+
+fn pcr_handle(pcr: u8) -> Result<PcrHandle, String> {
+    PcrHandle::try_from(u32::from(pcr)).map_err(|e| format!("PCR {pcr}: {e}"))
+}
+
+/// The attestation key's template: RSA-2048, restricted signing, RSASSA with SHA-256, created
+/// in the endorsement hierarchy (so the same TPM always derives the same key).
+fn ak_template() -> Result<Public, String> {
+    let attributes = ObjectAttributesBuilder::new()
+        .with_fixed_tpm(true)
+        .with_fixed_parent(true)
+        .with_sensitive_data_origin(true)
+        .with_user_with_auth(true)
+        .with_sign_encrypt(true)
+        .with_restricted(true)
+        .build()
+        .map_err(tpm_err("AK attributes"))?;
+    let params = PublicRsaParametersBuilder::new()
+        .with_symmetric(SymmetricDefinitionObject::Null)
+        .with_scheme(RsaScheme::RsaSsa(HashScheme::new(HashingAlgorithm::Sha256)))
+        .with_key_bits(RsaKeyBits::Rsa2048)
+        .with_exponent(RsaExponent::default())
+        .with_is_signing_key(true)
+        .with_restricted(true)
+        .build()
+        .map_err(tpm_err("AK parameters"))?;
+    PublicBuilder::new()
+        .with_public_algorithm(PublicAlgorithm::Rsa)
+        .with_name_hashing_algorithm(HashingAlgorithm::Sha256)
+        .with_object_attributes(attributes)
+        .with_rsa_parameters(params)
+        .with_rsa_unique_identifier(PublicKeyRsa::default())
+        .build()
+        .map_err(tpm_err("AK template"))
+}
+
+struct Device {
+    ctx: Context,
+    ak: KeyHandle,
+    ak_public: Vec<u8>,
+    pcr: u8,
+}
+
+impl Device {
+    fn open(tcti: &str, pcr: u8) -> Result<Device, String> {
+        let conf = TctiNameConf::from_str(tcti).map_err(tpm_err("TCTI"))?;
+        let mut ctx = Context::new(conf).map_err(tpm_err("cannot reach the TPM"))?;
+        let persistent = PersistentTpmHandle::new(AK_HANDLE).map_err(tpm_err("AK handle"))?;
+        // The key kept from an earlier start, if it is the one vouch makes.
+        let (handles, _) = ctx
+            .get_capability(CapabilityType::Handles, AK_HANDLE, 1)
+            .map_err(tpm_err("listing persistent handles"))?;
+        let present = matches!(&handles, CapabilityData::Handles(list)
+            if list.as_ref().contains(&TpmHandle::Persistent(persistent)));
+        let kept = if present {
+            Some(KeyHandle::from(
+                ctx.tr_from_tpm_public(TpmHandle::Persistent(persistent))
+                    .map_err(tpm_err("opening the kept AK"))?,
+            ))
+        } else {
+            None
+        };
+        let template = ak_template()?;
+        let ak = match kept {
+            Some(handle) => {
+                let (public, _, _) = ctx
+                    .read_public(handle)
+                    .map_err(tpm_err("reading the kept AK"))?;
+                if public.object_attributes() != template.object_attributes() {
+                    return Err(format!(
+                        "persistent handle {AK_HANDLE:#x} holds a key that is not a vouch attestation key; evict it (tpm2_evictcontrol -c {AK_HANDLE:#x}) or free the handle"
+                    ));
+                }
+                handle
+            }
+            None => {
+                let primary = ctx
+                    .execute_with_session(Some(AuthSession::Password), |c| {
+                        c.create_primary(Hierarchy::Endorsement, template, None, None, None, None)
+                    })
+                    .map_err(tpm_err("creating the attestation key"))?;
+                let kept = ctx
+                    .execute_with_session(Some(AuthSession::Password), |c| {
+                        c.evict_control(
+                            Provision::Owner,
+                            ObjectHandle::from(primary.key_handle),
+                            Persistent::Persistent(persistent),
+                        )
+                    })
+                    .map_err(tpm_err("persisting the attestation key"));
+                // No resource manager may be present: never leave a transient object behind.
+                let _ = ctx.flush_context(ObjectHandle::from(primary.key_handle));
+                KeyHandle::from(kept?)
+            }
+        };
+        let (public, _, _) = ctx.read_public(ak).map_err(tpm_err("reading the AK"))?;
+        let ak_public = public.marshall().map_err(tpm_err("encoding the AK"))?;
+        Ok(Device {
+            ctx,
+            ak,
+            ak_public,
+            pcr,
+        })
+    }
+
+    fn extend(&mut self, d: &Digest384) -> Result<(), String> {
+        let mut values = DigestValues::new();
+        values.set(
+            HashingAlgorithm::Sha384,
+            Digest::try_from(d.as_bytes().to_vec()).map_err(tpm_err("digest"))?,
+        );
+        values.set(
+            HashingAlgorithm::Sha256,
+            Digest::try_from(sha256_bank_digest(d).to_vec()).map_err(tpm_err("digest"))?,
+        );
+        let handle = pcr_handle(self.pcr)?;
+        self.ctx
+            .execute_with_session(Some(AuthSession::Password), |c| {
+                c.pcr_extend(handle, values)
+            })
+            .map_err(tpm_err("extending the PCR"))
+    }
+
+    /// PCR values of `bank` at `pcrs`, in the order given. A TPM answers at most eight PCRs per
+    /// read, so larger selections are read in groups.
+    fn read(&mut self, bank: HashingAlgorithm, pcrs: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+        let mut values = Vec::with_capacity(pcrs.len());
+        for group in pcrs.chunks(8) {
+            let slots = group
+                .iter()
+                .map(|p| pcr_slot(*p))
+                .collect::<Result<Vec<_>, _>>()?;
+            let selection = PcrSelectionListBuilder::new()
+                .with_selection(bank, &slots)
+                .build()
+                .map_err(tpm_err("PCR selection"))?;
+            let (_, _, digests) = self
+                .ctx
+                .execute_without_session(|c| c.pcr_read(selection))
+                .map_err(tpm_err("reading PCRs"))?;
+            let got: Vec<Vec<u8>> = digests.value().iter().map(|d| d.to_vec()).collect();
+            if got.len() != group.len() {
+                return Err(format!(
+                    "the TPM returned {} of {} PCRs (is the {bank:?} bank allocated?)",
+                    got.len(),
+                    group.len()
+                ));
+            }
+            values.extend(got);
+        }
+        Ok(values)
+    }
+
+    fn register(&mut self) -> Result<Digest384, String> {
+        let v = self.read(HashingAlgorithm::Sha384, &[self.pcr])?;
+        let bytes: [u8; 48] = v[0]
+            .as_slice()
+            .try_into()
+            .map_err(|_| "the SHA-384 PCR value is not 48 bytes".to_string())?;
+        Ok(Digest384(bytes))
+    }
+
+    fn quote(&mut self, report_data: &Digest384) -> Result<Vec<u8>, String> {
+        let mut platform: Vec<u8> = PLATFORM_PCRS.to_vec();
+        platform.push(self.pcr);
+        platform.sort_unstable();
+        platform.dedup();
+        let slots = |pcrs: &[u8]| {
+            pcrs.iter()
+                .map(|p| pcr_slot(*p))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let selection = PcrSelectionListBuilder::new()
+            .with_selection(HashingAlgorithm::Sha256, &slots(&platform)?)
+            .with_selection(HashingAlgorithm::Sha384, &slots(&[self.pcr])?)
+            .build()
+            .map_err(tpm_err("PCR selection"))?;
+        let qualifying =
+            Data::try_from(report_data.as_bytes().to_vec()).map_err(tpm_err("nonce"))?;
+        let ak = self.ak;
+        let (attest, signature) = self
+            .ctx
+            .execute_with_session(Some(AuthSession::Password), |c| {
+                c.quote(
+                    ak,
+                    qualifying,
+                    SignatureScheme::RsaSsa {
+                        hash_scheme: HashScheme::new(HashingAlgorithm::Sha256),
+                    },
+                    selection,
+                )
+            })
+            .map_err(tpm_err("quoting"))?;
+        // The values the quote covers, read right after it. A PCR extended in between would
+        // make the digest check fail at the verifier, so the journal serializes the two.
+        let sha256 = self.read(HashingAlgorithm::Sha256, &platform)?;
+        let sha384 = self.read(HashingAlgorithm::Sha384, &[self.pcr])?;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        let mut pcrs = BTreeMap::new();
+        pcrs.insert(
+            "sha256".to_string(),
+            platform
+                .iter()
+                .zip(sha256)
+                .map(|(i, v)| (u32::from(*i), hex::encode(v)))
+                .collect(),
+        );
+        pcrs.insert(
+            "sha384".to_string(),
+            [(u32::from(self.pcr), hex::encode(&sha384[0]))]
+                .into_iter()
+                .collect(),
+        );
+        let quote = TpmQuote {
+            pcr: self.pcr,
+            attest: b64(&attest.marshall().map_err(tpm_err("encoding the quote"))?),
+            signature: b64(&signature
+                .marshall()
+                .map_err(tpm_err("encoding the signature"))?),
+            ak: b64(&self.ak_public),
+            ak_cert: None,
+            pcrs,
+        };
+        serde_json::to_vec(&quote).map_err(|e| e.to_string())
+    }
+}
+
+impl TpmAttester {
+    /// Connect to the TPM at `tcti`, take (or create and persist) the attestation key, and use
+    /// application PCR `pcr`.
+    pub fn open(tcti: &str, pcr: u8) -> Result<Self, AttestError> {
+        if !(16..=23).contains(&pcr) {
+            return Err(AttestError::Device(format!(
+                "PCR {pcr} is not an application PCR (16-23)"
+            )));
+        }
+        let (tx, rx) = mpsc::channel::<Request>();
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<Vec<u8>, String>>();
+        let conf = tcti.to_string();
+        std::thread::Builder::new()
+            .name("tpm".into())
+            .spawn(move || {
+                let mut dev = match Device::open(&conf, pcr) {
+                    Ok(d) => {
+                        let _ = ready_tx.send(Ok(d.ak_public.clone()));
+                        d
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                for req in rx {
+                    match req {
+                        Request::Extend(d, r) => {
+                            let _ = r.send(dev.extend(&d));
+                        }
+                        Request::Read(r) => {
+                            let _ = r.send(dev.register());
+                        }
+                        Request::Quote(d, r) => {
+                            let _ = r.send(dev.quote(&d));
+                        }
+                    }
+                }
+            })
+            .map_err(|e| AttestError::Device(format!("cannot start the TPM thread: {e}")))?;
+        let ak_public = ready_rx
+            .recv()
+            .map_err(|_| AttestError::Device("the TPM thread ended".into()))?
+            .map_err(device_err)?;
+        let firmware_log = tcti
+            .starts_with("device")
+            .then(|| std::fs::read(FIRMWARE_LOG).ok())
+            .flatten();
+        Ok(TpmAttester {
+            tx: Mutex::new(tx),
+            pcr,
+            ak_fingerprint: ak_fingerprint(&ak_public),
+            firmware_log,
+        })
+    }
+
+    /// A TPM device the kernel exposes (through its resource manager), if any.
+    pub fn detect() -> Option<String> {
+        ["/dev/tpmrm0"]
+            .iter()
+            .find(|p| Path::new(p).exists())
+            .map(|p| format!("device:{p}"))
+    }
+
+    pub fn pcr(&self) -> u8 {
+        self.pcr
+    }
+
+    /// The fingerprint a verifier pins this TPM's attestation key by.
+    pub fn ak_fingerprint(&self) -> &str {
+        &self.ak_fingerprint
+    }
+
+    fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Request) -> Result<T, AttestError> {
+        let (tx, rx) = mpsc::channel();
+        self.tx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(make(tx))
+            .map_err(|_| AttestError::Device("the TPM thread ended".into()))?;
+        rx.recv()
+            .map_err(|_| AttestError::Device("the TPM thread ended".into()))?
+            .map_err(device_err)
+    }
+
+    fn check(&self, index: usize) -> Result<(), AttestError> {
+        if index == VOUCH_REGISTER {
+            Ok(())
+        } else {
+            Err(AttestError::NoSuchRegister(index))
+        }
+    }
+}
+
+impl Attester for TpmAttester {
+    fn tee(&self) -> TeeType {
+        TeeType::Tpm
+    }
+
+    fn extend(&self, index: usize, digest: &Digest384) -> Result<(), AttestError> {
+        self.check(index)?;
+        self.call(|r| Request::Extend(*digest, r))
+    }
+
+    fn register(&self, index: usize) -> Result<Digest384, AttestError> {
+        self.check(index)?;
+        self.call(Request::Read)
+    }
+
+    fn quote(&self, report_data: &Digest384) -> Result<Vec<u8>, AttestError> {
+        self.call(|r| Request::Quote(*report_data, r))
+    }
+
+    fn firmware_log(&self) -> Option<Vec<u8>> {
+        self.firmware_log.clone()
+    }
+
+    fn attestation_key(&self) -> Option<String> {
+        Some(self.ak_fingerprint.clone())
+    }
+}
