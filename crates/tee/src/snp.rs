@@ -294,12 +294,31 @@ fn small_uint(der_bytes: &[u8]) -> Option<u64> {
         .then(|| b.iter().fold(0u64, |acc, x| (acc << 8) | *x as u64))
 }
 
+/// AMD root keys (ARK) vouch trusts, by product: SHA-256 of the certificate's DER.
+pub const AMD_ARKS: &[(&str, &str)] = &[(
+    "Milan",
+    "69d063b45344d26a2e94e1f4210de49ef555308287d4c174445c95639a540bcd",
+)];
+
 /// Verify a report against its VCEK (DER) and the ASK/ARK chain (PEM, ASK first), at `now`.
+/// The ARK must be one of [`AMD_ARKS`].
 pub fn verify_report(
     report: &[u8],
     vcek_der: &[u8],
     chain_pem: &[u8],
     now: u64,
+) -> Result<SnpClaims, SnpError> {
+    verify_report_with_roots(report, vcek_der, chain_pem, now, &[])
+}
+
+/// Like [`verify_report`], also trusting the ARKs whose DER SHA-256 (hex) is in `extra_arks`
+/// (for products vouch does not pin yet).
+pub fn verify_report_with_roots(
+    report: &[u8],
+    vcek_der: &[u8],
+    chain_pem: &[u8],
+    now: u64,
+    extra_arks: &[String],
 ) -> Result<SnpClaims, SnpError> {
     let claims = parse_report(report)?;
     let vcek = Certificate::from_der(vcek_der).map_err(|e| cert_err("VCEK")(e.to_string()))?;
@@ -312,6 +331,21 @@ pub fn verify_report(
     }
     let ask = Certificate::from_der(&chain[0]).map_err(|e| cert_err("ASK")(e.to_string()))?;
     let ark = Certificate::from_der(&chain[1]).map_err(|e| cert_err("ARK")(e.to_string()))?;
+    let ark_sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&chain[1]));
+    let pinned = AMD_ARKS.iter().any(|(_, h)| *h == ark_sha256)
+        || extra_arks
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(&ark_sha256));
+    if !pinned {
+        return Err(cert_err("ARK")(format!(
+            "not a pinned AMD root key (its SHA-256 is {ark_sha256}; vouch pins {}); trust another product's ARK with --trust-ark SHA256",
+            AMD_ARKS
+                .iter()
+                .map(|(p, _)| format!("ARK-{p}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
     for (c, which) in [(&vcek, "VCEK"), (&ask, "ASK"), (&ark, "ARK")] {
         check_validity(c, which, now)?;
     }
@@ -433,6 +467,35 @@ mod tests {
         let v = vectors()?;
         let r = |n: &str| std::fs::read(v.join("snp").join(n)).expect("vector");
         Some((r("attestation.bin"), r("vcek.der"), r("ask_ark_milan.pem")))
+    }
+
+    #[test]
+    fn only_pinned_amd_roots_are_trusted() {
+        let Some((report, vcek, chain)) = load() else {
+            return;
+        };
+        let Some(v) = crate::testing::vectors() else {
+            return;
+        };
+        // A valid self-signed root that is not AMD's, in the ARK's place.
+        let ask = crate::pem::certificates(&chain).remove(0);
+        let other = std::fs::read(v.join("roots/Intel_SGX_Root_CA.pem")).expect("root");
+        let b64 = |der: &[u8]| {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD.encode(der)
+        };
+        let forged = format!(
+            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+            b64(&ask)
+        )
+        .into_bytes()
+        .into_iter()
+        .chain(other)
+        .collect::<Vec<u8>>();
+        let err = verify_report(&report, &vcek, &forged, NOW).expect_err("foreign root");
+        assert!(err.to_string().contains("not a pinned AMD root"), "{err}");
+        // The real chain passes, also with an extra root trusted.
+        assert!(verify_report_with_roots(&report, &vcek, &chain, NOW, &["00".repeat(32)]).is_ok());
     }
 
     #[test]

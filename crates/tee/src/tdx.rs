@@ -5,8 +5,10 @@
 //!   `outblob` (the quote) and `provider` (must be `tdx_guest`), and check `generation` did not
 //!   move under us (another writer would make the quote answer someone else's data).
 //! - Extend: write the 48-byte digest to `<measurements>/rtmr3:sha384` (Linux 6.16+), which the
-//!   kernel folds into RTMR3; reading that file returns the register. Kernels that only offer the
-//!   `/dev/tdx_guest` extend ioctl are not supported yet.
+//!   kernel folds into RTMR3; reading that file returns the register. On kernels without those
+//!   files, the `/dev/tdx_guest` device of the TDX guest kernels that carry the RTMR extension:
+//!   `TDX_CMD_EXTEND_RTMR` extends, and the register is read from a fresh TDREPORT
+//!   (`TDX_CMD_GET_REPORT0`).
 //!
 //! Both roots are configurable so tests can play the kernel's part with a directory tree.
 
@@ -22,10 +24,103 @@ pub const DEFAULT_MEASUREMENTS: &str = "/sys/class/misc/tdx_guest/measurements";
 /// The CCEL event log as the kernel exposes the ACPI table's log area.
 pub const DEFAULT_CCEL: &str = "/sys/firmware/acpi/tables/data/CCEL";
 
+/// The TDX guest device of kernels that predate the measurement-register files.
+pub const DEFAULT_GUEST_DEVICE: &str = "/dev/tdx_guest";
+
+/// How RTMR3 is reached on this kernel.
+#[derive(Debug, Clone)]
+enum Registers {
+    /// `<dir>/rtmrN:sha384` files.
+    Files(PathBuf),
+    /// The `/dev/tdx_guest` ioctls.
+    Device(PathBuf),
+}
+
 pub struct TdxAttester {
     tsm_report: PathBuf,
-    measurements: PathBuf,
+    registers: Registers,
     ccel: PathBuf,
+}
+
+/// Linux `_IOC` request numbers (asm-generic encoding, as on x86).
+const fn ioc(dir: u32, ty: u8, nr: u8, size: usize) -> u32 {
+    (dir << 30) | ((size as u32) << 16) | ((ty as u32) << 8) | nr as u32
+}
+const IOC_WRITE: u32 = 1;
+const IOC_READ: u32 = 2;
+
+/// `struct tdx_report_req { __u8 reportdata[64]; __u8 tdreport[1024]; }`
+#[repr(C)]
+struct ReportReq {
+    reportdata: [u8; 64],
+    tdreport: [u8; 1024],
+}
+
+/// `struct tdx_extend_rtmr_req { __u8 data[48]; __u8 index; }`
+#[repr(C)]
+struct ExtendReq {
+    data: [u8; 48],
+    index: u8,
+}
+
+/// `TDX_CMD_GET_REPORT0`: `_IOWR('T', 1, struct tdx_report_req)`.
+pub const TDX_CMD_GET_REPORT0: u32 = ioc(
+    IOC_READ | IOC_WRITE,
+    b'T',
+    1,
+    std::mem::size_of::<ReportReq>(),
+);
+/// `TDX_CMD_EXTEND_RTMR` as the TDX guest kernels define it (`_IOR('T', 3, ...)`), and the
+/// `_IOW` form of later revisions of that patch set; both are tried.
+pub const TDX_CMD_EXTEND_RTMR: [u32; 2] = [
+    ioc(IOC_READ, b'T', 3, std::mem::size_of::<ExtendReq>()),
+    ioc(IOC_WRITE, b'T', 3, std::mem::size_of::<ExtendReq>()),
+];
+
+/// Offset of RTMR0 in a TDREPORT: REPORTMACSTRUCT (256) + TEE_TCB_INFO (239) + reserved (17),
+/// then TDINFO's ATTRIBUTES, XFAM, MRTD, MRCONFIGID, MROWNER, MROWNERCONFIG.
+const TDREPORT_RTMR0: usize = 512 + 8 + 8 + 4 * 48;
+
+/// RTMR `index` from a 1024-byte TDREPORT.
+pub fn rtmr_from_tdreport(report: &[u8], index: usize) -> Option<Digest384> {
+    if report.len() != 1024 || index > 3 {
+        return None;
+    }
+    let at = TDREPORT_RTMR0 + index * 48;
+    let mut d = [0u8; 48];
+    d.copy_from_slice(&report[at..at + 48]);
+    Some(Digest384(d))
+}
+
+fn ioctl<T>(device: &Path, requests: &[u32], arg: &mut T) -> Result<(), AttestError> {
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(device)
+        .map_err(state_err(device))?;
+    let mut last = std::io::Error::from_raw_os_error(libc::ENOTTY);
+    for req in requests {
+        // SAFETY: `arg` is a live, correctly sized #[repr(C)] struct that matches the request's
+        // encoded size; the kernel reads and writes only within it.
+        let rc = unsafe {
+            libc::ioctl(
+                std::os::fd::AsRawFd::as_raw_fd(&f),
+                *req as libc::c_ulong,
+                arg as *mut T,
+            )
+        };
+        if rc == 0 {
+            return Ok(());
+        }
+        last = std::io::Error::last_os_error();
+        if last.raw_os_error() != Some(libc::ENOTTY) {
+            break;
+        }
+    }
+    Err(AttestError::State {
+        path: device.display().to_string(),
+        source: last,
+    })
 }
 
 fn state_err(path: &Path) -> impl FnOnce(std::io::Error) -> AttestError + '_ {
@@ -39,7 +134,16 @@ impl TdxAttester {
     pub fn new(tsm_report: &Path, measurements: &Path) -> Self {
         TdxAttester {
             tsm_report: tsm_report.to_path_buf(),
-            measurements: measurements.to_path_buf(),
+            registers: Registers::Files(measurements.to_path_buf()),
+            ccel: PathBuf::from(DEFAULT_CCEL),
+        }
+    }
+
+    /// Quotes through configfs-tsm, RTMR3 through the `/dev/tdx_guest` ioctls.
+    pub fn with_guest_device(tsm_report: &Path, device: &Path) -> Self {
+        TdxAttester {
+            tsm_report: tsm_report.to_path_buf(),
+            registers: Registers::Device(device.to_path_buf()),
             ccel: PathBuf::from(DEFAULT_CCEL),
         }
     }
@@ -52,18 +156,18 @@ impl TdxAttester {
 
     /// Whether this machine offers TDX quotes through configfs-tsm.
     pub fn detect() -> Option<Self> {
-        let a = TdxAttester::new(
-            Path::new(DEFAULT_TSM_REPORT),
-            Path::new(DEFAULT_MEASUREMENTS),
-        );
-        (a.tsm_report.is_dir() && a.measurements.join("rtmr3:sha384").exists()).then_some(a)
-    }
-
-    fn rtmr_file(&self, index: usize) -> Result<PathBuf, AttestError> {
-        if index > 3 {
-            return Err(AttestError::NoSuchRegister(index));
+        let tsm = Path::new(DEFAULT_TSM_REPORT);
+        if !tsm.is_dir() {
+            return None;
         }
-        Ok(self.measurements.join(format!("rtmr{index}:sha384")))
+        let files = Path::new(DEFAULT_MEASUREMENTS);
+        if files.join("rtmr3:sha384").exists() {
+            return Some(TdxAttester::new(tsm, files));
+        }
+        let device = Path::new(DEFAULT_GUEST_DEVICE);
+        device
+            .exists()
+            .then(|| TdxAttester::with_guest_device(tsm, device))
     }
 }
 
@@ -81,12 +185,40 @@ impl Attester for TdxAttester {
             // RTMR0-2 belong to the firmware and the boot chain.
             return Err(AttestError::NoSuchRegister(index));
         }
-        let path = self.rtmr_file(index)?;
-        fs::write(&path, digest.as_bytes()).map_err(state_err(&path))
+        match &self.registers {
+            Registers::Files(dir) => {
+                let path = dir.join(format!("rtmr{index}:sha384"));
+                fs::write(&path, digest.as_bytes()).map_err(state_err(&path))
+            }
+            Registers::Device(device) => {
+                let mut req = ExtendReq {
+                    data: *digest.as_bytes(),
+                    index: index as u8,
+                };
+                ioctl(device, &TDX_CMD_EXTEND_RTMR, &mut req)
+            }
+        }
     }
 
     fn register(&self, index: usize) -> Result<Digest384, AttestError> {
-        let path = self.rtmr_file(index)?;
+        if index > 3 {
+            return Err(AttestError::NoSuchRegister(index));
+        }
+        let dir = match &self.registers {
+            Registers::Files(dir) => dir,
+            Registers::Device(device) => {
+                let mut req = ReportReq {
+                    reportdata: [0u8; 64],
+                    tdreport: [0u8; 1024],
+                };
+                ioctl(device, &[TDX_CMD_GET_REPORT0], &mut req)?;
+                return rtmr_from_tdreport(&req.tdreport, index).ok_or(AttestError::Corrupt {
+                    path: device.display().to_string(),
+                    reason: "TDREPORT too short".into(),
+                });
+            }
+        };
+        let path = dir.join(format!("rtmr{index}:sha384"));
         let bytes = fs::read(&path).map_err(state_err(&path))?;
         let arr: [u8; 48] = bytes
             .as_slice()
@@ -189,6 +321,28 @@ mod tests {
         assert!(a.firmware_log().is_none(), "no CCEL file in this tree");
         let a = a.with_ccel(&v.join("ccel/ccel_data.dat"));
         assert_eq!(a.firmware_log().expect("ccel").len(), 262_144);
+    }
+
+    #[test]
+    fn guest_device_requests_match_the_kernel_headers() {
+        // The values the kernel's tdx-guest.h produces for these structures.
+        assert_eq!(TDX_CMD_GET_REPORT0, 0xC440_5401);
+        assert_eq!(TDX_CMD_EXTEND_RTMR, [0x8031_5403, 0x4031_5403]);
+        // RTMRs sit at the end of TDINFO's measurement fields.
+        let mut report = [0u8; 1024];
+        for (i, b) in report.iter_mut().enumerate() {
+            *b = (i / 48) as u8;
+        }
+        let r3 = rtmr_from_tdreport(&report, 3).expect("rtmr3");
+        assert_eq!(r3.as_bytes()[0], report[TDREPORT_RTMR0 + 144]);
+        assert_eq!(TDREPORT_RTMR0, 720);
+        assert!(rtmr_from_tdreport(&report[..1000], 3).is_none());
+        assert!(rtmr_from_tdreport(&report, 4).is_none());
+        // A device that is not the TDX guest device answers with a clear error.
+        let a = TdxAttester::with_guest_device(Path::new("/nonexistent"), Path::new("/dev/null"));
+        let err = a.register(3).expect_err("not a TDX device");
+        assert!(err.to_string().contains("/dev/null"), "{err}");
+        assert!(a.extend(3, &vouch_measure::sha384(b"x")).is_err());
     }
 
     #[test]

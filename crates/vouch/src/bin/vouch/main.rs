@@ -136,6 +136,10 @@ enum Cmd {
         /// SEV-SNP minimum reported TCB: BOOTLOADER,TEE,SNP,MICROCODE.
         #[arg(long, value_name = "BL,TEE,SNP,UCODE")]
         min_tcb: Option<String>,
+        /// SEV-SNP: also trust the AMD root key (ARK) with this DER SHA-256 (hex), for products
+        /// vouch does not pin (it pins ARK-Milan). Repeatable.
+        #[arg(long, value_name = "SHA256")]
+        trust_ark: Vec<String>,
         /// A TPM 2.0 quote (TPMS_ATTEST) to verify; needs --tpm-sig, --ak and --nonce.
         #[arg(long, conflicts_with_all = ["file", "quote"], requires_all = ["tpm_sig", "ak", "nonce"])]
         tpm_quote: Option<PathBuf>,
@@ -458,6 +462,7 @@ fn run(cli: Cli) -> Result<u8> {
             allow_debug,
             measurement,
             min_tcb,
+            trust_ark,
             json,
             ..
         } => verify_snp(
@@ -465,6 +470,7 @@ fn run(cli: Cli) -> Result<u8> {
             &vcek,
             &chain,
             at,
+            &trust_ark,
             snp_policy(allow_debug, measurement, min_tcb)?,
             json,
         ),
@@ -912,6 +918,7 @@ fn verify_snp(
     vcek: &std::path::Path,
     chain: &std::path::Path,
     at: Option<u64>,
+    trust_ark: &[String],
     policy: vouch_tee::snp::SnpPolicy,
     json: bool,
 ) -> Result<u8> {
@@ -920,8 +927,9 @@ fn verify_snp(
         std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))
     };
     let now = at.unwrap_or_else(vouch_tee::unix_now);
-    let result = snp::verify_report(&read(report)?, &read(vcek)?, &read(chain)?, now)
-        .and_then(|c| policy.check(&c).map(|()| c));
+    let result =
+        snp::verify_report_with_roots(&read(report)?, &read(vcek)?, &read(chain)?, now, trust_ark)
+            .and_then(|c| policy.check(&c).map(|()| c));
     report_verification(
         json,
         result.map_err(anyhow::Error::new),

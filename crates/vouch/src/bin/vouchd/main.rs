@@ -164,7 +164,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     };
     let attester: Arc<dyn vouch_tee::Attester> = match args.tee.as_str() {
         "tdx" => Arc::new(tdx().ok_or(
-            "--tee tdx: no TDX quote interface here (needs /sys/kernel/config/tsm/report and the RTMR3 file under /sys/class/misc/tdx_guest/measurements)",
+            "--tee tdx: no TDX quote interface here (needs /sys/kernel/config/tsm/report, and either the RTMR3 file under /sys/class/misc/tdx_guest/measurements or /dev/tdx_guest)",
         )?),
         "auto" if tdx().is_some() => {
             tracing::info!("TDX detected: measuring into RTMR3, quotes through configfs-tsm");
