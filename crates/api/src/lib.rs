@@ -70,6 +70,11 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
         "/v1/images/load",
         "Load images from an OCI layout directory or archive on the daemon's host",
     ),
+    (
+        "post",
+        "/v1/images/pull",
+        "Pull an image from an OCI registry (digests verified while streaming)",
+    ),
     ("delete", "/v1/images/{reference}", "Remove an image"),
     (
         "post",

@@ -12,6 +12,7 @@ fn request_schema(method: &str, path: &str) -> Option<&'static str> {
     match (method, path) {
         ("post", "/v1/containers") => Some("CreateContainer"),
         ("post", "/v1/images/load") => Some("LoadImage"),
+        ("post", "/v1/images/pull") => Some("PullImage"),
         ("post", "/v1/attest") => Some("AttestRequest"),
         _ => None,
     }
@@ -29,6 +30,7 @@ fn response(method: &str, path: &str) -> Value {
         ("post", "/v1/images/load") => {
             json_of(json!({"type": "array", "items": schema_ref("ImageSummary")}))
         }
+        ("post", "/v1/images/pull") => json_of(schema_ref("ImageSummary")),
         ("post", "/v1/containers/{id}/wait") => json_of(schema_ref("WaitResponse")),
         ("get", "/v1/info") => json_of(schema_ref("Info")),
         ("get", "/v1/tee") => json_of(json!({"type": "object", "properties": {
@@ -112,6 +114,9 @@ pub fn document(version: &str) -> Value {
                 "id": {"type": "string"}, "names": {"type": "array", "items": {"type": "string"}},
                 "manifest_digest": {"type": "string"}, "config_digest": {"type": "string"},
                 "size": {"type": "integer"}, "layers": {"type": "integer"}}},
+            "PullImage": {"type": "object", "required": ["reference"], "additionalProperties": false, "properties": {
+                "reference": {"type": "string"}, "insecure_registry": {"type": "boolean"},
+                "username": {"type": "string", "nullable": true}, "password": {"type": "string", "nullable": true}}},
             "LoadImage": {"type": "object", "required": ["path"], "additionalProperties": false, "properties": {
                 "path": {"type": "string"}, "name": {"type": "string", "nullable": true}}},
             "AttestRequest": {"type": "object", "required": ["nonce"], "additionalProperties": false, "properties": {"nonce": {"type": "string", "pattern": "^([0-9a-f]{2}){8,64}$"}}},

@@ -176,6 +176,20 @@ pub struct ImageSummary {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct PullImage {
+    /// `[registry/]repository[:tag|@digest]`.
+    pub reference: String,
+    /// Reach the registry over plain HTTP (for loopback or trusted-network registries).
+    #[serde(default)]
+    pub insecure_registry: bool,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LoadImage {
     /// Path of an OCI layout directory or archive, on the daemon's host.
     pub path: String,

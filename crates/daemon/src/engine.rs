@@ -497,6 +497,42 @@ impl Engine {
         Ok(loaded.iter().map(image_summary).collect())
     }
 
+    /// Pull an image from a registry into the store.
+    pub fn pull_image(&self, req: &vouch_api::PullImage) -> Result<ImageSummary, EngineError> {
+        let reference = req.reference.trim();
+        if reference.is_empty()
+            || reference
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(EngineError::BadRequest(format!(
+                "invalid image reference {:?}",
+                req.reference
+            )));
+        }
+        let registry = reference
+            .split_once('/')
+            .map(|(r, _)| r)
+            .filter(|r| r.contains(['.', ':']) || *r == "localhost")
+            .unwrap_or("docker.io")
+            .to_string();
+        let opts = vouch_image::registry::PullOptions {
+            insecure_registries: if req.insecure_registry {
+                vec![registry]
+            } else {
+                Vec::new()
+            },
+            username: req.username.clone(),
+            password: req.password.clone(),
+            timeout: None,
+        };
+        tracing::info!(reference, "pulling");
+        let progress = |e: vouch_image::registry::PullEvent| tracing::debug!(?e, "pull");
+        let record = vouch_image::registry::pull(&self.images, reference, &opts, &progress)?;
+        tracing::info!(reference, digest = %record.manifest_digest, "pulled");
+        Ok(image_summary(&record))
+    }
+
     pub fn remove_image(&self, reference: &str) -> Result<ImageSummary, EngineError> {
         let image = self.images.find(reference)?;
         let digest = image.manifest_digest.to_string();

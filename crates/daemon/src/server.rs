@@ -105,6 +105,7 @@ pub fn router(engine: Shared) -> Router {
         .route("/v1/events", get(events))
         .route("/v1/images", get(images))
         .route("/v1/images/load", post(load_image))
+        .route("/v1/images/pull", post(pull_image))
         .route("/v1/images/{reference}", delete(remove_image))
         .route("/v1/attest", post(attest))
         .route(
@@ -297,6 +298,13 @@ async fn load_image(State(e): State<Shared>, body: Bytes) -> Result<Response, Ap
         )));
     }
     blocking(move || e.load_image(&req.path, req.name.as_deref()))
+        .await
+        .map(|v| Json(v).into_response())
+}
+
+async fn pull_image(State(e): State<Shared>, body: Bytes) -> Result<Response, ApiError> {
+    let req: vouch_api::PullImage = parse_body(&body)?;
+    blocking(move || e.pull_image(&req))
         .await
         .map(|v| Json(v).into_response())
 }

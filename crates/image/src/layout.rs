@@ -90,7 +90,7 @@ pub fn load(
             .and_then(|a| a.get(oci::ANNOTATION_REF_NAME))
             .cloned();
         let names: Vec<String> = name.map(str::to_string).or(ref_name).into_iter().collect();
-        let record = load_manifest(store, dir_source.as_deref(), desc, names, 0)?;
+        let record = load_manifest(store, &LayoutDir(dir_source.as_deref()), desc, names, 0)?;
         loaded.push(store.put_image(record)?);
     }
     Ok(loaded)
@@ -117,38 +117,54 @@ fn read_limited(path: &Path) -> Result<Vec<u8>, LoadError> {
     Ok(out)
 }
 
-/// Copy a blob from a layout directory into the store (verified), unless it is there already.
+/// Where the blobs of an image come from: each is put into the store (verified against its
+/// descriptor) unless it is there already.
+pub trait BlobSource {
+    fn fetch(&self, store: &ContentStore, desc: &Descriptor) -> Result<(), LoadError>;
+}
+
+/// The blobs of an OCI layout directory, or (`None`) those an archive already put in the store.
+struct LayoutDir<'a>(Option<&'a Path>);
+
+impl BlobSource for LayoutDir<'_> {
+    fn fetch(&self, store: &ContentStore, desc: &Descriptor) -> Result<(), LoadError> {
+        let Some(dir) = self.0 else {
+            return Err(LoadError::Invalid(format!(
+                "blob {} is missing from the archive",
+                desc.digest
+            )));
+        };
+        let path = dir.join("blobs/sha256").join(desc.digest.hex());
+        let f = File::open(&path).map_err(|source| match source.kind() {
+            io::ErrorKind::NotFound => {
+                LoadError::Invalid(format!("blob {} is missing from the layout", desc.digest))
+            }
+            _ => LoadError::Io {
+                path: path.display().to_string(),
+                source,
+            },
+        })?;
+        store.ingest(&desc.digest, Some(desc.size), MAX_BLOB, BufReader::new(f))?;
+        Ok(())
+    }
+}
+
 fn ensure_blob(
     store: &ContentStore,
-    dir: Option<&Path>,
+    source: &dyn BlobSource,
     desc: &Descriptor,
 ) -> Result<(), LoadError> {
     if store.has_blob(&desc.digest) {
         return Ok(());
     }
-    let Some(dir) = dir else {
-        return Err(LoadError::Invalid(format!(
-            "blob {} is missing from the archive",
-            desc.digest
-        )));
-    };
-    let path = dir.join("blobs/sha256").join(desc.digest.hex());
-    let f = File::open(&path).map_err(|source| match source.kind() {
-        io::ErrorKind::NotFound => {
-            LoadError::Invalid(format!("blob {} is missing from the layout", desc.digest))
-        }
-        _ => LoadError::Io {
-            path: path.display().to_string(),
-            source,
-        },
-    })?;
-    store.ingest(&desc.digest, Some(desc.size), MAX_BLOB, BufReader::new(f))?;
-    Ok(())
+    source.fetch(store, desc)
 }
 
-fn load_manifest(
+/// Store the image `desc` names (an index is resolved to its linux/amd64 image), verify and
+/// unpack its layers, and return its record (not yet added to the image index).
+pub fn load_manifest(
     store: &ContentStore,
-    dir: Option<&Path>,
+    dir: &dyn BlobSource,
     desc: &Descriptor,
     names: Vec<String>,
     depth: u32,

@@ -8,6 +8,7 @@
 pub mod digest;
 pub mod layout;
 pub mod oci;
+pub mod registry;
 pub mod store;
 pub mod unpack;
 

@@ -42,6 +42,12 @@ pub enum StoreError {
     BlobTooLarge { digest: OciDigest, limit: u64 },
     #[error("blob {0} is not in the store")]
     MissingBlob(OciDigest),
+    #[error("cannot read blob {digest} from its source")]
+    Source {
+        digest: OciDigest,
+        #[source]
+        source: io::Error,
+    },
     #[error(
         "layer {digest} unpacks to content with diff id {actual}, the image config says {expected}"
     )]
@@ -214,7 +220,10 @@ impl ContentStore {
             let mut buf = vec![0u8; 256 * 1024];
             let mut total: u64 = 0;
             loop {
-                let n = reader.read(&mut buf).map_err(Self::io_err(&tmp))?;
+                let n = reader.read(&mut buf).map_err(|source| StoreError::Source {
+                    digest: expected.clone(),
+                    source,
+                })?;
                 if n == 0 {
                     break;
                 }

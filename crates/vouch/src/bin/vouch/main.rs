@@ -94,6 +94,8 @@ enum Cmd {
     /// Manage images.
     #[command(subcommand)]
     Image(ImageCmd),
+    /// Pull an image from a registry (same as `vouch image pull`).
+    Pull(PullArgs),
     /// Get evidence (quote + event log) for the current state, bound to a nonce.
     Attest {
         /// Hex nonce from the verifier; a random one is made (and printed) if omitted.
@@ -276,11 +278,71 @@ enum ImageCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Pull an image from an OCI registry; every blob is verified against its digest.
+    Pull(PullArgs),
     /// Remove images.
     Rm {
         #[arg(required = true)]
         images: Vec<String>,
     },
+}
+
+#[derive(ClapArgs)]
+struct PullArgs {
+    /// [REGISTRY/]REPOSITORY[:TAG|@DIGEST]
+    reference: String,
+    /// Reach the registry over plain HTTP (a loopback or trusted-network registry).
+    #[arg(long)]
+    insecure_registry: bool,
+    /// Registry user name (the password is read from VOUCH_REGISTRY_PASSWORD or stdin).
+    #[arg(short, long)]
+    username: Option<String>,
+    /// Read the registry password from stdin.
+    #[arg(long, requires = "username")]
+    password_stdin: bool,
+    #[arg(short, long)]
+    quiet: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+fn pull(client: &Client, args: PullArgs) -> Result<u8> {
+    let password = match (&args.username, args.password_stdin) {
+        (None, _) => None,
+        (Some(_), true) => {
+            let mut p = String::new();
+            std::io::stdin()
+                .read_line(&mut p)
+                .context("cannot read the password from stdin")?;
+            Some(p.trim_end_matches(['\r', '\n']).to_string())
+        }
+        (Some(_), false) => Some(std::env::var("VOUCH_REGISTRY_PASSWORD").map_err(|_| {
+            anyhow::anyhow!(
+                "--username needs a password: --password-stdin or VOUCH_REGISTRY_PASSWORD"
+            )
+        })?),
+    };
+    if !args.quiet && !args.json {
+        eprintln!("Pulling {}", args.reference);
+    }
+    let req = vouch_api::PullImage {
+        reference: args.reference.clone(),
+        insecure_registry: args.insecure_registry,
+        username: args.username.clone(),
+        password,
+    };
+    let image: ImageSummary = client.call("POST", "/v1/images/pull", Some(&req))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&image)?);
+    } else if args.quiet {
+        println!("{}", image.manifest_digest);
+    } else {
+        println!(
+            "Pulled {} ({}, {} layers, {} bytes)",
+            args.reference, image.manifest_digest, image.layers, image.size
+        );
+    }
+    Ok(0)
 }
 
 fn main() -> ExitCode {
@@ -398,6 +460,7 @@ fn run(cli: Cli) -> Result<u8> {
             Ok(0)
         }
         Cmd::Image(cmd) => image(&client, cmd),
+        Cmd::Pull(args) => pull(&client, args),
         Cmd::Tee(TeeCmd::Info { json }) => {
             let info: vouch_api::TeeInfo = client.call("GET", "/v1/tee", None::<&()>)?;
             if json {
@@ -706,6 +769,7 @@ fn image(client: &Client, cmd: ImageCmd) -> Result<u8> {
             }
             Ok(0)
         }
+        ImageCmd::Pull(args) => pull(client, args),
         ImageCmd::Load {
             input,
             path,
