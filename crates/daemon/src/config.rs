@@ -14,6 +14,8 @@ pub struct DaemonConfig {
     pub cgroup_parent: String,
     /// Host address of published ports that name none.
     pub publish_address: std::net::IpAddr,
+    /// Image policy (containers' `policy.json` format); none accepts every image.
+    pub image_policy: Option<PathBuf>,
 }
 
 impl DaemonConfig {

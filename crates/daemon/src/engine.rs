@@ -116,6 +116,7 @@ pub struct Engine {
     cfg: DaemonConfig,
     db: Db,
     images: ContentStore,
+    policy: Option<vouch_image::policy::ImagePolicy>,
     journal: Mutex<Journal>,
     tasks: Mutex<BTreeMap<String, TaskRecord>>,
     /// Latest view per task. Kept for a while after a task is removed, so a client that waits
@@ -181,6 +182,15 @@ impl Engine {
         }
         let db = Db::open(&cfg.db_path())?;
         let images = ContentStore::open(&cfg.images_dir())?;
+        let policy = match &cfg.image_policy {
+            Some(p) => {
+                let policy = vouch_image::policy::ImagePolicy::load(p)
+                    .map_err(|e| EngineError::BadRequest(error_chain(&e)))?;
+                tracing::info!(policy = %p.display(), digest = %policy.digest, "image policy enforced");
+                Some(policy)
+            }
+            None => None,
+        };
         let (journal, report) = Journal::open(&cfg.eventlog_path(), attester, VOUCH_REGISTER)?;
         if report.truncated_bytes > 0 || report.extended_last {
             tracing::warn!(
@@ -198,6 +208,7 @@ impl Engine {
             cfg,
             db,
             images,
+            policy,
             journal: Mutex::new(journal),
             tasks: Mutex::new(tasks),
             watchers: Mutex::new(HashMap::new()),
@@ -493,7 +504,20 @@ impl Engine {
                 return Err(EngineError::BadRequest(format!("invalid image name {n:?}")));
             }
         }
-        let loaded = vouch_image::load(&self.images, Path::new(path), name)?;
+        let decision = match &self.policy {
+            Some(p) => Some(
+                p.check_local(name.unwrap_or(path))
+                    .map_err(|e| EngineError::Load(LoadError::Policy(e)))?,
+            ),
+            None => None,
+        };
+        let mut loaded = vouch_image::load(&self.images, Path::new(path), name)?;
+        if decision.is_some() {
+            for r in loaded.iter_mut() {
+                r.verification = decision.clone();
+                *r = self.images.put_image(r.clone())?;
+            }
+        }
         Ok(loaded.iter().map(image_summary).collect())
     }
 
@@ -528,7 +552,13 @@ impl Engine {
         };
         tracing::info!(reference, "pulling");
         let progress = |e: vouch_image::registry::PullEvent| tracing::debug!(?e, "pull");
-        let record = vouch_image::registry::pull(&self.images, reference, &opts, &progress)?;
+        let record = vouch_image::registry::pull(
+            &self.images,
+            reference,
+            &opts,
+            self.policy.as_ref(),
+            &progress,
+        )?;
         tracing::info!(reference, digest = %record.manifest_digest, "pulled");
         Ok(image_summary(&record))
     }
@@ -1004,7 +1034,20 @@ impl Engine {
             spec,
             secrets,
         } = *launch;
-        // Verify: layers present and intact in the store (digests were checked at load).
+        // Verify: the image policy's decision, then layers present and intact in the store
+        // (digests were checked when the image came in).
+        let (signer, policy) = match (&self.policy, &image.verification) {
+            (None, _) => (Value::Null, json!("no image policy configured")),
+            (Some(_), None) => {
+                return Err(EngineError::BadRequest(format!(
+                    "image {reference} was not checked against the image policy (it came in before the policy was set); pull or load it again"
+                )))
+            }
+            (Some(p), Some(v)) => (
+                json!(v.signer),
+                json!({"digest": p.digest, "scope": v.scope, "requirements": v.requirements}),
+            ),
+        };
         let mut layer_dirs = Vec::new();
         for layer in &image.layers {
             layer_dirs.push(self.images.ensure_layer(layer)?);
@@ -1016,9 +1059,9 @@ impl Engine {
                 "image_digest": image.manifest_digest.to_string(),
                 "config_digest": image.config_digest.to_string(),
                 "layers": image.layers.iter().map(|l| l.diff_id.to_string()).collect::<Vec<_>>(),
-                "signer": Value::Null,
+                "signer": signer,
                 "golden_value": Value::Null,
-                "policy": "local image store; no signature policy configured",
+                "policy": policy,
             }),
         )?;
         self.set_state(

@@ -457,6 +457,7 @@ mod tests {
             exe: std::path::PathBuf::from("/nonexistent"),
             cgroup_parent: "/vouch-test".into(),
             publish_address: std::net::Ipv4Addr::LOCALHOST.into(),
+            image_policy: None,
         };
         let sim = std::sync::Arc::new(
             vouch_tee::sim::SimAttester::open(&dir.path().join("sim")).expect("sim"),

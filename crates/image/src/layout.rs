@@ -36,6 +36,8 @@ pub enum LoadError {
     Invalid(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Policy(crate::policy::PolicyError),
 }
 
 fn json<T: serde::de::DeserializeOwned>(
@@ -257,6 +259,7 @@ pub fn load_manifest(
         layers,
         defaults,
         loaded_at: unix_seconds_now(),
+        verification: None,
     })
 }
 

@@ -5,9 +5,11 @@
 //! when complete; no entry may write outside its layer directory, create a device node, or keep a
 //! setuid/setgid bit. This crate must never follow a symlink that came from an image.
 
+pub mod cosign;
 pub mod digest;
 pub mod layout;
 pub mod oci;
+pub mod policy;
 pub mod registry;
 pub mod store;
 pub mod unpack;

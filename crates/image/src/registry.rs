@@ -9,6 +9,7 @@
 //! size whatever the layer size.
 
 use std::io::{self, Read};
+
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -170,14 +171,11 @@ fn media_type_of(doc: &[u8]) -> Result<String, LoadError> {
     })
 }
 
-/// Pull `reference` (`[registry/]repository[:tag|@digest]`) into the store and add it to the
-/// image index under that name.
-pub fn pull(
-    store: &ContentStore,
+fn connect<'a>(
     reference: &str,
     opts: &PullOptions,
-    progress: &(dyn Fn(PullEvent) + Sync),
-) -> Result<ImageRecord, LoadError> {
+    progress: &'a (dyn Fn(PullEvent) + Sync),
+) -> Result<Registry<'a>, LoadError> {
     let parsed: Reference = reference
         .parse()
         .map_err(|e| LoadError::Invalid(format!("invalid image reference {reference:?}: {e}")))?;
@@ -205,26 +203,198 @@ pub fn pull(
         .enable_all()
         .build()
         .map_err(|e| registry_err("runtime", e))?;
-    let reg = Registry {
+    Ok(Registry {
         rt,
         client: Client::new(config),
-        reference: parsed.clone(),
+        reference: parsed,
         auth,
         timeout,
         progress,
-    };
-    let top = reg.manifest_bytes(&parsed)?;
-    let digest = OciDigest::from_sha256(Sha256::digest(&top).into());
-    if let Some(pinned) = parsed.digest() {
-        if pinned != digest.to_string() {
-            return Err(LoadError::Invalid(format!(
-                "the registry answered {reference} with a manifest whose digest is {digest}"
-            )));
+    })
+}
+
+/// `registry/repository` of a reference, as signatures name it.
+pub fn repository_of(reference: &Reference) -> String {
+    format!("{}/{}", reference.registry(), reference.repository())
+}
+
+impl Registry<'_> {
+    /// The manifest `reference` names, hashed here.
+    fn resolve(&self) -> Result<(Vec<u8>, OciDigest), LoadError> {
+        let top = self.manifest_bytes(&self.reference)?;
+        let digest = OciDigest::from_sha256(Sha256::digest(&top).into());
+        if let Some(pinned) = self.reference.digest() {
+            if pinned != digest.to_string() {
+                return Err(LoadError::Invalid(format!(
+                    "the registry answered {} with a manifest whose digest is {digest}",
+                    self.reference
+                )));
+            }
         }
+        Ok((top, digest))
     }
+
+    /// Cosign signatures attached to `digest`: (payload, base64 signature) per signature layer,
+    /// each payload checked against its layer digest. None attached is an empty list.
+    fn cosign_signatures(&self, digest: &OciDigest) -> Result<Vec<(Vec<u8>, String)>, LoadError> {
+        let sig_ref = Reference::with_tag(
+            self.reference.registry().to_string(),
+            self.reference.repository().to_string(),
+            crate::cosign::signature_tag(digest),
+        );
+        let bytes = match self.rt.block_on(self.client.pull_manifest_raw(
+            &sig_ref,
+            &self.auth,
+            &[oci::MEDIA_MANIFEST, oci::MEDIA_DOCKER_MANIFEST],
+        )) {
+            Ok((b, _)) => b,
+            // No signature attached: the tag does not exist.
+            Err(oci_client::errors::OciDistributionError::ImageManifestNotFoundError(_)) => {
+                return Ok(Vec::new())
+            }
+            Err(oci_client::errors::OciDistributionError::RegistryError { envelope, .. })
+                if envelope
+                    .errors
+                    .iter()
+                    .any(|e| e.code == oci_client::errors::OciErrorCode::ManifestUnknown) =>
+            {
+                return Ok(Vec::new())
+            }
+            Err(e) => return Err(registry_err(&format!("signatures of {digest}"), e)),
+        };
+        let manifest: oci::Manifest = serde_json::from_slice(&bytes)
+            .map_err(|e| LoadError::Invalid(format!("signature manifest of {digest}: {e}")))?;
+        let mut out = Vec::new();
+        for layer in &manifest.layers {
+            if layer.media_type != crate::cosign::SIMPLE_SIGNING_MEDIA_TYPE {
+                continue;
+            }
+            let Some(sig) = layer
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(crate::cosign::SIGNATURE_ANNOTATION))
+            else {
+                continue;
+            };
+            if layer.size > 1 << 20 {
+                return Err(LoadError::Invalid(format!(
+                    "signature payload {} is larger than 1 MiB",
+                    layer.digest
+                )));
+            }
+            let sized = self
+                .rt
+                .block_on(
+                    self.client
+                        .pull_blob_stream(&sig_ref, layer.digest.to_string().as_str()),
+                )
+                .map_err(|e| registry_err(&format!("signature payload {}", layer.digest), e))?;
+            let mut payload = Vec::new();
+            StreamReader {
+                rt: &self.rt,
+                stream: sized.stream,
+                chunk: bytes::Bytes::new(),
+                timeout: self.timeout,
+            }
+            .take((1 << 20) + 1)
+            .read_to_end(&mut payload)
+            .map_err(|e| registry_err(&format!("signature payload {}", layer.digest), e))?;
+            if OciDigest::from_sha256(Sha256::digest(&payload).into()) != layer.digest {
+                return Err(LoadError::Invalid(format!(
+                    "signature payload {} does not match its digest",
+                    layer.digest
+                )));
+            }
+            out.push((payload, sig.clone()));
+        }
+        Ok(out)
+    }
+}
+
+/// The manifest digest `reference` names in its registry.
+pub fn resolve_digest(reference: &str, opts: &PullOptions) -> Result<OciDigest, LoadError> {
+    let reg = connect(reference, opts, &|_| {})?;
+    Ok(reg.resolve()?.1)
+}
+
+/// Sign the image `reference` names with a cosign key and attach the signature in its
+/// repository (`sha256-<hex>.sig`), keeping signatures attached before. Returns the digest signed.
+pub fn push_cosign_signature(
+    reference: &str,
+    key: &p256::ecdsa::SigningKey,
+    opts: &PullOptions,
+) -> Result<OciDigest, LoadError> {
+    let reg = connect(reference, opts, &|_| {})?;
+    let (_, digest) = reg.resolve()?;
+    let payload = crate::cosign::payload(&repository_of(&reg.reference), &digest);
+    let signature = crate::cosign::sign(key, &payload);
+    let mut layers: Vec<oci_client::client::ImageLayer> = reg
+        .cosign_signatures(&digest)?
+        .into_iter()
+        .filter(|(p, s)| !(p == &payload && s == &signature))
+        .map(|(p, s)| sig_layer(p, s))
+        .collect();
+    layers.push(sig_layer(payload, signature));
+    let diff_ids: Vec<String> = layers
+        .iter()
+        .map(|l| OciDigest::from_sha256(Sha256::digest(&l.data).into()).to_string())
+        .collect();
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "", "os": "", "config": {},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    }))
+    .map_err(|e| registry_err("signature config", e))?;
+    let sig_ref = Reference::with_tag(
+        reg.reference.registry().to_string(),
+        reg.reference.repository().to_string(),
+        crate::cosign::signature_tag(&digest),
+    );
+    reg.rt
+        .block_on(reg.client.push(
+            &sig_ref,
+            &layers,
+            oci_client::client::Config::new(config, oci::MEDIA_CONFIG.to_string(), None),
+            &reg.auth,
+            None,
+        ))
+        .map_err(|e| registry_err(&format!("pushing the signature of {digest}"), e))?;
+    Ok(digest)
+}
+
+fn sig_layer(payload: Vec<u8>, signature: String) -> oci_client::client::ImageLayer {
+    let mut annotations = std::collections::BTreeMap::new();
+    annotations.insert(crate::cosign::SIGNATURE_ANNOTATION.to_string(), signature);
+    oci_client::client::ImageLayer::new(
+        payload,
+        crate::cosign::SIMPLE_SIGNING_MEDIA_TYPE.to_string(),
+        Some(annotations),
+    )
+}
+
+/// Pull `reference` (`[registry/]repository[:tag|@digest]`) into the store and add it to the
+/// image index under that name. With a policy, the image must satisfy it before anything but
+/// its manifest is fetched; the decision is kept with the image.
+pub fn pull(
+    store: &ContentStore,
+    reference: &str,
+    opts: &PullOptions,
+    policy: Option<&crate::policy::ImagePolicy>,
+    progress: &(dyn Fn(PullEvent) + Sync),
+) -> Result<ImageRecord, LoadError> {
+    let reg = connect(reference, opts, progress)?;
+    let (top, digest) = reg.resolve()?;
     progress(PullEvent::Resolved {
         digest: digest.clone(),
     });
+    let decision = match policy {
+        Some(p) => Some(
+            p.check(&repository_of(&reg.reference), reference, &digest, &|| {
+                reg.cosign_signatures(&digest)
+            })
+            .map_err(LoadError::Policy)?,
+        ),
+        None => None,
+    };
     let desc = Descriptor {
         media_type: media_type_of(&top)?,
         digest: digest.clone(),
@@ -233,6 +403,7 @@ pub fn pull(
         platform: None,
     };
     store.ingest(&digest, Some(desc.size), MAX_DOCUMENT, top.as_slice())?;
-    let record = load_manifest(store, &reg, &desc, vec![parsed.whole()], 0)?;
+    let mut record = load_manifest(store, &reg, &desc, vec![reg.reference.whole()], 0)?;
+    record.verification = decision;
     Ok(store.put_image(record)?)
 }

@@ -106,6 +106,9 @@ pub struct ImageRecord {
     /// Compressed size of all layers.
     pub size: u64,
     pub loaded_at: String,
+    /// What the image policy decided when the image was pulled or loaded (none without a policy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<crate::policy::Verification>,
 }
 
 impl ImageRecord {

@@ -239,3 +239,165 @@ fn a_corrupted_blob_fails_the_pull_and_leaves_nothing() {
         .unwrap_or_default();
     assert!(tmp.is_empty(), "partial files left: {tmp:?}");
 }
+
+fn keygen(env: &TestEnv, d: &Daemon, prefix: &str) -> (PathBuf, String) {
+    let p = env.path().join(prefix);
+    let out = d.vouch_env(
+        &[
+            "key",
+            "generate",
+            "--output-prefix",
+            p.to_str().expect("utf8"),
+        ],
+        &[("VOUCH_KEY_PASSWORD", "correct horse")],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let fp = stdout(&out)
+        .split("(sha256:")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .map(|h| format!("sha256:{h}"))
+        .expect("fingerprint");
+    (p, fp)
+}
+
+#[test]
+fn signed_images_pass_the_policy_and_others_are_refused_before_unpacking() {
+    if !require_root("signed_images_pass_the_policy_and_others_are_refused_before_unpacking") {
+        return;
+    }
+    let env = TestEnv::new();
+    let Some(reg) = Registry::start(env.path()) else {
+        return;
+    };
+    let layout = env.path().join("layout");
+    write_layout(
+        &layout,
+        "bb",
+        &[busybox_layer()],
+        &["/bin/sh"],
+        &["PATH=/bin"],
+    );
+    for repo in [
+        "test/signed:latest",
+        "test/unsigned:latest",
+        "test/other:latest",
+    ] {
+        reg.push(&layout, "bb", repo);
+    }
+    // Keys and signatures are made without any daemon policy in the way.
+    let plain = env.start();
+    let (key, fp) = keygen(&env, &plain, "release");
+    let (other_key, _) = keygen(&env, &plain, "other");
+    let sign = |reference: &str, k: &Path| {
+        let out = plain.vouch_env(
+            &[
+                "sign",
+                "--insecure-registry",
+                "--key",
+                k.with_extension("key").to_str().expect("utf8"),
+                reference,
+            ],
+            &[("VOUCH_KEY_PASSWORD", "correct horse")],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+    };
+    sign(&format!("{}/test/signed:latest", reg.addr), &key);
+    sign(&format!("{}/test/other:latest", reg.addr), &other_key);
+    let wrong_password = plain.vouch_env(
+        &[
+            "sign",
+            "--insecure-registry",
+            "--key",
+            key.with_extension("key").to_str().expect("utf8"),
+            &format!("{}/test/unsigned:latest", reg.addr),
+        ],
+        &[("VOUCH_KEY_PASSWORD", "wrong")],
+    );
+    assert!(!wrong_password.status.success());
+    assert!(
+        stderr(&wrong_password).contains("wrong password"),
+        "{}",
+        stderr(&wrong_password)
+    );
+    drop(plain);
+
+    let policy = env.path().join("policy.json");
+    std::fs::write(
+        &policy,
+        serde_json::json!({
+            "default": [{"type": "reject"}],
+            "transports": {"docker": {
+                format!("{}/test", reg.addr): [{"type": "sigstoreSigned", "keyPath": key.with_extension("pub")}]
+            }}
+        })
+        .to_string(),
+    )
+    .expect("policy");
+    let state_images = env.state().join("images");
+    let _ = std::fs::remove_dir_all(&state_images);
+    let d = env.start_with(&[
+        "--tee",
+        "sim",
+        "--image-policy",
+        policy.to_str().expect("utf8"),
+    ]);
+
+    let signed = format!("{}/test/signed:latest", reg.addr);
+    let out = d.vouch(&["pull", "--insecure-registry", &signed]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        d.ok(&["run", "--rm", &signed, "echo", "signed"]).trim(),
+        "signed"
+    );
+    // The decision is measured: which key, which requirement.
+    let ev = env.path().join("ev.json");
+    d.ok(&[
+        "attest",
+        "--nonce",
+        "00112233445566778899aabbccddeeff",
+        "-o",
+        ev.to_str().expect("utf8"),
+    ]);
+    let evidence: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&ev).expect("ev")).expect("json");
+    let verified = evidence["event_log"]
+        .as_array()
+        .expect("log")
+        .iter()
+        .find(|r| r["op"] == "image.verified")
+        .expect("image.verified")
+        .clone();
+    assert_eq!(verified["content"]["signer"], fp.as_str(), "{verified}");
+    assert_eq!(
+        verified["content"]["policy"]["requirements"],
+        serde_json::json!(["sigstoreSigned"])
+    );
+
+    let before = store_blobs(&env);
+    for (reference, want) in [
+        (
+            format!("{}/test/unsigned:latest", reg.addr),
+            "no signature attached",
+        ),
+        (format!("{}/test/other:latest", reg.addr), "none valid"),
+    ] {
+        let out = d.vouch(&["pull", "--insecure-registry", &reference]);
+        assert!(!out.status.success(), "{reference} accepted");
+        assert!(stderr(&out).contains(want), "{reference}: {}", stderr(&out));
+    }
+    // Refused before anything but manifests was fetched or unpacked.
+    let after = store_blobs(&env);
+    assert!(after.len() <= before.len() + 2, "{before:?} -> {after:?}");
+    // Anything outside the scope is rejected, and so are layout loads (default reject).
+    let loaded = d.vouch(&[
+        "image",
+        "load",
+        "-i",
+        layout.to_str().expect("utf8"),
+        "--name",
+        "local",
+    ]);
+    assert!(!loaded.status.success());
+    assert!(stderr(&loaded).contains("rejects"), "{}", stderr(&loaded));
+}

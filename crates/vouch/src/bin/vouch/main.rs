@@ -186,6 +186,24 @@ enum Cmd {
     /// The TEE vouchd runs on.
     #[command(subcommand)]
     Tee(TeeCmd),
+    /// Signing keys for images (cosign's key format).
+    #[command(subcommand)]
+    Key(KeyCmd),
+    /// Sign an image in its registry with a cosign key (the signature is attached as
+    /// sha256-<digest>.sig in the image's repository, where cosign looks for it).
+    Sign {
+        /// [REGISTRY/]REPOSITORY[:TAG|@DIGEST]
+        reference: String,
+        /// The private key (from `vouch key generate` or `cosign generate-key-pair`).
+        #[arg(long)]
+        key: PathBuf,
+        /// Reach the registry over plain HTTP.
+        #[arg(long)]
+        insecure_registry: bool,
+        /// Read the key password from stdin (default: VOUCH_KEY_PASSWORD).
+        #[arg(long)]
+        password_stdin: bool,
+    },
     /// Show the daemon's TEE and measurement state.
     Info {
         #[arg(long)]
@@ -285,6 +303,76 @@ enum ImageCmd {
         #[arg(required = true)]
         images: Vec<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum KeyCmd {
+    /// Create a signing key pair: PREFIX.key (encrypted, 0600) and PREFIX.pub, in the format
+    /// cosign and skopeo read. The password comes from VOUCH_KEY_PASSWORD or stdin.
+    Generate {
+        /// Path prefix of the two files.
+        #[arg(long, default_value = "cosign")]
+        output_prefix: PathBuf,
+        /// Read the password from stdin.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+/// A key password from VOUCH_KEY_PASSWORD, or the first line of stdin.
+fn key_password(from_stdin: bool) -> Result<zeroize::Zeroizing<String>> {
+    if from_stdin {
+        let mut p = String::new();
+        std::io::stdin()
+            .read_line(&mut p)
+            .context("cannot read the password from stdin")?;
+        return Ok(zeroize::Zeroizing::new(
+            p.trim_end_matches(['\r', '\n']).to_string(),
+        ));
+    }
+    std::env::var("VOUCH_KEY_PASSWORD")
+        .map(zeroize::Zeroizing::new)
+        .map_err(|_| {
+            anyhow::anyhow!("give the key password in VOUCH_KEY_PASSWORD or with --password-stdin")
+        })
+}
+
+fn key(cmd: KeyCmd) -> Result<u8> {
+    match cmd {
+        KeyCmd::Generate {
+            output_prefix,
+            password_stdin,
+        } => {
+            let password = key_password(password_stdin)?;
+            let (private, public) = vouch_image::cosign::generate(password.as_bytes())?;
+            let with = |ext: &str| {
+                let mut p = output_prefix.clone().into_os_string();
+                p.push(ext);
+                PathBuf::from(p)
+            };
+            let (key_path, pub_path) = (with(".key"), with(".pub"));
+            for p in [&key_path, &pub_path] {
+                if p.exists() {
+                    bail!("{} exists already; not overwriting it", p.display());
+                }
+            }
+            use std::io::Write as _;
+            use std::os::unix::fs::OpenOptionsExt as _;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&key_path)
+                .and_then(|mut f| f.write_all(private.as_bytes()))
+                .with_context(|| format!("cannot write {}", key_path.display()))?;
+            std::fs::write(&pub_path, public.as_bytes())
+                .with_context(|| format!("cannot write {}", pub_path.display()))?;
+            let fp = vouch_image::cosign::fingerprint(&vouch_image::cosign::parse_public(&public)?);
+            println!("Private key written to {}", key_path.display());
+            println!("Public key written to {} ({fp})", pub_path.display());
+            Ok(0)
+        }
+    }
 }
 
 #[derive(ClapArgs)]
@@ -461,6 +549,34 @@ fn run(cli: Cli) -> Result<u8> {
         }
         Cmd::Image(cmd) => image(&client, cmd),
         Cmd::Pull(args) => pull(&client, args),
+        Cmd::Key(cmd) => key(cmd),
+        Cmd::Sign {
+            reference,
+            key,
+            insecure_registry,
+            password_stdin,
+        } => {
+            let password = key_password(password_stdin)?;
+            let pem = std::fs::read_to_string(&key)
+                .with_context(|| format!("cannot read {}", key.display()))?;
+            let signing = vouch_image::cosign::decrypt_private(&pem, password.as_bytes())?;
+            let registry = reference
+                .split_once('/')
+                .map(|(r, _)| r.to_string())
+                .unwrap_or_default();
+            let opts = vouch_image::registry::PullOptions {
+                insecure_registries: if insecure_registry {
+                    vec![registry]
+                } else {
+                    Vec::new()
+                },
+                ..Default::default()
+            };
+            let digest = vouch_image::registry::push_cosign_signature(&reference, &signing, &opts)?;
+            let fp = vouch_image::cosign::fingerprint(&signing.verifying_key().clone());
+            println!("Signed {reference} ({digest}) with {fp}");
+            Ok(0)
+        }
         Cmd::Tee(TeeCmd::Info { json }) => {
             let info: vouch_api::TeeInfo = client.call("GET", "/v1/tee", None::<&()>)?;
             if json {

@@ -41,6 +41,10 @@ struct Args {
     /// Host address of published ports that name none (`-p 8080:80`, Conker's Ports).
     #[arg(long, default_value = "0.0.0.0", value_name = "IP")]
     publish_address: std::net::IpAddr,
+    /// Image policy in containers' policy.json format (default reject or accept, per-registry
+    /// and per-repository sigstoreSigned keys); enforced before an image is unpacked.
+    #[arg(long, value_name = "FILE")]
+    image_policy: Option<std::path::PathBuf>,
     /// Log filter, e.g. info or debug.
     #[arg(long, env = "VOUCH_LOG", default_value = "info")]
     log_level: String,
@@ -148,6 +152,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         exe,
         cgroup_parent: args.cgroup_parent,
         publish_address: args.publish_address,
+        image_policy: args.image_policy.clone(),
     };
     let tdx = || vouch_tee::tdx::TdxAttester::detect();
     let tpm = |tcti: &str,
