@@ -74,7 +74,45 @@ struct RawPolicy {
 enum Requirement {
     Accept,
     Reject,
-    Signed { keys: Vec<(String, VerifyingKey)> },
+    Signed {
+        keys: Vec<(String, VerifyingKey)>,
+        /// `matchRepository`; otherwise `matchRepoDigestOrExact` (the default).
+        match_repository: bool,
+    },
+}
+
+/// Split a signed identity into (repository, tag, digest).
+fn split_identity(id: &str) -> (&str, Option<&str>, Option<&str>) {
+    if let Some((repo, digest)) = id.split_once('@') {
+        return (repo, None, Some(digest));
+    }
+    let last_slash = id.rfind('/').map_or(0, |i| i + 1);
+    match id[last_slash..].find(':') {
+        Some(i) => (&id[..last_slash + i], Some(&id[last_slash + i + 1..]), None),
+        None => (id, None, None),
+    }
+}
+
+/// Whether a signature's identity matches the image (containers' identity rules).
+fn identity_matches(
+    identity: &str,
+    repository: &str,
+    reference: &str,
+    digest: &OciDigest,
+    match_repository: bool,
+) -> bool {
+    let (repo, tag, signed_digest) = split_identity(identity);
+    if repo != repository {
+        return false;
+    }
+    if match_repository {
+        return true;
+    }
+    match (tag, signed_digest) {
+        (Some(_), _) => identity == reference,
+        (None, Some(d)) => d == digest.to_string(),
+        (None, None) => true,
+    }
 }
 
 /// What a policy decided for an image, kept with it and measured when it runs.
@@ -195,7 +233,10 @@ impl ImagePolicy {
                         image: reference.into(),
                     })
                 }
-                Requirement::Signed { keys } => {
+                Requirement::Signed {
+                    keys,
+                    match_repository,
+                } => {
                     let sigs = signatures().map_err(|e| PolicyError::Fetch {
                         image: reference.into(),
                         reason: e.to_string(),
@@ -204,7 +245,17 @@ impl ImagePolicy {
                     let found = sigs.iter().find_map(|(payload, sig)| {
                         keys.iter().find_map(|(fp, key)| {
                             match cosign::verify(key, payload, sig, digest) {
-                                Ok(identity) if identity == repository => Some(fp.clone()),
+                                Ok(identity)
+                                    if identity_matches(
+                                        &identity,
+                                        repository,
+                                        reference,
+                                        digest,
+                                        *match_repository,
+                                    ) =>
+                                {
+                                    Some(fp.clone())
+                                }
                                 Ok(identity) => {
                                     reasons.push(format!("a signature for {identity}"));
                                     None
@@ -294,12 +345,17 @@ fn requirement(r: &RawRequirement, base: &Path) -> Result<Requirement, PolicyErr
             key_data,
             signed_identity,
         } => {
+            let mut match_repository = false;
             if let Some(id) = signed_identity {
                 let kind = id.get("type").and_then(|t| t.as_str()).unwrap_or("");
-                if kind != "matchRepository" && kind != "matchRepoDigestOrExact" {
-                    return Err(PolicyError::Invalid(format!(
-                        "signedIdentity {kind:?} is not supported (matchRepository, matchRepoDigestOrExact)"
-                    )));
+                match kind {
+                    "matchRepository" => match_repository = true,
+                    "matchRepoDigestOrExact" => {}
+                    _ => {
+                        return Err(PolicyError::Invalid(format!(
+                            "signedIdentity {kind:?} is not supported (matchRepository, matchRepoDigestOrExact)"
+                        )))
+                    }
                 }
             }
             let pem = match (key_path, key_data) {
@@ -326,6 +382,7 @@ fn requirement(r: &RawRequirement, base: &Path) -> Result<Requirement, PolicyErr
                 cosign::parse_public(&pem).map_err(|e| PolicyError::Invalid(e.to_string()))?;
             Requirement::Signed {
                 keys: vec![(cosign::fingerprint(&key), key)],
+                match_repository,
             }
         }
     })
@@ -334,6 +391,63 @@ fn requirement(r: &RawRequirement, base: &Path) -> Result<Requirement, PolicyErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn signed_identities_match_as_containers_policy_says() {
+        let d = OciDigest::from_sha256([7u8; 32]);
+        let (repo, reference) = ("h:5000/team/app", "h:5000/team/app:1");
+        assert!(identity_matches(
+            "h:5000/team/app",
+            repo,
+            reference,
+            &d,
+            false
+        ));
+        assert!(identity_matches(
+            "h:5000/team/app:1",
+            repo,
+            reference,
+            &d,
+            false
+        ));
+        assert!(!identity_matches(
+            "h:5000/team/app:2",
+            repo,
+            reference,
+            &d,
+            false
+        ));
+        assert!(identity_matches(
+            "h:5000/team/app:2",
+            repo,
+            reference,
+            &d,
+            true
+        ));
+        assert!(identity_matches(
+            &format!("h:5000/team/app@{d}"),
+            repo,
+            reference,
+            &d,
+            false
+        ));
+        let other = OciDigest::from_sha256([8u8; 32]);
+        assert!(!identity_matches(
+            &format!("h:5000/team/app@{other}"),
+            repo,
+            reference,
+            &d,
+            false
+        ));
+        assert!(!identity_matches(
+            "h:5000/team/other",
+            repo,
+            reference,
+            &d,
+            true
+        ));
+        assert!(!identity_matches("h:5000", repo, reference, &d, true));
+    }
 
     #[test]
     fn scopes_from_most_specific_and_unsupported_requirements_refused() {

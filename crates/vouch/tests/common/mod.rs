@@ -525,3 +525,90 @@ pub fn read_from(addr: &str, limit: Duration) -> Result<String, String> {
         }
     }
 }
+
+/// A real OCI registry (`docker-registry`) on a free loopback port, stopped by PID on drop.
+pub struct Registry {
+    child: Child,
+    pub addr: String,
+    root: PathBuf,
+}
+
+impl Registry {
+    pub fn start(dir: &Path) -> Option<Registry> {
+        if Command::new("docker-registry")
+            .arg("--version")
+            .output()
+            .is_err()
+            || Command::new("skopeo").arg("--version").output().is_err()
+        {
+            assert_ne!(
+                std::env::var("CI").as_deref(),
+                Ok("true"),
+                "docker-registry and skopeo are needed (scripts/deps installs them)"
+            );
+            eprintln!("SKIPPED: docker-registry or skopeo is not installed");
+            return None;
+        }
+        let port = free_port();
+        let root = dir.join("registry-data");
+        let config = dir.join("registry.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                root.display()
+            ),
+        )
+        .expect("config");
+        let log = std::fs::File::create(dir.join("registry.log")).expect("log");
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("docker-registry");
+        let addr = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(Instant::now() < deadline, "registry did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(Registry { child, addr, root })
+    }
+
+    /// Push an OCI layout's image with skopeo (the manifest bytes are kept as they are).
+    pub fn push(&self, layout: &Path, name: &str, repo: &str) {
+        let out = Command::new("skopeo")
+            .args(["copy", "--quiet", "--dest-tls-verify=false"])
+            .arg(format!("oci:{}:{name}", layout.display()))
+            .arg(format!("docker://{}/{repo}", self.addr))
+            .output()
+            .expect("skopeo");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn blob_data(&self, digest: &str) -> PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.root
+            .join("docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+    }
+}
