@@ -121,7 +121,7 @@ fn read_limited(path: &Path) -> Result<Vec<u8>, LoadError> {
 
 /// Where the blobs of an image come from: each is put into the store (verified against its
 /// descriptor) unless it is there already.
-pub trait BlobSource {
+pub trait BlobSource: Sync {
     fn fetch(&self, store: &ContentStore, desc: &Descriptor) -> Result<(), LoadError>;
 }
 
@@ -233,16 +233,30 @@ pub fn load_manifest(
                 layer.digest, layer.media_type
             ))
         })?;
-        ensure_blob(store, dir, layer)?;
-        let record = LayerRecord {
+        layers.push(LayerRecord {
             digest: layer.digest.clone(),
             diff_id: diff_id.clone(),
             size: layer.size,
             compression,
-        };
-        store.ensure_layer(&record)?;
-        layers.push(record);
+        });
     }
+    // Fetch the missing layers, then unpack them, a few at a time: layers are independent until
+    // the overlay stacks them, and decompression is the cost that more cores divide.
+    let missing: Vec<&Descriptor> = manifest
+        .layers
+        .iter()
+        .filter(|l| !store.has_blob(&l.digest))
+        .collect();
+    parallel(&missing, |desc| ensure_blob(store, dir, desc))?;
+    let mut distinct: Vec<&LayerRecord> = Vec::new();
+    for l in &layers {
+        if !distinct.iter().any(|d| d.diff_id == l.diff_id) {
+            distinct.push(l);
+        }
+    }
+    parallel(&distinct, |l| {
+        store.ensure_layer(l).map(|_| ()).map_err(LoadError::from)
+    })?;
     let c = config.config.unwrap_or_default();
     let defaults = RuntimeDefaults {
         entrypoint: c.entrypoint.unwrap_or_default(),
@@ -261,6 +275,48 @@ pub fn load_manifest(
         loaded_at: unix_seconds_now(),
         verification: None,
     })
+}
+
+/// Work on at most this many layers at once.
+const PARALLEL_LAYERS: usize = 4;
+
+/// Run `f` on every item, up to [`PARALLEL_LAYERS`] at a time; the first error wins (the others
+/// still finish, so nothing is left half-written).
+fn parallel<T: Sync>(
+    items: &[T],
+    f: impl Fn(&T) -> Result<(), LoadError> + Sync,
+) -> Result<(), LoadError> {
+    if items.len() <= 1 {
+        return items.iter().try_for_each(&f);
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<Result<(), LoadError>> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..PARALLEL_LAYERS.min(items.len()))
+            .map(|_| {
+                s.spawn(|| {
+                    let mut out = Ok(());
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let Some(item) = items.get(i) else { break };
+                        if let Err(e) = f(item) {
+                            if out.is_ok() {
+                                out = Err(e);
+                            }
+                        }
+                    }
+                    out
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join()
+                    .unwrap_or_else(|_| Err(LoadError::Invalid("a layer worker panicked".into())))
+            })
+            .collect()
+    });
+    results.into_iter().collect()
 }
 
 fn unix_seconds_now() -> String {

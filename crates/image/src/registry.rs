@@ -199,7 +199,9 @@ fn connect<'a>(
             ))
         }
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
+    // Layers are fetched from several threads at once, each blocking on its own stream.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| registry_err("runtime", e))?;

@@ -313,7 +313,14 @@ impl ContentStore {
         let decompressed: Box<dyn Read> = match layer.compression {
             Compression::None => Box::new(io::BufReader::new(file)),
             Compression::Gzip => Box::new(GzDecoder::new(io::BufReader::new(file))),
-            Compression::Zstd => return Err(StoreError::UnsupportedCompression("zstd")),
+            Compression::Zstd => {
+                Box::new(zstd::stream::read::Decoder::new(file).map_err(|source| {
+                    StoreError::Unpack {
+                        digest: layer.digest.clone(),
+                        source: UnpackError::Tar(source),
+                    }
+                })?)
+            }
         };
         let mut hashing = HashingReader {
             inner: decompressed,
@@ -343,7 +350,15 @@ impl ContentStore {
                     actual,
                 });
             }
-            fs::rename(&tmp, &dest).map_err(Self::io_err(&dest))
+            match fs::rename(&tmp, &dest) {
+                Ok(()) => Ok(()),
+                // The same layer unpacked concurrently for another image: keep that one.
+                Err(_) if dest.is_dir() => {
+                    let _ = fs::remove_dir_all(&tmp);
+                    Ok(())
+                }
+                Err(e) => Err(Self::io_err(&dest)(e)),
+            }
         })();
         if result.is_err() {
             let _ = fs::remove_dir_all(&tmp);

@@ -313,3 +313,51 @@ fn signed_images_pass_the_policy_and_others_are_refused_before_unpacking() {
     assert!(!loaded.status.success());
     assert!(stderr(&loaded).contains("rejects"), "{}", stderr(&loaded));
 }
+
+#[test]
+fn zstd_layers_and_several_layers_at_once() {
+    if !require_root("zstd_layers_and_several_layers_at_once") {
+        return;
+    }
+    let env = TestEnv::new();
+    let Some(reg) = Registry::start(env.path()) else {
+        return;
+    };
+    let layout = env.path().join("layout");
+    let extra = |name: &str, body: &[u8]| {
+        Layer::new()
+            .dir("etc/")
+            .file(&format!("etc/{name}"), 0o644, body)
+            .finish()
+    };
+    write_layout_with(
+        &layout,
+        "z",
+        &[
+            busybox_layer(),
+            extra("one", b"1\n"),
+            extra("two", b"2\n"),
+            extra("three", b"3\n"),
+        ],
+        &["/bin/sh"],
+        &["PATH=/bin"],
+        true,
+    );
+    reg.push(&layout, "z", "test/zstd:1");
+    let d = env.start();
+    let reference = format!("{}/test/zstd:1", reg.addr);
+    let out = d.vouch(&["pull", "--insecure-registry", &reference]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        d.ok(&[
+            "run",
+            "--rm",
+            &reference,
+            "cat",
+            "/etc/one",
+            "/etc/two",
+            "/etc/three"
+        ]),
+        "1\n2\n3\n"
+    );
+}

@@ -388,6 +388,18 @@ pub fn write_layout(
     cmd: &[&str],
     env: &[&str],
 ) -> String {
+    write_layout_with(dir, name, layers, cmd, env, false)
+}
+
+/// Like [`write_layout`], with zstd-compressed layers when `zstd` is set.
+pub fn write_layout_with(
+    dir: &Path,
+    name: &str,
+    layers: &[Vec<u8>],
+    cmd: &[&str],
+    env: &[&str],
+    zstd: bool,
+) -> String {
     let blobs = dir.join("blobs/sha256");
     fs::create_dir_all(&blobs).expect("blobs");
     let put = |data: &[u8]| -> String {
@@ -399,9 +411,17 @@ pub fn write_layout(
     let mut diff_ids = Vec::new();
     for l in layers {
         diff_ids.push(format!("sha256:{}", sha256_hex(l)));
-        let gz = gzip(l);
+        let (gz, media) = if zstd {
+            (
+                zstd::encode_all(l.as_slice(), 3).expect("zstd"),
+                "application/vnd.oci.image.layer.v1.tar+zstd",
+            )
+        } else {
+            (gzip(l), "application/vnd.oci.image.layer.v1.tar+gzip")
+        };
         let h = put(&gz);
-        layer_descs.push(json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": format!("sha256:{h}"), "size": gz.len()}));
+        layer_descs
+            .push(json!({"mediaType": media, "digest": format!("sha256:{h}"), "size": gz.len()}));
     }
     let config = serde_json::to_vec(&json!({
         "architecture": "amd64", "os": "linux",
