@@ -16,6 +16,8 @@ pub struct DaemonConfig {
     pub publish_address: std::net::IpAddr,
     /// Image policy (containers' `policy.json` format); none accepts every image.
     pub image_policy: Option<PathBuf>,
+    /// How long a registry may stay silent (connect, or between reads) before a pull fails.
+    pub registry_timeout: std::time::Duration,
 }
 
 impl DaemonConfig {

@@ -548,7 +548,7 @@ impl Engine {
             },
             username: req.username.clone(),
             password: req.password.clone(),
-            timeout: None,
+            timeout: Some(self.cfg.registry_timeout),
         };
         tracing::info!(reference, "pulling");
         let progress = |e: vouch_image::registry::PullEvent| tracing::debug!(?e, "pull");

@@ -458,6 +458,7 @@ mod tests {
             cgroup_parent: "/vouch-test".into(),
             publish_address: std::net::Ipv4Addr::LOCALHOST.into(),
             image_policy: None,
+            registry_timeout: std::time::Duration::from_secs(30),
         };
         let sim = std::sync::Arc::new(
             vouch_tee::sim::SimAttester::open(&dir.path().join("sim")).expect("sim"),

@@ -61,8 +61,24 @@ struct Registry<'a> {
     progress: &'a (dyn Fn(PullEvent) + Sync),
 }
 
+/// A registry failure with its whole cause chain (transport errors keep the useful part, such as
+/// "operation timed out", in their sources).
 fn registry_err(what: &str, e: impl std::fmt::Display) -> LoadError {
     LoadError::Invalid(format!("registry: {what}: {e}"))
+}
+
+fn chain_err(what: &str, e: &(dyn std::error::Error + 'static)) -> LoadError {
+    let mut text = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !text.contains(&t) {
+            text.push_str(": ");
+            text.push_str(&t);
+        }
+        cur = c.source();
+    }
+    registry_err(what, text)
 }
 
 /// A blocking reader over the registry's byte stream.
@@ -105,7 +121,7 @@ impl Registry<'_> {
                 self.client
                     .pull_manifest_raw(reference, &self.auth, ACCEPTED),
             )
-            .map_err(|e| registry_err(&format!("manifest {reference}"), e))?;
+            .map_err(|e| chain_err(&format!("manifest {reference}"), &e))?;
         if bytes.len() as u64 > MAX_DOCUMENT {
             return Err(LoadError::Invalid(format!(
                 "the manifest of {reference} is larger than {MAX_DOCUMENT} bytes"
@@ -141,7 +157,7 @@ impl BlobSource for Registry<'_> {
                 self.client
                     .pull_blob_stream(&self.reference, digest.as_str()),
             )
-            .map_err(|e| registry_err(&format!("blob {digest}"), e))?;
+            .map_err(|e| chain_err(&format!("blob {digest}"), &e))?;
         let reader = StreamReader {
             rt: &self.rt,
             stream: sized.stream,
@@ -262,7 +278,7 @@ impl Registry<'_> {
             {
                 return Ok(Vec::new())
             }
-            Err(e) => return Err(registry_err(&format!("signatures of {digest}"), e)),
+            Err(e) => return Err(chain_err(&format!("signatures of {digest}"), &e)),
         };
         let manifest: oci::Manifest = serde_json::from_slice(&bytes)
             .map_err(|e| LoadError::Invalid(format!("signature manifest of {digest}: {e}")))?;

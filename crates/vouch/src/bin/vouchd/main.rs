@@ -45,6 +45,9 @@ struct Args {
     /// and per-repository sigstoreSigned keys); enforced before an image is unpacked.
     #[arg(long, value_name = "FILE")]
     image_policy: Option<std::path::PathBuf>,
+    /// Seconds a registry may stay silent (connecting, or between reads) before a pull fails.
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    registry_timeout: u64,
     /// Log filter, e.g. info or debug.
     #[arg(long, env = "VOUCH_LOG", default_value = "info")]
     log_level: String,
@@ -153,6 +156,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         cgroup_parent: args.cgroup_parent,
         publish_address: args.publish_address,
         image_policy: args.image_policy.clone(),
+        registry_timeout: std::time::Duration::from_secs(args.registry_timeout.max(1)),
     };
     let tdx = || vouch_tee::tdx::TdxAttester::detect();
     let tpm = |tcti: &str,

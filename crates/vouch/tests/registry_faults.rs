@@ -1,0 +1,217 @@
+//! A registry that misbehaves: a small proxy in front of a real `docker-registry` stalls, loops
+//! redirects, truncates bodies or swaps manifests. Each pull fails with a clear error, in bounded
+//! time, and leaves no image and no partial file behind.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Fault {
+    /// Blob requests get no answer at all.
+    StallBlobs,
+    /// Blob requests are redirected to themselves, forever.
+    RedirectLoop,
+    /// Blob bodies stop half way (the connection closes).
+    TruncateBlobs,
+    /// Manifest requests by tag get another (valid) manifest than the tag names.
+    SwapManifest,
+}
+
+struct Proxy {
+    addr: String,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(&self.addr);
+    }
+}
+
+fn read_head(s: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if s.read(&mut b).ok()? == 0 || head.len() > 64 * 1024 {
+            return None;
+        }
+        head.push(b[0]);
+    }
+    Some(head)
+}
+
+/// Forward one request upstream and return the whole raw response (the registry closes after
+/// answering because the request says so).
+fn upstream(registry: &str, head: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(head);
+    let mut lines: Vec<String> = text
+        .split("\r\n")
+        .filter(|l| !l.is_empty() && !l.to_ascii_lowercase().starts_with("connection:"))
+        .map(str::to_string)
+        .collect();
+    lines.push("Connection: close".into());
+    let mut up = TcpStream::connect(registry).expect("registry");
+    up.write_all(format!("{}\r\n\r\n", lines.join("\r\n")).as_bytes())
+        .expect("forward");
+    let mut resp = Vec::new();
+    let _ = up.read_to_end(&mut resp);
+    resp
+}
+
+fn serve(registry: String, fault: Fault, swap_to: Option<String>) -> Proxy {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            if flag.load(Ordering::SeqCst) {
+                break;
+            }
+            let Ok(mut conn) = conn else { continue };
+            let registry = registry.clone();
+            let swap_to = swap_to.clone();
+            std::thread::spawn(move || {
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(60)));
+                let Some(head) = read_head(&mut conn) else {
+                    return;
+                };
+                let first = String::from_utf8_lossy(&head)
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+                let path = first.split(' ').nth(1).unwrap_or("/").to_string();
+                let is_blob = path.contains("/blobs/");
+                match fault {
+                    Fault::StallBlobs if is_blob => {
+                        std::thread::sleep(Duration::from_secs(30));
+                        return;
+                    }
+                    Fault::RedirectLoop if is_blob => {
+                        let _ = conn.write_all(
+                            format!("HTTP/1.1 307 Temporary Redirect\r\nLocation: {path}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                                .as_bytes(),
+                        );
+                        return;
+                    }
+                    _ => {}
+                }
+                let head = match (&swap_to, fault) {
+                    (Some(other), Fault::SwapManifest) if path.contains("/manifests/latest") => {
+                        String::from_utf8_lossy(&head)
+                            .replacen("/manifests/latest", &format!("/manifests/{other}"), 1)
+                            .into_bytes()
+                    }
+                    _ => head,
+                };
+                let resp = upstream(&registry, &head);
+                if fault == Fault::TruncateBlobs && is_blob && resp.starts_with(b"HTTP/1.1 200") {
+                    let _ = conn.write_all(&resp[..resp.len() / 2]);
+                    return;
+                }
+                let _ = conn.write_all(&resp);
+            });
+        }
+    });
+    Proxy { addr, stop }
+}
+
+fn store_is_clean(env: &TestEnv, d: &Daemon) {
+    assert_eq!(d.json(&["image", "ls", "--json"]), serde_json::json!([]));
+    let tmp: Vec<_> = std::fs::read_dir(env.state().join("images/tmp"))
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(tmp.is_empty(), "partial files left: {tmp:?}");
+}
+
+#[test]
+fn misbehaving_registries_fail_clearly_and_leave_nothing() {
+    if !require_root("misbehaving_registries_fail_clearly_and_leave_nothing") {
+        return;
+    }
+    let env = TestEnv::new();
+    let Some(reg) = Registry::start(env.path()) else {
+        return;
+    };
+    let layout = env.path().join("layout");
+    write_layout(
+        &layout,
+        "bb",
+        &[busybox_layer()],
+        &["/bin/sh"],
+        &["PATH=/bin"],
+    );
+    reg.push(&layout, "bb", "test/bb:latest");
+    let other = env.path().join("other");
+    let other_digest = write_layout(
+        &other,
+        "o",
+        &[busybox_layer()],
+        &["/bin/true"],
+        &["PATH=/bin"],
+    );
+    reg.push(&other, "o", "test/bb:other");
+    let d = env.start_with(&["--tee", "sim", "--registry-timeout", "2"]);
+
+    for (fault, want) in [
+        (Fault::StallBlobs, "timed out"),
+        (Fault::RedirectLoop, "redirect"),
+        (Fault::TruncateBlobs, "connection closed before"),
+    ] {
+        let proxy = serve(reg.addr.clone(), fault, None);
+        let started = Instant::now();
+        let out = d.vouch(&[
+            "pull",
+            "--insecure-registry",
+            &format!("{}/test/bb:latest", proxy.addr),
+        ]);
+        assert!(!out.status.success(), "{fault:?}: pull succeeded");
+        assert!(
+            stderr(&out).to_lowercase().contains(want),
+            "{fault:?}: {}",
+            stderr(&out)
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{fault:?} took {:?}",
+            started.elapsed()
+        );
+        store_is_clean(&env, &d);
+    }
+
+    // A tag answered with another image than the one asked for by digest is refused.
+    let proxy = serve(reg.addr.clone(), Fault::SwapManifest, Some("other".into()));
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).expect("index"))
+            .expect("json");
+    let wanted = index["manifests"][0]["digest"]
+        .as_str()
+        .expect("digest")
+        .to_string();
+    let pinned = format!("{}/test/bb@{wanted}", proxy.addr);
+    let out = d.vouch(&["pull", "--insecure-registry", &pinned]);
+    assert!(
+        out.status.success(),
+        "by digest, nothing is swapped: {}",
+        stderr(&out)
+    );
+    // By tag the proxy answers with the other manifest: vouch stores what it got, under the
+    // digest it computed itself, never under the one the tag used to name.
+    let out = d.vouch(&[
+        "pull",
+        "-q",
+        "--insecure-registry",
+        &format!("{}/test/bb:latest", proxy.addr),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), other_digest);
+}
