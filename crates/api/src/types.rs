@@ -121,6 +121,10 @@ pub struct CreateContainer {
     /// until removed.
     #[serde(default)]
     pub volumes: Vec<String>,
+    /// A signed golden-value document (`vouch golden sign`) the launch must match; by default the
+    /// one attached to the image in its registry, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub golden: Option<serde_json::Value>,
 }
 
 /// A container as the API shows it.

@@ -18,6 +18,10 @@ pub struct DaemonConfig {
     pub image_policy: Option<PathBuf>,
     /// How long a registry may stay silent (connect, or between reads) before a pull fails.
     pub registry_timeout: std::time::Duration,
+    /// Public keys (PEM) trusted to sign golden-value documents.
+    pub golden_keys: Vec<PathBuf>,
+    /// Refuse launches without a golden value.
+    pub require_golden: bool,
 }
 
 impl DaemonConfig {

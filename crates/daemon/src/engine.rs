@@ -83,6 +83,7 @@ const REMOVED_KEPT: usize = 256;
 /// The inputs of one launch.
 #[derive(Clone, Copy)]
 struct Launch<'a> {
+    golden: Option<&'a vouch_image::golden::SignedGolden>,
     id: &'a str,
     name: &'a str,
     reference: &'a str,
@@ -103,6 +104,7 @@ pub struct TaskRecord {
 
 /// A recorded task waiting to be launched.
 struct Pending {
+    golden: Option<vouch_image::golden::SignedGolden>,
     id: String,
     name: String,
     reference: String,
@@ -117,6 +119,7 @@ pub struct Engine {
     db: Db,
     images: ContentStore,
     policy: Option<vouch_image::policy::ImagePolicy>,
+    golden_keys: Vec<p256::ecdsa::VerifyingKey>,
     journal: Mutex<Journal>,
     tasks: Mutex<BTreeMap<String, TaskRecord>>,
     /// Latest view per task. Kept for a while after a task is removed, so a client that waits
@@ -191,6 +194,18 @@ impl Engine {
             }
             None => None,
         };
+        let mut golden_keys = Vec::new();
+        for p in &cfg.golden_keys {
+            let pem = fs::read_to_string(p).map_err(|e| {
+                EngineError::BadRequest(format!(
+                    "cannot read golden-value key {}: {e}",
+                    p.display()
+                ))
+            })?;
+            golden_keys.push(vouch_image::cosign::parse_public(&pem).map_err(|e| {
+                EngineError::BadRequest(format!("golden-value key {}: {e}", p.display()))
+            })?);
+        }
         let (journal, report) = Journal::open(&cfg.eventlog_path(), attester, VOUCH_REGISTER)?;
         if report.truncated_bytes > 0 || report.extended_last {
             tracing::warn!(
@@ -209,6 +224,7 @@ impl Engine {
             db,
             images,
             policy,
+            golden_keys,
             journal: Mutex::new(journal),
             tasks: Mutex::new(tasks),
             watchers: Mutex::new(HashMap::new()),
@@ -679,6 +695,13 @@ impl Engine {
             )),
             other => EngineError::Store(other),
         })?;
+        let golden = match &req.golden {
+            Some(v) => Some(
+                serde_json::from_value::<vouch_image::golden::SignedGolden>(v.clone())
+                    .map_err(|e| EngineError::BadRequest(format!("golden value: {e}")))?,
+            ),
+            None => image.golden.clone(),
+        };
         let args =
             spec::resolve_command(&image.defaults.entrypoint, &image.defaults.cmd, &req.cmd)?;
         let env = spec::merge_env(&image.defaults.env, &req.env)?;
@@ -772,6 +795,7 @@ impl Engine {
             publish,
         };
         Ok(Pending {
+            golden,
             id,
             name,
             reference: req.image,
@@ -786,6 +810,7 @@ impl Engine {
     fn run(self: &Arc<Self>, p: Pending) -> Result<Container, EngineError> {
         let id = p.id.clone();
         let launch = Launch {
+            golden: p.golden.as_ref(),
             id: &p.id,
             name: &p.name,
             reference: &p.reference,
@@ -1027,6 +1052,7 @@ impl Engine {
     /// Verify the image and create the bundle, measuring both before anything runs.
     fn prepare(&self, launch: &Launch<'_>, bundle: &Path) -> Result<(), EngineError> {
         let Launch {
+            golden,
             id,
             name,
             reference,
@@ -1034,6 +1060,34 @@ impl Engine {
             spec,
             secrets,
         } = *launch;
+        // Golden values: the launch must be what the signed reference document allows.
+        let golden_value = match golden {
+            None if self.cfg.require_golden => {
+                return Err(EngineError::BadRequest(format!(
+                    "NOT verified: no golden value for {} (attach one with `vouch golden sign --push`, or pass --golden)",
+                    image.manifest_digest
+                )))
+            }
+            None => Value::Null,
+            Some(_) if self.golden_keys.is_empty() => {
+                return Err(EngineError::BadRequest(
+                    "NOT verified: a golden value came with this image, but vouchd trusts no golden-value key (--golden-key)".into(),
+                ))
+            }
+            Some(signed) => {
+                let doc = signed
+                    .open(&self.golden_keys)
+                    .map_err(|e| EngineError::BadRequest(format!("NOT verified: {e}")))?;
+                let differences = doc.differences(image, &spec.args, &spec.env);
+                if !differences.is_empty() {
+                    return Err(EngineError::BadRequest(format!(
+                        "NOT verified: {}",
+                        differences.join("; ")
+                    )));
+                }
+                json!({"digest": signed.digest(), "signer": signed.key})
+            }
+        };
         // Verify: the image policy's decision, then layers present and intact in the store
         // (digests were checked when the image came in).
         let (signer, policy) = match (&self.policy, &image.verification) {
@@ -1060,7 +1114,7 @@ impl Engine {
                 "config_digest": image.config_digest.to_string(),
                 "layers": image.layers.iter().map(|l| l.diff_id.to_string()).collect::<Vec<_>>(),
                 "signer": signer,
-                "golden_value": Value::Null,
+                "golden_value": golden_value,
                 "policy": policy,
             }),
         )?;

@@ -459,6 +459,8 @@ mod tests {
             publish_address: std::net::Ipv4Addr::LOCALHOST.into(),
             image_policy: None,
             registry_timeout: std::time::Duration::from_secs(30),
+            golden_keys: Vec::new(),
+            require_golden: false,
         };
         let sim = std::sync::Arc::new(
             vouch_tee::sim::SimAttester::open(&dir.path().join("sim")).expect("sim"),

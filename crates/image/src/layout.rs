@@ -274,6 +274,7 @@ pub fn load_manifest(
         defaults,
         loaded_at: unix_seconds_now(),
         verification: None,
+        golden: None,
     })
 }
 

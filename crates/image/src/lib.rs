@@ -7,6 +7,7 @@
 
 pub mod cosign;
 pub mod digest;
+pub mod golden;
 pub mod layout;
 pub mod oci;
 pub mod policy;

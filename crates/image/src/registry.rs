@@ -52,6 +52,9 @@ pub enum PullEvent {
     Fetched { digest: OciDigest, size: u64 },
 }
 
+/// An attached layer's bytes and annotations.
+type Attachment = (Vec<u8>, std::collections::BTreeMap<String, String>);
+
 struct Registry<'a> {
     rt: tokio::runtime::Runtime,
     client: Client,
@@ -252,21 +255,21 @@ impl Registry<'_> {
         Ok((top, digest))
     }
 
-    /// Cosign signatures attached to `digest`: (payload, base64 signature) per signature layer,
-    /// each payload checked against its layer digest. None attached is an empty list.
-    fn cosign_signatures(&self, digest: &OciDigest) -> Result<Vec<(Vec<u8>, String)>, LoadError> {
-        let sig_ref = Reference::with_tag(
+    /// Layers of the artifact attached to `digest` under `tag` whose media type is `media_type`:
+    /// (bytes, annotations), each checked against its digest. No artifact is an empty list.
+    fn attachments(&self, tag: String, media_type: &str) -> Result<Vec<Attachment>, LoadError> {
+        let att_ref = Reference::with_tag(
             self.reference.registry().to_string(),
             self.reference.repository().to_string(),
-            crate::cosign::signature_tag(digest),
+            tag.clone(),
         );
         let bytes = match self.rt.block_on(self.client.pull_manifest_raw(
-            &sig_ref,
+            &att_ref,
             &self.auth,
             &[oci::MEDIA_MANIFEST, oci::MEDIA_DOCKER_MANIFEST],
         )) {
             Ok((b, _)) => b,
-            // No signature attached: the tag does not exist.
+            // Nothing attached: the tag does not exist.
             Err(oci_client::errors::OciDistributionError::ImageManifestNotFoundError(_)) => {
                 return Ok(Vec::new())
             }
@@ -278,25 +281,18 @@ impl Registry<'_> {
             {
                 return Ok(Vec::new())
             }
-            Err(e) => return Err(chain_err(&format!("signatures of {digest}"), &e)),
+            Err(e) => return Err(chain_err(&format!("attachment {tag}"), &e)),
         };
         let manifest: oci::Manifest = serde_json::from_slice(&bytes)
-            .map_err(|e| LoadError::Invalid(format!("signature manifest of {digest}: {e}")))?;
+            .map_err(|e| LoadError::Invalid(format!("attachment manifest {tag}: {e}")))?;
         let mut out = Vec::new();
         for layer in &manifest.layers {
-            if layer.media_type != crate::cosign::SIMPLE_SIGNING_MEDIA_TYPE {
+            if layer.media_type != media_type {
                 continue;
             }
-            let Some(sig) = layer
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(crate::cosign::SIGNATURE_ANNOTATION))
-            else {
-                continue;
-            };
             if layer.size > 1 << 20 {
                 return Err(LoadError::Invalid(format!(
-                    "signature payload {} is larger than 1 MiB",
+                    "attachment {} is larger than 1 MiB",
                     layer.digest
                 )));
             }
@@ -304,10 +300,10 @@ impl Registry<'_> {
                 .rt
                 .block_on(
                     self.client
-                        .pull_blob_stream(&sig_ref, layer.digest.to_string().as_str()),
+                        .pull_blob_stream(&att_ref, layer.digest.to_string().as_str()),
                 )
-                .map_err(|e| registry_err(&format!("signature payload {}", layer.digest), e))?;
-            let mut payload = Vec::new();
+                .map_err(|e| chain_err(&format!("attachment {}", layer.digest), &e))?;
+            let mut data = Vec::new();
             StreamReader {
                 rt: &self.rt,
                 stream: sized.stream,
@@ -315,18 +311,202 @@ impl Registry<'_> {
                 timeout: self.timeout,
             }
             .take((1 << 20) + 1)
-            .read_to_end(&mut payload)
-            .map_err(|e| registry_err(&format!("signature payload {}", layer.digest), e))?;
-            if OciDigest::from_sha256(Sha256::digest(&payload).into()) != layer.digest {
+            .read_to_end(&mut data)
+            .map_err(|e| registry_err(&format!("attachment {}", layer.digest), e))?;
+            if OciDigest::from_sha256(Sha256::digest(&data).into()) != layer.digest {
                 return Err(LoadError::Invalid(format!(
-                    "signature payload {} does not match its digest",
+                    "attachment {} does not match its digest",
                     layer.digest
                 )));
             }
-            out.push((payload, sig.clone()));
+            out.push((data, layer.annotations.clone().unwrap_or_default()));
         }
         Ok(out)
     }
+
+    /// Cosign signatures attached to `digest`: (payload, base64 signature) per signature layer.
+    fn cosign_signatures(&self, digest: &OciDigest) -> Result<Vec<(Vec<u8>, String)>, LoadError> {
+        Ok(self
+            .attachments(
+                crate::cosign::signature_tag(digest),
+                crate::cosign::SIMPLE_SIGNING_MEDIA_TYPE,
+            )?
+            .into_iter()
+            .filter_map(|(payload, ann)| {
+                ann.get(crate::cosign::SIGNATURE_ANNOTATION)
+                    .map(|s| (payload, s.clone()))
+            })
+            .collect())
+    }
+
+    /// The golden-value document attached to `digest`, if any.
+    fn golden(&self, digest: &OciDigest) -> Result<Option<crate::golden::SignedGolden>, LoadError> {
+        match self
+            .attachments(crate::golden::tag(digest), crate::golden::MEDIA_TYPE)?
+            .first()
+        {
+            Some((bytes, _)) => crate::golden::SignedGolden::parse(bytes)
+                .map(Some)
+                .map_err(|e| LoadError::Invalid(e.to_string())),
+            None => Ok(None),
+        }
+    }
+
+    /// Push a one-layer artifact under `tag` (replacing what the tag named).
+    fn push_attachment(
+        &self,
+        tag: String,
+        layers: Vec<oci_client::client::ImageLayer>,
+    ) -> Result<(), LoadError> {
+        let diff_ids: Vec<String> = layers
+            .iter()
+            .map(|l| OciDigest::from_sha256(Sha256::digest(&l.data).into()).to_string())
+            .collect();
+        let config = serde_json::to_vec(&serde_json::json!({
+            "architecture": "", "os": "", "config": {},
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        }))
+        .map_err(|e| registry_err("attachment config", e))?;
+        let att_ref = Reference::with_tag(
+            self.reference.registry().to_string(),
+            self.reference.repository().to_string(),
+            tag.clone(),
+        );
+        self.rt
+            .block_on(self.client.push(
+                &att_ref,
+                &layers,
+                oci_client::client::Config::new(config, oci::MEDIA_CONFIG.to_string(), None),
+                &self.auth,
+                None,
+            ))
+            .map_err(|e| chain_err(&format!("pushing {tag}"), &e))?;
+        Ok(())
+    }
+
+    /// Manifest, config and layer diff ids of the linux/amd64 image `reference` names, without
+    /// fetching any layer.
+    fn inspect(&self) -> Result<ImageRecord, LoadError> {
+        let (mut bytes, mut digest) = self.resolve()?;
+        for _ in 0..2 {
+            if media_type_of(&bytes)? != oci::MEDIA_INDEX
+                && media_type_of(&bytes)? != oci::MEDIA_DOCKER_LIST
+            {
+                break;
+            }
+            let index: oci::Index = serde_json::from_slice(&bytes)
+                .map_err(|e| LoadError::Invalid(format!("image index {digest}: {e}")))?;
+            let pick = index
+                .manifests
+                .iter()
+                .find(|m| {
+                    m.platform
+                        .as_ref()
+                        .is_some_and(|p| p.os == "linux" && p.architecture == "amd64")
+                })
+                .ok_or_else(|| {
+                    LoadError::Invalid(format!("image index {digest} has no linux/amd64 image"))
+                })?;
+            bytes =
+                self.manifest_bytes(&self.reference.clone_with_digest(pick.digest.to_string()))?;
+            digest = OciDigest::from_sha256(Sha256::digest(&bytes).into());
+            if digest != pick.digest {
+                return Err(LoadError::Invalid(format!(
+                    "manifest {} does not match its digest",
+                    pick.digest
+                )));
+            }
+        }
+        let manifest: oci::Manifest = serde_json::from_slice(&bytes)
+            .map_err(|e| LoadError::Invalid(format!("manifest {digest}: {e}")))?;
+        let sized = self
+            .rt
+            .block_on(
+                self.client
+                    .pull_blob_stream(&self.reference, manifest.config.digest.to_string().as_str()),
+            )
+            .map_err(|e| chain_err(&format!("config {}", manifest.config.digest), &e))?;
+        let mut config_bytes = Vec::new();
+        StreamReader {
+            rt: &self.rt,
+            stream: sized.stream,
+            chunk: bytes::Bytes::new(),
+            timeout: self.timeout,
+        }
+        .take(MAX_DOCUMENT + 1)
+        .read_to_end(&mut config_bytes)
+        .map_err(|e| registry_err("config", e))?;
+        if OciDigest::from_sha256(Sha256::digest(&config_bytes).into()) != manifest.config.digest {
+            return Err(LoadError::Invalid(format!(
+                "config {} does not match its digest",
+                manifest.config.digest
+            )));
+        }
+        let config: oci::ImageConfig = serde_json::from_slice(&config_bytes)
+            .map_err(|e| LoadError::Invalid(format!("config {}: {e}", manifest.config.digest)))?;
+        let c = config.config.unwrap_or_default();
+        Ok(ImageRecord {
+            names: vec![self.reference.whole()],
+            manifest_digest: digest,
+            config_digest: manifest.config.digest.clone(),
+            layers: manifest
+                .layers
+                .iter()
+                .zip(config.rootfs.diff_ids.iter())
+                .map(|(l, d)| crate::store::LayerRecord {
+                    digest: l.digest.clone(),
+                    diff_id: d.clone(),
+                    size: l.size,
+                    compression: oci::layer_compression(&l.media_type)
+                        .unwrap_or(oci::Compression::Gzip),
+                })
+                .collect(),
+            defaults: crate::store::RuntimeDefaults {
+                entrypoint: c.entrypoint.unwrap_or_default(),
+                cmd: c.cmd.unwrap_or_default(),
+                env: c.env.unwrap_or_default(),
+                working_dir: c.working_dir.unwrap_or_default(),
+                user: c.user.unwrap_or_default(),
+            },
+            size: manifest.layers.iter().map(|l| l.size).sum(),
+            loaded_at: String::new(),
+            verification: None,
+            golden: None,
+        })
+    }
+}
+
+/// What `reference` is in its registry (manifest, config, diff ids), without fetching layers.
+pub fn inspect(reference: &str, opts: &PullOptions) -> Result<ImageRecord, LoadError> {
+    connect(reference, opts, &|_| {})?.inspect()
+}
+
+/// Attach a signed golden-value document to the image `reference` names (`sha256-<hex>.rv`).
+/// The document must speak for that image's manifest digest.
+pub fn push_golden(
+    reference: &str,
+    signed: &crate::golden::SignedGolden,
+    manifest_digest: &OciDigest,
+    opts: &PullOptions,
+) -> Result<(), LoadError> {
+    let reg = connect(reference, opts, &|_| {})?;
+    let record = reg.inspect()?;
+    if &record.manifest_digest != manifest_digest {
+        return Err(LoadError::Invalid(format!(
+            "the golden value is for {manifest_digest}, but {reference} is {}",
+            record.manifest_digest
+        )));
+    }
+    let data = serde_json::to_vec(signed).map_err(|e| registry_err("golden value", e))?;
+    let (_, top) = reg.resolve()?;
+    reg.push_attachment(
+        crate::golden::tag(&top),
+        vec![oci_client::client::ImageLayer::new(
+            data,
+            crate::golden::MEDIA_TYPE.to_string(),
+            None,
+        )],
+    )
 }
 
 /// The manifest digest `reference` names in its registry.
@@ -353,29 +533,7 @@ pub fn push_cosign_signature(
         .map(|(p, s)| sig_layer(p, s))
         .collect();
     layers.push(sig_layer(payload, signature));
-    let diff_ids: Vec<String> = layers
-        .iter()
-        .map(|l| OciDigest::from_sha256(Sha256::digest(&l.data).into()).to_string())
-        .collect();
-    let config = serde_json::to_vec(&serde_json::json!({
-        "architecture": "", "os": "", "config": {},
-        "rootfs": {"type": "layers", "diff_ids": diff_ids},
-    }))
-    .map_err(|e| registry_err("signature config", e))?;
-    let sig_ref = Reference::with_tag(
-        reg.reference.registry().to_string(),
-        reg.reference.repository().to_string(),
-        crate::cosign::signature_tag(&digest),
-    );
-    reg.rt
-        .block_on(reg.client.push(
-            &sig_ref,
-            &layers,
-            oci_client::client::Config::new(config, oci::MEDIA_CONFIG.to_string(), None),
-            &reg.auth,
-            None,
-        ))
-        .map_err(|e| registry_err(&format!("pushing the signature of {digest}"), e))?;
+    reg.push_attachment(crate::cosign::signature_tag(&digest), layers)?;
     Ok(digest)
 }
 
@@ -423,5 +581,6 @@ pub fn pull(
     store.ingest(&digest, Some(desc.size), MAX_DOCUMENT, top.as_slice())?;
     let mut record = load_manifest(store, &reg, &desc, vec![reg.reference.whole()], 0)?;
     record.verification = decision;
+    record.golden = reg.golden(&digest)?;
     Ok(store.put_image(record)?)
 }

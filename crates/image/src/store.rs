@@ -109,6 +109,9 @@ pub struct ImageRecord {
     /// What the image policy decided when the image was pulled or loaded (none without a policy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification: Option<crate::policy::Verification>,
+    /// The signed golden-value document attached to the image in its registry, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub golden: Option<crate::golden::SignedGolden>,
 }
 
 impl ImageRecord {

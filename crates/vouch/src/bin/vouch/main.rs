@@ -189,6 +189,9 @@ enum Cmd {
     /// Signing keys for images (cosign's key format).
     #[command(subcommand)]
     Key(KeyCmd),
+    /// Golden values: signed reference documents of what an image is and how it may run.
+    #[command(subcommand)]
+    Golden(GoldenCmd),
     /// Sign an image in its registry with a cosign key (the signature is attached as
     /// sha256-<digest>.sig in the image's repository, where cosign looks for it).
     Sign {
@@ -257,6 +260,10 @@ struct RunArgs {
     /// Mount a named volume (created empty on first use, kept until removed): NAME:/PATH[:ro].
     #[arg(short, long, value_name = "NAME:/PATH[:ro]")]
     volume: Vec<String>,
+    /// A signed golden-value document the launch must match (default: the one attached to the
+    /// image in its registry, if any).
+    #[arg(long, value_name = "FILE")]
+    golden: Option<PathBuf>,
     /// Image name, id or digest.
     image: String,
     /// Command and arguments (default: the image's).
@@ -303,6 +310,158 @@ enum ImageCmd {
         #[arg(required = true)]
         images: Vec<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum GoldenCmd {
+    /// Write the golden-value document of an image in its registry (edit env_keys or
+    /// allow_args before signing if the defaults do not fit).
+    Create {
+        reference: String,
+        /// Let containers pass other arguments after the entrypoint.
+        #[arg(long)]
+        allow_args: bool,
+        #[arg(long)]
+        insecure_registry: bool,
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Sign a document with a cosign key; --push attaches it to the image (sha256-<hex>.rv).
+    Sign {
+        document: PathBuf,
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Attach the signed document to this image in its registry.
+        #[arg(long, value_name = "REFERENCE")]
+        push: Option<String>,
+        #[arg(long)]
+        insecure_registry: bool,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Check a signed document's signature, and optionally an image in its registry against it.
+    Verify {
+        signed: PathBuf,
+        /// The signer's public key (PEM).
+        #[arg(long)]
+        key: PathBuf,
+        /// Compare with this image (manifest, config, layers) in its registry.
+        #[arg(long, value_name = "REFERENCE")]
+        image: Option<String>,
+        #[arg(long)]
+        insecure_registry: bool,
+    },
+}
+
+fn registry_opts(reference: &str, insecure: bool) -> vouch_image::registry::PullOptions {
+    let registry = reference
+        .split_once('/')
+        .map(|(r, _)| r.to_string())
+        .unwrap_or_default();
+    vouch_image::registry::PullOptions {
+        insecure_registries: if insecure { vec![registry] } else { Vec::new() },
+        ..Default::default()
+    }
+}
+
+fn write_out(output: Option<&PathBuf>, text: &str) -> Result<()> {
+    match output {
+        Some(p) => std::fs::write(p, text).with_context(|| format!("cannot write {}", p.display())),
+        None => {
+            println!("{text}");
+            Ok(())
+        }
+    }
+}
+
+fn golden(cmd: GoldenCmd) -> Result<u8> {
+    use vouch_image::golden::{Golden, SignedGolden};
+    match cmd {
+        GoldenCmd::Create {
+            reference,
+            allow_args,
+            insecure_registry,
+            output,
+        } => {
+            let record = vouch_image::registry::inspect(
+                &reference,
+                &registry_opts(&reference, insecure_registry),
+            )?;
+            let repo = reference
+                .rsplit_once('@')
+                .map(|(r, _)| r)
+                .unwrap_or(&reference)
+                .to_string();
+            let doc = Golden::for_image(&repo, &record, allow_args);
+            write_out(output.as_ref(), &serde_json::to_string_pretty(&doc)?)?;
+            Ok(0)
+        }
+        GoldenCmd::Sign {
+            document,
+            key,
+            output,
+            push,
+            insecure_registry,
+            password_stdin,
+        } => {
+            let doc: Golden = serde_json::from_slice(
+                &std::fs::read(&document)
+                    .with_context(|| format!("cannot read {}", document.display()))?,
+            )
+            .with_context(|| format!("{} is not a golden-value document", document.display()))?;
+            let password = key_password(password_stdin)?;
+            let pem = std::fs::read_to_string(&key)
+                .with_context(|| format!("cannot read {}", key.display()))?;
+            let signing = vouch_image::cosign::decrypt_private(&pem, password.as_bytes())?;
+            let signed = doc.sign(&signing);
+            write_out(output.as_ref(), &serde_json::to_string_pretty(&signed)?)?;
+            if let Some(reference) = push {
+                vouch_image::registry::push_golden(
+                    &reference,
+                    &signed,
+                    &doc.manifest_digest,
+                    &registry_opts(&reference, insecure_registry),
+                )?;
+                eprintln!(
+                    "Attached the golden value to {reference} ({})",
+                    doc.manifest_digest
+                );
+            }
+            Ok(0)
+        }
+        GoldenCmd::Verify {
+            signed,
+            key,
+            image,
+            insecure_registry,
+        } => {
+            let envelope = SignedGolden::parse(
+                &std::fs::read(&signed)
+                    .with_context(|| format!("cannot read {}", signed.display()))?,
+            )?;
+            let pem = std::fs::read_to_string(&key)
+                .with_context(|| format!("cannot read {}", key.display()))?;
+            let doc = envelope.open(&[vouch_image::cosign::parse_public(&pem)?])?;
+            println!("signature: verified ({})", envelope.key);
+            if let Some(reference) = image {
+                let record = vouch_image::registry::inspect(
+                    &reference,
+                    &registry_opts(&reference, insecure_registry),
+                )?;
+                let mut args = record.defaults.entrypoint.clone();
+                args.extend(record.defaults.cmd.iter().cloned());
+                let diff = doc.differences(&record, &args, &[]);
+                if !diff.is_empty() {
+                    println!("{reference}: NOT verified: {}", diff.join("; "));
+                    return Ok(1);
+                }
+                println!("{reference}: verified ({})", record.manifest_digest);
+            }
+            Ok(0)
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -550,6 +709,7 @@ fn run(cli: Cli) -> Result<u8> {
         Cmd::Image(cmd) => image(&client, cmd),
         Cmd::Pull(args) => pull(&client, args),
         Cmd::Key(cmd) => key(cmd),
+        Cmd::Golden(cmd) => golden(cmd),
         Cmd::Sign {
             reference,
             key,
@@ -560,20 +720,9 @@ fn run(cli: Cli) -> Result<u8> {
             let pem = std::fs::read_to_string(&key)
                 .with_context(|| format!("cannot read {}", key.display()))?;
             let signing = vouch_image::cosign::decrypt_private(&pem, password.as_bytes())?;
-            let registry = reference
-                .split_once('/')
-                .map(|(r, _)| r.to_string())
-                .unwrap_or_default();
-            let opts = vouch_image::registry::PullOptions {
-                insecure_registries: if insecure_registry {
-                    vec![registry]
-                } else {
-                    Vec::new()
-                },
-                ..Default::default()
-            };
+            let opts = registry_opts(&reference, insecure_registry);
             let digest = vouch_image::registry::push_cosign_signature(&reference, &signing, &opts)?;
-            let fp = vouch_image::cosign::fingerprint(&signing.verifying_key().clone());
+            let fp = vouch_image::cosign::fingerprint(signing.verifying_key());
             println!("Signed {reference} ({digest}) with {fp}");
             Ok(0)
         }
@@ -807,6 +956,15 @@ fn run_container(client: &Client, args: RunArgs) -> Result<u8> {
         secrets: args.secret.clone(),
         publish: args.publish.clone(),
         volumes: args.volume.clone(),
+        golden: match &args.golden {
+            Some(p) => Some(
+                serde_json::from_slice(
+                    &std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?,
+                )
+                .with_context(|| format!("{} is not a signed golden value (JSON)", p.display()))?,
+            ),
+            None => None,
+        },
     };
     let created: Container = client.call("POST", "/v1/containers", Some(&req))?;
     if args.detach {

@@ -48,6 +48,13 @@ struct Args {
     /// Seconds a registry may stay silent (connecting, or between reads) before a pull fails.
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
     registry_timeout: u64,
+    /// Trust golden-value documents signed with this public key (PEM; repeatable). Launches of
+    /// images that carry one must match it.
+    #[arg(long, value_name = "PUB")]
+    golden_key: Vec<std::path::PathBuf>,
+    /// Refuse to launch an image that has no golden value.
+    #[arg(long)]
+    require_golden: bool,
     /// Log filter, e.g. info or debug.
     #[arg(long, env = "VOUCH_LOG", default_value = "info")]
     log_level: String,
@@ -157,6 +164,8 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         publish_address: args.publish_address,
         image_policy: args.image_policy.clone(),
         registry_timeout: std::time::Duration::from_secs(args.registry_timeout.max(1)),
+        golden_keys: args.golden_key.clone(),
+        require_golden: args.require_golden,
     };
     let tdx = || vouch_tee::tdx::TdxAttester::detect();
     let tpm = |tcti: &str,

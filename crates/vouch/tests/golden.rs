@@ -1,0 +1,213 @@
+//! Golden values: a signed reference document attached to an image in a real registry, checked by
+//! vouchd before launch ("NOT verified: <what differs>") and measured when it matches.
+
+mod common;
+
+use common::*;
+
+const PW: &str = "golden-pw";
+
+fn launch_fails_with(d: &Daemon, args: &[&str], want: &str) {
+    let out = d.vouch(args);
+    assert!(!out.status.success(), "{args:?} ran");
+    assert!(stderr(&out).contains(want), "{args:?}: {}", stderr(&out));
+}
+
+#[test]
+fn launches_must_match_their_signed_golden_value() {
+    if !require_root("launches_must_match_their_signed_golden_value") {
+        return;
+    }
+    let env = TestEnv::new();
+    let Some(reg) = Registry::start(env.path()) else {
+        return;
+    };
+    let layout = env.path().join("layout");
+    write_layout(
+        &layout,
+        "bb",
+        &[busybox_layer()],
+        &["/bin/sh"],
+        &["PATH=/bin"],
+    );
+    reg.push(&layout, "bb", "app/bb:1");
+    reg.push(&layout, "bb", "app/plain:1");
+    let other = env.path().join("other");
+    write_layout(
+        &other,
+        "o",
+        &[busybox_layer()],
+        &["/bin/true"],
+        &["PATH=/bin"],
+    );
+    reg.push(&other, "o", "app/other:1");
+    let image = format!("{}/app/bb:1", reg.addr);
+    let p = |name: &str| env.path().join(name).to_str().expect("utf8").to_string();
+
+    // The publisher: a key, the document of the image as it is in the registry, signed, attached.
+    let plain = env.start();
+    let pw = [("VOUCH_KEY_PASSWORD", PW)];
+    assert!(plain
+        .vouch_env(&["key", "generate", "--output-prefix", &p("gv")], &pw)
+        .status
+        .success());
+    plain.ok(&[
+        "golden",
+        "create",
+        "--insecure-registry",
+        "--allow-args",
+        &image,
+        "-o",
+        &p("doc.json"),
+    ]);
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p("doc.json")).expect("doc")).expect("json");
+    assert_eq!(doc["cmd"], serde_json::json!(["/bin/sh"]));
+    assert_eq!(doc["env_keys"], serde_json::json!(["PATH"]));
+    let out = plain.vouch_env(
+        &[
+            "golden",
+            "sign",
+            &p("doc.json"),
+            "--key",
+            &p("gv.key"),
+            "-o",
+            &p("signed.json"),
+            "--push",
+            &image,
+            "--insecure-registry",
+        ],
+        &pw,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let verified = plain.ok(&[
+        "golden",
+        "verify",
+        &p("signed.json"),
+        "--key",
+        &p("gv.pub"),
+        "--image",
+        &image,
+        "--insecure-registry",
+    ]);
+    assert!(verified.contains("verified"), "{verified}");
+    // The same document does not describe another image.
+    let out = plain.vouch(&[
+        "golden",
+        "verify",
+        &p("signed.json"),
+        "--key",
+        &p("gv.pub"),
+        "--image",
+        &format!("{}/app/other:1", reg.addr),
+        "--insecure-registry",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("NOT verified: manifest digest"),
+        "{}",
+        stdout(&out)
+    );
+    drop(plain);
+
+    // The launcher trusts the publisher's key.
+    let _ = std::fs::remove_dir_all(env.state());
+    let d = env.start_with(&["--tee", "sim", "--golden-key", &p("gv.pub")]);
+    d.ok(&["pull", "--insecure-registry", &image]);
+    assert_eq!(
+        d.ok(&["run", "--rm", &image, "echo", "as-published"])
+            .trim(),
+        "as-published"
+    );
+    let ev = p("ev.json");
+    d.ok(&[
+        "attest",
+        "--nonce",
+        "00112233445566778899aabbccddeeff",
+        "-o",
+        &ev,
+    ]);
+    let evidence: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&ev).expect("ev")).expect("json");
+    let record = evidence["event_log"]
+        .as_array()
+        .expect("log")
+        .iter()
+        .find(|r| r["op"] == "image.verified")
+        .expect("image.verified")
+        .clone();
+    assert!(
+        record["content"]["golden_value"]["digest"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("sha256:")),
+        "{record}"
+    );
+
+    // What the document does not allow is refused before anything runs.
+    launch_fails_with(
+        &d,
+        &["run", "--rm", "-e", "TOKEN=x", &image, "true"],
+        "NOT verified: environment variable TOKEN is not allowed",
+    );
+    // A document for another image, given explicitly.
+    d.ok(&[
+        "pull",
+        "--insecure-registry",
+        &format!("{}/app/plain:1", reg.addr),
+    ]);
+    d.ok(&[
+        "pull",
+        "--insecure-registry",
+        &format!("{}/app/other:1", reg.addr),
+    ]);
+    launch_fails_with(
+        &d,
+        &[
+            "run",
+            "--rm",
+            "--golden",
+            &p("signed.json"),
+            &format!("{}/app/other:1", reg.addr),
+        ],
+        "NOT verified: manifest digest",
+    );
+    // A document whose payload was changed.
+    let mut signed: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p("signed.json")).expect("signed")).expect("json");
+    let mut payload = doc.clone();
+    payload["env_keys"] = serde_json::json!(["PATH", "TOKEN"]);
+    signed["payload"] = serde_json::json!(base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        serde_json::to_vec(&payload).expect("json"),
+    ));
+    std::fs::write(p("forged.json"), signed.to_string()).expect("write");
+    launch_fails_with(
+        &d,
+        &[
+            "run",
+            "--rm",
+            "-e",
+            "TOKEN=x",
+            "--golden",
+            &p("forged.json"),
+            &image,
+            "true",
+        ],
+        "does not verify",
+    );
+    drop(d);
+
+    // With --require-golden, an image without one is refused.
+    let d = env.start_with(&[
+        "--tee",
+        "sim",
+        "--golden-key",
+        &p("gv.pub"),
+        "--require-golden",
+    ]);
+    launch_fails_with(
+        &d,
+        &["run", "--rm", &format!("{}/app/plain:1", reg.addr), "true"],
+        "NOT verified: no golden value",
+    );
+}
