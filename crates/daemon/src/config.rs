@@ -22,6 +22,8 @@ pub struct DaemonConfig {
     pub golden_keys: Vec<PathBuf>,
     /// Refuse launches without a golden value.
     pub require_golden: bool,
+    /// `registries.d` directory: where OpenPGP signatures of each registry are kept.
+    pub registries_d: PathBuf,
 }
 
 impl DaemonConfig {

@@ -120,6 +120,7 @@ pub struct Engine {
     images: ContentStore,
     policy: Option<vouch_image::policy::ImagePolicy>,
     golden_keys: Vec<p256::ecdsa::VerifyingKey>,
+    lookaside: vouch_image::simplesign::Lookaside,
     journal: Mutex<Journal>,
     tasks: Mutex<BTreeMap<String, TaskRecord>>,
     /// Latest view per task. Kept for a while after a task is removed, so a client that waits
@@ -206,6 +207,8 @@ impl Engine {
                 EngineError::BadRequest(format!("golden-value key {}: {e}", p.display()))
             })?);
         }
+        let lookaside = vouch_image::simplesign::Lookaside::load(&cfg.registries_d)
+            .map_err(|e| EngineError::BadRequest(error_chain(&e)))?;
         let (journal, report) = Journal::open(&cfg.eventlog_path(), attester, VOUCH_REGISTER)?;
         if report.truncated_bytes > 0 || report.extended_last {
             tracing::warn!(
@@ -225,6 +228,7 @@ impl Engine {
             images,
             policy,
             golden_keys,
+            lookaside,
             journal: Mutex::new(journal),
             tasks: Mutex::new(tasks),
             watchers: Mutex::new(HashMap::new()),
@@ -565,6 +569,7 @@ impl Engine {
             username: req.username.clone(),
             password: req.password.clone(),
             timeout: Some(self.cfg.registry_timeout),
+            lookaside: self.lookaside.clone(),
         };
         tracing::info!(reference, "pulling");
         let progress = |e: vouch_image::registry::PullEvent| tracing::debug!(?e, "pull");

@@ -461,6 +461,7 @@ mod tests {
             registry_timeout: std::time::Duration::from_secs(30),
             golden_keys: Vec::new(),
             require_golden: false,
+            registries_d: "/nonexistent".into(),
         };
         let sim = std::sync::Arc::new(
             vouch_tee::sim::SimAttester::open(&dir.path().join("sim")).expect("sim"),

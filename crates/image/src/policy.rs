@@ -1,8 +1,9 @@
 //! Image policy, in the format of containers' `policy.json` (what podman, skopeo and CRI-O read):
 //! a `default` list of requirements and per-transport scopes. Every requirement in the list that
-//! applies must be satisfied. Supported requirements: `insecureAcceptAnything`, `reject`, and
+//! applies must be satisfied. Supported requirements: `insecureAcceptAnything`, `reject`,
 //! `sigstoreSigned` with `keyPath` or `keyData` (cosign key-based signatures attached in the
-//! registry). `signedBy` (OpenPGP) is refused when the policy is loaded, not silently ignored.
+//! registry), and `signedBy` with `keyType: GPGKeys` (OpenPGP simple signing, signatures in the
+//! lookaside store `registries.d` names). Anything else is refused when the policy is loaded.
 //!
 //! Scopes for the `docker` transport are looked up from the most specific: `host/repo:tag`,
 //! `host/repo`, then each parent namespace, then `host`; the `default` list applies otherwise.
@@ -59,6 +60,10 @@ enum RawRequirement {
     SignedBy {
         #[serde(default)]
         key_type: Option<String>,
+        key_path: Option<String>,
+        key_data: Option<String>,
+        #[serde(default)]
+        signed_identity: Option<serde_json::Value>,
     },
 }
 
@@ -79,6 +84,18 @@ enum Requirement {
         /// `matchRepository`; otherwise `matchRepoDigestOrExact` (the default).
         match_repository: bool,
     },
+    GpgSigned {
+        keys: crate::simplesign::GpgKeys,
+        match_repository: bool,
+    },
+}
+
+/// Where a requirement finds an image's signatures; each is asked only when needed.
+pub struct SignatureSources<'a> {
+    /// Cosign signatures attached in the registry: (payload, base64 signature).
+    pub cosign: &'a dyn Fn() -> Result<Signatures, crate::layout::LoadError>,
+    /// OpenPGP simple signatures from the lookaside store.
+    pub simple: &'a dyn Fn() -> Result<Vec<Vec<u8>>, crate::layout::LoadError>,
 }
 
 /// Split a signed identity into (repository, tag, digest).
@@ -214,8 +231,9 @@ impl ImagePolicy {
         repository: &str,
         reference: &str,
         digest: &OciDigest,
-        signatures: &dyn Fn() -> Result<Signatures, crate::layout::LoadError>,
+        sources: &SignatureSources<'_>,
     ) -> Result<Verification, PolicyError> {
+        let signatures = sources.cosign;
         let (scope, reqs) = self.scope_for(repository, reference);
         let mut verification = Verification {
             scope: scope.clone(),
@@ -232,6 +250,66 @@ impl ImagePolicy {
                         scope,
                         image: reference.into(),
                     })
+                }
+                Requirement::GpgSigned {
+                    keys,
+                    match_repository,
+                } => {
+                    let sigs = (sources.simple)().map_err(|e| PolicyError::Fetch {
+                        image: reference.into(),
+                        reason: e.to_string(),
+                    })?;
+                    let mut reasons = Vec::new();
+                    let mut found = None;
+                    for sig in &sigs {
+                        match crate::simplesign::verify(sig, keys) {
+                            Ok((payload, fp)) => {
+                                match crate::simplesign::payload_identity(&payload, digest) {
+                                    Ok(identity)
+                                        if identity_matches(
+                                            &identity,
+                                            repository,
+                                            reference,
+                                            digest,
+                                            *match_repository,
+                                        ) =>
+                                    {
+                                        found = Some(fp);
+                                        break;
+                                    }
+                                    Ok(identity) => {
+                                        reasons.push(format!("a signature for {identity}"))
+                                    }
+                                    Err(e) => reasons.push(e),
+                                }
+                            }
+                            Err(e) => reasons.push(e.to_string()),
+                        }
+                    }
+                    match found {
+                        Some(fp) => {
+                            verification.requirements.push("signedBy".into());
+                            verification.signer = Some(format!("openpgp:{fp}"));
+                        }
+                        None => {
+                            reasons.sort();
+                            reasons.dedup();
+                            return Err(PolicyError::Unsigned {
+                                scope,
+                                image: reference.into(),
+                                keys: keys.fingerprints().join(", "),
+                                detail: if sigs.is_empty() {
+                                    "no signature in the lookaside store".into()
+                                } else {
+                                    format!(
+                                        "{} signature(s), none valid: {}",
+                                        sigs.len(),
+                                        reasons.join("; ")
+                                    )
+                                },
+                            });
+                        }
+                    }
                 }
                 Requirement::Signed {
                     keys,
@@ -308,6 +386,7 @@ impl ImagePolicy {
             None => ("default".to_string(), self.default.as_slice()),
         };
         let none = || -> Result<Signatures, crate::layout::LoadError> { Ok(Vec::new()) };
+        let none_simple = || -> Result<Vec<Vec<u8>>, crate::layout::LoadError> { Ok(Vec::new()) };
         let unsigned = OciDigest::from_sha256([0u8; 32]);
         let mut v = ImagePolicy {
             default: reqs.to_vec(),
@@ -315,7 +394,15 @@ impl ImagePolicy {
             oci: None,
             digest: self.digest.clone(),
         }
-        .check(name, name, &unsigned, &none)
+        .check(
+            name,
+            name,
+            &unsigned,
+            &SignatureSources {
+                cosign: &none,
+                simple: &none_simple,
+            },
+        )
         .map_err(|e| match e {
             PolicyError::Unsigned { scope, image, keys, .. } => PolicyError::Unsigned {
                 scope,
@@ -330,34 +417,63 @@ impl ImagePolicy {
     }
 }
 
+/// Whether a `signedIdentity` asks for `matchRepository` (else `matchRepoDigestOrExact`).
+fn identity_kind(id: Option<&serde_json::Value>) -> Result<bool, PolicyError> {
+    let Some(id) = id else { return Ok(false) };
+    match id.get("type").and_then(|t| t.as_str()).unwrap_or("") {
+        "matchRepository" => Ok(true),
+        "matchRepoDigestOrExact" => Ok(false),
+        kind => Err(PolicyError::Invalid(format!(
+            "signedIdentity {kind:?} is not supported (matchRepository, matchRepoDigestOrExact)"
+        ))),
+    }
+}
+
 fn requirement(r: &RawRequirement, base: &Path) -> Result<Requirement, PolicyError> {
     Ok(match r {
         RawRequirement::Accept => Requirement::Accept,
         RawRequirement::Reject => Requirement::Reject,
-        RawRequirement::SignedBy { key_type } => {
-            return Err(PolicyError::Invalid(format!(
-                "signedBy ({}) requirements are not supported yet; use sigstoreSigned",
-                key_type.as_deref().unwrap_or("GPGKeys")
-            )))
+        RawRequirement::SignedBy {
+            key_type,
+            key_path,
+            key_data,
+            signed_identity,
+        } => {
+            if key_type.as_deref() != Some("GPGKeys") {
+                return Err(PolicyError::Invalid(format!(
+                    "signedBy keyType {:?} is not supported (GPGKeys)",
+                    key_type.as_deref().unwrap_or("")
+                )));
+            }
+            let bytes = match (key_path, key_data) {
+                (Some(p), None) => {
+                    let path = base.join(p);
+                    std::fs::read(&path).map_err(|source| PolicyError::Read {
+                        path: path.display().to_string(),
+                        source,
+                    })?
+                }
+                (None, Some(d)) => base64::engine::general_purpose::STANDARD
+                    .decode(d)
+                    .map_err(|_| PolicyError::Invalid("keyData is not base64".into()))?,
+                _ => {
+                    return Err(PolicyError::Invalid(
+                        "signedBy needs exactly one of keyPath and keyData".into(),
+                    ))
+                }
+            };
+            Requirement::GpgSigned {
+                keys: crate::simplesign::GpgKeys::parse(&bytes)
+                    .map_err(|e| PolicyError::Invalid(e.to_string()))?,
+                match_repository: identity_kind(signed_identity.as_ref())?,
+            }
         }
         RawRequirement::SigstoreSigned {
             key_path,
             key_data,
             signed_identity,
         } => {
-            let mut match_repository = false;
-            if let Some(id) = signed_identity {
-                let kind = id.get("type").and_then(|t| t.as_str()).unwrap_or("");
-                match kind {
-                    "matchRepository" => match_repository = true,
-                    "matchRepoDigestOrExact" => {}
-                    _ => {
-                        return Err(PolicyError::Invalid(format!(
-                            "signedIdentity {kind:?} is not supported (matchRepository, matchRepoDigestOrExact)"
-                        )))
-                    }
-                }
-            }
+            let match_repository = identity_kind(signed_identity.as_ref())?;
             let pem = match (key_path, key_data) {
                 (Some(p), None) => {
                     let path = base.join(p);
@@ -463,7 +579,12 @@ mod tests {
         }"#;
         let p = ImagePolicy::parse(policy, dir.path()).expect("parse");
         let digest = OciDigest::from_sha256([1u8; 32]);
-        let none = || -> Result<Signatures, crate::layout::LoadError> { Ok(Vec::new()) };
+        let none_cosign = || -> Result<Signatures, crate::layout::LoadError> { Ok(Vec::new()) };
+        let none_simple = || -> Result<Vec<Vec<u8>>, crate::layout::LoadError> { Ok(Vec::new()) };
+        let none = SignatureSources {
+            cosign: &none_cosign,
+            simple: &none_simple,
+        };
         let v = p
             .check(
                 "r.example/team/open",
@@ -486,7 +607,8 @@ mod tests {
             Err(PolicyError::Rejected { .. })
         ));
         for bad in [
-            &br#"{"default": [{"type": "signedBy", "keyType": "GPGKeys", "keyPath": "/k.gpg"}]}"#[..],
+            &br#"{"default": [{"type": "signedBy", "keyType": "GPGKeys", "keyPath": "/nonexistent.gpg"}]}"#[..],
+            br#"{"default": [{"type": "signedBy", "keyType": "X509Certificates", "keyPath": "/k"}]}"#,
             br#"{"default": []}"#,
             br#"{"default": [{"type": "sigstoreSigned"}]}"#,
             br#"{"default": [{"type": "insecureAcceptAnything"}], "extra": 1}"#,

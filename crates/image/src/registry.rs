@@ -42,6 +42,8 @@ pub struct PullOptions {
     pub password: Option<String>,
     /// Per-read timeout: a registry that stalls longer fails the pull.
     pub timeout: Option<Duration>,
+    /// Where OpenPGP simple signatures are kept (from `registries.d`).
+    pub lookaside: crate::simplesign::Lookaside,
 }
 
 /// What a pull reports as it goes.
@@ -564,9 +566,24 @@ pub fn pull(
     });
     let decision = match policy {
         Some(p) => Some(
-            p.check(&repository_of(&reg.reference), reference, &digest, &|| {
-                reg.cosign_signatures(&digest)
-            })
+            {
+                let repository = repository_of(&reg.reference);
+                let cosign = || reg.cosign_signatures(&digest);
+                let simple = || {
+                    opts.lookaside
+                        .signatures(&repository, &digest)
+                        .map_err(|e| LoadError::Invalid(e.to_string()))
+                };
+                p.check(
+                    &repository,
+                    &reg.reference.whole(),
+                    &digest,
+                    &crate::policy::SignatureSources {
+                        cosign: &cosign,
+                        simple: &simple,
+                    },
+                )
+            }
             .map_err(LoadError::Policy)?,
         ),
         None => None,

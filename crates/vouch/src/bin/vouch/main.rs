@@ -198,8 +198,16 @@ enum Cmd {
         /// [REGISTRY/]REPOSITORY[:TAG|@DIGEST]
         reference: String,
         /// The private key (from `vouch key generate` or `cosign generate-key-pair`).
+        #[arg(long, required_unless_present = "gpg_key", conflicts_with = "gpg_key")]
+        key: Option<PathBuf>,
+        /// Sign with an OpenPGP secret key (armored, e.g. `gpg --export-secret-keys --armor`)
+        /// as containers' simple signing does; the signature goes to the registry's lookaside
+        /// store named in --registries-d.
         #[arg(long)]
-        key: PathBuf,
+        gpg_key: Option<PathBuf>,
+        /// registries.d directory naming the lookaside store (for --gpg-key).
+        #[arg(long, default_value = "/etc/containers/registries.d")]
+        registries_d: PathBuf,
         /// Reach the registry over plain HTTP.
         #[arg(long)]
         insecure_registry: bool,
@@ -713,14 +721,42 @@ fn run(cli: Cli) -> Result<u8> {
         Cmd::Sign {
             reference,
             key,
+            gpg_key,
+            registries_d,
             insecure_registry,
             password_stdin,
         } => {
+            let opts = registry_opts(&reference, insecure_registry);
+            if let Some(gpg_key) = gpg_key {
+                // The passphrase (often empty for automation keys) from the same places.
+                let passphrase = key_password(password_stdin).unwrap_or_default();
+                let secret = std::fs::read(&gpg_key)
+                    .with_context(|| format!("cannot read {}", gpg_key.display()))?;
+                let lookaside = vouch_image::simplesign::Lookaside::load(&registries_d)?;
+                let record = vouch_image::registry::inspect(&reference, &opts)?;
+                let name = record.names.first().cloned().unwrap_or_default();
+                let (repository, _) = name
+                    .rsplit_once(':')
+                    .filter(|(r, t)| !t.contains('/') && r.contains('/'))
+                    .unwrap_or((name.as_str(), ""));
+                let repository = repository.split('@').next().unwrap_or_default();
+                let payload = vouch_image::simplesign::payload(&name, &record.manifest_digest);
+                let signature = vouch_image::simplesign::sign(&secret, &passphrase, &payload)?;
+                let path = lookaside.store(repository, &record.manifest_digest, &signature)?;
+                println!(
+                    "Signed {name} ({}); signature stored at {}",
+                    record.manifest_digest,
+                    path.display()
+                );
+                return Ok(0);
+            }
+            let Some(key) = key else {
+                bail!("give --key (cosign) or --gpg-key (OpenPGP)")
+            };
             let password = key_password(password_stdin)?;
             let pem = std::fs::read_to_string(&key)
                 .with_context(|| format!("cannot read {}", key.display()))?;
             let signing = vouch_image::cosign::decrypt_private(&pem, password.as_bytes())?;
-            let opts = registry_opts(&reference, insecure_registry);
             let digest = vouch_image::registry::push_cosign_signature(&reference, &signing, &opts)?;
             let fp = vouch_image::cosign::fingerprint(signing.verifying_key());
             println!("Signed {reference} ({digest}) with {fp}");

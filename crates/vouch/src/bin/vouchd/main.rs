@@ -55,6 +55,14 @@ struct Args {
     /// Refuse to launch an image that has no golden value.
     #[arg(long)]
     require_golden: bool,
+    /// registries.d directory (containers' format): the lookaside store of each registry's
+    /// OpenPGP signatures, for signedBy policy requirements.
+    #[arg(
+        long,
+        default_value = "/etc/containers/registries.d",
+        value_name = "DIR"
+    )]
+    registries_d: std::path::PathBuf,
     /// Log filter, e.g. info or debug.
     #[arg(long, env = "VOUCH_LOG", default_value = "info")]
     log_level: String,
@@ -166,6 +174,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         registry_timeout: std::time::Duration::from_secs(args.registry_timeout.max(1)),
         golden_keys: args.golden_key.clone(),
         require_golden: args.require_golden,
+        registries_d: args.registries_d.clone(),
     };
     let tdx = || vouch_tee::tdx::TdxAttester::detect();
     let tpm = |tcti: &str,

@@ -1,0 +1,337 @@
+//! Containers' "simple signing" with OpenPGP keys, as podman, skopeo and CRI-O use it: a JSON
+//! payload (`atomic container signature`) naming the image's manifest digest and reference, in an
+//! OpenPGP signed message, kept in a lookaside store beside the registry:
+//! `<lookaside>/<repository path>@sha256=<hex>/signature-<n>`. Which lookaside belongs to which
+//! registry comes from `registries.d` YAML files (`docker:` per host or namespace, and
+//! `default-docker:`).
+
+use std::collections::BTreeMap;
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+
+use pgp::composed::{Deserializable, Message, MessageBuilder, SignedPublicKey, SignedSecretKey};
+use pgp::crypto::hash::HashAlgorithm;
+use pgp::types::{KeyDetails, Password};
+use serde::Deserialize;
+
+use crate::digest::OciDigest;
+
+pub const PAYLOAD_TYPE: &str = "atomic container signature";
+/// Signatures read per image, at most.
+const MAX_SIGNATURES: usize = 16;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SimpleSignError {
+    #[error("not an OpenPGP key: {0}")]
+    BadKey(String),
+    #[error("not an OpenPGP signed message: {0}")]
+    BadMessage(String),
+    #[error("no trusted key made this signature")]
+    NoTrustedKey,
+    #[error("cannot read the registries.d configuration {path}: {reason}")]
+    Config { path: String, reason: String },
+    #[error("lookaside {0} is not supported yet (file:// only)")]
+    Unsupported(String),
+    #[error("cannot read or write the lookaside store at {path}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("signing failed: {0}")]
+    Sign(String),
+}
+
+/// Public keys trusted for `signedBy` requirements (an armored export or a binary keyring).
+#[derive(Debug, Clone)]
+pub struct GpgKeys(Vec<SignedPublicKey>);
+
+impl GpgKeys {
+    pub fn parse(bytes: &[u8]) -> Result<Self, SimpleSignError> {
+        let bad = |e: pgp::errors::Error| SimpleSignError::BadKey(e.to_string());
+        let keys: Vec<SignedPublicKey> = if bytes.starts_with(b"-----BEGIN PGP") {
+            let (iter, _) = SignedPublicKey::from_armor_many(Cursor::new(bytes)).map_err(bad)?;
+            iter.collect::<Result<_, _>>().map_err(bad)?
+        } else {
+            SignedPublicKey::from_bytes_many(Cursor::new(bytes))
+                .map_err(bad)?
+                .collect::<Result<_, _>>()
+                .map_err(bad)?
+        };
+        if keys.is_empty() {
+            return Err(SimpleSignError::BadKey("no public key in it".into()));
+        }
+        Ok(GpgKeys(keys))
+    }
+
+    /// Upper-case hex fingerprints of the primary keys.
+    pub fn fingerprints(&self) -> Vec<String> {
+        self.0
+            .iter()
+            .map(|k| hex::encode_upper(k.fingerprint().as_bytes()))
+            .collect()
+    }
+}
+
+/// Check an OpenPGP signed message against the trusted keys (primary keys and their subkeys);
+/// returns the signed payload and the primary fingerprint of the key that made it.
+pub fn verify(signature: &[u8], keys: &GpgKeys) -> Result<(Vec<u8>, String), SimpleSignError> {
+    let bad = |e: pgp::errors::Error| SimpleSignError::BadMessage(e.to_string());
+    let message = Message::from_bytes(signature).map_err(bad)?;
+    let mut message = message.decompress().map_err(bad)?;
+    if !matches!(message, Message::Signed { .. }) {
+        return Err(SimpleSignError::BadMessage(
+            "the message is not signed".into(),
+        ));
+    }
+    let payload = message
+        .as_data_vec()
+        .map_err(|e| SimpleSignError::BadMessage(e.to_string()))?;
+    for key in &keys.0 {
+        let fp = hex::encode_upper(key.fingerprint().as_bytes());
+        if message.verify(key).is_ok()
+            || key
+                .public_subkeys
+                .iter()
+                .any(|sk| message.verify(sk).is_ok())
+        {
+            return Ok((payload, fp));
+        }
+    }
+    Err(SimpleSignError::NoTrustedKey)
+}
+
+/// Sign `payload` with an armored OpenPGP secret key (its primary key).
+pub fn sign(
+    secret_armored: &[u8],
+    passphrase: &str,
+    payload: &[u8],
+) -> Result<Vec<u8>, SimpleSignError> {
+    let (key, _) = SignedSecretKey::from_armor_single(Cursor::new(secret_armored))
+        .map_err(|e| SimpleSignError::BadKey(e.to_string()))?;
+    let password = if passphrase.is_empty() {
+        Password::empty()
+    } else {
+        Password::from(passphrase)
+    };
+    let mut builder = MessageBuilder::from_bytes("", payload.to_vec());
+    builder.sign(&key.primary_key, password, HashAlgorithm::Sha256);
+    builder
+        .to_vec(rand::rngs::OsRng)
+        .map_err(|e| SimpleSignError::Sign(e.to_string()))
+}
+
+/// The payload for `reference` (host/repository:tag) at `digest`.
+pub fn payload(reference: &str, digest: &OciDigest) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "critical": {
+            "identity": {"docker-reference": reference},
+            "image": {"docker-manifest-digest": digest.to_string()},
+            "type": PAYLOAD_TYPE,
+        },
+        "optional": {"creator": concat!("vouch ", env!("CARGO_PKG_VERSION")), "timestamp": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)},
+    }))
+    .unwrap_or_default()
+}
+
+/// The identity a payload claims, once its type and digest are checked.
+pub fn payload_identity(payload: &[u8], digest: &OciDigest) -> Result<String, String> {
+    let v: serde_json::Value =
+        serde_json::from_slice(payload).map_err(|e| format!("payload is not JSON: {e}"))?;
+    let c = &v["critical"];
+    if c["type"] != PAYLOAD_TYPE {
+        return Err(format!(
+            "payload type is {}, not {PAYLOAD_TYPE:?}",
+            c["type"]
+        ));
+    }
+    let found = c["image"]["docker-manifest-digest"]
+        .as_str()
+        .unwrap_or_default();
+    if found != digest.to_string() {
+        return Err(format!("a signature for {found}, not {digest}"));
+    }
+    Ok(c["identity"]["docker-reference"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string())
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RegistriesFile {
+    #[serde(default)]
+    docker: BTreeMap<String, Entry>,
+    #[serde(default, rename = "default-docker")]
+    default_docker: Option<Entry>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+struct Entry {
+    #[serde(default, alias = "sigstore")]
+    lookaside: Option<String>,
+    #[serde(default, rename = "lookaside-staging", alias = "sigstore-staging")]
+    lookaside_staging: Option<String>,
+    #[serde(default, rename = "use-sigstore-attachments")]
+    _use_sigstore_attachments: Option<bool>,
+}
+
+/// Where the signatures of each registry live, from a `registries.d` directory.
+#[derive(Debug, Clone, Default)]
+pub struct Lookaside {
+    docker: BTreeMap<String, Entry>,
+    default: Option<Entry>,
+}
+
+impl Lookaside {
+    /// Read every `*.yaml` file of `dir` (a missing directory configures nothing).
+    pub fn load(dir: &Path) -> Result<Self, SimpleSignError> {
+        let mut out = Lookaside::default();
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => {
+                return Err(SimpleSignError::Config {
+                    path: dir.display().to_string(),
+                    reason: e.to_string(),
+                })
+            }
+        };
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+            .collect();
+        files.sort();
+        for f in files {
+            let text = std::fs::read_to_string(&f).map_err(|e| SimpleSignError::Config {
+                path: f.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            let parsed: RegistriesFile =
+                serde_yaml::from_str(&text).map_err(|e| SimpleSignError::Config {
+                    path: f.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+            for (scope, entry) in parsed.docker {
+                if out.docker.insert(scope.clone(), entry).is_some() {
+                    return Err(SimpleSignError::Config {
+                        path: f.display().to_string(),
+                        reason: format!("scope {scope} is configured twice"),
+                    });
+                }
+            }
+            if let Some(d) = parsed.default_docker {
+                out.default = Some(d);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The entry for `repository` (`host/path`): the longest configured scope that is it or
+    /// one of its parents, else `default-docker`.
+    fn entry(&self, repository: &str) -> Option<&Entry> {
+        let mut cur = repository;
+        loop {
+            if let Some(e) = self.docker.get(cur) {
+                return Some(e);
+            }
+            match cur.rsplit_once('/') {
+                Some((parent, _)) => cur = parent,
+                None => return self.default.as_ref(),
+            }
+        }
+    }
+
+    fn dir_of(url: &str) -> Result<PathBuf, SimpleSignError> {
+        url.strip_prefix("file://")
+            .map(PathBuf::from)
+            .ok_or_else(|| SimpleSignError::Unsupported(url.to_string()))
+    }
+
+    /// `<dir>/<path>@sha256=<hex>` for `repository` (`host/path`).
+    fn signature_dir(base: &Path, repository: &str, digest: &OciDigest) -> PathBuf {
+        let path = repository.split_once('/').map_or(repository, |(_, p)| p);
+        base.join(format!("{path}@sha256={}", digest.hex()))
+    }
+
+    /// The signatures stored for `repository` at `digest` (none when no lookaside applies).
+    pub fn signatures(
+        &self,
+        repository: &str,
+        digest: &OciDigest,
+    ) -> Result<Vec<Vec<u8>>, SimpleSignError> {
+        let Some(url) = self.entry(repository).and_then(|e| e.lookaside.clone()) else {
+            return Ok(Vec::new());
+        };
+        let dir = Self::signature_dir(&Self::dir_of(&url)?, repository, digest);
+        let mut out = Vec::new();
+        for n in 1..=MAX_SIGNATURES {
+            let p = dir.join(format!("signature-{n}"));
+            match std::fs::read(&p) {
+                Ok(b) if b.len() <= 1 << 20 => out.push(b),
+                Ok(_) => {
+                    return Err(SimpleSignError::Io {
+                        path: p.display().to_string(),
+                        source: std::io::Error::other("a signature larger than 1 MiB"),
+                    })
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                Err(source) => {
+                    return Err(SimpleSignError::Io {
+                        path: p.display().to_string(),
+                        source,
+                    })
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Store a signature for `repository` at `digest` (in `lookaside-staging` when configured,
+    /// else `lookaside`), after those already there. Returns the file written.
+    pub fn store(
+        &self,
+        repository: &str,
+        digest: &OciDigest,
+        signature: &[u8],
+    ) -> Result<PathBuf, SimpleSignError> {
+        let entry = self
+            .entry(repository)
+            .ok_or_else(|| SimpleSignError::Config {
+                path: "registries.d".into(),
+                reason: format!("no lookaside is configured for {repository}"),
+            })?;
+        let url = entry
+            .lookaside_staging
+            .clone()
+            .or_else(|| entry.lookaside.clone())
+            .ok_or_else(|| SimpleSignError::Config {
+                path: "registries.d".into(),
+                reason: format!("no lookaside is configured for {repository}"),
+            })?;
+        let dir = Self::signature_dir(&Self::dir_of(&url)?, repository, digest);
+        let io = |path: &Path| {
+            let path = path.display().to_string();
+            move |source| SimpleSignError::Io { path, source }
+        };
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        for n in 1..=MAX_SIGNATURES {
+            let p = dir.join(format!("signature-{n}"));
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&p)
+            {
+                Ok(mut f) => {
+                    std::io::Write::write_all(&mut f, signature).map_err(io(&p))?;
+                    return Ok(p);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(io(&p)(e)),
+            }
+        }
+        Err(SimpleSignError::Config {
+            path: dir.display().to_string(),
+            reason: format!("already {MAX_SIGNATURES} signatures"),
+        })
+    }
+}
