@@ -542,7 +542,11 @@ impl Engine {
     }
 
     /// Pull an image from a registry into the store.
-    pub fn pull_image(&self, req: &vouch_api::PullImage) -> Result<ImageSummary, EngineError> {
+    pub fn pull_image(
+        &self,
+        req: &vouch_api::PullImage,
+        progress: &(dyn Fn(vouch_image::registry::PullEvent) + Sync),
+    ) -> Result<ImageSummary, EngineError> {
         let reference = req.reference.trim();
         if reference.is_empty()
             || reference
@@ -572,7 +576,6 @@ impl Engine {
             lookaside: self.lookaside.clone(),
         };
         tracing::info!(reference, "pulling");
-        let progress = |e: vouch_image::registry::PullEvent| tracing::debug!(?e, "pull");
         let record = vouch_image::registry::pull(
             &self.images,
             reference,

@@ -29,6 +29,13 @@ type Shared = Arc<Engine>;
 /// An error response: a status and one clear line.
 pub struct ApiError(StatusCode, String);
 
+impl ApiError {
+    /// The message a client shows.
+    pub fn message(&self) -> &str {
+        &self.1
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.0, Json(ErrorBody { error: self.1 })).into_response()
@@ -302,11 +309,43 @@ async fn load_image(State(e): State<Shared>, body: Bytes) -> Result<Response, Ap
         .map(|v| Json(v).into_response())
 }
 
-async fn pull_image(State(e): State<Shared>, body: Bytes) -> Result<Response, ApiError> {
+async fn pull_image(
+    State(e): State<Shared>,
+    Query(q): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let req: vouch_api::PullImage = parse_body(&body)?;
-    blocking(move || e.pull_image(&req))
-        .await
-        .map(|v| Json(v).into_response())
+    if !flag(&q, "progress")? {
+        return blocking(move || e.pull_image(&req, &|_| {}))
+            .await
+            .map(|v| Json(v).into_response());
+    }
+    // NDJSON: one line per progress event, then {"status":"done","image":...} or
+    // {"status":"error","message":...}.
+    let (tx, rx) = mpsc::channel(256);
+    tokio::task::spawn_blocking(move || {
+        let line = |v: &serde_json::Value| {
+            let mut l = serde_json::to_vec(v).unwrap_or_default();
+            l.push(b'\n');
+            Ok(Bytes::from(l))
+        };
+        let progress = |ev: vouch_image::registry::PullEvent| {
+            let v = serde_json::to_value(&ev).unwrap_or_default();
+            let _ = tx.blocking_send(line(&v));
+        };
+        let end = match e.pull_image(&req, &progress) {
+            Ok(image) => serde_json::json!({"status": "done", "image": image}),
+            Err(err) => {
+                serde_json::json!({"status": "error", "message": ApiError::from(err).message()})
+            }
+        };
+        let _ = tx.blocking_send(line(&end));
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        stream_body(rx),
+    )
+        .into_response())
 }
 
 async fn remove_image(

@@ -47,11 +47,26 @@ pub struct PullOptions {
 }
 
 /// What a pull reports as it goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
 pub enum PullEvent {
-    Resolved { digest: OciDigest },
-    Fetching { digest: OciDigest, size: u64 },
-    Fetched { digest: OciDigest, size: u64 },
+    Resolved {
+        digest: OciDigest,
+    },
+    Fetching {
+        digest: OciDigest,
+        size: u64,
+    },
+    /// Bytes of a layer received so far (reported about every MiB).
+    Progress {
+        digest: OciDigest,
+        bytes: u64,
+        size: u64,
+    },
+    Fetched {
+        digest: OciDigest,
+        size: u64,
+    },
 }
 
 /// An attached layer's bytes and annotations.
@@ -92,6 +107,26 @@ struct StreamReader<'a> {
     stream: futures_util::stream::BoxStream<'static, Result<bytes::Bytes, io::Error>>,
     chunk: bytes::Bytes,
     timeout: Duration,
+}
+
+/// Counts bytes read and reports them about every MiB.
+struct Counting<'a, R> {
+    inner: R,
+    read: u64,
+    reported: u64,
+    report: &'a dyn Fn(u64),
+}
+
+impl<R: Read> Read for Counting<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        if self.read - self.reported >= 1 << 20 {
+            self.reported = self.read;
+            (self.report)(self.read);
+        }
+        Ok(n)
+    }
 }
 
 impl Read for StreamReader<'_> {
@@ -163,11 +198,23 @@ impl BlobSource for Registry<'_> {
                     .pull_blob_stream(&self.reference, digest.as_str()),
             )
             .map_err(|e| chain_err(&format!("blob {digest}"), &e))?;
-        let reader = StreamReader {
-            rt: &self.rt,
-            stream: sized.stream,
-            chunk: bytes::Bytes::new(),
-            timeout: self.timeout,
+        let report = |bytes: u64| {
+            (self.progress)(PullEvent::Progress {
+                digest: desc.digest.clone(),
+                bytes,
+                size: desc.size,
+            })
+        };
+        let reader = Counting {
+            inner: StreamReader {
+                rt: &self.rt,
+                stream: sized.stream,
+                chunk: bytes::Bytes::new(),
+                timeout: self.timeout,
+            },
+            read: 0,
+            reported: 0,
+            report: &report,
         };
         store.ingest(&desc.digest, Some(desc.size), MAX_BLOB, reader)?;
         (self.progress)(PullEvent::Fetched {

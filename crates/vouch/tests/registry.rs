@@ -44,6 +44,12 @@ fn pull_by_tag_and_digest_then_run() {
     let out = d.vouch(&["pull", "--insecure-registry", &reference]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains(&digest), "{}", stdout(&out));
+    // Not a terminal: one plain line per layer started and done, no progress bars.
+    let err = stderr(&out);
+    assert!(
+        err.contains("Fetching ") && err.contains("Fetched ") && !err.contains('\x1b'),
+        "{err}"
+    );
     let images = d.json(&["image", "ls", "--json"]);
     assert_eq!(images[0]["manifest_digest"], digest.as_str());
     assert_eq!(images[0]["names"][0], reference.as_str());

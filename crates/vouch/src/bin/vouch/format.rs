@@ -178,3 +178,90 @@ pub fn verdict(v: &Verdict, nonce_checked: bool) -> String {
     }
     out
 }
+
+/// Pull progress on stderr: on a terminal, one line per layer redrawn in place with a bar;
+/// otherwise one plain line when a layer starts and one when it is done.
+pub struct PullProgress {
+    tty: bool,
+    layers: Vec<(String, u64, u64, bool)>,
+    drawn: usize,
+}
+
+fn short(digest: &str) -> &str {
+    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    &hex[..hex.len().min(12)]
+}
+
+fn mb(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+impl PullProgress {
+    pub fn new(tty: bool) -> Self {
+        PullProgress {
+            tty,
+            layers: Vec::new(),
+            drawn: 0,
+        }
+    }
+
+    pub fn event(&mut self, v: &serde_json::Value) {
+        let digest = v["digest"].as_str().unwrap_or_default().to_string();
+        let size = v["size"].as_u64().unwrap_or(0);
+        match v["status"].as_str() {
+            Some("resolved") if !self.tty => eprintln!("Resolved {digest}"),
+            Some("fetching") => {
+                self.layers.push((digest.clone(), 0, size, false));
+                if !self.tty {
+                    eprintln!("Fetching {} ({})", short(&digest), mb(size));
+                }
+            }
+            Some("progress") => {
+                if let Some(l) = self.layers.iter_mut().find(|l| l.0 == digest) {
+                    l.1 = v["bytes"].as_u64().unwrap_or(l.1);
+                }
+            }
+            Some("fetched") => {
+                if let Some(l) = self.layers.iter_mut().find(|l| l.0 == digest) {
+                    l.1 = l.2;
+                    l.3 = true;
+                }
+                if !self.tty {
+                    eprintln!("Fetched {}", short(&digest));
+                }
+            }
+            _ => {}
+        }
+        if self.tty {
+            self.draw();
+        }
+    }
+
+    fn draw(&mut self) {
+        use std::io::Write as _;
+        let mut err = std::io::stderr().lock();
+        if self.drawn > 0 {
+            let _ = write!(err, "\x1b[{}A", self.drawn);
+        }
+        for (digest, bytes, size, done) in &self.layers {
+            let width = 30usize;
+            let filled = if *size == 0 {
+                width
+            } else {
+                ((*bytes as f64 / *size as f64) * width as f64).round() as usize
+            }
+            .min(width);
+            let _ = writeln!(
+                err,
+                "\x1b[2K{} [{}{}] {} / {}{}",
+                short(digest),
+                "=".repeat(filled),
+                " ".repeat(width - filled),
+                mb(*bytes),
+                mb(*size),
+                if *done { "  verified" } else { "" }
+            );
+        }
+        self.drawn = self.layers.len();
+    }
+}

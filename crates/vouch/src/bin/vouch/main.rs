@@ -586,7 +586,29 @@ fn pull(client: &Client, args: PullArgs) -> Result<u8> {
         username: args.username.clone(),
         password,
     };
-    let image: ImageSummary = client.call("POST", "/v1/images/pull", Some(&req))?;
+    let body = serde_json::to_vec(&req)?;
+    let resp = client.send("POST", "/v1/images/pull?progress=true", Some(&body))?;
+    if !(200..300).contains(&resp.status) {
+        let mut data = Vec::new();
+        let mut r = resp.body;
+        std::io::Read::read_to_end(&mut r, &mut data)?;
+        return Err(vouch_api::client::api_error(resp.status, &data).into());
+    }
+    let tty = !args.quiet && !args.json && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut progress = format::PullProgress::new(tty);
+    let mut image: Option<ImageSummary> = None;
+    for line in std::io::BufRead::lines(std::io::BufReader::new(resp.body)) {
+        let line = line.context("the pull stream was cut")?;
+        let v: serde_json::Value = serde_json::from_str(&line)
+            .with_context(|| format!("vouchd sent an unexpected line: {line}"))?;
+        match v["status"].as_str() {
+            Some("done") => image = Some(serde_json::from_value(v["image"].clone())?),
+            Some("error") => bail!("{}", v["message"].as_str().unwrap_or("pull failed")),
+            _ if !args.quiet && !args.json => progress.event(&v),
+            _ => {}
+        }
+    }
+    let image = image.context("the pull stream ended without a result")?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&image)?);
     } else if args.quiet {
