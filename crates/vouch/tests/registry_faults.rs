@@ -22,11 +22,17 @@ enum Fault {
     TruncateBlobs,
     /// Manifest requests by tag get another (valid) manifest than the tag names.
     SwapManifest,
+    /// The first request for each blob whose path contains the given text stops half way.
+    TruncateOnce,
+    /// Manifests come back 5 MB large.
+    HugeManifest,
 }
 
 struct Proxy {
     addr: String,
     stop: Arc<AtomicBool>,
+    /// Paths of the blob requests served, in order.
+    blobs: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Drop for Proxy {
@@ -71,6 +77,8 @@ fn serve(registry: String, fault: Fault, swap_to: Option<String>) -> Proxy {
     let addr = listener.local_addr().expect("addr").to_string();
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
+    let blobs: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let seen = blobs.clone();
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             if flag.load(Ordering::SeqCst) {
@@ -79,6 +87,7 @@ fn serve(registry: String, fault: Fault, swap_to: Option<String>) -> Proxy {
             let Ok(mut conn) = conn else { continue };
             let registry = registry.clone();
             let swap_to = swap_to.clone();
+            let seen = seen.clone();
             std::thread::spawn(move || {
                 let _ = conn.set_read_timeout(Some(Duration::from_secs(60)));
                 let Some(head) = read_head(&mut conn) else {
@@ -91,9 +100,26 @@ fn serve(registry: String, fault: Fault, swap_to: Option<String>) -> Proxy {
                     .to_string();
                 let path = first.split(' ').nth(1).unwrap_or("/").to_string();
                 let is_blob = path.contains("/blobs/");
+                let first_time = is_blob && {
+                    let mut s = seen.lock().unwrap_or_else(|p| p.into_inner());
+                    let first = !s.contains(&path);
+                    s.push(path.clone());
+                    first
+                };
                 match fault {
                     Fault::StallBlobs if is_blob => {
                         std::thread::sleep(Duration::from_secs(30));
+                        return;
+                    }
+                    Fault::HugeManifest if path.contains("/manifests/") => {
+                        let body = format!(
+                            "{{\"schemaVersion\": 2, \"pad\": \"{}\"}}",
+                            "x".repeat(5 << 20)
+                        );
+                        let _ = conn.write_all(
+                            format!("HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+                                .as_bytes(),
+                        );
                         return;
                     }
                     Fault::RedirectLoop if is_blob => {
@@ -114,7 +140,13 @@ fn serve(registry: String, fault: Fault, swap_to: Option<String>) -> Proxy {
                     _ => head,
                 };
                 let resp = upstream(&registry, &head);
-                if fault == Fault::TruncateBlobs && is_blob && resp.starts_with(b"HTTP/1.1 200") {
+                let truncate_once = fault == Fault::TruncateOnce
+                    && first_time
+                    && swap_to.as_deref().is_some_and(|d| path.contains(d));
+                if (fault == Fault::TruncateBlobs || truncate_once)
+                    && is_blob
+                    && resp.starts_with(b"HTTP/1.1 200")
+                {
                     let _ = conn.write_all(&resp[..resp.len() / 2]);
                     return;
                 }
@@ -122,7 +154,7 @@ fn serve(registry: String, fault: Fault, swap_to: Option<String>) -> Proxy {
             });
         }
     });
-    Proxy { addr, stop }
+    Proxy { addr, stop, blobs }
 }
 
 fn store_is_clean(env: &TestEnv, d: &Daemon) {
@@ -166,6 +198,7 @@ fn misbehaving_registries_fail_clearly_and_leave_nothing() {
         (Fault::StallBlobs, "timed out"),
         (Fault::RedirectLoop, "redirect"),
         (Fault::TruncateBlobs, "connection closed before"),
+        (Fault::HugeManifest, "larger than"),
     ] {
         let proxy = serve(reg.addr.clone(), fault, None);
         let started = Instant::now();
@@ -214,4 +247,70 @@ fn misbehaving_registries_fail_clearly_and_leave_nothing() {
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out).trim(), other_digest);
+}
+
+#[test]
+fn a_retried_pull_fetches_only_what_is_missing() {
+    if !require_root("a_retried_pull_fetches_only_what_is_missing") {
+        return;
+    }
+    let env = TestEnv::new();
+    let Some(reg) = Registry::start(env.path()) else {
+        return;
+    };
+    let layout = env.path().join("layout");
+    let extra = |name: &str| {
+        Layer::new()
+            .dir("etc/")
+            .file(&format!("etc/{name}"), 0o644, name.as_bytes())
+            .finish()
+    };
+    write_layout(
+        &layout,
+        "m",
+        &[busybox_layer(), extra("a"), extra("b")],
+        &["/bin/sh"],
+        &["PATH=/bin"],
+    );
+    reg.push(&layout, "m", "test/multi:1");
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).expect("index"))
+            .expect("json");
+    let m = index["manifests"][0]["digest"]
+        .as_str()
+        .expect("digest")
+        .to_string();
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            layout
+                .join("blobs/sha256")
+                .join(m.trim_start_matches("sha256:")),
+        )
+        .expect("manifest"),
+    )
+    .expect("json");
+    let victim = manifest["layers"][0]["digest"]
+        .as_str()
+        .expect("layer")
+        .to_string();
+    let d = env.start();
+    let proxy = serve(reg.addr.clone(), Fault::TruncateOnce, Some(victim.clone()));
+    let reference = format!("{}/test/multi:1", proxy.addr);
+    assert!(!d
+        .vouch(&["pull", "--insecure-registry", &reference])
+        .status
+        .success());
+    store_is_clean(&env, &d);
+    let first: Vec<String> = proxy.blobs.lock().expect("lock").clone();
+    let out = d.vouch(&["pull", "--insecure-registry", &reference]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let all = proxy.blobs.lock().expect("lock").clone();
+    let second = &all[first.len()..];
+    // Only the blob that failed is fetched again: config and the other layers were kept.
+    assert_eq!(second.len(), 1, "first {first:?}, then {second:?}");
+    assert!(second[0].contains(&victim), "{second:?}");
+    assert_eq!(
+        d.ok(&["run", "--rm", &reference, "cat", "/etc/a", "/etc/b"]),
+        "ab"
+    );
 }
