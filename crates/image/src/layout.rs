@@ -123,6 +123,21 @@ fn read_limited(path: &Path) -> Result<Vec<u8>, LoadError> {
 /// descriptor) unless it is there already.
 pub trait BlobSource: Sync {
     fn fetch(&self, store: &ContentStore, desc: &Descriptor) -> Result<(), LoadError>;
+
+    /// Make a layer's blob and unpacked directory present. By default the blob is fetched, then
+    /// unpacked; a source that streams can do both in one pass.
+    fn fetch_layer(
+        &self,
+        store: &ContentStore,
+        desc: &Descriptor,
+        layer: &LayerRecord,
+    ) -> Result<(), LoadError> {
+        if !store.has_blob(&desc.digest) {
+            self.fetch(store, desc)?;
+        }
+        store.ensure_layer(layer)?;
+        Ok(())
+    }
 }
 
 /// The blobs of an OCI layout directory, or (`None`) those an archive already put in the store.
@@ -240,23 +255,15 @@ pub fn load_manifest(
             compression,
         });
     }
-    // Fetch the missing layers, then unpack them, a few at a time: layers are independent until
-    // the overlay stacks them, and decompression is the cost that more cores divide.
-    let missing: Vec<&Descriptor> = manifest
-        .layers
-        .iter()
-        .filter(|l| !store.has_blob(&l.digest))
-        .collect();
-    parallel(&missing, |desc| ensure_blob(store, dir, desc))?;
-    let mut distinct: Vec<&LayerRecord> = Vec::new();
-    for l in &layers {
-        if !distinct.iter().any(|d| d.diff_id == l.diff_id) {
-            distinct.push(l);
+    // Fetch and unpack the layers a few at a time: they are independent until the overlay
+    // stacks them, and decompression is the cost that more cores divide.
+    let mut work: Vec<(&Descriptor, &LayerRecord)> = Vec::new();
+    for (desc, rec) in manifest.layers.iter().zip(layers.iter()) {
+        if !work.iter().any(|(d, _)| d.digest == desc.digest) {
+            work.push((desc, rec));
         }
     }
-    parallel(&distinct, |l| {
-        store.ensure_layer(l).map(|_| ()).map_err(LoadError::from)
-    })?;
+    parallel(&work, |(desc, rec)| dir.fetch_layer(store, desc, rec))?;
     let c = config.config.unwrap_or_default();
     let defaults = RuntimeDefaults {
         entrypoint: c.entrypoint.unwrap_or_default(),

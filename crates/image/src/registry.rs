@@ -107,6 +107,7 @@ struct StreamReader<'a> {
     stream: futures_util::stream::BoxStream<'static, Result<bytes::Bytes, io::Error>>,
     chunk: bytes::Bytes,
     timeout: Duration,
+    ended: bool,
 }
 
 /// Counts bytes read and reports them about every MiB.
@@ -132,6 +133,9 @@ impl<R: Read> Read for Counting<'_, R> {
 impl Read for StreamReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.chunk.is_empty() {
+            if self.ended {
+                return Ok(0);
+            }
             let next = self
                 .rt
                 .block_on(async { tokio::time::timeout(self.timeout, self.stream.next()).await })
@@ -142,7 +146,12 @@ impl Read for StreamReader<'_> {
                     )
                 })?;
             match next {
-                None => return Ok(0),
+                None => {
+                    // Never poll an ended stream again: the client library verifies the digest
+                    // at the end, and would verify an empty remainder a second time.
+                    self.ended = true;
+                    return Ok(0);
+                }
                 Some(chunk) => self.chunk = chunk?,
             }
         }
@@ -171,7 +180,68 @@ impl Registry<'_> {
     }
 }
 
+impl Registry<'_> {
+    /// A layer's HTTP body, counted for progress reports.
+    fn layer_stream<'s>(
+        &'s self,
+        desc: &Descriptor,
+        report: &'s dyn Fn(u64),
+    ) -> Result<Counting<'s, StreamReader<'s>>, LoadError> {
+        let digest = desc.digest.to_string();
+        let sized = self
+            .rt
+            .block_on(
+                self.client
+                    .pull_blob_stream(&self.reference, digest.as_str()),
+            )
+            .map_err(|e| chain_err(&format!("blob {digest}"), &e))?;
+        Ok(Counting {
+            inner: StreamReader {
+                rt: &self.rt,
+                stream: sized.stream,
+                chunk: bytes::Bytes::new(),
+                timeout: self.timeout,
+                ended: false,
+            },
+            read: 0,
+            reported: 0,
+            report,
+        })
+    }
+}
+
 impl BlobSource for Registry<'_> {
+    /// Layers stream from the registry into the store and are unpacked in the same pass.
+    fn fetch_layer(
+        &self,
+        store: &ContentStore,
+        desc: &Descriptor,
+        layer: &crate::store::LayerRecord,
+    ) -> Result<(), LoadError> {
+        if store.has_blob(&desc.digest) {
+            store.ensure_layer(layer)?;
+            return Ok(());
+        }
+        (self.progress)(PullEvent::Fetching {
+            digest: desc.digest.clone(),
+            size: desc.size,
+        });
+        let report = |bytes: u64| {
+            (self.progress)(PullEvent::Progress {
+                digest: desc.digest.clone(),
+                bytes,
+                size: desc.size,
+            })
+        };
+        let reader = self.layer_stream(desc, &report)?;
+        store.ingest_layer(layer, reader)?;
+        (self.progress)(PullEvent::Fetched {
+            digest: desc.digest.clone(),
+            size: desc.size,
+        });
+        Ok(())
+    }
+
     fn fetch(&self, store: &ContentStore, desc: &Descriptor) -> Result<(), LoadError> {
         let digest = desc.digest.to_string();
         let is_manifest = ACCEPTED.contains(&desc.media_type.as_str());
@@ -191,13 +261,6 @@ impl BlobSource for Registry<'_> {
             digest: desc.digest.clone(),
             size: desc.size,
         });
-        let sized = self
-            .rt
-            .block_on(
-                self.client
-                    .pull_blob_stream(&self.reference, digest.as_str()),
-            )
-            .map_err(|e| chain_err(&format!("blob {digest}"), &e))?;
         let report = |bytes: u64| {
             (self.progress)(PullEvent::Progress {
                 digest: desc.digest.clone(),
@@ -205,17 +268,7 @@ impl BlobSource for Registry<'_> {
                 size: desc.size,
             })
         };
-        let reader = Counting {
-            inner: StreamReader {
-                rt: &self.rt,
-                stream: sized.stream,
-                chunk: bytes::Bytes::new(),
-                timeout: self.timeout,
-            },
-            read: 0,
-            reported: 0,
-            report: &report,
-        };
+        let reader = self.layer_stream(desc, &report)?;
         store.ingest(&desc.digest, Some(desc.size), MAX_BLOB, reader)?;
         (self.progress)(PullEvent::Fetched {
             digest: desc.digest.clone(),
@@ -358,6 +411,7 @@ impl Registry<'_> {
                 stream: sized.stream,
                 chunk: bytes::Bytes::new(),
                 timeout: self.timeout,
+                ended: false,
             }
             .take((1 << 20) + 1)
             .read_to_end(&mut data)
@@ -481,6 +535,7 @@ impl Registry<'_> {
             stream: sized.stream,
             chunk: bytes::Bytes::new(),
             timeout: self.timeout,
+            ended: false,
         }
         .take(MAX_DOCUMENT + 1)
         .read_to_end(&mut config_bytes)

@@ -299,6 +299,128 @@ impl ContentStore {
         Ok(out)
     }
 
+    /// Stream a layer from `reader` into the store and unpack it in the same pass: the compressed
+    /// bytes are written to the blob file and hashed as the decompressor reads them, the diff id
+    /// is checked over the decompressed stream. Both appear under their names only when size,
+    /// digest and diff id are right; otherwise neither does.
+    pub fn ingest_layer<R: Read>(
+        &self,
+        layer: &LayerRecord,
+        reader: R,
+    ) -> Result<PathBuf, StoreError> {
+        let dest = self.layer_path(&layer.diff_id);
+        let blob_dest = self.blob_path(&layer.digest);
+        if dest.is_dir() || blob_dest.exists() {
+            // Half of it is here already: the plain paths handle that.
+            self.ingest(&layer.digest, Some(layer.size), u64::MAX, reader)?;
+            return self.ensure_layer(layer);
+        }
+        let blob_tmp = self.temp_name("blob");
+        let dir_tmp = self.temp_name("layer");
+        let result = (|| {
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o644)
+                .open(&blob_tmp)
+                .map_err(Self::io_err(&blob_tmp))?;
+            fs::create_dir(&dir_tmp).map_err(Self::io_err(&dir_tmp))?;
+            fs::set_permissions(&dir_tmp, fs::Permissions::from_mode(0o755))
+                .map_err(Self::io_err(&dir_tmp))?;
+            let mut tee = TeeReader {
+                inner: reader,
+                file: &mut file,
+                hasher: Sha256::new(),
+                total: 0,
+                limit: layer.size,
+            };
+            let source_err = |source: io::Error| StoreError::Source {
+                digest: layer.digest.clone(),
+                source,
+            };
+            let unpacked: Result<OciDigest, StoreError> = (|| {
+                let buffered = io::BufReader::with_capacity(256 * 1024, &mut tee);
+                let decompressed: Box<dyn Read + '_> = match layer.compression {
+                    Compression::None => Box::new(buffered),
+                    Compression::Gzip => Box::new(GzDecoder::new(buffered)),
+                    Compression::Zstd => Box::new(
+                        zstd::stream::read::Decoder::with_buffer(buffered).map_err(source_err)?,
+                    ),
+                };
+                let mut hashing = HashingReader {
+                    inner: decompressed,
+                    hasher: Sha256::new(),
+                };
+                unpack_layer(&mut hashing, &dir_tmp, &self.limits).map_err(|source| {
+                    StoreError::Unpack {
+                        digest: layer.digest.clone(),
+                        source,
+                    }
+                })?;
+                io::copy(&mut hashing, &mut io::sink()).map_err(|source| StoreError::Unpack {
+                    digest: layer.digest.clone(),
+                    source: UnpackError::Tar(source),
+                })?;
+                Ok(OciDigest::from_sha256(hashing.hasher.finalize().into()))
+            })();
+            // Whatever follows the compressed stream is part of the blob too. When unpacking
+            // failed, the rest is still read: wrong bytes are reported as what they are.
+            let drained = io::copy(&mut tee, &mut io::sink());
+            let (total, digest) = (
+                tee.total,
+                OciDigest::from_sha256(tee.hasher.finalize().into()),
+            );
+            let diff_id = match (unpacked, drained) {
+                (Ok(d), Ok(_)) => d,
+                (Err(e), Ok(_)) => {
+                    if total == layer.size && digest != layer.digest {
+                        return Err(StoreError::DigestMismatch {
+                            expected: layer.digest.clone(),
+                            actual: digest,
+                        });
+                    }
+                    return Err(e);
+                }
+                (_, Err(e)) => return Err(source_err(e)),
+            };
+            if total != layer.size {
+                return Err(StoreError::SizeMismatch {
+                    digest: layer.digest.clone(),
+                    expected: layer.size,
+                    actual: total,
+                });
+            }
+            if digest != layer.digest {
+                return Err(StoreError::DigestMismatch {
+                    expected: layer.digest.clone(),
+                    actual: digest,
+                });
+            }
+            if diff_id != layer.diff_id {
+                return Err(StoreError::DiffIdMismatch {
+                    digest: layer.digest.clone(),
+                    expected: layer.diff_id.clone(),
+                    actual: diff_id,
+                });
+            }
+            file.sync_all().map_err(Self::io_err(&blob_tmp))?;
+            fs::rename(&blob_tmp, &blob_dest).map_err(Self::io_err(&blob_dest))?;
+            match fs::rename(&dir_tmp, &dest) {
+                Ok(()) => Ok(()),
+                Err(_) if dest.is_dir() => {
+                    let _ = fs::remove_dir_all(&dir_tmp);
+                    Ok(())
+                }
+                Err(e) => Err(Self::io_err(&dest)(e)),
+            }
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&blob_tmp);
+            let _ = fs::remove_dir_all(&dir_tmp);
+        }
+        result.map(|_| dest)
+    }
+
     /// Unpack a layer blob (once) into `layers/<diff id>`, checking the diff id while unpacking.
     pub fn ensure_layer(&self, layer: &LayerRecord) -> Result<PathBuf, StoreError> {
         let dest = self.layer_path(&layer.diff_id);
@@ -508,6 +630,31 @@ fn find_in<'a>(images: &'a [ImageRecord], reference: &str) -> Result<&'a ImageRe
         }
     }
     Err(StoreError::NoSuchImage(reference.to_string()))
+}
+
+/// Everything read through it is hashed, counted and written to a file.
+struct TeeReader<'a, R> {
+    inner: R,
+    file: &'a mut File,
+    hasher: Sha256,
+    total: u64,
+    limit: u64,
+}
+
+impl<R: Read> Read for TeeReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.total += n as u64;
+        if self.total > self.limit {
+            return Err(io::Error::other(format!(
+                "more bytes than the descriptor's {}",
+                self.limit
+            )));
+        }
+        self.hasher.update(&buf[..n]);
+        self.file.write_all(&buf[..n])?;
+        Ok(n)
+    }
 }
 
 struct HashingReader<R> {
