@@ -24,6 +24,8 @@ pub struct DaemonConfig {
     pub require_golden: bool,
     /// `registries.d` directory: where OpenPGP signatures of each registry are kept.
     pub registries_d: PathBuf,
+    /// Registries (`host[:port]`) always reached over plain HTTP.
+    pub insecure_registries: Vec<String>,
 }
 
 impl DaemonConfig {

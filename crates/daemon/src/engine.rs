@@ -565,10 +565,12 @@ impl Engine {
             .unwrap_or("docker.io")
             .to_string();
         let opts = vouch_image::registry::PullOptions {
-            insecure_registries: if req.insecure_registry {
-                vec![registry]
-            } else {
-                Vec::new()
+            insecure_registries: {
+                let mut list = self.cfg.insecure_registries.clone();
+                if req.insecure_registry {
+                    list.push(registry);
+                }
+                list
             },
             username: req.username.clone(),
             password: req.password.clone(),

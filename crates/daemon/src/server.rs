@@ -501,6 +501,7 @@ mod tests {
             golden_keys: Vec::new(),
             require_golden: false,
             registries_d: "/nonexistent".into(),
+            insecure_registries: Vec::new(),
         };
         let sim = std::sync::Arc::new(
             vouch_tee::sim::SimAttester::open(&dir.path().join("sim")).expect("sim"),

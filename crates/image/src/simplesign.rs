@@ -30,7 +30,7 @@ pub enum SimpleSignError {
     NoTrustedKey,
     #[error("cannot read the registries.d configuration {path}: {reason}")]
     Config { path: String, reason: String },
-    #[error("lookaside {0} is not supported yet (file:// only)")]
+    #[error("lookaside {0} is not supported (file:// and http://; https:// is not yet)")]
     Unsupported(String),
     #[error("cannot read or write the lookaside store at {path}")]
     Io {
@@ -262,6 +262,22 @@ impl Lookaside {
         let Some(url) = self.entry(repository).and_then(|e| e.lookaside.clone()) else {
             return Ok(Vec::new());
         };
+        if url.starts_with("http://") {
+            let base =
+                Self::signature_dir(Path::new(url.trim_end_matches('/')), repository, digest);
+            let mut out = Vec::new();
+            for n in 1..=MAX_SIGNATURES {
+                let u = format!("{}/signature-{n}", base.display());
+                match http_get(&u, 1 << 20).map_err(|reason| SimpleSignError::Config {
+                    path: u.clone(),
+                    reason,
+                })? {
+                    Some(b) => out.push(b),
+                    None => break,
+                }
+            }
+            return Ok(out);
+        }
         let dir = Self::signature_dir(&Self::dir_of(&url)?, repository, digest);
         let mut out = Vec::new();
         for n in 1..=MAX_SIGNATURES {
@@ -333,5 +349,41 @@ impl Lookaside {
             path: dir.display().to_string(),
             reason: format!("already {MAX_SIGNATURES} signatures"),
         })
+    }
+}
+
+/// `GET http://HOST[:PORT]/PATH` with a time limit and a size limit: `Ok(None)` for 404.
+/// Only plain HTTP (lookaside stores and reference documents on a trusted network; their content
+/// is signed, so the transport need not be trusted).
+pub fn http_get(url: &str, limit: u64) -> Result<Option<Vec<u8>>, String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("{url}: only http:// URLs are supported"))?;
+    let (host, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let addr = if host.contains(':') {
+        host.to_string()
+    } else {
+        format!("{host}:80")
+    };
+    let sock = std::net::ToSocketAddrs::to_socket_addrs(&addr)
+        .map_err(|e| format!("{url}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{url}: no address"))?;
+    let timeout = std::time::Duration::from_secs(30);
+    let stream =
+        std::net::TcpStream::connect_timeout(&sock, timeout).map_err(|e| format!("{url}: {e}"))?;
+    let _ = stream.set_read_timeout(Some(timeout));
+    let _ = stream.set_write_timeout(Some(timeout));
+    let resp = vouch_api::client::exchange(stream, host, "GET", path, &[], None)
+        .map_err(|e| format!("{url}: {e}"))?;
+    let (status, body) =
+        vouch_api::client::read_body_limited(resp, limit).map_err(|e| format!("{url}: {e}"))?;
+    match status {
+        200 => Ok(Some(body)),
+        404 => Ok(None),
+        other => Err(format!("{url}: HTTP {other}")),
     }
 }

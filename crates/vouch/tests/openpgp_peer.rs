@@ -245,4 +245,55 @@ fn skopeo_and_vouch_accept_each_others_openpgp_signatures() {
         !out.status.success(),
         "skopeo accepted another key's signature"
     );
+    drop(d);
+
+    // The same store served over HTTP (a real web server on loopback) works as a lookaside too.
+    let port = free_port();
+    let mut web = Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            &port.to_string(),
+            "--directory",
+            &p(&sigs),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python3 http.server");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "http.server did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let regd_http = env.path().join("registries-http.d");
+    std::fs::create_dir_all(&regd_http).expect("dir");
+    std::fs::write(
+        regd_http.join("http.yaml"),
+        format!(
+            "docker:\n  {}:\n    lookaside: http://127.0.0.1:{port}\n",
+            reg.addr
+        ),
+    )
+    .expect("entry");
+    let _ = std::fs::remove_dir_all(env.state());
+    let d = env.start_with(&[
+        "--tee",
+        "sim",
+        "--image-policy",
+        &p(&policy),
+        "--registries-d",
+        &p(&regd_http),
+    ]);
+    let by_skopeo = d.vouch(&["pull", "--insecure-registry", &image("by-skopeo")]);
+    let unsigned = d.vouch(&["pull", "--insecure-registry", &image("unsigned")]);
+    let _ = web.kill();
+    let _ = web.wait();
+    assert!(by_skopeo.status.success(), "{}", stderr(&by_skopeo));
+    assert!(!unsigned.status.success());
 }

@@ -293,16 +293,14 @@ fn a_retried_pull_fetches_only_what_is_missing() {
         .as_str()
         .expect("layer")
         .to_string();
-    let d = env.start();
     let proxy = serve(reg.addr.clone(), Fault::TruncateOnce, Some(victim.clone()));
+    // The registry is configured as plain HTTP once, in the daemon.
+    let d = env.start_with(&["--tee", "sim", "--insecure-registry", &proxy.addr]);
     let reference = format!("{}/test/multi:1", proxy.addr);
-    assert!(!d
-        .vouch(&["pull", "--insecure-registry", &reference])
-        .status
-        .success());
+    assert!(!d.vouch(&["pull", &reference]).status.success());
     store_is_clean(&env, &d);
     let first: Vec<String> = proxy.blobs.lock().expect("lock").clone();
-    let out = d.vouch(&["pull", "--insecure-registry", &reference]);
+    let out = d.vouch(&["pull", &reference]);
     assert!(out.status.success(), "{}", stderr(&out));
     let all = proxy.blobs.lock().expect("lock").clone();
     let second = &all[first.len()..];

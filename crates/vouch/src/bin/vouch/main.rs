@@ -268,9 +268,9 @@ struct RunArgs {
     /// Mount a named volume (created empty on first use, kept until removed): NAME:/PATH[:ro].
     #[arg(short, long, value_name = "NAME:/PATH[:ro]")]
     volume: Vec<String>,
-    /// A signed golden-value document the launch must match (default: the one attached to the
-    /// image in its registry, if any).
-    #[arg(long, value_name = "FILE")]
+    /// A signed golden-value document (a file or an http:// URL) the launch must match
+    /// (default: the one attached to the image in its registry, if any).
+    #[arg(long, value_name = "FILE|URL")]
     golden: Option<PathBuf>,
     /// Image name, id or digest.
     image: String,
@@ -1015,12 +1015,20 @@ fn run_container(client: &Client, args: RunArgs) -> Result<u8> {
         publish: args.publish.clone(),
         volumes: args.volume.clone(),
         golden: match &args.golden {
-            Some(p) => Some(
-                serde_json::from_slice(
-                    &std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?,
+            Some(p) => {
+                let text = p.to_string_lossy();
+                let bytes = if text.starts_with("http://") {
+                    vouch_image::simplesign::http_get(&text, 1 << 20)
+                        .map_err(|e| anyhow::anyhow!("cannot fetch the golden value: {e}"))?
+                        .with_context(|| format!("{text}: not found"))?
+                } else {
+                    std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?
+                };
+                Some(
+                    serde_json::from_slice(&bytes)
+                        .with_context(|| format!("{text} is not a signed golden value (JSON)"))?,
                 )
-                .with_context(|| format!("{} is not a signed golden value (JSON)", p.display()))?,
-            ),
+            }
             None => None,
         },
     };

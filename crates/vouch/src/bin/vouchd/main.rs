@@ -63,6 +63,10 @@ struct Args {
         value_name = "DIR"
     )]
     registries_d: std::path::PathBuf,
+    /// A registry (host[:port]) always reached over plain HTTP, as if every pull from it said
+    /// --insecure-registry. Repeatable.
+    #[arg(long, value_name = "HOST[:PORT]")]
+    insecure_registry: Vec<String>,
     /// Log filter, e.g. info or debug.
     #[arg(long, env = "VOUCH_LOG", default_value = "info")]
     log_level: String,
@@ -175,6 +179,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         golden_keys: args.golden_key.clone(),
         require_golden: args.require_golden,
         registries_d: args.registries_d.clone(),
+        insecure_registries: args.insecure_registry.clone(),
     };
     let tdx = || vouch_tee::tdx::TdxAttester::detect();
     let tpm = |tcti: &str,
