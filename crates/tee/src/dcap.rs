@@ -3,11 +3,11 @@
 //! given time, from collateral at hand (offline). A [`DcapPolicy`] then decides which TCB statuses
 //! are acceptable, refuses debug TDs and enclaves, and can pin MRTD and RTMR golden values.
 
+pub use dcap_qvl::QuoteCollateralV3;
 use serde::Serialize;
 use serde_json::Value;
 
 use dcap_qvl::quote::Report;
-use dcap_qvl::QuoteCollateralV3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DcapError {
