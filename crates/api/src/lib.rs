@@ -77,6 +77,16 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ),
     ("delete", "/v1/images/{reference}", "Remove an image"),
     (
+        "get",
+        "/v1/volumes",
+        "List named volumes and the containers that use them",
+    ),
+    (
+        "delete",
+        "/v1/volumes/{name}",
+        "Remove a named volume and its content (refused while a container uses it)",
+    ),
+    (
         "post",
         "/v1/attest",
         "Evidence for the current state, bound to a nonce",

@@ -31,6 +31,12 @@ fn response(method: &str, path: &str) -> Value {
             json_of(json!({"type": "array", "items": schema_ref("ImageSummary")}))
         }
         ("post", "/v1/images/pull") => json_of(schema_ref("ImageSummary")),
+        ("get", "/v1/volumes") => json_of(
+            json!({"type": "array", "items": {"type": "object", "properties": {
+            "name": {"type": "string"}, "used_by": {"type": "array", "items": {"type": "string"}}}}}),
+        ),
+        ("delete", "/v1/volumes/{name}") => json_of(json!({"type": "object", "properties": {
+            "name": {"type": "string"}, "used_by": {"type": "array", "items": {"type": "string"}}}})),
         ("post", "/v1/containers/{id}/wait") => json_of(schema_ref("WaitResponse")),
         ("get", "/v1/info") => json_of(schema_ref("Info")),
         ("get", "/v1/tee") => json_of(json!({"type": "object", "properties": {

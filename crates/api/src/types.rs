@@ -178,6 +178,14 @@ pub struct ImageSummary {
     pub layers: usize,
 }
 
+/// A named volume.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Volume {
+    pub name: String,
+    /// Ids (short) of the containers that mount it and have not ended.
+    pub used_by: Vec<String>,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PullImage {

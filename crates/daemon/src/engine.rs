@@ -96,6 +96,9 @@ struct Launch<'a> {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TaskRecord {
     pub view: Container,
+    /// Named volumes the container mounts.
+    #[serde(default)]
+    pub volumes: Vec<String>,
     pub monitor_pid: Option<i32>,
     /// The Conker request this task came from (secrets redacted), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -589,6 +592,60 @@ impl Engine {
         Ok(image_summary(&record))
     }
 
+    // ---- volumes -----------------------------------------------------------------------------
+
+    /// Containers that mount volume `name` and have not ended.
+    fn volume_users(&self, name: &str) -> Vec<String> {
+        lock(&self.tasks)
+            .values()
+            .filter(|t| !t.view.state.is_final() && t.volumes.iter().any(|v| v == name))
+            .map(|t| t.view.id[..12].to_string())
+            .collect()
+    }
+
+    pub fn volumes(&self) -> Result<Vec<vouch_api::Volume>, EngineError> {
+        let dir = self.cfg.volumes_dir();
+        let mut names: Vec<String> = match fs::read_dir(&dir) {
+            Ok(d) => d
+                .filter_map(|e| e.ok())
+                .filter(|e| e.path().is_dir())
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(EngineError::Internal(format!("cannot list volumes: {e}"))),
+        };
+        names.sort();
+        Ok(names
+            .into_iter()
+            .map(|name| vouch_api::Volume {
+                used_by: self.volume_users(&name),
+                name,
+            })
+            .collect())
+    }
+
+    pub fn remove_volume(&self, name: &str) -> Result<vouch_api::Volume, EngineError> {
+        let (valid, _, _) = spec::parse_volume(&format!("{name}:/v"))
+            .map_err(|_| EngineError::BadRequest(format!("invalid volume name {name:?}")))?;
+        let path = self.cfg.volumes_dir().join(&valid);
+        if !path.is_dir() {
+            return Err(EngineError::BadRequest(format!("no such volume: {name}")));
+        }
+        let used_by = self.volume_users(&valid);
+        if !used_by.is_empty() {
+            return Err(EngineError::BadRequest(format!(
+                "volume {name} is used by container {}; remove the container first",
+                used_by.join(", ")
+            )));
+        }
+        fs::remove_dir_all(&path)
+            .map_err(|e| EngineError::Internal(format!("cannot remove volume {name}: {e}")))?;
+        Ok(vouch_api::Volume {
+            name: valid,
+            used_by,
+        })
+    }
+
     pub fn remove_image(&self, reference: &str) -> Result<ImageSummary, EngineError> {
         let image = self.images.find(reference)?;
         let digest = image.manifest_digest.to_string();
@@ -775,6 +832,7 @@ impl Engine {
             };
             let rec = TaskRecord {
                 view,
+                volumes: volumes.iter().map(|v| v.name.clone()).collect(),
                 monitor_pid: None,
                 conker,
             };

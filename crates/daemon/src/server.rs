@@ -114,6 +114,8 @@ pub fn router(engine: Shared) -> Router {
         .route("/v1/images/load", post(load_image))
         .route("/v1/images/pull", post(pull_image))
         .route("/v1/images/{reference}", delete(remove_image))
+        .route("/v1/volumes", get(volumes))
+        .route("/v1/volumes/{name}", delete(remove_volume))
         .route("/v1/attest", post(attest))
         .route(
             "/sw/api/v1/container",
@@ -346,6 +348,21 @@ async fn pull_image(
         stream_body(rx),
     )
         .into_response())
+}
+
+async fn volumes(State(e): State<Shared>) -> Result<Response, ApiError> {
+    blocking(move || e.volumes())
+        .await
+        .map(|v| Json(v).into_response())
+}
+
+async fn remove_volume(
+    State(e): State<Shared>,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Response, ApiError> {
+    blocking(move || e.remove_volume(&name))
+        .await
+        .map(|v| Json(v).into_response())
 }
 
 async fn remove_image(

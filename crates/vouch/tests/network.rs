@@ -177,6 +177,23 @@ fn named_volumes_outlive_containers_and_mount_read_only_on_request() {
         "{}",
         stderr(&ro)
     );
+    // Listed with who uses them; removal is refused while a container runs with one.
+    let id = d.ok(&["run", "-d", "-v", "data:/data", "bb", "sleep", "60"]);
+    let vols = d.json(&["volume", "ls", "--json"]);
+    assert_eq!(vols[0]["name"], "data");
+    assert_eq!(vols[0]["used_by"][0], &id.trim()[..12]);
+    let busy = d.vouch(&["volume", "rm", "data"]);
+    assert!(!busy.status.success());
+    assert!(
+        stderr(&busy).contains("is used by container"),
+        "{}",
+        stderr(&busy)
+    );
+    d.ok(&["rm", "-f", id.trim()]);
+    d.ok(&["volume", "rm", "data"]);
+    assert!(!env.state().join("volumes/data").exists());
+    assert!(!d.vouch(&["volume", "rm", "data"]).status.success());
+    assert!(!d.vouch(&["volume", "rm", "../x"]).status.success());
     // A new volume belongs to the container's user, so a non-root container can use it.
     d.ok(&[
         "run",

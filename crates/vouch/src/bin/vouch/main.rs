@@ -186,6 +186,9 @@ enum Cmd {
     /// The TEE vouchd runs on.
     #[command(subcommand)]
     Tee(TeeCmd),
+    /// Named volumes.
+    #[command(subcommand)]
+    Volume(VolumeCmd),
     /// Signing keys for images (cosign's key format).
     #[command(subcommand)]
     Key(KeyCmd),
@@ -318,6 +321,61 @@ enum ImageCmd {
         #[arg(required = true)]
         images: Vec<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum VolumeCmd {
+    /// List volumes and the containers using them.
+    #[command(alias = "list")]
+    Ls {
+        #[arg(short, long)]
+        quiet: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove volumes and their content (refused while a container uses one).
+    Rm {
+        #[arg(required = true)]
+        volumes: Vec<String>,
+    },
+}
+
+fn volume(client: &Client, cmd: VolumeCmd) -> Result<u8> {
+    match cmd {
+        VolumeCmd::Ls { quiet, json } => {
+            let list: Vec<vouch_api::Volume> = client.call("GET", "/v1/volumes", None::<&()>)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else if quiet {
+                for v in &list {
+                    println!("{}", v.name);
+                }
+            } else {
+                println!("{:<32} USED BY", "VOLUME NAME");
+                for v in &list {
+                    println!("{:<32} {}", v.name, v.used_by.join(","));
+                }
+            }
+            Ok(0)
+        }
+        VolumeCmd::Rm { volumes } => {
+            let mut failed = false;
+            for v in volumes {
+                match client.call::<vouch_api::Volume>(
+                    "DELETE",
+                    &format!("/v1/volumes/{}", seg(&v)),
+                    None::<&()>,
+                ) {
+                    Ok(removed) => println!("{}", removed.name),
+                    Err(e) => {
+                        eprintln!("vouch: {e}");
+                        failed = true;
+                    }
+                }
+            }
+            Ok(if failed { 1 } else { 0 })
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -740,6 +798,7 @@ fn run(cli: Cli) -> Result<u8> {
         Cmd::Pull(args) => pull(&client, args),
         Cmd::Key(cmd) => key(cmd),
         Cmd::Golden(cmd) => golden(cmd),
+        Cmd::Volume(cmd) => volume(&client, cmd),
         Cmd::Sign {
             reference,
             key,
