@@ -367,3 +367,91 @@ fn zstd_layers_and_several_layers_at_once() {
         "1\n2\n3\n"
     );
 }
+
+#[test]
+fn registries_with_basic_authentication() {
+    if !require_root("registries_with_basic_authentication") {
+        return;
+    }
+    let env = TestEnv::new();
+    let Some(reg) = Registry::start_with_auth(env.path(), Some(("alice", "pl3ase-l3t-me-in")))
+    else {
+        return;
+    };
+    let layout = env.path().join("layout");
+    write_layout(
+        &layout,
+        "bb",
+        &[busybox_layer()],
+        &["/bin/sh"],
+        &["PATH=/bin"],
+    );
+    reg.push_as(
+        &layout,
+        "bb",
+        "private/bb:1",
+        Some("alice:pl3ase-l3t-me-in"),
+    );
+    let d = env.start();
+    let reference = format!("{}/private/bb:1", reg.addr);
+    let pull = |args: &[&str], stdin: &str| {
+        let mut cmd = std::process::Command::new(VOUCH);
+        cmd.arg("--socket")
+            .arg(&d.socket)
+            .args(args)
+            .arg(&reference);
+        cmd.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().expect("vouch");
+        use std::io::Write as _;
+        let _ = child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes());
+        child.wait_with_output().expect("vouch")
+    };
+    let anonymous = pull(&["pull", "--insecure-registry"], "");
+    assert!(!anonymous.status.success());
+    assert!(
+        stderr(&anonymous).to_lowercase().contains("not authorized"),
+        "{}",
+        stderr(&anonymous)
+    );
+    let wrong = pull(
+        &[
+            "pull",
+            "--insecure-registry",
+            "-u",
+            "alice",
+            "--password-stdin",
+        ],
+        "nope\n",
+    );
+    assert!(!wrong.status.success());
+    let ok = pull(
+        &[
+            "pull",
+            "--insecure-registry",
+            "-u",
+            "alice",
+            "--password-stdin",
+        ],
+        "pl3ase-l3t-me-in\n",
+    );
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    assert_eq!(
+        d.ok(&["run", "--rm", &reference, "echo", "private"]).trim(),
+        "private"
+    );
+    // The password reached neither the daemon's log nor its database.
+    for f in [d.log.clone(), env.state().join("vouchd.redb")] {
+        let bytes = std::fs::read(&f).unwrap_or_default();
+        assert!(
+            !bytes.windows(16).any(|w| w == b"pl3ase-l3t-me-in"),
+            "password in {}",
+            f.display()
+        );
+    }
+}

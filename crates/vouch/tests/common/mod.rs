@@ -555,6 +555,11 @@ pub struct Registry {
 
 impl Registry {
     pub fn start(dir: &Path) -> Option<Registry> {
+        Self::start_with_auth(dir, None)
+    }
+
+    /// A registry that requires HTTP basic authentication with `(user, password)`.
+    pub fn start_with_auth(dir: &Path, auth: Option<(&str, &str)>) -> Option<Registry> {
         if Command::new("docker-registry")
             .arg("--version")
             .output()
@@ -572,10 +577,32 @@ impl Registry {
         let port = free_port();
         let root = dir.join("registry-data");
         let config = dir.join("registry.yml");
+        let auth_section = match auth {
+            Some((user, password)) => {
+                // bcrypt, as the registry's htpasswd wants it.
+                let out = Command::new("python3")
+                    .args(["-c", "import crypt,sys; print(crypt.crypt(sys.argv[1], crypt.mksalt(crypt.METHOD_BLOWFISH)))", password])
+                    .output()
+                    .expect("python3");
+                let hash = String::from_utf8_lossy(&out.stdout).trim().to_string();
+                assert!(
+                    hash.starts_with("$2"),
+                    "no bcrypt here: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                let htpasswd = dir.join("htpasswd");
+                std::fs::write(&htpasswd, format!("{user}:{hash}\n")).expect("htpasswd");
+                format!(
+                    "auth:\n  htpasswd:\n    realm: vouch-test\n    path: {}\n",
+                    htpasswd.display()
+                )
+            }
+            None => String::new(),
+        };
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n{auth_section}http:\n  addr: 127.0.0.1:{port}\n",
                 root.display()
             ),
         )
@@ -600,8 +627,13 @@ impl Registry {
 
     /// Push an OCI layout's image with skopeo (the manifest bytes are kept as they are).
     pub fn push(&self, layout: &Path, name: &str, repo: &str) {
+        self.push_as(layout, name, repo, None)
+    }
+
+    pub fn push_as(&self, layout: &Path, name: &str, repo: &str, creds: Option<&str>) {
         let out = Command::new("skopeo")
             .args(["copy", "--quiet", "--dest-tls-verify=false"])
+            .args(creds.map(|c| format!("--dest-creds={c}")))
             .arg(format!("oci:{}:{name}", layout.display()))
             .arg(format!("docker://{}/{repo}", self.addr))
             .output()
