@@ -189,7 +189,7 @@ fn signed_images_pass_the_policy_and_others_are_refused_before_unpacking() {
         return;
     };
     let layout = env.path().join("layout");
-    write_layout(
+    let signed_digest = write_layout(
         &layout,
         "bb",
         &[busybox_layer()],
@@ -307,6 +307,51 @@ fn signed_images_pass_the_policy_and_others_are_refused_before_unpacking() {
     // Refused before anything but manifests was fetched or unpacked.
     let after = store_blobs(&env);
     assert!(after.len() <= before.len() + 2, "{before:?} -> {after:?}");
+
+    // The signed tag moved to another image, and its old signature copied along: refused,
+    // because the signature names the digest it was made for.
+    let moved = env.path().join("moved");
+    let moved_digest = write_layout(
+        &moved,
+        "mv",
+        &[busybox_layer()],
+        &["/bin/true"],
+        &["PATH=/bin"],
+    );
+    reg.push(&moved, "mv", "test/signed:latest");
+    let old_sig = format!(
+        "{}/test/signed:{}",
+        reg.addr,
+        signed_digest.replace("sha256:", "sha256-") + ".sig"
+    );
+    let new_sig = format!(
+        "{}/test/signed:{}",
+        reg.addr,
+        moved_digest.replace("sha256:", "sha256-") + ".sig"
+    );
+    let copied = std::process::Command::new("skopeo")
+        .args([
+            "copy",
+            "--quiet",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+        ])
+        .arg(format!("docker://{old_sig}"))
+        .arg(format!("docker://{new_sig}"))
+        .output()
+        .expect("skopeo");
+    assert!(
+        copied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&copied.stderr)
+    );
+    let out = d.vouch(&["pull", "--insecure-registry", &signed]);
+    assert!(!out.status.success(), "a moved tag was accepted");
+    assert!(
+        stderr(&out).contains(&format!("is for {signed_digest}")),
+        "{}",
+        stderr(&out)
+    );
     // Anything outside the scope is rejected, and so are layout loads (default reject).
     let loaded = d.vouch(&[
         "image",
