@@ -157,10 +157,12 @@ pub fn payload_identity(payload: &[u8], digest: &OciDigest) -> Result<String, St
         .to_string())
 }
 
+/// A `registries.d` file. Keys may be present with nothing under them (`docker:` with every
+/// entry commented out, as distributions ship it).
 #[derive(Debug, Default, Deserialize)]
 struct RegistriesFile {
     #[serde(default)]
-    docker: BTreeMap<String, Entry>,
+    docker: Option<BTreeMap<String, Option<Entry>>>,
     #[serde(default, rename = "default-docker")]
     default_docker: Option<Entry>,
 }
@@ -211,8 +213,12 @@ impl Lookaside {
                     path: f.display().to_string(),
                     reason: e.to_string(),
                 })?;
-            for (scope, entry) in parsed.docker {
-                if out.docker.insert(scope.clone(), entry).is_some() {
+            for (scope, entry) in parsed.docker.unwrap_or_default() {
+                if out
+                    .docker
+                    .insert(scope.clone(), entry.unwrap_or_default())
+                    .is_some()
+                {
                     return Err(SimpleSignError::Config {
                         path: f.display().to_string(),
                         reason: format!("scope {scope} is configured twice"),
@@ -385,5 +391,52 @@ pub fn http_get(url: &str, limit: u64) -> Result<Option<Vec<u8>>, String> {
         200 => Ok(Some(body)),
         404 => Ok(None),
         other => Err(format!("{url}: HTTP {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registries_d_files_as_distributions_ship_them() {
+        let dir = tempfile::tempdir().expect("tmp");
+        // Every entry commented out, an entry with nothing under it, the old key names.
+        std::fs::write(
+            dir.path().join("default.yaml"),
+            "docker:\n#  registry.example.com:\n#    lookaside: https://example.com/sigstore\n",
+        )
+        .expect("write");
+        std::fs::write(
+            dir.path().join("more.yaml"),
+            "docker:\n  empty.example:\n  r.example/team:\n    sigstore: file:///var/sigs\ndefault-docker:\n  lookaside: file:///var/default\n",
+        )
+        .expect("write");
+        std::fs::write(dir.path().join("ignored.txt"), "not: [yaml").expect("write");
+        let l = Lookaside::load(dir.path()).expect("load");
+        let d = OciDigest::from_sha256([5u8; 32]);
+        assert_eq!(
+            l.entry("r.example/team/app")
+                .and_then(|e| e.lookaside.clone())
+                .as_deref(),
+            Some("file:///var/sigs")
+        );
+        assert_eq!(
+            l.entry("other.example/x")
+                .and_then(|e| e.lookaside.clone())
+                .as_deref(),
+            Some("file:///var/default")
+        );
+        assert_eq!(
+            Lookaside::signature_dir(Path::new("/var/sigs"), "r.example/team/app", &d),
+            PathBuf::from(format!("/var/sigs/team/app@sha256={}", d.hex()))
+        );
+        assert!(l
+            .signatures("r.example/team/app", &d)
+            .expect("none")
+            .is_empty());
+        assert!(Lookaside::load(Path::new("/nonexistent")).is_ok());
+        std::fs::write(dir.path().join("bad.yaml"), "docker: [1, 2").expect("write");
+        assert!(Lookaside::load(dir.path()).is_err());
     }
 }
