@@ -500,3 +500,146 @@ fn registries_with_basic_authentication() {
         );
     }
 }
+
+/// A token issuer for the registry's `auth: token` mode (Docker's token protocol): it checks the
+/// client's basic credentials and returns a JWT (ES256, its certificate in `x5c`) granting the
+/// scope asked for.
+fn token_issuer(dir: &Path, user: &'static str, password: &'static str) -> (String, PathBuf) {
+    use base64::Engine as _;
+    use p256::pkcs8::DecodePrivateKey;
+    let (key_path, cert_path) = (dir.join("token.key"), dir.join("token.crt"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=vouch-test-token",
+        ])
+        .arg("-keyout")
+        .arg(&key_path)
+        .arg("-out")
+        .arg(&cert_path)
+        .output()
+        .expect("openssl");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let key =
+        p256::ecdsa::SigningKey::from_pkcs8_pem(&std::fs::read_to_string(&key_path).expect("key"))
+            .expect("EC key");
+    let cert_pem = std::fs::read_to_string(&cert_path).expect("cert");
+    let cert_b64: String = cert_pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let expected = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut head = Vec::new();
+            let mut b = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                match std::io::Read::read(&mut conn, &mut b) {
+                    Ok(1) => head.push(b[0]),
+                    _ => break,
+                }
+            }
+            let text = String::from_utf8_lossy(&head).to_string();
+            let target = text.split(' ').nth(1).unwrap_or("/").to_string();
+            let query = target.split_once('?').map(|(_, q)| q).unwrap_or("");
+            let param = |k: &str| {
+                query
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+                    .map(|v| {
+                        v.replace("%3A", ":")
+                            .replace("%2F", "/")
+                            .replace("%2C", ",")
+                    })
+            };
+            let authorized = text.lines().any(|l| {
+                l.to_ascii_lowercase().starts_with("authorization: basic ")
+                    && l[21..].trim() == expected
+            });
+            let response = if !authorized {
+                "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    .to_string()
+            } else {
+                let access: Vec<serde_json::Value> = param("scope")
+                    .map(|s| {
+                        let parts: Vec<&str> = s.splitn(3, ':').collect();
+                        vec![serde_json::json!({"type": parts[0], "name": parts.get(1).copied().unwrap_or(""),
+                            "actions": parts.get(2).map(|a| a.split(',').collect::<Vec<_>>()).unwrap_or_default()})]
+                    })
+                    .unwrap_or_default();
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                let header = serde_json::json!({"alg": "ES256", "typ": "JWT", "x5c": [cert_b64]});
+                let claims = serde_json::json!({"iss": "vouch-test-issuer", "sub": user, "aud": param("service").unwrap_or_default(),
+                    "exp": now + 300, "nbf": now - 10, "iat": now, "jti": format!("{now}"), "access": access});
+                let signed = format!(
+                    "{}.{}",
+                    b64.encode(header.to_string()),
+                    b64.encode(claims.to_string())
+                );
+                let sig: p256::ecdsa::Signature =
+                    p256::ecdsa::signature::Signer::sign(&key, signed.as_bytes());
+                let token = format!("{signed}.{}", b64.encode(sig.to_bytes()));
+                let body =
+                    serde_json::json!({"token": token, "access_token": token, "expires_in": 300})
+                        .to_string();
+                format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+            };
+            let _ = std::io::Write::write_all(&mut conn, response.as_bytes());
+        }
+    });
+    (format!("http://{addr}/token"), cert_path)
+}
+
+#[test]
+fn registries_with_bearer_tokens() {
+    if !require_root("registries_with_bearer_tokens") {
+        return;
+    }
+    let env = TestEnv::new();
+    let (realm, cert) = token_issuer(env.path(), "bob", "t0ken-pass");
+    let Some(reg) = Registry::start_with_token_auth(env.path(), &realm, &cert) else {
+        return;
+    };
+    let layout = env.path().join("layout");
+    write_layout(
+        &layout,
+        "bb",
+        &[busybox_layer()],
+        &["/bin/sh"],
+        &["PATH=/bin"],
+    );
+    reg.push_as(&layout, "bb", "tokens/bb:1", Some("bob:t0ken-pass"));
+    let d = env.start();
+    let reference = format!("{}/tokens/bb:1", reg.addr);
+    let anonymous = d.vouch(&["pull", "--insecure-registry", &reference]);
+    assert!(!anonymous.status.success(), "pulled without a token");
+    let out = d.vouch_env(
+        &["pull", "--insecure-registry", "-u", "bob", &reference],
+        &[("VOUCH_REGISTRY_PASSWORD", "t0ken-pass")],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        d.ok(&["run", "--rm", &reference, "echo", "bearer"]).trim(),
+        "bearer"
+    );
+}

@@ -558,8 +558,34 @@ impl Registry {
         Self::start_with_auth(dir, None)
     }
 
+    /// A registry that accepts only bearer tokens from the issuer at `realm` (signed by the key
+    /// of the certificate `cert`).
+    pub fn start_with_token_auth(dir: &Path, realm: &str, cert: &Path) -> Option<Registry> {
+        let section = format!(
+            "auth:\n  token:\n    realm: {realm}\n    service: vouch-test-registry\n    issuer: vouch-test-issuer\n    rootcertbundle: {}\n",
+            cert.display()
+        );
+        Self::start_configured(dir, Some(section))
+    }
+
     /// A registry that requires HTTP basic authentication with `(user, password)`.
     pub fn start_with_auth(dir: &Path, auth: Option<(&str, &str)>) -> Option<Registry> {
+        let section = auth.map(|(user, password)| {
+            // bcrypt, as the registry's htpasswd wants it.
+            let out = Command::new("python3")
+                .args(["-c", "import crypt,sys; print(crypt.crypt(sys.argv[1], crypt.mksalt(crypt.METHOD_BLOWFISH)))", password])
+                .output()
+                .expect("python3");
+            let hash = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            assert!(hash.starts_with("$2"), "no bcrypt here: {}", String::from_utf8_lossy(&out.stderr));
+            let htpasswd = dir.join("htpasswd");
+            std::fs::write(&htpasswd, format!("{user}:{hash}\n")).expect("htpasswd");
+            format!("auth:\n  htpasswd:\n    realm: vouch-test\n    path: {}\n", htpasswd.display())
+        });
+        Self::start_configured(dir, section)
+    }
+
+    fn start_configured(dir: &Path, auth_section: Option<String>) -> Option<Registry> {
         if Command::new("docker-registry")
             .arg("--version")
             .output()
@@ -577,28 +603,7 @@ impl Registry {
         let port = free_port();
         let root = dir.join("registry-data");
         let config = dir.join("registry.yml");
-        let auth_section = match auth {
-            Some((user, password)) => {
-                // bcrypt, as the registry's htpasswd wants it.
-                let out = Command::new("python3")
-                    .args(["-c", "import crypt,sys; print(crypt.crypt(sys.argv[1], crypt.mksalt(crypt.METHOD_BLOWFISH)))", password])
-                    .output()
-                    .expect("python3");
-                let hash = String::from_utf8_lossy(&out.stdout).trim().to_string();
-                assert!(
-                    hash.starts_with("$2"),
-                    "no bcrypt here: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                let htpasswd = dir.join("htpasswd");
-                std::fs::write(&htpasswd, format!("{user}:{hash}\n")).expect("htpasswd");
-                format!(
-                    "auth:\n  htpasswd:\n    realm: vouch-test\n    path: {}\n",
-                    htpasswd.display()
-                )
-            }
-            None => String::new(),
-        };
+        let auth_section = auth_section.unwrap_or_default();
         std::fs::write(
             &config,
             format!(
