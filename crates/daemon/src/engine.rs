@@ -1129,7 +1129,17 @@ impl Engine {
             secrets,
         } = *launch;
         // Golden values: the launch must be what the signed reference document allows.
+        let policy_wants_golden = image
+            .verification
+            .as_ref()
+            .is_some_and(|v| v.golden_required);
         let golden_value = match golden {
+            None if policy_wants_golden => {
+                return Err(EngineError::BadRequest(format!(
+                    "NOT verified: the image policy requires a golden value for {}, and there is none",
+                    image.manifest_digest
+                )))
+            }
             None if self.cfg.require_golden => {
                 return Err(EngineError::BadRequest(format!(
                     "NOT verified: no golden value for {} (attach one with `vouch golden sign --push`, or pass --golden)",

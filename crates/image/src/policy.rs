@@ -2,8 +2,9 @@
 //! a `default` list of requirements and per-transport scopes. Every requirement in the list that
 //! applies must be satisfied. Supported requirements: `insecureAcceptAnything`, `reject`,
 //! `sigstoreSigned` with `keyPath` or `keyData` (cosign key-based signatures attached in the
-//! registry), and `signedBy` with `keyType: GPGKeys` (OpenPGP simple signing, signatures in the
-//! lookaside store `registries.d` names). Anything else is refused when the policy is loaded.
+//! registry), `signedBy` with `keyType: GPGKeys` (OpenPGP simple signing, signatures in the
+//! lookaside store `registries.d` names), and vouch's own `vouchGoldenValue` (a launch needs a
+//! matching signed golden value). Anything else is refused when the policy is loaded.
 //!
 //! Scopes for the `docker` transport are looked up from the most specific: `host/repo:tag`,
 //! `host/repo`, then each parent namespace, then `host`; the `default` list applies otherwise.
@@ -49,6 +50,9 @@ enum RawRequirement {
     Accept,
     #[serde(rename = "reject")]
     Reject,
+    /// vouch's own: a launch of an image in this scope needs a signed golden value that matches.
+    #[serde(rename = "vouchGoldenValue")]
+    GoldenValue,
     #[serde(rename = "sigstoreSigned", rename_all = "camelCase")]
     SigstoreSigned {
         key_path: Option<String>,
@@ -79,6 +83,7 @@ struct RawPolicy {
 enum Requirement {
     Accept,
     Reject,
+    GoldenValue,
     Signed {
         keys: Vec<(String, VerifyingKey)>,
         /// `matchRepository`; otherwise `matchRepoDigestOrExact` (the default).
@@ -142,6 +147,9 @@ pub struct Verification {
     /// Fingerprint of the key whose signature satisfied a signature requirement.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signer: Option<String>,
+    /// A launch needs a matching signed golden value (`vouchGoldenValue`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub golden_required: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -239,9 +247,14 @@ impl ImagePolicy {
             scope: scope.clone(),
             requirements: Vec::new(),
             signer: None,
+            golden_required: false,
         };
         for r in reqs {
             match r {
+                Requirement::GoldenValue => {
+                    verification.requirements.push("vouchGoldenValue".into());
+                    verification.golden_required = true;
+                }
                 Requirement::Accept => verification
                     .requirements
                     .push("insecureAcceptAnything".into()),
@@ -433,6 +446,7 @@ fn requirement(r: &RawRequirement, base: &Path) -> Result<Requirement, PolicyErr
     Ok(match r {
         RawRequirement::Accept => Requirement::Accept,
         RawRequirement::Reject => Requirement::Reject,
+        RawRequirement::GoldenValue => Requirement::GoldenValue,
         RawRequirement::SignedBy {
             key_type,
             key_path,

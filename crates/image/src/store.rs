@@ -543,6 +543,11 @@ impl ContentStore {
             let mut names: BTreeSet<String> = existing.names.drain(..).collect();
             names.extend(record.names.iter().cloned());
             record.names = names.into_iter().collect();
+            // The same image reached under another name without a golden value keeps the one
+            // it already has (the document speaks for the digest, whatever the name).
+            if record.golden.is_none() {
+                record.golden = existing.golden.take();
+            }
             *existing = record.clone();
         } else {
             index.images.push(record.clone());

@@ -258,7 +258,53 @@ fn launches_must_match_their_signed_golden_value() {
     ]);
     launch_fails_with(
         &d,
-        &["run", "--rm", &format!("{}/app/plain:1", reg.addr), "true"],
+        &["run", "--rm", &format!("{}/app/other:1", reg.addr)],
         "NOT verified: no golden value",
+    );
+    drop(d);
+
+    // The same requirement per scope, from the image policy: app/bb carries a golden value,
+    // app/other does not.
+    let policy = p("policy.json");
+    std::fs::write(
+        &policy,
+        serde_json::json!({
+            "default": [{"type": "insecureAcceptAnything"}],
+            "transports": {"docker": {
+                format!("{}/app", reg.addr): [{"type": "insecureAcceptAnything"}, {"type": "vouchGoldenValue"}]
+            }}
+        })
+        .to_string(),
+    )
+    .expect("policy");
+    let _ = std::fs::remove_dir_all(env.state());
+    let d = env.start_with(&[
+        "--tee",
+        "sim",
+        "--golden-key",
+        &p("gv.pub"),
+        "--image-policy",
+        &policy,
+    ]);
+    d.ok(&["pull", "--insecure-registry", &image]);
+    d.ok(&[
+        "pull",
+        "--insecure-registry",
+        &format!("{}/app/plain:1", reg.addr),
+    ]);
+    d.ok(&[
+        "pull",
+        "--insecure-registry",
+        &format!("{}/app/other:1", reg.addr),
+    ]);
+    // app/plain is the same image as app/bb: the golden value stays with the digest.
+    assert_eq!(
+        d.ok(&["run", "--rm", &image, "echo", "golden"]).trim(),
+        "golden"
+    );
+    launch_fails_with(
+        &d,
+        &["run", "--rm", &format!("{}/app/other:1", reg.addr)],
+        "NOT verified: the image policy requires a golden value",
     );
 }
