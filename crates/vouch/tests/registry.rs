@@ -59,6 +59,36 @@ fn pull_by_tag_and_digest_then_run() {
         "from-the-registry"
     );
 
+    // `vouch run` pulls what it does not have (here by digest, into a fresh daemon), and its
+    // stdout stays the container's.
+    let fresh = TestEnv::new();
+    let d2 = fresh.start_with(&["--tee", "sim", "--insecure-registry", &reg.addr]);
+    let run = d2.vouch(&[
+        "run",
+        "--rm",
+        &format!("{}/test/bb@{digest}", reg.addr),
+        "echo",
+        "pulled-by-run",
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert_eq!(stdout(&run), "pulled-by-run\n");
+    assert!(stderr(&run).contains("Pulled "), "{}", stderr(&run));
+    let never = d2.vouch(&[
+        "run",
+        "--rm",
+        "--pull",
+        "never",
+        &format!("{}/test/bb:latest", reg.addr),
+        "true",
+    ]);
+    assert!(!never.status.success());
+    assert!(
+        stderr(&never).contains("no such image"),
+        "{}",
+        stderr(&never)
+    );
+    drop(d2);
+
     // By digest: the same image, nothing fetched twice.
     let blobs = store_blobs(&env);
     let by_digest = format!("{}/test/bb@{digest}", reg.addr);

@@ -275,7 +275,14 @@ struct RunArgs {
     /// (default: the one attached to the image in its registry, if any).
     #[arg(long, value_name = "FILE|URL")]
     golden: Option<PathBuf>,
-    /// Image name, id or digest.
+    /// When to pull the image from its registry: missing (default: when it is not in the
+    /// store and names a registry), always, or never.
+    #[arg(long, default_value = "missing", value_parser = ["missing", "always", "never"])]
+    pull: String,
+    /// Reach the image's registry over plain HTTP when pulling.
+    #[arg(long)]
+    insecure_registry: bool,
+    /// Image name, id or digest (REGISTRY/REPOSITORY[:TAG|@DIGEST] is pulled when missing).
     image: String,
     /// Command and arguments (default: the image's).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -617,6 +624,9 @@ struct PullArgs {
     quiet: bool,
     #[arg(long)]
     json: bool,
+    /// Report on stderr (when `vouch run` pulls, stdout is the container's).
+    #[arg(skip)]
+    report_on_stderr: bool,
 }
 
 fn pull(client: &Client, args: PullArgs) -> Result<u8> {
@@ -671,6 +681,11 @@ fn pull(client: &Client, args: PullArgs) -> Result<u8> {
         println!("{}", serde_json::to_string_pretty(&image)?);
     } else if args.quiet {
         println!("{}", image.manifest_digest);
+    } else if args.report_on_stderr {
+        eprintln!(
+            "Pulled {} ({}, {} layers, {} bytes)",
+            args.reference, image.manifest_digest, image.layers, image.size
+        );
     } else {
         println!(
             "Pulled {} ({}, {} layers, {} bytes)",
@@ -1091,7 +1106,32 @@ fn run_container(client: &Client, args: RunArgs) -> Result<u8> {
             None => None,
         },
     };
-    let created: Container = client.call("POST", "/v1/containers", Some(&req))?;
+    // `host[:port]/...` or `localhost/...` names a registry (as docker decides it).
+    let from_registry = args
+        .image
+        .split_once('/')
+        .is_some_and(|(h, _)| h.contains(['.', ':']) || h == "localhost");
+    let pull_args = || PullArgs {
+        reference: args.image.clone(),
+        insecure_registry: args.insecure_registry,
+        username: None,
+        password_stdin: false,
+        quiet: false,
+        json: false,
+        report_on_stderr: true,
+    };
+    if args.pull == "always" {
+        pull(client, pull_args())?;
+    }
+    let created: Container = match client.call("POST", "/v1/containers", Some(&req)) {
+        Err(vouch_api::ClientError::Api { message, .. })
+            if args.pull == "missing" && from_registry && message.starts_with("no such image") =>
+        {
+            pull(client, pull_args())?;
+            client.call("POST", "/v1/containers", Some(&req))?
+        }
+        other => other?,
+    };
     if args.detach {
         println!("{}", created.id);
         return Ok(0);
