@@ -561,10 +561,7 @@ impl Engine {
                 req.reference
             )));
         }
-        let registry = reference
-            .split_once('/')
-            .map(|(r, _)| r)
-            .filter(|r| r.contains(['.', ':']) || *r == "localhost")
+        let registry = vouch_image::registry::registry_host(reference)
             .unwrap_or("docker.io")
             .to_string();
         let opts = vouch_image::registry::PullOptions {

@@ -187,26 +187,61 @@ impl Registry<'_> {
         desc: &Descriptor,
         report: &'s dyn Fn(u64),
     ) -> Result<Counting<'s, StreamReader<'s>>, LoadError> {
-        let digest = desc.digest.to_string();
-        let sized = self
-            .rt
-            .block_on(
-                self.client
-                    .pull_blob_stream(&self.reference, digest.as_str()),
-            )
-            .map_err(|e| chain_err(&format!("blob {digest}"), &e))?;
         Ok(Counting {
-            inner: StreamReader {
-                rt: &self.rt,
-                stream: sized.stream,
-                chunk: bytes::Bytes::new(),
-                timeout: self.timeout,
-                ended: false,
-            },
+            inner: self.blob_reader(&self.reference, &desc.digest, "blob")?,
             read: 0,
             reported: 0,
             report,
         })
+    }
+
+    /// A blob's HTTP body as a blocking reader.
+    fn blob_reader(
+        &self,
+        reference: &Reference,
+        digest: &OciDigest,
+        what: &str,
+    ) -> Result<StreamReader<'_>, LoadError> {
+        let sized = self
+            .rt
+            .block_on(
+                self.client
+                    .pull_blob_stream(reference, digest.to_string().as_str()),
+            )
+            .map_err(|e| chain_err(&format!("{what} {digest}"), &e))?;
+        Ok(StreamReader {
+            rt: &self.rt,
+            stream: sized.stream,
+            chunk: bytes::Bytes::new(),
+            timeout: self.timeout,
+            ended: false,
+        })
+    }
+
+    /// A small blob (config, attachment), read whole and checked against its digest.
+    fn small_blob(
+        &self,
+        reference: &Reference,
+        digest: &OciDigest,
+        limit: u64,
+        what: &str,
+    ) -> Result<Vec<u8>, LoadError> {
+        let mut data = Vec::new();
+        self.blob_reader(reference, digest, what)?
+            .take(limit + 1)
+            .read_to_end(&mut data)
+            .map_err(|e| registry_err(&format!("{what} {digest}"), e))?;
+        if data.len() as u64 > limit {
+            return Err(LoadError::Invalid(format!(
+                "{what} {digest} is larger than {limit} bytes"
+            )));
+        }
+        if OciDigest::from_sha256(Sha256::digest(&data).into()) != *digest {
+            return Err(LoadError::Invalid(format!(
+                "{what} {digest} does not match its digest"
+            )));
+        }
+        Ok(data)
     }
 }
 
@@ -336,6 +371,15 @@ fn connect<'a>(
     })
 }
 
+/// The registry a reference names (`host[:port]` or `localhost` before the first `/`, as docker
+/// decides it), or `None` for a short name such as `busybox` or `library/busybox`.
+pub fn registry_host(reference: &str) -> Option<&str> {
+    reference
+        .split_once('/')
+        .map(|(h, _)| h)
+        .filter(|h| h.contains(['.', ':']) || *h == "localhost")
+}
+
 /// `registry/repository` of a reference, as signatures name it.
 pub fn repository_of(reference: &Reference) -> String {
     format!("{}/{}", reference.registry(), reference.repository())
@@ -398,30 +442,7 @@ impl Registry<'_> {
                     layer.digest
                 )));
             }
-            let sized = self
-                .rt
-                .block_on(
-                    self.client
-                        .pull_blob_stream(&att_ref, layer.digest.to_string().as_str()),
-                )
-                .map_err(|e| chain_err(&format!("attachment {}", layer.digest), &e))?;
-            let mut data = Vec::new();
-            StreamReader {
-                rt: &self.rt,
-                stream: sized.stream,
-                chunk: bytes::Bytes::new(),
-                timeout: self.timeout,
-                ended: false,
-            }
-            .take((1 << 20) + 1)
-            .read_to_end(&mut data)
-            .map_err(|e| registry_err(&format!("attachment {}", layer.digest), e))?;
-            if OciDigest::from_sha256(Sha256::digest(&data).into()) != layer.digest {
-                return Err(LoadError::Invalid(format!(
-                    "attachment {} does not match its digest",
-                    layer.digest
-                )));
-            }
+            let data = self.small_blob(&att_ref, &layer.digest, 1 << 20, "attachment")?;
             out.push((data, layer.annotations.clone().unwrap_or_default()));
         }
         Ok(out)
@@ -522,30 +543,12 @@ impl Registry<'_> {
         }
         let manifest: oci::Manifest = serde_json::from_slice(&bytes)
             .map_err(|e| LoadError::Invalid(format!("manifest {digest}: {e}")))?;
-        let sized = self
-            .rt
-            .block_on(
-                self.client
-                    .pull_blob_stream(&self.reference, manifest.config.digest.to_string().as_str()),
-            )
-            .map_err(|e| chain_err(&format!("config {}", manifest.config.digest), &e))?;
-        let mut config_bytes = Vec::new();
-        StreamReader {
-            rt: &self.rt,
-            stream: sized.stream,
-            chunk: bytes::Bytes::new(),
-            timeout: self.timeout,
-            ended: false,
-        }
-        .take(MAX_DOCUMENT + 1)
-        .read_to_end(&mut config_bytes)
-        .map_err(|e| registry_err("config", e))?;
-        if OciDigest::from_sha256(Sha256::digest(&config_bytes).into()) != manifest.config.digest {
-            return Err(LoadError::Invalid(format!(
-                "config {} does not match its digest",
-                manifest.config.digest
-            )));
-        }
+        let config_bytes = self.small_blob(
+            &self.reference,
+            &manifest.config.digest,
+            MAX_DOCUMENT,
+            "config",
+        )?;
         let config: oci::ImageConfig = serde_json::from_slice(&config_bytes)
             .map_err(|e| LoadError::Invalid(format!("config {}: {e}", manifest.config.digest)))?;
         let c = config.config.unwrap_or_default();

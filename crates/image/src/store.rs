@@ -299,6 +299,59 @@ impl ContentStore {
         Ok(out)
     }
 
+    /// A fresh temporary directory for a layer being unpacked. A layer root is an ordinary image
+    /// directory (a "./" entry may still set its mode).
+    fn new_layer_dir(&self) -> Result<PathBuf, StoreError> {
+        let tmp = self.temp_name("layer");
+        fs::create_dir(&tmp).map_err(Self::io_err(&tmp))?;
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755)).map_err(Self::io_err(&tmp))?;
+        Ok(tmp)
+    }
+
+    /// Decompress `compressed`, unpack it into `dir`, and return the diff id: SHA-256 of the whole
+    /// decompressed stream, end-of-archive padding included.
+    fn unpack_into(
+        &self,
+        layer: &LayerRecord,
+        compressed: impl io::BufRead,
+        dir: &Path,
+    ) -> Result<OciDigest, StoreError> {
+        let tar_err = |source: io::Error| StoreError::Unpack {
+            digest: layer.digest.clone(),
+            source: UnpackError::Tar(source),
+        };
+        let decompressed: Box<dyn Read + '_> = match layer.compression {
+            Compression::None => Box::new(compressed),
+            Compression::Gzip => Box::new(GzDecoder::new(compressed)),
+            Compression::Zstd => {
+                Box::new(zstd::stream::read::Decoder::with_buffer(compressed).map_err(tar_err)?)
+            }
+        };
+        let mut hashing = HashingReader {
+            inner: decompressed,
+            hasher: Sha256::new(),
+        };
+        unpack_layer(&mut hashing, dir, &self.limits).map_err(|source| StoreError::Unpack {
+            digest: layer.digest.clone(),
+            source,
+        })?;
+        io::copy(&mut hashing, &mut io::sink()).map_err(tar_err)?;
+        Ok(OciDigest::from_sha256(hashing.hasher.finalize().into()))
+    }
+
+    /// Move an unpacked layer into place. The same layer unpacked concurrently for another image
+    /// may have won the race: then that one is kept.
+    fn place_layer(tmp: &Path, dest: &Path) -> Result<(), StoreError> {
+        match fs::rename(tmp, dest) {
+            Ok(()) => Ok(()),
+            Err(_) if dest.is_dir() => {
+                let _ = fs::remove_dir_all(tmp);
+                Ok(())
+            }
+            Err(e) => Err(Self::io_err(dest)(e)),
+        }
+    }
+
     /// Stream a layer from `reader` into the store and unpack it in the same pass: the compressed
     /// bytes are written to the blob file and hashed as the decompressor reads them, the diff id
     /// is checked over the decompressed stream. Both appear under their names only when size,
@@ -316,7 +369,7 @@ impl ContentStore {
             return self.ensure_layer(layer);
         }
         let blob_tmp = self.temp_name("blob");
-        let dir_tmp = self.temp_name("layer");
+        let dir_tmp = self.new_layer_dir()?;
         let result = (|| {
             let mut file = OpenOptions::new()
                 .write(true)
@@ -324,9 +377,6 @@ impl ContentStore {
                 .mode(0o644)
                 .open(&blob_tmp)
                 .map_err(Self::io_err(&blob_tmp))?;
-            fs::create_dir(&dir_tmp).map_err(Self::io_err(&dir_tmp))?;
-            fs::set_permissions(&dir_tmp, fs::Permissions::from_mode(0o755))
-                .map_err(Self::io_err(&dir_tmp))?;
             let mut tee = TeeReader {
                 inner: reader,
                 file: &mut file,
@@ -338,31 +388,11 @@ impl ContentStore {
                 digest: layer.digest.clone(),
                 source,
             };
-            let unpacked: Result<OciDigest, StoreError> = (|| {
-                let buffered = io::BufReader::with_capacity(256 * 1024, &mut tee);
-                let decompressed: Box<dyn Read + '_> = match layer.compression {
-                    Compression::None => Box::new(buffered),
-                    Compression::Gzip => Box::new(GzDecoder::new(buffered)),
-                    Compression::Zstd => Box::new(
-                        zstd::stream::read::Decoder::with_buffer(buffered).map_err(source_err)?,
-                    ),
-                };
-                let mut hashing = HashingReader {
-                    inner: decompressed,
-                    hasher: Sha256::new(),
-                };
-                unpack_layer(&mut hashing, &dir_tmp, &self.limits).map_err(|source| {
-                    StoreError::Unpack {
-                        digest: layer.digest.clone(),
-                        source,
-                    }
-                })?;
-                io::copy(&mut hashing, &mut io::sink()).map_err(|source| StoreError::Unpack {
-                    digest: layer.digest.clone(),
-                    source: UnpackError::Tar(source),
-                })?;
-                Ok(OciDigest::from_sha256(hashing.hasher.finalize().into()))
-            })();
+            let unpacked = self.unpack_into(
+                layer,
+                io::BufReader::with_capacity(256 * 1024, &mut tee),
+                &dir_tmp,
+            );
             // Whatever follows the compressed stream is part of the blob too. When unpacking
             // failed, the rest is still read: wrong bytes are reported as what they are.
             let drained = io::copy(&mut tee, &mut io::sink());
@@ -405,14 +435,7 @@ impl ContentStore {
             }
             file.sync_all().map_err(Self::io_err(&blob_tmp))?;
             fs::rename(&blob_tmp, &blob_dest).map_err(Self::io_err(&blob_dest))?;
-            match fs::rename(&dir_tmp, &dest) {
-                Ok(()) => Ok(()),
-                Err(_) if dest.is_dir() => {
-                    let _ = fs::remove_dir_all(&dir_tmp);
-                    Ok(())
-                }
-                Err(e) => Err(Self::io_err(&dest)(e)),
-            }
+            Self::place_layer(&dir_tmp, &dest)
         })();
         if result.is_err() {
             let _ = fs::remove_file(&blob_tmp);
@@ -435,39 +458,9 @@ impl ContentStore {
                 source: e,
             },
         })?;
-        let decompressed: Box<dyn Read> = match layer.compression {
-            Compression::None => Box::new(io::BufReader::new(file)),
-            Compression::Gzip => Box::new(GzDecoder::new(io::BufReader::new(file))),
-            Compression::Zstd => {
-                Box::new(zstd::stream::read::Decoder::new(file).map_err(|source| {
-                    StoreError::Unpack {
-                        digest: layer.digest.clone(),
-                        source: UnpackError::Tar(source),
-                    }
-                })?)
-            }
-        };
-        let mut hashing = HashingReader {
-            inner: decompressed,
-            hasher: Sha256::new(),
-        };
-        let tmp = self.temp_name("layer");
-        fs::create_dir(&tmp).map_err(Self::io_err(&tmp))?;
-        // A layer root is an ordinary image directory (a "./" entry may still set its mode).
-        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755)).map_err(Self::io_err(&tmp))?;
+        let tmp = self.new_layer_dir()?;
         let result = (|| {
-            unpack_layer(&mut hashing, &tmp, &self.limits).map_err(|source| {
-                StoreError::Unpack {
-                    digest: layer.digest.clone(),
-                    source,
-                }
-            })?;
-            // Hash the end-of-archive padding too: the diff id covers the whole stream.
-            io::copy(&mut hashing, &mut io::sink()).map_err(|source| StoreError::Unpack {
-                digest: layer.digest.clone(),
-                source: UnpackError::Tar(source),
-            })?;
-            let actual = OciDigest::from_sha256(hashing.hasher.clone().finalize().into());
+            let actual = self.unpack_into(layer, io::BufReader::new(file), &tmp)?;
             if actual != layer.diff_id {
                 return Err(StoreError::DiffIdMismatch {
                     digest: layer.digest.clone(),
@@ -475,15 +468,7 @@ impl ContentStore {
                     actual,
                 });
             }
-            match fs::rename(&tmp, &dest) {
-                Ok(()) => Ok(()),
-                // The same layer unpacked concurrently for another image: keep that one.
-                Err(_) if dest.is_dir() => {
-                    let _ = fs::remove_dir_all(&tmp);
-                    Ok(())
-                }
-                Err(e) => Err(Self::io_err(&dest)(e)),
-            }
+            Self::place_layer(&tmp, &dest)
         })();
         if result.is_err() {
             let _ = fs::remove_dir_all(&tmp);

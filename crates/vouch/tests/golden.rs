@@ -172,29 +172,8 @@ fn launches_must_match_their_signed_golden_value() {
         "NOT verified: manifest digest",
     );
     // The same document fetched from a URL (a real web server on loopback).
-    let port = free_port();
-    let mut web = std::process::Command::new("python3")
-        .args([
-            "-m",
-            "http.server",
-            "--bind",
-            "127.0.0.1",
-            &port.to_string(),
-            "--directory",
-            &p(""),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("python3 http.server");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "http.server did not start"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let web = WebServer::serve(env.path());
+    let port = web.port;
     let url = format!("http://127.0.0.1:{port}/signed.json");
     let by_url = d.vouch(&[
         "run",
@@ -213,8 +192,7 @@ fn launches_must_match_their_signed_golden_value() {
         &image,
         "true",
     ]);
-    let _ = web.kill();
-    let _ = web.wait();
+    drop(web);
     assert!(by_url.status.success(), "{}", stderr(&by_url));
     assert_eq!(stdout(&by_url).trim(), "by-url");
     assert!(

@@ -248,29 +248,8 @@ fn skopeo_and_vouch_accept_each_others_openpgp_signatures() {
     drop(d);
 
     // The same store served over HTTP (a real web server on loopback) works as a lookaside too.
-    let port = free_port();
-    let mut web = Command::new("python3")
-        .args([
-            "-m",
-            "http.server",
-            "--bind",
-            "127.0.0.1",
-            &port.to_string(),
-            "--directory",
-            &p(&sigs),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("python3 http.server");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "http.server did not start"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let web = WebServer::serve(&sigs);
+    let port = web.port;
     let regd_http = env.path().join("registries-http.d");
     std::fs::create_dir_all(&regd_http).expect("dir");
     std::fs::write(
@@ -292,8 +271,7 @@ fn skopeo_and_vouch_accept_each_others_openpgp_signatures() {
     ]);
     let by_skopeo = d.vouch(&["pull", "--insecure-registry", &image("by-skopeo")]);
     let unsigned = d.vouch(&["pull", "--insecure-registry", &image("unsigned")]);
-    let _ = web.kill();
-    let _ = web.wait();
+    drop(web);
     assert!(by_skopeo.status.success(), "{}", stderr(&by_skopeo));
     assert!(!unsigned.status.success());
 }

@@ -157,14 +157,6 @@ fn serve(registry: String, fault: Fault, swap_to: Option<String>) -> Proxy {
     Proxy { addr, stop, blobs }
 }
 
-fn store_is_clean(env: &TestEnv, d: &Daemon) {
-    assert_eq!(d.json(&["image", "ls", "--json"]), serde_json::json!([]));
-    let tmp: Vec<_> = std::fs::read_dir(env.state().join("images/tmp"))
-        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
-        .unwrap_or_default();
-    assert!(tmp.is_empty(), "partial files left: {tmp:?}");
-}
-
 #[test]
 fn misbehaving_registries_fail_clearly_and_leave_nothing() {
     if !require_root("misbehaving_registries_fail_clearly_and_leave_nothing") {

@@ -669,3 +669,52 @@ impl Drop for Registry {
         let _ = self.child.wait();
     }
 }
+
+/// A plain web server (python3's http.server) on a free loopback port serving `dir`, stopped by
+/// PID when dropped.
+pub struct WebServer {
+    child: Child,
+    pub port: u16,
+}
+
+impl WebServer {
+    pub fn serve(dir: &Path) -> WebServer {
+        let port = free_port();
+        let child = Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                "--bind",
+                "127.0.0.1",
+                &port.to_string(),
+                "--directory",
+            ])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 http.server");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "http.server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        WebServer { child, port }
+    }
+}
+
+impl Drop for WebServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// No image is listed and no partial file is left in the image store.
+pub fn store_is_clean(env: &TestEnv, d: &Daemon) {
+    assert_eq!(d.json(&["image", "ls", "--json"]), serde_json::json!([]));
+    let tmp: Vec<_> = std::fs::read_dir(env.state().join("images/tmp"))
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(tmp.is_empty(), "partial files left: {tmp:?}");
+}

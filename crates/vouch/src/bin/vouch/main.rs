@@ -429,10 +429,9 @@ enum GoldenCmd {
 }
 
 fn registry_opts(reference: &str, insecure: bool) -> vouch_image::registry::PullOptions {
-    let registry = reference
-        .split_once('/')
-        .map(|(r, _)| r.to_string())
-        .unwrap_or_default();
+    let registry = vouch_image::registry::registry_host(reference)
+        .unwrap_or("docker.io")
+        .to_string();
     vouch_image::registry::PullOptions {
         insecure_registries: if insecure { vec![registry] } else { Vec::new() },
         ..Default::default()
@@ -1107,10 +1106,7 @@ fn run_container(client: &Client, args: RunArgs) -> Result<u8> {
         },
     };
     // `host[:port]/...` or `localhost/...` names a registry (as docker decides it).
-    let from_registry = args
-        .image
-        .split_once('/')
-        .is_some_and(|(h, _)| h.contains(['.', ':']) || h == "localhost");
+    let from_registry = vouch_image::registry::registry_host(&args.image).is_some();
     let pull_args = || PullArgs {
         reference: args.image.clone(),
         insecure_registry: args.insecure_registry,
