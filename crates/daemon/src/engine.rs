@@ -79,6 +79,8 @@ pub enum EngineError {
 
 /// How many removed tasks keep their final view for late `wait` calls.
 const REMOVED_KEPT: usize = 256;
+/// The event recorded when removing a --rm container after it ended failed.
+const REMOVE_FAILED: &str = "RemoveFailed";
 
 /// The inputs of one launch.
 #[derive(Clone, Copy)]
@@ -440,8 +442,16 @@ impl Engine {
 
     pub async fn wait(&self, reference: &str) -> Result<WaitResponse, EngineError> {
         let mut rx = self.watch(reference)?;
+        // A container started with --rm is waited for until its removal has been attempted, so
+        // that a caller who returns from the wait never still sees it listed.
         let view = rx
-            .wait_for(|c| c.state.is_final())
+            .wait_for(|c| {
+                c.state.is_final()
+                    && (!c.auto_remove
+                        || c.events
+                            .last()
+                            .is_some_and(|e| e.action == "Removed" || e.action == REMOVE_FAILED))
+            })
             .await
             .map(|c| c.clone())
             .map_err(|_| EngineError::Internal("container watch closed".into()))?;
@@ -904,7 +914,7 @@ impl Engine {
                     self.fail(&id, &error_chain(&e));
                 }
                 if p.auto_remove {
-                    let _ = self.remove_task(&id);
+                    self.auto_remove(&id);
                 }
                 Err(match e {
                     EngineError::StartFailed { .. } | EngineError::Cancelled => e,
@@ -1357,9 +1367,7 @@ impl Engine {
             }
         });
         if view.is_some_and(|v| v.auto_remove) {
-            if let Err(e) = self.remove_task(id) {
-                tracing::warn!(id = %id, error = %error_chain(&e), "cannot auto-remove container");
-            }
+            self.auto_remove(id);
         }
     }
 
@@ -1428,6 +1436,21 @@ impl Engine {
         self.remove_task(&id)
     }
 
+    /// Remove a container started with --rm once it has ended; a failure is logged and
+    /// recorded as an event, which also releases anyone waiting for the removal.
+    fn auto_remove(&self, id: &str) {
+        if let Err(e) = self.remove_task(id) {
+            let reason = error_chain(&e);
+            tracing::warn!(id = %id, error = %reason, "cannot auto-remove container");
+            self.update(
+                id,
+                REMOVE_FAILED,
+                &format!("cannot remove: {reason}"),
+                |_| {},
+            );
+        }
+    }
+
     fn remove_task(&self, id: &str) -> Result<Container, EngineError> {
         let dir = self.container_dir(id);
         Overlay::for_container(&dir).unmount()?;
@@ -1437,11 +1460,27 @@ impl Engine {
                 EngineError::Internal(format!("cannot remove {}: {e}", dir.display()))
             })?;
         }
-        let view = self
-            .update(id, "Removed", "container removed", |_| {})
+        // The task leaves the table and the database before watchers hear "Removed", so a
+        // waiter that wakes on it never finds the container still listed.
+        let mut rec = lock(&self.tasks)
+            .remove(id)
             .ok_or_else(|| EngineError::NoSuchContainer(id.to_string()))?;
-        lock(&self.tasks).remove(id);
         self.db.delete(id)?;
+        let event = TaskEvent {
+            time: time::now(),
+            action: "Removed".to_string(),
+            message: "container removed".to_string(),
+        };
+        rec.view.events.push(event.clone());
+        let _ = self.events.send(EventMessage {
+            id: id.to_string(),
+            name: rec.view.name.clone(),
+            event,
+        });
+        if let Some(w) = lock(&self.watchers).get(id) {
+            w.send_replace(rec.view.clone());
+        }
+        let view = rec.view;
         let mut removed = lock(&self.removed);
         removed.push_back(id.to_string());
         while removed.len() > REMOVED_KEPT {
