@@ -1,5 +1,6 @@
-//! A small blocking HTTP/1.1 client for the daemon's unix socket. One connection per request;
-//! responses with `Content-Length` or chunked bodies, streamed to the caller.
+//! A small blocking HTTP/1.1 client: for the daemon's unix socket, one connection per request
+//! with the response body streamed to the caller ([`exchange`]); for TCP services, a kept-alive
+//! [`Connection`] that can pipeline requests. Bodies with `Content-Length` or chunked.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -41,16 +42,6 @@ pub struct Response {
 }
 
 impl Response {
-    /// Whether the connection can carry another request once this body is read: the server
-    /// did not close it, and the body is delimited by `Content-Length`.
-    pub fn reusable(&self) -> bool {
-        (self.header("content-length").is_some() || self.status == 204 || self.status == 304)
-            && self.header("transfer-encoding").is_none()
-            && !self
-                .header("connection")
-                .is_some_and(|v| v.eq_ignore_ascii_case("close"))
-    }
-
     /// The first header called `name` (lower case).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
@@ -61,29 +52,49 @@ impl Response {
 }
 
 /// One HTTP/1.1 request/response exchange over any connected stream (`Connection: close`).
+/// The body is streamed to the caller.
 pub fn exchange<S: Read + Write + Send + 'static>(
-    stream: S,
-    host: &str,
-    method: &str,
-    path: &str,
-    headers: &[(&str, String)],
-    body: Option<(&str, &[u8])>,
-) -> Result<Response, ClientError> {
-    exchange_on(stream, host, method, path, headers, body, false)
-}
-
-/// Like [`exchange`]; with `keep_alive` the server is asked to keep the connection open, and
-/// [`Response::reusable`] says whether it did (the caller reads the whole body, then sends the
-/// next request on a clone of the same stream).
-pub fn exchange_on<S: Read + Write + Send + 'static>(
     mut stream: S,
     host: &str,
     method: &str,
     path: &str,
     headers: &[(&str, String)],
     body: Option<(&str, &[u8])>,
-    keep_alive: bool,
 ) -> Result<Response, ClientError> {
+    let req = request_bytes(host, method, path, headers, body, false)?;
+    stream.write_all(&req).map_err(ClientError::Io)?;
+    let mut reader = BufReader::new(stream);
+    let (status, headers, framing) = read_head(&mut reader, method)?;
+    let content_type = headers
+        .iter()
+        .find(|(n, _)| n == "content-type")
+        .map(|(_, v)| v.clone());
+    let body: Box<dyn Read + Send> = match framing {
+        Framing::Chunked => Box::new(ChunkedReader {
+            inner: reader,
+            remaining: 0,
+            done: false,
+        }),
+        Framing::Length(len) => Box::new(reader.take(len)),
+        Framing::UntilClose => Box::new(reader),
+    };
+    Ok(Response {
+        status,
+        content_type,
+        headers,
+        body,
+    })
+}
+
+/// The bytes of one HTTP/1.1 request.
+fn request_bytes(
+    host: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: Option<(&str, &[u8])>,
+    keep_alive: bool,
+) -> Result<Vec<u8>, ClientError> {
     let connection = if keep_alive { "keep-alive" } else { "close" };
     let mut head =
         format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: {connection}\r\n");
@@ -108,8 +119,24 @@ pub fn exchange_on<S: Read + Write + Send + 'static>(
     if let Some((_, b)) = body {
         req.extend_from_slice(b);
     }
-    stream.write_all(&req).map_err(ClientError::Io)?;
-    let mut reader = BufReader::new(stream);
+    Ok(req)
+}
+
+/// Response headers, names lower-cased, in order.
+type Headers = Vec<(String, String)>;
+
+/// How a response body is delimited (RFC 9112 section 6.3).
+enum Framing {
+    Length(u64),
+    Chunked,
+    UntilClose,
+}
+
+/// Read a response's status line and headers (names lower-cased), and how its body ends.
+fn read_head(
+    reader: &mut impl BufRead,
+    method: &str,
+) -> Result<(u16, Headers, Framing), ClientError> {
     let mut raw = Vec::new();
     loop {
         let n = reader
@@ -145,39 +172,157 @@ pub fn exchange_on<S: Read + Write + Send + 'static>(
             )
         })
         .collect();
-    let find = |name: &str| {
-        headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.clone())
-    };
-    let content_type = find("content-type");
-    let chunked = find("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
-    // Responses that never have a body (RFC 9112 section 6.3).
+    let find = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v);
+    // Responses that never have a body.
     let bodiless =
         method == "HEAD" || status == 204 || status == 304 || (100..200).contains(&status);
-    let length = if bodiless {
-        Some(0)
+    let framing = if bodiless {
+        Framing::Length(0)
+    } else if find("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        Framing::Chunked
+    } else if let Some(v) = find("content-length") {
+        Framing::Length(
+            v.parse::<u64>()
+                .map_err(|_| ClientError::Protocol(format!("bad Content-Length {v:?}")))?,
+        )
     } else {
-        find("content-length").and_then(|v| v.parse::<u64>().ok())
+        Framing::UntilClose
     };
-    let body: Box<dyn Read + Send> = if chunked && !bodiless {
-        Box::new(ChunkedReader {
-            inner: reader,
-            remaining: 0,
-            done: false,
+    Ok((status, headers, framing))
+}
+
+/// A response read whole from a [`Connection`].
+#[derive(Debug)]
+pub struct FullResponse {
+    pub status: u16,
+    /// All headers, names lower-cased.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl FullResponse {
+    /// The first header called `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A kept-alive HTTP/1.1 connection. Requests may be pipelined (several written before their
+/// responses are read); responses are read whole and in order through one buffer, so bytes of
+/// the next response are never lost.
+pub struct Connection<S> {
+    host: String,
+    reader: BufReader<S>,
+    /// Requests sent but not yet written: they go out together, in one write, when the first
+    /// of their responses is read.
+    pending: Vec<u8>,
+    open: bool,
+}
+
+impl<S> std::fmt::Debug for Connection<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("host", &self.host)
+            .field("open", &self.open)
+            .finish()
+    }
+}
+
+impl<S: Read + Write> Connection<S> {
+    pub fn new(stream: S, host: impl Into<String>) -> Self {
+        Connection {
+            host: host.into(),
+            reader: BufReader::new(stream),
+            pending: Vec::new(),
+            open: true,
+        }
+    }
+
+    /// Whether the server has left the connection usable for another request.
+    pub fn is_open(&self) -> bool {
+        self.open
+    }
+
+    /// Queue one request (asking the server to keep the connection open). Queued requests are
+    /// written together when the next response is read.
+    pub fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Option<(&str, &[u8])>,
+    ) -> Result<(), ClientError> {
+        let req = request_bytes(&self.host, method, path, headers, body, true)?;
+        self.pending.extend_from_slice(&req);
+        Ok(())
+    }
+
+    /// Read the next response, whose body may be at most `limit` bytes. `method` is the one of
+    /// the request it answers.
+    pub fn receive(&mut self, method: &str, limit: u64) -> Result<FullResponse, ClientError> {
+        let r = self.receive_inner(method, limit);
+        if r.is_err() {
+            self.open = false;
+        }
+        r
+    }
+
+    fn receive_inner(&mut self, method: &str, limit: u64) -> Result<FullResponse, ClientError> {
+        if !self.pending.is_empty() {
+            let pending = std::mem::take(&mut self.pending);
+            self.reader
+                .get_mut()
+                .write_all(&pending)
+                .map_err(ClientError::Io)?;
+        }
+        let (status, headers, framing) = read_head(&mut self.reader, method)?;
+        let too_large =
+            || ClientError::Protocol(format!("response body larger than {limit} bytes"));
+        let mut body = Vec::new();
+        match framing {
+            Framing::Length(n) => {
+                if n > limit {
+                    return Err(too_large());
+                }
+                body.resize(n as usize, 0);
+                self.reader.read_exact(&mut body).map_err(ClientError::Io)?;
+            }
+            Framing::Chunked => {
+                ChunkedReader {
+                    inner: &mut self.reader,
+                    remaining: 0,
+                    done: false,
+                }
+                .take(limit + 1)
+                .read_to_end(&mut body)
+                .map_err(ClientError::Io)?;
+            }
+            Framing::UntilClose => {
+                (&mut self.reader)
+                    .take(limit + 1)
+                    .read_to_end(&mut body)
+                    .map_err(ClientError::Io)?;
+                self.open = false;
+            }
+        }
+        if body.len() as u64 > limit {
+            return Err(too_large());
+        }
+        let close = headers
+            .iter()
+            .any(|(n, v)| n == "connection" && v.eq_ignore_ascii_case("close"));
+        if close {
+            self.open = false;
+        }
+        Ok(FullResponse {
+            status,
+            headers,
+            body,
         })
-    } else if let Some(len) = length {
-        Box::new(reader.take(len))
-    } else {
-        Box::new(reader)
-    };
-    Ok(Response {
-        status,
-        content_type,
-        headers,
-        body,
-    })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -362,6 +507,112 @@ mod tests {
             done: false,
         };
         assert!(bad.read_to_string(&mut String::new()).is_err());
+    }
+
+    /// A stream that serves canned bytes and records what is written to it.
+    struct Canned {
+        input: io::Cursor<Vec<u8>>,
+        written: Vec<u8>,
+        writes: usize,
+    }
+
+    impl Read for Canned {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.input.read(buf)
+        }
+    }
+
+    impl Write for Canned {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.writes += 1;
+            self.written.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn canned(responses: &[u8]) -> Connection<Canned> {
+        Connection::new(
+            Canned {
+                input: io::Cursor::new(responses.to_vec()),
+                written: Vec::new(),
+                writes: 0,
+            },
+            "kbs",
+        )
+    }
+
+    /// Pipelined requests go out in one write; responses that arrive in one read (one with a
+    /// length, one chunked, one bodiless) are each read whole and in order.
+    #[test]
+    fn pipelined_requests_and_responses() {
+        let mut c = canned(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst\
+              HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nsec\r\n3\r\nond\r\n0\r\n\r\n\
+              HTTP/1.1 204 No Content\r\n\r\n",
+        );
+        c.send("POST", "/a", &[], Some(("application/json", b"{}")))
+            .expect("send");
+        c.send("GET", "/b", &[("Cookie", "s=1".into())], None)
+            .expect("send");
+        c.send("DELETE", "/c", &[], None).expect("send");
+        assert_eq!(
+            c.reader.get_ref().writes,
+            0,
+            "nothing written before a read"
+        );
+        let first = c.receive("POST", 100).expect("first");
+        assert_eq!((first.status, first.body.as_slice()), (200, &b"first"[..]));
+        assert_eq!(
+            c.reader.get_ref().writes,
+            1,
+            "the three requests in one write"
+        );
+        let written = String::from_utf8(c.reader.get_ref().written.clone()).expect("utf8");
+        assert_eq!(written.matches("Connection: keep-alive").count(), 3);
+        assert!(written.find("POST /a").expect("a") < written.find("GET /b").expect("b"));
+        assert!(written.contains("Cookie: s=1\r\n"));
+        let second = c.receive("GET", 100).expect("second");
+        assert_eq!(second.body, b"second");
+        let third = c.receive("DELETE", 100).expect("third");
+        assert_eq!((third.status, third.body.len()), (204, 0));
+        assert!(c.is_open());
+        // Nothing more: reading again is an error, and the connection is no longer usable.
+        assert!(c.receive("GET", 100).is_err());
+        assert!(!c.is_open());
+    }
+
+    #[test]
+    fn connection_close_bounds_and_bad_lengths() {
+        let mut c = canned(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok");
+        c.send("GET", "/", &[], None).expect("send");
+        assert_eq!(c.receive("GET", 10).expect("ok").body, b"ok");
+        assert!(!c.is_open(), "the server said it closes");
+
+        let mut c = canned(b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n");
+        c.send("GET", "/", &[], None).expect("send");
+        let err = c.receive("GET", 10).expect_err("too large");
+        assert!(err.to_string().contains("larger than 10 bytes"), "{err}");
+
+        let mut c = canned(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nshort");
+        c.send("GET", "/", &[], None).expect("send");
+        assert!(
+            c.receive("GET", 100).is_err(),
+            "a truncated body is an error"
+        );
+
+        let mut c = canned(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n");
+        c.send("GET", "/", &[], None).expect("send");
+        let err = c.receive("GET", 100).expect_err("bad length");
+        assert!(err.to_string().contains("Content-Length"), "{err}");
+
+        let mut c = canned(b"");
+        let err = c
+            .send("GET", "/", &[("X", "a\r\nInjected: 1".into())], None)
+            .expect_err("header injection");
+        assert!(err.to_string().contains("line break"), "{err}");
     }
 
     #[test]

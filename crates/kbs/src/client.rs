@@ -2,11 +2,12 @@
 //! and the admin side, used by `vouch-kbs` and tests.
 
 use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kbs_types::Tee;
 use serde_json::{json, Value};
-use vouch_api::client::{exchange_on, read_body_limited, ClientError};
+use vouch_api::client::{ClientError, Connection, FullResponse};
 use zeroize::Zeroizing;
 
 use crate::jwe::{self, Jwe};
@@ -15,7 +16,7 @@ use crate::PROTOCOL_VERSION;
 
 const MAX_RESPONSE: u64 = 8 << 20;
 
-type Headers = Vec<(String, String)>;
+type Conn = Connection<TcpStream>;
 
 /// A declared secret: its `kbs://` URL, the KBS to ask, and the resource path.
 #[derive(Debug, Clone)]
@@ -125,6 +126,8 @@ impl std::fmt::Display for ResourcePath {
 pub struct KbsClient {
     addr: String,
     timeout: Duration,
+    /// The connection the last round trip left open, for the next one (clones share it).
+    idle: Arc<Mutex<Option<Conn>>>,
 }
 
 impl KbsClient {
@@ -132,6 +135,7 @@ impl KbsClient {
         KbsClient {
             addr: addr.into(),
             timeout: Duration::from_secs(5),
+            idle: Arc::default(),
         }
     }
 
@@ -175,60 +179,92 @@ impl KbsClient {
         Ok(stream)
     }
 
-    /// One request. `conn` is the connection to reuse (one is opened when it is `None`); it is
-    /// left open for the next request when the server keeps it alive.
-    fn request(
+    /// A kept-alive connection: the one left idle by this client's last round trip, or a new one.
+    fn connection(&self) -> Result<(Conn, bool), KbsClientError> {
+        match self.idle.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            Some(c) if c.is_open() => Ok((c, true)),
+            _ => Ok((Connection::new(self.connect()?, self.addr.clone()), false)),
+        }
+    }
+
+    /// Keep `conn` for this client's next round trip if the server left it open.
+    fn keep(&self, conn: Conn) {
+        if conn.is_open() {
+            *self.idle.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn);
+        }
+    }
+
+    fn protocol(&self, step: &'static str, e: ClientError) -> KbsClientError {
+        KbsClientError::Protocol {
+            addr: self.addr.clone(),
+            step,
+            reason: e.to_string(),
+        }
+    }
+
+    /// A response with a status other than 2xx is the KBS's refusal of `step`.
+    fn accepted(
         &self,
-        conn: &mut Option<TcpStream>,
+        step: &'static str,
+        resp: FullResponse,
+    ) -> Result<FullResponse, KbsClientError> {
+        if (200..300).contains(&resp.status) {
+            return Ok(resp);
+        }
+        let detail = serde_json::from_slice::<Value>(&resp.body)
+            .ok()
+            .and_then(|v| v.get("detail").and_then(Value::as_str).map(str::to_string))
+            .unwrap_or_else(|| {
+                String::from_utf8_lossy(&resp.body)
+                    .chars()
+                    .take(200)
+                    .collect()
+            });
+        Err(KbsClientError::Refused {
+            addr: self.addr.clone(),
+            step,
+            status: resp.status,
+            detail,
+        })
+    }
+
+    /// Read the response to `step`, which was sent on `conn`.
+    fn receive(
+        &self,
+        conn: &mut Conn,
+        step: &'static str,
+        method: &str,
+    ) -> Result<FullResponse, KbsClientError> {
+        let resp = conn
+            .receive(method, MAX_RESPONSE)
+            .map_err(|e| self.protocol(step, e))?;
+        self.accepted(step, resp)
+    }
+
+    /// The first request of a round trip. On a kept-alive connection, which the server may have
+    /// closed meanwhile, it is retried once on a new connection.
+    fn first_request(
+        &self,
         step: &'static str,
         method: &str,
         path: &str,
         headers: &[(&str, String)],
         body: Option<(&str, &[u8])>,
-    ) -> Result<(Headers, Vec<u8>), KbsClientError> {
-        let protocol = |e: ClientError| KbsClientError::Protocol {
-            addr: self.addr.clone(),
-            step,
-            reason: e.to_string(),
+    ) -> Result<(Conn, FullResponse), KbsClientError> {
+        let (mut conn, reused) = self.connection()?;
+        let exchange = |conn: &mut Conn| {
+            conn.send(method, path, headers, body)
+                .and_then(|()| conn.receive(method, MAX_RESPONSE))
         };
-        let reused = conn.is_some();
-        let stream = match conn.take() {
-            Some(s) => s,
-            None => self.connect()?,
-        };
-        let io = stream
-            .try_clone()
-            .map_err(|source| KbsClientError::Connect {
-                addr: self.addr.clone(),
-                source,
-            })?;
-        let resp = match exchange_on(io, &self.addr, method, path, headers, body, true) {
+        let resp = match exchange(&mut conn) {
             Ok(r) => r,
-            // A kept-alive connection the server has since closed: retry once on a new one.
             Err(ClientError::Io(_) | ClientError::Protocol(_)) if reused => {
-                return self.request(conn, step, method, path, headers, body);
+                conn = Connection::new(self.connect()?, self.addr.clone());
+                exchange(&mut conn).map_err(|e| self.protocol(step, e))?
             }
-            Err(e) => return Err(protocol(e)),
+            Err(e) => return Err(self.protocol(step, e)),
         };
-        let headers = resp.headers.clone();
-        let reusable = resp.reusable();
-        let (status, data) = read_body_limited(resp, MAX_RESPONSE).map_err(protocol)?;
-        if reusable {
-            *conn = Some(stream);
-        }
-        if !(200..300).contains(&status) {
-            let detail = serde_json::from_slice::<Value>(&data)
-                .ok()
-                .and_then(|v| v.get("detail").and_then(Value::as_str).map(str::to_string))
-                .unwrap_or_else(|| String::from_utf8_lossy(&data).chars().take(200).collect());
-            return Err(KbsClientError::Refused {
-                addr: self.addr.clone(),
-                step,
-                status,
-                detail,
-            });
-        }
-        Ok((headers, data))
+        Ok((conn, self.accepted(step, resp)?))
     }
 
     /// Run auth, attest and resource for one resource. `evidence` gets the runtime data to bind
@@ -245,10 +281,7 @@ impl KbsClient {
             reason,
         };
         let req = json!({"version": PROTOCOL_VERSION, "tee": tee, "extra-params": {}}).to_string();
-        // One connection for the three steps, as long as the KBS keeps it open.
-        let mut conn = None;
-        let (headers, body) = self.request(
-            &mut conn,
+        let (mut conn, resp) = self.first_request(
             "auth",
             "POST",
             "/kbs/v0/auth",
@@ -256,13 +289,14 @@ impl KbsClient {
             Some(("application/json", req.as_bytes())),
         )?;
         let challenge: Value =
-            serde_json::from_slice(&body).map_err(|e| bad("auth", e.to_string()))?;
+            serde_json::from_slice(&resp.body).map_err(|e| bad("auth", e.to_string()))?;
         let nonce = challenge
             .get("nonce")
             .and_then(Value::as_str)
             .ok_or_else(|| bad("auth", "no nonce".into()))?
             .to_string();
-        let cookie = headers
+        let cookie = resp
+            .headers
             .iter()
             .filter(|(n, _)| n == "set-cookie")
             .find_map(|(_, v)| {
@@ -281,24 +315,23 @@ impl KbsClient {
             "tee-evidence": {"primary_evidence": ev, "additional_evidence": ""},
         })
         .to_string();
+        // The resource request is pipelined behind the attestation: the KBS answers them in
+        // order, and the resource answer counts only when the attestation was accepted.
         let cookie_header = [("Cookie", cookie)];
-        self.request(
-            &mut conn,
-            "attest",
+        let resource = format!("/kbs/v0/resource/{path}");
+        conn.send(
             "POST",
             "/kbs/v0/attest",
             &cookie_header,
             Some(("application/json", attestation.as_bytes())),
-        )?;
-        let (_, body) = self.request(
-            &mut conn,
-            "resource",
-            "GET",
-            &format!("/kbs/v0/resource/{path}"),
-            &cookie_header,
-            None,
-        )?;
-        let jwe: Jwe = serde_json::from_slice(&body).map_err(|e| bad("resource", e.to_string()))?;
+        )
+        .and_then(|()| conn.send("GET", &resource, &cookie_header, None))
+        .map_err(|e| self.protocol("attest", e))?;
+        self.receive(&mut conn, "attest", "POST")?;
+        let resp = self.receive(&mut conn, "resource", "GET")?;
+        self.keep(conn);
+        let jwe: Jwe =
+            serde_json::from_slice(&resp.body).map_err(|e| bad("resource", e.to_string()))?;
         key.decrypt(&jwe).map_err(KbsClientError::Decrypt)
     }
 
@@ -310,15 +343,15 @@ impl KbsClient {
         path: &str,
         body: Option<(&str, &[u8])>,
     ) -> Result<Vec<u8>, KbsClientError> {
-        let (_, data) = self.request(
-            &mut None,
+        let (conn, resp) = self.first_request(
             "admin",
             method,
             path,
             &[("Authorization", format!("Bearer {token}"))],
             body,
         )?;
-        Ok(data)
+        self.keep(conn);
+        Ok(resp.body)
     }
 }
 

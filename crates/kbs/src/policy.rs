@@ -11,6 +11,10 @@
 //!   "kbs":       {"allow_sim": bool} }
 //! ```
 
+use std::sync::Arc;
+
+use regorus::languages::rego::compiler::Compiler;
+use regorus::rvm::{Program, RegoVM};
 use serde_json::Value;
 
 /// The policy used when the owner has set none: hardware evidence only (sim only when the KBS
@@ -60,22 +64,38 @@ pub fn validate(policy: &str) -> Result<(), PolicyError> {
         })
 }
 
-fn compile(policy: &str) -> Result<regorus::CompiledPolicy, PolicyError> {
+const ENTRY: &str = "data.policy.allow";
+
+/// A policy ready to evaluate: bytecode for regorus' virtual machine, or, for the rare policy
+/// its bytecode compiler does not cover, the tree-walking interpreter.
+#[derive(Clone)]
+enum Compiled {
+    Vm(Arc<Program>),
+    Interpreter(regorus::CompiledPolicy),
+}
+
+fn compile(policy: &str) -> Result<Compiled, PolicyError> {
     let mut engine = regorus::Engine::new();
     engine.set_rego_v0(false);
     engine
         .add_policy("policy.rego".to_string(), policy.to_string())
         .map_err(|e| PolicyError::Compile(e.to_string()))?;
-    engine
-        .compile_with_entrypoint(&"data.policy.allow".into())
-        .map_err(|e| PolicyError::Eval(e.to_string()))
+    let compiled = engine
+        .compile_with_entrypoint(&ENTRY.into())
+        .map_err(|e| PolicyError::Eval(e.to_string()))?;
+    Ok(match Compiler::compile_from_policy(&compiled, &[ENTRY]) {
+        Ok(program) => Compiled::Vm(program),
+        Err(e) => {
+            tracing::debug!(error = %e, "policy evaluated by the interpreter");
+            Compiled::Interpreter(compiled)
+        }
+    })
 }
 
 /// Compiled policies by their text, so a hot path neither re-parses nor re-prepares Rego per
 /// request.
-static CACHE: std::sync::LazyLock<
-    std::sync::Mutex<std::collections::HashMap<String, regorus::CompiledPolicy>>,
-> = std::sync::LazyLock::new(Default::default);
+static CACHE: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, Compiled>>> =
+    std::sync::LazyLock::new(Default::default);
 const CACHE_LIMIT: usize = 256;
 
 /// Evaluate `data.policy.allow` for `input`. Anything but `true` denies.
@@ -97,9 +117,23 @@ pub fn evaluate(policy: &str, input: &Value) -> Result<bool, PolicyError> {
             c
         }
     };
-    let result = compiled
-        .eval_with_input(regorus::Value::from(input.clone()))
-        .map_err(|e| PolicyError::Eval(e.to_string()))?;
+    run(compiled, input)
+}
+
+fn run(compiled: Compiled, input: &Value) -> Result<bool, PolicyError> {
+    let input = regorus::Value::from(input.clone());
+    let result = match compiled {
+        Compiled::Vm(program) => {
+            let mut vm = RegoVM::new();
+            vm.load_program(program);
+            vm.set_input(input);
+            vm.execute_entry_point_by_name(ENTRY)
+                .map_err(|e| PolicyError::Eval(e.to_string()))?
+        }
+        Compiled::Interpreter(policy) => policy
+            .eval_with_input(input)
+            .map_err(|e| PolicyError::Eval(e.to_string()))?,
+    };
     Ok(result == regorus::Value::from(true))
 }
 
@@ -139,6 +173,61 @@ mod tests {
         )
         .expect("eval"));
         assert!(!evaluate(DEFAULT_POLICY, &input(true, false, "sha256:bad", refs)).expect("eval"));
+    }
+
+    /// The bytecode VM and the interpreter decide alike, on the default policy and on one that
+    /// uses iteration, comprehensions, string builtins and negation.
+    #[test]
+    fn vm_and_interpreter_agree() {
+        let custom = r#"package policy
+default allow := false
+allowed_repos := {r | some r in input.reference.repos}
+allow if {
+    input.resource.repo in allowed_repos
+    startswith(input.container.image_digest, "sha256:")
+    not input.tee.type == "snp"
+    count([c | some c in input.log.containers; c.exit_code == null]) >= 1
+}
+"#;
+        let mut cases = Vec::new();
+        for (hw, sim, img) in [
+            (true, false, "sha256:good"),
+            (false, false, "sha256:good"),
+            (false, true, "sha256:bad"),
+            (true, true, "md5:x"),
+        ] {
+            for refs in [
+                json!({}),
+                json!({"images": ["sha256:good"], "repos": ["default"]}),
+            ] {
+                let mut i = input(hw, sim, img, refs);
+                i["resource"] = json!({"repo": "default"});
+                i["log"] = json!({"containers": [{"exit_code": null}]});
+                cases.push(i);
+            }
+        }
+        for policy in [DEFAULT_POLICY, custom] {
+            let Compiled::Vm(program) = compile(policy).expect("compile") else {
+                panic!("policy not compiled to bytecode");
+            };
+            let mut engine = regorus::Engine::new();
+            engine.set_rego_v0(false);
+            engine
+                .add_policy("p.rego".into(), policy.into())
+                .expect("parse");
+            let interp = engine
+                .compile_with_entrypoint(&ENTRY.into())
+                .expect("compile");
+            let mut allowed = 0;
+            for case in &cases {
+                let vm = run(Compiled::Vm(program.clone()), case).expect("vm");
+                let it = run(Compiled::Interpreter(interp.clone()), case).expect("interpreter");
+                assert_eq!(vm, it, "{policy}\n{case}");
+                allowed += usize::from(vm);
+            }
+            // Both policies allow some of the cases and refuse others.
+            assert!(allowed > 0 && allowed < cases.len(), "{policy}: {allowed}");
+        }
     }
 
     #[test]

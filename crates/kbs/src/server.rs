@@ -65,8 +65,6 @@ pub enum KbsError {
     Policy(#[source] PolicyError),
     #[error("KBS storage")]
     Storage(#[source] StoreError),
-    #[error("too many open sessions; retry later")]
-    Busy,
     #[error("no such endpoint")]
     NoEndpoint,
     #[error("TEE public key")]
@@ -99,7 +97,6 @@ impl KbsError {
             }
             KbsError::QuickFile(_) => (StatusCode::INTERNAL_SERVER_ERROR, "StorageError"),
             KbsError::NotFound(_) => (StatusCode::NOT_FOUND, "ResourceNotFound"),
-            KbsError::Busy => (StatusCode::SERVICE_UNAVAILABLE, "Busy"),
             KbsError::NoEndpoint => (StatusCode::NOT_FOUND, "NotFound"),
             KbsError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "StorageError"),
             KbsError::Signing(_) => (StatusCode::INTERNAL_SERVER_ERROR, "TokenSigningError"),
@@ -181,6 +178,7 @@ pub struct KbsConfig {
     pub allow_sim: bool,
     pub session_ttl: Duration,
     pub token_ttl: Duration,
+    /// Open sessions kept at most; when full, a new session replaces the oldest.
     pub max_sessions: usize,
     /// Owner's Ed25519 public key for admin tokens; `None` disables the admin API.
     pub admin_key: Option<ed25519_dalek::VerifyingKey>,
@@ -208,11 +206,30 @@ pub struct Kbs {
     sessions: Mutex<Sessions>,
 }
 
+/// Open sessions, and their ids in the order they were opened. Every session lives for the same
+/// TTL, so that order is also the order in which they expire: dropping expired sessions, or the
+/// oldest when the table is full, only ever looks at the front.
 #[derive(Default)]
 struct Sessions {
     map: HashMap<String, Session>,
-    /// When expired sessions were last dropped (a full scan, so at most once a second).
-    pruned: Option<Instant>,
+    order: std::collections::VecDeque<(Instant, String)>,
+}
+
+impl Sessions {
+    /// Drop expired sessions, then the oldest ones until there is room for one more.
+    fn make_room(&mut self, now: Instant, max: usize) {
+        while let Some((expires, _)) = self.order.front() {
+            let full = self.map.len() >= max.max(1);
+            if *expires > now && !full {
+                break;
+            }
+            if let Some((_, id)) = self.order.pop_front() {
+                if self.map.remove(&id).is_some() && full {
+                    tracing::debug!("session table full; the oldest session was dropped");
+                }
+            }
+        }
+    }
 }
 
 fn random_hex(n: usize) -> Result<String, KbsError> {
@@ -287,17 +304,9 @@ impl Kbs {
         let id = random_hex(32)?;
         let mut sessions = self.sessions();
         let now = Instant::now();
-        if sessions
-            .pruned
-            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
-            || sessions.map.len() >= self.cfg.max_sessions
-        {
-            sessions.map.retain(|_, s| s.expires > now);
-            sessions.pruned = Some(now);
-        }
-        if sessions.map.len() >= self.cfg.max_sessions {
-            return Err(KbsError::Busy);
-        }
+        sessions.make_room(now, self.cfg.max_sessions);
+        let expires = now + self.cfg.session_ttl;
+        sessions.order.push_back((expires, id.clone()));
         sessions.map.insert(
             id.clone(),
             Session {
@@ -305,7 +314,7 @@ impl Kbs {
                 state: SessionState::Challenged {
                     nonce: nonce.clone(),
                 },
-                expires: now + self.cfg.session_ttl,
+                expires,
             },
         );
         Ok((
@@ -680,4 +689,114 @@ pub fn router(kbs: Shared) -> Router {
         .fallback(|| async { KbsError::NoEndpoint })
         .layer(DefaultBodyLimit::max(4 << 20))
         .with_state(kbs)
+}
+
+/// How long a client may take to send a request's headers, and how long a kept-alive
+/// connection may sit idle before the next request.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long connections in progress get to finish once shutdown is asked for.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Serve the KBS on `listener` until `shutdown` completes. HTTP/1.1 with keep-alive and
+/// pipelining, no Nagle delay (answers to pipelined requests are not held back), and a
+/// bound on slow or idle clients ([`HEADER_READ_TIMEOUT`]).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    kbs: Shared,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let app = router(kbs);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .pipeline_flush(true);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let tcp = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, rather than spin.
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let conn =
+            graceful.watch(http.serve_connection(hyper_util::rt::TokioIo::new(tcp), service));
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after the shutdown grace period; closing them");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kbs(max_sessions: usize, session_ttl: Duration) -> (tempfile::TempDir, Kbs) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = crate::store::RedbStorage::open(&dir.path().join("kbs.redb")).expect("db");
+        let cfg = KbsConfig {
+            allow_sim: true,
+            session_ttl,
+            token_ttl: Duration::from_secs(60),
+            max_sessions,
+            admin_key: None,
+            quick: None,
+            tpm_aks: Vec::new(),
+        };
+        let signer = Es256::from_scalar(&[7u8; 32]).expect("key");
+        (dir, Kbs::new(cfg, Box::new(storage), signer))
+    }
+
+    fn open_session(k: &Kbs) -> String {
+        let req: Request = serde_json::from_value(
+            json!({"version": PROTOCOL_VERSION, "tee": "sample", "extra-params": {}}),
+        )
+        .expect("request");
+        k.auth(req).expect("auth").0
+    }
+
+    /// A full table makes room by dropping the oldest sessions; the newest stay usable.
+    #[test]
+    fn full_session_table_drops_the_oldest() {
+        let (_dir, k) = kbs(3, Duration::from_secs(60));
+        let ids: Vec<String> = (0..5).map(|_| open_session(&k)).collect();
+        let sessions = k.sessions();
+        assert_eq!(sessions.map.len(), 3);
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(sessions.map.contains_key(id), i >= 2, "session {i}");
+        }
+        assert_eq!(sessions.order.len(), 3);
+    }
+
+    /// Expired sessions are dropped when new ones open, and refused before that.
+    #[test]
+    fn expired_sessions_are_dropped() {
+        let (_dir, k) = kbs(100, Duration::from_millis(50));
+        let old = open_session(&k);
+        std::thread::sleep(Duration::from_millis(80));
+        let err = k.attested(Some(&old), None).expect_err("expired");
+        assert!(matches!(err, KbsError::SessionExpired), "{err}");
+        let new = open_session(&k);
+        let sessions = k.sessions();
+        assert!(!sessions.map.contains_key(&old));
+        assert!(sessions.map.contains_key(&new));
+        assert_eq!(sessions.order.len(), 1);
+    }
 }

@@ -264,6 +264,75 @@ fn protocol_round_trip_releases_the_resource_encrypted_to_the_tee_key() {
     assert!(!log.contains(&token), "token in the KBS log");
 }
 
+/// Connections to `port` on loopback that were closed from this machine's side and linger in
+/// TIME_WAIT (one per connection a client opened and closed).
+fn closed_connections_to(port: u16) -> usize {
+    let tcp = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    let remote = format!("0100007F:{port:04X}");
+    tcp.lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[2] == remote && f[3] == "06"
+        })
+        .count()
+}
+
+/// A client keeps one connection across round trips, with the attestation and the resource
+/// request pipelined on it. A refused attestation is reported as the attestation's refusal (not
+/// as the resource request's), and the client goes on working after it.
+#[test]
+fn client_reuses_one_connection_and_pipelines_attest_with_resource() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let k = KbsProc::start(dir.path(), &["--allow-sim"]);
+    k.put("default/key/app", SECRET, dir.path());
+    let port: u16 = k
+        .addr
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let tee = FakeTee::new("sha256:aa");
+    let client = vouch_kbs::KbsClient::new(k.addr.clone());
+    let path = vouch_kbs::ResourcePath::parse("default/key/app").expect("path");
+    let evidence = |rd: Value| {
+        tee.journal
+            .evidence(rd)
+            .map_err(|e| e.to_string())
+            .map(|e| serde_json::to_value(e).expect("json"))
+    };
+    let closed_before = closed_connections_to(port);
+    for _ in 0..5 {
+        let got = client
+            .get_resource(kbs_types::Tee::Sample, &path, evidence)
+            .expect("released");
+        assert_eq!(got.as_slice(), SECRET);
+    }
+    assert_eq!(
+        closed_connections_to(port),
+        closed_before,
+        "the client opened and closed connections instead of keeping one"
+    );
+    // Evidence bound to another nonce: the KBS refuses the attestation; the resource request
+    // pipelined behind it is refused too, but the error names the attestation.
+    let err = client
+        .get_resource(kbs_types::Tee::Sample, &path, |mut rd: Value| {
+            rd["nonce"] = json!("bm90LXRoZS1ub25jZQ==");
+            evidence(rd)
+        })
+        .expect_err("refused");
+    match &err {
+        vouch_kbs::KbsClientError::Refused { step, status, .. } => {
+            assert_eq!((*step, *status), ("attest", 401), "{err}");
+        }
+        other => panic!("not a refusal: {other}"),
+    }
+    let got = client
+        .get_resource(kbs_types::Tee::Sample, &path, evidence)
+        .expect("released after a refusal");
+    assert_eq!(got.as_slice(), SECRET);
+}
+
 #[test]
 fn protocol_refusals_have_the_right_status_and_reason() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -14,6 +14,9 @@ use serde_json::json;
 use vouch_kbs::store::RedbStorage;
 use vouch_kbs::{token, Kbs, KbsClient, KbsConfig};
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "vouch-kbs",
@@ -63,6 +66,9 @@ enum Cmd {
         /// Seconds a session (challenge) stays valid.
         #[arg(long, default_value_t = 300)]
         session_ttl: u64,
+        /// Open sessions kept at most; when full, a new session replaces the oldest.
+        #[arg(long, default_value_t = 100_000)]
+        max_sessions: usize,
         /// Seconds an attestation token stays valid.
         #[arg(long, default_value_t = 300)]
         token_ttl: u64,
@@ -209,6 +215,7 @@ fn run(cli: Cli) -> Result<()> {
             allow_sim,
             tpm_ak,
             session_ttl,
+            max_sessions,
             token_ttl,
             log_level,
         } => {
@@ -278,7 +285,7 @@ fn run(cli: Cli) -> Result<()> {
                 allow_sim,
                 session_ttl: Duration::from_secs(session_ttl),
                 token_ttl: Duration::from_secs(token_ttl),
-                max_sessions: 100_000,
+                max_sessions,
                 admin_key: admin,
                 quick,
                 tpm_aks: tpm_ak.iter().map(|f| f.to_ascii_lowercase()).collect(),
@@ -300,7 +307,7 @@ fn run(cli: Cli) -> Result<()> {
                         _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
                     }
                 };
-                axum::serve(listener, vouch_kbs::server::router(kbs)).with_graceful_shutdown(shutdown).await?;
+                vouch_kbs::server::serve(listener, kbs, shutdown).await;
                 Ok::<(), anyhow::Error>(())
             })
         }
