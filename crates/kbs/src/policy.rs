@@ -54,7 +54,7 @@ pub enum PolicyError {
 
 /// Check that a policy compiles and defines `data.policy.allow`.
 pub fn validate(policy: &str) -> Result<(), PolicyError> {
-    evaluate(policy, &serde_json::json!({}))
+    evaluate(policy, serde_json::json!({}))
         .map(|_| ())
         .map_err(|e| match e {
             PolicyError::Eval(m) if m.contains("not a valid rule path") => {
@@ -99,7 +99,7 @@ static CACHE: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<Str
 const CACHE_LIMIT: usize = 256;
 
 /// Evaluate `data.policy.allow` for `input`. Anything but `true` denies.
-pub fn evaluate(policy: &str, input: &Value) -> Result<bool, PolicyError> {
+pub fn evaluate(policy: &str, input: Value) -> Result<bool, PolicyError> {
     let cached = CACHE
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -120,8 +120,8 @@ pub fn evaluate(policy: &str, input: &Value) -> Result<bool, PolicyError> {
     run(compiled, input)
 }
 
-fn run(compiled: Compiled, input: &Value) -> Result<bool, PolicyError> {
-    let input = regorus::Value::from(input.clone());
+fn run(compiled: Compiled, input: Value) -> Result<bool, PolicyError> {
+    let input = regorus::Value::from(input);
     let result = match compiled {
         Compiled::Vm(program) => {
             let mut vm = RegoVM::new();
@@ -154,14 +154,10 @@ mod tests {
     #[test]
     fn default_policy_refuses_sim_unless_allowed() {
         assert!(
-            !evaluate(DEFAULT_POLICY, &input(false, false, "sha256:a", json!({}))).expect("eval")
+            !evaluate(DEFAULT_POLICY, input(false, false, "sha256:a", json!({}))).expect("eval")
         );
-        assert!(
-            evaluate(DEFAULT_POLICY, &input(false, true, "sha256:a", json!({}))).expect("eval")
-        );
-        assert!(
-            evaluate(DEFAULT_POLICY, &input(true, false, "sha256:a", json!({}))).expect("eval")
-        );
+        assert!(evaluate(DEFAULT_POLICY, input(false, true, "sha256:a", json!({}))).expect("eval"));
+        assert!(evaluate(DEFAULT_POLICY, input(true, false, "sha256:a", json!({}))).expect("eval"));
     }
 
     #[test]
@@ -169,10 +165,10 @@ mod tests {
         let refs = json!({"images": ["sha256:good"]});
         assert!(evaluate(
             DEFAULT_POLICY,
-            &input(true, false, "sha256:good", refs.clone())
+            input(true, false, "sha256:good", refs.clone())
         )
         .expect("eval"));
-        assert!(!evaluate(DEFAULT_POLICY, &input(true, false, "sha256:bad", refs)).expect("eval"));
+        assert!(!evaluate(DEFAULT_POLICY, input(true, false, "sha256:bad", refs)).expect("eval"));
     }
 
     /// The bytecode VM and the interpreter decide alike, on the default policy and on one that
@@ -220,8 +216,9 @@ allow if {
                 .expect("compile");
             let mut allowed = 0;
             for case in &cases {
-                let vm = run(Compiled::Vm(program.clone()), case).expect("vm");
-                let it = run(Compiled::Interpreter(interp.clone()), case).expect("interpreter");
+                let vm = run(Compiled::Vm(program.clone()), case.clone()).expect("vm");
+                let it =
+                    run(Compiled::Interpreter(interp.clone()), case.clone()).expect("interpreter");
                 assert_eq!(vm, it, "{policy}\n{case}");
                 allowed += usize::from(vm);
             }

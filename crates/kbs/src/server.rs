@@ -189,8 +189,15 @@ pub struct KbsConfig {
 }
 
 enum SessionState {
-    Challenged { nonce: String },
-    Attested { claims: Value, tee_pubkey: Value },
+    Challenged {
+        nonce: String,
+    },
+    /// Claims and TEE key as compact JSON text: a fraction of the memory of a `Value` tree,
+    /// which matters with many thousands of open sessions.
+    Attested {
+        claims: Box<str>,
+        tee_pubkey: Box<str>,
+    },
 }
 
 struct Session {
@@ -230,12 +237,6 @@ impl Sessions {
             }
         }
     }
-}
-
-fn random_hex(n: usize) -> Result<String, KbsError> {
-    let mut b = vec![0u8; n];
-    getrandom::fill(&mut b).map_err(|_| KbsError::Key(jwe::JweError::Random))?;
-    Ok(hex::encode(b))
 }
 
 fn tee_type(tee: Tee) -> Option<TeeType> {
@@ -298,10 +299,11 @@ impl Kbs {
                 req.tee
             )));
         }
-        let mut nonce_bytes = [0u8; 32];
-        getrandom::fill(&mut nonce_bytes).map_err(|_| KbsError::Key(jwe::JweError::Random))?;
-        let nonce = base64::engine::general_purpose::STANDARD.encode(nonce_bytes);
-        let id = random_hex(32)?;
+        // The nonce and the session id, from one read of the OS CSPRNG.
+        let mut random = zeroize::Zeroizing::new([0u8; 64]);
+        getrandom::fill(random.as_mut_slice()).map_err(|_| KbsError::Key(jwe::JweError::Random))?;
+        let nonce = base64::engine::general_purpose::STANDARD.encode(&random[..32]);
+        let id = hex::encode(&random[32..]);
         let mut sessions = self.sessions();
         let now = Instant::now();
         sessions.make_room(now, self.cfg.max_sessions);
@@ -406,7 +408,10 @@ impl Kbs {
             .map_err(KbsError::Signing)?;
         let mut sessions = self.sessions();
         if let Some(s) = sessions.map.get_mut(session_id) {
-            s.state = SessionState::Attested { claims, tee_pubkey };
+            s.state = SessionState::Attested {
+                claims: claims.to_string().into(),
+                tee_pubkey: tee_pubkey.to_string().into(),
+            };
         }
         tracing::info!(tee = %verdict.tee, containers = verdict.containers.len(), "attestation verified");
         Ok(token)
@@ -424,17 +429,25 @@ impl Kbs {
             return Ok((evidence, claims["tee-pubkey"].clone()));
         }
         let id = session_id.ok_or(KbsError::NoSession)?;
-        let sessions = self.sessions();
-        let s = sessions.map.get(id).ok_or(KbsError::SessionExpired)?;
-        if s.expires <= Instant::now() {
-            return Err(KbsError::SessionExpired);
-        }
-        match &s.state {
-            SessionState::Attested { claims, tee_pubkey } => {
-                Ok((claims.clone(), tee_pubkey.clone()))
+        let (claims, tee_pubkey) = {
+            let sessions = self.sessions();
+            let s = sessions.map.get(id).ok_or(KbsError::SessionExpired)?;
+            if s.expires <= Instant::now() {
+                return Err(KbsError::SessionExpired);
             }
-            SessionState::Challenged { .. } => Err(KbsError::NotAttested),
-        }
+            match &s.state {
+                SessionState::Attested { claims, tee_pubkey } => {
+                    (claims.clone(), tee_pubkey.clone())
+                }
+                SessionState::Challenged { .. } => return Err(KbsError::NotAttested),
+            }
+        };
+        // Parsed outside the lock that every request takes.
+        let parse = |text: &str| {
+            serde_json::from_str(text)
+                .map_err(|e| KbsError::InvalidRequest(format!("session state: {e}")))
+        };
+        Ok((parse(&claims)?, parse(&tee_pubkey)?))
     }
 
     /// `GET /kbs/v0/resource/{repo}/{type}/{tag}`: policy decision, then the resource as JWE.
@@ -472,7 +485,7 @@ impl Kbs {
             },
         };
         // Fail closed: a policy that cannot be evaluated denies.
-        let allowed = policy::evaluate(&policy, &input).unwrap_or_else(|e| {
+        let allowed = policy::evaluate(&policy, input).unwrap_or_else(|e| {
             tracing::warn!(resource = %path, error = %e, "policy evaluation failed; denying");
             false
         });
