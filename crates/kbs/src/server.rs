@@ -186,6 +186,8 @@ pub struct KbsConfig {
     pub quick: Option<QuickMode>,
     /// Trusted TPM attestation keys (`sha256:` fingerprints).
     pub tpm_aks: Vec<String>,
+    /// Where collateral for TDX evidence comes from.
+    pub collateral: Option<Arc<vouch_tee::collateral::CollateralStore>>,
 }
 
 enum SessionState {
@@ -385,6 +387,7 @@ impl Kbs {
             &VerifyOptions {
                 allow_sim: self.cfg.allow_sim,
                 tpm_aks: self.cfg.tpm_aks.clone(),
+                collateral: self.cfg.collateral.clone(),
                 ..Default::default()
             },
         )
@@ -569,9 +572,15 @@ async fn attest_handler(
 ) -> Result<Response, KbsError> {
     let session = session_cookie(&headers).ok_or(KbsError::NoSession)?;
     let att: Attestation = parse(&body)?;
-    // Pure computation of a fraction of a millisecond (verification, policy, signing): done on
-    // the worker, which costs less than a hand-off to the blocking pool.
-    let token = k.attest(&session, att)?;
+    // Sim evidence is a fraction of a millisecond of pure computation: done on the worker,
+    // which costs less than a hand-off to the blocking pool. Hardware evidence takes longer
+    // and may need collateral fetched from a PCCS: the blocking pool.
+    let sim = att.tee_evidence.primary_evidence.get("tee") == Some(&json!("sim"));
+    let token = if sim {
+        k.attest(&session, att)?
+    } else {
+        blocking(move || k.attest(&session, att)).await?
+    };
     Ok(Json(json!({"token": token})).into_response())
 }
 
@@ -772,6 +781,7 @@ mod tests {
             admin_key: None,
             quick: None,
             tpm_aks: Vec::new(),
+            collateral: None,
         };
         let signer = Es256::from_scalar(&[7u8; 32]).expect("key");
         (dir, Kbs::new(cfg, Box::new(storage), signer))

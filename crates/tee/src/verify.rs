@@ -72,6 +72,8 @@ pub struct VerifyOptions {
     pub sim_key: Option<String>,
     /// Collateral for TDX quotes (verification is offline: the verifier brings it).
     pub tdx_collateral: Option<dcap_qvl::QuoteCollateralV3>,
+    /// Where collateral for TDX quotes is found otherwise: a collateral directory and/or a PCCS.
+    pub collateral: Option<std::sync::Arc<crate::collateral::CollateralStore>>,
     /// Verify as of this unix time (default: now).
     pub at: Option<u64>,
     /// Which TDX TCB statuses and golden values are acceptable.
@@ -124,13 +126,24 @@ impl Verifier for TdxVerifier<'_> {
             tee: TeeType::Tdx,
             reason,
         };
-        let collateral = self.opts.tdx_collateral.as_ref().ok_or_else(|| {
-            rejected(
-                "TDX evidence needs its collateral to verify offline: pass --collateral FILE"
-                    .into(),
-            )
-        })?;
         let now = self.opts.at.unwrap_or_else(crate::unix_now);
+        let fetched;
+        let collateral = match (&self.opts.tdx_collateral, &self.opts.collateral) {
+            (Some(c), _) => c,
+            (None, Some(store)) => {
+                fetched = store
+                    .for_quote(quote, now)
+                    .map_err(|e| rejected(e.to_string()))?;
+                &fetched
+            }
+            (None, None) => {
+                return Err(rejected(
+                    "TDX evidence needs its collateral: give --collateral FILE, \
+                     --collateral-dir DIR or --pccs URL"
+                        .into(),
+                ))
+            }
+        };
         let claims = crate::dcap::verify_quote(quote, collateral, now)
             .map_err(|e| rejected(e.to_string()))?;
         if claims.kind != "tdx" {

@@ -211,6 +211,154 @@ fn verify_raw_intel_quotes_from_real_hardware() {
     );
 }
 
+/// Collateral from a PCCS (played by tests/data/pccs.py with real captured collateral) is kept
+/// in the collateral directory; the next verification is offline; collateral past its
+/// `nextUpdate` is fetched again; a directory alone finds collateral by FMSPC, whatever the file
+/// is called; what is missing or refused is said.
+#[test]
+fn collateral_from_a_pccs_and_a_collateral_directory() {
+    let Some(v) = vectors("collateral_from_a_pccs_and_a_collateral_directory") else {
+        return;
+    };
+    let run = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(VOUCH);
+        cmd.args(args);
+        run_bounded(&mut cmd, std::time::Duration::from_secs(60)).expect("vouch")
+    };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let s = |p: &std::path::Path| p.to_string_lossy().into_owned();
+    let quote = s(&v.join("tdx/tdx_quote"));
+    let log = tmp.path().join("pccs.log");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pccs.py");
+    let pccs = WebServer::script(
+        &script,
+        &[
+            log.as_os_str(),
+            v.join("tdx/tdx_quote_collateral.json").as_os_str(),
+        ],
+    );
+    let url = format!("http://127.0.0.1:{}", pccs.port);
+    let dir = tmp.path().join("collateral");
+    let requests = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let verify = |extra: &[&str]| {
+        run(&[
+            &["verify", "--quote", &quote, "--at", "1750400000", "--json"],
+            extra,
+        ]
+        .concat())
+    };
+
+    let out = verify(&["--pccs", &url, "--collateral-dir", &s(&dir)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let got: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(got["tcb_status"], "UpToDate");
+    assert_eq!(requests(), 4, "pckcrl, tcb, qe/identity, rootcacrl");
+    let kept: Vec<String> = std::fs::read_dir(&dir)
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(kept[0].starts_with("tdx-B0C06F000000-"), "{kept:?}");
+
+    // Offline: the directory alone, and the PCCS not asked again while the collateral is current.
+    let out = verify(&["--collateral-dir", &s(&dir)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = verify(&["--pccs", &url, "--collateral-dir", &s(&dir)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(requests(), 4);
+
+    // Past its nextUpdate, the collateral is fetched again (and the quote, dated, still fails).
+    let out = run(&[
+        "verify",
+        "--quote",
+        &quote,
+        "--at",
+        "1790000000",
+        "--pccs",
+        &url,
+        "--collateral-dir",
+        &s(&dir),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(requests(), 8);
+
+    // A directory holding collateral under any name finds it by the quote's FMSPC.
+    let other = tmp.path().join("other");
+    std::fs::create_dir(&other).expect("mkdir");
+    std::fs::write(other.join("notes.json"), b"{\"not\": \"collateral\"}").expect("write");
+    std::fs::copy(
+        v.join("tdx/tdx_quote_collateral.json"),
+        other.join("from-my-pccs.json"),
+    )
+    .expect("copy");
+    let out = verify(&["--collateral-dir", &s(&other)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // Tampered collateral in the directory: refused, with what failed.
+    let kept_path = dir.join(&kept[0]);
+    let mut doc: Value =
+        serde_json::from_slice(&std::fs::read(&kept_path).expect("read")).expect("json");
+    let sig = doc["tcb_info_signature"].as_str().expect("sig").to_string();
+    let flipped = format!(
+        "{}{}",
+        if sig.starts_with('0') { "1" } else { "0" },
+        &sig[1..]
+    );
+    doc["tcb_info_signature"] = Value::from(flipped);
+    std::fs::write(&kept_path, serde_json::to_vec(&doc).expect("ser")).expect("write");
+    let out = run(&[
+        "verify",
+        "--quote",
+        &quote,
+        "--at",
+        "1750400000",
+        "--collateral-dir",
+        &s(&dir),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).to_lowercase().contains("tcb"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Nothing for this FMSPC: an empty directory says so; a PCCS without it says so too.
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).expect("mkdir");
+    let out = verify(&["--collateral-dir", &s(&empty)]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        stderr(&out).contains("no collateral for TDX FMSPC B0C06F000000"),
+        "{}",
+        stderr(&out)
+    );
+    let sgx = s(&v.join("sgx/sgx_quote"));
+    let out = run(&[
+        "verify",
+        "--quote",
+        &sgx,
+        "--at",
+        "1750400000",
+        "--pccs",
+        &url,
+    ]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        stderr(&out).contains(&url) && stderr(&out).contains("HTTP 404"),
+        "{}",
+        stderr(&out)
+    );
+    // No collateral source at all.
+    let out = run(&["verify", "--quote", &quote]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("--pccs URL"), "{}", stderr(&out));
+}
+
 #[test]
 fn verify_a_real_cloud_vtpm_quote_and_its_event_log() {
     let Some(v) = vectors("verify_a_real_cloud_vtpm_quote_and_its_event_log") else {

@@ -883,3 +883,36 @@ fn replicas_share_resources_and_policy_through_postgresql() {
             .contains("c0rrect-h0rse"));
     }
 }
+
+/// Collateral options for TDX evidence are checked when the KBS starts, with what is wrong.
+#[test]
+fn serve_refuses_bad_collateral_options() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let admin = dir.path().join("admin");
+    let out = Command::new(VOUCH_KBS)
+        .args(["keygen", "--out-dir"])
+        .arg(&admin)
+        .output()
+        .expect("keygen");
+    assert!(out.status.success());
+    let serve = |extra: &[&str]| {
+        let mut cmd = Command::new(VOUCH_KBS);
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--state-dir"])
+            .arg(dir.path().join("state"))
+            .arg("--admin-key")
+            .arg(admin.join("admin.pub"))
+            .args(extra);
+        run_bounded(&mut cmd, Duration::from_secs(20)).expect("vouch-kbs")
+    };
+    let missing = dir.path().join("no-such-dir");
+    let out = serve(&["--collateral-dir", missing.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("collateral directory") && stderr(&out).contains("no-such-dir"),
+        "{}",
+        stderr(&out)
+    );
+    let out = serve(&["--pccs", "ftp://pccs.example"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("http:// or https://"), "{}", stderr(&out));
+}

@@ -678,25 +678,42 @@ pub struct WebServer {
 }
 
 impl WebServer {
+    /// Static files from `dir` (python3's http.server).
     pub fn serve(dir: &Path) -> WebServer {
         let port = free_port();
-        let child = Command::new("python3")
-            .args([
-                "-m",
-                "http.server",
-                "--bind",
-                "127.0.0.1",
-                &port.to_string(),
-                "--directory",
-            ])
-            .arg(dir)
+        let mut cmd = Command::new("python3");
+        cmd.args([
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            &port.to_string(),
+            "--directory",
+        ])
+        .arg(dir);
+        WebServer::spawn(cmd, port)
+    }
+
+    /// A python3 script that serves on 127.0.0.1, given the port as its first argument.
+    pub fn script(script: &Path, args: &[&std::ffi::OsStr]) -> WebServer {
+        let port = free_port();
+        let mut cmd = Command::new("python3");
+        cmd.arg(script).arg(port.to_string()).args(args);
+        WebServer::spawn(cmd, port)
+    }
+
+    fn spawn(mut cmd: Command, port: u16) -> WebServer {
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("python3 http.server");
+            .expect("python3");
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "http.server did not start");
+            assert!(
+                Instant::now() < deadline,
+                "the python3 server did not start"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         WebServer { child, port }

@@ -56,6 +56,9 @@ enum Cmd {
         /// Quick mode: the image digest (sha256:HEX or HEX) the container must run.
         #[arg(long, requires = "secret_file")]
         image: Option<String>,
+        /// Collateral for TDX evidence.
+        #[command(flatten)]
+        collateral: Box<vouch::CollateralArgs>,
         /// Accept evidence from the sim TEE (development only: it is NOT hardware-backed).
         #[arg(long)]
         allow_sim: bool,
@@ -214,6 +217,7 @@ fn run(cli: Cli) -> Result<()> {
             image,
             allow_sim,
             tpm_ak,
+            collateral,
             session_ttl,
             max_sessions,
             token_ttl,
@@ -289,6 +293,7 @@ fn run(cli: Cli) -> Result<()> {
                 admin_key: admin,
                 quick,
                 tpm_aks: tpm_ak.iter().map(|f| f.to_ascii_lowercase()).collect(),
+                collateral: collateral.store()?,
             };
             let kbs = Arc::new(Kbs::new(cfg, storage, signing));
             let rt = tokio::runtime::Builder::new_multi_thread()

@@ -112,7 +112,7 @@ enum Cmd {
         #[arg(required_unless_present_any = ["quote", "tpm_quote", "snp_report"])]
         file: Option<PathBuf>,
         /// A raw TDX or SGX (DCAP) quote to verify.
-        #[arg(long, conflicts_with = "file", requires = "collateral")]
+        #[arg(long, conflicts_with = "file")]
         quote: Option<PathBuf>,
         /// An AMD SEV-SNP attestation report to verify; needs --vcek and --chain.
         #[arg(long, conflicts_with_all = ["file", "quote"], requires_all = ["vcek", "chain"])]
@@ -159,8 +159,10 @@ enum Cmd {
         eventlog: Option<PathBuf>,
         /// Collateral for a TDX quote (given with --quote, or inside tdx evidence): JSON with PEM
         /// chains, TCB info, QE identity; CRLs and signatures in hex.
-        #[arg(long)]
+        #[arg(long, conflicts_with_all = ["collateral_dir", "pccs"])]
         collateral: Option<PathBuf>,
+        #[command(flatten)]
+        collateral_from: vouch::CollateralArgs,
         /// Verify as of this unix time (default: now).
         #[arg(long)]
         at: Option<u64>,
@@ -954,6 +956,7 @@ fn run(cli: Cli) -> Result<u8> {
         Cmd::Verify {
             quote: Some(quote),
             collateral,
+            collateral_from,
             at,
             accept_tcb,
             mrtd,
@@ -963,6 +966,7 @@ fn run(cli: Cli) -> Result<u8> {
         } => verify_quote(
             &quote,
             collateral.as_deref(),
+            &collateral_from,
             at,
             dcap_policy(accept_tcb, mrtd, rtmr)?,
             json,
@@ -974,6 +978,7 @@ fn run(cli: Cli) -> Result<u8> {
             sim_key,
             tpm_ak,
             collateral,
+            collateral_from,
             at,
             accept_tcb,
             mrtd,
@@ -995,6 +1000,7 @@ fn run(cli: Cli) -> Result<u8> {
                     .with_context(|| format!("cannot read {}", path.display()))?;
                 opts.tdx_collateral = Some(vouch_tee::dcap::load_collateral(&bytes)?);
             }
+            opts.collateral = collateral_from.store()?;
             verify(file.unwrap_or_else(|| PathBuf::from("-")), opts, json)
         }
         Cmd::Info { json } => {
@@ -1263,19 +1269,23 @@ fn verify(file: PathBuf, opts: VerifyOptions, json: bool) -> Result<u8> {
 fn verify_quote(
     quote: &std::path::Path,
     collateral: Option<&std::path::Path>,
+    collateral_from: &vouch::CollateralArgs,
     at: Option<u64>,
     policy: vouch_tee::dcap::DcapPolicy,
     json: bool,
 ) -> Result<u8> {
     use vouch_tee::dcap;
     let raw = std::fs::read(quote).with_context(|| format!("cannot read {}", quote.display()))?;
-    let Some(col_path) = collateral else {
-        bail!("give --collateral FILE (fetching collateral from a PCCS is not implemented yet)")
-    };
-    let col = dcap::load_collateral(
-        &std::fs::read(col_path).with_context(|| format!("cannot read {}", col_path.display()))?,
-    )?;
     let now = at.unwrap_or_else(vouch_tee::unix_now);
+    let col = match (collateral, collateral_from.store()?) {
+        (Some(path), _) => dcap::load_collateral(
+            &std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
+        )?,
+        (None, Some(store)) => store.for_quote(&raw, now)?,
+        (None, None) => {
+            bail!("a quote needs its collateral: give --collateral FILE, --collateral-dir DIR or --pccs URL")
+        }
+    };
     let result = dcap::verify_quote(&raw, &col, now)
         .and_then(|claims| policy.check(&claims).map(|()| claims));
     report_verification(
