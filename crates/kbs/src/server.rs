@@ -188,6 +188,8 @@ pub struct KbsConfig {
     pub tpm_aks: Vec<String>,
     /// Where collateral for TDX evidence comes from.
     pub collateral: Option<Arc<vouch_tee::collateral::CollateralStore>>,
+    /// CA certificates (DER) trusted to certify TPM attestation keys.
+    pub tpm_ak_cas: Vec<Vec<u8>>,
 }
 
 enum SessionState {
@@ -388,6 +390,7 @@ impl Kbs {
                 allow_sim: self.cfg.allow_sim,
                 tpm_aks: self.cfg.tpm_aks.clone(),
                 collateral: self.cfg.collateral.clone(),
+                tpm_ak_cas: self.cfg.tpm_ak_cas.clone(),
                 ..Default::default()
             },
         )
@@ -782,6 +785,7 @@ mod tests {
             quick: None,
             tpm_aks: Vec::new(),
             collateral: None,
+            tpm_ak_cas: Vec::new(),
         };
         let signer = Es256::from_scalar(&[7u8; 32]).expect("key");
         (dir, Kbs::new(cfg, Box::new(storage), signer))

@@ -6,6 +6,7 @@
 //!
 //! This crate must never accept `sim` evidence unless the caller asked for it explicitly.
 
+pub mod akcert;
 pub mod collateral;
 pub mod dcap;
 pub mod evidence;

@@ -133,7 +133,7 @@ fn cert_err(which: &'static str) -> impl Fn(String) -> SnpError {
 }
 
 /// One DER TLV at the start of `b`: (tag, contents, rest). Bounds-checked.
-fn der_tlv(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+pub(crate) fn der_tlv(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     let (&tag, b) = b.split_first()?;
     let (&first, mut b) = b.split_first()?;
     let len = if first < 0x80 {

@@ -61,6 +61,9 @@ pub struct TpmQuote {
     /// The attestation key's certificate (DER, base64), when one was provisioned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ak_cert: Option<String>,
+    /// Intermediate CA certificates between the AK certificate and a root (DER, base64).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ak_chain: Vec<String>,
     /// Quoted PCR values by bank (`sha256`, `sha384`) and index, hex.
     pub pcrs: BTreeMap<String, BTreeMap<u32, String>>,
 }
@@ -87,8 +90,11 @@ enum Request {
 pub struct TpmAttester {
     tx: Mutex<mpsc::Sender<Request>>,
     pcr: u8,
+    ak_public: Vec<u8>,
     ak_fingerprint: String,
     firmware_log: Option<Vec<u8>>,
+    /// The AK's certificate and its intermediates (DER, base64), carried in every quote.
+    ak_certs: Option<(String, Vec<String>)>,
 }
 
 fn tpm_err(what: &str) -> impl Fn(tss_esapi::Error) -> String + '_ {
@@ -323,6 +329,7 @@ impl Device {
                 .map_err(tpm_err("encoding the signature"))?),
             ak: b64(&self.ak_public),
             ak_cert: None,
+            ak_chain: Vec::new(),
             pcrs,
         };
         serde_json::to_vec(&quote).map_err(|e| e.to_string())
@@ -381,8 +388,26 @@ impl TpmAttester {
             tx: Mutex::new(tx),
             pcr,
             ak_fingerprint: ak_fingerprint(&ak_public),
+            ak_public,
             firmware_log,
+            ak_certs: None,
         })
+    }
+
+    /// Carry the AK's certificate (first) and its intermediate CAs in every quote, so verifiers
+    /// can trust the AK through its issuer. Refused unless the certificate's key is this AK.
+    pub fn with_ak_certs(mut self, certs: &[Vec<u8>]) -> Result<Self, AttestError> {
+        let (leaf, chain) = certs
+            .split_first()
+            .ok_or_else(|| AttestError::Device("no AK certificate given".into()))?;
+        let ak = crate::tpm::parse_ak(&self.ak_public)
+            .map_err(|e| AttestError::Device(format!("attestation key: {e}")))?;
+        crate::akcert::certifies(leaf, &ak).map_err(|e| {
+            AttestError::Device(format!("the AK certificate does not fit this TPM: {e}"))
+        })?;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        self.ak_certs = Some((b64(leaf), chain.iter().map(|c| b64(c)).collect()));
+        Ok(self)
     }
 
     /// A TPM device the kernel exposes (through its resource manager), if any.
@@ -439,7 +464,15 @@ impl Attester for TpmAttester {
     }
 
     fn quote(&self, report_data: &Digest384) -> Result<Vec<u8>, AttestError> {
-        self.call(|r| Request::Quote(*report_data, r))
+        let quote = self.call(|r| Request::Quote(*report_data, r))?;
+        let Some((cert, chain)) = &self.ak_certs else {
+            return Ok(quote);
+        };
+        let mut q: TpmQuote = serde_json::from_slice(&quote)
+            .map_err(|e| AttestError::Device(format!("quote envelope: {e}")))?;
+        q.ak_cert = Some(cert.clone());
+        q.ak_chain = chain.clone();
+        serde_json::to_vec(&q).map_err(|e| AttestError::Device(format!("quote envelope: {e}")))
     }
 
     fn firmware_log(&self) -> Option<Vec<u8>> {

@@ -50,7 +50,7 @@ pub enum VerifyError {
         replayed: String,
         quoted: String,
     },
-    #[error("the TPM attestation key {fingerprint} is not trusted: pin it (vouch verify --tpm-ak, vouch-kbs serve --tpm-ak) once you know it belongs to this machine's TPM")]
+    #[error("the TPM attestation key {fingerprint} is not trusted: pin it (vouch verify --tpm-ak, vouch-kbs serve --tpm-ak) once you know it belongs to this machine's TPM, or trust the CA that certifies it (--tpm-ak-ca) when the evidence carries its certificate")]
     UntrustedAk { fingerprint: String },
     #[error("event log ({records} records) replays to {replayed}, but the quoted register {index} is {quoted}")]
     ReplayMismatch {
@@ -79,8 +79,11 @@ pub struct VerifyOptions {
     /// Which TDX TCB statuses and golden values are acceptable.
     pub dcap_policy: crate::dcap::DcapPolicy,
     /// Trusted TPM attestation keys, by fingerprint (`sha256:HEX` of the AK's `TPMT_PUBLIC`).
-    /// TPM evidence signed by any other key is refused.
+    /// TPM evidence signed by any other key is refused, unless the key is certified:
     pub tpm_aks: Vec<String>,
+    /// CA certificates (DER) trusted to certify TPM attestation keys: an AK whose certificate in
+    /// the evidence chains to one of them is trusted without being pinned.
+    pub tpm_ak_cas: Vec<Vec<u8>>,
 }
 
 /// A container the event log says was launched.
@@ -214,15 +217,30 @@ impl Verifier for TpmVerifier<'_> {
         };
         let ak_bytes = b64(&q.ak, "ak")?;
         let fingerprint = crate::tpm_device::ak_fingerprint(&ak_bytes);
-        if !self
+        let ak = crate::tpm::parse_ak(&ak_bytes).map_err(|e| malformed(e.to_string()))?;
+        let pinned = self
             .opts
             .tpm_aks
             .iter()
-            .any(|k| k.eq_ignore_ascii_case(&fingerprint))
-        {
-            return Err(VerifyError::UntrustedAk { fingerprint });
+            .any(|k| k.eq_ignore_ascii_case(&fingerprint));
+        let mut signer = format!("TPM attestation key {fingerprint}");
+        if !pinned {
+            // Trusted through its certificate, or not at all.
+            let (Some(cert), false) = (&q.ak_cert, self.opts.tpm_ak_cas.is_empty()) else {
+                return Err(VerifyError::UntrustedAk { fingerprint });
+            };
+            let cert = b64(cert, "ak_cert")?;
+            let chain = q
+                .ak_chain
+                .iter()
+                .map(|c| b64(c, "ak_chain"))
+                .collect::<Result<Vec<_>, _>>()?;
+            let now = self.opts.at.unwrap_or_else(crate::unix_now);
+            let path =
+                crate::akcert::verify_ak_cert(&cert, &chain, &self.opts.tpm_ak_cas, &ak, now)
+                    .map_err(|e| rejected(e.to_string()))?;
+            signer.push_str(&format!(", certified by {}", path.join(" <- ")));
         }
-        let ak = crate::tpm::parse_ak(&ak_bytes).map_err(|e| malformed(e.to_string()))?;
         let mut banks: std::collections::BTreeMap<u16, std::collections::BTreeMap<u32, Vec<u8>>> =
             Default::default();
         for (bank, values) in &q.pcrs {
@@ -276,7 +294,7 @@ impl Verifier for TpmVerifier<'_> {
             tee: TeeType::Tpm,
             registers,
             report_data: Digest384(report_data),
-            signer: format!("TPM attestation key {fingerprint}"),
+            signer,
             tpm_sha256_pcrs,
             tpm_app_pcr: Some(pcr),
         })

@@ -116,3 +116,17 @@ fn http_get(
     .join()
     .map_err(|_| "the HTTP client panicked".to_string())?
 }
+
+/// CA certificates (DER) from PEM or DER files, for `--tpm-ak-ca`.
+pub fn ca_certificates(paths: &[std::path::PathBuf]) -> anyhow::Result<Vec<Vec<u8>>> {
+    use anyhow::Context;
+    let mut out = Vec::new();
+    for p in paths {
+        let bytes = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
+        out.extend(
+            vouch_tee::akcert::parse_certs(&bytes)
+                .with_context(|| format!("--tpm-ak-ca {}", p.display()))?,
+        );
+    }
+    Ok(out)
+}

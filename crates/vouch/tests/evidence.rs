@@ -406,6 +406,40 @@ fn verify_a_real_cloud_vtpm_quote_and_its_event_log() {
         assert_eq!(out.status.code(), Some(1), "{bank}: another nonce accepted");
         assert!(stderr(&out).contains("nonce mismatch"), "{}", stderr(&out));
     }
+    // Google's certificate for that AK: it fits the AK (here pinned as its own anchor), and
+    // without Google's CA among the trusted ones it does not chain.
+    let certified = |ca: &str| {
+        let mut cmd = std::process::Command::new(VOUCH);
+        cmd.args([
+            "verify",
+            "--tpm-quote",
+            &p("quote_sha256.tpms_attest"),
+            "--tpm-sig",
+            &p("quote_sha256.tpmt_signature"),
+            "--ak",
+            &p("ak_pub.tpmt_public"),
+            "--nonce",
+            "9009",
+            "--ak-cert",
+            &p("ak_cert.der"),
+            "--tpm-ak-ca",
+            ca,
+            "--at",
+            "1750000000",
+        ]);
+        run_bounded(&mut cmd, std::time::Duration::from_secs(60)).expect("vouch")
+    };
+    let out = certified(&p("ak_cert.der"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("AK certificate:"), "{}", stdout(&out));
+    let out = certified(&v.join("roots/Intel_SGX_Root_CA.pem").to_string_lossy());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("does not chain to a trusted CA")
+            && stderr(&out).contains("tpm_ek_v1_cloud_host-signer"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

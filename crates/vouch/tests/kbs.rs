@@ -914,5 +914,9 @@ fn serve_refuses_bad_collateral_options() {
     );
     let out = serve(&["--pccs", "ftp://pccs.example"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("http:// or https://"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("http:// or https://"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -108,3 +108,275 @@ fn containers_on_a_tpm_are_attested_and_get_their_secret() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(out.stdout, SECRET);
 }
+
+/// DER length.
+fn der_len(n: usize) -> Vec<u8> {
+    match n {
+        0..=0x7f => vec![n as u8],
+        0x80..=0xff => vec![0x81, n as u8],
+        _ => vec![0x82, (n >> 8) as u8, n as u8],
+    }
+}
+
+fn der(tag: u8, body: &[u8]) -> Vec<u8> {
+    [&[tag][..], &der_len(body.len()), body].concat()
+}
+
+/// The attestation key of TPM evidence as a PEM public key (for a CA to certify).
+fn ak_public_pem(evidence: &serde_json::Value) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let quote_json = b64
+        .decode(evidence["quote"].as_str().expect("quote"))
+        .expect("base64");
+    let quote: serde_json::Value = serde_json::from_slice(&quote_json).expect("quote json");
+    let ak = vouch_tee::tpm::parse_ak(&b64.decode(quote["ak"].as_str().expect("ak")).expect("ak"))
+        .expect("parse ak");
+    let uint = |b: &[u8]| {
+        let mut v = b.to_vec();
+        if v[0] & 0x80 != 0 {
+            v.insert(0, 0);
+        }
+        der(0x02, &v)
+    };
+    let rsa = der(
+        0x30,
+        &[uint(&ak.modulus), uint(&ak.exponent.to_be_bytes()[1..])].concat(),
+    );
+    let alg = der(
+        0x30,
+        &[
+            der(
+                0x06,
+                &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01],
+            ),
+            vec![0x05, 0x00],
+        ]
+        .concat(),
+    );
+    let spki = der(
+        0x30,
+        &[alg, der(0x03, &[&[0u8][..], &rsa].concat())].concat(),
+    );
+    let text = b64.encode(spki);
+    let lines: Vec<&str> = text
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).expect("ascii"))
+        .collect();
+    format!(
+        "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+        lines.join("\n")
+    )
+}
+
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl");
+    assert!(out.status.success(), "openssl {args:?}: {}", stderr(&out));
+}
+
+/// A CA (root -> intermediate, both ECDSA) certifies the TPM's attestation key: vouchd carries
+/// the certificate and the intermediate in its evidence, and verifiers that trust the root accept
+/// the evidence without pinning the key; others refuse it, saying why. vouchd refuses a
+/// certificate for another key.
+#[test]
+fn an_ak_certificate_lets_verifiers_trust_the_tpm_without_pinning() {
+    if !require_root("an_ak_certificate_lets_verifiers_trust_the_tpm_without_pinning") {
+        return;
+    }
+    let Some(tpm) = Swtpm::start() else { return };
+    let env = TestEnv::new();
+    let dir = env.path().join("pki");
+    std::fs::create_dir(&dir).expect("mkdir");
+    let nonce = "00112233445566778899aabbccddeeff";
+    let attest = |d: &Daemon, name: &str| -> (String, serde_json::Value) {
+        let path = env.path().join(name).to_string_lossy().into_owned();
+        d.ok(&["attest", "--nonce", nonce, "-o", &path]);
+        let ev = serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
+        (path, ev)
+    };
+    let pem = {
+        let d = env.start_with(&["--tee", "tpm", "--tpm-tcti", &tpm.tcti]);
+        ak_public_pem(&attest(&d, "plain.json").1)
+    };
+    std::fs::write(dir.join("ak.pub"), pem).expect("write");
+    std::fs::write(dir.join("ca.ext"), "basicConstraints=critical,CA:TRUE\n").expect("write");
+    for (name, curve) in [("root", "P-256"), ("other", "P-256"), ("ica", "P-384")] {
+        openssl(
+            &dir,
+            &[
+                "req",
+                "-new",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                &format!("ec_paramgen_curve:{curve}"),
+                "-nodes",
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+                "-subj",
+                &format!("/CN=vouch test {name}"),
+            ],
+        );
+    }
+    for root in ["root", "other"] {
+        openssl(
+            &dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{root}.csr"),
+                "-key",
+                &format!("{root}.key"),
+                "-days",
+                "30",
+                "-extfile",
+                "ca.ext",
+                "-out",
+                &format!("{root}.pem"),
+            ],
+        );
+    }
+    openssl(
+        &dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "ica.csr",
+            "-CA",
+            "root.pem",
+            "-CAkey",
+            "root.key",
+            "-CAcreateserial",
+            "-days",
+            "30",
+            "-extfile",
+            "ca.ext",
+            "-out",
+            "ica.pem",
+        ],
+    );
+    openssl(
+        &dir,
+        &[
+            "x509",
+            "-new",
+            "-subj",
+            "/CN=vouch test AK",
+            "-force_pubkey",
+            "ak.pub",
+            "-CA",
+            "ica.pem",
+            "-CAkey",
+            "ica.key",
+            "-days",
+            "30",
+            "-out",
+            "ak.pem",
+        ],
+    );
+    let bundle = [
+        std::fs::read(dir.join("ak.pem")).expect("ak"),
+        std::fs::read(dir.join("ica.pem")).expect("ica"),
+    ]
+    .concat();
+    std::fs::write(dir.join("ak-chain.pem"), bundle).expect("write");
+    let p = |f: &str| dir.join(f).to_string_lossy().into_owned();
+
+    let d = env.start_with(&[
+        "--tee",
+        "tpm",
+        "--tpm-tcti",
+        &tpm.tcti,
+        "--tpm-ak-cert",
+        &p("ak-chain.pem"),
+    ]);
+    let (ev, _) = attest(&d, "certified.json");
+    let ok = d.vouch(&["verify", &ev, "--tpm-ak-ca", &p("root.pem"), "--json"]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    let verdict: serde_json::Value = serde_json::from_slice(&ok.stdout).expect("json");
+    let signer = verdict["signer"].as_str().expect("signer");
+    assert!(
+        signer.contains("certified by") && signer.contains("vouch test root"),
+        "{signer}"
+    );
+    let refused = d.vouch(&["verify", &ev]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("not trusted"),
+        "{}",
+        stderr(&refused)
+    );
+    let refused = d.vouch(&["verify", &ev, "--tpm-ak-ca", &p("other.pem")]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("does not chain to a trusted CA"),
+        "{}",
+        stderr(&refused)
+    );
+    drop(d);
+
+    // A certificate for some other key is refused when vouchd starts.
+    openssl(&dir, &["genrsa", "-out", "stranger.key", "2048"]);
+    openssl(
+        &dir,
+        &[
+            "rsa",
+            "-in",
+            "stranger.key",
+            "-pubout",
+            "-out",
+            "stranger.pub",
+        ],
+    );
+    openssl(
+        &dir,
+        &[
+            "x509",
+            "-new",
+            "-subj",
+            "/CN=stranger",
+            "-force_pubkey",
+            "stranger.pub",
+            "-CA",
+            "ica.pem",
+            "-CAkey",
+            "ica.key",
+            "-days",
+            "30",
+            "-out",
+            "stranger.pem",
+        ],
+    );
+    let out = run_bounded(
+        Command::new(VOUCHD)
+            .arg("--state-dir")
+            .arg(env.path().join("state2"))
+            .arg("--socket")
+            .arg(env.path().join("s2.sock"))
+            .args([
+                "--tee",
+                "tpm",
+                "--tpm-tcti",
+                &tpm.tcti,
+                "--tpm-ak-cert",
+                &p("stranger.pem"),
+            ]),
+        std::time::Duration::from_secs(30),
+    )
+    .expect("vouchd");
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("does not fit this TPM"),
+        "{}",
+        stderr(&out)
+    );
+}

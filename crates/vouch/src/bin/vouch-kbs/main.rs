@@ -66,6 +66,10 @@ enum Cmd {
         /// `vouch tee info` shows it on the machine). Repeatable.
         #[arg(long, value_name = "FINGERPRINT")]
         tpm_ak: Vec<String>,
+        /// Trust TPM attestation keys certified by this CA (PEM or DER certificate file), when
+        /// the evidence carries the AK's certificate. Repeatable.
+        #[arg(long, value_name = "FILE")]
+        tpm_ak_ca: Vec<PathBuf>,
         /// Seconds a session (challenge) stays valid.
         #[arg(long, default_value_t = 300)]
         session_ttl: u64,
@@ -217,6 +221,7 @@ fn run(cli: Cli) -> Result<()> {
             image,
             allow_sim,
             tpm_ak,
+            tpm_ak_ca,
             collateral,
             session_ttl,
             max_sessions,
@@ -294,6 +299,7 @@ fn run(cli: Cli) -> Result<()> {
                 quick,
                 tpm_aks: tpm_ak.iter().map(|f| f.to_ascii_lowercase()).collect(),
                 collateral: collateral.store()?,
+                tpm_ak_cas: vouch::ca_certificates(&tpm_ak_ca)?,
             };
             let kbs = Arc::new(Kbs::new(cfg, storage, signing));
             let rt = tokio::runtime::Builder::new_multi_thread()

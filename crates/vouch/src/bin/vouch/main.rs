@@ -151,6 +151,10 @@ enum Cmd {
         /// The attestation key (TPMT_PUBLIC).
         #[arg(long)]
         ak: Option<PathBuf>,
+        /// With --tpm-quote: the AK's certificate (PEM, intermediates after it, or DER), checked
+        /// against --tpm-ak-ca and against the AK.
+        #[arg(long, requires_all = ["tpm_quote", "tpm_ak_ca"])]
+        ak_cert: Option<PathBuf>,
         /// PCR values as JSON {"0": "hex", ...} for the quoted bank; checked against the quote.
         #[arg(long)]
         pcrs: Option<PathBuf>,
@@ -182,6 +186,10 @@ enum Cmd {
         /// `vouch tee info` shows it). Repeatable.
         #[arg(long, value_name = "FINGERPRINT")]
         tpm_ak: Vec<String>,
+        /// Evidence: trust TPM attestation keys certified by this CA (PEM or DER certificate
+        /// file; an AK certificate itself pins that AK). Repeatable.
+        #[arg(long, value_name = "FILE")]
+        tpm_ak_ca: Vec<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -942,12 +950,24 @@ fn run(cli: Cli) -> Result<u8> {
             nonce: Some(nonce),
             pcrs,
             eventlog,
+            ak_cert,
+            tpm_ak_ca,
+            at,
             json,
             ..
         } => verify_tpm(
-            &tq,
-            &sig,
-            &ak,
+            TpmQuoteFiles {
+                quote: &tq,
+                sig: &sig,
+                ak: &ak,
+            },
+            ak_cert.as_deref().map(|c| {
+                (
+                    c,
+                    tpm_ak_ca.as_slice(),
+                    at.unwrap_or_else(vouch_tee::unix_now),
+                )
+            }),
             &nonce,
             pcrs.as_deref(),
             eventlog.as_deref(),
@@ -977,6 +997,7 @@ fn run(cli: Cli) -> Result<u8> {
             allow_sim,
             sim_key,
             tpm_ak,
+            tpm_ak_ca,
             collateral,
             collateral_from,
             at,
@@ -1001,6 +1022,7 @@ fn run(cli: Cli) -> Result<u8> {
                 opts.tdx_collateral = Some(vouch_tee::dcap::load_collateral(&bytes)?);
             }
             opts.collateral = collateral_from.store()?;
+            opts.tpm_ak_cas = vouch::ca_certificates(&tpm_ak_ca)?;
             verify(file.unwrap_or_else(|| PathBuf::from("-")), opts, json)
         }
         Cmd::Info { json } => {
@@ -1320,10 +1342,16 @@ fn verify_quote(
     )
 }
 
+/// A raw TPM quote as files: TPMS_ATTEST, TPMT_SIGNATURE, the AK's TPMT_PUBLIC.
+struct TpmQuoteFiles<'a> {
+    quote: &'a std::path::Path,
+    sig: &'a std::path::Path,
+    ak: &'a std::path::Path,
+}
+
 fn verify_tpm(
-    quote: &std::path::Path,
-    sig: &std::path::Path,
-    ak: &std::path::Path,
+    TpmQuoteFiles { quote, sig, ak }: TpmQuoteFiles<'_>,
+    ak_cert: Option<(&std::path::Path, &[PathBuf], u64)>,
     nonce: &str,
     pcrs: Option<&std::path::Path>,
     eventlog: Option<&std::path::Path>,
@@ -1335,6 +1363,21 @@ fn verify_tpm(
     };
     let nonce_bytes = hex::decode(nonce).context("--nonce must be hex")?;
     let ak = tpm::parse_ak(&read(ak)?).context("attestation key")?;
+    // The AK's certificate, when given, must fit the AK and chain to a trusted CA.
+    let certified = match ak_cert {
+        Some((path, cas, now)) => {
+            let certs = vouch_tee::akcert::parse_certs(&read(path)?)
+                .with_context(|| format!("--ak-cert {}", path.display()))?;
+            let (leaf, chain) = certs
+                .split_first()
+                .context("--ak-cert holds no certificate")?;
+            let anchors = vouch::ca_certificates(cas)?;
+            Some(vouch_tee::akcert::verify_ak_cert(
+                leaf, chain, &anchors, &ak, now,
+            ))
+        }
+        None => None,
+    };
     let values: Option<std::collections::BTreeMap<String, String>> = match pcrs {
         Some(p) => Some(
             serde_json::from_slice(&read(p)?)
@@ -1360,6 +1403,9 @@ fn verify_tpm(
     )
     .map_err(anyhow::Error::new)
     .and_then(|claims| {
+        if let Some(Err(e)) = &certified {
+            bail!("{e}");
+        }
         let mut replayed = Vec::new();
         if let (Some(log_path), Some(values)) = (eventlog, values.as_ref()) {
             let log = tcg::parse(&read(log_path)?).context("event log")?;
@@ -1393,12 +1439,16 @@ fn verify_tpm(
         claims: tpm::TpmQuoteClaims,
         pcrs_checked: bool,
         eventlog_replayed_pcrs: Vec<u32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ak_certified_by: Option<Vec<String>>,
     }
     let pcrs_checked = values.is_some();
+    let ak_certified_by = certified.and_then(Result::ok);
     let result = result.map(|(claims, eventlog_replayed_pcrs)| TpmVerdict {
         claims,
         pcrs_checked,
         eventlog_replayed_pcrs,
+        ak_certified_by,
     });
     report_verification(json, result, |v| {
         println!("TPM quote VERIFIED");
@@ -1413,6 +1463,9 @@ fn verify_tpm(
             " (values not given: --pcrs)"
         };
         println!("  PCR digest:  {}{checked}", v.claims.pcr_digest);
+        if let Some(path) = &v.ak_certified_by {
+            println!("  AK certificate: {}", path.join(" <- "));
+        }
         if eventlog.is_some() {
             println!(
                 "  event log:   replays to PCRs {:?}",

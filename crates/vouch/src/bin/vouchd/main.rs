@@ -35,6 +35,11 @@ struct Args {
     /// TPM backend: the application PCR vouch extends (16-23).
     #[arg(long, default_value_t = vouch_tee::tpm_device::DEFAULT_PCR, value_name = "N")]
     tpm_pcr: u8,
+    /// TPM backend: the attestation key's certificate (PEM: the AK certificate first, then any
+    /// intermediate CAs; or one DER certificate), carried in evidence so verifiers can trust the
+    /// AK through its CA (vouch verify --tpm-ak-ca) instead of pinning it.
+    #[arg(long, value_name = "FILE")]
+    tpm_ak_cert: Option<PathBuf>,
     /// cgroup parent of all containers.
     #[arg(long, default_value = "/vouch")]
     cgroup_parent: String,
@@ -185,7 +190,18 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let tpm = |tcti: &str,
                pcr: u8|
      -> Result<Arc<dyn vouch_tee::Attester>, Box<dyn std::error::Error>> {
-        let t = vouch_tee::tpm_device::TpmAttester::open(tcti, pcr)?;
+        let mut t = vouch_tee::tpm_device::TpmAttester::open(tcti, pcr)?;
+        if let Some(path) = &args.tpm_ak_cert {
+            let bytes =
+                std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let certs = vouch_tee::akcert::parse_certs(&bytes)
+                .map_err(|e| format!("--tpm-ak-cert {}: {e}", path.display()))?;
+            t = t.with_ak_certs(&certs)?;
+            tracing::info!(
+                certificates = certs.len(),
+                "TPM: the attestation key's certificate goes with every quote"
+            );
+        }
         tracing::info!(
             tcti,
             pcr,
