@@ -234,8 +234,13 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 .ok_or("TPM disappeared")?;
             tpm(&tcti, args.tpm_pcr)?
         }
+        "snp" => {
+            return Err("--tee snp: SEV-SNP has no registers a guest can extend at run time, so an SNP guest attests through its vTPM: use --tee tpm (or auto), and --tpm-ak-cert with the AK certificate its provider issues".into())
+        }
         "auto" | "sim" => {
-            if args.tee == "auto" {
+            if args.tee == "auto" && std::path::Path::new("/dev/sev-guest").exists() {
+                tracing::warn!("SEV-SNP guest without a vTPM: SNP has no registers a guest can extend at run time, so vouch needs the guest's vTPM (none found); using the sim TEE");
+            } else if args.tee == "auto" {
                 tracing::warn!("no TEE hardware detected; using the sim TEE");
             }
             tracing::warn!("{}", vouch_tee::evidence::SIM_WARNING);
