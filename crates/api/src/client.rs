@@ -44,10 +44,7 @@ pub struct Response {
 impl Response {
     /// The first header called `name` (lower case).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        find_header(&self.headers, name)
     }
 }
 
@@ -125,6 +122,14 @@ fn request_bytes(
 /// Response headers, names lower-cased, in order.
 type Headers = Vec<(String, String)>;
 
+/// The first header called `name` (lower case).
+fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
 /// How a response body is delimited (RFC 9112 section 6.3).
 enum Framing {
     Length(u64),
@@ -172,7 +177,7 @@ fn read_head(
             )
         })
         .collect();
-    let find = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v);
+    let find = |name: &str| find_header(&headers, name);
     // Responses that never have a body.
     let bodiless =
         method == "HEAD" || status == 204 || status == 304 || (100..200).contains(&status);
@@ -203,10 +208,7 @@ pub struct FullResponse {
 impl FullResponse {
     /// The first header called `name` (lower case).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        find_header(&self.headers, name)
     }
 }
 
