@@ -783,7 +783,13 @@ impl Engine {
             .user
             .clone()
             .unwrap_or_else(|| image.defaults.user.clone());
-        let (uid, gid) = spec::parse_user(&user)?;
+        let (uid, gid) = if spec::user_needs_lookup(&user) {
+            let passwd = self.image_etc_file(&image, "passwd")?;
+            let group = self.image_etc_file(&image, "group")?;
+            spec::resolve_user(&user, passwd.as_deref(), group.as_deref())?
+        } else {
+            spec::parse_user(&user)?
+        };
         let cwd = req
             .workdir
             .clone()
@@ -1434,6 +1440,55 @@ impl Engine {
             }
         }
         self.remove_task(&id)
+    }
+
+    /// `/etc/NAME` of an image's root filesystem (`passwd`, `group`), as the top-most layer that
+    /// has it says, or `None` where no layer has it or a layer deletes it. Only regular files
+    /// are read, through real directories: a link in an image never leads out of it.
+    fn image_etc_file(
+        &self,
+        image: &ImageRecord,
+        name: &str,
+    ) -> Result<Option<String>, EngineError> {
+        use std::io::Read as _;
+        use std::os::unix::fs::FileTypeExt;
+        const LIMIT: u64 = 1 << 20;
+        for layer in image.layers.iter().rev() {
+            let dir = self.images.ensure_layer(layer)?;
+            let etc = dir.join("etc");
+            let Ok(meta) = fs::symlink_metadata(&etc) else {
+                continue;
+            };
+            if !meta.is_dir() {
+                // A file, a link or a whiteout in place of /etc: nothing below it counts.
+                return Ok(None);
+            }
+            let path = etc.join(name);
+            match fs::symlink_metadata(&path) {
+                Ok(m) if m.is_file() => {
+                    let mut text = String::new();
+                    fs::OpenOptions::new()
+                        .read(true)
+                        .custom_flags(libc::O_NOFOLLOW)
+                        .open(&path)
+                        .and_then(|f| f.take(LIMIT).read_to_string(&mut text))
+                        .map_err(|e| {
+                            EngineError::BadRequest(format!("the image's /etc/{name}: {e}"))
+                        })?;
+                    return Ok(Some(text));
+                }
+                // A link, a device or a whiteout (char device 0:0): not a readable file.
+                Ok(m) if m.file_type().is_char_device() || m.file_type().is_symlink() => {
+                    return Ok(None)
+                }
+                Ok(_) => return Ok(None),
+                Err(_) => {}
+            }
+            if vouch_image::unpack::is_opaque(&etc) {
+                return Ok(None);
+            }
+        }
+        Ok(None)
     }
 
     /// Remove a container started with --rm once it has ended; a failure is logged and

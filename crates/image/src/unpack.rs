@@ -193,6 +193,28 @@ fn relative_target_stays_inside(link_rel: &Path, target: &Path) -> bool {
     true
 }
 
+/// Whether an unpacked layer's directory is opaque (hides the same directory in lower layers).
+pub fn is_opaque(dir: &Path) -> bool {
+    let (Ok(p), Ok(n)) = (
+        CString::new(dir.as_os_str().as_bytes()),
+        CString::new("trusted.overlay.opaque"),
+    ) else {
+        return false;
+    };
+    let mut value = [0u8; 2];
+    // SAFETY: both names are valid NUL-terminated strings that outlive the call, and the buffer
+    // pointer/length pair describes a live, writable array.
+    let n = unsafe {
+        libc::lgetxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            value.as_mut_ptr().cast(),
+            value.len(),
+        )
+    };
+    n == 1 && value[0] == b'y'
+}
+
 fn set_xattr(path: &Path, name: &str, value: &[u8]) -> io::Result<()> {
     let p = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
@@ -543,14 +565,9 @@ mod tests {
         use std::os::unix::fs::FileTypeExt;
         assert!(m.file_type().is_char_device());
         assert_eq!(m.rdev(), 0);
-        let mut buf = [0u8; 4];
-        let p = CString::new(dir.path().join("var").as_os_str().as_bytes()).expect("cstr");
-        let n = CString::new("trusted.overlay.opaque").expect("cstr");
-        // SAFETY: valid NUL-terminated strings and a live 4-byte buffer.
-        let len =
-            unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-        assert_eq!(len, 1);
-        assert_eq!(buf[0], b'y');
+        assert!(is_opaque(&dir.path().join("var")));
+        assert!(!is_opaque(&dir.path().join("etc")));
+        assert!(!is_opaque(&dir.path().join("no-such-dir")));
     }
 
     fn assert_refused(tar: Vec<u8>, entry: &str) {

@@ -9,8 +9,12 @@ pub enum SpecError {
     NoCommand,
     #[error("invalid environment variable {0:?}: expected KEY=VALUE")]
     BadEnv(String),
-    #[error("invalid user {0:?}: use UID or UID:GID (user names are not supported yet)")]
+    #[error("invalid user {0:?}: use NAME, UID, NAME:GROUP or UID:GID")]
     BadUser(String),
+    #[error("no user {0:?} in the image's /etc/passwd")]
+    NoSuchUser(String),
+    #[error("no group {0:?} in the image's /etc/group")]
+    NoSuchGroup(String),
     #[error("invalid memory size {0:?}: use a number with an optional b, k, m or g suffix")]
     BadMemory(String),
     #[error("invalid CPU count {0:?}: use a positive number such as 0.5 or 2")]
@@ -306,6 +310,70 @@ pub fn parse_user(user: &str) -> Result<(u32, u32), SpecError> {
     }
 }
 
+/// Whether a `--user` value names a user or group that must be looked up in the image.
+pub fn user_needs_lookup(user: &str) -> bool {
+    let (u, g) = user.split_once(':').unwrap_or((user, ""));
+    let named = |s: &str| !s.is_empty() && s != "root" && s.parse::<u32>().is_err();
+    named(u) || named(g)
+}
+
+/// Resolve `NAME`, `UID`, `NAME:GROUP`, `UID:GID` (any mix) as docker does, with the image's
+/// `/etc/passwd` and `/etc/group` texts: a user name gives its UID and, unless a group is
+/// given, its primary GID; a numeric UID without a group keeps the GID of the same number.
+pub fn resolve_user(
+    user: &str,
+    passwd: Option<&str>,
+    group: Option<&str>,
+) -> Result<(u32, u32), SpecError> {
+    if !user_needs_lookup(user) {
+        return parse_user(user);
+    }
+    let bad = || SpecError::BadUser(user.to_string());
+    let (u, g) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    // name:x:uid:gid:... and name:x:gid:members
+    let find = |text: Option<&str>, name: &str| -> Option<(u32, Option<u32>)> {
+        text?.lines().find_map(|line| {
+            let f: Vec<&str> = line.split(':').collect();
+            (f.len() >= 3 && f[0] == name).then(|| {
+                let id = f[2].parse().ok()?;
+                Some((id, f.get(3).and_then(|g| g.parse().ok())))
+            })?
+        })
+    };
+    let valid_name = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 256
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'$'))
+    };
+    let (uid, primary) = match u.parse::<u32>() {
+        Ok(n) => (n, None),
+        Err(_) if u == "root" => (0, Some(0)),
+        Err(_) if valid_name(u) => {
+            let (uid, gid) = find(passwd, u).ok_or_else(|| SpecError::NoSuchUser(u.into()))?;
+            (uid, gid)
+        }
+        Err(_) => return Err(bad()),
+    };
+    let gid = match g {
+        None => primary.unwrap_or(uid),
+        Some("root") => 0,
+        Some(g) => match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) if valid_name(g) => {
+                find(group, g)
+                    .ok_or_else(|| SpecError::NoSuchGroup(g.into()))?
+                    .0
+            }
+            Err(_) => return Err(bad()),
+        },
+    };
+    Ok((uid, gid))
+}
+
 /// Parse `512m`, `1g`, `1048576`, as docker's `--memory`.
 pub fn parse_memory(s: &str) -> Result<u64, SpecError> {
     let bad = || SpecError::BadMemory(s.to_string());
@@ -526,5 +594,34 @@ mod tests {
         assert_eq!(parse_user("1000:100"), Ok((1000, 100)));
         assert_eq!(parse_user("1000"), Ok((1000, 1000)));
         assert!(parse_user("nobody").is_err());
+        let passwd = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n\
+                      app:x:1000:100::/home/app:/bin/sh\n";
+        let group = "root:x:0:\nusers:x:100:\nnogroup:x:65533:\n";
+        let r = |u: &str| resolve_user(u, Some(passwd), Some(group));
+        assert_eq!(r("nobody"), Ok((65534, 65534)));
+        assert_eq!(r("app"), Ok((1000, 100)));
+        assert_eq!(r("app:nogroup"), Ok((1000, 65533)));
+        assert_eq!(r("1000:users"), Ok((1000, 100)));
+        assert_eq!(r("app:7"), Ok((1000, 7)));
+        assert_eq!(r("42"), Ok((42, 42)));
+        assert_eq!(r("ghost"), Err(SpecError::NoSuchUser("ghost".into())));
+        assert_eq!(
+            r("app:ghosts"),
+            Err(SpecError::NoSuchGroup("ghosts".into()))
+        );
+        assert_eq!(
+            resolve_user("app", None, None),
+            Err(SpecError::NoSuchUser("app".into()))
+        );
+        assert!(matches!(r("a/b"), Err(SpecError::BadUser(_))));
+        // A line with a non-numeric id is not an entry.
+        assert_eq!(
+            resolve_user("bad", Some("bad:x:abc:1\n"), None),
+            Err(SpecError::NoSuchUser("bad".into()))
+        );
+        assert!(
+            !user_needs_lookup("1000:100") && !user_needs_lookup("root") && !user_needs_lookup("")
+        );
+        assert!(user_needs_lookup("nobody") && user_needs_lookup("1:users"));
     }
 }

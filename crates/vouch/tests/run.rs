@@ -502,3 +502,83 @@ fn images_list_and_remove_unless_in_use() {
         stderr(&missing)
     );
 }
+
+/// `--user` takes names, as docker does, looked up in the image's own /etc/passwd and /etc/group
+/// (the top-most layer that has them); a link in the image never makes the host's files count.
+#[test]
+fn user_names_come_from_the_image() {
+    if !require_root("user_names_come_from_the_image") {
+        return;
+    }
+    let env = TestEnv::new();
+    let d = env.start();
+    let accounts = Layer::new()
+        .dir("etc/")
+        .file(
+            "etc/passwd",
+            0o644,
+            b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:100::/tmp:/bin/sh\n",
+        )
+        .file(
+            "etc/group",
+            0o644,
+            b"root:x:0:\nusers:x:100:\nstaff:x:50:\n",
+        )
+        .finish();
+    let dir = env.path().join("img");
+    write_layout(
+        &dir,
+        "accounts",
+        &[busybox_layer(), accounts],
+        &["/bin/sh"],
+        &["PATH=/bin"],
+    );
+    d.ok(&["image", "load", "-i", dir.to_str().expect("utf8")]);
+    let ids = |user: &str| {
+        d.ok(&[
+            "run",
+            "--rm",
+            "--user",
+            user,
+            "accounts",
+            "sh",
+            "-c",
+            "echo $(id -u):$(id -g)",
+        ])
+    };
+    assert_eq!(ids("app"), "1000:100\n");
+    assert_eq!(ids("app:staff"), "1000:50\n");
+    assert_eq!(ids("1000:users"), "1000:100\n");
+    let out = d.vouch(&["run", "--rm", "--user", "ghost", "accounts", "true"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no user \"ghost\" in the image's /etc/passwd"),
+        "{}",
+        stderr(&out)
+    );
+
+    // An image whose /etc/passwd is a link to the host's: the host's users are not the image's.
+    let linked = Layer::new()
+        .dir("etc/")
+        .symlink("etc/passwd", "/etc/passwd")
+        .finish();
+    let dir = env.path().join("img-linked");
+    write_layout(
+        &dir,
+        "linked",
+        &[busybox_layer(), linked],
+        &["/bin/sh"],
+        &["PATH=/bin"],
+    );
+    d.ok(&["image", "load", "-i", dir.to_str().expect("utf8")]);
+    let out = d.vouch(&["run", "--rm", "--user", "daemon", "linked", "true"]);
+    assert!(
+        !out.status.success(),
+        "a host user was found through a link"
+    );
+    assert!(
+        stderr(&out).contains("no user \"daemon\""),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -263,7 +263,7 @@ struct RunArgs {
     /// Network: none (default, private namespace) or host.
     #[arg(long, value_parser = ["none", "host"])]
     network: Option<String>,
-    /// User as UID or UID:GID.
+    /// User: NAME, UID, NAME:GROUP or UID:GID (names from the image's /etc/passwd and /etc/group).
     #[arg(short, long)]
     user: Option<String>,
     /// Working directory inside the container.
