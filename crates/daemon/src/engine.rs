@@ -102,6 +102,13 @@ pub struct TaskRecord {
     #[serde(default)]
     pub volumes: Vec<String>,
     pub monitor_pid: Option<i32>,
+    /// Start times (clock ticks since boot) of the monitor and of the container's first process:
+    /// a PID is theirs only while a process with that PID and start time exists, so a PID the
+    /// kernel has given to another process since is never taken for them, nor signalled.
+    #[serde(default)]
+    pub monitor_start: Option<u64>,
+    #[serde(default)]
+    pub pid_start: Option<u64>,
     /// The Conker request this task came from (secrets redacted), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conker: Option<Value>,
@@ -276,10 +283,11 @@ impl Engine {
                 continue;
             }
             match (t.view.state, t.monitor_pid) {
-                (TaskState::Running, Some(mpid)) if process_alive(mpid) => {
+                (TaskState::Running, Some(mpid)) if process_is(mpid, t.monitor_start) => {
                     tracing::info!(id = %id, "following a container that kept running across a vouchd restart");
                     let engine = Arc::clone(self);
-                    std::thread::spawn(move || engine.poll_orphan(&id, mpid));
+                    let start = t.monitor_start;
+                    std::thread::spawn(move || engine.poll_orphan(&id, mpid, start));
                 }
                 (TaskState::Running, _) => {
                     self.finish(&id, None, "its monitor died while vouchd was not running")
@@ -295,13 +303,13 @@ impl Engine {
         }
     }
 
-    fn poll_orphan(self: Arc<Self>, id: &str, monitor_pid: i32) {
+    fn poll_orphan(self: Arc<Self>, id: &str, monitor_pid: i32, monitor_start: Option<u64>) {
         loop {
             if let Some(exit) = read_exit(&self.exit_path(id)) {
                 self.finish(id, Some(exit), "");
                 return;
             }
-            if !process_alive(monitor_pid) {
+            if !process_is(monitor_pid, monitor_start) {
                 let exit = read_exit(&self.exit_path(id));
                 self.finish(id, exit, "its monitor ended without an exit record");
                 return;
@@ -847,6 +855,8 @@ impl Engine {
                 view,
                 volumes: volumes.iter().map(|v| v.name.clone()).collect(),
                 monitor_pid: None,
+                monitor_start: None,
+                pid_start: None,
                 conker,
             };
             lock(&self.tasks).insert(id.clone(), rec.clone());
@@ -1099,6 +1109,8 @@ impl Engine {
                             r.view.pid = Some(pid);
                             r.view.started_at = Some(time::now());
                             r.monitor_pid = Some(mpid);
+                            r.monitor_start = start_time(mpid);
+                            r.pid_start = start_time(pid);
                         },
                     )
                     .ok_or_else(|| EngineError::NoSuchContainer(id.to_string()))?;
@@ -1378,8 +1390,14 @@ impl Engine {
     }
 
     fn signal(&self, id: &str, sig: Signal) {
-        if let Some(pid) = lock(&self.tasks).get(id).and_then(|t| t.view.pid) {
-            let _ = kill(Pid::from_raw(pid), sig);
+        let target = lock(&self.tasks)
+            .get(id)
+            .and_then(|t| Some((t.view.pid?, t.pid_start)));
+        if let Some((pid, start)) = target {
+            // Only the container's own process: not another that has its PID by now.
+            if process_is(pid, start) {
+                let _ = kill(Pid::from_raw(pid), sig);
+            }
         }
     }
 
@@ -1566,6 +1584,23 @@ fn read_report(child: &mut Child) -> Option<MonitorReport> {
     serde_json::from_str(line.trim()).ok()
 }
 
+/// A process's start time (clock ticks since boot), field 22 of `/proc/PID/stat`.
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
+}
+
+/// Whether `pid` is alive and, when `start` is known, is still the process that started then.
+fn process_is(pid: i32, start: Option<u64>) -> bool {
+    process_alive(pid) && start.is_none_or(|s| start_time(pid) == Some(s))
+}
+
 fn process_alive(pid: i32) -> bool {
     match kill(Pid::from_raw(pid), None) {
         Ok(()) => {
@@ -1578,5 +1613,28 @@ fn process_alive(pid: i32) -> bool {
         }
         Err(nix::Error::EPERM) => true,
         Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A PID counts as a recorded process only with that process's start time.
+    #[test]
+    fn processes_are_known_by_pid_and_start_time() {
+        let mut child = Command::new("sleep").arg("30").spawn().expect("sleep");
+        let pid = child.id() as i32;
+        let start = start_time(pid).expect("start time");
+        assert!(process_is(pid, Some(start)));
+        assert!(process_is(pid, None));
+        // The same PID with another start time is another process.
+        assert!(!process_is(pid, Some(start + 1)));
+        let me = std::process::id() as i32;
+        assert_ne!(start_time(me), None);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(!process_is(pid, Some(start)));
+        assert_eq!(start_time(i32::MAX), None);
     }
 }
