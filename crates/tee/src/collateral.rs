@@ -1,7 +1,7 @@
 //! Where TDX and SGX quote collateral comes from: a local collateral directory (offline), and a
-//! PCCS (the v4 API of Intel's Provisioning Certificate Caching Service, which Intel's PCS also
-//! speaks). What a PCCS answers is kept in the directory, so the next verification of a quote
-//! from the same platform type is offline.
+//! PCCS (the v4 API of Intel's Provisioning Certificate Caching Service). What a PCCS answers is
+//! kept in the directory, so the next verification of a quote from the same platform type is
+//! offline.
 //!
 //! Collateral is chosen by the quote's FMSPC (from its PCK certificate), its PCK CA (processor or
 //! platform) and its TEE (TDX or SGX). Nothing here is trusted: dcap-qvl checks every signature
@@ -118,7 +118,7 @@ impl HttpResponse {
 /// A blocking HTTP GET: the URL's answer whatever its status, or why there was none.
 pub type HttpGet = dyn Fn(&str) -> Result<HttpResponse, String> + Send + Sync;
 
-/// A PCCS (or Intel's PCS), by its base URL, e.g. `https://pccs.example:8081`.
+/// A PCCS, by its base URL, e.g. `https://pccs.example:8081`.
 #[derive(Clone)]
 pub struct Pccs {
     base: String,
@@ -227,7 +227,7 @@ impl Pccs {
             self.chain(&qe, &["SGX-Enclave-Identity-Issuer-Chain"], "QE identity")?;
         let (qe_identity, qe_identity_signature) =
             self.signed_document(&qe.body, "enclaveIdentity")?;
-        // A PCCS answers the root CA CRL in hex; Intel's PCS in DER.
+        // A PCCS answers the root CA CRL in hex; DER is taken too.
         let root = self.fetch_one("sgx", "rootcacrl")?;
         let root_ca_crl = match std::str::from_utf8(&root.body) {
             Ok(text)

@@ -22,7 +22,7 @@ pub struct CollateralArgs {
     #[arg(long, value_name = "DIR")]
     pub collateral_dir: Option<std::path::PathBuf>,
     /// Fetch missing or outdated collateral from this PCCS (Intel's PCCS API v4, e.g.
-    /// https://pccs.example:8081; Intel's PCS works too: https://api.trustedservices.intel.com).
+    /// https://pccs.example:8081).
     #[arg(long, value_name = "URL")]
     pub pccs: Option<String>,
     /// Trust this CA certificate (PEM) for the PCCS's TLS certificate, besides the system's.
