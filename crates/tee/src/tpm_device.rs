@@ -85,6 +85,7 @@ enum Request {
     Extend(Digest384, Reply<()>),
     Read(Reply<Digest384>),
     Quote(Digest384, Reply<Vec<u8>>),
+    NvRead(u32, Reply<Vec<u8>>),
 }
 
 pub struct TpmAttester {
@@ -152,6 +153,32 @@ struct Device {
 }
 
 impl Device {
+    /// The whole content of an NV index, read with owner authorization, or else with the
+    /// index's own (empty) authorization, as cloud vTPMs keep their AK certificates.
+    fn nv_read(&mut self, index: u32) -> Result<Vec<u8>, String> {
+        use tss_esapi::abstraction::nv::read_full;
+        use tss_esapi::handles::{NvIndexHandle, NvIndexTpmHandle};
+        use tss_esapi::interface_types::resource_handles::NvAuth;
+        let handle = NvIndexTpmHandle::new(index).map_err(tpm_err("NV index"))?;
+        let owner = self
+            .ctx
+            .execute_with_session(Some(AuthSession::Password), |c| {
+                read_full(c, NvAuth::Owner, handle)
+            });
+        let first = match owner {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
+        self.ctx
+            .execute_with_session(Some(AuthSession::Password), |c| {
+                let object = c.tr_from_tpm_public(handle.into())?;
+                read_full(c, NvAuth::NvIndex(NvIndexHandle::from(object)), handle)
+            })
+            .map_err(|e| {
+                format!("reading NV index {index:#x}: with owner authorization: {first}; with its own: {e}")
+            })
+    }
+
     fn open(tcti: &str, pcr: u8) -> Result<Device, String> {
         let conf = TctiNameConf::from_str(tcti).map_err(tpm_err("TCTI"))?;
         let mut ctx = Context::new(conf).map_err(tpm_err("cannot reach the TPM"))?;
@@ -372,6 +399,9 @@ impl TpmAttester {
                         Request::Quote(d, r) => {
                             let _ = r.send(dev.quote(&d));
                         }
+                        Request::NvRead(index, r) => {
+                            let _ = r.send(dev.nv_read(index));
+                        }
                     }
                 }
             })
@@ -392,6 +422,11 @@ impl TpmAttester {
             firmware_log,
             ak_certs: None,
         })
+    }
+
+    /// The whole content of an NV index (e.g. where a cloud vTPM keeps its AK certificate).
+    pub fn nv_read(&self, index: u32) -> Result<Vec<u8>, AttestError> {
+        self.call(|r| Request::NvRead(index, r))
     }
 
     /// Carry the AK's certificate (first) and its intermediate CAs in every quote, so verifiers

@@ -324,6 +324,49 @@ fn an_ak_certificate_lets_verifiers_trust_the_tpm_without_pinning() {
     );
     drop(d);
 
+    // The certificate where cloud vTPMs keep it, in an NV index (DER, with padding after it):
+    // vouchd reads it from there.
+    openssl(
+        &dir,
+        &["x509", "-in", "ak.pem", "-outform", "der", "-out", "ak.der"],
+    );
+    let der = std::fs::read(dir.join("ak.der")).expect("der");
+    let padded = [der.clone(), vec![0xff; 64]].concat();
+    std::fs::write(dir.join("ak.nv"), &padded).expect("write");
+    let tpm2 = |args: &[&str]| {
+        let out = Command::new(args[0])
+            .args(&args[1..])
+            .args(["-T", &tpm.tcti])
+            .output()
+            .expect("tpm2-tools");
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    };
+    let size = padded.len().to_string();
+    tpm2(&[
+        "tpm2_nvdefine",
+        "0x01C101D0",
+        "-C",
+        "o",
+        "-s",
+        &size,
+        "-a",
+        "ownerread|ownerwrite|authread|authwrite",
+    ]);
+    tpm2(&["tpm2_nvwrite", "0x01C101D0", "-C", "o", "-i", &p("ak.nv")]);
+    let d = env.start_with(&[
+        "--tee",
+        "tpm",
+        "--tpm-tcti",
+        &tpm.tcti,
+        "--tpm-ak-cert-nv",
+        "0x01C101D0",
+    ]);
+    let (ev, _) = attest(&d, "from-nv.json");
+    // Only the AK certificate is in NV: its issuer is the anchor here.
+    let ok = d.vouch(&["verify", &ev, "--tpm-ak-ca", &p("ica.pem")]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    drop(d);
+
     // A certificate for some other key is refused when vouchd starts.
     openssl(&dir, &["genrsa", "-out", "stranger.key", "2048"]);
     openssl(

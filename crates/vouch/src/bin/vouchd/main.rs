@@ -38,8 +38,12 @@ struct Args {
     /// TPM backend: the attestation key's certificate (PEM: the AK certificate first, then any
     /// intermediate CAs; or one DER certificate), carried in evidence so verifiers can trust the
     /// AK through its CA (vouch verify --tpm-ak-ca) instead of pinning it.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "tpm_ak_cert_nv")]
     tpm_ak_cert: Option<PathBuf>,
+    /// TPM backend: read the attestation key's certificate (DER) from this NV index of the TPM,
+    /// where the cloud provider keeps it (e.g. 0x01C101D0 on Azure confidential VMs).
+    #[arg(long, value_name = "INDEX", value_parser = parse_nv_index)]
+    tpm_ak_cert_nv: Option<u32>,
     /// cgroup parent of all containers.
     #[arg(long, default_value = "/vouch")]
     cgroup_parent: String,
@@ -202,6 +206,17 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 "TPM: the attestation key's certificate goes with every quote"
             );
         }
+        if let Some(index) = args.tpm_ak_cert_nv {
+            let raw = t.nv_read(index)?;
+            // NV indices are sized generously: the certificate is the DER SEQUENCE at the start.
+            let cert = der_prefix(&raw)
+                .ok_or_else(|| format!("NV index {index:#x} does not hold a DER certificate"))?;
+            t = t.with_ak_certs(&[cert.to_vec()])?;
+            tracing::info!(
+                index = format!("{index:#x}"),
+                "TPM: the attestation key's certificate (from NV) goes with every quote"
+            );
+        }
         tracing::info!(
             tcti,
             pcr,
@@ -261,4 +276,57 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         tracing::info!("vouchd stopped; containers keep running and are picked up at the next start");
         Ok::<(), Box<dyn std::error::Error>>(())
     })
+}
+
+/// `0x01C101D0` or a decimal number.
+fn parse_nv_index(s: &str) -> Result<u32, String> {
+    let n = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16),
+        None => s.parse(),
+    }
+    .map_err(|_| format!("{s:?} is not an NV index (e.g. 0x01C101D0)"))?;
+    if n >> 24 != 0x01 {
+        return Err(format!("{s} is not an NV index handle (0x01xxxxxx)"));
+    }
+    Ok(n)
+}
+
+/// The leading DER SEQUENCE of `raw` (an NV index may hold padding after it).
+fn der_prefix(raw: &[u8]) -> Option<&[u8]> {
+    if raw.first() != Some(&0x30) {
+        return None;
+    }
+    let first = *raw.get(1)?;
+    let (len, header) = if first < 0x80 {
+        (first as usize, 2)
+    } else {
+        let n = (first & 0x7f) as usize;
+        if n == 0 || n > 3 {
+            return None;
+        }
+        let len = raw
+            .get(2..2 + n)?
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | *b as usize);
+        (len, 2 + n)
+    };
+    raw.get(..header + len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nv_indices_and_der_in_padding() {
+        assert_eq!(parse_nv_index("0x01C101D0"), Ok(0x01C1_01D0));
+        assert_eq!(parse_nv_index("29426128"), Ok(0x01C1_01D0));
+        assert!(parse_nv_index("0x81010023").is_err(), "a persistent handle");
+        assert!(parse_nv_index("nv").is_err());
+        let cert = [0x30, 0x82, 0x00, 0x03, 1, 2, 3];
+        assert_eq!(der_prefix(&[&cert[..], &[0xff; 9]].concat()), Some(&cert[..]));
+        assert_eq!(der_prefix(&[0x30, 0x02, 1]), None, "truncated");
+        assert_eq!(der_prefix(&[0xff; 8]), None, "never written");
+        assert_eq!(der_prefix(&[]), None);
+    }
 }
