@@ -324,7 +324,10 @@ mod tests {
         assert!(parse_nv_index("0x81010023").is_err(), "a persistent handle");
         assert!(parse_nv_index("nv").is_err());
         let cert = [0x30, 0x82, 0x00, 0x03, 1, 2, 3];
-        assert_eq!(der_prefix(&[&cert[..], &[0xff; 9]].concat()), Some(&cert[..]));
+        assert_eq!(
+            der_prefix(&[&cert[..], &[0xff; 9]].concat()),
+            Some(&cert[..])
+        );
         assert_eq!(der_prefix(&[0x30, 0x02, 1]), None, "truncated");
         assert_eq!(der_prefix(&[0xff; 8]), None, "never written");
         assert_eq!(der_prefix(&[]), None);
