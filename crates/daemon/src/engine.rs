@@ -79,6 +79,8 @@ pub enum EngineError {
 
 /// How many removed tasks keep their final view for late `wait` calls.
 const REMOVED_KEPT: usize = 256;
+/// The event recorded when a container is removed.
+const REMOVED: &str = "Removed";
 /// The event recorded when removing a --rm container after it ended failed.
 const REMOVE_FAILED: &str = "RemoveFailed";
 
@@ -338,24 +340,34 @@ impl Engine {
             let mut tasks = lock(&self.tasks);
             let rec = tasks.get_mut(id)?;
             change(rec);
-            let event = TaskEvent {
-                time: time::now(),
-                action: action.to_string(),
-                message: message.to_string(),
-            };
-            rec.view.events.push(event.clone());
-            let _ = self.events.send(EventMessage {
-                id: id.to_string(),
-                name: rec.view.name.clone(),
-                event,
-            });
+            self.record_event(&mut rec.view, action, message);
             rec.clone()
         };
         self.persist(&rec);
-        if let Some(w) = lock(&self.watchers).get(id) {
-            w.send_replace(rec.view.clone());
-        }
+        self.notify_watchers(&rec.view);
         Some(rec.view)
+    }
+
+    /// Add an event to a task's view and broadcast it.
+    fn record_event(&self, view: &mut Container, action: &str, message: &str) {
+        let event = TaskEvent {
+            time: time::now(),
+            action: action.to_string(),
+            message: message.to_string(),
+        };
+        view.events.push(event.clone());
+        let _ = self.events.send(EventMessage {
+            id: view.id.clone(),
+            name: view.name.clone(),
+            event,
+        });
+    }
+
+    /// Give the task's watchers (waits, followed logs) its current view.
+    fn notify_watchers(&self, view: &Container) {
+        if let Some(w) = lock(&self.watchers).get(&view.id) {
+            w.send_replace(view.clone());
+        }
     }
 
     fn set_state(&self, id: &str, state: TaskState, message: &str) -> Option<Container> {
@@ -458,7 +470,7 @@ impl Engine {
                     && (!c.auto_remove
                         || c.events
                             .last()
-                            .is_some_and(|e| e.action == "Removed" || e.action == REMOVE_FAILED))
+                            .is_some_and(|e| e.action == REMOVED || e.action == REMOVE_FAILED))
             })
             .await
             .map(|c| c.clone())
@@ -1469,7 +1481,6 @@ impl Engine {
         name: &str,
     ) -> Result<Option<String>, EngineError> {
         use std::io::Read as _;
-        use std::os::unix::fs::FileTypeExt;
         const LIMIT: u64 = 1 << 20;
         for layer in image.layers.iter().rev() {
             let dir = self.images.ensure_layer(layer)?;
@@ -1495,10 +1506,8 @@ impl Engine {
                         })?;
                     return Ok(Some(text));
                 }
-                // A link, a device or a whiteout (char device 0:0): not a readable file.
-                Ok(m) if m.file_type().is_char_device() || m.file_type().is_symlink() => {
-                    return Ok(None)
-                }
+                // A link, a device or a whiteout (char device 0:0): not a readable file, and
+                // it hides the layers below.
                 Ok(_) => return Ok(None),
                 Err(_) => {}
             }
@@ -1539,20 +1548,8 @@ impl Engine {
             .remove(id)
             .ok_or_else(|| EngineError::NoSuchContainer(id.to_string()))?;
         self.db.delete(id)?;
-        let event = TaskEvent {
-            time: time::now(),
-            action: "Removed".to_string(),
-            message: "container removed".to_string(),
-        };
-        rec.view.events.push(event.clone());
-        let _ = self.events.send(EventMessage {
-            id: id.to_string(),
-            name: rec.view.name.clone(),
-            event,
-        });
-        if let Some(w) = lock(&self.watchers).get(id) {
-            w.send_replace(rec.view.clone());
-        }
+        self.record_event(&mut rec.view, REMOVED, "container removed");
+        self.notify_watchers(&rec.view);
         let view = rec.view;
         let mut removed = lock(&self.removed);
         removed.push_back(id.to_string());

@@ -578,7 +578,12 @@ async fn attest_handler(
     // Sim evidence is a fraction of a millisecond of pure computation: done on the worker,
     // which costs less than a hand-off to the blocking pool. Hardware evidence takes longer
     // and may need collateral fetched from a PCCS: the blocking pool.
-    let sim = att.tee_evidence.primary_evidence.get("tee") == Some(&json!("sim"));
+    let sim = att
+        .tee_evidence
+        .primary_evidence
+        .get("tee")
+        .and_then(Value::as_str)
+        == Some("sim");
     let token = if sim {
         k.attest(&session, att)?
     } else {

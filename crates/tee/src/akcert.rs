@@ -170,6 +170,13 @@ fn key_is_ak(cert: &Certificate, ak: &AkPublic) -> bool {
     strip(n) == strip(&ak.modulus) && strip(e) == strip(&e_ak)
 }
 
+/// The DER certificate at the start of `raw`, as a TPM NV index holds one (sized generously,
+/// with padding after it).
+pub fn leading_certificate(raw: &[u8]) -> Option<&[u8]> {
+    let (tag, _, rest) = der_tlv(raw)?;
+    (tag == 0x30).then(|| &raw[..raw.len() - rest.len()])
+}
+
 /// Whether the certificate (DER) is for the attestation key `ak`.
 pub fn certifies(leaf_der: &[u8], ak: &AkPublic) -> Result<(), AkCertError> {
     if key_is_ak(&parse(leaf_der, "leaf")?, ak) {
@@ -194,6 +201,10 @@ pub fn verify_ak_cert(
         return Err(AkCertError::KeyMismatch);
     }
     check_validity(&leaf, "leaf", now)?;
+    // The leaf itself is trusted when it is one of the anchors (a pinned certificate).
+    if anchors.iter().any(|a| a.as_slice() == leaf_der) {
+        return Ok(vec![name(&leaf)]);
+    }
     let anchors = anchors
         .iter()
         .map(|a| parse(a, "trust anchor"))
@@ -202,13 +213,6 @@ pub fn verify_ak_cert(
         .iter()
         .map(|c| parse(c, "intermediate"))
         .collect::<Result<Vec<_>, _>>()?;
-    // The leaf itself is trusted when it is one of the anchors (a pinned certificate).
-    if anchors
-        .iter()
-        .any(|a| a.to_der().ok().as_deref() == Some(leaf_der))
-    {
-        return Ok(vec![name(&leaf)]);
-    }
     let mut path = vec![name(&leaf)];
     let mut current = leaf;
     for _ in 0..MAX_DEPTH {
@@ -277,5 +281,18 @@ mod tests {
             parse_certs(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").is_err()
         );
         assert_eq!(parse_certs(&cert).expect("der"), vec![cert.clone()]);
+    }
+
+    /// An NV index holds the certificate, then padding.
+    #[test]
+    fn certificates_in_padding() {
+        let cert = [0x30, 0x82, 0x00, 0x03, 1, 2, 3];
+        assert_eq!(
+            leading_certificate(&[&cert[..], &[0xff; 9]].concat()),
+            Some(&cert[..])
+        );
+        assert_eq!(leading_certificate(&[0x30, 0x02, 1]), None, "truncated");
+        assert_eq!(leading_certificate(&[0xff; 8]), None, "never written");
+        assert_eq!(leading_certificate(&[]), None);
     }
 }

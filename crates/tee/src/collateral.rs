@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use dcap_qvl::QuoteCollateralV3;
 use serde_json::Value;
@@ -22,15 +23,8 @@ use crate::dcap::{load_collateral, DcapError};
 pub enum CollateralError {
     #[error("cannot read the quote's PCK certificate: {0}")]
     Quote(String),
-    #[error(
-        "no collateral for {key} in {dir}{hint}",
-        hint = if *.pccs { "" } else { " (add it there, or give a PCCS URL)" }
-    )]
-    Missing {
-        key: CollateralKey,
-        dir: String,
-        pccs: bool,
-    },
+    #[error("no collateral for {key} in {dir} (add it there, or give a PCCS URL)")]
+    Missing { key: CollateralKey, dir: String },
     #[error("collateral file {path}: {source}")]
     File {
         path: String,
@@ -97,6 +91,10 @@ impl CollateralKey {
         format!("{}-{}-{}.json", self.tee, self.fmspc, self.ca)
     }
 }
+
+/// How long collateral just fetched from a PCCS is used as it is, even past its `nextUpdate`
+/// (the PCCS had nothing newer), before the PCCS is asked again.
+const REFETCH_AFTER: Duration = Duration::from_secs(600);
 
 /// One HTTP answer, as the transport gives it.
 pub struct HttpResponse {
@@ -333,7 +331,8 @@ fn describes(c: &QuoteCollateralV3, key: &CollateralKey) -> bool {
 pub struct CollateralStore {
     dir: Option<PathBuf>,
     pccs: Option<Pccs>,
-    cache: Mutex<HashMap<CollateralKey, QuoteCollateralV3>>,
+    /// Collateral found, and when it was fetched from the PCCS (if it was).
+    cache: Mutex<HashMap<CollateralKey, (QuoteCollateralV3, Option<Instant>)>>,
 }
 
 impl std::fmt::Debug for CollateralStore {
@@ -372,27 +371,24 @@ impl CollateralStore {
     /// then says it expired).
     pub fn for_quote(&self, quote: &[u8], now: u64) -> Result<QuoteCollateralV3, CollateralError> {
         let key = CollateralKey::of_quote(quote)?;
-        let fresh = |c: &QuoteCollateralV3| next_update(c).is_none_or(|t| now < t);
         let cached = self
             .cache
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&key)
             .cloned();
-        let mut stale = None;
-        if let Some(c) = cached {
-            if fresh(&c) || self.pccs.is_none() {
-                return Ok(c);
-            }
-            stale = Some(c);
-        }
-        if stale.is_none() {
-            if let Some(c) = self.in_dir(&key)? {
-                if fresh(&c) || self.pccs.is_none() {
-                    self.remember(&key, &c);
-                    return Ok(c);
-                }
-                stale = Some(c);
+        let (known, fetched) = match cached {
+            Some((c, fetched)) => (Some(c), fetched),
+            None => (self.in_dir(&key)?, None),
+        };
+        if let Some(c) = &known {
+            // Current, or nowhere to get newer from, or just got from the PCCS (which has
+            // nothing newer then: asking again on every quote would not change that).
+            let current = next_update(c).is_none_or(|t| now < t);
+            let recent = fetched.is_some_and(|t| t.elapsed() < REFETCH_AFTER);
+            if current || recent || self.pccs.is_none() {
+                self.remember(&key, c, fetched);
+                return Ok(c.clone());
             }
         }
         let Some(pccs) = &self.pccs else {
@@ -402,26 +398,25 @@ impl CollateralStore {
                     || "(no collateral directory)".into(),
                     |d| d.display().to_string(),
                 ),
-                pccs: false,
             });
         };
         match pccs.fetch(&key) {
             Ok(c) => {
                 self.keep(&key, &c)?;
-                self.remember(&key, &c);
+                self.remember(&key, &c, Some(Instant::now()));
                 Ok(c)
             }
             // A PCCS that cannot be reached does not make stale collateral unusable: verification
             // decides whether it is still acceptable at `now`.
-            Err(e) => stale.ok_or(e),
+            Err(e) => known.ok_or(e),
         }
     }
 
-    fn remember(&self, key: &CollateralKey, c: &QuoteCollateralV3) {
+    fn remember(&self, key: &CollateralKey, c: &QuoteCollateralV3, fetched: Option<Instant>) {
         self.cache
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(key.clone(), c.clone());
+            .insert(key.clone(), (c.clone(), fetched));
     }
 
     /// The directory's collateral for `key`: the file named for it, or else any `*.json` file

@@ -45,18 +45,19 @@ impl CollateralArgs {
                     anyhow::bail!("--pccs {url}: give an http:// or https:// URL");
                 }
                 let ca = match &self.pccs_ca {
-                    Some(p) => Some(
-                        std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?,
-                    ),
+                    Some(p) => {
+                        let pem = std::fs::read(p)
+                            .with_context(|| format!("cannot read {}", p.display()))?;
+                        Some(
+                            reqwest::Certificate::from_pem(&pem)
+                                .context("--pccs-ca is not a PEM certificate")?,
+                        )
+                    }
                     None => None,
                 };
-                if let Some(pem) = &ca {
-                    reqwest::Certificate::from_pem(pem)
-                        .context("--pccs-ca is not a PEM certificate")?;
-                }
                 Some(vouch_tee::collateral::Pccs::new(
                     url,
-                    std::sync::Arc::new(move |u: &str| http_get(u, ca.as_deref())),
+                    std::sync::Arc::new(move |u: &str| http_get(u, ca.clone())),
                 ))
             }
             None => None,
@@ -71,16 +72,14 @@ impl CollateralArgs {
 /// runtime, where a blocking HTTP client must not run.
 fn http_get(
     url: &str,
-    ca_pem: Option<&[u8]>,
+    ca: Option<reqwest::Certificate>,
 ) -> Result<vouch_tee::collateral::HttpResponse, String> {
     let url = url.to_string();
-    let ca_pem = ca_pem.map(<[u8]>::to_vec);
     std::thread::spawn(move || {
         let mut builder = reqwest::blocking::Client::builder()
             .timeout(std::time::Duration::from_secs(30))
             .redirect(reqwest::redirect::Policy::limited(5));
-        if let Some(pem) = &ca_pem {
-            let cert = reqwest::Certificate::from_pem(pem).map_err(|e| e.to_string())?;
+        if let Some(cert) = ca {
             builder = builder.add_root_certificate(cert);
         }
         let client = builder.build().map_err(|e| error_line(&e.into()))?;

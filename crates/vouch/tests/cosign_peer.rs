@@ -34,14 +34,7 @@ fn sigstore_rs_and_vouch_accept_each_others_signatures() {
     let Some(reg) = Registry::start(env.path()) else {
         return;
     };
-    let layout = env.path().join("layout");
-    write_layout(
-        &layout,
-        "bb",
-        &[busybox_layer()],
-        &["/bin/sh"],
-        &["PATH=/bin"],
-    );
+    let (layout, _) = busybox_layout(&env);
     reg.push(&layout, "bb", "peer/by-vouch:1");
     reg.push(&layout, "bb", "peer/by-sigstore:1");
     let plain = env.start();

@@ -22,14 +22,7 @@ fn launches_must_match_their_signed_golden_value() {
     let Some(reg) = Registry::start(env.path()) else {
         return;
     };
-    let layout = env.path().join("layout");
-    write_layout(
-        &layout,
-        "bb",
-        &[busybox_layer()],
-        &["/bin/sh"],
-        &["PATH=/bin"],
-    );
+    let (layout, _) = busybox_layout(&env);
     reg.push(&layout, "bb", "app/bb:1");
     reg.push(&layout, "bb", "app/plain:1");
     let other = env.path().join("other");

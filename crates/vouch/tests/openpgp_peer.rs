@@ -130,14 +130,7 @@ fn skopeo_and_vouch_accept_each_others_openpgp_signatures() {
     )
     .expect("policy");
 
-    let layout = env.path().join("layout");
-    write_layout(
-        &layout,
-        "bb",
-        &[busybox_layer()],
-        &["/bin/sh"],
-        &["PATH=/bin"],
-    );
+    let (layout, _) = busybox_layout(&env);
     let src = format!("oci:{}:bb", layout.display());
     let image = |repo: &str| format!("{}/team/{repo}:1", reg.addr);
     // skopeo signs with gnupg while it pushes.

@@ -29,14 +29,7 @@ fn pull_by_tag_and_digest_then_run() {
     let Some(reg) = Registry::start(env.path()) else {
         return;
     };
-    let layout = env.path().join("layout");
-    let digest = write_layout(
-        &layout,
-        "bb",
-        &[busybox_layer()],
-        &["/bin/sh"],
-        &["PATH=/bin"],
-    );
+    let (layout, digest) = busybox_layout(&env);
     reg.push(&layout, "bb", "test/bb:latest");
     let d = env.start();
     let reference = format!("{}/test/bb:latest", reg.addr);
@@ -125,14 +118,7 @@ fn a_corrupted_blob_fails_the_pull_and_leaves_nothing() {
     let Some(reg) = Registry::start(env.path()) else {
         return;
     };
-    let layout = env.path().join("layout");
-    write_layout(
-        &layout,
-        "bb",
-        &[busybox_layer()],
-        &["/bin/sh"],
-        &["PATH=/bin"],
-    );
+    let (layout, _) = busybox_layout(&env);
     reg.push(&layout, "bb", "test/bb:latest");
     // Flip one byte of the layer as the registry stores it (same length, other content).
     let manifest: serde_json::Value = {
@@ -214,14 +200,7 @@ fn signed_images_pass_the_policy_and_others_are_refused_before_unpacking() {
     let Some(reg) = Registry::start(env.path()) else {
         return;
     };
-    let layout = env.path().join("layout");
-    let signed_digest = write_layout(
-        &layout,
-        "bb",
-        &[busybox_layer()],
-        &["/bin/sh"],
-        &["PATH=/bin"],
-    );
+    let (layout, signed_digest) = busybox_layout(&env);
     for repo in [
         "test/signed:latest",
         "test/unsigned:latest",
@@ -449,14 +428,7 @@ fn registries_with_basic_authentication() {
     else {
         return;
     };
-    let layout = env.path().join("layout");
-    write_layout(
-        &layout,
-        "bb",
-        &[busybox_layer()],
-        &["/bin/sh"],
-        &["PATH=/bin"],
-    );
+    let (layout, _) = busybox_layout(&env);
     reg.push_as(
         &layout,
         "bb",
@@ -646,14 +618,7 @@ fn registries_with_bearer_tokens() {
     let Some(reg) = Registry::start_with_token_auth(env.path(), &realm, &cert) else {
         return;
     };
-    let layout = env.path().join("layout");
-    write_layout(
-        &layout,
-        "bb",
-        &[busybox_layer()],
-        &["/bin/sh"],
-        &["PATH=/bin"],
-    );
+    let (layout, _) = busybox_layout(&env);
     reg.push_as(&layout, "bb", "tokens/bb:1", Some("bob:t0ken-pass"));
     let d = env.start();
     let reference = format!("{}/tokens/bb:1", reg.addr);

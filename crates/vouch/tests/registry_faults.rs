@@ -166,14 +166,7 @@ fn misbehaving_registries_fail_clearly_and_leave_nothing() {
     let Some(reg) = Registry::start(env.path()) else {
         return;
     };
-    let layout = env.path().join("layout");
-    write_layout(
-        &layout,
-        "bb",
-        &[busybox_layer()],
-        &["/bin/sh"],
-        &["PATH=/bin"],
-    );
+    let (layout, _) = busybox_layout(&env);
     reg.push(&layout, "bb", "test/bb:latest");
     let other = env.path().join("other");
     let other_digest = write_layout(

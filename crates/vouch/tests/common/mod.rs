@@ -380,6 +380,20 @@ fn gzip(b: &[u8]) -> Vec<u8> {
     e.finish().expect("gzip")
 }
 
+/// The busybox image as an OCI layout at `layout` in the test's directory, named `bb`: the
+/// layout and the image's manifest digest.
+pub fn busybox_layout(env: &TestEnv) -> (PathBuf, String) {
+    let layout = env.path().join("layout");
+    let digest = write_layout(
+        &layout,
+        "bb",
+        &[busybox_layer()],
+        &["/bin/sh"],
+        &["PATH=/bin"],
+    );
+    (layout, digest)
+}
+
 /// Write an OCI image layout at `dir` with the given (uncompressed) layers, gzip-compressed.
 pub fn write_layout(
     dir: &Path,

@@ -208,8 +208,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         }
         if let Some(index) = args.tpm_ak_cert_nv {
             let raw = t.nv_read(index)?;
-            // NV indices are sized generously: the certificate is the DER SEQUENCE at the start.
-            let cert = der_prefix(&raw)
+            let cert = vouch_tee::akcert::leading_certificate(&raw)
                 .ok_or_else(|| format!("NV index {index:#x} does not hold a DER certificate"))?;
             t = t.with_ak_certs(&[cert.to_vec()])?;
             tracing::info!(
@@ -291,45 +290,15 @@ fn parse_nv_index(s: &str) -> Result<u32, String> {
     Ok(n)
 }
 
-/// The leading DER SEQUENCE of `raw` (an NV index may hold padding after it).
-fn der_prefix(raw: &[u8]) -> Option<&[u8]> {
-    if raw.first() != Some(&0x30) {
-        return None;
-    }
-    let first = *raw.get(1)?;
-    let (len, header) = if first < 0x80 {
-        (first as usize, 2)
-    } else {
-        let n = (first & 0x7f) as usize;
-        if n == 0 || n > 3 {
-            return None;
-        }
-        let len = raw
-            .get(2..2 + n)?
-            .iter()
-            .fold(0usize, |acc, b| (acc << 8) | *b as usize);
-        (len, 2 + n)
-    };
-    raw.get(..header + len)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn nv_indices_and_der_in_padding() {
+    fn nv_indices() {
         assert_eq!(parse_nv_index("0x01C101D0"), Ok(0x01C1_01D0));
         assert_eq!(parse_nv_index("29426128"), Ok(0x01C1_01D0));
         assert!(parse_nv_index("0x81010023").is_err(), "a persistent handle");
         assert!(parse_nv_index("nv").is_err());
-        let cert = [0x30, 0x82, 0x00, 0x03, 1, 2, 3];
-        assert_eq!(
-            der_prefix(&[&cert[..], &[0xff; 9]].concat()),
-            Some(&cert[..])
-        );
-        assert_eq!(der_prefix(&[0x30, 0x02, 1]), None, "truncated");
-        assert_eq!(der_prefix(&[0xff; 8]), None, "never written");
-        assert_eq!(der_prefix(&[]), None);
     }
 }
