@@ -272,14 +272,21 @@ impl<S: Read + Write> Connection<S> {
         r
     }
 
-    fn receive_inner(&mut self, method: &str, limit: u64) -> Result<FullResponse, ClientError> {
+    /// Write the queued requests now, without waiting for an answer (so that several
+    /// connections can have requests in flight at once).
+    pub fn flush(&mut self) -> Result<(), ClientError> {
         if !self.pending.is_empty() {
             let pending = std::mem::take(&mut self.pending);
-            self.reader
-                .get_mut()
-                .write_all(&pending)
-                .map_err(ClientError::Io)?;
+            if let Err(e) = self.reader.get_mut().write_all(&pending) {
+                self.open = false;
+                return Err(ClientError::Io(e));
+            }
         }
+        Ok(())
+    }
+
+    fn receive_inner(&mut self, method: &str, limit: u64) -> Result<FullResponse, ClientError> {
+        self.flush()?;
         let (status, headers, framing) = read_head(&mut self.reader, method)?;
         let too_large =
             || ClientError::Protocol(format!("response body larger than {limit} bytes"));

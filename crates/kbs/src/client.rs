@@ -195,10 +195,16 @@ impl KbsClient {
     }
 
     fn protocol(&self, step: &'static str, e: ClientError) -> KbsClientError {
+        let reason = match e {
+            // The transport's own wording names vouchd, its other peer.
+            ClientError::Protocol(m) => m,
+            ClientError::Io(e) => format!("the connection was lost or timed out ({e})"),
+            other => other.to_string(),
+        };
         KbsClientError::Protocol {
             addr: self.addr.clone(),
             step,
-            reason: e.to_string(),
+            reason,
         }
     }
 
@@ -241,30 +247,68 @@ impl KbsClient {
         self.accepted(step, resp)
     }
 
-    /// The first request of a round trip. On a kept-alive connection, which the server may have
-    /// closed meanwhile, it is retried once on a new connection.
-    fn first_request(
-        &self,
-        step: &'static str,
-        method: &str,
-        path: &str,
-        headers: &[(&str, String)],
-        body: Option<(&str, &[u8])>,
-    ) -> Result<(Conn, FullResponse), KbsClientError> {
+    /// Write the first request of a round trip, on the connection the last one left open or
+    /// on a new one.
+    fn send_first(&self, req: FirstRequest) -> Result<Sent, KbsClientError> {
         let (mut conn, reused) = self.connection()?;
-        let exchange = |conn: &mut Conn| {
-            conn.send(method, path, headers, body)
-                .and_then(|()| conn.receive(method, MAX_RESPONSE))
-        };
-        let resp = match exchange(&mut conn) {
+        match req.write(&mut conn) {
+            Ok(()) => Ok(Sent { conn, reused, req }),
+            // The server closed the kept-alive connection meanwhile.
+            Err(_) if reused => {
+                let mut conn = Connection::new(self.connect()?, self.addr.clone());
+                req.write(&mut conn)
+                    .map_err(|e| self.protocol(req.step, e))?;
+                Ok(Sent {
+                    conn,
+                    reused: false,
+                    req,
+                })
+            }
+            Err(e) => Err(self.protocol(req.step, e)),
+        }
+    }
+
+    /// The answer to a round trip's first request. A kept-alive connection that the server
+    /// closed before answering is replaced, once, by a new one and the request written again.
+    fn answer(&self, sent: Sent) -> Result<(Conn, FullResponse), KbsClientError> {
+        let Sent {
+            mut conn,
+            reused,
+            req,
+        } = sent;
+        let resp = match conn.receive(req.method, MAX_RESPONSE) {
             Ok(r) => r,
             Err(ClientError::Io(_) | ClientError::Protocol(_)) if reused => {
                 conn = Connection::new(self.connect()?, self.addr.clone());
-                exchange(&mut conn).map_err(|e| self.protocol(step, e))?
+                req.write(&mut conn)
+                    .and_then(|()| conn.receive(req.method, MAX_RESPONSE))
+                    .map_err(|e| self.protocol(req.step, e))?
             }
-            Err(e) => return Err(self.protocol(step, e)),
+            Err(e) => return Err(self.protocol(req.step, e)),
         };
-        Ok((conn, self.accepted(step, resp)?))
+        Ok((conn, self.accepted(req.step, resp)?))
+    }
+
+    /// Start a round trip for a resource: write the `auth` request. The steps that follow
+    /// ([`AuthSent::challenge`], [`Challenged::attest`], [`AttestSent::finish`]) each read
+    /// what the one before sent, so one thread can keep several round trips in flight;
+    /// [`KbsClient::get_resource`] runs them in a row.
+    pub fn start(&self, tee: Tee) -> Result<AuthSent<'_>, KbsClientError> {
+        let body = json!({"version": PROTOCOL_VERSION, "tee": tee, "extra-params": {}}).to_string();
+        let sent = self.send_first(FirstRequest {
+            step: "auth",
+            method: "POST",
+            path: "/kbs/v0/auth".into(),
+            headers: Vec::new(),
+            body: Some(("application/json", body.into_bytes())),
+        })?;
+        // A fresh key for this round trip alone, made while the KBS answers.
+        let key = jwe::EphemeralKey::generate().map_err(KbsClientError::Decrypt)?;
+        Ok(AuthSent {
+            client: self,
+            sent,
+            key,
+        })
     }
 
     /// Run auth, attest and resource for one resource. `evidence` gets the runtime data to bind
@@ -275,26 +319,82 @@ impl KbsClient {
         path: &ResourcePath,
         evidence: impl FnOnce(Value) -> Result<Value, String>,
     ) -> Result<Zeroizing<Vec<u8>>, KbsClientError> {
-        let bad = |step: &'static str, reason: String| KbsClientError::Protocol {
+        let challenged = self.start(tee)?.challenge()?;
+        let ev = evidence(challenged.runtime_data().clone()).map_err(KbsClientError::Evidence)?;
+        challenged.attest(ev, path)?.finish()
+    }
+
+    fn bad(&self, step: &'static str, reason: String) -> KbsClientError {
+        KbsClientError::Protocol {
             addr: self.addr.clone(),
             step,
             reason,
-        };
-        let req = json!({"version": PROTOCOL_VERSION, "tee": tee, "extra-params": {}}).to_string();
-        let (mut conn, resp) = self.first_request(
-            "auth",
-            "POST",
-            "/kbs/v0/auth",
-            &[],
-            Some(("application/json", req.as_bytes())),
-        )?;
+        }
+    }
+
+    /// An authenticated admin call.
+    pub fn admin(
+        &self,
+        token: &str,
+        method: &'static str,
+        path: &str,
+        body: Option<(&'static str, &[u8])>,
+    ) -> Result<Vec<u8>, KbsClientError> {
+        let sent = self.send_first(FirstRequest {
+            step: "admin",
+            method,
+            path: path.to_string(),
+            headers: vec![("Authorization", format!("Bearer {token}"))],
+            body: body.map(|(t, b)| (t, b.to_vec())),
+        })?;
+        let (conn, resp) = self.answer(sent)?;
+        self.keep(conn);
+        Ok(resp.body)
+    }
+}
+
+/// The first request of a round trip, kept so that it can be written again on a new connection.
+struct FirstRequest {
+    step: &'static str,
+    method: &'static str,
+    path: String,
+    headers: Vec<(&'static str, String)>,
+    body: Option<(&'static str, Vec<u8>)>,
+}
+
+impl FirstRequest {
+    fn write(&self, conn: &mut Conn) -> Result<(), ClientError> {
+        let body = self.body.as_ref().map(|(t, b)| (*t, b.as_slice()));
+        conn.send(self.method, &self.path, &self.headers, body)?;
+        conn.flush()
+    }
+}
+
+/// A first request written, its answer not read yet.
+struct Sent {
+    conn: Conn,
+    reused: bool,
+    req: FirstRequest,
+}
+
+/// A round trip whose `auth` request is on its way.
+pub struct AuthSent<'a> {
+    client: &'a KbsClient,
+    sent: Sent,
+    key: jwe::EphemeralKey,
+}
+
+impl<'a> AuthSent<'a> {
+    /// Read the KBS's challenge.
+    pub fn challenge(self) -> Result<Challenged<'a>, KbsClientError> {
+        let client = self.client;
+        let (conn, resp) = client.answer(self.sent)?;
         let challenge: Value =
-            serde_json::from_slice(&resp.body).map_err(|e| bad("auth", e.to_string()))?;
+            serde_json::from_slice(&resp.body).map_err(|e| client.bad("auth", e.to_string()))?;
         let nonce = challenge
             .get("nonce")
             .and_then(Value::as_str)
-            .ok_or_else(|| bad("auth", "no nonce".into()))?
-            .to_string();
+            .ok_or_else(|| client.bad("auth", "no nonce".into()))?;
         let cookie = resp
             .headers
             .iter()
@@ -305,18 +405,54 @@ impl KbsClient {
                     .filter(|c| c.starts_with(&format!("{SESSION_COOKIE}=")))
                     .map(str::to_string)
             })
-            .ok_or_else(|| bad("auth", format!("no {SESSION_COOKIE} cookie")))?;
+            .ok_or_else(|| client.bad("auth", format!("no {SESSION_COOKIE} cookie")))?;
+        let runtime_data =
+            json!({"nonce": nonce, "tee-pubkey": jwe::public_jwk(self.key.public_key())});
+        Ok(Challenged {
+            client,
+            conn,
+            cookie,
+            key: self.key,
+            runtime_data,
+        })
+    }
+}
 
-        let key = jwe::EphemeralKey::generate().map_err(KbsClientError::Decrypt)?;
-        let runtime_data = json!({"nonce": nonce, "tee-pubkey": jwe::public_jwk(key.public_key())});
-        let ev = evidence(runtime_data.clone()).map_err(KbsClientError::Evidence)?;
+/// A round trip that has its challenge: evidence must now bind [`Challenged::runtime_data`].
+pub struct Challenged<'a> {
+    client: &'a KbsClient,
+    conn: Conn,
+    cookie: String,
+    key: jwe::EphemeralKey,
+    runtime_data: Value,
+}
+
+impl<'a> Challenged<'a> {
+    /// `{nonce, tee-pubkey}`: what the evidence's report data must bind.
+    pub fn runtime_data(&self) -> &Value {
+        &self.runtime_data
+    }
+
+    /// Write the attestation with `evidence`, and the request for `path` pipelined behind it:
+    /// the KBS answers them in order, and the resource answer counts only when the attestation
+    /// was accepted.
+    pub fn attest(
+        self,
+        evidence: Value,
+        path: &ResourcePath,
+    ) -> Result<AttestSent<'a>, KbsClientError> {
+        let Challenged {
+            client,
+            mut conn,
+            cookie,
+            key,
+            runtime_data,
+        } = self;
         let attestation = json!({
             "runtime-data": runtime_data,
-            "tee-evidence": {"primary_evidence": ev, "additional_evidence": ""},
+            "tee-evidence": {"primary_evidence": evidence, "additional_evidence": ""},
         })
         .to_string();
-        // The resource request is pipelined behind the attestation: the KBS answers them in
-        // order, and the resource answer counts only when the attestation was accepted.
         let cookie_header = [("Cookie", cookie)];
         let resource = format!("/kbs/v0/resource/{path}");
         conn.send(
@@ -326,32 +462,29 @@ impl KbsClient {
             Some(("application/json", attestation.as_bytes())),
         )
         .and_then(|()| conn.send("GET", &resource, &cookie_header, None))
-        .map_err(|e| self.protocol("attest", e))?;
-        self.receive(&mut conn, "attest", "POST")?;
-        let resp = self.receive(&mut conn, "resource", "GET")?;
-        self.keep(conn);
-        let jwe: Jwe =
-            serde_json::from_slice(&resp.body).map_err(|e| bad("resource", e.to_string()))?;
-        key.decrypt(&jwe).map_err(KbsClientError::Decrypt)
+        .and_then(|()| conn.flush())
+        .map_err(|e| client.protocol("attest", e))?;
+        Ok(AttestSent { client, conn, key })
     }
+}
 
-    /// An authenticated admin call.
-    pub fn admin(
-        &self,
-        token: &str,
-        method: &str,
-        path: &str,
-        body: Option<(&str, &[u8])>,
-    ) -> Result<Vec<u8>, KbsClientError> {
-        let (conn, resp) = self.first_request(
-            "admin",
-            method,
-            path,
-            &[("Authorization", format!("Bearer {token}"))],
-            body,
-        )?;
-        self.keep(conn);
-        Ok(resp.body)
+/// A round trip whose attestation and resource request are on their way.
+pub struct AttestSent<'a> {
+    client: &'a KbsClient,
+    conn: Conn,
+    key: jwe::EphemeralKey,
+}
+
+impl AttestSent<'_> {
+    /// Read the attestation's answer and the resource, and decrypt the resource.
+    pub fn finish(mut self) -> Result<Zeroizing<Vec<u8>>, KbsClientError> {
+        let client = self.client;
+        client.receive(&mut self.conn, "attest", "POST")?;
+        let resp = client.receive(&mut self.conn, "resource", "GET")?;
+        client.keep(self.conn);
+        let jwe: Jwe = serde_json::from_slice(&resp.body)
+            .map_err(|e| client.bad("resource", e.to_string()))?;
+        self.key.decrypt(&jwe).map_err(KbsClientError::Decrypt)
     }
 }
 

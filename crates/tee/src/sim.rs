@@ -199,6 +199,31 @@ pub struct SimVerifier {
     pub pinned_key: Option<String>,
 }
 
+/// The sim TEE key for `bytes`. Decompressing the point costs a field inversion, and a
+/// verifier sees the same few keys (one per attesting host) again and again: valid keys are
+/// kept, a bounded number of them.
+fn verifying_key(bytes: &[u8; 32]) -> Option<VerifyingKey> {
+    const KEPT: usize = 1024;
+    static KEYS: Mutex<Option<std::collections::HashMap<[u8; 32], VerifyingKey>>> =
+        Mutex::new(None);
+    if let Some(k) = KEYS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .and_then(|m| m.get(bytes))
+    {
+        return Some(*k);
+    }
+    let key = VerifyingKey::from_bytes(bytes).ok()?;
+    let mut keys = KEYS.lock().unwrap_or_else(|p| p.into_inner());
+    let map = keys.get_or_insert_with(Default::default);
+    if map.len() >= KEPT {
+        map.clear();
+    }
+    map.insert(*bytes, key);
+    Some(key)
+}
+
 impl Verifier for SimVerifier {
     fn tee(&self) -> TeeType {
         TeeType::Sim
@@ -231,8 +256,8 @@ impl Verifier for SimVerifier {
         }
         hex::decode_to_slice(&body.public_key, &mut key_bytes)
             .map_err(|_| bad("public key is not 32 lower-case hex bytes".into()))?;
-        let key = VerifyingKey::from_bytes(&key_bytes)
-            .map_err(|_| bad("public key is not a valid Ed25519 point".into()))?;
+        let key = verifying_key(&key_bytes)
+            .ok_or_else(|| bad("public key is not a valid Ed25519 point".into()))?;
         let sig_array: [u8; 64] = sig_bytes
             .try_into()
             .map_err(|_| bad("signature length".into()))?;

@@ -333,6 +333,53 @@ fn client_reuses_one_connection_and_pipelines_attest_with_resource() {
     assert_eq!(got.as_slice(), SECRET);
 }
 
+/// A kept-alive connection that the KBS closed (here: it restarted) while the client held it
+/// idle is replaced by a new one, and the round trip succeeds.
+#[test]
+fn client_recovers_when_the_kbs_closed_its_idle_connection() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let k = KbsProc::start(dir.path(), &["--allow-sim"]);
+    k.put("default/key/app", SECRET, dir.path());
+    let tee = FakeTee::new("sha256:aa");
+    let client = vouch_kbs::KbsClient::new(k.addr.clone());
+    let path = vouch_kbs::ResourcePath::parse("default/key/app").expect("path");
+    let evidence = |rd: Value| {
+        tee.journal
+            .evidence(rd)
+            .map_err(|e| e.to_string())
+            .map(|e| serde_json::to_value(e).expect("json"))
+    };
+    let got = client
+        .get_resource(kbs_types::Tee::Sample, &path, evidence)
+        .expect("released");
+    assert_eq!(got.as_slice(), SECRET);
+    // Stop the KBS (closing the client's idle connection) and start it again on the same
+    // address, with the same state.
+    let addr = k.addr.clone();
+    drop(k);
+    let log = dir.path().join("kbs-restarted.log");
+    let args: Vec<std::ffi::OsString> = vec![
+        "--listen".into(),
+        addr.clone().into(),
+        "--allow-sim".into(),
+        "--state-dir".into(),
+        dir.path().join("kbs-state").into(),
+        "--admin-key".into(),
+        dir.path().join("admin/admin.pub").into(),
+    ];
+    let (child, _) = spawn_kbs(&args, &log);
+    let _k = KbsProc {
+        child: Some(child),
+        addr,
+        admin: dir.path().join("admin"),
+        log,
+    };
+    let got = client
+        .get_resource(kbs_types::Tee::Sample, &path, evidence)
+        .expect("released on a new connection");
+    assert_eq!(got.as_slice(), SECRET);
+}
+
 #[test]
 fn protocol_refusals_have_the_right_status_and_reason() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -477,6 +524,60 @@ fn sim_evidence_is_refused_without_allow_sim() {
         "AttestationFailed",
         "--allow-sim",
     );
+}
+
+/// `vouch-kbs bench` drives its clients (here three over two threads) through complete round
+/// trips and counts them; refused round trips are errors and fail the command.
+#[test]
+fn bench_counts_round_trips_and_fails_on_refusals() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bench = |k: &KbsProc| {
+        Command::new(VOUCH_KBS)
+            .args([
+                "bench",
+                "--clients",
+                "3",
+                "--threads",
+                "2",
+                "--duration",
+                "1",
+                "--json",
+            ])
+            .args(["--kbs", &k.addr])
+            .output()
+            .expect("bench")
+    };
+    let k = KbsProc::start(dir.path(), &["--allow-sim"]);
+    k.put("default/key/app", SECRET, dir.path());
+    let out = bench(&k);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("json report");
+    assert_eq!(report["clients"], 3);
+    assert_eq!(report["errors"], 0);
+    assert!(
+        report["round_trips"].as_u64().expect("count") >= 3,
+        "{report}"
+    );
+    assert!(report["p99_ms"].as_f64().expect("p99") > 0.0, "{report}");
+    drop(k);
+
+    let strict_dir = tempfile::tempdir().expect("tempdir");
+    let strict = KbsProc::start(strict_dir.path(), &[]);
+    strict.put("default/key/app", SECRET, strict_dir.path());
+    let out = bench(&strict);
+    assert!(
+        !out.status.success(),
+        "sim evidence refused, yet the bench succeeded"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--allow-sim"), "{stderr}");
+    let report: Value = serde_json::from_slice(&out.stdout).expect("json report");
+    assert_eq!(report["round_trips"], 0);
+    assert!(report["errors"].as_u64().expect("errors") > 0, "{report}");
 }
 
 #[test]

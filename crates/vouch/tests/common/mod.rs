@@ -503,8 +503,12 @@ pub const VOUCH_KBS: &str = env!("CARGO_BIN_EXE_vouch-kbs");
 /// Start `vouch-kbs serve --listen 127.0.0.1:0 ARGS`, logging to `log`; returns the child and the
 /// address it printed once listening.
 pub fn spawn_kbs(args: &[std::ffi::OsString], log: &Path) -> (Child, String) {
-    let mut child = Command::new(VOUCH_KBS)
-        .args(["serve", "--listen", "127.0.0.1:0"])
+    let mut cmd = Command::new(VOUCH_KBS);
+    cmd.arg("serve");
+    if !args.iter().any(|a| a == "--listen") {
+        cmd.args(["--listen", "127.0.0.1:0"]);
+    }
+    let mut child = cmd
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use serde_json::json;
 use vouch_kbs::store::RedbStorage;
-use vouch_kbs::{token, Kbs, KbsClient, KbsConfig};
+use vouch_kbs::{token, Kbs, KbsClient, KbsClientError, KbsConfig};
 
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -116,8 +116,14 @@ enum Cmd {
         /// REPO/TYPE/TAG to fetch (must exist and be released to sim evidence).
         #[arg(long, default_value = "default/key/app")]
         resource: String,
-        #[arg(long, default_value_t = 8)]
+        /// Round trips in flight at once, each its own sim TEE and connection.
+        #[arg(long, default_value_t = 16)]
         clients: usize,
+        /// Threads driving the clients (default: two per core, at most one per client). A
+        /// thread writes the next request of each of its clients before it waits for any
+        /// answer, as wrk does with its connections.
+        #[arg(long)]
+        threads: Option<usize>,
         /// Seconds to run.
         #[arg(long, default_value_t = 10)]
         duration: u64,
@@ -397,12 +403,14 @@ fn run(cli: Cli) -> Result<()> {
             kbs,
             resource,
             clients,
+            threads,
             duration,
             json,
         } => bench(
             &kbs,
             &resource,
             clients,
+            threads,
             Duration::from_secs(duration),
             json,
         ),
@@ -431,36 +439,74 @@ fn bench(
     kbs: &str,
     resource: &str,
     clients: usize,
+    threads: Option<usize>,
     duration: Duration,
     json_out: bool,
 ) -> Result<()> {
     use std::time::Instant;
     let path = resource_path(resource)?;
+    let clients = clients.max(1);
+    let threads = threads
+        .unwrap_or_else(|| 2 * std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .clamp(1, clients);
     let deadline = Instant::now() + duration;
     let mut handles = Vec::new();
-    for _ in 0..clients.max(1) {
-        let client = KbsClient::new(kbs);
+    for t in 0..threads {
+        // Clients t, t + threads, ... belong to thread t.
+        let mine = (t..clients).step_by(threads).count();
+        let kbs = kbs.to_string();
         let path = path.clone();
         handles.push(std::thread::spawn(move || -> Result<(Vec<u32>, u64)> {
             // Each client is its own sim TEE with a short measured log.
             let dir = tempfile_dir()?;
-            let sim = Arc::new(vouch_tee::sim::SimAttester::open(&dir.join("sim"))?);
-            let (mut journal, _) = vouch_tee::Journal::open(&dir.join("log"), sim, vouch_tee::VOUCH_REGISTER)?;
-            journal.append("container.create", json!({"id": "bench", "image_digest": "sha256:bench", "config_digest": "sha384:bench"}))?;
+            let mut group = Vec::new();
+            for i in 0..mine {
+                let sim = Arc::new(vouch_tee::sim::SimAttester::open(&dir.join(format!("sim{i}")))?);
+                let (mut journal, _) = vouch_tee::Journal::open(&dir.join(format!("log{i}")), sim, vouch_tee::VOUCH_REGISTER)?;
+                journal.append("container.create", json!({"id": "bench", "image_digest": "sha256:bench", "config_digest": "sha384:bench"}))?;
+                group.push((KbsClient::new(kbs.as_str()), journal));
+            }
             let mut latencies = Vec::new();
             let mut errors = 0u64;
+            let mut fail = |e: KbsClientError| {
+                errors += 1;
+                if errors == 1 {
+                    eprintln!("vouch-kbs bench: {e}");
+                }
+            };
             while Instant::now() < deadline {
-                let t = Instant::now();
-                let r = client.get_resource(kbs_types::Tee::Sample, &path, |rd| {
-                    journal.evidence(rd).map_err(|e| e.to_string()).and_then(|e| serde_json::to_value(e).map_err(|e| e.to_string()))
-                });
-                match r {
-                    Ok(_) => latencies.push(t.elapsed().as_micros() as u32),
-                    Err(e) => {
-                        errors += 1;
-                        if errors == 1 {
-                            eprintln!("vouch-kbs bench: {e}");
+                // Each step for every client of the group, then the next step.
+                let started: Vec<_> = group
+                    .iter()
+                    .filter_map(|(c, j)| match c.start(kbs_types::Tee::Sample) {
+                        Ok(a) => Some((Instant::now(), a, j)),
+                        Err(e) => { fail(e); None }
+                    })
+                    .collect();
+                let challenged: Vec<_> = started
+                    .into_iter()
+                    .filter_map(|(t, a, j)| match a.challenge() {
+                        Ok(c) => Some((t, c, j)),
+                        Err(e) => { fail(e); None }
+                    })
+                    .collect();
+                let attested: Vec<_> = challenged
+                    .into_iter()
+                    .filter_map(|(t, c, j)| {
+                        let ev = j
+                            .evidence(c.runtime_data().clone())
+                            .map_err(|e| e.to_string())
+                            .and_then(|e| serde_json::to_value(e).map_err(|e| e.to_string()));
+                        match ev.map_err(KbsClientError::Evidence).and_then(|ev| c.attest(ev, &path)) {
+                            Ok(a) => Some((t, a)),
+                            Err(e) => { fail(e); None }
                         }
+                    })
+                    .collect();
+                for (t, a) in attested {
+                    match a.finish() {
+                        Ok(_) => latencies.push(t.elapsed().as_micros() as u32),
+                        Err(e) => fail(e),
                     }
                 }
             }
