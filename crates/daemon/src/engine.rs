@@ -1407,9 +1407,7 @@ impl Engine {
             .and_then(|t| Some((t.view.pid?, t.pid_start)));
         if let Some((pid, start)) = target {
             // Only the container's own process: not another that has its PID by now.
-            if process_is(pid, start) {
-                let _ = kill(Pid::from_raw(pid), sig);
-            }
+            signal_process(pid, start, sig);
         }
     }
 
@@ -1598,6 +1596,37 @@ fn process_is(pid: i32, start: Option<u64>) -> bool {
     process_alive(pid) && start.is_none_or(|s| start_time(pid) == Some(s))
 }
 
+/// Send `sig` to `pid` if it is still the process that started at `start`. A pidfd is taken
+/// before the check: it holds on to the process that had the PID then, which, if the check
+/// passes, is the one that started at `start` (a process alive at the check was alive at the
+/// open), so the PID cannot be reused between the check and the signal. Kernels without pidfds
+/// (before 5.3) get the check and `kill`.
+fn signal_process(pid: i32, start: Option<u64>, sig: Signal) -> bool {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: pidfd_open takes a PID and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        let no_pidfd = std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS);
+        return no_pidfd && process_is(pid, start) && kill(Pid::from_raw(pid), sig).is_ok();
+    }
+    // SAFETY: the descriptor was just returned to us and is owned by nothing else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    if !process_is(pid, start) {
+        return false;
+    }
+    // SAFETY: a valid pidfd, a signal number, no siginfo, no flags.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            sig as libc::c_int,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    r == 0
+}
+
 fn process_alive(pid: i32) -> bool {
     match kill(Pid::from_raw(pid), None) {
         Ok(()) => {
@@ -1633,5 +1662,23 @@ mod tests {
         let _ = child.wait();
         assert!(!process_is(pid, Some(start)));
         assert_eq!(start_time(i32::MAX), None);
+    }
+
+    /// A signal reaches the recorded process, and never a process with another start time.
+    #[test]
+    fn signals_reach_only_the_recorded_process() {
+        use std::os::unix::process::ExitStatusExt;
+        let mut child = Command::new("sleep").arg("30").spawn().expect("sleep");
+        let pid = child.id() as i32;
+        let start = start_time(pid).expect("start time");
+        assert!(!signal_process(pid, Some(start + 1), Signal::SIGTERM));
+        assert!(
+            process_is(pid, Some(start)),
+            "signalled a process with another start time"
+        );
+        assert!(signal_process(pid, Some(start), Signal::SIGTERM));
+        let status = child.wait().expect("wait");
+        assert_eq!(status.signal(), Some(libc::SIGTERM));
+        assert!(!signal_process(pid, Some(start), Signal::SIGTERM));
     }
 }
