@@ -803,12 +803,12 @@ impl Engine {
             .user
             .clone()
             .unwrap_or_else(|| image.defaults.user.clone());
-        let (uid, gid) = if spec::user_needs_lookup(&user) {
+        let resolved = if spec::user_needs_lookup(&user) {
             let passwd = self.image_etc_file(&image, "passwd")?;
             let group = self.image_etc_file(&image, "group")?;
             spec::resolve_user(&user, passwd.as_deref(), group.as_deref())?
         } else {
-            spec::parse_user(&user)?
+            spec::resolve_user(&user, None, None)?
         };
         let cwd = req
             .workdir
@@ -881,8 +881,9 @@ impl Engine {
             args,
             env,
             cwd,
-            uid,
-            gid,
+            uid: resolved.uid,
+            gid: resolved.gid,
+            additional_gids: resolved.additional_gids,
             hostname: id[..12].to_string(),
             host_network,
             resources: Resources {

@@ -108,6 +108,8 @@ pub struct ContainerSpec {
     pub cwd: String,
     pub uid: u32,
     pub gid: u32,
+    /// Supplementary groups (the groups of the image's `/etc/group` that list the user).
+    pub additional_gids: Vec<u32>,
     pub hostname: String,
     pub host_network: bool,
     pub resources: Resources,
@@ -130,6 +132,8 @@ pub struct EffectiveConfig {
     pub env: Vec<String>,
     pub cwd: String,
     pub user: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub additional_gids: Vec<u32>,
     pub capabilities: Vec<String>,
     pub mounts: Vec<Value>,
     pub namespaces: Vec<String>,
@@ -317,16 +321,30 @@ pub fn user_needs_lookup(user: &str) -> bool {
     named(u) || named(g)
 }
 
+/// A container's user: what `--user` resolves to in the image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedUser {
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+}
+
 /// Resolve `NAME`, `UID`, `NAME:GROUP`, `UID:GID` (any mix) as docker does, with the image's
 /// `/etc/passwd` and `/etc/group` texts: a user name gives its UID and, unless a group is
-/// given, its primary GID; a numeric UID without a group keeps the GID of the same number.
+/// given, its primary GID and, as supplementary groups, every group that lists the name as a
+/// member; a numeric UID without a group keeps the GID of the same number.
 pub fn resolve_user(
     user: &str,
     passwd: Option<&str>,
     group: Option<&str>,
-) -> Result<(u32, u32), SpecError> {
+) -> Result<ResolvedUser, SpecError> {
     if !user_needs_lookup(user) {
-        return parse_user(user);
+        let (uid, gid) = parse_user(user)?;
+        return Ok(ResolvedUser {
+            uid,
+            gid,
+            additional_gids: Vec::new(),
+        });
     }
     let bad = || SpecError::BadUser(user.to_string());
     let (u, g) = match user.split_once(':') {
@@ -371,7 +389,24 @@ pub fn resolve_user(
             Err(_) => return Err(bad()),
         },
     };
-    Ok((uid, gid))
+    // Supplementary groups only in the implicit form, for a user known by name (as runc does).
+    let mut additional_gids = Vec::new();
+    if g.is_none() && u.parse::<u32>().is_err() && u != "root" {
+        for line in group.unwrap_or_default().lines() {
+            let f: Vec<&str> = line.split(':').collect();
+            let member = f.len() >= 4 && f[3].split(',').any(|m| m.trim() == u);
+            if let (true, Some(Ok(id))) = (member, f.get(2).map(|g| g.parse::<u32>())) {
+                if !additional_gids.contains(&id) {
+                    additional_gids.push(id);
+                }
+            }
+        }
+    }
+    Ok(ResolvedUser {
+        uid,
+        gid,
+        additional_gids,
+    })
 }
 
 /// Parse `512m`, `1g`, `1048576`, as docker's `--memory`.
@@ -458,6 +493,7 @@ impl ContainerSpec {
             env: self.env.clone(),
             cwd: self.cwd.clone(),
             user: format!("{}:{}", self.uid, self.gid),
+            additional_gids: self.additional_gids.clone(),
             capabilities: DEFAULT_CAPS.iter().map(|c| c.to_string()).collect(),
             mounts: mounts()
                 .into_iter()
@@ -496,7 +532,7 @@ impl ContainerSpec {
             "ociVersion": "1.0.2",
             "process": {
                 "terminal": false,
-                "user": {"uid": self.uid, "gid": self.gid, "umask": 0o022},
+                "user": {"uid": self.uid, "gid": self.gid, "additionalGids": self.additional_gids, "umask": 0o022},
                 "args": self.args,
                 "env": self.env,
                 "cwd": if self.cwd.is_empty() { "/" } else { self.cwd.as_str() },
@@ -596,14 +632,19 @@ mod tests {
         assert!(parse_user("nobody").is_err());
         let passwd = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n\
                       app:x:1000:100::/home/app:/bin/sh\n";
-        let group = "root:x:0:\nusers:x:100:\nnogroup:x:65533:\n";
-        let r = |u: &str| resolve_user(u, Some(passwd), Some(group));
-        assert_eq!(r("nobody"), Ok((65534, 65534)));
-        assert_eq!(r("app"), Ok((1000, 100)));
-        assert_eq!(r("app:nogroup"), Ok((1000, 65533)));
-        assert_eq!(r("1000:users"), Ok((1000, 100)));
-        assert_eq!(r("app:7"), Ok((1000, 7)));
-        assert_eq!(r("42"), Ok((42, 42)));
+        let group = "root:x:0:\nusers:x:100:\nnogroup:x:65533:\nwheel:x:10:root,app\n\
+                     audio:x:29:nobody, app\nbad:x:zz:app\napps:x:2000:application\n";
+        let r = |u: &str| {
+            resolve_user(u, Some(passwd), Some(group)).map(|r| (r.uid, r.gid, r.additional_gids))
+        };
+        assert_eq!(r("nobody"), Ok((65534, 65534, vec![29])));
+        assert_eq!(r("app"), Ok((1000, 100, vec![10, 29])));
+        // An explicit group, or a numeric user, has no supplementary groups.
+        assert_eq!(r("app:nogroup"), Ok((1000, 65533, vec![])));
+        assert_eq!(r("1000:users"), Ok((1000, 100, vec![])));
+        assert_eq!(r("app:7"), Ok((1000, 7, vec![])));
+        assert_eq!(r("42"), Ok((42, 42, vec![])));
+        assert_eq!(r("root"), Ok((0, 0, vec![])));
         assert_eq!(r("ghost"), Err(SpecError::NoSuchUser("ghost".into())));
         assert_eq!(
             r("app:ghosts"),
@@ -613,10 +654,15 @@ mod tests {
             resolve_user("app", None, None),
             Err(SpecError::NoSuchUser("app".into()))
         );
+        // No /etc/group: the primary group from /etc/passwd, nothing else.
+        assert_eq!(
+            resolve_user("app", Some(passwd), None).map(|r| r.additional_gids),
+            Ok(vec![])
+        );
         assert!(matches!(r("a/b"), Err(SpecError::BadUser(_))));
         // A line with a non-numeric id is not an entry.
         assert_eq!(
-            resolve_user("bad", Some("bad:x:abc:1\n"), None),
+            resolve_user("bad", Some("bad:x:abc:1\n"), None).map(|r| r.uid),
             Err(SpecError::NoSuchUser("bad".into()))
         );
         assert!(

@@ -522,7 +522,7 @@ fn user_names_come_from_the_image() {
         .file(
             "etc/group",
             0o644,
-            b"root:x:0:\nusers:x:100:\nstaff:x:50:\n",
+            b"root:x:0:\nusers:x:100:\nstaff:x:50:\nwheel:x:10:root,app\naudio:x:29:app\n",
         )
         .finish();
     let dir = env.path().join("img");
@@ -543,12 +543,14 @@ fn user_names_come_from_the_image() {
             "accounts",
             "sh",
             "-c",
-            "echo $(id -u):$(id -g)",
+            "echo $(id -u):$(id -g):$(id -G)",
         ])
     };
-    assert_eq!(ids("app"), "1000:100\n");
-    assert_eq!(ids("app:staff"), "1000:50\n");
-    assert_eq!(ids("1000:users"), "1000:100\n");
+    // A named user also gets the groups that list it as a member; an explicit group or a
+    // numeric user does not, as with docker.
+    assert_eq!(ids("app"), "1000:100:100 10 29\n");
+    assert_eq!(ids("app:staff"), "1000:50:50\n");
+    assert_eq!(ids("1000:users"), "1000:100:100\n");
     let out = d.vouch(&["run", "--rm", "--user", "ghost", "accounts", "true"]);
     assert!(!out.status.success());
     assert!(

@@ -263,7 +263,8 @@ struct RunArgs {
     /// Network: none (default, private namespace) or host.
     #[arg(long, value_parser = ["none", "host"])]
     network: Option<String>,
-    /// User: NAME, UID, NAME:GROUP or UID:GID (names from the image's /etc/passwd and /etc/group).
+    /// User: NAME, UID, NAME:GROUP or UID:GID (names from the image's /etc/passwd and /etc/group;
+    /// a NAME alone also gets the groups that list it as a member).
     #[arg(short, long)]
     user: Option<String>,
     /// Working directory inside the container.
