@@ -26,6 +26,8 @@ pub struct DaemonConfig {
     pub registries_d: PathBuf,
     /// Registries (`host[:port]`) always reached over plain HTTP.
     pub insecure_registries: Vec<String>,
+    /// CAs (PEM files) trusted for `kbss://` KBSs; none: the system's roots.
+    pub kbs_cas: Vec<PathBuf>,
 }
 
 impl DaemonConfig {

@@ -135,6 +135,7 @@ pub struct Engine {
     policy: Option<vouch_image::policy::ImagePolicy>,
     golden_keys: Vec<p256::ecdsa::VerifyingKey>,
     lookaside: vouch_image::simplesign::Lookaside,
+    kbs_trust: vouch_kbs::KbsTrust,
     journal: Mutex<Journal>,
     tasks: Mutex<BTreeMap<String, TaskRecord>>,
     /// Latest view per task. Kept for a while after a task is removed, so a client that waits
@@ -223,6 +224,8 @@ impl Engine {
         }
         let lookaside = vouch_image::simplesign::Lookaside::load(&cfg.registries_d)
             .map_err(|e| EngineError::BadRequest(error_chain(&e)))?;
+        let kbs_trust = vouch_kbs::KbsTrust::from_ca_files(&cfg.kbs_cas)
+            .map_err(|e| EngineError::BadRequest(e.to_string()))?;
         let (journal, report) = Journal::open(&cfg.eventlog_path(), attester, VOUCH_REGISTER)?;
         if report.truncated_bytes > 0 || report.extended_last {
             tracing::warn!(
@@ -243,6 +246,7 @@ impl Engine {
             policy,
             golden_keys,
             lookaside,
+            kbs_trust,
             journal: Mutex::new(journal),
             tasks: Mutex::new(tasks),
             watchers: Mutex::new(HashMap::new()),
@@ -781,7 +785,10 @@ impl Engine {
         let secrets = req
             .secrets
             .iter()
-            .map(|url| SecretRef::parse(url).map_err(|e| EngineError::BadRequest(e.to_string())))
+            .map(|url| {
+                SecretRef::parse(url, &self.kbs_trust)
+                    .map_err(|e| EngineError::BadRequest(e.to_string()))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let image = self.images.find(&req.image).map_err(|e| match e {
             StoreError::NoSuchImage(r) => EngineError::BadRequest(format!(

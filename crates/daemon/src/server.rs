@@ -519,6 +519,7 @@ mod tests {
             require_golden: false,
             registries_d: "/nonexistent".into(),
             insecure_registries: Vec::new(),
+            kbs_cas: Vec::new(),
         };
         let sim = std::sync::Arc::new(
             vouch_tee::sim::SimAttester::open(&dir.path().join("sim")).expect("sim"),

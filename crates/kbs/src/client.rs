@@ -1,9 +1,14 @@
 //! The TEE side of the KBS protocol, used by vouchd to fetch a container's declared secrets,
 //! and the admin side, used by `vouch-kbs` and tests.
 
+use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
 
 use kbs_types::Tee;
 use serde_json::{json, Value};
@@ -16,7 +21,115 @@ use crate::PROTOCOL_VERSION;
 
 const MAX_RESPONSE: u64 = 8 << 20;
 
-type Conn = Connection<TcpStream>;
+type Conn = Connection<KbsStream>;
+
+/// How `kbss://` KBSs prove who they are: a certificate for their host name that chains to the
+/// CAs given or, with none given, to the system's roots.
+#[derive(Clone, Default)]
+pub struct KbsTrust {
+    cas: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl std::fmt::Debug for KbsTrust {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.cas.is_some() {
+            "KbsTrust(given CAs)"
+        } else {
+            "KbsTrust(system roots)"
+        })
+    }
+}
+
+fn tls_config(roots: rustls::RootCertStore) -> Result<rustls::ClientConfig, String> {
+    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth())
+}
+
+impl KbsTrust {
+    /// Trust only the CA certificates (PEM) in these files; none: the system's roots.
+    pub fn from_ca_files(paths: &[PathBuf]) -> Result<Self, KbsClientError> {
+        if paths.is_empty() {
+            return Ok(KbsTrust::default());
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        for path in paths {
+            let bad = |reason: String| {
+                KbsClientError::TlsConfig(format!("KBS CA {}: {reason}", path.display()))
+            };
+            let certs = CertificateDer::pem_file_iter(path)
+                .map_err(|e| bad(e.to_string()))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| bad(e.to_string()))?;
+            if certs.is_empty() {
+                return Err(bad("no PEM certificate in it".into()));
+            }
+            for cert in certs {
+                roots.add(cert).map_err(|e| bad(e.to_string()))?;
+            }
+        }
+        Ok(KbsTrust {
+            cas: Some(Arc::new(
+                tls_config(roots).map_err(KbsClientError::TlsConfig)?,
+            )),
+        })
+    }
+
+    fn config(&self) -> Result<Arc<rustls::ClientConfig>, KbsClientError> {
+        if let Some(c) = &self.cas {
+            return Ok(c.clone());
+        }
+        static SYSTEM: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
+        SYSTEM
+            .get_or_init(|| {
+                let mut roots = rustls::RootCertStore::empty();
+                for cert in rustls_native_certs::load_native_certs().certs {
+                    let _ = roots.add(cert);
+                }
+                if roots.is_empty() {
+                    return Err("the system has no CA certificates; give the KBS's CA".into());
+                }
+                tls_config(roots).map(Arc::new)
+            })
+            .clone()
+            .map_err(KbsClientError::TlsConfig)
+    }
+}
+
+/// A connection to a KBS: plain TCP (`kbs://`) or TLS (`kbss://`).
+pub enum KbsStream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Read for KbsStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            KbsStream::Plain(s) => s.read(buf),
+            KbsStream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for KbsStream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            KbsStream::Plain(s) => s.write(buf),
+            KbsStream::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            KbsStream::Plain(s) => s.flush(),
+            KbsStream::Tls(s) => s.flush(),
+        }
+    }
+}
 
 /// A declared secret: its `kbs://` URL, the KBS to ask, and the resource path.
 #[derive(Debug, Clone)]
@@ -30,13 +143,14 @@ pub struct SecretRef {
 }
 
 impl SecretRef {
-    /// Parse `kbs://HOST:PORT/REPO/TYPE/TAG[,target=NAME]`.
-    pub fn parse(spec: &str) -> Result<Self, KbsClientError> {
+    /// Parse `kbs://HOST:PORT/REPO/TYPE/TAG[,target=NAME]` (or `kbss://` for TLS, with `trust`
+    /// deciding which certificates are the KBS's).
+    pub fn parse(spec: &str, trust: &KbsTrust) -> Result<Self, KbsClientError> {
         let (url, target) = match spec.split_once(",target=") {
             Some((u, t)) => (u, Some(t)),
             None => (spec, None),
         };
-        let (client, path) = KbsClient::parse_url(url)?;
+        let (client, path) = KbsClient::parse_url(url, trust)?;
         let target = match target {
             Some(t) => {
                 let ok = !t.is_empty()
@@ -67,10 +181,16 @@ impl SecretRef {
 pub enum KbsClientError {
     #[error("invalid secret reference {0:?}: expected kbs://HOST:PORT/REPO/TYPE/TAG")]
     BadUrl(String),
-    #[error("https KBS URLs (kbss://) are not supported yet; use kbs:// on a trusted network")]
-    Tls,
+    #[error("cannot set up TLS: {0}")]
+    TlsConfig(String),
     #[error("cannot reach the KBS at {addr}")]
     Connect {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("TLS with the KBS at {addr} failed: {source}")]
+    Handshake {
         addr: String,
         #[source]
         source: std::io::Error,
@@ -125,6 +245,8 @@ impl std::fmt::Display for ResourcePath {
 #[derive(Debug, Clone)]
 pub struct KbsClient {
     addr: String,
+    /// For `kbss://`: how the KBS's certificate is checked.
+    tls: Option<Arc<rustls::ClientConfig>>,
     timeout: Duration,
     /// The connection the last round trip left open, for the next one (clones share it).
     idle: Arc<Mutex<Option<Conn>>>,
@@ -134,23 +256,34 @@ impl KbsClient {
     pub fn new(addr: impl Into<String>) -> Self {
         KbsClient {
             addr: addr.into(),
+            tls: None,
             timeout: Duration::from_secs(5),
             idle: Arc::default(),
         }
+    }
+
+    /// A client for a KBS that serves TLS, its certificate checked against `trust`.
+    pub fn new_tls(addr: impl Into<String>, trust: &KbsTrust) -> Result<Self, KbsClientError> {
+        Ok(KbsClient {
+            tls: Some(trust.config()?),
+            ..KbsClient::new(addr)
+        })
     }
 
     pub fn addr(&self) -> &str {
         &self.addr
     }
 
-    /// Parse `kbs://HOST:PORT/REPO/TYPE/TAG`.
-    pub fn parse_url(url: &str) -> Result<(KbsClient, ResourcePath), KbsClientError> {
-        if url.starts_with("kbss://") || url.starts_with("https://") {
-            return Err(KbsClientError::Tls);
-        }
-        let rest = url
-            .strip_prefix("kbs://")
-            .ok_or_else(|| KbsClientError::BadUrl(url.into()))?;
+    /// Parse `kbs://HOST:PORT/REPO/TYPE/TAG` (plain HTTP) or `kbss://...` (TLS).
+    pub fn parse_url(
+        url: &str,
+        trust: &KbsTrust,
+    ) -> Result<(KbsClient, ResourcePath), KbsClientError> {
+        let (rest, tls) = match (url.strip_prefix("kbs://"), url.strip_prefix("kbss://")) {
+            (Some(rest), _) => (rest, false),
+            (None, Some(rest)) => (rest, true),
+            (None, None) => return Err(KbsClientError::BadUrl(url.into())),
+        };
         let (host, path) = rest
             .split_once('/')
             .ok_or_else(|| KbsClientError::BadUrl(url.into()))?;
@@ -158,10 +291,15 @@ impl KbsClient {
             return Err(KbsClientError::BadUrl(url.into()));
         }
         let path = ResourcePath::parse(path).ok_or_else(|| KbsClientError::BadUrl(url.into()))?;
-        Ok((KbsClient::new(host), path))
+        let client = if tls {
+            KbsClient::new_tls(host, trust)?
+        } else {
+            KbsClient::new(host)
+        };
+        Ok((client, path))
     }
 
-    fn connect(&self) -> Result<TcpStream, KbsClientError> {
+    fn connect(&self) -> Result<KbsStream, KbsClientError> {
         let connect_err = |source| KbsClientError::Connect {
             addr: self.addr.clone(),
             source,
@@ -172,11 +310,35 @@ impl KbsClient {
             .map_err(connect_err)?
             .next()
             .ok_or_else(|| KbsClientError::BadUrl(self.addr.clone()))?;
-        let stream = TcpStream::connect_timeout(&sock, self.timeout).map_err(connect_err)?;
+        let mut stream = TcpStream::connect_timeout(&sock, self.timeout).map_err(connect_err)?;
         let _ = stream.set_read_timeout(Some(self.timeout));
         let _ = stream.set_write_timeout(Some(self.timeout));
         let _ = stream.set_nodelay(true);
-        Ok(stream)
+        let Some(config) = &self.tls else {
+            return Ok(KbsStream::Plain(stream));
+        };
+        let handshake_err = |source| KbsClientError::Handshake {
+            addr: self.addr.clone(),
+            source,
+        };
+        // The host part of HOST:PORT ([V6]:PORT): a DNS name or an IP address.
+        let host = self
+            .addr
+            .rsplit_once(':')
+            .map_or(self.addr.as_str(), |(h, _)| h)
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let name = ServerName::try_from(host.to_string())
+            .map_err(|_| KbsClientError::BadUrl(self.addr.clone()))?;
+        let mut conn = rustls::ClientConnection::new(config.clone(), name)
+            .map_err(|e| handshake_err(std::io::Error::other(e)))?;
+        // Completed here, so that a certificate the client does not trust is reported as such.
+        while conn.is_handshaking() {
+            conn.complete_io(&mut stream).map_err(handshake_err)?;
+        }
+        Ok(KbsStream::Tls(Box::new(rustls::StreamOwned::new(
+            conn, stream,
+        ))))
     }
 
     /// A kept-alive connection: the one left idle by this client's last round trip, or a new one.
@@ -494,7 +656,9 @@ mod tests {
 
     #[test]
     fn urls() {
-        let (c, p) = KbsClient::parse_url("kbs://127.0.0.1:8080/default/key/app").expect("url");
+        let trust = KbsTrust::default();
+        let (c, p) =
+            KbsClient::parse_url("kbs://127.0.0.1:8080/default/key/app", &trust).expect("url");
         assert_eq!(c.addr(), "127.0.0.1:8080");
         assert_eq!(p.to_string(), "default/key/app");
         for bad in [
@@ -504,11 +668,7 @@ mod tests {
             "http://h:1/a/b/c",
             "kbs://h:1/a/b/c/d",
         ] {
-            assert!(KbsClient::parse_url(bad).is_err(), "{bad}");
+            assert!(KbsClient::parse_url(bad, &trust).is_err(), "{bad}");
         }
-        assert!(matches!(
-            KbsClient::parse_url("kbss://h:1/a/b/c"),
-            Err(KbsClientError::Tls)
-        ));
     }
 }

@@ -16,7 +16,7 @@ pub mod server;
 pub mod store;
 pub mod token;
 
-pub use client::{KbsClient, KbsClientError, ResourcePath, SecretRef};
+pub use client::{KbsClient, KbsClientError, KbsTrust, ResourcePath, SecretRef};
 pub use server::{Kbs, KbsConfig, KbsError, QuickMode, QUICK_RESOURCE};
 
 /// The KBS protocol version spoken here.

@@ -730,9 +730,13 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Serve the KBS on `listener` until `shutdown` completes. HTTP/1.1 with keep-alive and
 /// pipelining, no Nagle delay (answers to pipelined requests are not held back), and a
 /// bound on slow or idle clients ([`HEADER_READ_TIMEOUT`]).
+///
+/// With `tls`, every connection is TLS (`kbss://`); the handshake must end within the header
+/// read timeout.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     kbs: Shared,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let app = router(kbs);
@@ -757,9 +761,33 @@ pub async fn serve(
         };
         let _ = tcp.set_nodelay(true);
         let service = hyper_util::service::TowerToHyperService::new(app.clone());
-        let conn =
-            graceful.watch(http.serve_connection(hyper_util::rt::TokioIo::new(tcp), service));
+        let Some(acceptor) = tls.clone() else {
+            let conn =
+                graceful.watch(http.serve_connection(hyper_util::rt::TokioIo::new(tcp), service));
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+            });
+            continue;
+        };
+        let watcher = graceful.watcher();
+        let http = http.clone();
         tokio::spawn(async move {
+            let stream = match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(tcp)).await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!("TLS handshake timed out");
+                    return;
+                }
+            };
+            let conn =
+                watcher.watch(http.serve_connection(hyper_util::rt::TokioIo::new(stream), service));
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }

@@ -622,6 +622,114 @@ fn secret_url(k: &KbsProc, path: &str) -> String {
     format!("kbs://{}/{path}", k.addr)
 }
 
+/// A KBS serving TLS: the admin CLI reaches it with `--kbs https://...` and its CA; `kbss://`
+/// clients that trust its CA get their secret, and so does a container whose vouchd was started
+/// with `--kbs-ca`. A client that trusts another CA, or only the system's roots, refuses the
+/// KBS's certificate; a plain-HTTP client gets nothing.
+#[test]
+fn kbs_over_tls() {
+    if !require_root("kbs_over_tls") {
+        return;
+    }
+    let env = TestEnv::new();
+    let pki = env.path().join("pki");
+    let (ca, cert, key) = server_certificate(&pki, "kbs");
+    let (other_ca, _, _) = server_certificate(&pki, "other");
+    let path_str = |p: &Path| p.to_str().expect("utf8").to_string();
+    let k = KbsProc::start(
+        env.path(),
+        &[
+            "--allow-sim",
+            "--tls-cert",
+            &path_str(&cert),
+            "--tls-key",
+            &path_str(&key),
+        ],
+    );
+    let value = env.path().join("value.bin");
+    std::fs::write(&value, SECRET).expect("write");
+    let set = |kbs: &str, cas: &[&Path]| {
+        let mut cmd = Command::new(VOUCH_KBS);
+        cmd.args(["resource", "set", "default/key/app", "--file"])
+            .arg(&value)
+            .args(["--kbs", kbs, "--admin-key"])
+            .arg(k.admin.join("admin.key"));
+        for ca in cas {
+            cmd.arg("--kbs-ca").arg(ca);
+        }
+        cmd.output().expect("vouch-kbs resource set")
+    };
+    let https = format!("https://{}", k.addr);
+    let out = set(&https, &[&ca]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for (kbs, cas) in [
+        (https.as_str(), vec![]),
+        (https.as_str(), vec![other_ca.as_path()]),
+    ] {
+        let out = set(kbs, &cas);
+        assert!(
+            !out.status.success(),
+            "a certificate from an unknown CA was accepted"
+        );
+        assert!(
+            stderr(&out).contains("TLS with the KBS") && stderr(&out).contains("certificate"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    let out = set(&k.addr, &[]);
+    assert!(!out.status.success(), "plain HTTP to a TLS KBS succeeded");
+
+    // The protocol over TLS, and a client that trusts another CA.
+    let tee = FakeTee::new("sha256:aa");
+    let evidence = |rd: Value| {
+        tee.journal
+            .evidence(rd)
+            .map_err(|e| e.to_string())
+            .map(|e| serde_json::to_value(e).expect("json"))
+    };
+    let url = format!("kbss://{}/default/key/app", k.addr);
+    let trust = vouch_kbs::KbsTrust::from_ca_files(std::slice::from_ref(&ca)).expect("trust");
+    let (client, path) = vouch_kbs::KbsClient::parse_url(&url, &trust).expect("url");
+    for _ in 0..2 {
+        let got = client
+            .get_resource(kbs_types::Tee::Sample, &path, evidence)
+            .expect("released over TLS");
+        assert_eq!(got.as_slice(), SECRET);
+    }
+    let other = vouch_kbs::KbsTrust::from_ca_files(&[other_ca]).expect("trust");
+    let (client, _) = vouch_kbs::KbsClient::parse_url(&url, &other).expect("url");
+    let err = client
+        .get_resource(kbs_types::Tee::Sample, &path, evidence)
+        .expect_err("unknown CA");
+    assert!(
+        matches!(err, vouch_kbs::KbsClientError::Handshake { .. }),
+        "{err}"
+    );
+    let bad_ca = env.path().join("not-a-ca.pem");
+    std::fs::write(&bad_ca, "no certificate here").expect("write");
+    let err = vouch_kbs::KbsTrust::from_ca_files(&[bad_ca]).expect_err("no certificate");
+    assert!(err.to_string().contains("no PEM certificate"), "{err}");
+
+    // A container, through vouchd.
+    let d = env.start_with(&["--tee", "sim", "--kbs-ca", &path_str(&ca)]);
+    load_busybox(&env, &d, "bb");
+    let out = d.vouch(&[
+        "run",
+        "--rm",
+        "--secret",
+        &url,
+        "bb",
+        "sha256sum",
+        "/secret/default/key/app",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(SECRET));
+    assert_eq!(stdout(&out), format!("{hash}  /secret/default/key/app\n"));
+    let log = std::fs::read_to_string(&k.log).expect("log");
+    assert!(!log.contains("c0rrect-h0rse"), "secret in the KBS log");
+}
+
 #[test]
 fn container_reads_its_secret_and_another_image_is_refused() {
     if !require_root("container_reads_its_secret_and_another_image_is_refused") {

@@ -170,15 +170,6 @@ fn ak_public_pem(evidence: &serde_json::Value) -> String {
     )
 }
 
-fn openssl(dir: &std::path::Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("openssl");
-    assert!(out.status.success(), "openssl {args:?}: {}", stderr(&out));
-}
-
 /// A CA (root -> intermediate, both ECDSA) certifies the TPM's attestation key: vouchd carries
 /// the certificate and the intermediate in its evidence, and verifiers that trust the root accept
 /// the evidence without pinning the key; others refuse it, saying why. vouchd refuses a

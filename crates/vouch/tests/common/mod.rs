@@ -753,3 +753,70 @@ pub fn store_is_clean(env: &TestEnv, d: &Daemon) {
         .unwrap_or_default();
     assert!(tmp.is_empty(), "partial files left: {tmp:?}");
 }
+
+/// Run the openssl command line in `dir`; it must succeed.
+#[allow(dead_code)]
+pub fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A test PKI in `dir`: `NAME-ca.pem` (a self-signed P-256 CA) and `NAME.pem` / `NAME.key`, a
+/// server certificate it issued for 127.0.0.1.
+#[allow(dead_code)]
+pub fn server_certificate(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    fs::create_dir_all(dir).expect("mkdir");
+    let ca = format!("{name}-ca");
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let mut args = vec!["req", "-x509", "-days", "30", "-keyout"];
+    let ca_key = format!("{ca}.key");
+    let ca_pem = format!("{ca}.pem");
+    let ca_subj = format!("/CN=vouch test {ca}");
+    args.extend([
+        ca_key.as_str(),
+        "-out",
+        ca_pem.as_str(),
+        "-subj",
+        ca_subj.as_str(),
+    ]);
+    args.extend(ec);
+    args.extend(["-addext", "basicConstraints=critical,CA:TRUE"]);
+    openssl(dir, &args);
+    let (key, csr, pem) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.pem"),
+    );
+    let mut args = vec!["req", "-new", "-keyout", key.as_str(), "-out", csr.as_str()];
+    args.extend(["-subj", "/CN=127.0.0.1"]);
+    args.extend(ec);
+    openssl(dir, &args);
+    fs::write(
+        dir.join(format!("{name}.ext")),
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("write");
+    let ext = format!("{name}.ext");
+    openssl(
+        dir,
+        &[
+            "x509", "-req", "-in", &csr, "-CA", &ca_pem, "-CAkey", &ca_key, "-days", "30",
+            "-extfile", &ext, "-out", &pem,
+        ],
+    );
+    (dir.join(ca_pem), dir.join(pem), dir.join(key))
+}

@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use serde_json::json;
 use vouch_kbs::store::RedbStorage;
-use vouch_kbs::{token, Kbs, KbsClient, KbsClientError, KbsConfig};
+use vouch_kbs::{token, Kbs, KbsClient, KbsClientError, KbsConfig, KbsTrust};
 
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -62,6 +62,8 @@ enum Cmd {
         /// Accept evidence from the sim TEE (development only: it is NOT hardware-backed).
         #[arg(long)]
         allow_sim: bool,
+        #[command(flatten)]
+        tls: Box<TlsArgs>,
         /// Trust TPM quotes signed by this attestation key (its fingerprint, sha256:HEX, as
         /// `vouch tee info` shows it on the machine). Repeatable.
         #[arg(long, value_name = "FINGERPRINT")]
@@ -140,13 +142,49 @@ enum Cmd {
 }
 
 #[derive(clap::Args)]
+struct TlsArgs {
+    /// Serve TLS with this certificate chain (PEM, leaf first); clients use kbss:// URLs.
+    /// Without it the KBS speaks plain HTTP: resources are still encrypted to the TEE's key,
+    /// but admin tokens are not, so keep a plain KBS on loopback or a trusted network.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
 struct AdminArgs {
-    /// The KBS address.
+    /// The KBS address: HOST:PORT, or https://HOST:PORT for a KBS serving TLS.
     #[arg(long, default_value = "127.0.0.1:8080")]
     kbs: String,
+    /// Trust this CA (PEM) for the KBS's TLS certificate instead of the system's roots
+    /// (implies TLS). Repeatable.
+    #[arg(long, value_name = "FILE")]
+    kbs_ca: Vec<PathBuf>,
     /// The admin private key.
     #[arg(long)]
     admin_key: PathBuf,
+}
+
+impl AdminArgs {
+    fn client(&self) -> Result<KbsClient> {
+        match self.kbs.strip_prefix("https://") {
+            Some(addr) => Ok(KbsClient::new_tls(
+                addr.trim_end_matches('/'),
+                &self.trust()?,
+            )?),
+            None if !self.kbs_ca.is_empty() => Ok(KbsClient::new_tls(&self.kbs, &self.trust()?)?),
+            None if self.kbs.contains("://") => {
+                bail!("--kbs {:?}: give HOST:PORT or https://HOST:PORT", self.kbs)
+            }
+            None => Ok(KbsClient::new(&self.kbs)),
+        }
+    }
+
+    fn trust(&self) -> Result<KbsTrust> {
+        Ok(KbsTrust::from_ca_files(&self.kbs_ca)?)
+    }
 }
 
 #[derive(Subcommand)]
@@ -210,6 +248,28 @@ fn admin_token(key_path: &Path, ttl: u64) -> Result<String> {
     ))
 }
 
+/// TLS for the KBS's listener from a PEM certificate chain and its PEM private key.
+fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| anyhow::anyhow!("--tls-cert {}: {e}", cert.display()))?;
+    if certs.is_empty() {
+        bail!("--tls-cert {}: no PEM certificate in it", cert.display());
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| anyhow::anyhow!("--tls-key {}: {e}", key.display()))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .context("--tls-cert and --tls-key do not make a usable certificate and key")?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
 fn resource_path(p: &str) -> Result<vouch_kbs::ResourcePath> {
     vouch_kbs::ResourcePath::parse(p)
         .with_context(|| format!("resource {p:?} must be REPO/TYPE/TAG"))
@@ -226,6 +286,7 @@ fn run(cli: Cli) -> Result<()> {
             measurement,
             image,
             allow_sim,
+            tls,
             tpm_ak,
             tpm_ak_ca,
             collateral,
@@ -308,6 +369,10 @@ fn run(cli: Cli) -> Result<()> {
                 tpm_ak_cas: vouch::ca_certificates(&tpm_ak_ca)?,
             };
             let kbs = Arc::new(Kbs::new(cfg, storage, signing));
+            let tls = match (&tls.tls_cert, &tls.tls_key) {
+                (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
+                _ => None,
+            };
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
@@ -324,7 +389,10 @@ fn run(cli: Cli) -> Result<()> {
                         _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
                     }
                 };
-                vouch_kbs::server::serve(listener, kbs, shutdown).await;
+                if tls.is_none() && !addr.ip().is_loopback() {
+                    tracing::warn!(listen = %addr, "serving plain HTTP beyond loopback: admin tokens travel in the clear (give --tls-cert and --tls-key)");
+                }
+                vouch_kbs::server::serve(listener, kbs, tls, shutdown).await;
                 Ok::<(), anyhow::Error>(())
             })
         }
@@ -357,7 +425,7 @@ fn run(cli: Cli) -> Result<()> {
                 fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?,
             );
             let token = admin_token(&admin.admin_key, 60)?;
-            KbsClient::new(admin.kbs).admin(
+            admin.client()?.admin(
                 &token,
                 "POST",
                 &format!("/kbs/v0/resource/{p}"),
@@ -368,12 +436,9 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Resource(ResourceCmd::Delete { path, admin }) => {
             let p = resource_path(&path)?;
             let token = admin_token(&admin.admin_key, 60)?;
-            KbsClient::new(admin.kbs).admin(
-                &token,
-                "DELETE",
-                &format!("/kbs/v0/resource/{p}"),
-                None,
-            )?;
+            admin
+                .client()?
+                .admin(&token, "DELETE", &format!("/kbs/v0/resource/{p}"), None)?;
             Ok(())
         }
         Cmd::Policy {
@@ -391,7 +456,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             let token = admin_token(&admin.admin_key, 60)?;
             let body = body.to_string();
-            KbsClient::new(admin.kbs).admin(
+            admin.client()?.admin(
                 &token,
                 "POST",
                 "/kbs/v0/resource-policy",
@@ -424,7 +489,7 @@ fn run(cli: Cli) -> Result<()> {
                 bail!("{} must hold a JSON object", file.display());
             }
             let token = admin_token(&admin.admin_key, 60)?;
-            KbsClient::new(admin.kbs).admin(
+            admin.client()?.admin(
                 &token,
                 "POST",
                 "/kbs/v0/reference-values",

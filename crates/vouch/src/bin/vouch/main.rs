@@ -271,7 +271,8 @@ struct RunArgs {
     #[arg(short, long)]
     workdir: Option<String>,
     /// A secret released by a KBS to this container only after attestation:
-    /// kbs://HOST:PORT/REPO/TYPE/TAG, readable at /secret/REPO/TYPE/TAG
+    /// kbs://HOST:PORT/REPO/TYPE/TAG (kbss:// for a KBS serving TLS), readable at
+    /// /secret/REPO/TYPE/TAG
     /// (or at /secret/NAME with `,target=NAME`).
     #[arg(long, value_name = "URL[,target=NAME]")]
     secret: Vec<String>,

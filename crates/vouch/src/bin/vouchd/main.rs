@@ -76,6 +76,10 @@ struct Args {
     /// --insecure-registry. Repeatable.
     #[arg(long, value_name = "HOST[:PORT]")]
     insecure_registry: Vec<String>,
+    /// Trust this CA (PEM) for the certificates of kbss:// KBSs, instead of the system's roots.
+    /// Repeatable.
+    #[arg(long, value_name = "FILE")]
+    kbs_ca: Vec<PathBuf>,
     /// Log filter, e.g. info or debug.
     #[arg(long, env = "VOUCH_LOG", default_value = "info")]
     log_level: String,
@@ -189,6 +193,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         require_golden: args.require_golden,
         registries_d: args.registries_d.clone(),
         insecure_registries: args.insecure_registry.clone(),
+        kbs_cas: args.kbs_ca.clone(),
     };
     let tdx = || vouch_tee::tdx::TdxAttester::detect();
     let tpm = |tcti: &str,
