@@ -171,6 +171,14 @@ impl FakeTee {
             .expect("append");
         FakeTee { _dir: dir, journal }
     }
+
+    /// Evidence binding `runtime_data`, as `KbsClient` asks for it.
+    fn evidence(&self, runtime_data: Value) -> Result<Value, String> {
+        self.journal
+            .evidence(runtime_data)
+            .map_err(|e| e.to_string())
+            .map(|e| serde_json::to_value(e).expect("json"))
+    }
 }
 
 fn auth(k: &KbsProc) -> (String, String) {
@@ -295,12 +303,7 @@ fn client_reuses_one_connection_and_pipelines_attest_with_resource() {
     let tee = FakeTee::new("sha256:aa");
     let client = vouch_kbs::KbsClient::new(k.addr.clone());
     let path = vouch_kbs::ResourcePath::parse("default/key/app").expect("path");
-    let evidence = |rd: Value| {
-        tee.journal
-            .evidence(rd)
-            .map_err(|e| e.to_string())
-            .map(|e| serde_json::to_value(e).expect("json"))
-    };
+    let evidence = |rd: Value| tee.evidence(rd);
     let closed_before = closed_connections_to(port);
     for _ in 0..5 {
         let got = client
@@ -343,12 +346,7 @@ fn client_recovers_when_the_kbs_closed_its_idle_connection() {
     let tee = FakeTee::new("sha256:aa");
     let client = vouch_kbs::KbsClient::new(k.addr.clone());
     let path = vouch_kbs::ResourcePath::parse("default/key/app").expect("path");
-    let evidence = |rd: Value| {
-        tee.journal
-            .evidence(rd)
-            .map_err(|e| e.to_string())
-            .map(|e| serde_json::to_value(e).expect("json"))
-    };
+    let evidence = |rd: Value| tee.evidence(rd);
     let got = client
         .get_resource(kbs_types::Tee::Sample, &path, evidence)
         .expect("released");
@@ -682,12 +680,7 @@ fn kbs_over_tls() {
 
     // The protocol over TLS, and a client that trusts another CA.
     let tee = FakeTee::new("sha256:aa");
-    let evidence = |rd: Value| {
-        tee.journal
-            .evidence(rd)
-            .map_err(|e| e.to_string())
-            .map(|e| serde_json::to_value(e).expect("json"))
-    };
+    let evidence = |rd: Value| tee.evidence(rd);
     let url = format!("kbss://{}/default/key/app", k.addr);
     let trust = vouch_kbs::KbsTrust::from_ca_files(std::slice::from_ref(&ca)).expect("trust");
     let (client, path) = vouch_kbs::KbsClient::parse_url(&url, &trust).expect("url");
@@ -870,12 +863,7 @@ fn fetch(k: &KbsProc, tee: &FakeTee, path: &str) -> Result<Vec<u8>, vouch_kbs::K
     let client = vouch_kbs::KbsClient::new(k.addr.clone());
     let path = vouch_kbs::ResourcePath::parse(path).expect("path");
     client
-        .get_resource(kbs_types::Tee::Sample, &path, |rd| {
-            tee.journal
-                .evidence(rd)
-                .map_err(|e| e.to_string())
-                .map(|e| serde_json::to_value(e).expect("json"))
-        })
+        .get_resource(kbs_types::Tee::Sample, &path, |rd| tee.evidence(rd))
         .map(|v| v.to_vec())
 }
 
