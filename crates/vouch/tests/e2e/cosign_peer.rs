@@ -3,9 +3,7 @@
 //! `vouch key generate`, so it also reads vouch's encrypted key format) what vouchd's image policy
 //! then accepts.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use sigstore::cosign::constraint::PrivateKeySigner;
 use sigstore::cosign::verification_constraint::{PublicKeyVerifier, VerificationConstraintVec};
 use sigstore::cosign::{Constraint, CosignCapabilities, SignatureLayer};

@@ -2,11 +2,9 @@
 //! `vouch verify` and `vouch-kbs` accept only with the attestation key pinned, and a secret
 //! released to a container on that evidence.
 
-mod common;
-
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use vouch_tee::testing::Swtpm;
 
 const SECRET: &[u8] = b"tpm-bound-s3cret";

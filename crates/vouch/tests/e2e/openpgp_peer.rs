@@ -4,12 +4,10 @@
 //! `skopeo copy --policy`, which refuses the image again once the signature is removed or made
 //! with another key.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 struct Gpg {
     home: PathBuf,

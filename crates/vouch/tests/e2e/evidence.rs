@@ -1,10 +1,8 @@
 //! `vouch attest` + `vouch verify` against a real vouchd, and every kind of tampering refused
 //! with its reason.
 
-mod common;
-
+use crate::common::*;
 use base64::Engine as _;
-use common::*;
 use serde_json::Value;
 
 const NONCE: &str = "aabbccddeeff00112233445566778899";

@@ -1,15 +1,13 @@
 //! vouch-kbs: the KBS protocol against the real binary on loopback, every refusal with its
 //! status and reason, and secrets reaching (or not reaching) real containers.
 
-mod common;
-
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 use vouch_kbs::jwe;
 use vouch_tee::sim::SimAttester;

@@ -2,11 +2,9 @@
 //! by tag and by digest, then run; and the refusals: a corrupted blob in the registry's storage,
 //! an unknown tag, plain HTTP without --insecure-registry. A failed pull leaves nothing behind.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::common::*;
 
 fn store_blobs(env: &TestEnv) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(env.state().join("images/blobs/sha256"))

@@ -1,12 +1,10 @@
 //! Hostile images: every rejection names the offending entry, the host is untouched, and
 //! nothing half-unpacked becomes visible in the store.
 
-mod common;
-
 use std::fs;
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 use tar::EntryType;
 
 fn files_under(p: &Path) -> Vec<String> {

@@ -1,10 +1,8 @@
 //! `vouch run` and the container lifecycle against a real vouchd.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn run_echo_prints_output_and_exits_zero() {

@@ -1,12 +1,10 @@
 //! An image built by a tool vouch did not write (umoci, via scripts/sample-image) loads from its
 //! archive and runs.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn umoci_built_archive_loads_and_runs() {

@@ -1,11 +1,9 @@
 //! Networking of the private namespace and named volumes: loopback, published ports relayed from
 //! the host, volumes kept across containers, read-only mounts, and the refusals.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn loopback_works_inside_the_private_namespace() {

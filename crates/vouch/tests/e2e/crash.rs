@@ -1,11 +1,9 @@
 //! vouchd killed with SIGKILL at any moment: tasks and events survive, the measurement log still
 //! replays to the register, and containers that ended meanwhile show their exit status.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const NONCE: &str = "0123456789abcdef0123456789abcdef";
 

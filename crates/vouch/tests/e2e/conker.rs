@@ -1,15 +1,13 @@
 //! Conker's REST API on vouchd, driven with the requests of Conker's README, against a real
 //! vouch-kbs in quick mode (Conker's secret broker role).
 
-mod common;
-
 use std::io::Read;
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 const SECRET: &[u8] = b"{\"key\":\"123456\"}\n";

@@ -1,9 +1,7 @@
 //! Golden values: a signed reference document attached to an image in a real registry, checked by
 //! vouchd before launch ("NOT verified: <what differs>") and measured when it matches.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 const PW: &str = "golden-pw";
 

@@ -2,15 +2,13 @@
 //! redirects, truncates bodies or swaps manifests. Each pull fails with a clear error, in bounded
 //! time, and leaves no image and no partial file behind.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Fault {

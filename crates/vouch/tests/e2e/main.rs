@@ -1,0 +1,20 @@
+//! End-to-end tests of the `vouch`, `vouchd` and `vouch-kbs` binaries, in one test binary (one
+//! link of the whole dependency tree instead of one per file). Most need root: they start real
+//! daemons, containers, registries and TPMs on loopback.
+
+mod common;
+
+mod conker;
+mod cosign_peer;
+mod crash;
+mod evidence;
+mod golden;
+mod hostile;
+mod kbs;
+mod network;
+mod openpgp_peer;
+mod registry;
+mod registry_faults;
+mod run;
+mod tpm;
+mod umoci;
