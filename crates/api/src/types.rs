@@ -104,6 +104,10 @@ pub struct CreateContainer {
     pub network: Option<String>,
     #[serde(default)]
     pub user: Option<String>,
+    /// More groups for the container's process (docker's `--group-add`): names from the image's
+    /// `/etc/group`, or GIDs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub group_add: Vec<String>,
     #[serde(default)]
     pub workdir: Option<String>,
     /// Remove the container once it has ended.

@@ -810,13 +810,19 @@ impl Engine {
             .user
             .clone()
             .unwrap_or_else(|| image.defaults.user.clone());
-        let resolved = if spec::user_needs_lookup(&user) {
+        let names_in_add = req.group_add.iter().any(|g| g.parse::<u32>().is_err());
+        let mut resolved = if spec::user_needs_lookup(&user) || names_in_add {
             let passwd = self.image_etc_file(&image, "passwd")?;
             let group = self.image_etc_file(&image, "group")?;
-            spec::resolve_user(&user, passwd.as_deref(), group.as_deref())?
+            let mut r = spec::resolve_user(&user, passwd.as_deref(), group.as_deref())?;
+            spec::add_groups(&mut r.additional_gids, &req.group_add, group.as_deref())?;
+            r
         } else {
             spec::resolve_user(&user, None, None)?
         };
+        if !names_in_add {
+            spec::add_groups(&mut resolved.additional_gids, &req.group_add, None)?;
+        }
         let cwd = req
             .workdir
             .clone()

@@ -409,6 +409,33 @@ pub fn resolve_user(
     })
 }
 
+/// Resolve docker's `--group-add` values (group names from the image's `/etc/group`, or GIDs)
+/// and append them to `gids`, each once.
+pub fn add_groups(
+    gids: &mut Vec<u32>,
+    add: &[String],
+    group: Option<&str>,
+) -> Result<(), SpecError> {
+    for g in add {
+        let gid = match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) if g == "root" => 0,
+            Err(_) => group
+                .unwrap_or_default()
+                .lines()
+                .find_map(|line| {
+                    let f: Vec<&str> = line.split(':').collect();
+                    (f.len() >= 3 && f[0] == g).then(|| f[2].parse::<u32>().ok())?
+                })
+                .ok_or_else(|| SpecError::NoSuchGroup(g.clone()))?,
+        };
+        if !gids.contains(&gid) {
+            gids.push(gid);
+        }
+    }
+    Ok(())
+}
+
 /// Parse `512m`, `1g`, `1048576`, as docker's `--memory`.
 pub fn parse_memory(s: &str) -> Result<u64, SpecError> {
     let bad = || SpecError::BadMemory(s.to_string());
@@ -653,6 +680,25 @@ mod tests {
         assert_eq!(
             resolve_user("app", None, None),
             Err(SpecError::NoSuchUser("app".into()))
+        );
+        // --group-add: names from /etc/group, or numbers; each once.
+        let mut gids = vec![10];
+        assert_eq!(
+            add_groups(
+                &mut gids,
+                &["audio".into(), "7".into(), "wheel".into()],
+                Some(group)
+            ),
+            Ok(())
+        );
+        assert_eq!(gids, vec![10, 29, 7]);
+        assert_eq!(
+            add_groups(&mut gids, &["ghosts".into()], Some(group)),
+            Err(SpecError::NoSuchGroup("ghosts".into()))
+        );
+        assert_eq!(
+            add_groups(&mut gids, &["bad".into()], Some(group)),
+            Err(SpecError::NoSuchGroup("bad".into()))
         );
         // No /etc/group: the primary group from /etc/passwd, nothing else.
         assert_eq!(

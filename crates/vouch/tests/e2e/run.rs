@@ -549,6 +549,24 @@ fn user_names_come_from_the_image() {
     assert_eq!(ids("app"), "1000:100:100 10 29\n");
     assert_eq!(ids("app:staff"), "1000:50:50\n");
     assert_eq!(ids("1000:users"), "1000:100:100\n");
+    // docker's --group-add: names from the image's /etc/group, or GIDs.
+    let out = d.ok(&[
+        "run",
+        "--rm",
+        "--user",
+        "1000:users",
+        "--group-add",
+        "audio",
+        "--group-add",
+        "4242",
+        "accounts",
+        "id",
+        "-G",
+    ]);
+    assert_eq!(out, "100 29 4242\n");
+    let out = d.vouch(&["run", "--rm", "--group-add", "ghosts", "accounts", "true"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("ghosts"), "{}", stderr(&out));
     let out = d.vouch(&["run", "--rm", "--user", "ghost", "accounts", "true"]);
     assert!(!out.status.success());
     assert!(

@@ -267,6 +267,10 @@ struct RunArgs {
     /// a NAME alone also gets the groups that list it as a member).
     #[arg(short, long)]
     user: Option<String>,
+    /// Add the container's process to this group too: a name from the image's /etc/group, or a
+    /// GID. Repeatable.
+    #[arg(long, value_name = "GROUP")]
+    group_add: Vec<String>,
     /// Working directory inside the container.
     #[arg(short, long)]
     workdir: Option<String>,
@@ -1112,6 +1116,7 @@ fn run_container(client: &Client, args: RunArgs) -> Result<u8> {
         cpus: args.cpus.clone(),
         network: args.network.clone(),
         user: args.user.clone(),
+        group_add: args.group_add.clone(),
         workdir: args.workdir.clone(),
         auto_remove: args.rm,
         secrets: args.secret.clone(),
