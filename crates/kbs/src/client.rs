@@ -262,6 +262,14 @@ impl KbsClient {
         }
     }
 
+    /// A client for the same KBS, with the same trust, and a connection of its own.
+    pub fn fresh(&self) -> Self {
+        KbsClient {
+            idle: Arc::default(),
+            ..self.clone()
+        }
+    }
+
     /// A client for a KBS that serves TLS, its certificate checked against `trust`.
     pub fn new_tls(addr: impl Into<String>, trust: &KbsTrust) -> Result<Self, KbsClientError> {
         Ok(KbsClient {

@@ -676,6 +676,29 @@ fn kbs_over_tls() {
     let out = set(&k.addr, &[]);
     assert!(!out.status.success(), "plain HTTP to a TLS KBS succeeded");
 
+    // The load generator over TLS.
+    let out = Command::new(VOUCH_KBS)
+        .args([
+            "bench",
+            "--clients",
+            "2",
+            "--duration",
+            "1",
+            "--json",
+            "--kbs",
+            &https,
+        ])
+        .arg("--kbs-ca")
+        .arg(&ca)
+        .output()
+        .expect("bench");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("json report");
+    assert!(
+        report["round_trips"].as_u64().expect("count") >= 2,
+        "{report}"
+    );
+
     // The protocol over TLS, and a client that trusts another CA.
     let tee = FakeTee::new("sha256:aa");
     let evidence = |rd: Value| tee.evidence(rd);

@@ -113,8 +113,12 @@ enum Cmd {
     /// Load generator: complete auth + attest + resource round trips with sim evidence from
     /// concurrent clients; prints round trips per second and latency percentiles.
     Bench {
+        /// The KBS address: HOST:PORT, or https://HOST:PORT for a KBS serving TLS.
         #[arg(long, default_value = "127.0.0.1:8080")]
         kbs: String,
+        /// Trust this CA (PEM) for the KBS's TLS certificate (implies TLS). Repeatable.
+        #[arg(long, value_name = "FILE")]
+        kbs_ca: Vec<PathBuf>,
         /// REPO/TYPE/TAG to fetch (must exist and be released to sim evidence).
         #[arg(long, default_value = "default/key/app")]
         resource: String,
@@ -169,21 +173,18 @@ struct AdminArgs {
 
 impl AdminArgs {
     fn client(&self) -> Result<KbsClient> {
-        match self.kbs.strip_prefix("https://") {
-            Some(addr) => Ok(KbsClient::new_tls(
-                addr.trim_end_matches('/'),
-                &self.trust()?,
-            )?),
-            None if !self.kbs_ca.is_empty() => Ok(KbsClient::new_tls(&self.kbs, &self.trust()?)?),
-            None if self.kbs.contains("://") => {
-                bail!("--kbs {:?}: give HOST:PORT or https://HOST:PORT", self.kbs)
-            }
-            None => Ok(KbsClient::new(&self.kbs)),
-        }
+        kbs_client(&self.kbs, &self.kbs_ca)
     }
+}
 
-    fn trust(&self) -> Result<KbsTrust> {
-        Ok(KbsTrust::from_ca_files(&self.kbs_ca)?)
+/// A client for `--kbs` (HOST:PORT, or https://HOST:PORT) and `--kbs-ca` (which implies TLS).
+fn kbs_client(kbs: &str, cas: &[PathBuf]) -> Result<KbsClient> {
+    let trust = || KbsTrust::from_ca_files(cas);
+    match kbs.strip_prefix("https://") {
+        Some(addr) => Ok(KbsClient::new_tls(addr.trim_end_matches('/'), &trust()?)?),
+        None if !cas.is_empty() => Ok(KbsClient::new_tls(kbs, &trust()?)?),
+        None if kbs.contains("://") => bail!("--kbs {kbs:?}: give HOST:PORT or https://HOST:PORT"),
+        None => Ok(KbsClient::new(kbs)),
     }
 }
 
@@ -466,13 +467,14 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Bench {
             kbs,
+            kbs_ca,
             resource,
             clients,
             threads,
             duration,
             json,
         } => bench(
-            &kbs,
+            &kbs_client(&kbs, &kbs_ca)?,
             &resource,
             clients,
             threads,
@@ -501,7 +503,7 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn bench(
-    kbs: &str,
+    kbs: &KbsClient,
     resource: &str,
     clients: usize,
     threads: Option<usize>,
@@ -519,7 +521,7 @@ fn bench(
     for t in 0..threads {
         // Clients t, t + threads, ... belong to thread t.
         let mine = (t..clients).step_by(threads).count();
-        let kbs = kbs.to_string();
+        let kbs = kbs.clone();
         let path = path.clone();
         handles.push(std::thread::spawn(move || -> Result<(Vec<u32>, u64)> {
             // Each client is its own sim TEE with a short measured log.
@@ -529,7 +531,8 @@ fn bench(
                 let sim = Arc::new(vouch_tee::sim::SimAttester::open(&dir.join(format!("sim{i}")))?);
                 let (mut journal, _) = vouch_tee::Journal::open(&dir.join(format!("log{i}")), sim, vouch_tee::VOUCH_REGISTER)?;
                 journal.append("container.create", json!({"id": "bench", "image_digest": "sha256:bench", "config_digest": "sha384:bench"}))?;
-                group.push((KbsClient::new(kbs.as_str()), journal));
+                // Each client its own connection (clones would share the idle one).
+                group.push((kbs.fresh(), journal));
             }
             let mut latencies = Vec::new();
             let mut errors = 0u64;
