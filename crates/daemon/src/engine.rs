@@ -810,19 +810,22 @@ impl Engine {
             .user
             .clone()
             .unwrap_or_else(|| image.defaults.user.clone());
-        let names_in_add = req.group_add.iter().any(|g| g.parse::<u32>().is_err());
-        let mut resolved = if spec::user_needs_lookup(&user) || names_in_add {
-            let passwd = self.image_etc_file(&image, "passwd")?;
-            let group = self.image_etc_file(&image, "group")?;
-            let mut r = spec::resolve_user(&user, passwd.as_deref(), group.as_deref())?;
-            spec::add_groups(&mut r.additional_gids, &req.group_add, group.as_deref())?;
-            r
+        // The image's account files, read only when a name is to be looked up.
+        let group_names = req.group_add.iter().any(|g| g.parse::<u32>().is_err());
+        let (passwd, group) = if spec::user_needs_lookup(&user) || group_names {
+            (
+                self.image_etc_file(&image, "passwd")?,
+                self.image_etc_file(&image, "group")?,
+            )
         } else {
-            spec::resolve_user(&user, None, None)?
+            (None, None)
         };
-        if !names_in_add {
-            spec::add_groups(&mut resolved.additional_gids, &req.group_add, None)?;
-        }
+        let mut resolved = spec::resolve_user(&user, passwd.as_deref(), group.as_deref())?;
+        spec::add_groups(
+            &mut resolved.additional_gids,
+            &req.group_add,
+            group.as_deref(),
+        )?;
         let cwd = req
             .workdir
             .clone()

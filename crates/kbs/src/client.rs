@@ -7,8 +7,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 
 use kbs_types::Tee;
 use serde_json::{json, Value};
@@ -40,16 +39,6 @@ impl std::fmt::Debug for KbsTrust {
     }
 }
 
-fn tls_config(roots: rustls::RootCertStore) -> Result<rustls::ClientConfig, String> {
-    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
-    .with_root_certificates(roots)
-    .with_no_client_auth())
-}
-
 impl KbsTrust {
     /// Trust only the CA certificates (PEM) in these files; none: the system's roots.
     pub fn from_ca_files(paths: &[PathBuf]) -> Result<Self, KbsClientError> {
@@ -61,20 +50,13 @@ impl KbsTrust {
             let bad = |reason: String| {
                 KbsClientError::TlsConfig(format!("KBS CA {}: {reason}", path.display()))
             };
-            let certs = CertificateDer::pem_file_iter(path)
-                .map_err(|e| bad(e.to_string()))?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| bad(e.to_string()))?;
-            if certs.is_empty() {
-                return Err(bad("no PEM certificate in it".into()));
-            }
-            for cert in certs {
+            for cert in crate::tls::certificates(path).map_err(bad)? {
                 roots.add(cert).map_err(|e| bad(e.to_string()))?;
             }
         }
         Ok(KbsTrust {
             cas: Some(Arc::new(
-                tls_config(roots).map_err(KbsClientError::TlsConfig)?,
+                crate::tls::client_config(roots).map_err(KbsClientError::TlsConfig)?,
             )),
         })
     }
@@ -93,7 +75,7 @@ impl KbsTrust {
                 if roots.is_empty() {
                     return Err("the system has no CA certificates; give the KBS's CA".into());
                 }
-                tls_config(roots).map(Arc::new)
+                crate::tls::client_config(roots).map(Arc::new)
             })
             .clone()
             .map_err(KbsClientError::TlsConfig)
@@ -424,18 +406,21 @@ impl KbsClient {
         match req.write(&mut conn) {
             Ok(()) => Ok(Sent { conn, reused, req }),
             // The server closed the kept-alive connection meanwhile.
-            Err(_) if reused => {
-                let mut conn = Connection::new(self.connect()?, self.addr.clone());
-                req.write(&mut conn)
-                    .map_err(|e| self.protocol(req.step, e))?;
-                Ok(Sent {
-                    conn,
-                    reused: false,
-                    req,
-                })
-            }
+            Err(_) if reused => Ok(Sent {
+                conn: self.write_on_new(&req)?,
+                reused: false,
+                req,
+            }),
             Err(e) => Err(self.protocol(req.step, e)),
         }
+    }
+
+    /// `req` written on a new connection, for when a kept-alive one turned out closed.
+    fn write_on_new(&self, req: &FirstRequest) -> Result<Conn, KbsClientError> {
+        let mut conn = Connection::new(self.connect()?, self.addr.clone());
+        req.write(&mut conn)
+            .map_err(|e| self.protocol(req.step, e))?;
+        Ok(conn)
     }
 
     /// The answer to a round trip's first request. A kept-alive connection that the server
@@ -449,9 +434,8 @@ impl KbsClient {
         let resp = match conn.receive(req.method, MAX_RESPONSE) {
             Ok(r) => r,
             Err(ClientError::Io(_) | ClientError::Protocol(_)) if reused => {
-                conn = Connection::new(self.connect()?, self.addr.clone());
-                req.write(&mut conn)
-                    .and_then(|()| conn.receive(req.method, MAX_RESPONSE))
+                conn = self.write_on_new(&req)?;
+                conn.receive(req.method, MAX_RESPONSE)
                     .map_err(|e| self.protocol(req.step, e))?
             }
             Err(e) => return Err(self.protocol(req.step, e)),

@@ -14,6 +14,7 @@ pub mod jwe;
 pub mod policy;
 pub mod server;
 pub mod store;
+pub mod tls;
 pub mod token;
 
 pub use client::{KbsClient, KbsClientError, KbsTrust, ResourcePath, SecretRef};

@@ -761,34 +761,32 @@ pub async fn serve(
         };
         let _ = tcp.set_nodelay(true);
         let service = hyper_util::service::TowerToHyperService::new(app.clone());
-        let Some(acceptor) = tls.clone() else {
-            let conn =
-                graceful.watch(http.serve_connection(hyper_util::rt::TokioIo::new(tcp), service));
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "connection ended with an error");
-                }
-            });
-            continue;
-        };
-        let watcher = graceful.watcher();
-        let http = http.clone();
+        let (watcher, http, tls) = (graceful.watcher(), http.clone(), tls.clone());
         tokio::spawn(async move {
-            let stream = match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(tcp)).await
-            {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "TLS handshake failed");
-                    return;
+            let served = match tls {
+                None => {
+                    let io = hyper_util::rt::TokioIo::new(tcp);
+                    watcher.watch(http.serve_connection(io, service)).await
                 }
-                Err(_) => {
-                    tracing::debug!("TLS handshake timed out");
-                    return;
+                Some(acceptor) => {
+                    let stream =
+                        match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(tcp)).await
+                        {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::debug!(error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!("TLS handshake timed out");
+                                return;
+                            }
+                        };
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    watcher.watch(http.serve_connection(io, service)).await
                 }
             };
-            let conn =
-                watcher.watch(http.serve_connection(hyper_util::rt::TokioIo::new(stream), service));
-            if let Err(e) = conn.await {
+            if let Err(e) = served {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
         });

@@ -204,19 +204,15 @@ pub struct SimVerifier {
 /// kept, a bounded number of them.
 fn verifying_key(bytes: &[u8; 32]) -> Option<VerifyingKey> {
     const KEPT: usize = 1024;
-    static KEYS: Mutex<Option<std::collections::HashMap<[u8; 32], VerifyingKey>>> =
-        Mutex::new(None);
-    if let Some(k) = KEYS
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .as_ref()
-        .and_then(|m| m.get(bytes))
-    {
+    static KEYS: std::sync::LazyLock<Mutex<std::collections::HashMap<[u8; 32], VerifyingKey>>> =
+        std::sync::LazyLock::new(Default::default);
+    let keys = || KEYS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(k) = keys().get(bytes) {
         return Some(*k);
     }
+    // Decompressed outside the lock.
     let key = VerifyingKey::from_bytes(bytes).ok()?;
-    let mut keys = KEYS.lock().unwrap_or_else(|p| p.into_inner());
-    let map = keys.get_or_insert_with(Default::default);
+    let mut map = keys();
     if map.len() >= KEPT {
         map.clear();
     }

@@ -251,24 +251,10 @@ fn admin_token(key_path: &Path, ttl: u64) -> Result<String> {
 
 /// TLS for the KBS's listener from a PEM certificate chain and its PEM private key.
 fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs = CertificateDer::pem_file_iter(cert)
-        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+    let chain = vouch_kbs::tls::certificates(cert)
         .map_err(|e| anyhow::anyhow!("--tls-cert {}: {e}", cert.display()))?;
-    if certs.is_empty() {
-        bail!("--tls-cert {}: no PEM certificate in it", cert.display());
-    }
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| anyhow::anyhow!("--tls-key {}: {e}", key.display()))?;
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .context("--tls-cert and --tls-key do not make a usable certificate and key")?;
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+    vouch_kbs::tls::acceptor(chain, key)
+        .map_err(|e| anyhow::anyhow!("--tls-key {}: {e}", key.display()))
 }
 
 fn resource_path(p: &str) -> Result<vouch_kbs::ResourcePath> {

@@ -1,6 +1,5 @@
 //! Test harness: a private state directory, a real vouchd on its own socket, the real vouch CLI,
 //! and OCI images built on the fly (including hostile ones).
-#![allow(dead_code)]
 
 use std::fs;
 use std::io::Write;
@@ -135,10 +134,6 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    pub fn pid(&self) -> i32 {
-        self.child.as_ref().map(|c| c.id() as i32).unwrap_or(-1)
-    }
-
     /// Run the vouch CLI against this daemon, bounded in time.
     pub fn vouch(&self, args: &[&str]) -> Output {
         vouch_with(&self.socket, args, &[])
@@ -173,10 +168,6 @@ impl Daemon {
             );
             let _ = c.wait();
         }
-    }
-
-    pub fn log_text(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
 
@@ -755,7 +746,6 @@ pub fn store_is_clean(env: &TestEnv, d: &Daemon) {
 }
 
 /// Run the openssl command line in `dir`; it must succeed.
-#[allow(dead_code)]
 pub fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
         .current_dir(dir)
@@ -771,7 +761,6 @@ pub fn openssl(dir: &Path, args: &[&str]) {
 
 /// A test PKI in `dir`: `NAME-ca.pem` (a self-signed P-256 CA) and `NAME.pem` / `NAME.key`, a
 /// server certificate it issued for 127.0.0.1.
-#[allow(dead_code)]
 pub fn server_certificate(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
     fs::create_dir_all(dir).expect("mkdir");
     let ca = format!("{name}-ca");
