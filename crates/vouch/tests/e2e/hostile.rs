@@ -269,3 +269,124 @@ fn store_corrupted_after_load_fails_the_launch_and_leaves_no_monitor() {
         "a partial layer became visible"
     );
 }
+
+/// Mode, owner, times and content of a host file, and what a directory holds.
+fn host_state(file: &Path, dir: &Path) -> (u32, u32, u32, i64, Vec<u8>, u32, Vec<String>) {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::symlink_metadata(file).expect("host file");
+    let d = fs::symlink_metadata(dir).expect("host dir");
+    (
+        m.mode(),
+        m.uid(),
+        m.gid(),
+        m.mtime(),
+        fs::read(file).expect("read"),
+        d.mode(),
+        files_under(dir),
+    )
+}
+
+/// Layers that make a path a directory (mode 01777) and then replace it with a symlink, or a
+/// hard link to a symlink, to a host file or directory, in one layer and across two; loaded
+/// from a layout and pulled from a real registry: the images load (their links stay links),
+/// and the host file and directory keep every bit of their metadata.
+#[test]
+fn replaced_directories_never_change_host_files_through_load_or_pull() {
+    if !require_root("replaced_directories_never_change_host_files_through_load_or_pull") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let env = TestEnv::new();
+    let host_dir = env.path().join("host-etc");
+    fs::create_dir(&host_dir).expect("host dir");
+    fs::set_permissions(&host_dir, fs::Permissions::from_mode(0o750)).expect("chmod");
+    let host_file = host_dir.join("shadow");
+    fs::write(&host_file, b"root:!:19000::::::\n").expect("host file");
+    fs::set_permissions(&host_file, fs::Permissions::from_mode(0o640)).expect("chmod");
+    let before = host_state(&host_file, &host_dir);
+    let file = host_file.to_str().expect("utf8");
+    let dir = host_dir.to_str().expect("utf8");
+    let dir_mode =
+        |path: &str| Layer::new().entry(path, EntryType::Directory, "", 0o1777, b"", None);
+    let images: Vec<(&str, Vec<Vec<u8>>)> = vec![
+        (
+            "same-layer",
+            vec![busybox_layer(), dir_mode("d/").symlink("d", file).finish()],
+        ),
+        (
+            "hard-link",
+            vec![
+                busybox_layer(),
+                dir_mode("h/")
+                    .symlink("s", file)
+                    .entry("h", EntryType::Link, "s", 0o777, b"", None)
+                    .finish(),
+            ],
+        ),
+        (
+            "nested",
+            vec![
+                busybox_layer(),
+                dir_mode("a/")
+                    .entry("a/host-etc/", EntryType::Directory, "", 0o777, b"", None)
+                    .symlink("a", env.path().to_str().expect("utf8"))
+                    .finish(),
+            ],
+        ),
+        (
+            "two-layers",
+            vec![
+                busybox_layer(),
+                dir_mode("d/").finish(),
+                Layer::new()
+                    .file(".wh.d", 0o644, b"")
+                    .symlink("d", dir)
+                    .finish(),
+            ],
+        ),
+    ];
+    let d = env.start();
+    for (name, layers) in &images {
+        let layout = env.path().join(format!("layout-{name}"));
+        write_layout(&layout, name, layers, &["/bin/sh"], &[]);
+        d.ok(&["image", "load", "-i", layout.to_str().expect("utf8")]);
+        assert_eq!(
+            host_state(&host_file, &host_dir),
+            before,
+            "{name}: load changed the host"
+        );
+    }
+    // The link is a link in the container, and the container cannot reach the host file.
+    let out = d.vouch(&[
+        "run",
+        "--rm",
+        "same-layer",
+        "sh",
+        "-c",
+        "readlink /d; cat /d 2>&1 || true",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).starts_with(&format!("{file}\n")),
+        "{}",
+        stdout(&out)
+    );
+    assert!(!stdout(&out).contains("root:!"), "{}", stdout(&out));
+    // The same images through a real registry: removed, then pulled (unpacked again).
+    let Some(reg) = Registry::start(env.path()) else {
+        return;
+    };
+    for (name, _) in &images {
+        let layout = env.path().join(format!("layout-{name}"));
+        reg.push(&layout, name, &format!("hostile/{name}:1"));
+        d.ok(&["image", "rm", name]);
+        let reference = format!("{}/hostile/{name}:1", reg.addr);
+        let out = d.vouch(&["pull", "--insecure-registry", &reference]);
+        assert!(out.status.success(), "{name}: {}", stderr(&out));
+        assert_eq!(
+            host_state(&host_file, &host_dir),
+            before,
+            "{name}: pull changed the host"
+        );
+    }
+}
