@@ -386,9 +386,9 @@ impl Engine {
         });
     }
 
-    fn measure(&self, op: &str, content: Value) -> Result<(), EngineError> {
-        lock(&self.journal).append(op, content)?;
-        Ok(())
+    /// Measure one record; returns its sequence number.
+    fn measure(&self, op: &str, content: Value) -> Result<u64, EngineError> {
+        Ok(lock(&self.journal).append(op, content)?.seq)
     }
 
     /// Find a task by full id, name, or unique id prefix.
@@ -1241,6 +1241,7 @@ impl Engine {
         self.measure(
             "image.verified",
             json!({
+                "id": id,
                 "image": reference,
                 "image_digest": image.manifest_digest.to_string(),
                 "config_digest": image.config_digest.to_string(),
@@ -1271,7 +1272,7 @@ impl Engine {
         let effective = to_canonical_vec(&spec.effective())
             .map_err(|e| EngineError::Internal(e.to_string()))?;
         let config_digest = format!("sha384:{}", sha384(&effective).to_hex());
-        self.measure(
+        let create_seq = self.measure(
             "container.create",
             json!({
                 "id": id,
@@ -1283,7 +1284,7 @@ impl Engine {
         )?;
         self.check_cancel(id)?;
         if !secrets.is_empty() {
-            self.deliver_secrets(id, spec, secrets)?;
+            self.deliver_secrets(id, create_seq, spec, secrets)?;
         }
         let message = format!("runtime config measured ({config_digest})");
         self.update(id, TaskState::Created.as_str(), &message, |r| {
@@ -1312,10 +1313,13 @@ impl Engine {
     }
 
     /// Fetch each declared secret with fresh evidence (which already shows this container's
-    /// `container.create`), write it to the container's tmpfs, and measure which were delivered.
+    /// `container.create`, and names this container, by id and the sequence number of that
+    /// record, in the runtime data the quote binds), write it to the container's tmpfs, and
+    /// measure which were delivered.
     fn deliver_secrets(
         &self,
         id: &str,
+        create_seq: u64,
         spec: &ContainerSpec,
         secrets: &[SecretRef],
     ) -> Result<(), EngineError> {
@@ -1336,7 +1340,9 @@ impl Engine {
         } in secrets
         {
             let value = client
-                .get_resource(tee, path, |runtime_data| {
+                .get_resource(tee, path, |mut runtime_data| {
+                    runtime_data[vouch_tee::verify::REQUESTER_KEY] =
+                        json!({"id": id, "create_seq": create_seq});
                     let evidence = lock(&self.journal)
                         .evidence(runtime_data)
                         .map_err(|e| error_chain(&e))?;

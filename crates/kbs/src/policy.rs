@@ -5,7 +5,9 @@
 //! ```json
 //! { "tee":       {"type": "sim|tpm|tdx|snp", "hardware": bool, "signer": "...", "registers": [...]},
 //!   "log":       {"records": N, "containers": [{"id","name","image","image_digest","config_digest","exit_code"}]},
-//!   "container": the last container created in the log (the one asking), or null,
+//!   "container": the container the evidence was fetched for (named in the quoted runtime data,
+//!                resolved against the log: {"id","name","image","image_digest","config_digest",
+//!                "create_seq","exit_code","records": [its own records]}), or null,
 //!   "resource":  {"repo", "type", "tag", "path"},
 //!   "reference": the reference values document set by the owner (e.g. {"images": [...]}),
 //!   "kbs":       {"allow_sim": bool} }

@@ -269,12 +269,14 @@ pub fn check_segment(s: &str) -> Result<(), KbsError> {
     }
 }
 
-/// What the policy sees of verified evidence.
+/// What the policy sees of verified evidence. `container` is the container the evidence names
+/// as its requester (bound by the quote, resolved against the log), with its own records; when
+/// the evidence names none, it is null: never "whichever container the log launched last".
 fn claims_of(v: &Verdict) -> Value {
     json!({
         "tee": {"type": v.tee, "hardware": v.hardware, "signer": v.signer, "registers": v.registers},
         "log": {"records": v.records, "containers": v.containers},
-        "container": v.containers.last(),
+        "container": v.requester,
     })
 }
 
@@ -376,8 +378,13 @@ impl Kbs {
                 evidence: evidence.tee.to_string(),
             });
         }
-        // The quote must bind exactly this runtime data: {nonce, tee-pubkey}.
-        let runtime = json!({"nonce": att.runtime_data.nonce, "tee-pubkey": tee_pubkey});
+        // The quote must bind exactly this runtime data: {nonce, tee-pubkey}, and, for evidence
+        // fetched on behalf of one container, the requester it names (checked against the log
+        // when the evidence is verified).
+        let mut runtime = json!({"nonce": att.runtime_data.nonce, "tee-pubkey": tee_pubkey});
+        if let Some(requester) = evidence.runtime_data.get(vouch_tee::verify::REQUESTER_KEY) {
+            runtime[vouch_tee::verify::REQUESTER_KEY] = requester.clone();
+        }
         let canon = |v: &Value| {
             vouch_measure::canonicalize(v).map_err(|e| KbsError::InvalidRequest(e.to_string()))
         };

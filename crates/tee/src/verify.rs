@@ -52,6 +52,8 @@ pub enum VerifyError {
     },
     #[error("the TPM attestation key {fingerprint} is not trusted: pin it (vouch verify --tpm-ak, vouch-kbs serve --tpm-ak) once you know it belongs to this machine's TPM, or trust the CA that certifies it (--tpm-ak-ca) when the evidence carries its certificate")]
     UntrustedAk { fingerprint: String },
+    #[error("the evidence names its requester wrongly: {0}")]
+    Requester(String),
     #[error("event log ({records} records) replays to {replayed}, but the quoted register {index} is {quoted}")]
     ReplayMismatch {
         records: usize,
@@ -95,6 +97,74 @@ pub struct LaunchedContainer {
     pub image_digest: String,
     pub config_digest: String,
     pub exit_code: Option<i64>,
+    /// Sequence number of its `container.create` record.
+    pub create_seq: u64,
+}
+
+/// The key of the runtime data under which evidence fetched for one container names it.
+pub const REQUESTER_KEY: &str = "requester";
+
+/// Who asked for evidence: the container it was fetched for, as the runtime data names it
+/// (`{"id", "create_seq"}`, bound by the quote like the nonce), resolved against the log.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Requester {
+    #[serde(flatten)]
+    pub container: LaunchedContainer,
+    /// Every record of the log that belongs to this container (its `image.verified`,
+    /// `container.create`, `secret.fetched`, ...), in log order.
+    pub records: Vec<vouch_measure::Record>,
+}
+
+/// The requester as the runtime data names it.
+#[derive(Debug, Clone, serde::Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RequesterRef {
+    pub id: String,
+    pub create_seq: u64,
+}
+
+/// Resolve the requester named in `runtime_data` (if any) against the verified log: the record
+/// at `create_seq` must be the `container.create` of exactly that container id.
+fn resolve_requester(
+    runtime_data: &Value,
+    log: &[vouch_measure::Record],
+    containers: &[LaunchedContainer],
+) -> Result<Option<Requester>, VerifyError> {
+    let Some(named) = runtime_data.get(REQUESTER_KEY) else {
+        return Ok(None);
+    };
+    let r: RequesterRef = serde_json::from_value(named.clone()).map_err(|e| {
+        VerifyError::Requester(format!(
+            "{REQUESTER_KEY} must be {{\"id\", \"create_seq\"}}: {e}"
+        ))
+    })?;
+    let record = log
+        .get(usize::try_from(r.create_seq).unwrap_or(usize::MAX))
+        .ok_or_else(|| {
+            VerifyError::Requester(format!(
+                "record {} is not in the log ({} records)",
+                r.create_seq,
+                log.len()
+            ))
+        })?;
+    let id_matches = record.content.get("id").and_then(Value::as_str) == Some(r.id.as_str());
+    if record.op != "container.create" || !id_matches {
+        return Err(VerifyError::Requester(format!(
+            "record {} is not the container.create of container {}",
+            r.create_seq, r.id
+        )));
+    }
+    let container = containers
+        .iter()
+        .find(|c| c.create_seq == r.create_seq)
+        .cloned()
+        .ok_or_else(|| VerifyError::Requester(format!("container {} is not in the log", r.id)))?;
+    let records = log
+        .iter()
+        .filter(|rec| rec.content.get("id").and_then(Value::as_str) == Some(r.id.as_str()))
+        .cloned()
+        .collect();
+    Ok(Some(Requester { container, records }))
 }
 
 /// The result of a successful verification.
@@ -107,6 +177,9 @@ pub struct Verdict {
     pub records: usize,
     pub runtime_data: Value,
     pub containers: Vec<LaunchedContainer>,
+    /// The container this evidence was fetched for, when the runtime data names one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requester: Option<Requester>,
     pub warnings: Vec<String>,
     /// Firmware log events replayed against the platform registers, when the evidence had a log.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -472,6 +545,7 @@ pub fn verify_evidence(evidence: &Evidence, opts: &VerifyOptions) -> Result<Verd
                 image_digest: text("image_digest").unwrap_or_default(),
                 config_digest: text("config_digest").unwrap_or_default(),
                 exit_code: None,
+                create_seq: record.seq,
             }),
             "container.exit" => {
                 if let (Some(id), Some(code)) =
@@ -485,6 +559,7 @@ pub fn verify_evidence(evidence: &Evidence, opts: &VerifyOptions) -> Result<Verd
             _ => {}
         }
     }
+    let requester = resolve_requester(&evidence.runtime_data, &evidence.event_log, &containers)?;
     let hardware = claims.tee != TeeType::Sim;
     let warnings = if hardware {
         Vec::new()
@@ -499,6 +574,7 @@ pub fn verify_evidence(evidence: &Evidence, opts: &VerifyOptions) -> Result<Verd
         records: evidence.event_log.len(),
         runtime_data: evidence.runtime_data.clone(),
         containers,
+        requester,
         warnings,
         firmware_log_events,
     })
@@ -605,6 +681,84 @@ mod tests {
         let mut dropped = ev.clone();
         dropped.event_log.pop();
         assert!(verify_evidence(&dropped, &allow("abcd")).is_err());
+    }
+
+    /// Evidence for a log where container a was created, then b: a requester named in the
+    /// runtime data is that container, with its own records, whatever came after it.
+    fn two_containers(runtime_data: Value) -> (tempfile::TempDir, Evidence) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sim = Arc::new(SimAttester::open(&dir.path().join("sim")).expect("sim"));
+        let (mut j, _) =
+            Journal::open(&dir.path().join("log"), sim, VOUCH_REGISTER).expect("journal");
+        for (id, image) in [("a", "sha256:aa"), ("b", "sha256:bb")] {
+            j.append("image.verified", json!({"id": id, "image_digest": image}))
+                .expect("append");
+            j.append(
+                "container.create",
+                json!({"id": id, "image_digest": image, "config_digest": "sha384:cd"}),
+            )
+            .expect("append");
+        }
+        j.append("secret.fetched", json!({"id": "a", "resources": ["x"]}))
+            .expect("append");
+        let ev = j.evidence(runtime_data).expect("evidence");
+        (dir, ev)
+    }
+
+    #[test]
+    fn the_requester_is_the_container_the_runtime_data_names() {
+        let (_d, ev) =
+            two_containers(json!({"nonce": "abcd", "requester": {"id": "a", "create_seq": 1}}));
+        let v = verify_evidence(&ev, &allow("abcd")).expect("verify");
+        let r = v.requester.expect("requester");
+        assert_eq!(r.container.id, "a");
+        assert_eq!(r.container.image_digest, "sha256:aa");
+        assert_eq!(r.container.create_seq, 1);
+        let ops: Vec<&str> = r.records.iter().map(|x| x.op.as_str()).collect();
+        assert_eq!(
+            ops,
+            ["image.verified", "container.create", "secret.fetched"]
+        );
+        // No requester named: none is made up (not the last container either).
+        let (_d, ev) = two_containers(json!({"nonce": "abcd"}));
+        assert_eq!(
+            verify_evidence(&ev, &allow("abcd"))
+                .expect("verify")
+                .requester,
+            None
+        );
+    }
+
+    #[test]
+    fn a_wrongly_named_requester_is_refused() {
+        for (requester, reason) in [
+            (
+                json!({"id": "a", "create_seq": 3}),
+                "record 3 is not the container.create of container a",
+            ),
+            (
+                json!({"id": "b", "create_seq": 1}),
+                "record 1 is not the container.create of container b",
+            ),
+            (
+                json!({"id": "a", "create_seq": 0}),
+                "record 0 is not the container.create of container a",
+            ),
+            (
+                json!({"id": "a", "create_seq": 99}),
+                "record 99 is not in the log",
+            ),
+            (json!({"id": "a"}), "must be"),
+            (json!({"id": "a", "create_seq": 1, "extra": 1}), "must be"),
+            (json!("a"), "must be"),
+        ] {
+            let (_d, ev) = two_containers(json!({"nonce": "abcd", "requester": requester}));
+            let err = verify_evidence(&ev, &allow("abcd")).expect_err("accepted");
+            assert!(
+                matches!(&err, VerifyError::Requester(m) if m.contains(reason)),
+                "{requester}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -170,8 +170,10 @@ impl FakeTee {
         FakeTee { _dir: dir, journal }
     }
 
-    /// Evidence binding `runtime_data`, as `KbsClient` asks for it.
-    fn evidence(&self, runtime_data: Value) -> Result<Value, String> {
+    /// Evidence binding `runtime_data`, as `KbsClient` asks for it, fetched for container c1
+    /// (named as vouchd names the requester).
+    fn evidence(&self, mut runtime_data: Value) -> Result<Value, String> {
+        runtime_data["requester"] = json!({"id": "c1", "create_seq": 1});
         self.journal
             .evidence(runtime_data)
             .map_err(|e| e.to_string())
@@ -851,6 +853,102 @@ fn container_reads_its_secret_and_another_image_is_refused() {
     let mut leaks = Vec::new();
     scan(env.path(), &mut leaks);
     assert!(leaks.is_empty(), "secret found in: {leaks:?}");
+}
+
+/// A secret that only image A may have, asked for by an image-B container while several
+/// image-A containers launch at the same moment (all asking for it too), round after round:
+/// every A gets it, B never does. The KBS judges the container the evidence names, not
+/// whichever container the log launched last.
+#[test]
+fn a_secret_never_reaches_another_image_under_concurrent_launches() {
+    if !require_root("a_secret_never_reaches_another_image_under_concurrent_launches") {
+        return;
+    }
+    let env = TestEnv::new();
+    let k = KbsProc::start(env.path(), &["--allow-sim"]);
+    k.put("default/key/app", SECRET, env.path());
+    let d = env.start();
+    let good = load_busybox(&env, &d, "a");
+    let other_dir = env.path().join("img-b");
+    write_layout(
+        &other_dir,
+        "b",
+        &[
+            busybox_layer(),
+            Layer::new().file("marker", 0o644, b"b").finish(),
+        ],
+        &["/bin/sh"],
+        &["PATH=/bin"],
+    );
+    d.ok(&["image", "load", "-i", other_dir.to_str().expect("utf8")]);
+    let refs = env.path().join("refs.json");
+    std::fs::write(&refs, json!({"images": [good]}).to_string()).expect("write");
+    assert!(k
+        .admin_cli(&["reference", "--file", refs.to_str().expect("utf8")])
+        .status
+        .success());
+    let url = secret_url(&k, "default/key/app");
+    let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(SECRET));
+    let socket = env.socket();
+    const A_PER_ROUND: usize = 4;
+    for round in 0..6 {
+        let barrier = Arc::new(std::sync::Barrier::new(A_PER_ROUND + 1));
+        let mut handles = Vec::new();
+        for i in 0..=A_PER_ROUND {
+            let (barrier, socket, url) = (barrier.clone(), socket.clone(), url.clone());
+            // The B container starts at a different place among the As each round.
+            let image = if i == round % (A_PER_ROUND + 1) {
+                "b"
+            } else {
+                "a"
+            };
+            handles.push(std::thread::spawn(move || {
+                barrier.wait();
+                let out = vouch_with(
+                    &socket,
+                    &[
+                        "run",
+                        "--rm",
+                        "--secret",
+                        &url,
+                        image,
+                        "sha256sum",
+                        "/secret/default/key/app",
+                    ],
+                    &[],
+                );
+                (image, out)
+            }));
+        }
+        for h in handles {
+            let (image, out) = h.join().expect("thread");
+            if image == "a" {
+                assert!(
+                    out.status.success(),
+                    "round {round}: A refused: {}",
+                    stderr(&out)
+                );
+                assert!(
+                    stdout(&out).starts_with(&hash),
+                    "round {round}: {}",
+                    stdout(&out)
+                );
+            } else {
+                assert_eq!(
+                    out.status.code(),
+                    Some(125),
+                    "round {round}: B got the secret: {}",
+                    stdout(&out)
+                );
+                assert!(
+                    stderr(&out).contains("policy denied"),
+                    "round {round}: {}",
+                    stderr(&out)
+                );
+                assert!(!stdout(&out).contains(&hash), "round {round}");
+            }
+        }
+    }
 }
 
 /// Files under `dir` containing the secret's distinctive bytes.
