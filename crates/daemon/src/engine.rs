@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -1067,6 +1068,7 @@ impl Engine {
             .map_err(|e| EngineError::Internal(format!("cannot open monitor log: {e}")))?;
         // The monitor starts now so its start-up overlaps the work below; it waits for GO.
         let mut child = Command::new(&self.cfg.exe)
+            .arg0("vouchd")
             .arg("monitor")
             .arg("--id")
             .arg(id)

@@ -10,6 +10,7 @@ pub mod logframe;
 pub mod monitor;
 pub mod net;
 pub mod rootfs;
+pub mod sealed;
 pub mod secrets;
 pub mod spec;
 

@@ -7,6 +7,7 @@ mod common;
 mod conker;
 mod cosign_peer;
 mod crash;
+mod escape;
 mod evidence;
 mod golden;
 mod hostile;

@@ -180,7 +180,13 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             "vouchd must run as root: it mounts filesystems, creates namespaces and cgroups".into(),
         );
     }
-    let exe = std::env::current_exe()?;
+    // Monitors (and so every container's first process) start from a sealed copy of this
+    // executable, never from the host's file: a container cannot reach vouchd's inode.
+    let exe = vouch_runtime::sealed::current_exe()
+        .map_err(|e| {
+            format!("cannot make the sealed copy of vouchd that monitors start from: {e}")
+        })?
+        .path();
     let cfg = DaemonConfig {
         state_dir: args.state_dir.clone(),
         socket: args.socket.clone(),
