@@ -812,7 +812,7 @@ impl Engine {
             .clone()
             .unwrap_or_else(|| image.defaults.user.clone());
         // The image's account files, read only when a name is to be looked up.
-        let group_names = req.group_add.iter().any(|g| g.parse::<u32>().is_err());
+        let group_names = req.group_add.iter().any(|g| spec::numeric_id(g).is_none());
         let (passwd, group) = if spec::user_needs_lookup(&user) || group_names {
             (
                 self.image_etc_file(&image, "passwd")?,
@@ -1268,7 +1268,7 @@ impl Engine {
             self.ensure_volume(v, spec.uid, spec.gid)?;
         }
         Overlay::for_container(&self.container_dir(id)).mount(&layer_dirs)?;
-        let config = serde_json::to_vec_pretty(&spec.to_oci())
+        let config = serde_json::to_vec_pretty(&spec::for_libcontainer(spec.to_oci()))
             .map_err(|e| EngineError::Internal(e.to_string()))?;
         write_private(&bundle.join("config.json"), &config)?;
         let effective = to_canonical_vec(&spec.effective())

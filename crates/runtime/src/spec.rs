@@ -11,6 +11,14 @@ pub enum SpecError {
     BadEnv(String),
     #[error("invalid user {0:?}: use NAME, UID, NAME:GROUP or UID:GID")]
     BadUser(String),
+    #[error("id {0} is out of range: user and group ids go from 0 to 4294967294 (4294967295 is -1 to the kernel)")]
+    BadId(String),
+    #[error("the image's {file} entry for {name:?} has id {id}, which is out of range (0 to 4294967294)")]
+    BadEntryId {
+        file: String,
+        name: String,
+        id: String,
+    },
     #[error("no user {0:?} in the image's /etc/passwd")]
     NoSuchUser(String),
     #[error("no group {0:?} in the image's /etc/group")]
@@ -167,9 +175,10 @@ pub const DEFAULT_CAPS: &[&str] = &[
     "CAP_AUDIT_WRITE",
 ];
 
-/// System calls the default seccomp profile refuses with EPERM: the ones Docker's default profile
+/// System calls the default seccomp profile never allows: the ones Docker's default profile
 /// leaves out because they reach kernel-global state, load code into the kernel, or escape
-/// namespaces. Everything else is allowed.
+/// namespaces (Docker allows some of them only with capabilities vouch never grants). Like
+/// everything not in [`ALLOWED_SYSCALLS`], they fail with EPERM.
 pub const BLOCKED_SYSCALLS: &[&str] = &[
     "acct",
     "add_key",
@@ -227,6 +236,457 @@ pub const BLOCKED_SYSCALLS: &[&str] = &[
     "userfaultfd",
     "ustat",
 ];
+
+/// System calls the default profile allows unconditionally (x86-64 and i386 names; names the
+/// kernel or libseccomp does not know are skipped). Anything else is refused with EPERM, as in
+/// Docker's default profile, so a system call added to the kernel later is refused until it is
+/// reviewed. Besides these: `clone` without namespace flags, `clone3` answered with ENOSYS (so
+/// that C libraries fall back to `clone`, whose flags a filter can see), `personality` with the
+/// values Docker allows, and `socket` for every family but `AF_VSOCK` (which reaches the host of a
+/// confidential VM).
+pub const ALLOWED_SYSCALLS: &[&str] = &[
+    "_llseek",
+    "_newselect",
+    "accept",
+    "accept4",
+    "access",
+    "adjtimex",
+    "alarm",
+    "arch_prctl",
+    "bind",
+    "brk",
+    "capget",
+    "capset",
+    "chdir",
+    "chmod",
+    "chown",
+    "chown32",
+    "chroot",
+    "clock_getres",
+    "clock_getres_time64",
+    "clock_gettime",
+    "clock_gettime64",
+    "clock_nanosleep",
+    "clock_nanosleep_time64",
+    "close",
+    "close_range",
+    "connect",
+    "copy_file_range",
+    "creat",
+    "dup",
+    "dup2",
+    "dup3",
+    "epoll_create",
+    "epoll_create1",
+    "epoll_ctl",
+    "epoll_ctl_old",
+    "epoll_pwait",
+    "epoll_pwait2",
+    "epoll_wait",
+    "epoll_wait_old",
+    "eventfd",
+    "eventfd2",
+    "execve",
+    "execveat",
+    "exit",
+    "exit_group",
+    "faccessat",
+    "faccessat2",
+    "fadvise64",
+    "fadvise64_64",
+    "fallocate",
+    "fanotify_mark",
+    "fchdir",
+    "fchmod",
+    "fchmodat",
+    "fchown",
+    "fchown32",
+    "fchownat",
+    "fcntl",
+    "fcntl64",
+    "fdatasync",
+    "fgetxattr",
+    "flistxattr",
+    "flock",
+    "fork",
+    "fremovexattr",
+    "fsetxattr",
+    "fstat",
+    "fstat64",
+    "fstatat64",
+    "fstatfs",
+    "fstatfs64",
+    "fsync",
+    "ftruncate",
+    "ftruncate64",
+    "futex",
+    "futex_time64",
+    "futex_waitv",
+    "futimesat",
+    "get_robust_list",
+    "get_thread_area",
+    "getcpu",
+    "getcwd",
+    "getdents",
+    "getdents64",
+    "getegid",
+    "getegid32",
+    "geteuid",
+    "geteuid32",
+    "getgid",
+    "getgid32",
+    "getgroups",
+    "getgroups32",
+    "getitimer",
+    "getpeername",
+    "getpgid",
+    "getpgrp",
+    "getpid",
+    "getppid",
+    "getpriority",
+    "getrandom",
+    "getresgid",
+    "getresgid32",
+    "getresuid",
+    "getresuid32",
+    "getrlimit",
+    "getrusage",
+    "getsid",
+    "getsockname",
+    "getsockopt",
+    "gettid",
+    "gettimeofday",
+    "getuid",
+    "getuid32",
+    "getxattr",
+    "inotify_add_watch",
+    "inotify_init",
+    "inotify_init1",
+    "inotify_rm_watch",
+    "io_cancel",
+    "io_destroy",
+    "io_getevents",
+    "io_pgetevents",
+    "io_pgetevents_time64",
+    "io_setup",
+    "io_submit",
+    "ioctl",
+    "ioprio_get",
+    "ioprio_set",
+    "ipc",
+    "kill",
+    "landlock_add_rule",
+    "landlock_create_ruleset",
+    "landlock_restrict_self",
+    "lchown",
+    "lchown32",
+    "lgetxattr",
+    "link",
+    "linkat",
+    "listen",
+    "listxattr",
+    "llistxattr",
+    "lremovexattr",
+    "lseek",
+    "lsetxattr",
+    "lstat",
+    "lstat64",
+    "madvise",
+    "membarrier",
+    "memfd_create",
+    "memfd_secret",
+    "migrate_pages",
+    "mincore",
+    "mkdir",
+    "mkdirat",
+    "mknod",
+    "mknodat",
+    "mlock",
+    "mlock2",
+    "mlockall",
+    "mmap",
+    "mmap2",
+    "modify_ldt",
+    "mprotect",
+    "mq_getsetattr",
+    "mq_notify",
+    "mq_open",
+    "mq_timedreceive",
+    "mq_timedreceive_time64",
+    "mq_timedsend",
+    "mq_timedsend_time64",
+    "mq_unlink",
+    "mremap",
+    "msgctl",
+    "msgget",
+    "msgrcv",
+    "msgsnd",
+    "msync",
+    "munlock",
+    "munlockall",
+    "munmap",
+    "nanosleep",
+    "newfstatat",
+    "nice",
+    "oldfstat",
+    "oldlstat",
+    "oldolduname",
+    "oldstat",
+    "olduname",
+    "open",
+    "openat",
+    "openat2",
+    "pause",
+    "pidfd_getfd",
+    "pidfd_open",
+    "pidfd_send_signal",
+    "pipe",
+    "pipe2",
+    "pkey_alloc",
+    "pkey_free",
+    "pkey_mprotect",
+    "poll",
+    "ppoll",
+    "ppoll_time64",
+    "prctl",
+    "pread64",
+    "preadv",
+    "preadv2",
+    "prlimit64",
+    "process_madvise",
+    "process_mrelease",
+    "pselect6",
+    "pselect6_time64",
+    "pwrite64",
+    "pwritev",
+    "pwritev2",
+    "read",
+    "readahead",
+    "readdir",
+    "readlink",
+    "readlinkat",
+    "readv",
+    "recvfrom",
+    "recvmmsg",
+    "recvmmsg_time64",
+    "recvmsg",
+    "remap_file_pages",
+    "removexattr",
+    "rename",
+    "renameat",
+    "renameat2",
+    "restart_syscall",
+    "rmdir",
+    "rseq",
+    "rt_sigaction",
+    "rt_sigpending",
+    "rt_sigprocmask",
+    "rt_sigqueueinfo",
+    "rt_sigreturn",
+    "rt_sigsuspend",
+    "rt_sigtimedwait",
+    "rt_sigtimedwait_time64",
+    "rt_tgsigqueueinfo",
+    "sched_get_priority_max",
+    "sched_get_priority_min",
+    "sched_getaffinity",
+    "sched_getattr",
+    "sched_getparam",
+    "sched_getscheduler",
+    "sched_rr_get_interval",
+    "sched_rr_get_interval_time64",
+    "sched_setaffinity",
+    "sched_setattr",
+    "sched_setparam",
+    "sched_setscheduler",
+    "sched_yield",
+    "seccomp",
+    "select",
+    "semctl",
+    "semget",
+    "semop",
+    "semtimedop",
+    "semtimedop_time64",
+    "sendfile",
+    "sendfile64",
+    "sendmmsg",
+    "sendmsg",
+    "sendto",
+    "set_robust_list",
+    "set_thread_area",
+    "set_tid_address",
+    "setfsgid",
+    "setfsgid32",
+    "setfsuid",
+    "setfsuid32",
+    "setgid",
+    "setgid32",
+    "setgroups",
+    "setgroups32",
+    "setitimer",
+    "setpgid",
+    "setpriority",
+    "setregid",
+    "setregid32",
+    "setresgid",
+    "setresgid32",
+    "setresuid",
+    "setresuid32",
+    "setreuid",
+    "setreuid32",
+    "setrlimit",
+    "setsid",
+    "setsockopt",
+    "setuid",
+    "setuid32",
+    "setxattr",
+    "sgetmask",
+    "shmat",
+    "shmctl",
+    "shmdt",
+    "shmget",
+    "shutdown",
+    "sigaction",
+    "sigaltstack",
+    "signal",
+    "signalfd",
+    "signalfd4",
+    "sigpending",
+    "sigprocmask",
+    "sigreturn",
+    "sigsuspend",
+    "socketpair",
+    "splice",
+    "ssetmask",
+    "stat",
+    "stat64",
+    "statfs",
+    "statfs64",
+    "statx",
+    "symlink",
+    "symlinkat",
+    "sync",
+    "sync_file_range",
+    "syncfs",
+    "sysinfo",
+    "tee",
+    "tgkill",
+    "time",
+    "timer_create",
+    "timer_delete",
+    "timer_getoverrun",
+    "timer_gettime",
+    "timer_gettime64",
+    "timer_settime",
+    "timer_settime64",
+    "timerfd_create",
+    "timerfd_gettime",
+    "timerfd_gettime64",
+    "timerfd_settime",
+    "timerfd_settime64",
+    "times",
+    "tkill",
+    "truncate",
+    "truncate64",
+    "ugetrlimit",
+    "ulimit",
+    "umask",
+    "uname",
+    "unlink",
+    "unlinkat",
+    "utime",
+    "utimensat",
+    "utimensat_time64",
+    "utimes",
+    "vfork",
+    "vmsplice",
+    "wait4",
+    "waitid",
+    "waitpid",
+    "write",
+    "writev",
+];
+
+/// `clone(2)` flags that create namespaces: CLONE_NEWNS, CLONE_NEWCGROUP, CLONE_NEWUTS,
+/// CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET.
+pub const CLONE_NAMESPACE_FLAGS: u64 = 0x7E02_0000;
+
+/// `personality(2)` values Docker's default profile allows: PER_LINUX, PER_LINUX32, UNAME26,
+/// UNAME26 | PER_LINUX32, and the query 0xffffffff.
+pub const PERSONALITY_VALUES: &[u64] = &[0x0, 0x8, 0x20000, 0x20008, 0xffff_ffff];
+
+/// `AF_VSOCK`: sockets to the hypervisor host.
+const AF_VSOCK: u64 = 40;
+
+/// The default seccomp profile, as it goes into the OCI runtime config.
+pub fn seccomp_profile() -> Value {
+    let mut syscalls = vec![
+        json!({"names": ALLOWED_SYSCALLS, "action": "SCMP_ACT_ALLOW"}),
+        // clone is allowed only when (flags & CLONE_NAMESPACE_FLAGS) == 0.
+        json!({"names": ["clone"], "action": "SCMP_ACT_ALLOW", "args": [
+            {"index": 0, "value": CLONE_NAMESPACE_FLAGS, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}
+        ]}),
+        // Its flags are in memory a filter cannot read: ENOSYS, so callers use clone.
+        json!({"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": libc::ENOSYS}),
+        json!({"names": ["socket"], "action": "SCMP_ACT_ALLOW", "args": [
+            {"index": 0, "value": AF_VSOCK, "op": "SCMP_CMP_NE"}
+        ]}),
+    ];
+    for v in PERSONALITY_VALUES {
+        syscalls.push(
+            json!({"names": ["personality"], "action": "SCMP_ACT_ALLOW", "args": [
+                {"index": 0, "value": v, "op": "SCMP_CMP_EQ"}
+            ]}),
+        );
+    }
+    json!({
+        "defaultAction": "SCMP_ACT_ERRNO",
+        "defaultErrnoRet": libc::EPERM,
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "syscalls": syscalls,
+    })
+}
+
+/// The OCI runtime config as libcontainer must be given it.
+///
+/// libcontainer 0.7 reads the operands of `SCMP_CMP_MASKED_EQ` the other way round from the OCI
+/// runtime spec and runc: it takes `valueTwo` as the mask and `value` as the datum, where the
+/// spec (and every profile written for runc or Docker) means `(arg & value) == valueTwo`. Given
+/// as written, Docker's rule "clone only without namespace flags" becomes "clone always". This
+/// swaps the two operands of every such comparison, which makes libcontainer enforce what the
+/// config says; it is the only difference between the measured config and the file handed to
+/// libcontainer. The test `seccomp_refuses_new_namespaces_from_inside_a_container` checks the
+/// result from inside a container.
+pub fn for_libcontainer(mut config: Value) -> Value {
+    let rules = config
+        .pointer_mut("/linux/seccomp/syscalls")
+        .and_then(Value::as_array_mut);
+    for rule in rules.into_iter().flatten() {
+        let args = rule.get_mut("args").and_then(Value::as_array_mut);
+        for arg in args.into_iter().flatten() {
+            if arg.get("op").and_then(Value::as_str) != Some("SCMP_CMP_MASKED_EQ") {
+                continue;
+            }
+            let mask = arg.get("value").cloned().unwrap_or(json!(0));
+            let datum = arg.get("valueTwo").cloned().unwrap_or(json!(0));
+            arg["value"] = datum;
+            arg["valueTwo"] = mask;
+        }
+    }
+    config
+}
+
+/// SHA-384 of the canonical JSON of [`seccomp_profile`]: what the measured config says about
+/// seccomp, so that any change of the profile changes the config digest.
+pub fn seccomp_digest() -> String {
+    static DIGEST: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        use sha2::Digest as _;
+        let bytes = vouch_measure::canonicalize(&seccomp_profile())
+            .expect("the seccomp profile holds only small integers");
+        format!("sha384:{}", hex::encode(sha2::Sha384::digest(&bytes)))
+    });
+    DIGEST.clone()
+}
 
 pub const MASKED_PATHS: &[&str] = &[
     "/proc/asound",
@@ -289,24 +749,52 @@ pub fn merge_env(image_env: &[String], user_env: &[String]) -> Result<Vec<String
     Ok(out)
 }
 
+/// A numeric uid or gid: ASCII digits only. `None` when `s` is not a number (a name, then);
+/// an error when it is one the kernel cannot take as an id: `u32::MAX` is `(uid_t)-1`, which
+/// set*id calls read as "leave unchanged" (a container meant to run as 4294967295 would keep
+/// running as root), and anything larger does not fit.
+pub fn numeric_id(s: &str) -> Option<Result<u32, SpecError>> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(
+        s.parse::<u32>()
+            .ok()
+            .filter(|id| *id != u32::MAX)
+            .ok_or_else(|| SpecError::BadId(s.to_string())),
+    )
+}
+
+/// The id field of an image's `/etc/passwd` or `/etc/group` entry for `name` (a number, as
+/// [`account_entry`] only returns such entries), refused when out of range.
+fn entry_id(field: &str, file: &str, name: &str) -> Result<u32, SpecError> {
+    match numeric_id(field) {
+        Some(Ok(id)) => Ok(id),
+        _ => Err(SpecError::BadEntryId {
+            file: file.to_string(),
+            name: name.to_string(),
+            id: field.to_string(),
+        }),
+    }
+}
+
 /// Parse `UID`, `UID:GID` or `root`.
 pub fn parse_user(user: &str) -> Result<(u32, u32), SpecError> {
     let bad = || SpecError::BadUser(user.to_string());
+    let id = |s: &str| match s {
+        "root" => Ok(0),
+        _ => numeric_id(s).ok_or_else(bad)?,
+    };
     match user {
-        "" | "root" | "0" => Ok((0, 0)),
+        "" => Ok((0, 0)),
         _ => {
             let (u, g) = match user.split_once(':') {
                 Some((u, g)) => (u, Some(g)),
                 None => (user, None),
             };
-            let uid: u32 = if u == "root" {
-                0
-            } else {
-                u.parse().map_err(|_| bad())?
-            };
-            let gid: u32 = match g {
-                Some("root") => 0,
-                Some(g) => g.parse().map_err(|_| bad())?,
+            let uid = id(u)?;
+            let gid = match g {
+                Some(g) => id(g)?,
                 None => uid,
             };
             Ok((uid, gid))
@@ -317,7 +805,7 @@ pub fn parse_user(user: &str) -> Result<(u32, u32), SpecError> {
 /// Whether a `--user` value names a user or group that must be looked up in the image.
 pub fn user_needs_lookup(user: &str) -> bool {
     let (u, g) = user.split_once(':').unwrap_or((user, ""));
-    let named = |s: &str| !s.is_empty() && s != "root" && s.parse::<u32>().is_err();
+    let named = |s: &str| !s.is_empty() && s != "root" && numeric_id(s).is_none();
     named(u) || named(g)
 }
 
@@ -329,10 +817,22 @@ pub struct ResolvedUser {
     pub additional_gids: Vec<u32>,
 }
 
+/// The entry for `name` in an account file (`name:x:id:...`): its id field and the field after
+/// it (the primary gid in `/etc/passwd`, the members in `/etc/group`). A line whose id is not a
+/// number is not an entry.
+fn account_entry<'a>(text: Option<&'a str>, name: &str) -> Option<(&'a str, Option<&'a str>)> {
+    text?.lines().find_map(|line| {
+        let f: Vec<&str> = line.split(':').collect();
+        (f.len() >= 3 && f[0] == name && numeric_id(f[2]).is_some())
+            .then(|| (f[2], f.get(3).copied()))
+    })
+}
+
 /// Resolve `NAME`, `UID`, `NAME:GROUP`, `UID:GID` (any mix) as docker does, with the image's
 /// `/etc/passwd` and `/etc/group` texts: a user name gives its UID and, unless a group is
 /// given, its primary GID and, as supplementary groups, every group that lists the name as a
-/// member; a numeric UID without a group keeps the GID of the same number.
+/// member; a numeric UID without a group keeps the GID of the same number. Every id, from the
+/// flag or from the image, must be one the kernel takes as an id ([`numeric_id`]).
 pub fn resolve_user(
     user: &str,
     passwd: Option<&str>,
@@ -351,54 +851,51 @@ pub fn resolve_user(
         Some((u, g)) => (u, Some(g)),
         None => (user, None),
     };
-    // name:x:uid:gid:... and name:x:gid:members
-    let find = |text: Option<&str>, name: &str| -> Option<(u32, Option<u32>)> {
-        text?.lines().find_map(|line| {
-            let f: Vec<&str> = line.split(':').collect();
-            (f.len() >= 3 && f[0] == name).then(|| {
-                let id = f[2].parse().ok()?;
-                Some((id, f.get(3).and_then(|g| g.parse().ok())))
-            })?
-        })
-    };
     let valid_name = |s: &str| {
         !s.is_empty()
             && s.len() <= 256
             && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'$'))
     };
-    let (uid, primary) = match u.parse::<u32>() {
-        Ok(n) => (n, None),
-        Err(_) if u == "root" => (0, Some(0)),
-        Err(_) if valid_name(u) => {
-            let (uid, gid) = find(passwd, u).ok_or_else(|| SpecError::NoSuchUser(u.into()))?;
-            (uid, gid)
+    let (uid, primary) = match numeric_id(u) {
+        Some(n) => (n?, None),
+        None if u == "root" => (0, Some(0)),
+        None if valid_name(u) => {
+            let (id, gid) =
+                account_entry(passwd, u).ok_or_else(|| SpecError::NoSuchUser(u.into()))?;
+            let primary = match gid {
+                Some(g) if numeric_id(g).is_some() => Some(entry_id(g, "/etc/passwd", u)?),
+                _ => None,
+            };
+            (entry_id(id, "/etc/passwd", u)?, primary)
         }
-        Err(_) => return Err(bad()),
+        None => return Err(bad()),
     };
     let gid = match g {
         None => primary.unwrap_or(uid),
         Some("root") => 0,
-        Some(g) => match g.parse::<u32>() {
-            Ok(n) => n,
-            Err(_) if valid_name(g) => {
-                find(group, g)
-                    .ok_or_else(|| SpecError::NoSuchGroup(g.into()))?
-                    .0
+        Some(g) => match numeric_id(g) {
+            Some(n) => n?,
+            None if valid_name(g) => {
+                let (id, _) =
+                    account_entry(group, g).ok_or_else(|| SpecError::NoSuchGroup(g.into()))?;
+                entry_id(id, "/etc/group", g)?
             }
-            Err(_) => return Err(bad()),
+            None => return Err(bad()),
         },
     };
     // Supplementary groups only in the implicit form, for a user known by name (as runc does).
     let mut additional_gids = Vec::new();
-    if g.is_none() && u.parse::<u32>().is_err() && u != "root" {
+    if g.is_none() && numeric_id(u).is_none() && u != "root" {
         for line in group.unwrap_or_default().lines() {
             let f: Vec<&str> = line.split(':').collect();
             let member = f.len() >= 4 && f[3].split(',').any(|m| m.trim() == u);
-            if let (true, Some(Ok(id))) = (member, f.get(2).map(|g| g.parse::<u32>())) {
-                if !additional_gids.contains(&id) {
-                    additional_gids.push(id);
-                }
+            if !member || numeric_id(f[2]).is_none() {
+                continue;
+            }
+            let id = entry_id(f[2], "/etc/group", f[0])?;
+            if !additional_gids.contains(&id) {
+                additional_gids.push(id);
             }
         }
     }
@@ -417,17 +914,14 @@ pub fn add_groups(
     group: Option<&str>,
 ) -> Result<(), SpecError> {
     for g in add {
-        let gid = match g.parse::<u32>() {
-            Ok(n) => n,
-            Err(_) if g == "root" => 0,
-            Err(_) => group
-                .unwrap_or_default()
-                .lines()
-                .find_map(|line| {
-                    let f: Vec<&str> = line.split(':').collect();
-                    (f.len() >= 3 && f[0] == g).then(|| f[2].parse::<u32>().ok())?
-                })
-                .ok_or_else(|| SpecError::NoSuchGroup(g.clone()))?,
+        let gid = match numeric_id(g) {
+            Some(n) => n?,
+            None if g == "root" => 0,
+            None => {
+                let (id, _) =
+                    account_entry(group, g).ok_or_else(|| SpecError::NoSuchGroup(g.clone()))?;
+                entry_id(id, "/etc/group", g)?
+            }
         };
         if !gids.contains(&gid) {
             gids.push(gid);
@@ -529,7 +1023,7 @@ impl ContainerSpec {
             namespaces: self.namespaces(),
             resources: self.resources.clone(),
             no_new_privileges: true,
-            seccomp: "vouch-default-v1".into(),
+            seccomp: seccomp_digest(),
             readonly_paths: READONLY_PATHS.iter().map(|c| c.to_string()).collect(),
             masked_paths: MASKED_PATHS.iter().map(|c| c.to_string()).collect(),
             secrets: self.secrets.clone(),
@@ -576,11 +1070,7 @@ impl ContainerSpec {
                 "namespaces": namespaces,
                 "maskedPaths": MASKED_PATHS,
                 "readonlyPaths": READONLY_PATHS,
-                "seccomp": {
-                    "defaultAction": "SCMP_ACT_ALLOW",
-                    "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
-                    "syscalls": [{"names": BLOCKED_SYSCALLS, "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]
-                }
+                "seccomp": seccomp_profile()
             }
         })
     }
@@ -589,6 +1079,75 @@ impl ContainerSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Only MASKED_EQ operands are swapped for libcontainer, every one of them, and nothing else.
+    #[test]
+    fn libcontainer_gets_masked_comparisons_swapped_and_nothing_else() {
+        let spec = ContainerSpec {
+            args: vec!["true".into()],
+            ..Default::default()
+        };
+        let oci = spec.to_oci();
+        let handed = for_libcontainer(oci.clone());
+        let clone_rule = |v: &Value| {
+            v["linux"]["seccomp"]["syscalls"]
+                .as_array()
+                .expect("rules")
+                .iter()
+                .find(|r| r["names"] == json!(["clone"]))
+                .expect("clone rule")["args"][0]
+                .clone()
+        };
+        assert_eq!(
+            clone_rule(&oci),
+            json!({"index": 0, "value": CLONE_NAMESPACE_FLAGS, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"})
+        );
+        assert_eq!(
+            clone_rule(&handed),
+            json!({"index": 0, "value": 0, "valueTwo": CLONE_NAMESPACE_FLAGS, "op": "SCMP_CMP_MASKED_EQ"})
+        );
+        // Everything else is the same value.
+        let mut back = for_libcontainer(handed);
+        assert_eq!(back, oci);
+        back["linux"]["seccomp"]["syscalls"] = json!([]);
+        let mut plain = oci.clone();
+        plain["linux"]["seccomp"]["syscalls"] = json!([]);
+        assert_eq!(back, plain);
+        // A masked comparison without valueTwo means datum 0.
+        let mut custom = json!({"linux": {"seccomp": {"syscalls": [
+            {"names": ["x"], "args": [{"index": 1, "value": 8, "op": "SCMP_CMP_MASKED_EQ"}, {"index": 2, "value": 8, "op": "SCMP_CMP_EQ"}]}
+        ]}}});
+        custom = for_libcontainer(custom);
+        assert_eq!(
+            custom["linux"]["seccomp"]["syscalls"][0]["args"],
+            json!([{"index": 1, "value": 0, "valueTwo": 8, "op": "SCMP_CMP_MASKED_EQ"}, {"index": 2, "value": 8, "op": "SCMP_CMP_EQ"}])
+        );
+    }
+
+    /// The measured config names the profile by its digest: a change of the syscall list
+    /// changes what is measured.
+    #[test]
+    fn the_seccomp_profile_is_measured_by_its_digest() {
+        let spec = ContainerSpec::default();
+        let eff = spec.effective();
+        assert!(eff.seccomp.starts_with("sha384:") && eff.seccomp.len() == 7 + 96);
+        use sha2::Digest as _;
+        let mut other = seccomp_profile();
+        other["syscalls"][0]["names"] = json!(["read"]);
+        let d = hex::encode(sha2::Sha384::digest(
+            vouch_measure::canonicalize(&other).expect("canonical"),
+        ));
+        assert_ne!(eff.seccomp, format!("sha384:{d}"));
+        assert_eq!(spec.to_oci()["linux"]["seccomp"], seccomp_profile());
+        // Nothing is both allowed outright and blocked or conditional.
+        for name in ALLOWED_SYSCALLS {
+            assert!(!BLOCKED_SYSCALLS.contains(name), "{name}");
+            assert!(
+                !["clone", "clone3", "personality", "socket", "socketcall"].contains(name),
+                "{name}"
+            );
+        }
+    }
 
     #[test]
     fn volume_syntax_and_refusals() {
@@ -706,6 +1265,91 @@ mod tests {
             Ok(vec![])
         );
         assert!(matches!(r("a/b"), Err(SpecError::BadUser(_))));
+        // Ids the kernel reads as -1, or that do not fit, are refused wherever they come from.
+        for user in [
+            "4294967295",
+            "0:4294967295",
+            "4294967295:0",
+            "4294967296",
+            "99999999999",
+            "app:4294967295",
+        ] {
+            assert_eq!(
+                r(user),
+                Err(SpecError::BadId(
+                    user.rsplit(':')
+                        .find(|p| p.len() > 9)
+                        .expect("id")
+                        .to_string()
+                )),
+                "{user}"
+            );
+        }
+        // Numbers are digits only: a sign or a space makes a name, looked up (and not found).
+        for user in ["+1", " 1"] {
+            assert_eq!(r(user), Err(SpecError::BadUser(user.into())), "{user}");
+        }
+        assert_eq!(r("-1"), Err(SpecError::NoSuchUser("-1".into())));
+        assert_eq!(r("1:-1"), Err(SpecError::NoSuchGroup("-1".into())));
+        assert_eq!(r("0x1"), Err(SpecError::NoSuchUser("0x1".into())));
+        for user in ["+1", "-1", "1:-1", " 1", "0x1"] {
+            assert_eq!(
+                parse_user(user),
+                Err(SpecError::BadUser(user.into())),
+                "{user}"
+            );
+        }
+        let hostile_passwd = "big:x:4294967295:0::/:/bin/sh\nbiggid:x:7:4294967295::/:/bin/sh\n";
+        let hostile_group = "wide:x:4294967295:\nmembers:x:4294967295:app\n";
+        assert_eq!(
+            resolve_user("big", Some(hostile_passwd), None),
+            Err(SpecError::BadEntryId {
+                file: "/etc/passwd".into(),
+                name: "big".into(),
+                id: "4294967295".into()
+            })
+        );
+        assert_eq!(
+            resolve_user("biggid", Some(hostile_passwd), None),
+            Err(SpecError::BadEntryId {
+                file: "/etc/passwd".into(),
+                name: "biggid".into(),
+                id: "4294967295".into()
+            })
+        );
+        assert_eq!(
+            resolve_user("0:wide", None, Some(hostile_group)),
+            Err(SpecError::BadEntryId {
+                file: "/etc/group".into(),
+                name: "wide".into(),
+                id: "4294967295".into()
+            })
+        );
+        assert_eq!(
+            resolve_user("app", Some(passwd), Some(hostile_group)),
+            Err(SpecError::BadEntryId {
+                file: "/etc/group".into(),
+                name: "members".into(),
+                id: "4294967295".into()
+            })
+        );
+        let mut gids = Vec::new();
+        assert_eq!(
+            add_groups(&mut gids, &["4294967295".into()], None),
+            Err(SpecError::BadId("4294967295".into()))
+        );
+        assert_eq!(
+            add_groups(&mut gids, &["wide".into()], Some(hostile_group)),
+            Err(SpecError::BadEntryId {
+                file: "/etc/group".into(),
+                name: "wide".into(),
+                id: "4294967295".into()
+            })
+        );
+        assert_eq!(
+            parse_user("4294967294:4294967294"),
+            Ok((4294967294, 4294967294))
+        );
         // A line with a non-numeric id is not an entry.
         assert_eq!(
             resolve_user("bad", Some("bad:x:abc:1\n"), None).map(|r| r.uid),

@@ -126,3 +126,221 @@ fn the_runtime_binary_is_never_reachable_from_a_container() {
         "the container's first process came from {link}, not the sealed copy"
     );
 }
+
+/// Raw system calls from inside a container, each reported as `NAME ok` or `NAME errno N`.
+const SYSCALL_PROBE: &str = r#"
+typedef unsigned long u64;
+static long sys(long n, long a, long b, long c, long d, long e) {
+    long r;
+    register long r10 __asm__("r10") = d;
+    register long r8 __asm__("r8") = e;
+    __asm__ volatile ("syscall" : "=a"(r) : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8) : "rcx", "r11", "memory");
+    return r;
+}
+static long sys32(long n, long a) {
+    long r;
+    __asm__ volatile ("int $0x80" : "=a"(r) : "a"(n), "b"(a), "c"(0), "d"(0), "S"(0), "D"(0) : "memory");
+    return r;
+}
+static long len(const char *s) { long n = 0; while (s[n]) n++; return n; }
+static void put(const char *s) { sys(1, 1, (long)s, len(s), 0, 0); }
+static void putn(u64 v) {
+    char b[24]; int i = 23; b[i] = 0;
+    do { b[--i] = '0' + v % 10; v /= 10; } while (v);
+    put(b + i);
+}
+static void report(const char *name, long r) {
+    put(name);
+    if (r >= 0) put(" ok\n"); else { put(" errno "); putn(-r); put("\n"); }
+}
+/* A child made by clone exits at once; the parent reaps it. */
+static void clone_with(const char *name, long flags) {
+    long r = sys(56, flags | 17, 0, 0, 0, 0);
+    if (r == 0) sys(60, 0, 0, 0, 0, 0);
+    if (r > 0) sys(61, r, 0, 0, 0, 0);
+    report(name, r);
+}
+void _start(void) {
+    clone_with("fork", 0);
+    clone_with("thread-flags", 0x00100000 | 0x01000000 | 0x00200000);
+    clone_with("clone-newuser", 0x10000000);
+    clone_with("clone-newns", 0x00020000);
+    clone_with("clone-newnet", 0x40000000);
+    clone_with("clone-newpid", 0x20000000);
+    clone_with("clone-newuts", 0x04000000);
+    clone_with("clone-newipc", 0x08000000);
+    clone_with("clone-newcgroup", 0x02000000);
+    u64 args[11] = {0x10000000, 0, 0, 0, 17, 0, 0, 0, 0, 0, 0};
+    long r = sys(435, (long)args, 88, 0, 0, 0);
+    if (r == 0) sys(60, 0, 0, 0, 0, 0);
+    report("clone3-newuser", r);
+    args[0] = 0;
+    r = sys(435, (long)args, 88, 0, 0, 0);
+    if (r == 0) sys(60, 0, 0, 0, 0, 0);
+    report("clone3-plain", r);
+    report("unshare-newuser", sys(272, 0x10000000, 0, 0, 0, 0));
+    r = sys32(120, 0x10000000 | 17);
+    if (r == 0) sys(60, 0, 0, 0, 0, 0);
+    report("clone32-newuser", r);
+    report("personality-query", sys(135, 0xffffffff, 0, 0, 0, 0));
+    report("personality-linux", sys(135, 0, 0, 0, 0, 0));
+    report("personality-no-aslr", sys(135, 0x0040000, 0, 0, 0, 0));
+    report("socket-inet", sys(41, 2, 1, 0, 0, 0));
+    report("socket-vsock", sys(41, 40, 1, 0, 0, 0));
+    report("keyctl", sys(250, 0, 0, 0, 0, 0));
+    report("getpid", sys(39, 0, 0, 0, 0, 0));
+    sys(60, 0, 0, 0, 0, 0);
+}
+"#;
+
+/// Docker's default-profile semantics from inside a container: no new namespaces by clone (any
+/// namespace flag, 64-bit or 32-bit entry), clone3 answered with ENOSYS, unshare refused, only
+/// Docker's personality values, no vsock sockets; ordinary forks, threads and sockets work.
+#[test]
+fn seccomp_refuses_new_namespaces_from_inside_a_container() {
+    if !require_root("seccomp_refuses_new_namespaces_from_inside_a_container") {
+        return;
+    }
+    let env = TestEnv::new();
+    let Some(probe) = compile_static(env.path(), "probe", SYSCALL_PROBE) else {
+        return;
+    };
+    let probe = std::fs::read(&probe).expect("probe");
+    let layout = env.path().join("layout-probe");
+    write_layout(
+        &layout,
+        "probe",
+        &[
+            busybox_layer(),
+            Layer::new().file("probe", 0o755, &probe).finish(),
+        ],
+        &["/probe"],
+        &[],
+    );
+    let d = env.start();
+    d.ok(&["image", "load", "-i", layout.to_str().expect("utf8")]);
+    let out = d.vouch(&["run", "--rm", "probe"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let result = |name: &str| -> String {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+            .to_string()
+    };
+    let eperm = format!("errno {}", libc::EPERM);
+    for ok in [
+        "fork",
+        "thread-flags",
+        "personality-query",
+        "personality-linux",
+        "socket-inet",
+        "getpid",
+    ] {
+        assert_eq!(result(ok), "ok", "{ok}: {text}");
+    }
+    for refused in [
+        "clone-newuser",
+        "clone-newns",
+        "clone-newnet",
+        "clone-newpid",
+        "clone-newuts",
+        "clone-newipc",
+        "clone-newcgroup",
+        "clone32-newuser",
+        "unshare-newuser",
+        "personality-no-aslr",
+        "socket-vsock",
+        "keyctl",
+    ] {
+        assert_eq!(result(refused), eperm, "{refused}: {text}");
+    }
+    let enosys = format!("errno {}", libc::ENOSYS);
+    assert_eq!(result("clone3-newuser"), enosys, "{text}");
+    assert_eq!(result("clone3-plain"), enosys, "{text}");
+    // Ordinary programs still run: busybox forks a pipeline.
+    let out = d.vouch(&["run", "--rm", "probe", "sh", "-c", "echo a | cat; id -u"]);
+    assert_eq!(stdout(&out), "a\n0\n", "{}", stderr(&out));
+}
+
+/// User and group ids that the kernel reads as -1 (or that overflow) never reach it: from the
+/// flags, and from the image's own /etc/passwd and /etc/group, the launch is refused before
+/// anything runs, instead of running as root while the measured config names another user.
+#[test]
+fn out_of_range_ids_are_refused_before_anything_runs() {
+    if !require_root("out_of_range_ids_are_refused_before_anything_runs") {
+        return;
+    }
+    let env = TestEnv::new();
+    let layout = env.path().join("layout-ids");
+    write_layout(
+        &layout,
+        "ids",
+        &[
+            busybox_layer(),
+            Layer::new()
+                .file(
+                    "etc/passwd",
+                    0o644,
+                    b"root:x:0:0:root:/root:/bin/sh\nbig:x:4294967295:0::/:/bin/sh\n",
+                )
+                .file("etc/group", 0o644, b"root:x:0:\nwide:x:4294967295:\n")
+                .finish(),
+        ],
+        &["/bin/sh"],
+        &[],
+    );
+    let d = env.start();
+    d.ok(&["image", "load", "-i", layout.to_str().expect("utf8")]);
+    for (args, says) in [
+        (
+            vec!["--user", "4294967295"],
+            "id 4294967295 is out of range",
+        ),
+        (
+            vec!["--user", "0:4294967295"],
+            "id 4294967295 is out of range",
+        ),
+        (
+            vec!["--user", "4294967296"],
+            "id 4294967296 is out of range",
+        ),
+        (
+            vec!["--group-add", "4294967295"],
+            "id 4294967295 is out of range",
+        ),
+        (
+            vec!["--user", "big"],
+            "/etc/passwd entry for \"big\" has id 4294967295",
+        ),
+        (
+            vec!["--user", "0:wide"],
+            "/etc/group entry for \"wide\" has id 4294967295",
+        ),
+        (
+            vec!["--group-add", "wide"],
+            "/etc/group entry for \"wide\" has id 4294967295",
+        ),
+    ] {
+        let mut run = vec!["run", "--rm"];
+        run.extend(&args);
+        run.extend(["ids", "id", "-u"]);
+        let out = d.vouch(&run);
+        assert_eq!(out.status.code(), Some(125), "{args:?}: {}", stdout(&out));
+        assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
+        assert_eq!(stdout(&out), "", "{args:?}: something ran");
+    }
+    // Nothing was launched, so nothing was measured as launched.
+    assert_eq!(d.json(&["ps", "-a", "--json"]), serde_json::json!([]));
+    // The largest valid id runs as itself.
+    let out = d.vouch(&[
+        "run",
+        "--rm",
+        "--user",
+        "4294967294:4294967294",
+        "ids",
+        "id",
+        "-u",
+    ]);
+    assert_eq!(stdout(&out), "4294967294\n", "{}", stderr(&out));
+}
