@@ -71,6 +71,12 @@ pub enum KbsError {
     Key(#[source] jwe::JweError),
     #[error("cannot sign the attestation token")]
     Signing(#[source] TokenError),
+    #[error("the request was not received within {0} seconds")]
+    RequestTimeout(u64),
+    #[error("the request body is over the limit of {0} bytes")]
+    TooLarge(usize),
+    #[error("the KBS is busy: {0}; try again shortly")]
+    Busy(String),
 }
 
 impl KbsError {
@@ -100,6 +106,9 @@ impl KbsError {
             KbsError::NoEndpoint => (StatusCode::NOT_FOUND, "NotFound"),
             KbsError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "StorageError"),
             KbsError::Signing(_) => (StatusCode::INTERNAL_SERVER_ERROR, "TokenSigningError"),
+            KbsError::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "RequestTimeout"),
+            KbsError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "PayloadTooLarge"),
+            KbsError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "Busy"),
         }
     }
 
@@ -190,6 +199,37 @@ pub struct KbsConfig {
     pub collateral: Option<Arc<vouch_tee::collateral::CollateralStore>>,
     /// CA certificates (DER) trusted to certify TPM attestation keys.
     pub tpm_ak_cas: Vec<Vec<u8>>,
+    /// How the server bounds what unauthenticated clients can make it hold.
+    pub limits: ServeLimits,
+}
+
+/// Bounds on what any client, before it has authenticated, can make the KBS hold: time for a
+/// whole request, bytes of request bodies, connections.
+#[derive(Clone, Debug)]
+pub struct ServeLimits {
+    /// A request's headers, and then its body, must each arrive within this time; an idle
+    /// kept-alive connection is closed after it too.
+    pub request_timeout: Duration,
+    /// Largest request body.
+    pub max_body: usize,
+    /// Bytes of request bodies held at once, over all connections; beyond it requests are
+    /// answered 503 until others finish.
+    pub max_body_in_flight: usize,
+    /// Open connections at most, in all and from one peer address; more are closed at once.
+    pub max_connections: usize,
+    pub max_connections_per_peer: usize,
+}
+
+impl Default for ServeLimits {
+    fn default() -> Self {
+        ServeLimits {
+            request_timeout: Duration::from_secs(10),
+            max_body: 4 << 20,
+            max_body_in_flight: 256 << 20,
+            max_connections: 4096,
+            max_connections_per_peer: 256,
+        }
+    }
 }
 
 enum SessionState {
@@ -215,31 +255,63 @@ pub struct Kbs {
     storage: Box<dyn Storage>,
     signer: Es256,
     sessions: Mutex<Sessions>,
+    /// Bytes of request bodies being held (see [`ServeLimits::max_body_in_flight`]).
+    body_budget: Arc<tokio::sync::Semaphore>,
 }
 
-/// Open sessions, and their ids in the order they were opened. Every session lives for the same
-/// TTL, so that order is also the order in which they expire: dropping expired sessions, or the
-/// oldest when the table is full, only ever looks at the front.
+/// Open sessions. Every session lives for the same TTL, so the order in which sessions were
+/// opened is also the order in which they expire, and both queues only ever look at their front.
+///
+/// A full table makes room only by dropping a session that is no further along than a newcomer:
+/// one that was challenged and has not sent its attestation. A session whose attestation is being
+/// verified, or that is attested, is never dropped to make room; when only such sessions are
+/// left, the newcomer is refused. A flood of `/auth` can thus never push out a client that is
+/// attesting or has attested.
 #[derive(Default)]
 struct Sessions {
     map: HashMap<String, Session>,
+    /// Every session, by expiry.
     order: std::collections::VecDeque<(Instant, String)>,
+    /// Sessions that were challenged, oldest first; entries whose session has moved on (or is
+    /// gone) are skipped when met, as a session never moves back.
+    challenged: std::collections::VecDeque<String>,
 }
 
 impl Sessions {
-    /// Drop expired sessions, then the oldest ones until there is room for one more.
-    fn make_room(&mut self, now: Instant, max: usize) {
+    /// Drop expired sessions, then, if the table is still full, the oldest session that is only
+    /// challenged. `false` when no such session is left to make room.
+    fn make_room(&mut self, now: Instant, max: usize) -> bool {
         while let Some((expires, _)) = self.order.front() {
-            let full = self.map.len() >= max.max(1);
-            if *expires > now && !full {
+            if *expires > now {
                 break;
             }
             if let Some((_, id)) = self.order.pop_front() {
-                if self.map.remove(&id).is_some() && full {
-                    tracing::debug!("session table full; the oldest session was dropped");
-                }
+                self.map.remove(&id);
             }
         }
+        while self.map.len() >= max.max(1) {
+            let Some(id) = self.challenged.pop_front() else {
+                return false;
+            };
+            let evictable = matches!(
+                self.map.get(&id),
+                Some(Session { state: SessionState::Challenged { nonce }, .. }) if !nonce.is_empty()
+            );
+            if evictable {
+                self.map.remove(&id);
+                tracing::debug!("session table full; the oldest challenged session was dropped");
+            }
+        }
+        // Keep the queues from growing beyond the table with entries of sessions that are gone.
+        if self.challenged.len() > 2 * max.max(1) {
+            let map = &self.map;
+            self.challenged.retain(|id| map.contains_key(id));
+        }
+        if self.order.len() > 2 * max.max(1) {
+            let map = &self.map;
+            self.order.retain(|(_, id)| map.contains_key(id));
+        }
+        true
     }
 }
 
@@ -282,11 +354,16 @@ fn claims_of(v: &Verdict) -> Value {
 
 impl Kbs {
     pub fn new(cfg: KbsConfig, storage: Box<dyn Storage>, signer: Es256) -> Self {
+        let budget = cfg
+            .limits
+            .max_body_in_flight
+            .min(tokio::sync::Semaphore::MAX_PERMITS);
         Kbs {
             cfg,
             storage,
             signer,
             sessions: Mutex::new(Sessions::default()),
+            body_budget: Arc::new(tokio::sync::Semaphore::new(budget)),
         }
     }
 
@@ -312,9 +389,15 @@ impl Kbs {
         let id = hex::encode(&random[32..]);
         let mut sessions = self.sessions();
         let now = Instant::now();
-        sessions.make_room(now, self.cfg.max_sessions);
+        if !sessions.make_room(now, self.cfg.max_sessions) {
+            return Err(KbsError::Busy(format!(
+                "all {} sessions are attesting or attested",
+                self.cfg.max_sessions
+            )));
+        }
         let expires = now + self.cfg.session_ttl;
         sessions.order.push_back((expires, id.clone()));
+        sessions.challenged.push_back(id.clone());
         sessions.map.insert(
             id.clone(),
             Session {
@@ -724,39 +807,168 @@ pub fn router(kbs: Shared) -> Router {
         .route("/kbs/v0/resource-policy", post(set_policy))
         .route("/kbs/v0/reference-values", post(set_reference))
         .fallback(|| async { KbsError::NoEndpoint })
-        .layer(DefaultBodyLimit::max(4 << 20))
+        .layer(DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn_with_state(
+            kbs.clone(),
+            bounded_body,
+        ))
         .with_state(kbs)
 }
 
-/// How long a client may take to send a request's headers, and how long a kept-alive
-/// connection may sit idle before the next request.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Read a request's whole body before any handler sees it: within the request timeout (counted
+/// from the end of its headers), within the size limit, and holding its bytes against the KBS's
+/// in-flight budget until the answer is made. A client that trickles its body is answered 408
+/// and its connection closed; one that sends too much, 413; when bodies in flight are over the
+/// budget, 503.
+async fn bounded_body(
+    State(k): State<Shared>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let limits = &k.cfg.limits;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limits.max_body as u64) {
+        return KbsError::TooLarge(limits.max_body).into_response();
+    }
+    let (parts, mut body) = req.into_parts();
+    let busy = || KbsError::Busy("too many request bodies in flight".into());
+    // A declared length is held against the budget before a byte is read, and the buffer is
+    // allocated once; a body without one is held frame by frame.
+    let mut held: Option<tokio::sync::OwnedSemaphorePermit> = None;
+    let mut buf = Vec::new();
+    if let Some(n) = declared.filter(|n| *n > 0) {
+        match k.body_budget.clone().try_acquire_many_owned(n as u32) {
+            Ok(p) => held = Some(p),
+            Err(_) => return busy().into_response(),
+        }
+        buf.reserve_exact(n as usize);
+    }
+    let read = async {
+        use http_body_util::BodyExt as _;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| KbsError::InvalidRequest(format!("body: {e}")))?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            if buf.len() + data.len() > limits.max_body {
+                return Err(KbsError::TooLarge(limits.max_body));
+            }
+            if declared.is_none() {
+                let n =
+                    u32::try_from(data.len()).map_err(|_| KbsError::TooLarge(limits.max_body))?;
+                let permit = k
+                    .body_budget
+                    .clone()
+                    .try_acquire_many_owned(n)
+                    .map_err(|_| busy())?;
+                match &mut held {
+                    Some(all) => all.merge(permit),
+                    None => held = Some(permit),
+                }
+            }
+            buf.extend_from_slice(&data);
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(limits.request_timeout, read).await {
+        Err(_) => KbsError::RequestTimeout(limits.request_timeout.as_secs()).into_response(),
+        Ok(Err(e)) => e.into_response(),
+        Ok(Ok(())) => {
+            let response = next
+                .run(axum::extract::Request::from_parts(
+                    parts,
+                    axum::body::Body::from(buf),
+                ))
+                .await;
+            drop(held);
+            response
+        }
+    }
+}
+
 /// How long connections in progress get to finish once shutdown is asked for.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Largest request head (request line and headers).
+const MAX_HEAD: usize = 64 << 10;
+
+/// Open connections, in all and per peer address.
+#[derive(Default)]
+struct Connections {
+    total: usize,
+    per_peer: HashMap<std::net::IpAddr, usize>,
+}
+
+/// One admitted connection; gives its place back when dropped.
+struct Admitted {
+    table: Arc<Mutex<Connections>>,
+    peer: std::net::IpAddr,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut t = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        t.total = t.total.saturating_sub(1);
+        if let Some(n) = t.per_peer.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                t.per_peer.remove(&self.peer);
+            }
+        }
+    }
+}
+
+fn admit(
+    table: &Arc<Mutex<Connections>>,
+    peer: std::net::IpAddr,
+    limits: &ServeLimits,
+) -> Option<Admitted> {
+    let mut t = table.lock().unwrap_or_else(|p| p.into_inner());
+    let from_peer = t.per_peer.get(&peer).copied().unwrap_or(0);
+    if t.total >= limits.max_connections || from_peer >= limits.max_connections_per_peer {
+        return None;
+    }
+    t.total += 1;
+    *t.per_peer.entry(peer).or_default() += 1;
+    Some(Admitted {
+        table: table.clone(),
+        peer,
+    })
+}
 
 /// Serve the KBS on `listener` until `shutdown` completes. HTTP/1.1 with keep-alive and
-/// pipelining, no Nagle delay (answers to pipelined requests are not held back), and a
-/// bound on slow or idle clients ([`HEADER_READ_TIMEOUT`]).
+/// pipelining, no Nagle delay (answers to pipelined requests are not held back), and bounds on
+/// what a client can make it hold ([`ServeLimits`]): the request head and then the body must
+/// each arrive within the request timeout (an idle kept-alive connection is closed after it),
+/// heads are at most 64 KiB, bodies at most `max_body`, and connections beyond the total or
+/// per-peer limit are closed at once.
 ///
-/// With `tls`, every connection is TLS (`kbss://`); the handshake must end within the header
-/// read timeout.
+/// With `tls`, every connection is TLS (`kbss://`); the handshake must end within the request
+/// timeout.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     kbs: Shared,
     tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
+    let limits = kbs.cfg.limits.clone();
     let app = router(kbs);
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(limits.request_timeout)
+        .max_buf_size(MAX_HEAD)
         .pipeline_flush(true);
+    let connections = Arc::new(Mutex::new(Connections::default()));
+    let mut refused_logged = Instant::now() - Duration::from_secs(60);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
-        let tcp = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {
-                Ok((tcp, _)) => tcp,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors and the like: wait, rather than spin.
                     tracing::warn!(error = %e, "cannot accept a connection");
@@ -766,10 +978,21 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        let Some(admitted) = admit(&connections, peer.ip(), &limits) else {
+            // Closed at once; logged at most once a minute, so a flood does not flood the log.
+            if refused_logged.elapsed() > Duration::from_secs(60) {
+                refused_logged = Instant::now();
+                tracing::warn!(peer = %peer.ip(), "connection limit reached; closing new connections");
+            }
+            drop(tcp);
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let service = hyper_util::service::TowerToHyperService::new(app.clone());
         let (watcher, http, tls) = (graceful.watcher(), http.clone(), tls.clone());
+        let handshake_timeout = limits.request_timeout;
         tokio::spawn(async move {
+            let _admitted = admitted;
             let served = match tls {
                 None => {
                     let io = hyper_util::rt::TokioIo::new(tcp);
@@ -777,8 +1000,7 @@ pub async fn serve(
                 }
                 Some(acceptor) => {
                     let stream =
-                        match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(tcp)).await
-                        {
+                        match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                             Ok(Ok(s)) => s,
                             Ok(Err(e)) => {
                                 tracing::debug!(error = %e, "TLS handshake failed");
@@ -824,6 +1046,7 @@ mod tests {
             tpm_aks: Vec::new(),
             collateral: None,
             tpm_ak_cas: Vec::new(),
+            limits: ServeLimits::default(),
         };
         let signer = Es256::from_scalar(&[7u8; 32]).expect("key");
         (dir, Kbs::new(cfg, Box::new(storage), signer))
@@ -847,7 +1070,73 @@ mod tests {
         for (i, id) in ids.iter().enumerate() {
             assert_eq!(sessions.map.contains_key(id), i >= 2, "session {i}");
         }
-        assert_eq!(sessions.order.len(), 3);
+        // The queues hold entries of dropped sessions only until they are met, and never more
+        // than twice the table.
+        drop(sessions);
+        for _ in 0..100 {
+            open_session(&k);
+        }
+        let sessions = k.sessions();
+        assert_eq!(sessions.map.len(), 3);
+        assert!(sessions.order.len() <= 6 && sessions.challenged.len() <= 6);
+    }
+
+    /// A flood of /auth makes room only among sessions that are merely challenged: a session
+    /// whose attestation is being verified, or that is attested, stays; with only such
+    /// sessions left, newcomers are refused (503), and nobody is dropped.
+    #[test]
+    fn a_flood_of_auth_never_drops_attesting_or_attested_sessions() {
+        let (_dir, k) = kbs(4, Duration::from_secs(60));
+        let attested = open_session(&k);
+        let verifying = open_session(&k);
+        {
+            let mut sessions = k.sessions();
+            sessions.map.get_mut(&attested).expect("s").state = SessionState::Attested {
+                claims: "{}".into(),
+                tee_pubkey: "{}".into(),
+            };
+            // What attest() leaves while it verifies: the nonce taken out.
+            sessions.map.get_mut(&verifying).expect("s").state = SessionState::Challenged {
+                nonce: String::new(),
+            };
+        }
+        for _ in 0..100 {
+            open_session(&k);
+        }
+        {
+            let sessions = k.sessions();
+            assert_eq!(sessions.map.len(), 4);
+            assert!(
+                sessions.map.contains_key(&attested),
+                "attested session dropped"
+            );
+            assert!(
+                sessions.map.contains_key(&verifying),
+                "verifying session dropped"
+            );
+            assert!(sessions.challenged.len() <= 8 && sessions.order.len() <= 8);
+        }
+        assert!(k.attested(Some(&attested), None).is_ok());
+        // Every slot attesting or attested: the newcomer is refused, nobody is dropped.
+        {
+            let mut sessions = k.sessions();
+            for s in sessions.map.values_mut() {
+                s.state = SessionState::Attested {
+                    claims: "{}".into(),
+                    tee_pubkey: "{}".into(),
+                };
+            }
+        }
+        let req: Request = serde_json::from_value(
+            json!({"version": PROTOCOL_VERSION, "tee": "sample", "extra-params": {}}),
+        )
+        .expect("request");
+        let err = k
+            .auth(req)
+            .expect_err("room made by dropping an attested session");
+        assert!(matches!(err, KbsError::Busy(_)), "{err}");
+        assert_eq!(err.status().0, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(k.sessions().map.len(), 4);
     }
 
     /// Expired sessions are dropped when new ones open, and refused before that.

@@ -951,6 +951,157 @@ fn a_secret_never_reaches_another_image_under_concurrent_launches() {
     }
 }
 
+/// The KBS's resident memory, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("status")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// Read whatever the server sends until it closes the connection (or `limit` passes).
+fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> (String, bool) {
+    use std::io::Read;
+    stream
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    let deadline = std::time::Instant::now() + limit;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while std::time::Instant::now() < deadline {
+        match stream.read(&mut buf) {
+            Ok(0) => return (String::from_utf8_lossy(&got).into_owned(), true),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return (String::from_utf8_lossy(&got).into_owned(), true),
+        }
+    }
+    (String::from_utf8_lossy(&got).into_owned(), false)
+}
+
+/// Unauthenticated clients cannot make the KBS hold time, memory or connections: a body
+/// trickled after complete headers is answered 408 and closed at the request timeout, so is a
+/// connection that never sends anything; a peer's connections beyond its limit are closed at
+/// once; bodies in flight beyond the budget are answered 503, and resident memory stays within
+/// that budget; afterwards the KBS serves a full round trip.
+#[test]
+fn slow_and_greedy_clients_are_bounded() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let k = KbsProc::start(
+        dir.path(),
+        &[
+            "--allow-sim",
+            "--request-timeout",
+            "2",
+            "--max-connections-per-peer",
+            "80",
+            "--max-body-in-flight",
+            "16",
+        ],
+    );
+    k.put("default/key/app", SECRET, dir.path());
+    // A body trickled one byte at a time.
+    let mut slow = TcpStream::connect(&k.addr).expect("connect");
+    slow.write_all(b"POST /kbs/v0/auth HTTP/1.1\r\nHost: kbs\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n").expect("head");
+    let started = std::time::Instant::now();
+    let trickle = {
+        let mut s = slow.try_clone().expect("clone");
+        std::thread::spawn(move || {
+            for _ in 0..40 {
+                if s.write_all(b" ").is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
+    let (answer, closed) = read_until_closed(&mut slow, Duration::from_secs(6));
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(closed, "the trickling connection stayed open");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    trickle.join().expect("trickle");
+    // A connection that never sends a byte is closed too.
+    let mut idle = TcpStream::connect(&k.addr).expect("connect");
+    let started = std::time::Instant::now();
+    let (_, closed) = read_until_closed(&mut idle, Duration::from_secs(6));
+    assert!(
+        closed && started.elapsed() < Duration::from_secs(5),
+        "idle connection kept"
+    );
+
+    // 64 clients each send 1 MiB of a 4 MB body and stall: at most the 16 MiB budget is held,
+    // the others are refused with 503 at once.
+    let pid = k.child.as_ref().expect("kbs").id();
+    let before = rss_kib(pid);
+    let chunk = vec![b' '; 1 << 20];
+    let mut greedy: Vec<TcpStream> = (0..64)
+        .map(|_| {
+            let mut s = TcpStream::connect(&k.addr).expect("connect");
+            s.write_all(
+                b"POST /kbs/v0/attest HTTP/1.1\r\nHost: kbs\r\nContent-Length: 4000000\r\n\r\n",
+            )
+            .expect("head");
+            let _ = s.write_all(&chunk);
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let grown = rss_kib(pid).saturating_sub(before);
+    assert!(
+        grown < 48 << 10,
+        "the KBS grew by {grown} KiB holding stalled bodies"
+    );
+    let mut busy = 0;
+    let mut timed_out = 0;
+    for s in greedy.iter_mut() {
+        let (answer, _) = read_until_closed(s, Duration::from_secs(5));
+        if answer.starts_with("HTTP/1.1 503") {
+            busy += 1;
+        } else if answer.starts_with("HTTP/1.1 408") {
+            timed_out += 1;
+        }
+    }
+    assert!(busy >= 40, "only {busy} bodies refused over the budget");
+    assert_eq!(
+        busy + timed_out,
+        64,
+        "{busy} refused, {timed_out} timed out"
+    );
+    drop(greedy);
+
+    // A peer's connections beyond its limit are closed at once, the first ones stay open.
+    let held: Vec<TcpStream> = (0..80)
+        .map(|_| TcpStream::connect(&k.addr).expect("connect"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut extra = TcpStream::connect(&k.addr).expect("connect");
+    let started = std::time::Instant::now();
+    let (_, closed) = read_until_closed(&mut extra, Duration::from_secs(1));
+    assert!(
+        closed && started.elapsed() < Duration::from_millis(900),
+        "connection over the limit kept"
+    );
+    drop(held);
+    std::thread::sleep(Duration::from_millis(200));
+    // The KBS still works.
+    let tee = FakeTee::new(&format!("sha256:{}", "ab".repeat(32)));
+    assert_eq!(
+        fetch(&k, &tee, "default/key/app").expect("round trip"),
+        SECRET
+    );
+}
+
 /// Files under `dir` containing the secret's distinctive bytes.
 fn scan(dir: &Path, leaks: &mut Vec<PathBuf>) {
     let Ok(rd) = std::fs::read_dir(dir) else {

@@ -72,14 +72,30 @@ enum Cmd {
         /// the evidence carries the AK's certificate. Repeatable.
         #[arg(long, value_name = "FILE")]
         tpm_ak_ca: Vec<PathBuf>,
-        /// Seconds a session (challenge) stays valid.
-        #[arg(long, default_value_t = 300)]
+        /// Seconds a session (challenge) stays valid (at most a day).
+        #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400), value_name = "SECONDS")]
         session_ttl: u64,
-        /// Open sessions kept at most; when full, a new session replaces the oldest.
+        /// Open sessions kept at most; when full, a new session replaces the oldest one that is
+        /// only challenged (a session that is attesting or attested is never dropped for a
+        /// newcomer, who is refused with 503 instead).
         #[arg(long, default_value_t = 100_000)]
         max_sessions: usize,
-        /// Seconds an attestation token stays valid.
-        #[arg(long, default_value_t = 300)]
+        /// Seconds a client gets to send a request's headers, and then its body (and that an
+        /// idle kept-alive connection stays open).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600), value_name = "SECONDS")]
+        request_timeout: u64,
+        /// MiB of request bodies held at once over all connections; beyond it requests are
+        /// answered 503 until others finish.
+        #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=65_536), value_name = "MIB")]
+        max_body_in_flight: u64,
+        /// Open connections at most; more are closed at once.
+        #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+        max_connections: u64,
+        /// Open connections at most from one peer address.
+        #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+        max_connections_per_peer: u64,
+        /// Seconds an attestation token stays valid (at most a day).
+        #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400), value_name = "SECONDS")]
         token_ttl: u64,
         #[arg(long, env = "VOUCH_LOG", default_value = "info")]
         log_level: String,
@@ -279,6 +295,10 @@ fn run(cli: Cli) -> Result<()> {
             collateral,
             session_ttl,
             max_sessions,
+            request_timeout,
+            max_body_in_flight,
+            max_connections,
+            max_connections_per_peer,
             token_ttl,
             log_level,
         } => {
@@ -354,6 +374,13 @@ fn run(cli: Cli) -> Result<()> {
                 tpm_aks: tpm_ak.iter().map(|f| f.to_ascii_lowercase()).collect(),
                 collateral: collateral.store()?,
                 tpm_ak_cas: vouch::ca_certificates(&tpm_ak_ca)?,
+                limits: vouch_kbs::server::ServeLimits {
+                    request_timeout: Duration::from_secs(request_timeout),
+                    max_body_in_flight: (max_body_in_flight as usize) << 20,
+                    max_connections: max_connections as usize,
+                    max_connections_per_peer: max_connections_per_peer as usize,
+                    ..Default::default()
+                },
             };
             let kbs = Arc::new(Kbs::new(cfg, storage, signing));
             let tls = match (&tls.tls_cert, &tls.tls_key) {
