@@ -277,12 +277,21 @@ impl Engine {
     }
 
     /// After a restart: finish tasks whose container ended while vouchd was down, follow the
-    /// ones still running, and fail the ones a crash interrupted mid-launch.
+    /// ones still running, and tear down the ones a crash interrupted mid-launch (their monitor
+    /// and any process of theirs killed, secrets wiped, mounts released). `--rm` tasks that
+    /// ended are removed, and whatever a container that is not running still had mounted (a
+    /// crash between any two steps of the way out) is released, so that no secret, mount,
+    /// process or stale task outlives a crash.
     fn reconcile(self: &Arc<Self>) {
         let tasks: Vec<TaskRecord> = lock(&self.tasks).values().cloned().collect();
         for t in tasks {
             let id = t.view.id.clone();
             if t.view.state.is_final() {
+                if t.view.auto_remove {
+                    self.auto_remove(&id);
+                } else {
+                    self.release_mounts(&id);
+                }
                 continue;
             }
             if let Some(exit) = read_exit(&self.exit_path(&id)) {
@@ -299,14 +308,50 @@ impl Engine {
                 (TaskState::Running, _) => {
                     self.finish(&id, None, "its monitor died while vouchd was not running")
                 }
-                _ => {
-                    let _ = Overlay::for_container(&self.container_dir(&id)).unmount();
-                    self.fail(
-                        &id,
-                        "interrupted by a vouchd restart before the container started",
-                    );
+                _ => self.abort_interrupted(&t),
+            }
+        }
+        // Container directories no task owns any more (a crash in the middle of a removal).
+        let known: std::collections::HashSet<String> = lock(&self.tasks).keys().cloned().collect();
+        if let Ok(dirs) = fs::read_dir(self.cfg.containers_dir()) {
+            for d in dirs.flatten() {
+                let name = d.file_name().to_string_lossy().into_owned();
+                if known.contains(&name) {
+                    continue;
+                }
+                self.release_mounts(&name);
+                if let Err(e) = fs::remove_dir_all(d.path()) {
+                    tracing::warn!(dir = %d.path().display(), error = %e, "cannot remove a leftover container directory");
                 }
             }
+        }
+    }
+
+    /// A launch that a crash interrupted: kill its monitor and anything in the container's
+    /// cgroups (the container may have been started just before the crash), wipe its secrets,
+    /// release its mounts and its runtime state, record it as failed, and remove it if `--rm`.
+    fn abort_interrupted(&self, t: &TaskRecord) {
+        let id = &t.view.id;
+        if let Some(mpid) = t.monitor_pid {
+            signal_process(mpid, t.monitor_start, Signal::SIGKILL);
+        }
+        if let Err(e) = vouch_runtime::cgroup::kill_and_remove(
+            &format!("{}/{}", self.cfg.cgroup_parent, id),
+            Duration::from_secs(5),
+        ) {
+            tracing::warn!(id = %id, error = %e, "cannot clean up the cgroups of an interrupted launch");
+        }
+        self.release_mounts(id);
+        let state = self.cfg.runtime_root().join(id);
+        if state.exists() {
+            let _ = fs::remove_dir_all(&state);
+        }
+        self.fail(
+            id,
+            "interrupted by a vouchd restart before the container started",
+        );
+        if t.view.auto_remove {
+            self.auto_remove(id);
         }
     }
 
@@ -331,6 +376,19 @@ impl Engine {
         if let Err(e) = self.db.put(&rec.view.id, rec) {
             tracing::error!(id = %rec.view.id, error = %error_chain(&e), "cannot persist task");
         }
+    }
+
+    /// Apply a change to a task and persist it, without an event.
+    fn modify(&self, id: &str, change: impl FnOnce(&mut TaskRecord)) {
+        let rec = {
+            let mut tasks = lock(&self.tasks);
+            let Some(rec) = tasks.get_mut(id) else {
+                return;
+            };
+            change(rec);
+            rec.clone()
+        };
+        self.persist(&rec);
     }
 
     /// Apply a change to a task, add an event, persist, and notify watchers and subscribers.
@@ -1102,6 +1160,12 @@ impl Engine {
                 id: short.clone(),
                 reason: format!("cannot run the monitor: {e}"),
             })?;
+        // Known from now on, so that a restart after a crash can stop it.
+        let mpid = child.id() as i32;
+        self.modify(id, |r| {
+            r.monitor_pid = Some(mpid);
+            r.monitor_start = start_time(mpid);
+        });
         if let Err(e) = self.prepare(launch, &bundle) {
             // Closing its stdin without GO makes the monitor exit without starting anything.
             drop(child.stdin.take());
@@ -1126,7 +1190,6 @@ impl Engine {
                 reason: "the monitor ended before the start".into(),
             });
         }
-        let mpid = child.id() as i32;
         match read_report(&mut child) {
             Some(MonitorReport::Started { pid }) => {
                 self.measure("container.start", json!({"id": id, "pid": pid}))?;
@@ -1393,8 +1456,14 @@ impl Engine {
             }
             None => json!({"id": id, "exit_code": Value::Null, "status": "unknown"}),
         };
-        if let Err(e) = self.measure("container.exit", content) {
-            tracing::error!(id = %id, error = %error_chain(&e), "cannot measure container exit");
+        // Once: a crash after the record and before the task was updated finishes it again.
+        let measured = lock(&self.journal).records().iter().rev().any(|r| {
+            r.op == "container.exit" && r.content.get("id").and_then(Value::as_str) == Some(id)
+        });
+        if !measured {
+            if let Err(e) = self.measure("container.exit", content) {
+                tracing::error!(id = %id, error = %error_chain(&e), "cannot measure container exit");
+            }
         }
         self.release_mounts(id);
         let message = match &exit {

@@ -6,6 +6,7 @@
 //! containerd shim): libcontainer forks, which is unsafe from a multi-threaded daemon, and a
 //! container must outlive a daemon crash with its exit status still recorded.
 
+pub mod cgroup;
 pub mod logframe;
 pub mod monitor;
 pub mod net;

@@ -40,7 +40,13 @@ impl SecretsDir {
     }
 
     /// Write one secret at a relative path such as `repo/type/tag` (file 0400, directories 0500).
+    /// Only ever onto the tmpfs: if it is not mounted there, nothing is written.
     pub fn write(&self, rel: &str, data: &[u8], uid: u32, gid: u32) -> io::Result<()> {
+        if !self.is_tmpfs() {
+            return Err(io::Error::other(
+                "the secrets tmpfs is not mounted; a secret is never written to disk",
+            ));
+        }
         let rel = Path::new(rel);
         if rel.components().any(|c| !matches!(c, Component::Normal(_))) {
             return Err(io::Error::new(
@@ -74,9 +80,18 @@ impl SecretsDir {
         Ok(())
     }
 
-    /// Unmount (dropping the contents with the tmpfs). Idempotent.
+    /// Overwrite every secret with zeros and remove it, then unmount. The zeros come first: a
+    /// tmpfs lives on while any mount of it does (a container's own bind mount, say), and its
+    /// pages must not hold the plaintext meanwhile. Idempotent.
     pub fn unmount(&self) {
+        wipe(&self.path);
         let _ = umount2(&self.path, MntFlags::MNT_DETACH);
+    }
+
+    /// Whether the secrets directory is the tmpfs (not the disk under it).
+    fn is_tmpfs(&self) -> bool {
+        nix::sys::statfs::statfs(&self.path)
+            .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC)
     }
 
     pub fn is_mounted(&self) -> bool {
@@ -85,5 +100,81 @@ impl SecretsDir {
         };
         let p = self.path.to_string_lossy();
         info.lines().any(|l| l.split(' ').nth(4) == Some(&p))
+    }
+}
+
+/// Zero and remove every file under `dir` (never following a link), then its directories.
+fn wipe(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.is_dir() {
+            wipe(&path);
+            let _ = fs::remove_dir(&path);
+        } else {
+            if meta.is_file() {
+                if let Ok(mut f) = OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&path)
+                {
+                    let zeros = vec![0u8; meta.len().min(TMPFS_BYTES) as usize];
+                    let _ = f.write_all(&zeros);
+                }
+            }
+            let _ = fs::remove_file(&path);
+        }
+    }
+}
+
+/// The tmpfs's size in bytes (see [`TMPFS_SIZE`]): no secret file is larger.
+const TMPFS_BYTES: u64 = 4 << 20;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Secrets are written only onto the tmpfs; unmounting zeroes and removes them first, so a
+    /// second mount of the same tmpfs (as a container holds) sees nothing.
+    #[test]
+    fn secrets_live_only_on_the_tmpfs_and_are_wiped() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIPPED: needs root to mount a tmpfs");
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = SecretsDir::for_container(dir.path());
+        fs::create_dir_all(&s.path).expect("dir");
+        let err = s
+            .write("a/b/c", b"plaintext", 0, 0)
+            .expect_err("written to disk");
+        assert!(err.to_string().contains("never written to disk"), "{err}");
+        assert_eq!(fs::read_dir(&s.path).expect("list").count(), 0);
+        s.mount(0, 0).expect("mount");
+        s.write("a/b/c", b"plaintext", 0, 0).expect("write");
+        // A second mount of the same tmpfs, as a container's bind mount is.
+        let other = dir.path().join("other");
+        fs::create_dir(&other).expect("other");
+        mount(
+            Some(&s.path),
+            &other,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .expect("bind");
+        s.unmount();
+        assert!(!s.is_mounted());
+        assert_eq!(
+            fs::read_dir(&other).expect("list").count(),
+            0,
+            "secret left in the tmpfs"
+        );
+        let _ = umount2(&other, MntFlags::MNT_DETACH);
     }
 }

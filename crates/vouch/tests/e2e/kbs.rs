@@ -1102,6 +1102,162 @@ fn slow_and_greedy_clients_are_bounded() {
     );
 }
 
+/// A KBS that accepts connections and never answers: holds a launch at its fetch.
+struct StallingKbs {
+    addr: String,
+    _held: Arc<std::sync::Mutex<Vec<TcpStream>>>,
+}
+
+impl StallingKbs {
+    fn start() -> StallingKbs {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = l.local_addr().expect("addr").to_string();
+        let held: Arc<std::sync::Mutex<Vec<TcpStream>>> = Arc::default();
+        let keep = held.clone();
+        std::thread::spawn(move || {
+            for s in l.incoming().flatten() {
+                keep.lock().expect("lock").push(s);
+            }
+        });
+        StallingKbs { addr, _held: held }
+    }
+}
+
+fn mounted_under(dir: &Path) -> Vec<String> {
+    let d = dir.to_string_lossy().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .expect("mountinfo")
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| p.starts_with(&d))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Processes whose command line names this container id (its monitor).
+fn processes_naming(id: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in std::fs::read_dir("/proc").expect("proc").flatten() {
+        if let Ok(cmd) = std::fs::read(p.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains(id) {
+                out.push(cmd);
+            }
+        }
+    }
+    out
+}
+
+/// vouchd killed with SIGKILL right after a container's secret was fetched (its next secret's
+/// KBS holds the launch there), and again while a --rm container with a secret runs and then
+/// ends: after the restart no secrets tmpfs or root filesystem of theirs is mounted, no monitor
+/// is left, the --rm tasks are gone, and the plaintext is nowhere on disk.
+#[test]
+fn a_crash_leaves_no_secret_mount_process_or_task_behind() {
+    if !require_root("a_crash_leaves_no_secret_mount_process_or_task_behind") {
+        return;
+    }
+    let env = TestEnv::new();
+    let k = KbsProc::start(env.path(), &["--allow-sim"]);
+    k.put("default/key/app", SECRET, env.path());
+    let stall = StallingKbs::start();
+    let mut d = env.start();
+    load_busybox(&env, &d, "bb");
+    let url = secret_url(&k, "default/key/app");
+    let held = format!("kbs://{}/default/key/held", stall.addr);
+    let socket = d.socket.clone();
+    let (u, h) = (url.clone(), held.clone());
+    let launch = std::thread::spawn(move || {
+        vouch_with(
+            &socket,
+            &[
+                "run", "--rm", "--name", "mid", "--secret", &u, "--secret", &h, "bb", "true",
+            ],
+            &[],
+        )
+    });
+    // Wait until the first secret is on the container's tmpfs.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let id = loop {
+        let out = d.vouch(&["inspect", "mid"]);
+        if out.status.success() {
+            let c: Value = serde_json::from_slice(&out.stdout).expect("json");
+            let fetched = c[0]["events"]
+                .as_array()
+                .is_some_and(|e| e.iter().any(|e| e["action"] == "SecretFetched"));
+            if fetched {
+                break c[0]["id"].as_str().expect("id").to_string();
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first secret never arrived"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let dir = env.state().join("containers").join(&id);
+    assert!(
+        !mounted_under(&dir).is_empty(),
+        "the secrets tmpfs should be mounted at this point"
+    );
+    d.kill9();
+    let _ = launch.join();
+    let d = env.start();
+    assert_eq!(
+        mounted_under(&dir),
+        Vec::<String>::new(),
+        "mounts left behind"
+    );
+    assert_eq!(
+        processes_naming(&id),
+        Vec::<String>::new(),
+        "processes left behind"
+    );
+    assert_eq!(
+        d.json(&["ps", "-a", "--json"]),
+        json!([]),
+        "the --rm task stayed"
+    );
+    assert!(!dir.exists(), "{} stayed", dir.display());
+
+    // Killed while a --rm container holding a secret runs; it ends while vouchd is down.
+    let mut d = d;
+    let id = d
+        .ok(&[
+            "run", "-d", "--rm", "--secret", &url, "bb", "sh", "-c", "sleep 2",
+        ])
+        .trim()
+        .to_string();
+    let dir = env.state().join("containers").join(&id);
+    assert!(!mounted_under(&dir).is_empty());
+    d.kill9();
+    std::thread::sleep(Duration::from_millis(3000));
+    let d = env.start();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !d
+        .json(&["ps", "-a", "--json"])
+        .as_array()
+        .expect("list")
+        .is_empty()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the ended --rm task stayed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        mounted_under(&dir),
+        Vec::<String>::new(),
+        "mounts left behind"
+    );
+    assert_eq!(processes_naming(&id), Vec::<String>::new());
+    drop(d);
+    let mut leaks = Vec::new();
+    scan(env.path(), &mut leaks);
+    assert!(leaks.is_empty(), "secret found in: {leaks:?}");
+}
+
 /// Files under `dir` containing the secret's distinctive bytes.
 fn scan(dir: &Path, leaks: &mut Vec<PathBuf>) {
     let Ok(rd) = std::fs::read_dir(dir) else {
