@@ -615,10 +615,11 @@ impl Engine {
         path: &str,
         name: Option<&str>,
     ) -> Result<Vec<ImageSummary>, EngineError> {
-        if let Some(n) = name {
-            if n.is_empty() || n.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                return Err(EngineError::BadRequest(format!("invalid image name {n:?}")));
-            }
+        if let Some(n) = name.filter(|n| !vouch_image::reference::valid(n)) {
+            return Err(EngineError::BadRequest(format!(
+                "invalid image name {n:?}: {}",
+                vouch_image::reference::GRAMMAR
+            )));
         }
         let decision = match &self.policy {
             Some(p) => Some(
@@ -644,14 +645,11 @@ impl Engine {
         progress: &(dyn Fn(vouch_image::registry::PullEvent) + Sync),
     ) -> Result<ImageSummary, EngineError> {
         let reference = req.reference.trim();
-        if reference.is_empty()
-            || reference
-                .chars()
-                .any(|c| c.is_whitespace() || c.is_control())
-        {
+        if !vouch_image::reference::valid(reference) {
             return Err(EngineError::BadRequest(format!(
-                "invalid image reference {:?}",
-                req.reference
+                "invalid image reference {:?}: {}",
+                req.reference,
+                vouch_image::reference::GRAMMAR
             )));
         }
         let registry = vouch_image::registry::registry_host(reference)
@@ -849,6 +847,13 @@ impl Engine {
                     .map_err(|e| EngineError::BadRequest(e.to_string()))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        if !vouch_image::reference::valid(&req.image) {
+            return Err(EngineError::BadRequest(format!(
+                "invalid image reference {:?}: {}",
+                req.image,
+                vouch_image::reference::GRAMMAR
+            )));
+        }
         let image = self.images.find(&req.image).map_err(|e| match e {
             StoreError::NoSuchImage(r) => EngineError::BadRequest(format!(
                 "no such image: {r} (load it first with `vouch image load`)"

@@ -49,7 +49,8 @@ impl From<EngineError> for ApiError {
             EngineError::NoSuchContainer(_) => StatusCode::NOT_FOUND,
             EngineError::Store(StoreError::NoSuchImage(_)) => StatusCode::NOT_FOUND,
             EngineError::AmbiguousContainer(_)
-            | EngineError::Store(StoreError::Ambiguous { .. }) => StatusCode::BAD_REQUEST,
+            | EngineError::Store(StoreError::Ambiguous { .. })
+            | EngineError::Store(StoreError::InvalidName(_)) => StatusCode::BAD_REQUEST,
             EngineError::NameInUse { .. }
             | EngineError::Running(_)
             | EngineError::ImageInUse { .. }

@@ -12,6 +12,7 @@ pub mod golden;
 pub mod layout;
 pub mod oci;
 pub mod policy;
+pub mod reference;
 pub mod registry;
 pub mod simplesign;
 pub mod store;

@@ -21,6 +21,8 @@ pub const MAX_DOCUMENT: u64 = 4 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    #[error("image name {0:?} is not a valid reference: {grammar}", grammar = crate::reference::GRAMMAR)]
+    InvalidName(String),
     #[error("cannot access the image store at {path}")]
     Io {
         path: String,
@@ -510,6 +512,10 @@ impl ContentStore {
 
     /// Add or update an image; its names move away from any other image that held them.
     pub fn put_image(&self, mut record: ImageRecord) -> Result<ImageRecord, StoreError> {
+        // The last guard for every way in: only names of the reference grammar are kept.
+        if let Some(bad) = record.names.iter().find(|n| !crate::reference::valid(n)) {
+            return Err(StoreError::InvalidName(bad.clone()));
+        }
         let _g = self.index_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut index = self.read_index()?;
         record.names = record

@@ -1,7 +1,8 @@
 //! Shared pieces of the vouch binaries (`vouch`, `vouchd`, `vouch-kbs`): presentation only; the
 //! logic lives in the library crates.
 
-/// An error and its causes on one line, each cause once.
+/// An error and its causes on one line, each cause once. Untrusted text in it (what a KBS or a
+/// registry answered, names from an image) cannot break the line or drive the terminal.
 pub fn error_line(e: &anyhow::Error) -> String {
     let mut msg = e.to_string();
     for cause in e.chain().skip(1) {
@@ -11,7 +12,68 @@ pub fn error_line(e: &anyhow::Error) -> String {
             msg.push_str(&c);
         }
     }
-    msg
+    text::field(&msg).into_owned()
+}
+
+/// Text for terminals: what came from outside (images, evidence, peers) is shown, never obeyed.
+pub mod text {
+    use std::borrow::Cow;
+    use std::fmt::Write as _;
+
+    /// Characters that move the cursor, recolour, erase, or reorder what is shown: C0 and C1
+    /// controls, DEL, and Unicode's bidirectional controls (which can make a row read as
+    /// another).
+    fn hostile(c: char) -> bool {
+        c.is_control()
+            || matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    }
+
+    fn escape(s: &str, keep: impl Fn(char) -> bool) -> Cow<'_, str> {
+        if !s.chars().any(|c| hostile(c) && !keep(c)) {
+            return Cow::Borrowed(s);
+        }
+        let mut out = String::with_capacity(s.len() + 8);
+        for c in s.chars() {
+            if hostile(c) && !keep(c) {
+                // JSON's escape form: inside a JSON string it decodes to the same character.
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            } else {
+                out.push(c);
+            }
+        }
+        Cow::Owned(out)
+    }
+
+    /// One value in a line or a table cell: every control character escaped, newlines too.
+    pub fn field(s: &str) -> Cow<'_, str> {
+        escape(s, |_| false)
+    }
+
+    /// Whole output: line breaks and tabs kept, every other control character escaped.
+    pub fn output(s: &str) -> Cow<'_, str> {
+        escape(s, |c| c == '\n' || c == '\t')
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn controls_are_shown_not_obeyed() {
+            assert_eq!(field("plain name:1.0"), "plain name:1.0");
+            assert!(matches!(field("plain"), Cow::Borrowed(_)));
+            assert_eq!(field("a\x1b[2Kb"), "a\\u001b[2Kb");
+            assert_eq!(field("row\nfake row"), "row\\u000afake row");
+            assert_eq!(field("x\ry"), "x\\u000dy");
+            assert_eq!(field("\u{202e}gnp.exe"), "\\u202egnp.exe");
+            assert_eq!(field("\u{9b}31m"), "\\u009b31m");
+            assert_eq!(output("a\nb\tc\x07"), "a\nb\tc\\u0007");
+            // In JSON output the escape decodes to the very character.
+            let json = output("{\"name\":\"\u{202e}x\"}").into_owned();
+            let v: serde_json::Value = serde_json::from_str(&json).expect("json");
+            assert_eq!(v["name"], "\u{202e}x");
+        }
+    }
 }
 
 /// Where TDX/SGX quote collateral comes from, as `vouch verify` and `vouch-kbs serve` take it.

@@ -344,3 +344,90 @@ fn out_of_range_ids_are_refused_before_anything_runs() {
     ]);
     assert_eq!(stdout(&out), "4294967294\n", "{}", stderr(&out));
 }
+
+/// Terminal escapes and line breaks from outside are shown, never obeyed: an image name that is
+/// not a reference is refused when the layout is loaded; an image's command with escape
+/// sequences is listed escaped by `vouch ps`; evidence whose log names containers with escapes
+/// and line breaks (as a hostile vouchd could write) gets one escaped row each from
+/// `vouch verify`.
+#[test]
+fn untrusted_text_never_reaches_the_terminal_raw() {
+    if !require_root("untrusted_text_never_reaches_the_terminal_raw") {
+        return;
+    }
+    let env = TestEnv::new();
+    let d = env.start();
+    for (i, name) in ["evil\u{1b}[2K", "two\nlines", "\u{202e}gnp", "sp ace"]
+        .iter()
+        .enumerate()
+    {
+        let layout = env.path().join(format!("layout-name-{i}"));
+        write_layout(&layout, name, &[busybox_layer()], &["/bin/true"], &[]);
+        let out = d.vouch(&["image", "load", "-i", layout.to_str().expect("utf8")]);
+        assert_eq!(out.status.code(), Some(125), "{name:?} accepted");
+        let err = stderr(&out);
+        assert!(err.contains("is not a valid reference"), "{err}");
+        assert!(
+            !err.contains('\u{1b}') && !err.contains('\u{202e}'),
+            "{err:?}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err:?}");
+    }
+    assert_eq!(d.json(&["image", "ls", "--json"]), serde_json::json!([]));
+    // A valid name, a hostile command.
+    let layout = env.path().join("layout-cmd");
+    write_layout(
+        &layout,
+        "cmd",
+        &[busybox_layer()],
+        &["sleep", "30\u{1b}[2K\u{1b}[1A"],
+        &[],
+    );
+    d.ok(&["image", "load", "-i", layout.to_str().expect("utf8")]);
+    let out = d.vouch(&["run", "-d", "--name", "esc", "cmd"]);
+    let _ = out;
+    let ps = d.ok(&["ps", "-a"]);
+    assert!(!ps.contains('\u{1b}'), "{ps:?}");
+    assert!(ps.contains("\\u001b"), "{ps:?}");
+    d.ok(&["rm", "-f", "esc"]);
+
+    // Evidence from a hostile daemon: names with escapes and line breaks.
+    let dir = env.path().join("hostile-tee");
+    let sim =
+        std::sync::Arc::new(vouch_tee::sim::SimAttester::open(&dir.join("sim")).expect("sim"));
+    let (mut j, _) = vouch_tee::Journal::open(&dir.join("log"), sim, vouch_tee::VOUCH_REGISTER)
+        .expect("journal");
+    j.append(
+        "container.create",
+        serde_json::json!({"id": "c1\u{1b}[1A", "name": "x\u{1b}[2K\n    c2  fake-row  sha256:ok  0", "image": "\u{202e}img",
+               "image_digest": "sha256:aa\r", "config_digest": "sha384:00"}),
+    )
+    .expect("append");
+    let nonce = "00112233445566778899aabbccddeeff";
+    let ev = j
+        .evidence(serde_json::json!({"nonce": nonce}))
+        .expect("evidence");
+    let path = env.path().join("hostile-evidence.json");
+    std::fs::write(&path, serde_json::to_vec(&ev).expect("json")).expect("write");
+    let out = d.vouch(&[
+        "verify",
+        path.to_str().expect("utf8"),
+        "--nonce",
+        nonce,
+        "--allow-sim",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    for raw in ['\u{1b}', '\u{202e}', '\r'] {
+        assert!(!text.contains(raw), "raw {raw:?} in {text:?}");
+    }
+    assert!(
+        !text.contains("\n    c2  fake-row"),
+        "a row was injected: {text}"
+    );
+    assert_eq!(
+        text.lines().filter(|l| l.contains("\\u001b")).count(),
+        1,
+        "one escaped container row: {text}"
+    );
+}

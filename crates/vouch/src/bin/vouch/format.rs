@@ -2,6 +2,7 @@
 
 use std::time::SystemTime;
 
+use vouch::text::field;
 use vouch_api::{Container, ImageSummary, Info, TaskState};
 use vouch_tee::Verdict;
 
@@ -22,7 +23,9 @@ fn ago(rfc3339: &str) -> String {
     }
 }
 
+/// At most `n` characters of an untrusted value, its control characters escaped first.
 fn truncate(s: &str, n: usize) -> String {
+    let s = field(s);
     if s.chars().count() <= n {
         s.to_string()
     } else {
@@ -58,12 +61,12 @@ pub fn ps_table(list: &[Container]) -> String {
     for c in list {
         out.push_str(&format!(
             "{:<14}{:<22}{:<24}{:<18}{:<28}{}\n",
-            &c.id[..12],
+            field(c.id.get(..12).unwrap_or(&c.id)),
             truncate(&c.image, 20),
             truncate(&format!("\"{}\"", c.command.join(" ")), 22),
             format!("{} ago", ago(&c.created_at)),
             truncate(&status(c), 26),
-            c.name
+            field(&c.name)
         ));
     }
     out
@@ -93,9 +96,9 @@ pub fn image_table(list: &[ImageSummary]) -> String {
             out.push_str(&format!(
                 "{:<40}{:<14}{:<10}{}\n",
                 truncate(&n, 38),
-                i.id,
+                field(&i.id),
                 human_size(i.size),
-                i.manifest_digest
+                field(&i.manifest_digest)
             ));
         }
     }
@@ -133,16 +136,17 @@ pub fn verdict(v: &Verdict, nonce_checked: bool) -> String {
         }
     ));
     for w in &v.warnings {
-        out.push_str(&format!("  WARNING:     {w}\n"));
+        out.push_str(&format!("  WARNING:     {}\n", field(w)));
     }
-    out.push_str(&format!("  signer:      {}\n", v.signer));
+    out.push_str(&format!("  signer:      {}\n", field(&v.signer)));
     let nonce = v
         .runtime_data
         .get("nonce")
         .and_then(|n| n.as_str())
         .unwrap_or("<none>");
     out.push_str(&format!(
-        "  nonce:       {nonce}{}\n",
+        "  nonce:       {}{}\n",
+        field(nonce),
         if nonce_checked {
             " (matches)"
         } else {
@@ -166,7 +170,7 @@ pub fn verdict(v: &Verdict, nonce_checked: bool) -> String {
         for c in &v.containers {
             out.push_str(&format!(
                 "    {:<14}{:<20}{:<24}{:<20}{}\n",
-                c.id.get(..12).unwrap_or(&c.id),
+                truncate(c.id.get(..12).unwrap_or(&c.id), 12),
                 truncate(c.name.as_deref().unwrap_or("-"), 18),
                 truncate(c.image.as_deref().unwrap_or("-"), 22),
                 truncate(&c.image_digest, 19),

@@ -1,5 +1,21 @@
 //! vouch: the command-line client of vouchd, and the offline evidence verifier.
 
+// Every line vouch prints goes through `text::output`: whatever came from outside (image names
+// and commands, evidence, what a KBS or a registry answered) is shown, never obeyed by the
+// terminal. Values are escaped field by field as well (`text::field`), so that none can add a
+// line. Container output (`vouch logs`, `vouch run`) is written as it is, as docker does.
+macro_rules! println {
+    () => { ::std::println!() };
+    ($($arg:tt)*) => { ::std::println!("{}", vouch::text::output(&format!($($arg)*))) };
+}
+macro_rules! print {
+    ($($arg:tt)*) => { ::std::print!("{}", vouch::text::output(&format!($($arg)*))) };
+}
+macro_rules! eprintln {
+    () => { ::std::eprintln!() };
+    ($($arg:tt)*) => { ::std::eprintln!("{}", vouch::text::output(&format!($($arg)*))) };
+}
+
 mod format;
 
 use std::io::{self, Read, Write};
@@ -1062,13 +1078,14 @@ fn print_event(e: &EventMessage, json: bool) -> Result<()> {
     if json {
         println!("{}", serde_json::to_string(e)?);
     } else {
+        use vouch::text::field;
         println!(
             "{} {} {} ({}) {}",
-            e.event.time,
-            &e.id[..12],
-            e.event.action,
-            e.name,
-            e.event.message
+            field(&e.event.time),
+            field(e.id.get(..12).unwrap_or(&e.id)),
+            field(&e.event.action),
+            field(&e.name),
+            field(&e.event.message)
         );
     }
     Ok(())
