@@ -5,7 +5,7 @@ use libfuzzer_sys::fuzz_target;
 use vouch_tee::{verify_evidence, Evidence, VerifyOptions};
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(ev) = serde_json::from_slice::<Evidence>(data) {
+    if let Ok(ev) = Evidence::from_json(data) {
         let opts = VerifyOptions {
             allow_sim: true,
             tpm_aks: vec![format!("sha256:{}", "0".repeat(64))],

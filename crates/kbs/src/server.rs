@@ -633,7 +633,10 @@ fn session_cookie(headers: &HeaderMap) -> Option<String> {
     None
 }
 
+/// A request body: JSON with no key twice in any object (evidence inside it is hashed and
+/// signed; two readers must not see two documents in it).
 fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, KbsError> {
+    vouch_measure::check_unique_keys(body).map_err(|e| KbsError::InvalidRequest(e.to_string()))?;
     serde_json::from_slice(body).map_err(|e| KbsError::InvalidRequest(e.to_string()))
 }
 

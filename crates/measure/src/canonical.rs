@@ -2,9 +2,12 @@
 //!
 //! Object members are sorted by the UTF-16 code units of their names, strings use the minimal
 //! escaping of ECMAScript's `JSON.stringify`, and there is no whitespace. Numbers are limited to
-//! integers exactly representable as IEEE-754 doubles (|n| <= 2^53): vouch never measures
-//! fractional numbers, and refusing them is safer than formatting them in a way another
-//! implementation might not reproduce.
+//! integers exactly representable as IEEE-754 doubles (|n| <= 2^53), and written as integers:
+//! vouch never measures fractional numbers, and refusing them is safer than formatting them in a
+//! way another implementation might not reproduce. A number that was spelt as a double (`139.0`,
+//! `1.39e2`, `-0`) is refused too, although it denotes an integer: evidence that re-encodes a
+//! measured `139` that way would hash the same while a reader that takes the value as written
+//! (not as an integer) sees something else, so only one spelling of each value is accepted.
 
 use serde::Serialize;
 use serde_json::Value;
@@ -77,12 +80,6 @@ fn write_number(n: &serde_json::Number, out: &mut Vec<u8>) -> Result<(), Canonic
     } else if let Some(i) = n.as_i64() {
         if i.unsigned_abs() <= MAX_SAFE_INTEGER {
             write_int(out, i as i128);
-            return Ok(());
-        }
-    } else if let Some(f) = n.as_f64() {
-        // Integral doubles print as integers in ECMAScript ("1.0" -> "1", "-0" -> "0").
-        if f.is_finite() && f.fract() == 0.0 && f.abs() <= MAX_SAFE_INTEGER as f64 {
-            write_int(out, f as i128);
             return Ok(());
         }
     }
@@ -169,14 +166,34 @@ mod tests {
     #[test]
     fn rfc8785_example_subset() {
         // The integer parts of the RFC 8785 section 3.2.2 example, in its expected output order.
-        let v: Value = serde_json::from_str(
-            r#"{"numbers":[333333333,4.0,2e1,0,-0],"literals":[null,true,false]}"#,
-        )
-        .expect("parse");
+        let v: Value =
+            serde_json::from_str(r#"{"numbers":[333333333,4,20,0],"literals":[null,true,false]}"#)
+                .expect("parse");
         assert_eq!(
             canon(v),
-            r#"{"literals":[null,true,false],"numbers":[333333333,4,20,0,0]}"#
+            r#"{"literals":[null,true,false],"numbers":[333333333,4,20,0]}"#
         );
+    }
+
+    /// An integer spelt as a double is refused, naming it: one spelling per value.
+    #[test]
+    fn integers_spelt_as_doubles_are_refused() {
+        for spelt in [
+            "139.0",
+            "1.39e2",
+            "-0",
+            "4.0",
+            "2e1",
+            "1E0",
+            "18446744073709551616",
+        ] {
+            let v: Value = serde_json::from_str(spelt).expect("parse");
+            let err = canonicalize(&v).expect_err(spelt);
+            assert!(
+                matches!(&err, CanonicalError::UnsupportedNumber(n) if !n.is_empty()),
+                "{spelt}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -8,8 +8,10 @@ pub mod canonical;
 pub mod digest;
 pub mod eventlog;
 pub mod recovery;
+pub mod strict;
 
 pub use canonical::{canonicalize, to_canonical_vec, CanonicalError};
 pub use digest::{sha384, Digest384, DigestParseError};
 pub use eventlog::{replay, validate_sequence, Record, RecordError, DOMAIN};
 pub use recovery::{decide_recovery, Recovery};
+pub use strict::{check_unique_keys, StrictError};

@@ -51,6 +51,24 @@ pub struct Evidence {
 
 pub const EVIDENCE_VERSION: u32 = 1;
 
+#[derive(Debug, thiserror::Error)]
+pub enum EvidenceParseError {
+    #[error("evidence is not one reading of its bytes")]
+    Ambiguous(#[source] vouch_measure::StrictError),
+    #[error("not vouch evidence")]
+    Format(#[source] serde_json::Error),
+}
+
+impl Evidence {
+    /// Read evidence from its JSON text, refusing a document with a key twice in any object (two
+    /// readers could see two different evidences in it); the event log's numbers are held to one
+    /// spelling when the log is canonicalized for its digest.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, EvidenceParseError> {
+        vouch_measure::check_unique_keys(bytes).map_err(EvidenceParseError::Ambiguous)?;
+        serde_json::from_slice(bytes).map_err(EvidenceParseError::Format)
+    }
+}
+
 /// The warning every `sim` evidence carries.
 pub const SIM_WARNING: &str =
     "sim TEE: software registers and key, NOT hardware-backed; for development only";

@@ -281,6 +281,7 @@ impl Verifier for TpmVerifier<'_> {
             tee: TeeType::Tpm,
             reason,
         };
+        vouch_measure::check_unique_keys(quote).map_err(|e| malformed(e.to_string()))?;
         let q: crate::tpm_device::TpmQuote =
             serde_json::from_slice(quote).map_err(|e| malformed(e.to_string()))?;
         let b64 = |s: &str, what: &str| {
@@ -757,6 +758,43 @@ mod tests {
             assert!(
                 matches!(&err, VerifyError::Requester(m) if m.contains(reason)),
                 "{requester}: {err}"
+            );
+        }
+    }
+
+    /// Evidence re-encoded without changing its digest is refused: an integer of the log spelt
+    /// as a double (the exit code 3 as 3.0), and an object with a key twice (last one wins in
+    /// some readers, first in others).
+    #[test]
+    fn only_one_encoding_of_the_evidence_verifies() {
+        let (_d, ev) = evidence("abcd");
+        let text = serde_json::to_string(&ev).expect("json");
+        assert!(text.contains(r#""exit_code":3"#));
+        let good = Evidence::from_json(text.as_bytes()).expect("parse");
+        verify_evidence(&good, &allow("abcd")).expect("verify");
+        for spelt in ["3.0", "3e0", "0.3e1"] {
+            let re = text.replace(r#""exit_code":3"#, &format!(r#""exit_code":{spelt}"#));
+            let ev = Evidence::from_json(re.as_bytes()).expect("still JSON");
+            let err = verify_evidence(&ev, &allow("abcd")).expect_err(spelt);
+            assert!(
+                matches!(
+                    &err,
+                    VerifyError::Log(RecordError::Canonical { seq: 2, .. })
+                ),
+                "{spelt}: {err}"
+            );
+        }
+        for (from, to) in [
+            (r#""exit_code":3"#, r#""exit_code":0,"exit_code":3"#),
+            (r#""version":1"#, r#""version":1,"version":1"#),
+            (r#""nonce":"abcd""#, r#""nonce":"abcd","nonce":"abcd""#),
+        ] {
+            let re = text.replacen(from, to, 1);
+            assert_ne!(re, text);
+            let err = Evidence::from_json(re.as_bytes()).expect_err("duplicate key accepted");
+            assert!(
+                matches!(err, crate::evidence::EvidenceParseError::Ambiguous(_)),
+                "{err}"
             );
         }
     }

@@ -152,6 +152,63 @@ fn tampered_evidence_fails_with_the_reason() {
     );
 }
 
+/// Real evidence of a container that exited with 139, re-encoded so that its digest stays the
+/// same (the exit code as 139.0 or 1.39e2; a key twice, the last one saying 0): `vouch verify`
+/// refuses each, saying why, instead of showing another exit code.
+#[test]
+fn re_encoded_evidence_is_refused() {
+    if !require_root("re_encoded_evidence_is_refused") {
+        return;
+    }
+    let env = TestEnv::new();
+    let d = env.start();
+    load_busybox(&env, &d, "bb");
+    d.vouch(&["run", "--name", "segv", "bb", "sh", "-c", "exit 139"]);
+    let path = env.path().join("ev.json");
+    d.ok(&[
+        "attest",
+        "--nonce",
+        NONCE,
+        "-o",
+        path.to_str().expect("utf8"),
+    ]);
+    let text = std::fs::read_to_string(&path).expect("read");
+    let compact = serde_json::to_string(&serde_json::from_str::<Value>(&text).expect("json"))
+        .expect("compact");
+    assert!(compact.contains(r#""exit_code":139"#), "{compact}");
+    let check = |doc: &str| {
+        let p = env.path().join("re.json");
+        std::fs::write(&p, doc).expect("write");
+        d.vouch(&[
+            "verify",
+            p.to_str().expect("utf8"),
+            "--nonce",
+            NONCE,
+            "--allow-sim",
+        ])
+    };
+    let out = check(&compact);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("139"), "{}", stdout(&out));
+    for (spelt, says) in [
+        (r#""exit_code":139.0"#, "cannot be canonicalized"),
+        (r#""exit_code":1.39e2"#, "cannot be canonicalized"),
+        (r#""exit_code":0,"exit_code":139"#, "appears twice"),
+        (r#""exit_code":139,"exit_code":0"#, "appears twice"),
+    ] {
+        let doc = compact.replace(r#""exit_code":139"#, spelt);
+        let out = check(&doc);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{spelt} verified: {}",
+            stdout(&out)
+        );
+        assert!(stderr(&out).contains(says), "{spelt}: {}", stderr(&out));
+        assert!(!stdout(&out).contains("VERIFIED"), "{spelt}");
+    }
+}
+
 #[test]
 fn verify_raw_intel_quotes_from_real_hardware() {
     let Some(v) = vectors("verify_raw_intel_quotes_from_real_hardware") else {

@@ -418,6 +418,20 @@ fn protocol_refusals_have_the_right_status_and_reason() {
         "AttestationFailed",
         "already used",
     );
+    // Evidence with a key twice (two readers would see two evidences) is refused as such.
+    let (nonce, cookie) = auth(&k);
+    let twice = attestation(&tee, &nonce, &key).to_string().replacen(
+        r#""version":1"#,
+        r#""version":1,"version":1"#,
+        1,
+    );
+    let (s, b, _) = k.http(
+        "POST",
+        "/kbs/v0/attest",
+        &[("Cookie", cookie)],
+        Some(twice.as_bytes()),
+    );
+    assert_refused((s, b), 400, "InvalidRequest", "appears twice");
     // The same attestation replayed on a new session carries the old nonce.
     let (_, cookie2) = auth(&k);
     assert_refused(

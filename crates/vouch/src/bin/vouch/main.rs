@@ -1300,8 +1300,7 @@ fn verify(file: PathBuf, opts: VerifyOptions, json: bool) -> Result<u8> {
     } else {
         std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?
     };
-    let evidence: Evidence = serde_json::from_slice(&bytes)
-        .with_context(|| format!("{} is not vouch evidence", file.display()))?;
+    let evidence = Evidence::from_json(&bytes).with_context(|| format!("{}", file.display()))?;
     let checked_nonce = opts.nonce.is_some();
     report_verification(
         json,
