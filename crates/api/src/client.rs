@@ -404,6 +404,72 @@ impl Client {
             .map_err(|e| ClientError::Protocol(format!("{e} in {path} response")))
     }
 
+    /// Send a request whose body `write_body` streams (chunked, so its length need not be known
+    /// in advance), then read the JSON answer. When the daemon answers before the body is
+    /// complete (it refused the request), that answer is what is returned.
+    pub fn upload<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        content_type: &str,
+        write_body: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+    ) -> Result<T, ClientError> {
+        let stream = self.connect()?;
+        stream
+            .set_write_timeout(Some(Duration::from_secs(60)))
+            .map_err(ClientError::Io)?;
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: vouchd\r\nConnection: close\r\nContent-Type: {content_type}\r\nTransfer-Encoding: chunked\r\n\r\n"
+        );
+        let mut writer = io::BufWriter::with_capacity(
+            64 << 10,
+            ChunkedWriter {
+                inner: stream.try_clone().map_err(ClientError::Io)?,
+                framing: false,
+            },
+        );
+        let sent = writer
+            .write_all(head.as_bytes())
+            .and_then(|()| writer.flush());
+        // The head goes out as is; from here on everything written is framed as chunks.
+        let sent = sent.and_then(|()| {
+            writer.get_mut().framing = true;
+            write_body(&mut writer)
+        });
+        let sent = sent.and_then(|()| {
+            writer.flush()?;
+            writer.get_mut().framing = false;
+            writer.get_mut().inner.write_all(b"0\r\n\r\n")
+        });
+        let mut reader = BufReader::new(stream);
+        let (status, headers, framing) = match read_head(&mut reader, "POST") {
+            Ok(h) => h,
+            // No answer at all: the failure to send is the error.
+            Err(e) => return Err(sent.err().map(ClientError::Io).unwrap_or(e)),
+        };
+        let body: Box<dyn Read + Send> = match framing {
+            Framing::Chunked => Box::new(ChunkedReader {
+                inner: reader,
+                remaining: 0,
+                done: false,
+            }),
+            Framing::Length(len) => Box::new(reader.take(len)),
+            Framing::UntilClose => Box::new(reader),
+        };
+        let content_type = find_header(&headers, "content-type").map(str::to_string);
+        let (status, data) = read_body(Response {
+            status,
+            content_type,
+            headers,
+            body,
+        })?;
+        if !(200..300).contains(&status) {
+            return Err(api_error(status, &data));
+        }
+        sent.map_err(ClientError::Io)?;
+        serde_json::from_slice(&data)
+            .map_err(|e| ClientError::Protocol(format!("{e} in {path} response")))
+    }
+
     /// Like [`Client::send`], turning non-2xx statuses into errors.
     pub fn stream(&self, method: &str, path: &str) -> Result<Response, ClientError> {
         let resp = self.send(method, path, None)?;
@@ -447,6 +513,32 @@ pub fn api_error(status: u16, data: &[u8]) -> ClientError {
             )
         });
     ClientError::Api { status, message }
+}
+
+/// Writes what it is given as `Transfer-Encoding: chunked` pieces once `framing` is set.
+struct ChunkedWriter {
+    inner: UnixStream,
+    framing: bool,
+}
+
+impl Write for ChunkedWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if !self.framing {
+            return self.inner.write(buf);
+        }
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        self.inner
+            .write_all(format!("{:x}\r\n", buf.len()).as_bytes())?;
+        self.inner.write_all(buf)?;
+        self.inner.write_all(b"\r\n")?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Decodes `Transfer-Encoding: chunked`.

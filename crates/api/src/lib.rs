@@ -68,7 +68,12 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     (
         "post",
         "/v1/images/load",
-        "Load images from an OCI layout directory or archive on the daemon's host",
+        "Load images from an OCI archive (tar or tar.gz) sent as the request body (query name=NAME)",
+    ),
+    (
+        "post",
+        "/v1/images/load-path",
+        "Load images from an OCI archive that is a regular file on the daemon's own host",
     ),
     (
         "post",

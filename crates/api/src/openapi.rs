@@ -11,7 +11,7 @@ fn schema_ref(name: &str) -> Value {
 fn request_schema(method: &str, path: &str) -> Option<&'static str> {
     match (method, path) {
         ("post", "/v1/containers") => Some("CreateContainer"),
-        ("post", "/v1/images/load") => Some("LoadImage"),
+        ("post", "/v1/images/load-path") => Some("LoadImage"),
         ("post", "/v1/images/pull") => Some("PullImage"),
         ("post", "/v1/attest") => Some("AttestRequest"),
         _ => None,
@@ -27,7 +27,7 @@ fn response(method: &str, path: &str) -> Value {
         ("get", "/v1/images") => {
             json_of(json!({"type": "array", "items": schema_ref("ImageSummary")}))
         }
-        ("post", "/v1/images/load") => {
+        ("post", "/v1/images/load") | ("post", "/v1/images/load-path") => {
             json_of(json!({"type": "array", "items": schema_ref("ImageSummary")}))
         }
         ("post", "/v1/images/pull") => json_of(schema_ref("ImageSummary")),
@@ -82,6 +82,12 @@ pub fn document(version: &str) -> Value {
         }
         if let Some(schema) = request_schema(method, path) {
             op["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": schema_ref(schema)}}});
+        }
+        if (*method, *path) == ("post", "/v1/images/load") {
+            op["requestBody"] = json!({"required": true, "content": {
+                "application/x-tar": {"schema": {"type": "string", "format": "binary"}},
+                "application/gzip": {"schema": {"type": "string", "format": "binary"}}}});
+            op["parameters"] = json!([{"name": "name", "in": "query", "required": false, "schema": {"type": "string"}}]);
         }
         entry[*method] = op;
     }

@@ -207,7 +207,7 @@ pub struct PullImage {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoadImage {
-    /// Path of an OCI layout directory or archive, on the daemon's host.
+    /// Path of an OCI archive (a regular file: .tar or .tar.gz) on the daemon's own host.
     pub path: String,
     #[serde(default)]
     pub name: Option<String>,

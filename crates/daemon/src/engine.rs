@@ -235,6 +235,13 @@ impl Engine {
                 "measurement log recovered after an interrupted write"
             );
         }
+        if let Some(seq) = report.rejected_record {
+            tracing::error!(
+                record = seq,
+                kept_in = %cfg.eventlog_path().with_extension("rejected").display(),
+                "the measurement log ended with a record vouchd was not writing (appended while it was stopped); it was cut off and never measured"
+            );
+        }
         let mut tasks = BTreeMap::new();
         for t in db.all::<TaskRecord>()? {
             tasks.insert(t.view.id.clone(), t);
@@ -610,10 +617,35 @@ impl Engine {
         Ok(self.images.list()?.iter().map(image_summary).collect())
     }
 
-    pub fn load_image(
+    /// Load the images of an archive the client uploaded (a file in the store's temporary
+    /// directory, removed afterwards).
+    pub fn load_uploaded(
+        &self,
+        archive: &Path,
+        name: Option<&str>,
+    ) -> Result<Vec<ImageSummary>, EngineError> {
+        let r = self.load_from(archive, name, name.unwrap_or(""));
+        let _ = fs::remove_file(archive);
+        r
+    }
+
+    /// Load the images of an archive on the daemon's own host (`vouch image load
+    /// --daemon-path`): a regular file only, its last component never followed, opened without
+    /// blocking, and loaded through the descriptor opened.
+    pub fn load_host_archive(
         &self,
         path: &str,
         name: Option<&str>,
+    ) -> Result<Vec<ImageSummary>, EngineError> {
+        let (_file, via) = vouch_image::layout::open_host_archive(Path::new(path))?;
+        self.load_from(&via, name, name.unwrap_or(path))
+    }
+
+    fn load_from(
+        &self,
+        source: &Path,
+        name: Option<&str>,
+        scope: &str,
     ) -> Result<Vec<ImageSummary>, EngineError> {
         if let Some(n) = name.filter(|n| !vouch_image::reference::valid(n)) {
             return Err(EngineError::BadRequest(format!(
@@ -623,12 +655,12 @@ impl Engine {
         }
         let decision = match &self.policy {
             Some(p) => Some(
-                p.check_local(name.unwrap_or(path))
+                p.check_local(scope)
                     .map_err(|e| EngineError::Load(LoadError::Policy(e)))?,
             ),
             None => None,
         };
-        let mut loaded = vouch_image::load(&self.images, Path::new(path), name)?;
+        let mut loaded = vouch_image::load(&self.images, source, name)?;
         if decision.is_some() {
             for r in loaded.iter_mut() {
                 r.verification = decision.clone();
@@ -636,6 +668,11 @@ impl Engine {
             }
         }
         Ok(loaded.iter().map(image_summary).collect())
+    }
+
+    /// A private file for an archive being uploaded.
+    pub fn upload_file(&self) -> Result<(PathBuf, fs::File), EngineError> {
+        Ok(self.images.temp_file("upload")?)
     }
 
     /// Pull an image from a registry into the store.

@@ -113,6 +113,7 @@ pub fn router(engine: Shared) -> Router {
         .route("/v1/events", get(events))
         .route("/v1/images", get(images))
         .route("/v1/images/load", post(load_image))
+        .route("/v1/images/load-path", post(load_image_path))
         .route("/v1/images/pull", post(pull_image))
         .route("/v1/images/{reference}", delete(remove_image))
         .route("/v1/volumes", get(volumes))
@@ -299,7 +300,94 @@ async fn images(State(e): State<Shared>) -> Result<Response, ApiError> {
         .map(|v| Json(v).into_response())
 }
 
-async fn load_image(State(e): State<Shared>, body: Bytes) -> Result<Response, ApiError> {
+/// Largest archive a client may upload.
+const MAX_UPLOAD: u64 = 64 << 30;
+/// How long an upload may stall between two pieces.
+const UPLOAD_STALL: Duration = Duration::from_secs(60);
+
+/// `POST /v1/images/load[?name=NAME]`: the body is an OCI archive (tar or tar.gz) streamed by
+/// the client, as `docker load` does; it goes to a private temporary file in the store and is
+/// loaded from there. The daemon never opens a client's path.
+async fn load_image(
+    State(e): State<Shared>,
+    Query(q): Query<HashMap<String, String>>,
+    body: axum::body::Body,
+) -> Result<Response, ApiError> {
+    use http_body_util::BodyExt as _;
+    use tokio::io::AsyncWriteExt as _;
+    let name = q.get("name").cloned();
+    if let Some(n) = name
+        .as_deref()
+        .filter(|n| !vouch_image::reference::valid(n))
+    {
+        return Err(bad_request(format!(
+            "invalid image name {n:?}: {}",
+            vouch_image::reference::GRAMMAR
+        )));
+    }
+    let engine = e.clone();
+    let (path, file) = blocking(move || engine.upload_file()).await?;
+    let mut file = tokio::fs::File::from_std(file);
+    let mut body = body;
+    let mut size: u64 = 0;
+    let received: Result<(), ApiError> = async {
+        loop {
+            let frame = match tokio::time::timeout(UPLOAD_STALL, body.frame()).await {
+                Err(_) => {
+                    return Err(ApiError(
+                        StatusCode::REQUEST_TIMEOUT,
+                        format!("the upload stalled for {}s", UPLOAD_STALL.as_secs()),
+                    ))
+                }
+                Ok(None) => return Ok(()),
+                Ok(Some(f)) => f.map_err(|err| bad_request(format!("upload failed: {err}")))?,
+            };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            size += data.len() as u64;
+            if size > MAX_UPLOAD {
+                return Err(ApiError(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the archive is over {MAX_UPLOAD} bytes"),
+                ));
+            }
+            file.write_all(&data).await.map_err(|err| {
+                ApiError(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("cannot keep the upload: {err}"),
+                )
+            })?;
+        }
+    }
+    .await;
+    let flushed = file.flush().await;
+    drop(file);
+    if let Err(err) = received {
+        let _ = std::fs::remove_file(&path);
+        return Err(err);
+    }
+    if size == 0 {
+        let _ = std::fs::remove_file(&path);
+        return Err(bad_request(
+            "no archive came with the request: send an OCI archive (tar or tar.gz) as the body",
+        ));
+    }
+    if let Err(err) = flushed {
+        let _ = std::fs::remove_file(&path);
+        return Err(ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot keep the upload: {err}"),
+        ));
+    }
+    blocking(move || e.load_uploaded(&path, name.as_deref()))
+        .await
+        .map(|v| Json(v).into_response())
+}
+
+/// `POST /v1/images/load-path`: an archive on the daemon's own host, named explicitly
+/// (`vouch image load --daemon-path`).
+async fn load_image_path(State(e): State<Shared>, body: Bytes) -> Result<Response, ApiError> {
     let req: LoadImage = parse_body(&body)?;
     if !Path::new(&req.path).is_absolute() {
         return Err(bad_request(format!(
@@ -307,7 +395,7 @@ async fn load_image(State(e): State<Shared>, body: Bytes) -> Result<Response, Ap
             req.path
         )));
     }
-    blocking(move || e.load_image(&req.path, req.name.as_deref()))
+    blocking(move || e.load_host_archive(&req.path, req.name.as_deref()))
         .await
         .map(|v| Json(v).into_response())
 }

@@ -52,6 +52,33 @@ fn json<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// Open an archive that lies on the daemon's own host, for [`load`]: the last component is
+/// never followed if it is a symlink, the open never blocks (a FIFO or a device is refused, not
+/// waited on), and only a regular file is accepted. Returns a path that reaches exactly the file
+/// opened (`/proc/self/fd/N`, valid while the returned descriptor lives), so nothing that
+/// renames or replaces the original path afterwards changes what is loaded.
+pub fn open_host_archive(path: &Path) -> Result<(File, PathBuf), LoadError> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let io_err = |source| LoadError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(io_err)?;
+    if !f.metadata().map_err(io_err)?.is_file() {
+        return Err(LoadError::Invalid(format!(
+            "{} is not a regular file: only an archive (.tar, .tar.gz) on the daemon's host is loaded by path",
+            path.display()
+        )));
+    }
+    let via = PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()));
+    Ok((f, via))
+}
+
 /// Load every image of an OCI layout at `source` (directory, `.tar` or `.tar.gz`).
 /// `name` overrides the image's `org.opencontainers.image.ref.name`.
 pub fn load(
@@ -354,11 +381,14 @@ fn ingest_archive(store: &ContentStore, path: &Path) -> Result<Vec<u8>, LoadErro
     let mut archive = tar::Archive::new(reader);
     let mut index = None;
     let mut saw_layout = false;
-    for entry in archive.entries().map_err(io_err)? {
-        let entry = entry.map_err(|e| {
+    for (entries_seen, entry) in archive.entries().map_err(io_err)?.enumerate() {
+        // Never the tar error's own text: it quotes header bytes, and the file may be
+        // anything (an archive is only what it claims to be once it parses).
+        let entry = entry.map_err(|_| {
             LoadError::Invalid(format!(
-                "{} is not a valid tar archive: {e}",
-                path.display()
+                "{} is not a valid tar archive (entry {} is damaged or not a tar header)",
+                path.display(),
+                entries_seen + 1
             ))
         })?;
         let raw: PathBuf = entry.path().map_err(io_err)?.into_owned();

@@ -203,6 +203,20 @@ impl ContentStore {
             .join(format!("{prefix}-{}", hex::encode(r)))
     }
 
+    /// A new private file in the store's temporary directory (removed at the next open if it is
+    /// left behind), e.g. for an archive being uploaded.
+    pub fn temp_file(&self, prefix: &str) -> Result<(PathBuf, File), StoreError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = self.temp_name(prefix);
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(Self::io_err(&path))?;
+        Ok((path, f))
+    }
+
     /// Stream a blob into the store, checking size and digest as it is written.
     pub fn ingest<R: Read>(
         &self,

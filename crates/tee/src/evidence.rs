@@ -55,7 +55,7 @@ pub const EVIDENCE_VERSION: u32 = 1;
 pub enum EvidenceParseError {
     #[error("evidence is not one reading of its bytes")]
     Ambiguous(#[source] vouch_measure::StrictError),
-    #[error("not vouch evidence")]
+    #[error("it is not in the evidence format")]
     Format(#[source] serde_json::Error),
 }
 

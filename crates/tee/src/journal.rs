@@ -1,9 +1,17 @@
 //! The crash-safe measurement journal: an append-only event-log file bound to a TEE register.
 //!
-//! Append order: the record is written to the log and synced, then the register is extended.
-//! A crash can leave a torn final line (never extended: it is cut off on open) or a complete
-//! record the register has not seen (extended on open). Anything else is divergence and is
-//! refused: vouchd must not run on a log that no longer matches its register.
+//! Append order: the journal notes which record it is about to write (its sequence number and
+//! digest, in `<log>.pending`), writes the record to the log and syncs it, then extends the
+//! register. A crash can leave a torn final line (never extended: it is cut off on open) or a
+//! complete record the register has not seen. That record is extended on open only when it is
+//! the one the journal noted: a record that something else appended while vouchd was stopped is
+//! never measured; it is cut off (kept aside in `<log>.rejected`) and reported. Anything else is
+//! divergence and is refused: vouchd must not run on a log that no longer matches its register.
+//!
+//! The note is not synced: the roll-forward only matters when the register survived the crash,
+//! which hardware registers do only when the machine did not go down, and then the note is in
+//! the page cache. After a power loss a record whose note was lost is cut off like a foreign
+//! one, which is safe (it was never extended, so nothing it describes ran).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -60,12 +68,27 @@ pub struct RecoveryReport {
     pub truncated_bytes: u64,
     /// Whether the last record had to be extended into the register.
     pub extended_last: bool,
+    /// A complete last record that the journal was not writing (appended by something else):
+    /// cut off, never extended, and kept aside in `<log>.rejected`.
+    pub rejected_record: Option<u64>,
     pub records: usize,
+}
+
+/// `<seq as 16 hex digits> <digest as 96 hex digits>\n`: fixed length, so each note overwrites
+/// the last whole.
+fn intent_line(seq: u64, digest: &Digest384) -> Vec<u8> {
+    format!("{seq:016x} {}\n", digest.to_hex()).into_bytes()
+}
+
+fn intent_path(log: &Path) -> PathBuf {
+    log.with_extension("pending")
 }
 
 pub struct Journal {
     path: PathBuf,
     file: File,
+    /// Where the record about to be written is noted (see the module documentation).
+    intent: File,
     records: Vec<Record>,
     attester: Arc<dyn Attester>,
     index: usize,
@@ -123,12 +146,50 @@ impl Journal {
             path: path.display().to_string(),
             source,
         })?;
+        let intent_at = intent_path(path);
+        let noted = std::fs::read(&intent_at).unwrap_or_default();
+        let intent = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&intent_at)
+            .map_err(|source| JournalError::Io {
+                path: intent_at.display().to_string(),
+                source,
+            })?;
         let register = attester.register(index).map_err(JournalError::Tee)?;
         match decide_recovery(&records, &register).map_err(JournalError::Record)? {
             Recovery::InStep => {}
             Recovery::ExtendLast(d) => {
-                attester.extend(index, &d).map_err(JournalError::Tee)?;
-                report.extended_last = true;
+                let last = records.len() as u64 - 1;
+                if noted == intent_line(last, &d) {
+                    attester.extend(index, &d).map_err(JournalError::Tee)?;
+                    report.extended_last = true;
+                } else {
+                    // Not the record the journal was writing: never measured. Cut it off and
+                    // keep it aside for whoever investigates.
+                    let start = bytes[..bytes.len() - 1]
+                        .iter()
+                        .rposition(|&b| b == b'\n')
+                        .map_or(0, |p| p + 1);
+                    let rejected_at = path.with_extension("rejected");
+                    OpenOptions::new()
+                        .append(true)
+                        .create(true)
+                        .mode(0o600)
+                        .open(&rejected_at)
+                        .and_then(|mut f| f.write_all(&bytes[start..]))
+                        .map_err(|source| JournalError::Io {
+                            path: rejected_at.display().to_string(),
+                            source,
+                        })?;
+                    file.set_len(start as u64).map_err(io)?;
+                    file.sync_all().map_err(io)?;
+                    file.seek(SeekFrom::End(0)).map_err(io)?;
+                    records.pop();
+                    report.rejected_record = Some(last);
+                }
             }
             Recovery::Diverged { replayed, register } => {
                 return Err(JournalError::Diverged {
@@ -144,6 +205,7 @@ impl Journal {
             Journal {
                 path: path.to_path_buf(),
                 file,
+                intent,
                 records,
                 attester,
                 index,
@@ -166,6 +228,12 @@ impl Journal {
             path: self.path.display().to_string(),
             source,
         };
+        {
+            use std::os::unix::fs::FileExt;
+            self.intent
+                .write_all_at(&intent_line(record.seq, &digest), 0)
+                .map_err(io)?;
+        }
         self.file.write_all(&line).map_err(io)?;
         self.file.sync_data().map_err(io)?;
         self.records.push(record.clone());
@@ -253,6 +321,7 @@ mod tests {
             RecoveryReport {
                 truncated_bytes: 0,
                 extended_last: false,
+                rejected_record: None,
                 records: 2
             }
         );
@@ -265,9 +334,15 @@ mod tests {
         let (mut j, _) = open(dir.path());
         j.append("a", json!(1)).expect("append");
         drop(j);
-        // Simulate the crash window: a synced record the register never saw.
+        // Simulate the crash window: the journal noted the record, synced it, and never
+        // extended the register.
         let r = Record::new(1, "b", json!(2));
         let mut line = r.canonical_bytes().expect("bytes");
+        std::fs::write(
+            dir.path().join("events.pending"),
+            intent_line(1, &vouch_measure::sha384(&line)),
+        )
+        .expect("note");
         line.push(b'\n');
         let mut f = OpenOptions::new()
             .append(true)
@@ -282,6 +357,73 @@ mod tests {
             replay(j.records()).expect("replay")
         );
         assert_eq!(j.records().len(), 2);
+    }
+
+    /// A complete record appended by something else while vouchd was stopped is never extended
+    /// into the register: it is cut off and kept aside, and the log stays in step; a second
+    /// one makes the log diverge, which is refused.
+    #[test]
+    fn records_appended_by_something_else_are_never_measured() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut j, _) = open(dir.path());
+        j.append("a", json!(1)).expect("append");
+        let reg = j.register().expect("reg");
+        drop(j);
+        let foreign = |seq: u64| {
+            let mut line = Record::new(seq, "container.create", json!({"id": "forged"}))
+                .canonical_bytes()
+                .expect("bytes");
+            line.push(b'\n');
+            line
+        };
+        let log = dir.path().join("events.log");
+        OpenOptions::new()
+            .append(true)
+            .open(&log)
+            .and_then(|mut f| f.write_all(&foreign(1)))
+            .expect("append");
+        let (j, report) = open(dir.path());
+        assert_eq!(report.rejected_record, Some(1));
+        assert!(!report.extended_last);
+        assert_eq!(j.records().len(), 1);
+        assert_eq!(
+            j.register().expect("reg"),
+            reg,
+            "the foreign record was measured"
+        );
+        assert_eq!(
+            std::fs::read(dir.path().join("events.rejected")).expect("kept aside"),
+            foreign(1)
+        );
+        // The note of a record the journal did write does not cover another one.
+        drop(j);
+        let (mut j, _) = open(dir.path());
+        j.append("b", json!(2)).expect("append");
+        let reg = j.register().expect("reg");
+        drop(j);
+        OpenOptions::new()
+            .append(true)
+            .open(&log)
+            .and_then(|mut f| f.write_all(&foreign(2)))
+            .expect("append");
+        let (j, report) = open(dir.path());
+        assert_eq!(report.rejected_record, Some(2));
+        assert_eq!(j.register().expect("reg"), reg);
+        drop(j);
+        // Two foreign records: the log no longer matches the register at all.
+        OpenOptions::new()
+            .append(true)
+            .open(&log)
+            .and_then(|mut f| {
+                f.write_all(&foreign(2))?;
+                f.write_all(&foreign(3))
+            })
+            .expect("append");
+        let sim = Arc::new(SimAttester::open(&dir.path().join("sim")).expect("sim"));
+        let err = Journal::open(&log, sim, crate::VOUCH_REGISTER)
+            .err()
+            .expect("must refuse");
+        assert!(matches!(err, JournalError::Diverged { .. }), "{err}");
     }
 
     #[test]

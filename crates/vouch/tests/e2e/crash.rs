@@ -132,3 +132,43 @@ fn tee_info_shows_the_register_the_log_replays_to() {
         "{text}"
     );
 }
+
+/// A record that something other than vouchd appends to the measurement log while vouchd is
+/// stopped is never extended into the register: the restarted vouchd cuts it off (keeping it
+/// aside), its evidence still verifies, and it does not list the forged container.
+#[test]
+fn records_appended_while_vouchd_is_stopped_are_never_measured() {
+    if !require_root("records_appended_while_vouchd_is_stopped_are_never_measured") {
+        return;
+    }
+    use std::io::Write as _;
+    let env = TestEnv::new();
+    {
+        let d = env.start();
+        load_busybox(&env, &d, "bb");
+        d.ok(&["run", "--rm", "bb", "true"]);
+    }
+    let log = env.state().join("measurements.log");
+    let records = std::fs::read_to_string(&log).expect("log").lines().count();
+    let forged = serde_json::json!({
+        "content": {"id": "f".repeat(64), "name": "forged", "image": "forged",
+                    "image_digest": format!("sha256:{}", "0".repeat(64)), "config_digest": "sha384:00"},
+        "domain": "vouch", "op": "container.create", "seq": records
+    });
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&log)
+        .expect("open");
+    f.write_all(format!("{forged}\n").as_bytes())
+        .expect("append");
+    drop(f);
+    let d = env.start();
+    let verdict = verify_ok(&env, &d);
+    assert_eq!(verdict["records"], records, "{verdict}");
+    assert!(!verdict.to_string().contains("forged"), "{verdict}");
+    let kept = std::fs::read_to_string(env.state().join("measurements.rejected")).expect("kept");
+    assert!(kept.contains("forged"));
+    assert!(std::fs::read_to_string(&d.log)
+        .expect("log")
+        .contains("vouchd was not writing"));
+}

@@ -431,3 +431,141 @@ fn untrusted_text_never_reaches_the_terminal_raw() {
         "one escaped container row: {text}"
     );
 }
+
+/// `vouch image load` sends the archive over the socket (a layout directory as a tar made on
+/// the fly, an archive file, or stdin); the daemon opens a path of its own host only when told
+/// to with --daemon-path, and then only a regular file, without following a link or waiting
+/// on a FIFO; what it reports about a file that is not an archive never quotes the file.
+#[test]
+fn image_load_streams_and_the_daemon_opens_no_client_path() {
+    if !require_root("image_load_streams_and_the_daemon_opens_no_client_path") {
+        return;
+    }
+    use std::io::Write as _;
+    let env = TestEnv::new();
+    let d = env.start();
+    let (layout, digest) = busybox_layout(&env);
+    // A directory, sent as a tar.
+    let out = d.ok(&[
+        "image",
+        "load",
+        "-i",
+        layout.to_str().expect("utf8"),
+        "--name",
+        "from-dir",
+    ]);
+    assert!(out.contains(&digest), "{out}");
+    // An archive file, and the same archive on stdin.
+    let archive = env.path().join("bb.tar");
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(&layout)
+        .arg("-cf")
+        .arg(&archive)
+        .arg(".")
+        .status()
+        .expect("tar");
+    assert!(st.success());
+    d.ok(&[
+        "image",
+        "load",
+        "-i",
+        archive.to_str().expect("utf8"),
+        "--name",
+        "from-file",
+    ]);
+    let mut child = Command::new(VOUCH)
+        .arg("--socket")
+        .arg(env.socket())
+        .args(["image", "load", "--name", "from-stdin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("vouch");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&std::fs::read(&archive).expect("read"))
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let names: Vec<String> = d.json(&["image", "ls", "--json"])[0]["names"]
+        .as_array()
+        .expect("names")
+        .iter()
+        .map(|n| n.as_str().expect("name").to_string())
+        .collect();
+    for n in ["from-dir", "from-file", "from-stdin"] {
+        assert!(
+            names.contains(&format!("{n}:latest")),
+            "{n} missing from {names:?}"
+        );
+    }
+    // The daemon's own files, by path: only with --daemon-path, and never read out.
+    let secret = env.path().join("shadow");
+    std::fs::write(&secret, "root:$6$SECRETHASH:19000:0:99999:7:::\n").expect("write");
+    let out = d.vouch(&[
+        "image",
+        "load",
+        "--daemon-path",
+        secret.to_str().expect("utf8"),
+    ]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("not a valid tar archive"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !stderr(&out).contains("SECRETHASH") && !stderr(&out).contains("root:"),
+        "{}",
+        stderr(&out)
+    );
+    let fifo = env.path().join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("fifo");
+    let link = env.path().join("link.tar");
+    std::os::unix::fs::symlink(&archive, &link).expect("link");
+    for (p, says) in [
+        (fifo.as_path(), "not a regular file"),
+        (layout.as_path(), "not a regular file"),
+        (link.as_path(), "symbolic links"),
+    ] {
+        let started = std::time::Instant::now();
+        let out = d.vouch(&["image", "load", "--daemon-path", p.to_str().expect("utf8")]);
+        assert_eq!(out.status.code(), Some(125), "{}", p.display());
+        assert!(
+            stderr(&out).contains(says),
+            "{}: {}",
+            p.display(),
+            stderr(&out)
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{} hung",
+            p.display()
+        );
+    }
+    // A regular archive on the daemon's host loads by path.
+    let out = d.ok(&[
+        "image",
+        "load",
+        "--daemon-path",
+        archive.to_str().expect("utf8"),
+        "--name",
+        "from-host",
+    ]);
+    assert!(out.contains(&digest), "{out}");
+    // A client that still sends a path as JSON to the streaming endpoint gets nothing opened.
+    let resp = vouch_api::Client::new(env.socket())
+        .send(
+            "POST",
+            "/v1/images/load",
+            Some(br#"{"path":"/etc/shadow"}"#),
+        )
+        .expect("send");
+    let (status, body) = vouch_api::client::read_body_limited(resp, 1 << 16).expect("body");
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("not a valid tar archive"));
+}

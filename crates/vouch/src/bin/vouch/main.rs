@@ -340,13 +340,19 @@ enum ImageCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Load images from an OCI layout directory or archive (.tar, .tar.gz).
+    /// Load images from an OCI layout directory or archive (.tar, .tar.gz), sent to vouchd over
+    /// its socket (as `docker load` does); `-` or no input reads an archive from stdin.
     Load {
-        /// The layout directory or archive.
-        #[arg(short, long = "input")]
+        /// The layout directory or archive (read with your permissions, not the daemon's).
+        #[arg(short, long = "input", conflicts_with = "daemon_path")]
         input: Option<PathBuf>,
         /// Same as --input.
+        #[arg(conflicts_with = "daemon_path")]
         path: Option<PathBuf>,
+        /// Load an archive (a regular file) that is on the daemon's own host, by its absolute
+        /// path there, instead of sending one.
+        #[arg(long, value_name = "PATH")]
+        daemon_path: Option<PathBuf>,
         /// Name the image (default: its org.opencontainers.image.ref.name).
         #[arg(long)]
         name: Option<String>,
@@ -737,6 +743,55 @@ fn main() -> ExitCode {
             ExitCode::from(if verifying { 1 } else { EXIT_VOUCH_ERROR })
         }
     }
+}
+
+/// Send an OCI layout directory (as a tar made on the fly), an archive file, or stdin to vouchd.
+fn upload_images(
+    client: &Client,
+    input: Option<PathBuf>,
+    name: Option<&str>,
+) -> Result<Vec<ImageSummary>> {
+    let mut path = "/v1/images/load".to_string();
+    if let Some(n) = name {
+        path.push_str(&format!("?name={}", seg(n)));
+    }
+    let input = input.filter(|p| p.as_os_str() != "-");
+    let loaded = match input {
+        None => {
+            if std::io::IsTerminal::is_terminal(&io::stdin()) {
+                bail!("give the OCI layout or archive to load (vouch image load -i PATH), or pipe an archive into stdin");
+            }
+            client.upload(&path, "application/x-tar", |w| {
+                io::copy(&mut io::stdin().lock(), w).map(drop)
+            })?
+        }
+        Some(p) => {
+            let meta =
+                std::fs::metadata(&p).with_context(|| format!("cannot open {}", p.display()))?;
+            if meta.is_dir() {
+                if !p.join("oci-layout").is_file() {
+                    bail!(
+                        "{} is not an OCI image layout (no oci-layout file)",
+                        p.display()
+                    );
+                }
+                client.upload(&path, "application/x-tar", |w| {
+                    let mut tar = tar::Builder::new(w);
+                    tar.follow_symlinks(false);
+                    tar.mode(tar::HeaderMode::Deterministic);
+                    tar.append_dir_all(".", &p)?;
+                    tar.finish()
+                })?
+            } else {
+                let mut f = std::fs::File::open(&p)
+                    .with_context(|| format!("cannot open {}", p.display()))?;
+                client.upload(&path, "application/x-tar", |w| {
+                    io::copy(&mut f, w).map(drop)
+                })?
+            }
+        }
+    };
+    Ok(loaded)
 }
 
 /// Percent-encode one path segment.
@@ -1260,19 +1315,23 @@ fn image(client: &Client, cmd: ImageCmd) -> Result<u8> {
         ImageCmd::Load {
             input,
             path,
+            daemon_path,
             name,
             json,
         } => {
-            let Some(p) = input.or(path) else {
-                bail!("give the OCI layout or archive to load: vouch image load -i PATH")
+            let loaded: Vec<ImageSummary> = match daemon_path {
+                Some(p) => {
+                    if !p.is_absolute() {
+                        bail!("--daemon-path must be an absolute path on the daemon's host");
+                    }
+                    let req = LoadImage {
+                        path: p.display().to_string(),
+                        name,
+                    };
+                    client.call("POST", "/v1/images/load-path", Some(&req))?
+                }
+                None => upload_images(client, input.or(path), name.as_deref())?,
             };
-            let abs = std::fs::canonicalize(&p)
-                .with_context(|| format!("cannot open {}", p.display()))?;
-            let req = LoadImage {
-                path: abs.display().to_string(),
-                name,
-            };
-            let loaded: Vec<ImageSummary> = client.call("POST", "/v1/images/load", Some(&req))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&loaded)?);
             } else {
@@ -1300,7 +1359,8 @@ fn verify(file: PathBuf, opts: VerifyOptions, json: bool) -> Result<u8> {
     } else {
         std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?
     };
-    let evidence = Evidence::from_json(&bytes).with_context(|| format!("{}", file.display()))?;
+    let evidence = Evidence::from_json(&bytes)
+        .with_context(|| format!("{} is not vouch evidence", file.display()))?;
     let checked_nonce = opts.nonce.is_some();
     report_verification(
         json,
