@@ -248,6 +248,12 @@ impl<S: Read + Write> Connection<S> {
         self.open
     }
 
+    /// The underlying stream (for timeouts and the like; reading or writing it directly would
+    /// break the framing).
+    pub fn stream_mut(&mut self) -> &mut S {
+        self.reader.get_mut()
+    }
+
     /// Queue one request (asking the server to keep the connection open). Queued requests are
     /// written together when the next response is read.
     pub fn send(

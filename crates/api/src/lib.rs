@@ -12,6 +12,13 @@ pub use client::{Client, ClientError};
 pub use types::*;
 
 /// Default location of the daemon socket.
+/// Longest stop timeout (seconds) the API takes: a stop holds a thread of the daemon while it
+/// waits, so the wait is bounded.
+pub const MAX_STOP_TIMEOUT: u64 = 3600;
+
+/// Longest Conker MaxExecutionTime (seconds): a year.
+pub const MAX_EXECUTION_TIME: u64 = 365 * 24 * 3600;
+
 pub const DEFAULT_SOCKET: &str = "/run/vouch/vouchd.sock";
 /// Environment variable that overrides the socket path for the CLI.
 pub const SOCKET_ENV: &str = "VOUCH_SOCKET";

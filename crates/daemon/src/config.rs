@@ -28,6 +28,8 @@ pub struct DaemonConfig {
     pub insecure_registries: Vec<String>,
     /// CAs (PEM files) trusted for `kbss://` KBSs; none: the system's roots.
     pub kbs_cas: Vec<PathBuf>,
+    /// How long one secret's whole exchange with its KBS may take.
+    pub kbs_timeout: std::time::Duration,
 }
 
 impl DaemonConfig {

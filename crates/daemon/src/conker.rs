@@ -10,8 +10,6 @@
 //! Unlike Conker, this API is only served on vouchd's 0600 unix socket, and registry passwords are
 //! never stored or shown.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use vouch_api::{Container, CreateContainer, TaskState};
@@ -31,9 +29,8 @@ pub struct ConkerRequest {
     pub mounts: Vec<Mount>,
     #[serde(default)]
     pub kms_endpoints: Vec<String>,
-    /// Fields vouch does not interpret (SessionId, WorkerHost, ...), kept as given.
-    #[serde(flatten)]
-    pub other: BTreeMap<String, Value>,
+    // Fields vouch does not interpret (SessionId, WorkerHost, ...) are read past and dropped:
+    // nothing a client sends is kept or shown back unless vouch understands it.
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -81,6 +78,16 @@ pub const KMS_RESOURCE: &str = vouch_kbs::QUICK_RESOURCE;
 /// Translate a Conker request into a vouch container request, refusing what vouch cannot honour
 /// yet with a clear reason rather than silently ignoring it.
 pub fn to_create(req: &ConkerRequest) -> Result<CreateContainer, EngineError> {
+    if let Some(t) = req
+        .image_info
+        .max_execution_time
+        .filter(|t| *t > vouch_api::MAX_EXECUTION_TIME)
+    {
+        return Err(EngineError::BadRequest(format!(
+            "MaxExecutionTime {t} is over {} seconds (a year)",
+            vouch_api::MAX_EXECUTION_TIME
+        )));
+    }
     // Ports are published from vouchd's --publish-address into the container's own network
     // namespace, as Conker publishes them from the CVM.
     let publish = req
@@ -188,13 +195,18 @@ fn split_command(line: &str) -> Result<Vec<String>, EngineError> {
     Ok(words)
 }
 
-/// The request as kept with the task and shown back: registry passwords are redacted.
+/// The request as kept with the task and shown back: only the fields vouch understands, with
+/// registry passwords and environment values (either may hold a secret) redacted.
 pub fn redacted(req: &ConkerRequest) -> Value {
     let mut r = req.clone();
     if let Some(auth) = r.image_info.register_auth_info.as_mut() {
         if !auth.password.is_empty() {
             auth.password = "<redacted>".into();
         }
+    }
+    for e in r.env.iter_mut() {
+        let key = e.split_once('=').map_or(e.as_str(), |(k, _)| k);
+        *e = format!("{key}=<redacted>");
     }
     serde_json::to_value(&r).unwrap_or(Value::Null)
 }
@@ -262,7 +274,8 @@ mod tests {
             "Name": "app", "ImageInfo": {"ImageName": "bb", "Cmd": "sh -c true",
                 "RegisterAuthInfo": {"Username": "u", "Password": "hunter2"}},
             "Ports": [{"TargetPort": 8080, "PublishedPort": 8080}],
-            "Env": ["A=1"], "KmsEndpoints": ["127.0.0.1:3333"], "SessionId": "s1"
+            "Env": ["A=s3cr3t-value"], "KmsEndpoints": ["127.0.0.1:3333"], "SessionId": "s1",
+            "WorkerHost": "\u{1b}[2Kx"
         }));
         let c = to_create(&r).expect("create");
         assert_eq!(c.cmd, ["sh", "-c", "true"]);
@@ -272,11 +285,12 @@ mod tests {
             c.secrets,
             ["kbs://127.0.0.1:3333/conker/secret/json,target=secret-127.0.0.1:3333.json"]
         );
+        assert_eq!(c.env, ["A=s3cr3t-value"]);
         let shown = redacted(&r).to_string();
-        assert!(
-            !shown.contains("hunter2") && shown.contains("SessionId"),
-            "{shown}"
-        );
+        for kept_out in ["hunter2", "SessionId", "WorkerHost", "s3cr3t"] {
+            assert!(!shown.contains(kept_out), "{kept_out} in {shown}");
+        }
+        assert!(shown.contains("A=<redacted>"), "{shown}");
         let mut remap = r.clone();
         remap.ports[0].published_port = 30001;
         remap.mounts.push(Mount {

@@ -149,7 +149,13 @@ pub struct Engine {
     create_lock: Mutex<()>,
     /// Tasks asked to stop launching.
     cancels: Mutex<std::collections::HashSet<String>>,
+    /// Secret fetches in flight, by task: a cancel interrupts them at once.
+    fetches: Mutex<HashMap<String, Arc<vouch_kbs::client::Interrupt>>>,
 }
+
+/// How long a forced removal or a stop waits for a launch it cancelled to wind down (it stops
+/// at its next step; a fetch from a KBS is interrupted at once).
+const LAUNCH_ABORT_WAIT: Duration = Duration::from_secs(60);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -261,6 +267,7 @@ impl Engine {
             events,
             create_lock: Mutex::new(()),
             cancels: Mutex::new(Default::default()),
+            fetches: Mutex::new(Default::default()),
             removed: Mutex::new(Default::default()),
         });
         engine.reconcile();
@@ -881,6 +888,10 @@ impl Engine {
             .iter()
             .map(|url| {
                 SecretRef::parse(url, &self.kbs_trust)
+                    .map(|mut r| {
+                        r.client = r.client.with_round_trip(self.cfg.kbs_timeout);
+                        r
+                    })
                     .map_err(|e| EngineError::BadRequest(e.to_string()))
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -1132,7 +1143,7 @@ impl Engine {
         if view.state == TaskState::Running {
             return Err(EngineError::Running(id[..12].to_string()));
         }
-        lock(&self.cancels).insert(id.clone());
+        self.cancel_launch(&id);
         self.update(
             &id,
             "CancelRequested",
@@ -1140,6 +1151,21 @@ impl Engine {
             |_| {},
         );
         self.get(&id)
+    }
+
+    /// Make a launch stop: at its next step, and at once if it is waiting on a KBS.
+    fn cancel_launch(&self, id: &str) {
+        lock(&self.cancels).insert(id.to_string());
+        if let Some(i) = lock(&self.fetches).get(id) {
+            i.interrupt();
+        }
+    }
+
+    /// Whether the task is still launching (not started, not ended).
+    fn launching(&self, id: &str) -> bool {
+        lock(&self.tasks)
+            .get(id)
+            .is_some_and(|t| !t.view.state.is_final() && t.view.pid.is_none())
     }
 
     fn check_cancel(&self, id: &str) -> Result<(), EngineError> {
@@ -1433,6 +1459,31 @@ impl Engine {
         let dir = SecretsDir::for_container(&self.container_dir(id));
         dir.mount(spec.uid, spec.gid)
             .map_err(|e| EngineError::Internal(format!("cannot mount the secrets tmpfs: {e}")))?;
+        let interrupt = vouch_kbs::client::Interrupt::new();
+        lock(&self.fetches).insert(id.to_string(), interrupt.clone());
+        // A cancel that came before the fetch was registered.
+        if lock(&self.cancels).contains(id) {
+            interrupt.interrupt();
+        }
+        let fetched = self.fetch_secrets(id, create_seq, spec, secrets, &dir, &interrupt);
+        lock(&self.fetches).remove(id);
+        fetched?;
+        self.measure(
+            "secret.fetched",
+            json!({"id": id, "resources": secrets.iter().map(|s| s.url.as_str()).collect::<Vec<_>>()}),
+        )?;
+        Ok(())
+    }
+
+    fn fetch_secrets(
+        &self,
+        id: &str,
+        create_seq: u64,
+        spec: &ContainerSpec,
+        secrets: &[SecretRef],
+        dir: &SecretsDir,
+        interrupt: &Arc<vouch_kbs::client::Interrupt>,
+    ) -> Result<(), EngineError> {
         let tee = match lock(&self.journal).tee() {
             TeeType::Sim => kbs_types::Tee::Sample,
             TeeType::Tpm => kbs_types::Tee::Tpm,
@@ -1447,18 +1498,26 @@ impl Engine {
         } in secrets
         {
             let value = client
-                .get_resource(tee, path, |mut runtime_data| {
-                    runtime_data[vouch_tee::verify::REQUESTER_KEY] =
-                        json!({"id": id, "create_seq": create_seq});
-                    let evidence = lock(&self.journal)
-                        .evidence(runtime_data)
-                        .map_err(|e| error_chain(&e))?;
-                    serde_json::to_value(&evidence).map_err(|e| e.to_string())
-                })
-                .map_err(|source| EngineError::Secret {
-                    url: url.clone(),
-                    kbs: client.addr().to_string(),
-                    source,
+                .get_resource_interruptible(
+                    tee,
+                    path,
+                    |mut runtime_data| {
+                        runtime_data[vouch_tee::verify::REQUESTER_KEY] =
+                            json!({"id": id, "create_seq": create_seq});
+                        let evidence = lock(&self.journal)
+                            .evidence(runtime_data)
+                            .map_err(|e| error_chain(&e))?;
+                        serde_json::to_value(&evidence).map_err(|e| e.to_string())
+                    },
+                    interrupt,
+                )
+                .map_err(|source| match source {
+                    vouch_kbs::KbsClientError::Cancelled => EngineError::Cancelled,
+                    source => EngineError::Secret {
+                        url: url.clone(),
+                        kbs: client.addr().to_string(),
+                        source,
+                    },
                 })?;
             dir.write(target, &value, spec.uid, spec.gid)
                 .map_err(|e| EngineError::Internal(format!("cannot write secret {path}: {e}")))?;
@@ -1469,10 +1528,6 @@ impl Engine {
                 |_| {},
             );
         }
-        self.measure(
-            "secret.fetched",
-            json!({"id": id, "resources": secrets.iter().map(|s| s.url.as_str()).collect::<Vec<_>>()}),
-        )?;
         Ok(())
     }
 
@@ -1567,6 +1622,16 @@ impl Engine {
     /// SIGTERM, then SIGKILL after `timeout`. Blocking.
     pub fn stop(&self, reference: &str, timeout: Duration) -> Result<Container, EngineError> {
         let id = self.resolve(reference)?;
+        if self.launching(&id) {
+            // Nothing runs yet: the launch is cancelled, and the stop waits for that.
+            self.cancel_launch(&id);
+            if !self.wait_final(&id, LAUNCH_ABORT_WAIT) && self.launching(&id) {
+                return Err(EngineError::Internal(format!(
+                    "container {} is still launching; its launch was cancelled",
+                    &id[..12]
+                )));
+            }
+        }
         if !self.is_final(&id) {
             self.update(
                 &id,
@@ -1594,6 +1659,17 @@ impl Engine {
         if !self.is_final(&id) {
             if !force {
                 return Err(EngineError::Running(id[..12].to_string()));
+            }
+            if self.launching(&id) {
+                // A launch always gives way to a forced removal: it is cancelled (a fetch from
+                // a KBS is interrupted at once), and the removal waits for it to wind down.
+                let view = self.get(&id)?;
+                self.cancel_launch(&id);
+                self.wait_final(&id, LAUNCH_ABORT_WAIT);
+                if !lock(&self.tasks).contains_key(&id) {
+                    // Cancelled and removed already (it was started with --rm).
+                    return Ok(view);
+                }
             }
             self.signal(&id, Signal::SIGKILL);
             if !self.wait_final(&id, Duration::from_secs(10)) {

@@ -185,10 +185,13 @@ async fn stop(
     UrlPath(id): UrlPath<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
+    let max = vouch_api::MAX_STOP_TIMEOUT;
     let timeout = match q.get("timeout") {
-        Some(t) => t
-            .parse::<u64>()
-            .map_err(|_| bad_request(format!("timeout {t:?} must be whole seconds")))?,
+        Some(t) => t.parse::<u64>().ok().filter(|t| *t <= max).ok_or_else(|| {
+            bad_request(format!(
+                "timeout {t:?} must be whole seconds from 0 to {max}"
+            ))
+        })?,
         None => 10,
     };
     blocking(move || e.stop(&id, Duration::from_secs(timeout)))
@@ -609,6 +612,7 @@ mod tests {
             registries_d: "/nonexistent".into(),
             insecure_registries: Vec::new(),
             kbs_cas: Vec::new(),
+            kbs_timeout: std::time::Duration::from_secs(30),
         };
         let sim = std::sync::Arc::new(
             vouch_tee::sim::SimAttester::open(&dir.path().join("sim")).expect("sim"),

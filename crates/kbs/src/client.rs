@@ -82,34 +82,133 @@ impl KbsTrust {
     }
 }
 
-/// A connection to a KBS: plain TCP (`kbs://`) or TLS (`kbss://`).
-pub enum KbsStream {
+/// A connection to a KBS: plain TCP (`kbs://`) or TLS (`kbss://`), with a deadline for the round
+/// trip in progress: each read and write may take the per-operation timeout at most, and none
+/// may go past the deadline, so a KBS that answers a byte at a time cannot hold a fetch longer.
+pub struct KbsStream {
+    kind: StreamKind,
+    /// The socket itself, to change its timeouts and to shut it down on an interrupt.
+    tcp: TcpStream,
+    per_op: Duration,
+    deadline: Option<std::time::Instant>,
+    /// Whether the socket's timeouts were lowered for the deadline (and must be restored).
+    lowered: bool,
+}
+
+enum StreamKind {
     Plain(TcpStream),
     Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
 }
 
+impl KbsStream {
+    /// Until `deadline`, reads and writes proceed; after it they fail with `TimedOut`.
+    pub fn set_deadline(&mut self, deadline: Option<std::time::Instant>) {
+        self.deadline = deadline;
+        if self.lowered {
+            let _ = self.tcp.set_read_timeout(Some(self.per_op));
+            let _ = self.tcp.set_write_timeout(Some(self.per_op));
+            self.lowered = false;
+        }
+    }
+
+    /// Bound the next socket operation by the time left before the deadline.
+    fn bound(&mut self, write: bool) -> std::io::Result<()> {
+        let Some(deadline) = self.deadline else {
+            return Ok(());
+        };
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the KBS did not answer in time",
+            ));
+        }
+        // Only when the deadline is nearer than the usual timeout: no extra system call on a
+        // round trip that goes quickly.
+        if left < self.per_op {
+            self.lowered = true;
+            if write {
+                self.tcp.set_write_timeout(Some(left))?;
+            } else {
+                self.tcp.set_read_timeout(Some(left))?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Read for KbsStream {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match self {
-            KbsStream::Plain(s) => s.read(buf),
-            KbsStream::Tls(s) => s.read(buf),
+        self.bound(false)?;
+        match &mut self.kind {
+            StreamKind::Plain(s) => s.read(buf),
+            StreamKind::Tls(s) => s.read(buf),
         }
     }
 }
 
 impl Write for KbsStream {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        match self {
-            KbsStream::Plain(s) => s.write(buf),
-            KbsStream::Tls(s) => s.write(buf),
+        self.bound(true)?;
+        match &mut self.kind {
+            StreamKind::Plain(s) => s.write(buf),
+            StreamKind::Tls(s) => s.write(buf),
         }
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        match self {
-            KbsStream::Plain(s) => s.flush(),
-            KbsStream::Tls(s) => s.flush(),
+        match &mut self.kind {
+            StreamKind::Plain(s) => s.flush(),
+            StreamKind::Tls(s) => s.flush(),
         }
+    }
+}
+
+/// A way to stop a fetch from another thread (a cancel or a forced removal of the container it
+/// is for): the fetch's socket is shut down, so that whatever it is blocked on returns at once,
+/// and no new connection is made for it.
+#[derive(Debug, Default)]
+pub struct Interrupt {
+    interrupted: std::sync::atomic::AtomicBool,
+    sockets: Mutex<Vec<TcpStream>>,
+}
+
+impl Interrupt {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Interrupt::default())
+    }
+
+    /// Stop the fetch now (and any that starts later with this interrupt).
+    pub fn interrupt(&self) {
+        self.interrupted
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        for s in self
+            .sockets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    pub fn is_interrupted(&self) -> bool {
+        self.interrupted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Watch the socket of `stream`; fails if the fetch was interrupted already.
+    fn watch(&self, stream: &KbsStream) -> std::io::Result<()> {
+        let clone = stream.tcp.try_clone()?;
+        let mut sockets = self.sockets.lock().unwrap_or_else(|p| p.into_inner());
+        if self.is_interrupted() {
+            let _ = clone.shutdown(std::net::Shutdown::Both);
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Interrupted,
+                "the fetch was cancelled",
+            ));
+        }
+        sockets.push(clone);
+        Ok(())
     }
 }
 
@@ -192,6 +291,10 @@ pub enum KbsClientError {
     },
     #[error("cannot produce evidence: {0}")]
     Evidence(String),
+    #[error("the KBS at {addr} did not complete the exchange within {seconds} seconds")]
+    TimedOut { addr: String, seconds: u64 },
+    #[error("the fetch was cancelled")]
+    Cancelled,
     #[error("cannot decrypt the resource")]
     Decrypt(#[source] jwe::JweError),
 }
@@ -230,9 +333,14 @@ pub struct KbsClient {
     /// For `kbss://`: how the KBS's certificate is checked.
     tls: Option<Arc<rustls::ClientConfig>>,
     timeout: Duration,
+    /// How long one round trip (or admin call) may take in all.
+    round_trip: Duration,
     /// The connection the last round trip left open, for the next one (clones share it).
     idle: Arc<Mutex<Option<Conn>>>,
 }
+
+/// How long a whole round trip may take unless the client is told otherwise.
+pub const DEFAULT_ROUND_TRIP: Duration = Duration::from_secs(30);
 
 impl KbsClient {
     pub fn new(addr: impl Into<String>) -> Self {
@@ -240,8 +348,15 @@ impl KbsClient {
             addr: addr.into(),
             tls: None,
             timeout: Duration::from_secs(5),
+            round_trip: DEFAULT_ROUND_TRIP,
             idle: Arc::default(),
         }
+    }
+
+    /// The same client with another bound on a whole round trip.
+    pub fn with_round_trip(mut self, limit: Duration) -> Self {
+        self.round_trip = limit;
+        self
     }
 
     /// A client for the same KBS, with the same trust, and a connection of its own.
@@ -304,8 +419,16 @@ impl KbsClient {
         let _ = stream.set_read_timeout(Some(self.timeout));
         let _ = stream.set_write_timeout(Some(self.timeout));
         let _ = stream.set_nodelay(true);
+        let tcp = stream.try_clone().map_err(connect_err)?;
+        let wrap = |kind| KbsStream {
+            kind,
+            tcp,
+            per_op: self.timeout,
+            deadline: None,
+            lowered: false,
+        };
         let Some(config) = &self.tls else {
-            return Ok(KbsStream::Plain(stream));
+            return Ok(wrap(StreamKind::Plain(stream)));
         };
         let handshake_err = |source| KbsClientError::Handshake {
             addr: self.addr.clone(),
@@ -326,9 +449,9 @@ impl KbsClient {
         while conn.is_handshaking() {
             conn.complete_io(&mut stream).map_err(handshake_err)?;
         }
-        Ok(KbsStream::Tls(Box::new(rustls::StreamOwned::new(
+        Ok(wrap(StreamKind::Tls(Box::new(rustls::StreamOwned::new(
             conn, stream,
-        ))))
+        )))))
     }
 
     /// A kept-alive connection: the one left idle by this client's last round trip, or a new one.
@@ -403,6 +526,7 @@ impl KbsClient {
     /// on a new one.
     fn send_first(&self, req: FirstRequest) -> Result<Sent, KbsClientError> {
         let (mut conn, reused) = self.connection()?;
+        self.arm(&mut conn, &req)?;
         match req.write(&mut conn) {
             Ok(()) => Ok(Sent { conn, reused, req }),
             // The server closed the kept-alive connection meanwhile.
@@ -417,10 +541,45 @@ impl KbsClient {
 
     /// `req` written on a new connection, for when a kept-alive one turned out closed.
     fn write_on_new(&self, req: &FirstRequest) -> Result<Conn, KbsClientError> {
+        if req.interrupt.as_ref().is_some_and(|i| i.is_interrupted()) {
+            return Err(KbsClientError::Cancelled);
+        }
         let mut conn = Connection::new(self.connect()?, self.addr.clone());
+        self.arm(&mut conn, req)?;
         req.write(&mut conn)
             .map_err(|e| self.protocol(req.step, e))?;
         Ok(conn)
+    }
+
+    /// Give the connection the round trip's deadline, and let its interrupt reach the socket.
+    fn arm(&self, conn: &mut Conn, req: &FirstRequest) -> Result<(), KbsClientError> {
+        conn.stream_mut().set_deadline(Some(req.deadline));
+        if let Some(i) = &req.interrupt {
+            i.watch(conn.stream_mut())
+                .map_err(|_| KbsClientError::Cancelled)?;
+        }
+        Ok(())
+    }
+
+    /// An error of a round trip that ran out of time or was interrupted, named as such.
+    fn outcome<T>(
+        &self,
+        r: Result<T, KbsClientError>,
+        deadline: std::time::Instant,
+        interrupt: Option<&Interrupt>,
+    ) -> Result<T, KbsClientError> {
+        match r {
+            Err(_) if interrupt.is_some_and(Interrupt::is_interrupted) => {
+                Err(KbsClientError::Cancelled)
+            }
+            Err(KbsClientError::Protocol { .. }) if std::time::Instant::now() >= deadline => {
+                Err(KbsClientError::TimedOut {
+                    addr: self.addr.clone(),
+                    seconds: self.round_trip.as_secs(),
+                })
+            }
+            other => other,
+        }
     }
 
     /// The answer to a round trip's first request. A kept-alive connection that the server
@@ -448,6 +607,14 @@ impl KbsClient {
     /// what the one before sent, so one thread can keep several round trips in flight;
     /// [`KbsClient::get_resource`] runs them in a row.
     pub fn start(&self, tee: Tee) -> Result<AuthSent<'_>, KbsClientError> {
+        self.start_with(tee, None)
+    }
+
+    fn start_with(
+        &self,
+        tee: Tee,
+        interrupt: Option<Arc<Interrupt>>,
+    ) -> Result<AuthSent<'_>, KbsClientError> {
         let body = json!({"version": PROTOCOL_VERSION, "tee": tee, "extra-params": {}}).to_string();
         let sent = self.send_first(FirstRequest {
             step: "auth",
@@ -455,6 +622,8 @@ impl KbsClient {
             path: "/kbs/v0/auth".into(),
             headers: Vec::new(),
             body: Some(("application/json", body.into_bytes())),
+            deadline: std::time::Instant::now() + self.round_trip,
+            interrupt,
         })?;
         // A fresh key for this round trip alone, made while the KBS answers.
         let key = jwe::EphemeralKey::generate().map_err(KbsClientError::Decrypt)?;
@@ -473,9 +642,36 @@ impl KbsClient {
         path: &ResourcePath,
         evidence: impl FnOnce(Value) -> Result<Value, String>,
     ) -> Result<Zeroizing<Vec<u8>>, KbsClientError> {
-        let challenged = self.start(tee)?.challenge()?;
-        let ev = evidence(challenged.runtime_data().clone()).map_err(KbsClientError::Evidence)?;
-        challenged.attest(ev, path)?.finish()
+        self.fetch(tee, path, evidence, None)
+    }
+
+    /// [`KbsClient::get_resource`], stopped at once (whatever it is waiting on) when `interrupt`
+    /// fires. Either way the whole round trip takes at most the client's round-trip limit.
+    pub fn get_resource_interruptible(
+        &self,
+        tee: Tee,
+        path: &ResourcePath,
+        evidence: impl FnOnce(Value) -> Result<Value, String>,
+        interrupt: &Arc<Interrupt>,
+    ) -> Result<Zeroizing<Vec<u8>>, KbsClientError> {
+        self.fetch(tee, path, evidence, Some(interrupt))
+    }
+
+    fn fetch(
+        &self,
+        tee: Tee,
+        path: &ResourcePath,
+        evidence: impl FnOnce(Value) -> Result<Value, String>,
+        interrupt: Option<&Arc<Interrupt>>,
+    ) -> Result<Zeroizing<Vec<u8>>, KbsClientError> {
+        let deadline = std::time::Instant::now() + self.round_trip;
+        let r = (|| {
+            let challenged = self.start_with(tee, interrupt.cloned())?.challenge()?;
+            let ev =
+                evidence(challenged.runtime_data().clone()).map_err(KbsClientError::Evidence)?;
+            challenged.attest(ev, path)?.finish()
+        })();
+        self.outcome(r, deadline, interrupt.map(|i| i.as_ref()))
     }
 
     fn bad(&self, step: &'static str, reason: String) -> KbsClientError {
@@ -494,16 +690,22 @@ impl KbsClient {
         path: &str,
         body: Option<(&'static str, &[u8])>,
     ) -> Result<Vec<u8>, KbsClientError> {
-        let sent = self.send_first(FirstRequest {
-            step: "admin",
-            method,
-            path: path.to_string(),
-            headers: vec![("Authorization", format!("Bearer {token}"))],
-            body: body.map(|(t, b)| (t, b.to_vec())),
-        })?;
-        let (conn, resp) = self.answer(sent)?;
-        self.keep(conn);
-        Ok(resp.body)
+        let deadline = std::time::Instant::now() + self.round_trip;
+        let r = (|| {
+            let sent = self.send_first(FirstRequest {
+                step: "admin",
+                method,
+                path: path.to_string(),
+                headers: vec![("Authorization", format!("Bearer {token}"))],
+                body: body.map(|(t, b)| (t, b.to_vec())),
+                deadline,
+                interrupt: None,
+            })?;
+            let (conn, resp) = self.answer(sent)?;
+            self.keep(conn);
+            Ok(resp.body)
+        })();
+        self.outcome(r, deadline, None)
     }
 }
 
@@ -514,6 +716,9 @@ struct FirstRequest {
     path: String,
     headers: Vec<(&'static str, String)>,
     body: Option<(&'static str, Vec<u8>)>,
+    /// When the whole round trip must be done.
+    deadline: std::time::Instant,
+    interrupt: Option<Arc<Interrupt>>,
 }
 
 impl FirstRequest {

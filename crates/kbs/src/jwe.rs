@@ -347,7 +347,7 @@ mod tests {
             let jwe = Jwe { protected: a, encrypted_key: b, iv: c, ciphertext: d, tag: e };
             proptest::prop_assert!(decrypt(&key, &jwe).is_err());
             let admin = ed25519_dalek::SigningKey::from_bytes(&[1u8; 32]);
-            proptest::prop_assert!(crate::token::verify_admin(&admin.verifying_key(), &t).is_err());
+            proptest::prop_assert!(crate::token::verify_admin(&admin.verifying_key(), &t, crate::token::DEFAULT_ADMIN_AUDIENCE).is_err());
             let es = crate::token::Es256::from_scalar(&key.to_bytes()).expect("signer");
             proptest::prop_assert!(crate::token::Es256::verify(es.public_key(), &t).is_err());
         }

@@ -201,6 +201,10 @@ pub struct KbsConfig {
     pub tpm_ak_cas: Vec<Vec<u8>>,
     /// How the server bounds what unauthenticated clients can make it hold.
     pub limits: ServeLimits,
+    /// The audience admin tokens must name ([`token::DEFAULT_ADMIN_AUDIENCE`] unless set).
+    pub admin_audience: String,
+    /// With `allow_sim`: the sim TEE keys (hex) whose evidence is accepted; empty: any.
+    pub sim_keys: Vec<String>,
 }
 
 /// Bounds on what any client, before it has authenticated, can make the KBS hold: time for a
@@ -478,6 +482,7 @@ impl Kbs {
             &evidence,
             &VerifyOptions {
                 allow_sim: self.cfg.allow_sim,
+                sim_keys: self.cfg.sim_keys.clone(),
                 tpm_aks: self.cfg.tpm_aks.clone(),
                 collateral: self.cfg.collateral.clone(),
                 tpm_ak_cas: self.cfg.tpm_ak_cas.clone(),
@@ -608,7 +613,8 @@ impl Kbs {
     fn admin(&self, headers: &HeaderMap) -> Result<(), KbsError> {
         let key = self.cfg.admin_key.as_ref().ok_or(KbsError::AdminDisabled)?;
         let token = bearer(headers).ok_or(KbsError::AdminAuth(None))?;
-        token::verify_admin(key, token).map_err(|e| KbsError::AdminAuth(Some(e)))?;
+        token::verify_admin(key, token, &self.cfg.admin_audience)
+            .map_err(|e| KbsError::AdminAuth(Some(e)))?;
         Ok(())
     }
 }
@@ -1050,6 +1056,8 @@ mod tests {
             collateral: None,
             tpm_ak_cas: Vec::new(),
             limits: ServeLimits::default(),
+            admin_audience: token::DEFAULT_ADMIN_AUDIENCE.into(),
+            sim_keys: Vec::new(),
         };
         let signer = Es256::from_scalar(&[7u8; 32]).expect("key");
         (dir, Kbs::new(cfg, Box::new(storage), signer))

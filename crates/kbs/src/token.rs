@@ -22,7 +22,28 @@ pub enum TokenError {
     NoExpiry,
     #[error("the token signing key is not a usable P-256 key")]
     Key,
+    #[error("token names critical header parameters ({0}), which this KBS does not understand")]
+    Critical(String),
+    #[error("admin token has no issue time (iat)")]
+    NoIssuedAt,
+    #[error(
+        "admin token is valid for {seconds} seconds; at most {MAX_ADMIN_LIFETIME} are accepted"
+    )]
+    Lifetime { seconds: u64 },
+    #[error("admin token is not for this KBS: its audience must be {0:?}")]
+    Audience(String),
 }
+
+/// Longest an admin token may be valid (from its `iat` to its `exp`, and from now to its `exp`):
+/// a token that leaks is of use for an hour at most.
+pub const MAX_ADMIN_LIFETIME: u64 = 3600;
+
+/// The audience admin tokens name when the KBS is given none (`vouch-kbs serve
+/// --admin-audience`): a token made for one KBS is refused by another with its own audience.
+pub const DEFAULT_ADMIN_AUDIENCE: &str = "vouch-kbs";
+
+/// How far the clocks of the token's maker and the KBS may differ.
+const SKEW: u64 = 30;
 
 pub fn now() -> u64 {
     vouch_tee::unix_now()
@@ -42,14 +63,23 @@ fn decode(token: &str, alg: &str) -> Result<(String, Value, Vec<u8>), TokenError
     else {
         return Err(TokenError::Malformed);
     };
-    let header: Value = serde_json::from_slice(&B64.decode(h).map_err(|_| TokenError::Malformed)?)
-        .map_err(|_| TokenError::Malformed)?;
+    // Both parts are JSON with no key twice: two readers must not see two tokens.
+    let json = |part: &str| -> Result<Value, TokenError> {
+        let bytes = B64.decode(part).map_err(|_| TokenError::Malformed)?;
+        vouch_measure::check_unique_keys(&bytes).map_err(|_| TokenError::Malformed)?;
+        serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed)
+    };
+    let header = json(h)?;
     let found = header.get("alg").and_then(Value::as_str).unwrap_or("");
     if found != alg {
         return Err(TokenError::Algorithm(found.to_string()));
     }
-    let claims: Value = serde_json::from_slice(&B64.decode(b).map_err(|_| TokenError::Malformed)?)
-        .map_err(|_| TokenError::Malformed)?;
+    // RFC 7515: a recipient must refuse a token whose critical extensions it does not know,
+    // and this KBS knows none.
+    if let Some(crit) = header.get("crit") {
+        return Err(TokenError::Critical(crit.to_string()));
+    }
+    let claims = json(b)?;
     let sig = B64.decode(s).map_err(|_| TokenError::Malformed)?;
     Ok((format!("{h}.{b}"), claims, sig))
 }
@@ -130,8 +160,14 @@ pub fn sign_admin(key: &ed25519_dalek::SigningKey, claims: &Value) -> String {
     )
 }
 
-/// Verify an admin token against the configured Ed25519 public key.
-pub fn verify_admin(key: &ed25519_dalek::VerifyingKey, token: &str) -> Result<Value, TokenError> {
+/// Verify an admin token against the configured Ed25519 public key: signed by it, not expired,
+/// issued at most [`MAX_ADMIN_LIFETIME`] before it expires (and expiring no later than that from
+/// now), and for `audience`.
+pub fn verify_admin(
+    key: &ed25519_dalek::VerifyingKey,
+    token: &str,
+    audience: &str,
+) -> Result<Value, TokenError> {
     let (signed, claims, sig) = decode(token, "EdDSA")?;
     let sig: [u8; 64] = sig
         .as_slice()
@@ -143,6 +179,26 @@ pub fn verify_admin(key: &ed25519_dalek::VerifyingKey, token: &str) -> Result<Va
     )
     .map_err(|_| TokenError::Signature)?;
     check_times(&claims)?;
+    let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
+    let iat = claims
+        .get("iat")
+        .and_then(Value::as_u64)
+        .ok_or(TokenError::NoIssuedAt)?;
+    let lifetime = exp.saturating_sub(iat);
+    let remaining = exp.saturating_sub(now());
+    if lifetime > MAX_ADMIN_LIFETIME || remaining > MAX_ADMIN_LIFETIME + SKEW {
+        return Err(TokenError::Lifetime {
+            seconds: lifetime.max(remaining),
+        });
+    }
+    let aud_ok = match claims.get("aud") {
+        Some(Value::String(a)) => a == audience,
+        Some(Value::Array(list)) => list.iter().any(|a| a.as_str() == Some(audience)),
+        _ => false,
+    };
+    if !aud_ok {
+        return Err(TokenError::Audience(audience.to_string()));
+    }
     Ok(claims)
 }
 
@@ -188,7 +244,7 @@ mod tests {
         let t = s.sign(&json!({"exp": now() + 60})).expect("sign");
         let admin = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
         assert_eq!(
-            verify_admin(&admin.verifying_key(), &t),
+            verify_admin(&admin.verifying_key(), &t, DEFAULT_ADMIN_AUDIENCE),
             Err(TokenError::Algorithm("ES256".into()))
         );
         let none = format!(
@@ -205,16 +261,107 @@ mod tests {
     #[test]
     fn admin_tokens() {
         let k = ed25519_dalek::SigningKey::from_bytes(&[9u8; 32]);
-        let t = sign_admin(&k, &json!({"exp": now() + 60}));
-        assert!(verify_admin(&k.verifying_key(), &t).is_ok());
+        let vk = k.verifying_key();
+        let aud = DEFAULT_ADMIN_AUDIENCE;
+        let t = sign_admin(&k, &json!({"iat": now(), "exp": now() + 60, "aud": aud}));
+        assert!(verify_admin(&vk, &t, aud).is_ok());
         let other = ed25519_dalek::SigningKey::from_bytes(&[8u8; 32]);
         assert_eq!(
-            verify_admin(&other.verifying_key(), &t),
+            verify_admin(&other.verifying_key(), &t, aud),
             Err(TokenError::Signature)
         );
         assert_eq!(
-            verify_admin(&k.verifying_key(), &sign_admin(&k, &json!({}))),
+            verify_admin(&vk, &sign_admin(&k, &json!({})), aud),
             Err(TokenError::NoExpiry)
+        );
+        // No issue time, a lifetime over the maximum, an expiry too far ahead.
+        assert_eq!(
+            verify_admin(
+                &vk,
+                &sign_admin(&k, &json!({"exp": now() + 60, "aud": aud})),
+                aud
+            ),
+            Err(TokenError::NoIssuedAt)
+        );
+        let long = sign_admin(
+            &k,
+            &json!({"iat": now() - 10, "exp": now() + MAX_ADMIN_LIFETIME, "aud": aud}),
+        );
+        assert!(matches!(
+            verify_admin(&vk, &long, aud),
+            Err(TokenError::Lifetime { .. })
+        ));
+        let ahead = sign_admin(
+            &k,
+            &json!({"iat": now() + 86_400, "exp": now() + 86_400 + 60, "aud": aud}),
+        );
+        assert!(matches!(
+            verify_admin(&vk, &ahead, aud),
+            Err(TokenError::Lifetime { .. })
+        ));
+        let forever = sign_admin(&k, &json!({"iat": 0, "exp": u64::MAX, "aud": aud}));
+        assert!(matches!(
+            verify_admin(&vk, &forever, aud),
+            Err(TokenError::Lifetime { .. })
+        ));
+        // The audience: missing, another KBS's, or in a list.
+        for claims in [
+            json!({"iat": now(), "exp": now() + 60}),
+            json!({"iat": now(), "exp": now() + 60, "aud": "kbs-b"}),
+            json!({"iat": now(), "exp": now() + 60, "aud": ["kbs-b"]}),
+        ] {
+            assert_eq!(
+                verify_admin(&vk, &sign_admin(&k, &claims), aud),
+                Err(TokenError::Audience(aud.into())),
+                "{claims}"
+            );
+        }
+        let listed = sign_admin(
+            &k,
+            &json!({"iat": now(), "exp": now() + 60, "aud": ["kbs-b", aud]}),
+        );
+        assert!(verify_admin(&vk, &listed, aud).is_ok());
+        assert_eq!(
+            verify_admin(&vk, &t, "kbs-b"),
+            Err(TokenError::Audience("kbs-b".into()))
+        );
+    }
+
+    /// A header that names critical extensions is refused (RFC 7515 section 4.1.11), and so is
+    /// a header or a claim set with a key twice.
+    #[test]
+    fn critical_headers_and_duplicate_keys_are_refused() {
+        use ed25519_dalek::Signer as _;
+        let k = ed25519_dalek::SigningKey::from_bytes(&[9u8; 32]);
+        let sign_raw = |header: &str, claims: &str| {
+            let signed = format!("{}.{}", B64.encode(header), B64.encode(claims));
+            format!(
+                "{signed}.{}",
+                B64.encode(k.sign(signed.as_bytes()).to_bytes())
+            )
+        };
+        let claims = format!(
+            r#"{{"iat":{},"exp":{},"aud":"{DEFAULT_ADMIN_AUDIENCE}"}}"#,
+            now(),
+            now() + 60
+        );
+        let good = sign_raw(r#"{"alg":"EdDSA","typ":"JWT"}"#, &claims);
+        assert!(verify_admin(&k.verifying_key(), &good, DEFAULT_ADMIN_AUDIENCE).is_ok());
+        let crit = sign_raw(r#"{"alg":"EdDSA","crit":["exp"],"exp":1}"#, &claims);
+        assert!(matches!(
+            verify_admin(&k.verifying_key(), &crit, DEFAULT_ADMIN_AUDIENCE),
+            Err(TokenError::Critical(_))
+        ));
+        let twice = sign_raw(r#"{"alg":"EdDSA","alg":"EdDSA"}"#, &claims);
+        assert_eq!(
+            verify_admin(&k.verifying_key(), &twice, DEFAULT_ADMIN_AUDIENCE),
+            Err(TokenError::Malformed)
+        );
+        let claims_twice = claims.replacen('{', r#"{"aud":"other","#, 1);
+        let t = sign_raw(r#"{"alg":"EdDSA"}"#, &claims_twice);
+        assert_eq!(
+            verify_admin(&k.verifying_key(), &t, DEFAULT_ADMIN_AUDIENCE),
+            Err(TokenError::Malformed)
         );
     }
 }

@@ -138,6 +138,11 @@ impl Attester for SimAttester {
         TeeType::Sim
     }
 
+    /// The sim key (hex), which verifiers pin with `--sim-key`.
+    fn attestation_key(&self) -> Option<String> {
+        Some(self.public_key_hex())
+    }
+
     fn extend(&self, index: usize, digest: &Digest384) -> Result<(), AttestError> {
         let mut regs = self.registers.lock().unwrap_or_else(|p| p.into_inner());
         let current = *regs.get(index).ok_or(AttestError::NoSuchRegister(index))?;
@@ -193,10 +198,10 @@ impl Attester for SimAttester {
     }
 }
 
-/// Verifies sim quotes. Optionally pins the sim instance's public key.
+/// Verifies sim quotes. Optionally pins the sim instances' public keys (any of them).
 #[derive(Default)]
 pub struct SimVerifier {
-    pub pinned_key: Option<String>,
+    pub pinned_keys: Vec<String>,
 }
 
 /// The sim TEE key for `bytes`. Decompressing the point costs a field inversion, and a
@@ -275,12 +280,14 @@ impl Verifier for SimVerifier {
             )));
         }
         let quote_body = body;
-        if let Some(pinned) = &self.pinned_key {
-            if !pinned.eq_ignore_ascii_case(&quote_body.public_key) {
-                return Err(VerifyError::UntrustedSigner {
-                    signer: quote_body.public_key,
-                });
-            }
+        let pinned = self
+            .pinned_keys
+            .iter()
+            .any(|k| k.eq_ignore_ascii_case(&quote_body.public_key));
+        if !self.pinned_keys.is_empty() && !pinned {
+            return Err(VerifyError::UntrustedSigner {
+                signer: quote_body.public_key,
+            });
         }
         Ok(QuoteClaims {
             tee: TeeType::Sim,
@@ -342,7 +349,7 @@ mod tests {
             .is_err());
         // Pinning another key refuses it.
         let v = SimVerifier {
-            pinned_key: Some("00".repeat(32)),
+            pinned_keys: vec!["00".repeat(32)],
         };
         assert!(matches!(
             v.verify_quote(&q),

@@ -70,8 +70,8 @@ pub struct VerifyOptions {
     pub allow_sim: bool,
     /// Require the runtime data to carry exactly this nonce (lower-case hex).
     pub nonce: Option<String>,
-    /// Pin the sim instance's public key (hex).
-    pub sim_key: Option<String>,
+    /// Accept sim evidence only from these sim instances (their public keys, hex); empty: any.
+    pub sim_keys: Vec<String>,
     /// Collateral for TDX quotes (verification is offline: the verifier brings it).
     pub tdx_collateral: Option<dcap_qvl::QuoteCollateralV3>,
     /// Where collateral for TDX quotes is found otherwise: a collateral directory and/or a PCCS.
@@ -464,7 +464,7 @@ pub fn verify_evidence(evidence: &Evidence, opts: &VerifyOptions) -> Result<Verd
         .map_err(|_| VerifyError::QuoteEncoding)?;
     let verifier: Box<dyn Verifier> = match evidence.tee {
         TeeType::Sim => Box::new(SimVerifier {
-            pinned_key: opts.sim_key.clone(),
+            pinned_keys: opts.sim_keys.clone(),
         }),
         TeeType::Tdx => Box::new(TdxVerifier { opts }),
         TeeType::Tpm => Box::new(TpmVerifier { opts }),

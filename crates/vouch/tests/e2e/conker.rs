@@ -148,10 +148,13 @@ fn conker_readme_requests_drive_vouchd() {
     assert_eq!(task["Id"], id.as_str());
     assert_eq!(task["IsCancel"], false);
     assert_eq!(task["ContainerInspect"]["State"]["ExitCode"], 0, "{task}");
-    assert_eq!(
-        task["ContainerConf"]["SessionId"],
-        "2lVUIyHQLY00000xcb514ee3"
+    // Only what vouch understands is kept and shown back: no unknown field, no env value.
+    assert_eq!(task["ContainerConf"]["SessionId"], Value::Null, "{task}");
+    assert!(
+        !task.to_string().contains(&format!("userId=secret-{ep}")),
+        "an environment value was echoed: {task}"
     );
+    assert_eq!(task["ContainerConf"]["Env"], json!(["userId=<redacted>"]));
     assert_eq!(
         task["ContainerConf"]["ImageInfo"]["RegisterAuthInfo"]["Password"],
         "<redacted>"

@@ -569,3 +569,50 @@ fn image_load_streams_and_the_daemon_opens_no_client_path() {
     assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
     assert!(String::from_utf8_lossy(&body).contains("not a valid tar archive"));
 }
+
+/// Every duration that comes in is bounded: a stop timeout of 2^64-1 seconds is refused with a
+/// reason (it used to panic the handler), so is an hour and a second, and the daemon keeps
+/// serving; a Conker MaxExecutionTime beyond a year is refused; the CLI refuses such values
+/// before asking.
+#[test]
+fn every_duration_from_outside_is_bounded() {
+    if !require_root("every_duration_from_outside_is_bounded") {
+        return;
+    }
+    let env = TestEnv::new();
+    let d = env.start();
+    load_busybox(&env, &d, "bb");
+    let id = d.ok(&["run", "-d", "bb", "sleep", "30"]).trim().to_string();
+    let client = vouch_api::Client::new(env.socket());
+    for t in ["18446744073709551615", "3601", "-1", "1e3"] {
+        let resp = client
+            .send(
+                "POST",
+                &format!("/v1/containers/{id}/stop?timeout={t}"),
+                None,
+            )
+            .expect("send");
+        let (status, body) = vouch_api::client::read_body_limited(resp, 1 << 16).expect("body");
+        let body = String::from_utf8_lossy(&body);
+        assert_eq!(status, 400, "timeout={t}: {body}");
+        assert!(body.contains("from 0 to 3600"), "{body}");
+    }
+    assert_eq!(d.json(&["inspect", &id])[0]["state"], "Running");
+    let out = d.vouch(&["stop", "-t", "99999", &id]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    d.ok(&["stop", "-t", "0", &id]);
+    let conker = serde_json::json!({
+        "Name": "long", "ImageInfo": {"ImageName": "bb", "MaxExecutionTime": 10u64 << 40},
+    });
+    let resp = client
+        .send(
+            "POST",
+            "/sw/api/v1/container",
+            Some(conker.to_string().as_bytes()),
+        )
+        .expect("send");
+    let (status, body) = vouch_api::client::read_body_limited(resp, 1 << 16).expect("body");
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("MaxExecutionTime"), "{body}");
+}

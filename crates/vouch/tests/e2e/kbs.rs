@@ -592,6 +592,39 @@ fn bench_counts_round_trips_and_fails_on_refusals() {
     assert!(report["errors"].as_u64().expect("errors") > 0, "{report}");
 }
 
+/// With --allow-sim and --sim-key, only that sim TEE's evidence is accepted.
+#[test]
+fn sim_evidence_is_accepted_only_from_pinned_sim_keys() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tee = FakeTee::new("sha256:aa");
+    let ours = {
+        let q = tee.evidence(json!({"nonce": "x"})).expect("evidence");
+        let raw = base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            q["quote"].as_str().expect("quote"),
+        )
+        .expect("b64");
+        let len = u32::from_be_bytes(raw[8..12].try_into().expect("len")) as usize;
+        let body: Value = serde_json::from_slice(&raw[12..12 + len]).expect("body");
+        body["public_key"].as_str().expect("key").to_string()
+    };
+    let pinned = KbsProc::start(dir.path(), &["--allow-sim", "--sim-key", &ours]);
+    pinned.put("default/key/app", SECRET, dir.path());
+    assert_eq!(
+        fetch(&pinned, &tee, "default/key/app").expect("pinned key"),
+        SECRET
+    );
+    drop(pinned);
+    let other_dir = tempfile::tempdir().expect("tempdir");
+    let other = KbsProc::start(
+        other_dir.path(),
+        &["--allow-sim", "--sim-key", &"ab".repeat(32)],
+    );
+    other.put("default/key/app", SECRET, other_dir.path());
+    let err = fetch(&other, &tee, "default/key/app").expect_err("unpinned sim key accepted");
+    assert!(err.to_string().contains("not the trusted key"), "{err}");
+}
+
 #[test]
 fn admin_api_requires_the_owners_token() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -618,6 +651,39 @@ fn admin_api_requires_the_owners_token() {
         Some(b"x"),
     );
     assert_refused((s, b), 401, "AdminAuthFailed", "signature");
+    // The owner's own key, but a token for another KBS's audience, or valid for too long.
+    let token = |args: &[&str]| {
+        let out = Command::new(VOUCH_KBS)
+            .args(["token", "--admin-key"])
+            .arg(k.admin.join("admin.key"))
+            .args(args)
+            .output()
+            .expect("token");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (_, other_kbs, _) = token(&["--audience", "kbs-b"]);
+    let (s, b, _) = k.http(
+        "POST",
+        "/kbs/v0/resource/default/key/app",
+        &[("Authorization", format!("Bearer {other_kbs}"))],
+        Some(b"x"),
+    );
+    assert_refused((s, b), 401, "AdminAuthFailed", "audience");
+    let (made, _, err) = token(&["--ttl", "86400"]);
+    assert!(!made && err.contains("--ttl"), "{err}");
+    let (made, own, _) = token(&[]);
+    assert!(made);
+    let (s, _, _) = k.http(
+        "POST",
+        "/kbs/v0/resource/default/key/app",
+        &[("Authorization", format!("Bearer {own}"))],
+        Some(b"x"),
+    );
+    assert_eq!(s, 204);
     // A policy that does not compile is refused and the old one stays.
     let bad = dir.path().join("bad.rego");
     std::fs::write(&bad, "package policy\nallow if {").expect("write");
@@ -1134,6 +1200,135 @@ impl StallingKbs {
             }
         });
         StallingKbs { addr, _held: held }
+    }
+}
+
+/// A KBS that answers a byte every 200 ms, forever (each byte well inside any read timeout).
+struct DrippingKbs {
+    addr: String,
+}
+
+impl DrippingKbs {
+    fn start() -> DrippingKbs {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = l.local_addr().expect("addr").to_string();
+        std::thread::spawn(move || {
+            for s in l.incoming().flatten() {
+                std::thread::spawn(move || {
+                    use std::io::{Read, Write};
+                    let mut s = s;
+                    let mut buf = [0u8; 4096];
+                    let _ = s.read(&mut buf);
+                    let started = std::time::Instant::now();
+                    for b in b"HTTP/1.1 200 OK\r\nX-Slow: "
+                        .iter()
+                        .chain(std::iter::repeat(&b'a'))
+                    {
+                        if started.elapsed() > Duration::from_secs(90)
+                            || s.write_all(&[*b]).is_err()
+                        {
+                            return;
+                        }
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                });
+            }
+        });
+        DrippingKbs { addr }
+    }
+}
+
+/// A KBS that drip-feeds its answer cannot hold a launch: the whole exchange is bounded
+/// (--kbs-timeout), and a forced removal or a stop of a launch waiting on such a KBS wins at
+/// once, leaving no task, mount or monitor behind.
+#[test]
+fn a_dripping_kbs_never_holds_a_launch() {
+    if !require_root("a_dripping_kbs_never_holds_a_launch") {
+        return;
+    }
+    let env = TestEnv::new();
+    let drip = DrippingKbs::start();
+    let url = format!("kbs://{}/default/key/app", drip.addr);
+    {
+        let d = env.start_with(&["--tee", "sim", "--kbs-timeout", "3"]);
+        load_busybox(&env, &d, "bb");
+        let started = std::time::Instant::now();
+        let out = d.vouch(&["run", "--rm", "--secret", &url, "bb", "true"]);
+        assert_eq!(out.status.code(), Some(125));
+        assert!(
+            stderr(&out).contains("did not complete the exchange within 3 seconds"),
+            "{}",
+            stderr(&out)
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    // With the default bound (30 s), neither removal nor stop waits for it.
+    let d = env.start();
+    for how in ["rm", "stop"] {
+        let name = format!("held-{how}");
+        let socket = d.socket.clone();
+        let (u, n) = (url.clone(), name.clone());
+        let launch = std::thread::spawn(move || {
+            vouch_with(
+                &socket,
+                &["run", "--name", &n, "--secret", &u, "bb", "true"],
+                &[],
+            )
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let id = loop {
+            let out = d.vouch(&["inspect", &name]);
+            if out.status.success() {
+                let c: Value = serde_json::from_slice(&out.stdout).expect("json");
+                if c[0]["state"] == "Created" || c[0]["state"] == "Creating" {
+                    break c[0]["id"].as_str().expect("id").to_string();
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{how}: the launch never reached its fetch"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        std::thread::sleep(Duration::from_millis(300));
+        let started = std::time::Instant::now();
+        if how == "rm" {
+            d.ok(&["rm", "-f", &name]);
+        } else {
+            d.ok(&["stop", &name]);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{how} waited {:?} for the KBS",
+            started.elapsed()
+        );
+        let out = launch.join().expect("launch");
+        assert_eq!(out.status.code(), Some(125), "{how}: {}", stdout(&out));
+        assert!(
+            stderr(&out).contains("cancelled"),
+            "{how}: {}",
+            stderr(&out)
+        );
+        if how == "stop" {
+            assert_eq!(d.json(&["inspect", &name])[0]["state"], "Cancelled");
+            d.ok(&["rm", &name]);
+        }
+        assert_eq!(d.json(&["ps", "-a", "--json"]), json!([]), "{how}");
+        let dir = env.state().join("containers").join(&id);
+        assert_eq!(
+            mounted_under(&dir),
+            Vec::<String>::new(),
+            "{how}: mounts left"
+        );
+        assert_eq!(
+            processes_naming(&id),
+            Vec::<String>::new(),
+            "{how}: processes left"
+        );
     }
 }
 

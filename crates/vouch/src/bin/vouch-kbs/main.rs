@@ -29,6 +29,8 @@ struct Cli {
     command: Cmd,
 }
 
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Cmd {
     /// Serve the KBS protocol and the admin API.
@@ -62,6 +64,14 @@ enum Cmd {
         /// Accept evidence from the sim TEE (development only: it is NOT hardware-backed).
         #[arg(long)]
         allow_sim: bool,
+        /// With --allow-sim: accept sim evidence only from this sim TEE key (hex, as `vouch tee
+        /// info` shows it on the machine). Repeatable.
+        #[arg(long, value_name = "HEX", requires = "allow_sim")]
+        sim_key: Vec<String>,
+        /// The audience admin tokens must name (give each KBS its own, so that a token made for
+        /// one is refused by the others).
+        #[arg(long, default_value = vouch_kbs::token::DEFAULT_ADMIN_AUDIENCE, value_name = "NAME")]
+        admin_audience: String,
         #[command(flatten)]
         tls: Box<TlsArgs>,
         /// Trust TPM quotes signed by this attestation key (its fingerprint, sha256:HEX, as
@@ -109,9 +119,12 @@ enum Cmd {
     Token {
         #[arg(long)]
         admin_key: PathBuf,
-        /// Validity in seconds.
-        #[arg(long, default_value_t = 300)]
+        /// Validity in seconds (at most an hour, as the KBS accepts).
+        #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=vouch_kbs::token::MAX_ADMIN_LIFETIME))]
         ttl: u64,
+        /// The audience of the KBS the token is for (its --admin-audience).
+        #[arg(long, default_value = vouch_kbs::token::DEFAULT_ADMIN_AUDIENCE, value_name = "NAME")]
+        audience: String,
     },
     /// Store or delete resources.
     #[command(subcommand)]
@@ -146,8 +159,8 @@ enum Cmd {
         /// answer, as wrk does with its connections.
         #[arg(long)]
         threads: Option<usize>,
-        /// Seconds to run.
-        #[arg(long, default_value_t = 10)]
+        /// Seconds to run (at most an hour).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
         duration: u64,
         #[arg(long)]
         json: bool,
@@ -185,6 +198,9 @@ struct AdminArgs {
     /// The admin private key.
     #[arg(long)]
     admin_key: PathBuf,
+    /// The KBS's admin audience (its --admin-audience).
+    #[arg(long, default_value = vouch_kbs::token::DEFAULT_ADMIN_AUDIENCE, value_name = "NAME")]
+    audience: String,
 }
 
 impl AdminArgs {
@@ -256,12 +272,13 @@ fn read_hex32(path: &Path, what: &str) -> Result<[u8; 32]> {
     Ok(out)
 }
 
-fn admin_token(key_path: &Path, ttl: u64) -> Result<String> {
+fn admin_token(key_path: &Path, ttl: u64, audience: &str) -> Result<String> {
     let seed = zeroize::Zeroizing::new(read_hex32(key_path, "admin private key")?);
     let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+    let now = token::now();
     Ok(token::sign_admin(
         &key,
-        &json!({"iss": "vouch-kbs-admin", "iat": token::now(), "exp": token::now() + ttl}),
+        &json!({"iss": "vouch-kbs-admin", "aud": audience, "iat": now, "exp": now.saturating_add(ttl)}),
     ))
 }
 
@@ -289,6 +306,8 @@ fn run(cli: Cli) -> Result<()> {
             measurement,
             image,
             allow_sim,
+            sim_key,
+            admin_audience,
             tls,
             tpm_ak,
             tpm_ak_ca,
@@ -302,6 +321,11 @@ fn run(cli: Cli) -> Result<()> {
             token_ttl,
             log_level,
         } => {
+            for k in &sim_key {
+                if k.len() != 64 || !k.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    bail!("--sim-key {k:?} must be 64 hex characters (the sim TEE's public key, as `vouch tee info` shows it)");
+                }
+            }
             for fp in &tpm_ak {
                 let ok = fp.len() == 71
                     && fp.starts_with("sha256:")
@@ -374,6 +398,8 @@ fn run(cli: Cli) -> Result<()> {
                 tpm_aks: tpm_ak.iter().map(|f| f.to_ascii_lowercase()).collect(),
                 collateral: collateral.store()?,
                 tpm_ak_cas: vouch::ca_certificates(&tpm_ak_ca)?,
+                admin_audience,
+                sim_keys: sim_key.iter().map(|k| k.to_ascii_lowercase()).collect(),
                 limits: vouch_kbs::server::ServeLimits {
                     request_timeout: Duration::from_secs(request_timeout),
                     max_body_in_flight: (max_body_in_flight as usize) << 20,
@@ -429,8 +455,12 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", out_dir.join("admin.pub").display());
             Ok(())
         }
-        Cmd::Token { admin_key, ttl } => {
-            println!("{}", admin_token(&admin_key, ttl)?);
+        Cmd::Token {
+            admin_key,
+            ttl,
+            audience,
+        } => {
+            println!("{}", admin_token(&admin_key, ttl, &audience)?);
             Ok(())
         }
         Cmd::Resource(ResourceCmd::Set { path, file, admin }) => {
@@ -438,7 +468,7 @@ fn run(cli: Cli) -> Result<()> {
             let value = zeroize::Zeroizing::new(
                 fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?,
             );
-            let token = admin_token(&admin.admin_key, 60)?;
+            let token = admin_token(&admin.admin_key, 60, &admin.audience)?;
             admin.client()?.admin(
                 &token,
                 "POST",
@@ -449,7 +479,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Resource(ResourceCmd::Delete { path, admin }) => {
             let p = resource_path(&path)?;
-            let token = admin_token(&admin.admin_key, 60)?;
+            let token = admin_token(&admin.admin_key, 60, &admin.audience)?;
             admin
                 .client()?
                 .admin(&token, "DELETE", &format!("/kbs/v0/resource/{p}"), None)?;
@@ -468,7 +498,7 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(r) = resource {
                 body["resource"] = json!(resource_path(&r)?.to_string());
             }
-            let token = admin_token(&admin.admin_key, 60)?;
+            let token = admin_token(&admin.admin_key, 60, &admin.audience)?;
             let body = body.to_string();
             admin.client()?.admin(
                 &token,
@@ -503,7 +533,7 @@ fn run(cli: Cli) -> Result<()> {
             {
                 bail!("{} must hold a JSON object", file.display());
             }
-            let token = admin_token(&admin.admin_key, 60)?;
+            let token = admin_token(&admin.admin_key, 60, &admin.audience)?;
             admin.client()?.admin(
                 &token,
                 "POST",

@@ -75,8 +75,8 @@ enum Cmd {
     },
     /// Stop containers: SIGTERM, then SIGKILL after the timeout.
     Stop {
-        /// Seconds to wait before SIGKILL.
-        #[arg(short, long, default_value_t = 10)]
+        /// Seconds to wait before SIGKILL (at most an hour).
+        #[arg(short, long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=vouch_api::MAX_STOP_TIMEOUT))]
         time: u64,
         #[arg(required = true)]
         containers: Vec<String>,
@@ -195,9 +195,10 @@ enum Cmd {
         /// Accept evidence from the sim TEE (software only, NOT hardware-backed).
         #[arg(long)]
         allow_sim: bool,
-        /// Require sim quotes to be signed by this key (hex).
-        #[arg(long)]
-        sim_key: Option<String>,
+        /// Require sim quotes to be signed by this sim key (hex, as `vouch tee info` shows it).
+        /// Repeatable: any of them.
+        #[arg(long, value_name = "HEX", requires = "allow_sim")]
+        sim_key: Vec<String>,
         /// Evidence: trust TPM quotes signed by this attestation key (sha256:HEX, as
         /// `vouch tee info` shows it). Repeatable.
         #[arg(long, value_name = "FINGERPRINT")]
@@ -967,7 +968,12 @@ fn run(cli: Cli) -> Result<u8> {
                     println!("  register {i}: {r}{mark}");
                 }
                 if let Some(k) = &info.attestation_key {
-                    println!("attestation key: {k}  (verifiers pin it: --tpm-ak {k})");
+                    let flag = if info.tee == "sim" {
+                        "--sim-key"
+                    } else {
+                        "--tpm-ak"
+                    };
+                    println!("attestation key: {k}  (verifiers pin it: {flag} {k})");
                 }
                 if let Some(w) = &info.warning {
                     println!("WARNING: {w}");
@@ -1087,7 +1093,7 @@ fn run(cli: Cli) -> Result<u8> {
             let mut opts = VerifyOptions {
                 allow_sim,
                 nonce,
-                sim_key,
+                sim_keys: sim_key,
                 at,
                 tpm_aks: tpm_ak.iter().map(|f| f.to_ascii_lowercase()).collect(),
                 ..Default::default()

@@ -47,15 +47,17 @@ struct Args {
     /// cgroup parent of all containers.
     #[arg(long, default_value = "/vouch")]
     cgroup_parent: String,
-    /// Host address of published ports that name none (`-p 8080:80`, Conker's Ports).
-    #[arg(long, default_value = "0.0.0.0", value_name = "IP")]
+    /// Host address of published ports that name none (`-p 8080:80`, Conker's Ports). The
+    /// default publishes on loopback only; give 0.0.0.0 (or an address) to reach containers
+    /// from other machines, or name the address per port (`-p 0.0.0.0:8080:80`).
+    #[arg(long, default_value = "127.0.0.1", value_name = "IP")]
     publish_address: std::net::IpAddr,
     /// Image policy in containers' policy.json format (default reject or accept, per-registry
     /// and per-repository sigstoreSigned keys); enforced before an image is unpacked.
     #[arg(long, value_name = "FILE")]
     image_policy: Option<std::path::PathBuf>,
     /// Seconds a registry may stay silent (connecting, or between reads) before a pull fails.
-    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    #[arg(long, default_value_t = 30, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=3600))]
     registry_timeout: u64,
     /// Trust golden-value documents signed with this public key (PEM; repeatable). Launches of
     /// images that carry one must match it.
@@ -80,6 +82,10 @@ struct Args {
     /// Repeatable.
     #[arg(long, value_name = "FILE")]
     kbs_ca: Vec<PathBuf>,
+    /// Seconds one secret's whole exchange with its KBS (auth, attest, resource) may take;
+    /// a KBS that answers slowly or a byte at a time fails the launch after it.
+    #[arg(long, default_value_t = 30, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=600))]
+    kbs_timeout: u64,
     /// Log filter, e.g. info or debug.
     #[arg(long, env = "VOUCH_LOG", default_value = "info")]
     log_level: String,
@@ -194,12 +200,13 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         cgroup_parent: args.cgroup_parent,
         publish_address: args.publish_address,
         image_policy: args.image_policy.clone(),
-        registry_timeout: std::time::Duration::from_secs(args.registry_timeout.max(1)),
+        registry_timeout: std::time::Duration::from_secs(args.registry_timeout),
         golden_keys: args.golden_key.clone(),
         require_golden: args.require_golden,
         registries_d: args.registries_d.clone(),
         insecure_registries: args.insecure_registry.clone(),
         kbs_cas: args.kbs_ca.clone(),
+        kbs_timeout: std::time::Duration::from_secs(args.kbs_timeout),
     };
     let tdx = || vouch_tee::tdx::TdxAttester::detect();
     let tpm = |tcti: &str,
@@ -273,6 +280,11 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         }
         other => return Err(format!("the {other} TEE backend is not available in this build yet; use --tee sim").into()),
     };
+    if cfg.publish_address.is_loopback() {
+        tracing::info!(address = %cfg.publish_address, "published ports without an address listen on loopback only (--publish-address 0.0.0.0 to publish beyond this machine)");
+    } else {
+        tracing::info!(address = %cfg.publish_address, "published ports without an address listen on this address");
+    }
     let engine = Engine::open(cfg.clone(), attester)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -304,6 +316,16 @@ fn parse_nv_index(s: &str) -> Result<u32, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Published ports that name no address listen on loopback unless told otherwise.
+    #[test]
+    fn ports_are_published_on_loopback_by_default() {
+        let args = Args::parse_from(["vouchd"]);
+        assert_eq!(
+            args.publish_address,
+            std::net::IpAddr::from([127u8, 0, 0, 1])
+        );
+    }
 
     #[test]
     fn nv_indices() {
