@@ -19,15 +19,40 @@ use regorus::languages::rego::compiler::Compiler;
 use regorus::rvm::{Program, RegoVM};
 use serde_json::Value;
 
-/// The policy used when the owner has set none: hardware evidence only (sim only when the KBS
-/// runs with `--allow-sim`), and when reference images are set, the requesting container's image
-/// digest must be one of them.
+/// The policy used when the owner has set none.
+///
+/// - Hardware evidence only (sim only when the KBS runs with `--allow-sim`).
+/// - **Boot chain before workload**: hardware evidence must show boot measurements that match
+///   the owner's reference values, one list per measurement: for TDX `mrtd` and `rtmr0` to
+///   `rtmr2`, for a TPM `pcr0` to `pcr7` (SHA-256 bank), for SEV-SNP `measurement`. A missing
+///   reference refuses, naming it. An owner opts out only explicitly and per resource, by naming
+///   it in `boot_chain_optional`.
+/// - When reference images are set, the requesting container's image digest must be one.
+///
+/// Reference values (`vouch-kbs reference --file refs.json`), for example:
+///
+/// ```json
+/// { "images": ["sha256:..."],
+///   "tdx": {"mrtd": ["<96 hex>"], "rtmr0": ["..."], "rtmr1": ["..."], "rtmr2": ["..."]},
+///   "tpm": {"pcr0": ["<64 hex>"], "pcr1": ["..."], "...": [], "pcr7": ["..."]},
+///   "snp": {"measurement": ["<96 hex>"]},
+///   "boot_chain_optional": ["default/key/dev-only"] }
+/// ```
+///
+/// `reasons` says why a request is refused; the KBS reports them with the refusal.
 pub const DEFAULT_POLICY: &str = r#"package policy
 
 default allow := false
 
+boot_keys := {
+    "tdx": ["mrtd", "rtmr0", "rtmr1", "rtmr2"],
+    "tpm": ["pcr0", "pcr1", "pcr2", "pcr3", "pcr4", "pcr5", "pcr6", "pcr7"],
+    "snp": ["measurement"],
+}
+
 allow if {
     platform_ok
+    boot_ok
     image_ok
 }
 
@@ -38,11 +63,70 @@ platform_ok if {
     input.kbs.allow_sim == true
 }
 
+boot_ok if input.tee.hardware == false
+
+boot_ok if {
+    input.tee.hardware == true
+    boot_optional
+}
+
+boot_ok if {
+    input.tee.hardware == true
+    not boot_optional
+    object.get(boot_keys, input.tee.type, null) != null
+    count(boot_problems) == 0
+}
+
+boot_optional if {
+    some path in object.get(input.reference, "boot_chain_optional", [])
+    path == input.resource.path
+}
+
+boot_refs(key) := object.get(object.get(input.reference, input.tee.type, {}), key, [])
+
+boot_problems contains msg if {
+    some key in object.get(boot_keys, input.tee.type, [])
+    count(boot_refs(key)) == 0
+    msg := sprintf("no reference value for the %s boot measurement %s (set it with vouch-kbs reference, or name the resource in boot_chain_optional)", [input.tee.type, key])
+}
+
+boot_problems contains msg if {
+    some key in object.get(boot_keys, input.tee.type, [])
+    refs := {lower(r) | some r in boot_refs(key)}
+    count(refs) > 0
+    value := lower(object.get(object.get(input.tee, "platform", {}), key, ""))
+    not value in refs
+    msg := sprintf("the %s boot measurement %s is %s, not one of its reference values", [input.tee.type, key, value])
+}
+
 image_ok if count(object.get(input.reference, "images", [])) == 0
 
 image_ok if {
     some digest in input.reference.images
     digest == input.container.image_digest
+}
+
+reasons contains "the evidence comes from the sim TEE, and this KBS runs without --allow-sim" if {
+    input.tee.hardware == false
+    not input.kbs.allow_sim == true
+}
+
+reasons contains msg if {
+    input.tee.hardware == true
+    not boot_optional
+    some msg in boot_problems
+}
+
+reasons contains msg if {
+    input.tee.hardware == true
+    not boot_optional
+    object.get(boot_keys, input.tee.type, null) == null
+    msg := sprintf("no boot measurements are known for %s evidence", [input.tee.type])
+}
+
+reasons contains msg if {
+    not image_ok
+    msg := sprintf("the requesting container's image %s is not one of the reference images", [object.get(object.get(input, "container", {}), "image_digest", "(none named)")])
 }
 "#;
 
@@ -100,8 +184,43 @@ static CACHE: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<Str
     std::sync::LazyLock::new(Default::default);
 const CACHE_LIMIT: usize = 256;
 
+/// Why `policy` refuses `input`: the strings of its `reasons` set, when it defines one (the
+/// default policy does); empty otherwise, or when it cannot be evaluated.
+pub fn explain(policy: &str, input: regorus::Value) -> Vec<String> {
+    let mut engine = regorus::Engine::new();
+    engine.set_rego_v0(false);
+    if engine
+        .add_policy("policy.rego".to_string(), policy.to_string())
+        .is_err()
+    {
+        return Vec::new();
+    }
+    engine.set_input(input);
+    let Ok(value) = engine.eval_rule("data.policy.reasons".to_string()) else {
+        return Vec::new();
+    };
+    let Ok(json) = serde_json::to_value(&value) else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = json
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
 /// Evaluate `data.policy.allow` for `input`. Anything but `true` denies.
 pub fn evaluate(policy: &str, input: Value) -> Result<bool, PolicyError> {
+    evaluate_value(policy, regorus::Value::from(input))
+}
+
+/// [`evaluate`] for input already in regorus' form (cheap to clone: it is reference-counted).
+pub fn evaluate_value(policy: &str, input: regorus::Value) -> Result<bool, PolicyError> {
     let cached = CACHE
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -122,8 +241,7 @@ pub fn evaluate(policy: &str, input: Value) -> Result<bool, PolicyError> {
     run(compiled, input)
 }
 
-fn run(compiled: Compiled, input: Value) -> Result<bool, PolicyError> {
-    let input = regorus::Value::from(input);
+fn run(compiled: Compiled, input: regorus::Value) -> Result<bool, PolicyError> {
     let result = match compiled {
         Compiled::Vm(program) => {
             let mut vm = RegoVM::new();
@@ -144,33 +262,134 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// Boot measurements of a TDX guest, and reference values that match them.
+    fn tdx_platform() -> Value {
+        json!({"mrtd": "aa".repeat(48), "rtmr0": "b0".repeat(48), "rtmr1": "b1".repeat(48), "rtmr2": "b2".repeat(48)})
+    }
+
+    fn tdx_refs() -> Value {
+        json!({"tdx": {"mrtd": ["AA".repeat(48)], "rtmr0": ["b0".repeat(48)], "rtmr1": ["00".repeat(48), "b1".repeat(48)], "rtmr2": ["b2".repeat(48)]}})
+    }
+
     fn input(hardware: bool, allow_sim: bool, image: &str, refs: Value) -> Value {
         json!({
-            "tee": {"type": if hardware { "tdx" } else { "sim" }, "hardware": hardware},
+            "tee": {"type": if hardware { "tdx" } else { "sim" }, "hardware": hardware,
+                    "platform": if hardware { tdx_platform() } else { json!({}) }},
             "container": {"image_digest": image},
+            "resource": {"path": "default/key/app"},
             "reference": refs,
             "kbs": {"allow_sim": allow_sim},
         })
     }
 
+    fn merged(a: Value, b: Value) -> Value {
+        let mut a = a;
+        for (k, v) in b.as_object().expect("object") {
+            a[k] = v.clone();
+        }
+        a
+    }
+
     #[test]
     fn default_policy_refuses_sim_unless_allowed() {
-        assert!(
-            !evaluate(DEFAULT_POLICY, input(false, false, "sha256:a", json!({}))).expect("eval")
+        let sim_denied = input(false, false, "sha256:a", json!({}));
+        assert!(!evaluate(DEFAULT_POLICY, sim_denied.clone()).expect("eval"));
+        assert_eq!(
+            explain(DEFAULT_POLICY, regorus::Value::from(sim_denied)),
+            ["the evidence comes from the sim TEE, and this KBS runs without --allow-sim"]
         );
         assert!(evaluate(DEFAULT_POLICY, input(false, true, "sha256:a", json!({}))).expect("eval"));
-        assert!(evaluate(DEFAULT_POLICY, input(true, false, "sha256:a", json!({}))).expect("eval"));
+        assert!(
+            evaluate(DEFAULT_POLICY, input(true, false, "sha256:a", tdx_refs())).expect("eval")
+        );
     }
 
     #[test]
     fn default_policy_checks_reference_images() {
-        let refs = json!({"images": ["sha256:good"]});
+        let refs = merged(tdx_refs(), json!({"images": ["sha256:good"]}));
         assert!(evaluate(
             DEFAULT_POLICY,
             input(true, false, "sha256:good", refs.clone())
         )
         .expect("eval"));
-        assert!(!evaluate(DEFAULT_POLICY, input(true, false, "sha256:bad", refs)).expect("eval"));
+        let bad = input(true, false, "sha256:bad", refs);
+        assert!(!evaluate(DEFAULT_POLICY, bad.clone()).expect("eval"));
+        assert_eq!(
+            explain(DEFAULT_POLICY, regorus::Value::from(bad)),
+            ["the requesting container's image sha256:bad is not one of the reference images"]
+        );
+    }
+
+    /// Boot chain before workload: hardware evidence whose boot measurements have no reference
+    /// values is refused, each missing one named; a measurement that matches none of its values
+    /// is refused, named with its value; only a resource the owner names in
+    /// boot_chain_optional does without them.
+    #[test]
+    fn default_policy_requires_boot_chain_reference_values() {
+        let images = json!({"images": ["sha256:good"]});
+        let none = input(true, false, "sha256:good", images.clone());
+        assert!(!evaluate(DEFAULT_POLICY, none.clone()).expect("eval"));
+        let reasons = explain(DEFAULT_POLICY, regorus::Value::from(none));
+        assert_eq!(reasons.len(), 4, "{reasons:?}");
+        for key in ["mrtd", "rtmr0", "rtmr1", "rtmr2"] {
+            assert!(
+                reasons.iter().any(|r| r.contains(&format!(
+                    "no reference value for the tdx boot measurement {key} "
+                ))),
+                "{key}: {reasons:?}"
+            );
+        }
+        // One value off.
+        let mut refs = merged(tdx_refs(), images.clone());
+        refs["tdx"]["rtmr1"] = json!(["00".repeat(48)]);
+        let off = input(true, false, "sha256:good", refs);
+        assert!(!evaluate(DEFAULT_POLICY, off.clone()).expect("eval"));
+        assert_eq!(
+            explain(DEFAULT_POLICY, regorus::Value::from(off)),
+            [format!(
+                "the tdx boot measurement rtmr1 is {}, not one of its reference values",
+                "b1".repeat(48)
+            )]
+        );
+        // References of another TEE do not count.
+        let tpm_only = input(
+            true,
+            false,
+            "sha256:good",
+            merged(images.clone(), json!({"tpm": {"pcr0": ["00"]}, "tdx": {}})),
+        );
+        assert!(!evaluate(DEFAULT_POLICY, tpm_only).expect("eval"));
+        // TPM evidence needs PCRs 0 to 7.
+        let mut tpm = input(true, false, "sha256:good", images.clone());
+        tpm["tee"]["type"] = json!("tpm");
+        tpm["tee"]["platform"] = json!({"pcr0": "00", "pcr1": "01", "pcr2": "02", "pcr3": "03", "pcr4": "04", "pcr5": "05", "pcr6": "06", "pcr7": "07"});
+        assert_eq!(
+            explain(DEFAULT_POLICY, regorus::Value::from(tpm.clone())).len(),
+            8
+        );
+        tpm["reference"]["tpm"] = json!({"pcr0": ["00"], "pcr1": ["01"], "pcr2": ["02"], "pcr3": ["03"], "pcr4": ["04"], "pcr5": ["05"], "pcr6": ["06"], "pcr7": ["07"]});
+        assert!(evaluate(DEFAULT_POLICY, tpm).expect("eval"));
+        // The explicit, per-resource opt-out.
+        let optional = merged(images, json!({"boot_chain_optional": ["default/key/app"]}));
+        assert!(evaluate(
+            DEFAULT_POLICY,
+            input(true, false, "sha256:good", optional.clone())
+        )
+        .expect("eval"));
+        let mut other_resource = input(true, false, "sha256:good", optional);
+        other_resource["resource"]["path"] = json!("default/key/other");
+        assert!(!evaluate(DEFAULT_POLICY, other_resource).expect("eval"));
+        // Sim evidence has no boot chain; --allow-sim alone decides for it.
+        assert!(evaluate(
+            DEFAULT_POLICY,
+            input(
+                false,
+                true,
+                "sha256:good",
+                json!({"images": ["sha256:good"]})
+            )
+        )
+        .expect("eval"));
     }
 
     /// The bytecode VM and the interpreter decide alike, on the default policy and on one that
@@ -218,9 +437,16 @@ allow if {
                 .expect("compile");
             let mut allowed = 0;
             for case in &cases {
-                let vm = run(Compiled::Vm(program.clone()), case.clone()).expect("vm");
-                let it =
-                    run(Compiled::Interpreter(interp.clone()), case.clone()).expect("interpreter");
+                let vm = run(
+                    Compiled::Vm(program.clone()),
+                    regorus::Value::from(case.clone()),
+                )
+                .expect("vm");
+                let it = run(
+                    Compiled::Interpreter(interp.clone()),
+                    regorus::Value::from(case.clone()),
+                )
+                .expect("interpreter");
                 assert_eq!(vm, it, "{policy}\n{case}");
                 allowed += usize::from(vm);
             }

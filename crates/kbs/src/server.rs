@@ -51,8 +51,8 @@ pub enum KbsError {
     NotAttested,
     #[error("attestation token rejected")]
     Token(#[source] TokenError),
-    #[error("policy denied access to resource {0}")]
-    PolicyDenied(String),
+    #[error("policy denied access to resource {path}{}", reasons_text(.reasons))]
+    PolicyDenied { path: String, reasons: Vec<String> },
     #[error("no such resource: {0}")]
     NotFound(String),
     #[error("admin authentication failed: send a valid admin token as Authorization: Bearer")]
@@ -97,7 +97,7 @@ impl KbsError {
             | KbsError::TeeMismatch { .. }
             | KbsError::Evidence(_)
             | KbsError::EvidenceFormat(_) => (StatusCode::UNAUTHORIZED, "AttestationFailed"),
-            KbsError::PolicyDenied(_) => (StatusCode::UNAUTHORIZED, "PolicyDeny"),
+            KbsError::PolicyDenied { .. } => (StatusCode::UNAUTHORIZED, "PolicyDeny"),
             KbsError::AdminAuth(_) | KbsError::AdminDisabled => {
                 (StatusCode::UNAUTHORIZED, "AdminAuthFailed")
             }
@@ -138,6 +138,14 @@ impl IntoResponse for KbsError {
             Json(json!({"type": format!("{ERROR_TYPE_BASE}{kind}"), "detail": detail})),
         )
             .into_response()
+    }
+}
+
+fn reasons_text(reasons: &[String]) -> String {
+    if reasons.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", reasons.join("; "))
     }
 }
 
@@ -350,7 +358,7 @@ pub fn check_segment(s: &str) -> Result<(), KbsError> {
 /// the evidence names none, it is null: never "whichever container the log launched last".
 fn claims_of(v: &Verdict) -> Value {
     json!({
-        "tee": {"type": v.tee, "hardware": v.hardware, "signer": v.signer, "registers": v.registers},
+        "tee": {"type": v.tee, "hardware": v.hardware, "signer": v.signer, "registers": v.registers, "platform": v.platform},
         "log": {"records": v.records, "containers": v.containers},
         "container": v.requester,
     })
@@ -586,12 +594,14 @@ impl Kbs {
             },
         };
         // Fail closed: a policy that cannot be evaluated denies.
-        let allowed = policy::evaluate(&policy, input).unwrap_or_else(|e| {
+        let input = regorus::Value::from(input);
+        let allowed = policy::evaluate_value(&policy, input.clone()).unwrap_or_else(|e| {
             tracing::warn!(resource = %path, error = %e, "policy evaluation failed; denying");
             false
         });
         if !allowed {
-            return Err(KbsError::PolicyDenied(path));
+            let reasons = policy::explain(&policy, input);
+            return Err(KbsError::PolicyDenied { path, reasons });
         }
         let value = match quick {
             // Read on every request, so an edited file takes effect at once.

@@ -210,6 +210,10 @@ pub struct QuoteClaims {
     pub tpm_sha256_pcrs: std::collections::BTreeMap<u32, Vec<u8>>,
     /// TPM only: the application PCR that is vouch's register.
     pub tpm_app_pcr: Option<u32>,
+    /// The platform's own boot measurements, by name, lower-case hex: `mrtd` and `rtmr0` to
+    /// `rtmr2` (TDX), `pcr0` to `pcr7` of the SHA-256 bank (TPM), `measurement` (SEV-SNP).
+    /// Policies judge the boot chain on these before the vouch log.
+    pub platform: std::collections::BTreeMap<String, String>,
 }
 
 /// The verifier side for one backend: checks a quote's signature and extracts its claims.

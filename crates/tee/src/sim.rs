@@ -296,6 +296,8 @@ impl Verifier for SimVerifier {
             signer: quote_body.public_key,
             tpm_sha256_pcrs: Default::default(),
             tpm_app_pcr: None,
+            // No boot chain: the sim TEE is development only.
+            platform: Default::default(),
         })
     }
 }

@@ -176,6 +176,8 @@ pub struct Verdict {
     pub registers: Vec<Digest384>,
     pub records: usize,
     pub runtime_data: Value,
+    /// The platform's boot measurements the quote covers (see [`crate::QuoteClaims::platform`]).
+    pub platform: std::collections::BTreeMap<String, String>,
     pub containers: Vec<LaunchedContainer>,
     /// The container this evidence was fetched for, when the runtime data names one.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -247,6 +249,7 @@ impl Verifier for TdxVerifier<'_> {
         bind.copy_from_slice(&rd[..48]);
         Ok(crate::QuoteClaims {
             tee: TeeType::Tdx,
+            platform: tdx_platform(&claims),
             registers,
             report_data: Digest384(bind),
             signer: format!(
@@ -258,6 +261,18 @@ impl Verifier for TdxVerifier<'_> {
             tpm_app_pcr: None,
         })
     }
+}
+
+/// A TD's boot measurements: MRTD and RTMR0-2 (RTMR3 is vouch's own register, not the boot).
+fn tdx_platform(claims: &crate::dcap::DcapClaims) -> std::collections::BTreeMap<String, String> {
+    let mut platform = std::collections::BTreeMap::new();
+    if let Some(m) = &claims.mrtd {
+        platform.insert("mrtd".to_string(), m.to_ascii_lowercase());
+    }
+    for (i, r) in claims.rtmrs.iter().take(3).enumerate() {
+        platform.insert(format!("rtmr{i}"), r.to_ascii_lowercase());
+    }
+    platform
 }
 
 /// TPM evidence: a quote by a pinned attestation key over the platform PCRs (SHA-256 bank) and
@@ -356,7 +371,7 @@ impl Verifier for TpmVerifier<'_> {
         let nonce = hex::decode(&claims.nonce).unwrap_or_default();
         let report_data = <[u8; 48]>::try_from(nonce.as_slice())
             .map_err(|_| rejected("the qualifying data is not a SHA-384 binding".into()))?;
-        let tpm_sha256_pcrs = banks
+        let tpm_sha256_pcrs: std::collections::BTreeMap<u32, Vec<u8>> = banks
             .remove(&ALG_SHA256)
             .unwrap_or_default()
             .into_iter()
@@ -364,8 +379,16 @@ impl Verifier for TpmVerifier<'_> {
             .collect();
         let mut registers = vec![Digest384::ZERO; VOUCH_REGISTER];
         registers.push(Digest384(app));
+        let platform = (0..8u32)
+            .filter_map(|i| {
+                tpm_sha256_pcrs
+                    .get(&i)
+                    .map(|v| (format!("pcr{i}"), hex::encode(v)))
+            })
+            .collect();
         Ok(crate::QuoteClaims {
             tee: TeeType::Tpm,
+            platform,
             registers,
             report_data: Digest384(report_data),
             signer,
@@ -574,6 +597,7 @@ pub fn verify_evidence(evidence: &Evidence, opts: &VerifyOptions) -> Result<Verd
         registers: claims.registers,
         records: evidence.event_log.len(),
         runtime_data: evidence.runtime_data.clone(),
+        platform: claims.platform,
         containers,
         requester,
         warnings,
@@ -795,6 +819,31 @@ mod tests {
             assert!(
                 matches!(err, crate::evidence::EvidenceParseError::Ambiguous(_)),
                 "{err}"
+            );
+        }
+    }
+
+    /// A real TDX quote: its boot measurements (MRTD, RTMR0-2; RTMR3 is vouch's register, not
+    /// part of the boot chain) become the platform claims that policies judge.
+    #[test]
+    fn a_real_tdx_quote_reports_its_boot_measurements() {
+        let Some(v) = crate::testing::vectors() else {
+            return;
+        };
+        let quote = std::fs::read(v.join("tdx/tdx_quote")).expect("quote");
+        let col = crate::dcap::load_collateral(
+            &std::fs::read(v.join("tdx/tdx_quote_collateral.json")).expect("col"),
+        )
+        .expect("collateral");
+        let claims = crate::dcap::verify_quote(&quote, &col, 1_750_400_000).expect("verify");
+        let platform = tdx_platform(&claims);
+        let keys: Vec<&str> = platform.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["mrtd", "rtmr0", "rtmr1", "rtmr2"]);
+        assert_eq!(platform["mrtd"], "91eb2b44d141d4ece09f0c75c2c53d247a3c68edd7fafe8a3520c942a604a407de03ae6dc5f87f27428b2538873118b7");
+        for i in 0..3 {
+            assert_eq!(
+                platform[&format!("rtmr{i}")],
+                claims.rtmrs[i].to_ascii_lowercase()
             );
         }
     }

@@ -89,15 +89,62 @@ fn containers_on_a_tpm_are_attested_and_get_their_secret() {
         .expect("resource set");
     assert!(put.status.success(), "{}", stderr(&put));
     let url = format!("kbs://{addr}/default/key/tpm");
-    let out = d.vouch(&[
-        "run",
-        "--rm",
-        "--secret",
-        &url,
-        "bb",
-        "cat",
-        "/secret/default/key/tpm",
-    ]);
+    let run = || {
+        d.vouch(&[
+            "run",
+            "--rm",
+            "--secret",
+            &url,
+            "bb",
+            "cat",
+            "/secret/default/key/tpm",
+        ])
+    };
+    // Boot chain before workload: without reference values for PCRs 0-7 the default policy
+    // refuses, naming what is missing.
+    let refused = run();
+    assert_eq!(refused.status.code(), Some(125), "{}", stdout(&refused));
+    for pcr in 0..8 {
+        assert!(
+            stderr(&refused).contains(&format!(
+                "no reference value for the tpm boot measurement pcr{pcr} "
+            )),
+            "{}",
+            stderr(&refused)
+        );
+    }
+    // The owner sets them from what the verifier reports (a known-good boot), and one wrong one
+    // is refused by name.
+    let platform = verdict["platform"].as_object().expect("platform").clone();
+    assert_eq!(platform.len(), 8, "{verdict}");
+    let set_refs = |refs: &serde_json::Value| {
+        let file = env.path().join("refs.json");
+        std::fs::write(&file, refs.to_string()).expect("write");
+        let out = Command::new(VOUCH_KBS)
+            .args(["reference", "--file"])
+            .arg(&file)
+            .args(["--kbs", &addr, "--admin-key"])
+            .arg(admin.join("admin.key"))
+            .output()
+            .expect("reference");
+        assert!(out.status.success(), "{}", stderr(&out));
+    };
+    let mut tpm_refs = serde_json::Map::new();
+    for (k, v) in &platform {
+        tpm_refs.insert(k.clone(), serde_json::json!([v]));
+    }
+    let mut wrong = tpm_refs.clone();
+    wrong.insert("pcr7".into(), serde_json::json!(["ff".repeat(32)]));
+    set_refs(&serde_json::json!({"tpm": wrong}));
+    let refused = run();
+    assert_eq!(refused.status.code(), Some(125));
+    assert!(
+        stderr(&refused).contains("the tpm boot measurement pcr7 is"),
+        "{}",
+        stderr(&refused)
+    );
+    set_refs(&serde_json::json!({"tpm": tpm_refs}));
+    let out = run();
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(kbs.id() as i32),
         nix::sys::signal::Signal::SIGTERM,

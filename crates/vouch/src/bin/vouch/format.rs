@@ -139,6 +139,9 @@ pub fn verdict(v: &Verdict, nonce_checked: bool) -> String {
         out.push_str(&format!("  WARNING:     {}\n", field(w)));
     }
     out.push_str(&format!("  signer:      {}\n", field(&v.signer)));
+    for (name, value) in &v.platform {
+        out.push_str(&format!("  boot {:<7}{}\n", field(name), field(value)));
+    }
     let nonce = v
         .runtime_data
         .get("nonce")
