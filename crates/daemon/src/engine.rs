@@ -392,17 +392,12 @@ impl Engine {
         }
     }
 
-    /// Apply a change to a task and persist it, without an event.
+    /// Apply a change to a task in memory only, without an event: it reaches the database with
+    /// the task's next update.
     fn modify(&self, id: &str, change: impl FnOnce(&mut TaskRecord)) {
-        let rec = {
-            let mut tasks = lock(&self.tasks);
-            let Some(rec) = tasks.get_mut(id) else {
-                return;
-            };
+        if let Some(rec) = lock(&self.tasks).get_mut(id) {
             change(rec);
-            rec.clone()
-        };
-        self.persist(&rec);
+        }
     }
 
     /// Apply a change to a task, add an event, persist, and notify watchers and subscribers.
@@ -1228,7 +1223,9 @@ impl Engine {
                 id: short.clone(),
                 reason: format!("cannot run the monitor: {e}"),
             })?;
-        // Known from now on, so that a restart after a crash can stop it.
+        // Known from now on, so that a restart after a crash can stop it. It is persisted with
+        // the next state change, which comes before GO is sent: until GO a monitor ends by
+        // itself when vouchd does (its stdin closes), so a crash before that leaves nothing.
         let mpid = child.id() as i32;
         self.modify(id, |r| {
             r.monitor_pid = Some(mpid);

@@ -19,6 +19,35 @@ pub fn check_unique_keys(json: &[u8]) -> Result<(), StrictError> {
 
 struct Unique;
 
+/// An object key: borrowed from the input when it can be, owned when it had escapes.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Key<'de>(std::borrow::Cow<'de, str>);
+
+impl std::fmt::Debug for Key<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object key")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Owned(v.to_string())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
 impl<'de> DeserializeSeed<'de> for Unique {
     type Value = ();
 
@@ -59,13 +88,14 @@ impl<'de> Visitor<'de> for Unique {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let mut keys: Vec<String> = Vec::new();
-        let mut set: Option<std::collections::HashSet<String>> = None;
-        while let Some(key) = map.next_key::<String>()? {
+        // Keys are borrowed from the document where they have no escapes (nearly always).
+        let mut keys: Vec<Key<'de>> = Vec::new();
+        let mut set: Option<std::collections::HashSet<Key<'de>>> = None;
+        while let Some(key) = map.next_key::<Key<'de>>()? {
             let seen = match &mut set {
                 Some(s) => !s.insert(key.clone()),
                 None if keys.len() >= 16 => {
-                    let mut s: std::collections::HashSet<String> = keys.drain(..).collect();
+                    let mut s: std::collections::HashSet<Key<'de>> = keys.drain(..).collect();
                     let seen = !s.insert(key.clone());
                     set = Some(s);
                     seen
