@@ -626,7 +626,7 @@ impl Engine {
         archive: &Path,
         name: Option<&str>,
     ) -> Result<Vec<ImageSummary>, EngineError> {
-        let r = self.load_from(archive, name, name.unwrap_or(""));
+        let r = self.load_from(archive, name, name.unwrap_or(""), "the uploaded archive");
         let _ = fs::remove_file(archive);
         r
     }
@@ -640,7 +640,7 @@ impl Engine {
         name: Option<&str>,
     ) -> Result<Vec<ImageSummary>, EngineError> {
         let (_file, via) = vouch_image::layout::open_host_archive(Path::new(path))?;
-        self.load_from(&via, name, name.unwrap_or(path))
+        self.load_from(&via, name, name.unwrap_or(path), path)
     }
 
     fn load_from(
@@ -648,6 +648,7 @@ impl Engine {
         source: &Path,
         name: Option<&str>,
         scope: &str,
+        label: &str,
     ) -> Result<Vec<ImageSummary>, EngineError> {
         if let Some(n) = name.filter(|n| !vouch_image::reference::valid(n)) {
             return Err(EngineError::BadRequest(format!(
@@ -662,7 +663,7 @@ impl Engine {
             ),
             None => None,
         };
-        let mut loaded = vouch_image::load(&self.images, source, name)?;
+        let mut loaded = vouch_image::layout::load_labeled(&self.images, source, name, label)?;
         if decision.is_some() {
             for r in loaded.iter_mut() {
                 r.verification = decision.clone();

@@ -86,19 +86,30 @@ pub fn load(
     source: &Path,
     name: Option<&str>,
 ) -> Result<Vec<ImageRecord>, LoadError> {
+    load_labeled(store, source, name, &source.display().to_string())
+}
+
+/// [`load`], calling the source `label` in errors (an uploaded archive is not its temporary
+/// file's path to the client).
+pub fn load_labeled(
+    store: &ContentStore,
+    source: &Path,
+    name: Option<&str>,
+    label: &str,
+) -> Result<Vec<ImageRecord>, LoadError> {
     let io_err = |source_err| LoadError::Io {
-        path: source.display().to_string(),
+        path: label.to_string(),
         source: source_err,
     };
     let meta = fs::metadata(source).map_err(io_err)?;
     let index_bytes = if meta.is_dir() {
         let layout = source.join("oci-layout");
         if !layout.is_file() {
-            return Err(LoadError::NotLayout(source.display().to_string()));
+            return Err(LoadError::NotLayout(label.to_string()));
         }
         read_limited(&source.join("index.json"))?
     } else {
-        ingest_archive(store, source)?
+        ingest_archive(store, source, label)?
     };
     let index: Index = json(&index_bytes, "index.json", "an OCI image index")?;
     if index.manifests.is_empty() {
@@ -363,9 +374,9 @@ fn unix_seconds_now() -> String {
 }
 
 /// Stream an archive once: blobs go into the store (verified), `index.json` is returned.
-fn ingest_archive(store: &ContentStore, path: &Path) -> Result<Vec<u8>, LoadError> {
+fn ingest_archive(store: &ContentStore, path: &Path, label: &str) -> Result<Vec<u8>, LoadError> {
     let io_err = |source| LoadError::Io {
-        path: path.display().to_string(),
+        path: label.to_string(),
         source,
     };
     let mut f = File::open(path).map_err(io_err)?;
@@ -386,8 +397,7 @@ fn ingest_archive(store: &ContentStore, path: &Path) -> Result<Vec<u8>, LoadErro
         // anything (an archive is only what it claims to be once it parses).
         let entry = entry.map_err(|_| {
             LoadError::Invalid(format!(
-                "{} is not a valid tar archive (entry {} is damaged or not a tar header)",
-                path.display(),
+                "{label} is not a valid tar archive (entry {} is damaged or not a tar header)",
                 entries_seen + 1
             ))
         })?;
@@ -430,7 +440,7 @@ fn ingest_archive(store: &ContentStore, path: &Path) -> Result<Vec<u8>, LoadErro
         }
     }
     if !saw_layout {
-        return Err(LoadError::NotLayout(path.display().to_string()));
+        return Err(LoadError::NotLayout(label.to_string()));
     }
-    index.ok_or_else(|| LoadError::Invalid(format!("{} has no index.json", path.display())))
+    index.ok_or_else(|| LoadError::Invalid(format!("{label} has no index.json")))
 }

@@ -237,7 +237,7 @@ impl Default for ServeLimits {
         ServeLimits {
             request_timeout: Duration::from_secs(10),
             max_body: 4 << 20,
-            max_body_in_flight: 256 << 20,
+            max_body_in_flight: 64 << 20,
             max_connections: 4096,
             max_connections_per_peer: 256,
         }

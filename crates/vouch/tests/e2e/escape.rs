@@ -603,7 +603,15 @@ fn image_load_streams_and_the_daemon_opens_no_client_path() {
         .expect("send");
     let (status, body) = vouch_api::client::read_body_limited(resp, 1 << 16).expect("body");
     assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
-    assert!(String::from_utf8_lossy(&body).contains("not a valid tar archive"));
+    let body = String::from_utf8_lossy(&body);
+    assert!(
+        body.contains("the uploaded archive is not a valid tar archive"),
+        "{body}"
+    );
+    assert!(
+        !body.contains("images/tmp"),
+        "the store's own path was shown: {body}"
+    );
 }
 
 /// Every duration that comes in is bounded: a stop timeout of 2^64-1 seconds is refused with a

@@ -96,7 +96,7 @@ enum Cmd {
         request_timeout: u64,
         /// MiB of request bodies held at once over all connections; beyond it requests are
         /// answered 503 until others finish.
-        #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=65_536), value_name = "MIB")]
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=65_536), value_name = "MIB")]
         max_body_in_flight: u64,
         /// Open connections at most; more are closed at once.
         #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
