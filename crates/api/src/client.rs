@@ -60,12 +60,16 @@ pub fn exchange<S: Read + Write + Send + 'static>(
 ) -> Result<Response, ClientError> {
     let req = request_bytes(host, method, path, headers, body, false)?;
     stream.write_all(&req).map_err(ClientError::Io)?;
-    let mut reader = BufReader::new(stream);
+    read_response(BufReader::new(stream), method)
+}
+
+/// The response on `reader` to a request of `method`, its body streamed as it comes.
+fn read_response<S: Read + Send + 'static>(
+    mut reader: BufReader<S>,
+    method: &str,
+) -> Result<Response, ClientError> {
     let (status, headers, framing) = read_head(&mut reader, method)?;
-    let content_type = headers
-        .iter()
-        .find(|(n, _)| n == "content-type")
-        .map(|(_, v)| v.clone());
+    let content_type = find_header(&headers, "content-type").map(str::to_string);
     let body: Box<dyn Read + Send> = match framing {
         Framing::Chunked => Box::new(ChunkedReader {
             inner: reader,
@@ -446,28 +450,12 @@ impl Client {
             writer.get_mut().framing = false;
             writer.get_mut().inner.write_all(b"0\r\n\r\n")
         });
-        let mut reader = BufReader::new(stream);
-        let (status, headers, framing) = match read_head(&mut reader, "POST") {
-            Ok(h) => h,
+        let response = match read_response(BufReader::new(stream), "POST") {
+            Ok(r) => r,
             // No answer at all: the failure to send is the error.
             Err(e) => return Err(sent.err().map(ClientError::Io).unwrap_or(e)),
         };
-        let body: Box<dyn Read + Send> = match framing {
-            Framing::Chunked => Box::new(ChunkedReader {
-                inner: reader,
-                remaining: 0,
-                done: false,
-            }),
-            Framing::Length(len) => Box::new(reader.take(len)),
-            Framing::UntilClose => Box::new(reader),
-        };
-        let content_type = find_header(&headers, "content-type").map(str::to_string);
-        let (status, data) = read_body(Response {
-            status,
-            content_type,
-            headers,
-            body,
-        })?;
+        let (status, data) = read_body(response)?;
         if !(200..300).contains(&status) {
             return Err(api_error(status, &data));
         }

@@ -895,18 +895,7 @@ fn container_reads_its_secret_and_another_image_is_refused() {
         .contains(secrets_dir.to_str().expect("utf8")));
 
     // A container from another image is refused, and the task says by whom and why.
-    let other_dir = env.path().join("img-other");
-    write_layout(
-        &other_dir,
-        "other",
-        &[
-            busybox_layer(),
-            Layer::new().file("marker", 0o644, b"other").finish(),
-        ],
-        &["/bin/sh"],
-        &["PATH=/bin"],
-    );
-    d.ok(&["image", "load", "-i", other_dir.to_str().expect("utf8")]);
+    load_other_image(&env, &d, "other");
     let out = d.vouch(&[
         "run",
         "--name",
@@ -949,18 +938,7 @@ fn a_secret_never_reaches_another_image_under_concurrent_launches() {
     k.put("default/key/app", SECRET, env.path());
     let d = env.start();
     let good = load_busybox(&env, &d, "a");
-    let other_dir = env.path().join("img-b");
-    write_layout(
-        &other_dir,
-        "b",
-        &[
-            busybox_layer(),
-            Layer::new().file("marker", 0o644, b"b").finish(),
-        ],
-        &["/bin/sh"],
-        &["PATH=/bin"],
-    );
-    d.ok(&["image", "load", "-i", other_dir.to_str().expect("utf8")]);
+    load_other_image(&env, &d, "b");
     let refs = env.path().join("refs.json");
     std::fs::write(&refs, json!({"images": [good]}).to_string()).expect("write");
     assert!(k
@@ -1482,6 +1460,22 @@ fn a_crash_leaves_no_secret_mount_process_or_task_behind() {
     let mut leaks = Vec::new();
     scan(env.path(), &mut leaks);
     assert!(leaks.is_empty(), "secret found in: {leaks:?}");
+}
+
+/// Load an image named `name` that differs from the busybox one by a marker layer.
+fn load_other_image(env: &TestEnv, d: &Daemon, name: &str) {
+    let dir = env.path().join(format!("img-{name}"));
+    write_layout(
+        &dir,
+        name,
+        &[
+            busybox_layer(),
+            Layer::new().file("marker", 0o644, name.as_bytes()).finish(),
+        ],
+        &["/bin/sh"],
+        &["PATH=/bin"],
+    );
+    d.ok(&["image", "load", "-i", dir.to_str().expect("utf8")]);
 }
 
 /// Files under `dir` containing the secret's distinctive bytes.
