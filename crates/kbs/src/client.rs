@@ -404,7 +404,9 @@ impl KbsClient {
         Ok((client, path))
     }
 
-    fn connect(&self) -> Result<KbsStream, KbsClientError> {
+    /// A new connection; the TLS handshake, if any, must end by `deadline` (a KBS that sends its
+    /// handshake a byte at a time is bounded like one that sends its answers so).
+    fn connect(&self, deadline: std::time::Instant) -> Result<KbsStream, KbsClientError> {
         let connect_err = |source| KbsClientError::Connect {
             addr: self.addr.clone(),
             source,
@@ -446,19 +448,60 @@ impl KbsClient {
         let mut conn = rustls::ClientConnection::new(config.clone(), name)
             .map_err(|e| handshake_err(std::io::Error::other(e)))?;
         // Completed here, so that a certificate the client does not trust is reported as such.
-        while conn.is_handshaking() {
-            conn.complete_io(&mut stream).map_err(handshake_err)?;
+        // Record by record rather than with `complete_io` (which keeps reading while bytes
+        // trickle in), so that the deadline is checked before every read.
+        let late = || {
+            handshake_err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the KBS did not complete the handshake in time",
+            ))
+        };
+        // A socket timeout (no byte for the time left) is the same lateness.
+        let io = |e: std::io::Error| match e.kind() {
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => late(),
+            _ => handshake_err(e),
+        };
+        while conn.is_handshaking() || conn.wants_write() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(late());
+            }
+            let op = Some(left.min(self.timeout));
+            let _ = stream.set_read_timeout(op);
+            let _ = stream.set_write_timeout(op);
+            if conn.wants_write() {
+                conn.write_tls(&mut stream).map_err(io)?;
+                continue;
+            }
+            if conn.read_tls(&mut stream).map_err(io)? == 0 {
+                return Err(handshake_err(std::io::Error::from(
+                    std::io::ErrorKind::UnexpectedEof,
+                )));
+            }
+            if let Err(e) = conn.process_new_packets() {
+                // Tell the KBS why (an alert), as rustls would.
+                let _ = conn.write_tls(&mut stream);
+                return Err(handshake_err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    e,
+                )));
+            }
         }
+        let _ = stream.set_read_timeout(Some(self.timeout));
+        let _ = stream.set_write_timeout(Some(self.timeout));
         Ok(wrap(StreamKind::Tls(Box::new(rustls::StreamOwned::new(
             conn, stream,
         )))))
     }
 
     /// A kept-alive connection: the one left idle by this client's last round trip, or a new one.
-    fn connection(&self) -> Result<(Conn, bool), KbsClientError> {
+    fn connection(&self, deadline: std::time::Instant) -> Result<(Conn, bool), KbsClientError> {
         match self.idle.lock().unwrap_or_else(|p| p.into_inner()).take() {
             Some(c) if c.is_open() => Ok((c, true)),
-            _ => Ok((Connection::new(self.connect()?, self.addr.clone()), false)),
+            _ => Ok((
+                Connection::new(self.connect(deadline)?, self.addr.clone()),
+                false,
+            )),
         }
     }
 
@@ -525,7 +568,7 @@ impl KbsClient {
     /// Write the first request of a round trip, on the connection the last one left open or
     /// on a new one.
     fn send_first(&self, req: FirstRequest) -> Result<Sent, KbsClientError> {
-        let (mut conn, reused) = self.connection()?;
+        let (mut conn, reused) = self.connection(req.deadline)?;
         self.arm(&mut conn, &req)?;
         match req.write(&mut conn) {
             Ok(()) => Ok(Sent { conn, reused, req }),
@@ -544,7 +587,7 @@ impl KbsClient {
         if req.interrupt.as_ref().is_some_and(|i| i.is_interrupted()) {
             return Err(KbsClientError::Cancelled);
         }
-        let mut conn = Connection::new(self.connect()?, self.addr.clone());
+        let mut conn = Connection::new(self.connect(req.deadline)?, self.addr.clone());
         self.arm(&mut conn, req)?;
         req.write(&mut conn)
             .map_err(|e| self.protocol(req.step, e))?;

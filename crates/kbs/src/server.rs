@@ -248,6 +248,10 @@ enum SessionState {
     Challenged {
         nonce: String,
     },
+    /// The nonce was taken by an attestation that is being verified.
+    Verifying,
+    /// An attestation failed: the nonce is spent and the session is of no further use.
+    Spent,
     /// Claims and TEE key as compact JSON text: a fraction of the memory of a `Value` tree,
     /// which matters with many thousands of open sessions.
     Attested {
@@ -275,23 +279,25 @@ pub struct Kbs {
 /// opened is also the order in which they expire, and both queues only ever look at their front.
 ///
 /// A full table makes room only by dropping a session that is no further along than a newcomer:
-/// one that was challenged and has not sent its attestation. A session whose attestation is being
-/// verified, or that is attested, is never dropped to make room; when only such sessions are
-/// left, the newcomer is refused. A flood of `/auth` can thus never push out a client that is
-/// attesting or has attested.
+/// one that was challenged and has not sent its attestation, or one whose attestation failed.
+/// A session whose attestation is being verified, or that is attested, is never dropped to make
+/// room; when only such sessions are left, the newcomer is refused. A flood of `/auth` (with or
+/// without failing attestations) can thus never push out a client that is attesting or has
+/// attested.
 #[derive(Default)]
 struct Sessions {
     map: HashMap<String, Session>,
     /// Every session, by expiry.
     order: std::collections::VecDeque<(Instant, String)>,
-    /// Sessions that were challenged, oldest first; entries whose session has moved on (or is
-    /// gone) are skipped when met, as a session never moves back.
+    /// Sessions that may be dropped to make room, oldest first: challenged ones, and failed ones
+    /// (queued again when they fail). Entries whose session has moved on or is gone are skipped
+    /// when met.
     challenged: std::collections::VecDeque<String>,
 }
 
 impl Sessions {
     /// Drop expired sessions, then, if the table is still full, the oldest session that is only
-    /// challenged. `false` when no such session is left to make room.
+    /// challenged or has failed. `false` when no such session is left to make room.
     fn make_room(&mut self, now: Instant, max: usize) -> bool {
         while let Some((expires, _)) = self.order.front() {
             if *expires > now {
@@ -306,8 +312,8 @@ impl Sessions {
                 return false;
             };
             let evictable = matches!(
-                self.map.get(&id),
-                Some(Session { state: SessionState::Challenged { nonce }, .. }) if !nonce.is_empty()
+                self.map.get(&id).map(|s| &s.state),
+                Some(SessionState::Challenged { .. } | SessionState::Spent)
             );
             if evictable {
                 self.map.remove(&id);
@@ -442,19 +448,41 @@ impl Kbs {
                 sessions.map.remove(session_id);
                 return Err(KbsError::SessionExpired);
             }
-            match std::mem::replace(
-                &mut s.state,
-                SessionState::Challenged {
-                    nonce: String::new(),
-                },
-            ) {
-                SessionState::Challenged { nonce } if !nonce.is_empty() => (s.tee, nonce),
+            match std::mem::replace(&mut s.state, SessionState::Verifying) {
+                SessionState::Challenged { nonce } => (s.tee, nonce),
                 other => {
                     s.state = other;
                     return Err(KbsError::NonceUsed);
                 }
             }
         };
+        let verified = self.verify_attestation(tee, &nonce, att);
+        let mut sessions = self.sessions();
+        let Some(s) = sessions.map.get_mut(session_id) else {
+            return verified.map(|(token, ..)| token);
+        };
+        match verified {
+            Ok((token, claims, tee_pubkey)) => {
+                s.state = SessionState::Attested { claims, tee_pubkey };
+                Ok(token)
+            }
+            Err(e) => {
+                // Spent: a replay is refused as such, and the session may make room.
+                s.state = SessionState::Spent;
+                sessions.challenged.push_back(session_id.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    /// Check an attestation for the session's `nonce` and `tee`: the token, and the claims and
+    /// TEE key to keep with the session (compact JSON).
+    fn verify_attestation(
+        &self,
+        tee: Tee,
+        nonce: &str,
+        att: Attestation,
+    ) -> Result<(String, Box<str>, Box<str>), KbsError> {
         if att.runtime_data.nonce != nonce {
             return Err(KbsError::NonceMismatch {
                 found: att.runtime_data.nonce,
@@ -515,15 +543,12 @@ impl Kbs {
                 "tee-pubkey": tee_pubkey,
             }))
             .map_err(KbsError::Signing)?;
-        let mut sessions = self.sessions();
-        if let Some(s) = sessions.map.get_mut(session_id) {
-            s.state = SessionState::Attested {
-                claims: claims.to_string().into(),
-                tee_pubkey: tee_pubkey.to_string().into(),
-            };
-        }
         tracing::info!(tee = %verdict.tee, containers = verdict.containers.len(), "attestation verified");
-        Ok(token)
+        Ok((
+            token,
+            claims.to_string().into(),
+            tee_pubkey.to_string().into(),
+        ))
     }
 
     /// Claims and TEE key of an attested session or a bearer token.
@@ -548,7 +573,9 @@ impl Kbs {
                 SessionState::Attested { claims, tee_pubkey } => {
                     (claims.clone(), tee_pubkey.clone())
                 }
-                SessionState::Challenged { .. } => return Err(KbsError::NotAttested),
+                SessionState::Challenged { .. } | SessionState::Verifying | SessionState::Spent => {
+                    return Err(KbsError::NotAttested)
+                }
             }
         };
         // Parsed outside the lock that every request takes.
@@ -1116,10 +1143,7 @@ mod tests {
                 claims: "{}".into(),
                 tee_pubkey: "{}".into(),
             };
-            // What attest() leaves while it verifies: the nonce taken out.
-            sessions.map.get_mut(&verifying).expect("s").state = SessionState::Challenged {
-                nonce: String::new(),
-            };
+            sessions.map.get_mut(&verifying).expect("s").state = SessionState::Verifying;
         }
         for _ in 0..100 {
             open_session(&k);
@@ -1158,6 +1182,42 @@ mod tests {
         assert!(matches!(err, KbsError::Busy(_)), "{err}");
         assert_eq!(err.status().0, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(k.sessions().map.len(), 4);
+    }
+
+    /// Sessions whose attestation failed are spent: a replay on them is refused as such, and a
+    /// flood of auth with failing attestations can always make room among them (a newcomer is
+    /// never refused because of them), while an attested session stays.
+    #[test]
+    fn failed_attestations_leave_sessions_that_make_room() {
+        let (_dir, k) = kbs(4, Duration::from_secs(60));
+        let attested = open_session(&k);
+        k.sessions().map.get_mut(&attested).expect("s").state = SessionState::Attested {
+            claims: "{}".into(),
+            tee_pubkey: "{}".into(),
+        };
+        let key = crate::jwe::generate_key().expect("key");
+        let wrong: Attestation = serde_json::from_value(json!({
+            "runtime-data": {"nonce": "not-the-nonce", "tee-pubkey": crate::jwe::public_jwk(&key.public_key())},
+            "tee-evidence": {"primary_evidence": {}, "additional_evidence": ""}
+        }))
+        .expect("attestation");
+        for _ in 0..50 {
+            let s = open_session(&k);
+            let err = k
+                .attest(&s, wrong.clone())
+                .expect_err("wrong nonce accepted");
+            assert!(matches!(err, KbsError::NonceMismatch { .. }), "{err}");
+            let err = k.attest(&s, wrong.clone()).expect_err("replay accepted");
+            assert!(matches!(err, KbsError::NonceUsed), "{err}");
+        }
+        let sessions = k.sessions();
+        assert_eq!(sessions.map.len(), 4);
+        assert!(
+            sessions.map.contains_key(&attested),
+            "attested session dropped"
+        );
+        // Compacted to the live sessions when over twice the table, before each new session.
+        assert!(sessions.challenged.len() <= 2 * 4 + 2 && sessions.order.len() <= 2 * 4 + 1);
     }
 
     /// Expired sessions are dropped when new ones open, and refused before that.

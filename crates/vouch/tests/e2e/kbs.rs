@@ -1203,8 +1203,17 @@ struct DrippingKbs {
     addr: String,
 }
 
+/// What a dripping KBS sends first: an HTTP answer's head, or (to a TLS client) the header of
+/// a 16 KiB handshake record, whose body then comes a byte at a time.
+const HTTP_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nX-Slow: ";
+const TLS_RECORD: &[u8] = &[0x16, 0x03, 0x03, 0x40, 0x00, 0x02];
+
 impl DrippingKbs {
     fn start() -> DrippingKbs {
+        Self::sending(HTTP_HEAD)
+    }
+
+    fn sending(first: &'static [u8]) -> DrippingKbs {
         let l = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = l.local_addr().expect("addr").to_string();
         std::thread::spawn(move || {
@@ -1215,10 +1224,7 @@ impl DrippingKbs {
                     let mut buf = [0u8; 4096];
                     let _ = s.read(&mut buf);
                     let started = std::time::Instant::now();
-                    for b in b"HTTP/1.1 200 OK\r\nX-Slow: "
-                        .iter()
-                        .chain(std::iter::repeat(&b'a'))
-                    {
+                    for b in first.iter().chain(std::iter::repeat(&b'a')) {
                         if started.elapsed() > Duration::from_secs(90)
                             || s.write_all(&[*b]).is_err()
                         {
@@ -1245,13 +1251,31 @@ fn a_dripping_kbs_never_holds_a_launch() {
     let drip = DrippingKbs::start();
     let url = format!("kbs://{}/default/key/app", drip.addr);
     {
-        let d = env.start_with(&["--tee", "sim", "--kbs-timeout", "3"]);
+        let (ca, _, _) = server_certificate(&env.path().join("pki"), "drip");
+        let ca = ca.to_str().expect("utf8").to_string();
+        let d = env.start_with(&["--tee", "sim", "--kbs-timeout", "3", "--kbs-ca", &ca]);
         load_busybox(&env, &d, "bb");
         let started = std::time::Instant::now();
         let out = d.vouch(&["run", "--rm", "--secret", &url, "bb", "true"]);
         assert_eq!(out.status.code(), Some(125));
         assert!(
             stderr(&out).contains("did not complete the exchange within 3 seconds"),
+            "{}",
+            stderr(&out)
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+        // The same over TLS, dripping the handshake itself: bounded by the same deadline.
+        let tls_drip = DrippingKbs::sending(TLS_RECORD);
+        let url = format!("kbss://{}/default/key/app", tls_drip.addr);
+        let started = std::time::Instant::now();
+        let out = d.vouch(&["run", "--rm", "--secret", &url, "bb", "true"]);
+        assert_eq!(out.status.code(), Some(125));
+        assert!(
+            stderr(&out).contains("did not complete the handshake in time"),
             "{}",
             stderr(&out)
         );
@@ -1464,9 +1488,9 @@ fn a_crash_leaves_no_secret_mount_process_or_task_behind() {
 
 /// Load an image named `name` that differs from the busybox one by a marker layer.
 fn load_other_image(env: &TestEnv, d: &Daemon, name: &str) {
-    let dir = env.path().join(format!("img-{name}"));
-    write_layout(
-        &dir,
+    load_layers(
+        env,
+        d,
         name,
         &[
             busybox_layer(),
@@ -1475,7 +1499,6 @@ fn load_other_image(env: &TestEnv, d: &Daemon, name: &str) {
         &["/bin/sh"],
         &["PATH=/bin"],
     );
-    d.ok(&["image", "load", "-i", dir.to_str().expect("utf8")]);
 }
 
 /// Files under `dir` containing the secret's distinctive bytes.
