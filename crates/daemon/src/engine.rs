@@ -309,7 +309,7 @@ impl Engine {
                 continue;
             }
             if let Some(exit) = read_exit(&self.exit_path(&id)) {
-                self.finish(&id, Some(exit), "ended while vouchd was not running");
+                self.finish_recovered(&id, Some(exit), "ended while vouchd was not running");
                 continue;
             }
             match (t.view.state, t.monitor_pid) {
@@ -319,9 +319,11 @@ impl Engine {
                     let start = t.monitor_start;
                     std::thread::spawn(move || engine.poll_orphan(&id, mpid, start));
                 }
-                (TaskState::Running, _) => {
-                    self.finish(&id, None, "its monitor died while vouchd was not running")
-                }
+                (TaskState::Running, _) => self.finish_recovered(
+                    &id,
+                    None,
+                    "its monitor died while vouchd was not running",
+                ),
                 _ => self.abort_interrupted(&t),
             }
         }
@@ -650,11 +652,8 @@ impl Engine {
         scope: &str,
         label: &str,
     ) -> Result<Vec<ImageSummary>, EngineError> {
-        if let Some(n) = name.filter(|n| !vouch_image::reference::valid(n)) {
-            return Err(EngineError::BadRequest(format!(
-                "invalid image name {n:?}: {}",
-                vouch_image::reference::GRAMMAR
-            )));
+        if let Some(n) = name {
+            vouch_image::reference::check("image name", n).map_err(EngineError::BadRequest)?;
         }
         let decision = match &self.policy {
             Some(p) => Some(
@@ -685,13 +684,8 @@ impl Engine {
         progress: &(dyn Fn(vouch_image::registry::PullEvent) + Sync),
     ) -> Result<ImageSummary, EngineError> {
         let reference = req.reference.trim();
-        if !vouch_image::reference::valid(reference) {
-            return Err(EngineError::BadRequest(format!(
-                "invalid image reference {:?}: {}",
-                req.reference,
-                vouch_image::reference::GRAMMAR
-            )));
-        }
+        vouch_image::reference::check("image reference", reference)
+            .map_err(EngineError::BadRequest)?;
         let registry = vouch_image::registry::registry_host(reference)
             .unwrap_or("docker.io")
             .to_string();
@@ -891,13 +885,8 @@ impl Engine {
                     .map_err(|e| EngineError::BadRequest(e.to_string()))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        if !vouch_image::reference::valid(&req.image) {
-            return Err(EngineError::BadRequest(format!(
-                "invalid image reference {:?}: {}",
-                req.image,
-                vouch_image::reference::GRAMMAR
-            )));
-        }
+        vouch_image::reference::check("image reference", &req.image)
+            .map_err(EngineError::BadRequest)?;
         let image = self.images.find(&req.image).map_err(|e| match e {
             StoreError::NoSuchImage(r) => EngineError::BadRequest(format!(
                 "no such image: {r} (load it first with `vouch image load`)"
@@ -1155,6 +1144,25 @@ impl Engine {
         if let Some(i) = lock(&self.fetches).get(id) {
             i.interrupt();
         }
+    }
+
+    /// Cancel a task that is still launching and wait (bounded) for the launch to wind down.
+    /// Returns the task's last view when it is gone meanwhile (cancelled and removed: `--rm`).
+    fn abort_launch(&self, id: &str) -> Result<Option<Container>, EngineError> {
+        let view = self.get(id)?;
+        self.cancel_launch(id);
+        self.wait_final(id, LAUNCH_ABORT_WAIT);
+        if !lock(&self.tasks).contains_key(id) {
+            return Ok(Some(view));
+        }
+        if self.launching(id) {
+            return Err(EngineError::Internal(format!(
+                "container {} is still launching {}s after its launch was cancelled; try again",
+                &id[..12],
+                LAUNCH_ABORT_WAIT.as_secs()
+            )));
+        }
+        Ok(None)
     }
 
     /// Whether the task is still launching (not started, not ended).
@@ -1538,6 +1546,26 @@ impl Engine {
 
     /// Record how a container ended (measured), and clean up its root filesystem.
     fn finish(&self, id: &str, exit: Option<ExitRecord>, unknown_reason: &str) {
+        self.finish_measured(id, exit, unknown_reason, false)
+    }
+
+    /// [`Engine::finish`] for a task found unfinished at a restart: the crash may have come
+    /// between its `container.exit` record and the task's update, so the record is looked for
+    /// first (only here: no other path can have written it).
+    fn finish_recovered(&self, id: &str, exit: Option<ExitRecord>, unknown_reason: &str) {
+        let measured = lock(&self.journal).records().iter().rev().any(|r| {
+            r.op == "container.exit" && r.content.get("id").and_then(Value::as_str) == Some(id)
+        });
+        self.finish_measured(id, exit, unknown_reason, measured)
+    }
+
+    fn finish_measured(
+        &self,
+        id: &str,
+        exit: Option<ExitRecord>,
+        unknown_reason: &str,
+        exit_measured: bool,
+    ) {
         let current = match lock(&self.tasks).get(id) {
             Some(t) => t.view.clone(),
             None => return,
@@ -1551,11 +1579,7 @@ impl Engine {
             }
             None => json!({"id": id, "exit_code": Value::Null, "status": "unknown"}),
         };
-        // Once: a crash after the record and before the task was updated finishes it again.
-        let measured = lock(&self.journal).records().iter().rev().any(|r| {
-            r.op == "container.exit" && r.content.get("id").and_then(Value::as_str) == Some(id)
-        });
-        if !measured {
+        if !exit_measured {
             if let Err(e) = self.measure("container.exit", content) {
                 tracing::error!(id = %id, error = %error_chain(&e), "cannot measure container exit");
             }
@@ -1567,6 +1591,12 @@ impl Engine {
                 e.exit_code
             ),
             Some(e) => match e.signal {
+                // SIGSYS comes from the seccomp profile: say what it refused.
+                Some(libc::SIGSYS) => format!(
+                    "killed by signal {} (SIGSYS: a system call through the 32-bit or x32 interface, which containers do not have), exit code {}",
+                    libc::SIGSYS,
+                    e.exit_code
+                ),
                 Some(sig) => format!("killed by signal {sig}, exit code {}", e.exit_code),
                 None => format!("exited with code {}", e.exit_code),
             },
@@ -1622,12 +1652,8 @@ impl Engine {
         let id = self.resolve(reference)?;
         if self.launching(&id) {
             // Nothing runs yet: the launch is cancelled, and the stop waits for that.
-            self.cancel_launch(&id);
-            if !self.wait_final(&id, LAUNCH_ABORT_WAIT) && self.launching(&id) {
-                return Err(EngineError::Internal(format!(
-                    "container {} is still launching; its launch was cancelled",
-                    &id[..12]
-                )));
+            if let Some(gone) = self.abort_launch(&id)? {
+                return Ok(gone);
             }
         }
         if !self.is_final(&id) {
@@ -1661,12 +1687,8 @@ impl Engine {
             if self.launching(&id) {
                 // A launch always gives way to a forced removal: it is cancelled (a fetch from
                 // a KBS is interrupted at once), and the removal waits for it to wind down.
-                let view = self.get(&id)?;
-                self.cancel_launch(&id);
-                self.wait_final(&id, LAUNCH_ABORT_WAIT);
-                if !lock(&self.tasks).contains_key(&id) {
-                    // Cancelled and removed already (it was started with --rm).
-                    return Ok(view);
+                if let Some(gone) = self.abort_launch(&id)? {
+                    return Ok(gone);
                 }
             }
             self.signal(&id, Signal::SIGKILL);

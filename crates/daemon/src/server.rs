@@ -319,18 +319,14 @@ async fn load_image(
     use http_body_util::BodyExt as _;
     use tokio::io::AsyncWriteExt as _;
     let name = q.get("name").cloned();
-    if let Some(n) = name
-        .as_deref()
-        .filter(|n| !vouch_image::reference::valid(n))
-    {
-        return Err(bad_request(format!(
-            "invalid image name {n:?}: {}",
-            vouch_image::reference::GRAMMAR
-        )));
+    // Checked before the upload is received, not only after.
+    if let Some(n) = name.as_deref() {
+        vouch_image::reference::check("image name", n).map_err(bad_request)?;
     }
     let engine = e.clone();
     let (path, file) = blocking(move || engine.upload_file()).await?;
-    let mut file = tokio::fs::File::from_std(file);
+    // Written in 1 MiB pieces: each write of a tokio file is a trip to the blocking pool.
+    let mut file = tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::from_std(file));
     let mut body = body;
     let mut size: u64 = 0;
     let received: Result<(), ApiError> = async {

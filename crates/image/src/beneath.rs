@@ -90,18 +90,6 @@ pub fn open_object(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<File> {
     openat_raw(dir, name, libc::O_RDONLY | libc::O_NONBLOCK, 0).map(File::from)
 }
 
-/// Open an existing regular file `name` in `dir` for reading.
-pub fn open_file(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<File> {
-    let f = openat_raw(dir, name, libc::O_RDONLY | libc::O_NONBLOCK, 0).map(File::from)?;
-    if !f.metadata()?.is_file() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not a regular file",
-        ));
-    }
-    Ok(f)
-}
-
 /// What is at `name` in `dir`, without following a symlink; `None` when nothing is.
 pub fn stat(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Option<libc::stat>> {
     let n = cname(name)?;
@@ -138,10 +126,6 @@ pub fn is_dir(st: &libc::stat) -> bool {
 
 pub fn is_symlink(st: &libc::stat) -> bool {
     st.st_mode & libc::S_IFMT == libc::S_IFLNK
-}
-
-pub fn is_file(st: &libc::stat) -> bool {
-    st.st_mode & libc::S_IFMT == libc::S_IFREG
 }
 
 /// Create the directory `name` in `dir` (mode before the umask).

@@ -31,6 +31,16 @@ pub fn valid(name: &str) -> bool {
 pub const GRAMMAR: &str =
     "an image name is letters and digits joined by - . _ : @ +, in components separated by /";
 
+/// Nothing if `name` meets the grammar; otherwise the one-line refusal, calling it `what`
+/// ("image name", "image reference").
+pub fn check(what: &str, name: &str) -> Result<(), String> {
+    if valid(name) {
+        Ok(())
+    } else {
+        Err(format!("invalid {what} {name:?}: {GRAMMAR}"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

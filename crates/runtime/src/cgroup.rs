@@ -39,8 +39,18 @@ fn dirs(cgroup_path: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Send SIGKILL to `pid` if it is still in a cgroup at `rel`: a pidfd is taken first, so that the
-/// check and the signal are about the same process.
+/// Whether a `/proc/PID/cgroup` text (`hierarchy:controllers:path` lines) puts the process in
+/// the cgroup `rel` or below it in any hierarchy.
+fn in_cgroup(proc_cgroup: &str, rel: &str) -> bool {
+    proc_cgroup.lines().any(|l| {
+        l.splitn(3, ':')
+            .nth(2)
+            .is_some_and(|p| p == rel || p.strip_prefix(rel).is_some_and(|r| r.starts_with('/')))
+    })
+}
+
+/// Send SIGKILL to `pid` if it is still in the cgroup at `rel` or below it: a pidfd is taken
+/// first, so that the check and the signal are about the same process.
 fn kill_member(pid: i32, rel: &str) {
     // SAFETY: pidfd_open takes a PID and flags and returns a new descriptor or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
@@ -49,8 +59,8 @@ fn kill_member(pid: i32, rel: &str) {
     }
     // SAFETY: the descriptor was just returned to us and is owned by nothing else.
     let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
-    let member = fs::read_to_string(format!("/proc/{pid}/cgroup"))
-        .is_ok_and(|c| c.lines().any(|l| l.ends_with(rel)));
+    let member =
+        fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|c| in_cgroup(&c, rel));
     if member {
         use std::os::fd::AsRawFd;
         // SAFETY: a valid pidfd, a signal number, no siginfo, no flags.
@@ -136,6 +146,16 @@ fn remove_tree(dir: &std::path::Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn members_are_the_cgroup_and_below_it_only() {
+        let rel = "/vouch/abc";
+        assert!(in_cgroup("4:memory:/vouch/abc\n0::/", rel));
+        assert!(in_cgroup("0::/vouch/abc/sub/deeper\n", rel));
+        assert!(!in_cgroup("4:memory:/vouch/abcdef\n0::/vouch/ab", rel));
+        assert!(!in_cgroup("4:memory:/other/vouch/abc\n", rel));
+        assert!(!in_cgroup("", rel));
+    }
 
     #[test]
     fn paths_that_are_not_a_container_cgroup_are_never_touched() {

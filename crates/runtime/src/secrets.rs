@@ -10,8 +10,8 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
 /// Where secrets appear inside the container.
 pub const MOUNT_POINT: &str = "/secret";
-/// Upper bound on all of one container's secrets.
-const TMPFS_SIZE: &str = "4m";
+/// Upper bound on all of one container's secrets, in bytes (so on any one secret file too).
+const TMPFS_BYTES: u64 = 4 << 20;
 
 pub struct SecretsDir {
     pub path: PathBuf,
@@ -28,7 +28,7 @@ impl SecretsDir {
     pub fn mount(&self, uid: u32, gid: u32) -> io::Result<()> {
         fs::create_dir_all(&self.path)?;
         fs::set_permissions(&self.path, fs::Permissions::from_mode(0o700))?;
-        let data = format!("size={TMPFS_SIZE},mode=0500,uid={uid},gid={gid}");
+        let data = format!("size={TMPFS_BYTES},mode=0500,uid={uid},gid={gid}");
         mount(
             Some("tmpfs"),
             &self.path,
@@ -131,9 +131,6 @@ fn wipe(dir: &Path) {
         }
     }
 }
-
-/// The tmpfs's size in bytes (see [`TMPFS_SIZE`]): no secret file is larger.
-const TMPFS_BYTES: u64 = 4 << 20;
 
 #[cfg(test)]
 mod tests {

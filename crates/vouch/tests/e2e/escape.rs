@@ -85,9 +85,10 @@ fn the_runtime_binary_is_never_reachable_from_a_container() {
         return;
     };
     let ld = std::fs::read(&fake_ld).expect("fake ld.so");
-    let layout = env.path().join("layout-exe");
-    write_layout(
-        &layout,
+    let d = env.start();
+    load_layers(
+        &env,
+        &d,
         "exe",
         &[
             busybox_layer(),
@@ -100,8 +101,6 @@ fn the_runtime_binary_is_never_reachable_from_a_container() {
         &["/evil"],
         &[],
     );
-    let d = env.start();
-    d.ok(&["image", "load", "-i", layout.to_str().expect("utf8")]);
     let out = d.vouch(&["run", "--rm", "exe"]);
     let text = stdout(&out);
     let line = text
@@ -220,9 +219,10 @@ fn seccomp_refuses_new_namespaces_from_inside_a_container() {
         return;
     };
     let probe = std::fs::read(&probe).expect("probe");
-    let layout = env.path().join("layout-probe");
-    write_layout(
-        &layout,
+    let d = env.start();
+    load_layers(
+        &env,
+        &d,
         "probe",
         &[
             busybox_layer(),
@@ -231,8 +231,6 @@ fn seccomp_refuses_new_namespaces_from_inside_a_container() {
         &["/probe"],
         &[],
     );
-    let d = env.start();
-    d.ok(&["image", "load", "-i", layout.to_str().expect("utf8")]);
     let out = d.vouch(&["run", "--rm", "probe"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
@@ -279,9 +277,9 @@ fn seccomp_refuses_new_namespaces_from_inside_a_container() {
         let Some(bin) = compile_static(env.path(), name, &format!("{define}{COMPAT_PROBE}")) else {
             return;
         };
-        let layout = env.path().join(format!("layout-{name}"));
-        write_layout(
-            &layout,
+        load_layers(
+            &env,
+            &d,
             name,
             &[
                 busybox_layer(),
@@ -292,10 +290,21 @@ fn seccomp_refuses_new_namespaces_from_inside_a_container() {
             &["/probe"],
             &[],
         );
-        d.ok(&["image", "load", "-i", layout.to_str().expect("utf8")]);
-        let out = d.vouch(&["run", "--rm", name]);
+        let out = d.vouch(&["run", "--name", name, name]);
         assert_eq!(stdout(&out), "before\n", "{name}: {}", stderr(&out));
         assert_eq!(out.status.code(), Some(128 + libc::SIGSYS), "{name}");
+        // The task says why it died.
+        let ended = d.json(&["inspect", name])[0]["events"]
+            .as_array()
+            .and_then(|e| e.last().cloned())
+            .expect("events");
+        assert!(
+            ended["message"].as_str().is_some_and(
+                |m| m.contains("SIGSYS: a system call through the 32-bit or x32 interface")
+            ),
+            "{ended}"
+        );
+        d.ok(&["rm", name]);
     }
 }
 
@@ -308,9 +317,10 @@ fn out_of_range_ids_are_refused_before_anything_runs() {
         return;
     }
     let env = TestEnv::new();
-    let layout = env.path().join("layout-ids");
-    write_layout(
-        &layout,
+    let d = env.start();
+    load_layers(
+        &env,
+        &d,
         "ids",
         &[
             busybox_layer(),
@@ -326,8 +336,6 @@ fn out_of_range_ids_are_refused_before_anything_runs() {
         &["/bin/sh"],
         &[],
     );
-    let d = env.start();
-    d.ok(&["image", "load", "-i", layout.to_str().expect("utf8")]);
     for (args, says) in [
         (
             vec!["--user", "4294967295"],
@@ -411,17 +419,15 @@ fn untrusted_text_never_reaches_the_terminal_raw() {
     }
     assert_eq!(d.json(&["image", "ls", "--json"]), serde_json::json!([]));
     // A valid name, a hostile command.
-    let layout = env.path().join("layout-cmd");
-    write_layout(
-        &layout,
+    load_layers(
+        &env,
+        &d,
         "cmd",
         &[busybox_layer()],
         &["sleep", "30\u{1b}[2K\u{1b}[1A"],
         &[],
     );
-    d.ok(&["image", "load", "-i", layout.to_str().expect("utf8")]);
-    let out = d.vouch(&["run", "-d", "--name", "esc", "cmd"]);
-    let _ = out;
+    d.vouch(&["run", "-d", "--name", "esc", "cmd"]);
     let ps = d.ok(&["ps", "-a"]);
     assert!(!ps.contains('\u{1b}'), "{ps:?}");
     assert!(ps.contains("\\u001b"), "{ps:?}");
@@ -539,6 +545,10 @@ fn image_load_streams_and_the_daemon_opens_no_client_path() {
             "{n} missing from {names:?}"
         );
     }
+    // Nothing on stdin: said as such, before anything is sent.
+    let out = d.vouch(&["image", "load"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("stdin is empty"), "{}", stderr(&out));
     // The daemon's own files, by path: only with --daemon-path, and never read out.
     let secret = env.path().join("shadow");
     std::fs::write(&secret, "root:$6$SECRETHASH:19000:0:99999:7:::\n").expect("write");

@@ -759,11 +759,18 @@ fn upload_images(
     let input = input.filter(|p| p.as_os_str() != "-");
     let loaded = match input {
         None => {
+            let hint = "give the OCI layout or archive to load (vouch image load -i PATH), or pipe an archive into stdin";
             if std::io::IsTerminal::is_terminal(&io::stdin()) {
-                bail!("give the OCI layout or archive to load (vouch image load -i PATH), or pipe an archive into stdin");
+                bail!("{hint}");
+            }
+            // Nothing on stdin is the caller's mistake, said as such before anything is sent.
+            let mut stdin = io::stdin().lock();
+            let first = io::BufRead::fill_buf(&mut stdin)?.len();
+            if first == 0 {
+                bail!("stdin is empty: {hint}");
             }
             client.upload(&path, "application/x-tar", |w| {
-                io::copy(&mut io::stdin().lock(), w).map(drop)
+                io::copy(&mut stdin, w).map(drop)
             })?
         }
         Some(p) => {

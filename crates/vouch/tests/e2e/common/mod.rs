@@ -396,6 +396,22 @@ pub fn write_layout(
     write_layout_with(dir, name, layers, cmd, env, false)
 }
 
+/// Write an image of these layers as a layout in the test's directory and load it into `d`
+/// under `name`; returns the manifest digest.
+pub fn load_layers(
+    env: &TestEnv,
+    d: &Daemon,
+    name: &str,
+    layers: &[Vec<u8>],
+    cmd: &[&str],
+    vars: &[&str],
+) -> String {
+    let layout = env.path().join(format!("layout-{name}"));
+    let digest = write_layout(&layout, name, layers, cmd, vars);
+    d.ok(&["image", "load", "-i", layout.to_str().expect("utf8")]);
+    digest
+}
+
 /// Like [`write_layout`], with zstd-compressed layers when `zstd` is set.
 pub fn write_layout_with(
     dir: &Path,
