@@ -1285,18 +1285,20 @@ fn a_dripping_kbs_never_holds_a_launch() {
             started.elapsed()
         );
     }
-    // With the default bound (30 s), neither removal nor stop waits for it.
+    // With the default bound (30 s), neither removal nor stop waits for it (a stop of a --rm
+    // launch too, whose task is gone once it is cancelled).
     let d = env.start();
-    for how in ["rm", "stop"] {
+    for how in ["rm", "stop", "stop-rm"] {
         let name = format!("held-{how}");
         let socket = d.socket.clone();
         let (u, n) = (url.clone(), name.clone());
+        let auto_remove = how == "stop-rm";
         let launch = std::thread::spawn(move || {
-            vouch_with(
-                &socket,
-                &["run", "--name", &n, "--secret", &u, "bb", "true"],
-                &[],
-            )
+            let mut args = vec!["run", "--name", &n, "--secret", &u, "bb", "true"];
+            if auto_remove {
+                args.insert(1, "--rm");
+            }
+            vouch_with(&socket, &args, &[])
         });
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         let id = loop {
