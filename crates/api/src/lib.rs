@@ -11,7 +11,6 @@ pub mod types;
 pub use client::{Client, ClientError};
 pub use types::*;
 
-/// Default location of the daemon socket.
 /// Longest stop timeout (seconds) the API takes: a stop holds a thread of the daemon while it
 /// waits, so the wait is bounded.
 pub const MAX_STOP_TIMEOUT: u64 = 3600;
@@ -19,6 +18,11 @@ pub const MAX_STOP_TIMEOUT: u64 = 3600;
 /// Longest Conker MaxExecutionTime (seconds): a year.
 pub const MAX_EXECUTION_TIME: u64 = 365 * 24 * 3600;
 
+/// How long (seconds) an ended `auto_remove` container created with `attach` is kept for the
+/// wait that removes it, when no wait comes (the caller was interrupted).
+pub const ATTACH_HOLD_SECS: u64 = 30;
+
+/// Default location of the daemon socket.
 pub const DEFAULT_SOCKET: &str = "/run/vouch/vouchd.sock";
 /// Environment variable that overrides the socket path for the CLI.
 pub const SOCKET_ENV: &str = "VOUCH_SOCKET";

@@ -109,7 +109,7 @@ pub fn document(version: &str) -> Value {
                 "memory": {"type": "string", "nullable": true}, "pids_limit": {"type": "integer", "nullable": true},
                 "cpus": {"type": "string", "nullable": true}, "network": {"type": "string", "enum": ["none", "host"], "nullable": true},
                 "user": {"type": "string", "nullable": true}, "workdir": {"type": "string", "nullable": true},
-                "auto_remove": {"type": "boolean"},
+                "auto_remove": {"type": "boolean"}, "attach": {"type": "boolean"},
                 "secrets": {"type": "array", "items": {"type": "string", "pattern": "^kbs://"}}}},
             "Container": {"type": "object", "required": ["id", "name", "image", "image_digest", "command", "state", "created_at", "auto_remove", "events"], "properties": {
                 "id": {"type": "string"}, "name": {"type": "string"}, "image": {"type": "string"}, "image_digest": {"type": "string"},

@@ -113,6 +113,12 @@ pub struct CreateContainer {
     /// Remove the container once it has ended.
     #[serde(default)]
     pub auto_remove: bool,
+    /// The caller follows the output and then waits (`vouch run` without `-d`): a container
+    /// with `auto_remove` is then removed when that wait returns rather than as soon as it
+    /// ends, so that a short-lived one is not gone before the caller asks for its output; if
+    /// no wait comes, it is removed [`crate::ATTACH_HOLD_SECS`] seconds after its end.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub attach: bool,
     /// Secrets to fetch from a KBS with fresh evidence, as `kbs://HOST:PORT/REPO/TYPE/TAG`;
     /// each appears read-only at `/secret/REPO/TYPE/TAG`.
     #[serde(default)]

@@ -151,6 +151,9 @@ pub struct Engine {
     cancels: Mutex<std::collections::HashSet<String>>,
     /// Secret fetches in flight, by task: a cancel interrupts them at once.
     fetches: Mutex<HashMap<String, Arc<vouch_kbs::client::Interrupt>>>,
+    /// `--rm` tasks created with `attach`: once ended they are removed by the wait that returns
+    /// their end (or ATTACH_HOLD_SECS later), not at once, so an attached caller finds them.
+    held: Mutex<std::collections::HashSet<String>>,
 }
 
 /// How long a forced removal or a stop waits for a launch it cancelled to wind down (it stops
@@ -268,6 +271,7 @@ impl Engine {
             create_lock: Mutex::new(()),
             cancels: Mutex::new(Default::default()),
             fetches: Mutex::new(Default::default()),
+            held: Mutex::new(Default::default()),
             removed: Mutex::new(Default::default()),
         });
         engine.reconcile();
@@ -534,14 +538,16 @@ impl Engine {
         Ok(rx)
     }
 
-    pub async fn wait(&self, reference: &str) -> Result<WaitResponse, EngineError> {
+    pub async fn wait(self: &Arc<Self>, reference: &str) -> Result<WaitResponse, EngineError> {
         let mut rx = self.watch(reference)?;
         // A container started with --rm is waited for until its removal has been attempted, so
-        // that a caller who returns from the wait never still sees it listed.
+        // that a caller who returns from the wait never still sees it listed; one held for an
+        // attached caller is removed here, by the first wait that sees it ended.
         let view = rx
             .wait_for(|c| {
                 c.state.is_final()
                     && (!c.auto_remove
+                        || lock(&self.held).contains(&c.id)
                         || c.events
                             .last()
                             .is_some_and(|e| e.action == REMOVED || e.action == REMOVE_FAILED))
@@ -549,6 +555,13 @@ impl Engine {
             .await
             .map(|c| c.clone())
             .map_err(|_| EngineError::Internal("container watch closed".into()))?;
+        if view.auto_remove && lock(&self.held).contains(&view.id) {
+            let engine = Arc::clone(self);
+            let id = view.id.clone();
+            tokio::task::spawn_blocking(move || engine.release_hold(&id))
+                .await
+                .map_err(|e| EngineError::Internal(format!("removal task failed: {e}")))?;
+        }
         Ok(WaitResponse {
             id: view.id,
             state: view.state,
@@ -985,6 +998,9 @@ impl Engine {
                 conker,
             };
             lock(&self.tasks).insert(id.clone(), rec.clone());
+            if req.auto_remove && req.attach {
+                lock(&self.held).insert(id.clone());
+            }
             self.persist(&rec);
             name
         };
@@ -1056,6 +1072,7 @@ impl Engine {
                     self.fail(&id, &error_chain(&e));
                 }
                 if p.auto_remove {
+                    lock(&self.held).remove(&id);
                     self.auto_remove(&id);
                 }
                 Err(match e {
@@ -1545,14 +1562,19 @@ impl Engine {
     }
 
     /// Record how a container ended (measured), and clean up its root filesystem.
-    fn finish(&self, id: &str, exit: Option<ExitRecord>, unknown_reason: &str) {
+    fn finish(self: &Arc<Self>, id: &str, exit: Option<ExitRecord>, unknown_reason: &str) {
         self.finish_measured(id, exit, unknown_reason, false)
     }
 
     /// [`Engine::finish`] for a task found unfinished at a restart: the crash may have come
     /// between its `container.exit` record and the task's update, so the record is looked for
     /// first (only here: no other path can have written it).
-    fn finish_recovered(&self, id: &str, exit: Option<ExitRecord>, unknown_reason: &str) {
+    fn finish_recovered(
+        self: &Arc<Self>,
+        id: &str,
+        exit: Option<ExitRecord>,
+        unknown_reason: &str,
+    ) {
         let measured = lock(&self.journal).records().iter().rev().any(|r| {
             r.op == "container.exit" && r.content.get("id").and_then(Value::as_str) == Some(id)
         });
@@ -1560,7 +1582,7 @@ impl Engine {
     }
 
     fn finish_measured(
-        &self,
+        self: &Arc<Self>,
         id: &str,
         exit: Option<ExitRecord>,
         unknown_reason: &str,
@@ -1616,6 +1638,24 @@ impl Engine {
             }
         });
         if view.is_some_and(|v| v.auto_remove) {
+            if lock(&self.held).contains(id) {
+                let engine = Arc::clone(self);
+                let id = id.to_string();
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_secs(vouch_api::ATTACH_HOLD_SECS));
+                    engine.release_hold(&id);
+                });
+            } else {
+                self.auto_remove(id);
+            }
+        }
+    }
+
+    /// Remove an ended `--rm` task held for its attached caller, once: the wait that returns
+    /// its end and the fallback timer both come here, and only the first removes it (and not at
+    /// all if an explicit removal came first).
+    fn release_hold(&self, id: &str) {
+        if lock(&self.held).remove(id) && lock(&self.tasks).contains_key(id) {
             self.auto_remove(id);
         }
     }

@@ -1,6 +1,7 @@
 //! `vouch run` and the container lifecycle against a real vouchd.
 
 use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
 
 use crate::common::*;
 
@@ -599,4 +600,72 @@ fn user_names_come_from_the_image() {
         "{}",
         stderr(&out)
     );
+}
+
+/// `vouch run --rm` without `-d` asks for the output after the create call returns: a container
+/// that has already ended by then must still be there, and go only once its end is collected.
+#[test]
+fn an_attached_rm_container_waits_for_its_caller_before_going() {
+    if !require_root("an_attached_rm_container_waits_for_its_caller_before_going") {
+        return;
+    }
+    let env = TestEnv::new();
+    let d = env.start();
+    load_busybox(&env, &d, "bb");
+    let client = vouch_api::Client::new(&d.socket);
+    let create = |attach: bool| -> String {
+        let c: serde_json::Value = client
+            .call(
+                "POST",
+                "/v1/containers",
+                Some(&serde_json::json!({
+                    "image": "bb", "cmd": ["echo", "early"], "auto_remove": true, "attach": attach
+                })),
+            )
+            .expect("create");
+        c["id"].as_str().expect("id").to_string()
+    };
+    let state = |id: &str| -> Option<String> {
+        client
+            .call::<serde_json::Value>("GET", &format!("/v1/containers/{id}"), None::<&()>)
+            .ok()
+            .map(|c| c["state"].as_str().unwrap_or_default().to_string())
+    };
+    let until = |what: &str, limit: Duration, done: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + limit;
+        while !done() {
+            assert!(Instant::now() < deadline, "{what} within {limit:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let held = create(true);
+    let unheld = create(false);
+    let abandoned = create(true);
+    until(
+        "the unattached --rm container removed",
+        Duration::from_secs(20),
+        &|| state(&unheld).is_none(),
+    );
+    until("the attached one ended", Duration::from_secs(20), &|| {
+        state(&held).as_deref() == Some("Exited")
+    });
+    // Ended, and still there for its caller: its output, then its end.
+    assert_eq!(d.ok(&["logs", &held]), "early\n");
+    let done: serde_json::Value = client
+        .call("POST", &format!("/v1/containers/{held}/wait"), None::<&()>)
+        .expect("wait");
+    assert_eq!(done["exit_code"], 0, "{done}");
+    // The wait returns only once the container is gone.
+    assert_eq!(state(&held), None, "removed when its wait returned");
+    // A caller that never waits (interrupted) leaves it for a bounded time only.
+    assert!(
+        state(&abandoned).is_some(),
+        "kept for a while for its caller"
+    );
+    until(
+        "the abandoned attached container removed",
+        Duration::from_secs(vouch_api::ATTACH_HOLD_SECS + 20),
+        &|| state(&abandoned).is_none(),
+    );
+    assert_eq!(d.ok(&["ps", "-aq"]), "");
 }

@@ -1204,6 +1204,7 @@ fn run_container(client: &Client, args: RunArgs) -> Result<u8> {
         group_add: args.group_add.clone(),
         workdir: args.workdir.clone(),
         auto_remove: args.rm,
+        attach: !args.detach,
         secrets: args.secret.clone(),
         publish: args.publish.clone(),
         volumes: args.volume.clone(),
