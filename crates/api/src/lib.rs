@@ -57,6 +57,11 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ),
     (
         "get",
+        "/v1/containers/{id}/spec",
+        "The measured projection of the container's runtime spec, with its digest",
+    ),
+    (
+        "get",
         "/v1/containers/{id}/logs",
         "Container output as a multiplexed stream (query follow=true)",
     ),

@@ -38,6 +38,7 @@ fn response(method: &str, path: &str) -> Value {
         ("delete", "/v1/volumes/{name}") => json_of(json!({"type": "object", "properties": {
             "name": {"type": "string"}, "used_by": {"type": "array", "items": {"type": "string"}}}})),
         ("post", "/v1/containers/{id}/wait") => json_of(schema_ref("WaitResponse")),
+        ("get", "/v1/containers/{id}/spec") => json_of(schema_ref("RuntimeSpec")),
         ("get", "/v1/info") => json_of(schema_ref("Info")),
         ("get", "/v1/tee") => json_of(json!({"type": "object", "properties": {
             "tee": {"type": "string"}, "hardware": {"type": "boolean"}, "register_index": {"type": "integer"},
@@ -119,6 +120,8 @@ pub fn document(version: &str) -> Value {
                 "oom_killed": {"type": "boolean"}, "error": {"type": "string", "nullable": true},
                 "pid": {"type": "integer", "nullable": true}, "config_digest": {"type": "string", "nullable": true},
                 "auto_remove": {"type": "boolean"}, "events": {"type": "array", "items": schema_ref("TaskEvent")}}},
+            "RuntimeSpec": {"type": "object", "required": ["id", "config_digest", "spec"], "properties": {
+                "id": {"type": "string"}, "config_digest": {"type": "string"}, "spec": {"type": "object"}}},
             "WaitResponse": {"type": "object", "required": ["id", "state", "oom_killed"], "properties": {
                 "id": {"type": "string"}, "state": schema_ref("TaskState"), "exit_code": {"type": "integer", "nullable": true},
                 "oom_killed": {"type": "boolean"}, "error": {"type": "string", "nullable": true}}},

@@ -169,6 +169,16 @@ pub struct Container {
     pub events: Vec<TaskEvent>,
 }
 
+/// A container's runtime spec as measured: the projection of the spec its runtime was given
+/// (see docs/DESIGN.md, "The measured runtime spec") and the digest its `container.create`
+/// record holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RuntimeSpec {
+    pub id: String,
+    pub config_digest: String,
+    pub spec: serde_json::Value,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WaitResponse {
     pub id: String,

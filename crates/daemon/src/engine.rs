@@ -23,7 +23,6 @@ use vouch_api::{
 };
 use vouch_image::{ContentStore, ImageRecord, LoadError, StoreError};
 use vouch_kbs::SecretRef;
-use vouch_measure::{sha384, to_canonical_vec};
 use vouch_runtime::monitor::{self, error_chain, read_exit, ExitRecord, MonitorReport};
 use vouch_runtime::net::PortMapping;
 use vouch_runtime::rootfs::{Overlay, RootfsError};
@@ -290,6 +289,68 @@ impl Engine {
         self.container_dir(id).join("container.log")
     }
 
+    /// A launch that fails after its `container.create` was measured, and before any start,
+    /// ends in the log too (`container.failed`), so a verifier does not take it for running.
+    fn measure_failure(&self, id: &str, reason: &str) {
+        let (created, ended) = {
+            let journal = lock(&self.journal);
+            let mine = |r: &&vouch_measure::Record| {
+                r.content.get("id").and_then(Value::as_str) == Some(id)
+            };
+            let records = journal.records();
+            (
+                records
+                    .iter()
+                    .filter(mine)
+                    .any(|r| r.op == "container.create"),
+                records.iter().filter(mine).any(|r| {
+                    matches!(
+                        r.op.as_str(),
+                        "container.start" | "container.exit" | "container.failed"
+                    )
+                }),
+            )
+        };
+        if !created || ended {
+            return;
+        }
+        let reason: String = reason.chars().take(512).collect();
+        if let Err(e) = self.measure("container.failed", json!({"id": id, "reason": reason})) {
+            tracing::error!(id = %id, error = %error_chain(&e), "cannot measure a failed launch");
+        }
+    }
+
+    /// What is host-local about a launch, for the measured projection of its spec.
+    fn host_local<'a>(&'a self, id: &'a str) -> vouch_runtime::projection::HostLocal<'a> {
+        vouch_runtime::projection::HostLocal {
+            root: &self.cfg.state_dir,
+            id,
+        }
+    }
+
+    /// The measured projection of a container's runtime spec, read back from the file the
+    /// runtime was given, with its digest.
+    pub fn runtime_spec(&self, reference: &str) -> Result<vouch_api::RuntimeSpec, EngineError> {
+        let id = self.resolve(reference)?;
+        let path = self.container_dir(&id).join("bundle").join("config.json");
+        let bytes = fs::read(&path).map_err(|e| {
+            EngineError::BadRequest(format!(
+                "container {} has no runtime spec ({e}): it has not been created yet, or it has been cleaned up",
+                &id[..12]
+            ))
+        })?;
+        let handed: spec::Spec = serde_json::from_slice(&bytes)
+            .map_err(|e| EngineError::Internal(format!("{}: {e}", path.display())))?;
+        let spec = spec::for_libcontainer(handed)?;
+        let projection = vouch_runtime::projection::project(&spec, &self.host_local(&id))?;
+        let digest = vouch_runtime::projection::digest_of(&projection)?;
+        Ok(vouch_api::RuntimeSpec {
+            id,
+            config_digest: digest,
+            spec: projection,
+        })
+    }
+
     fn exit_path(&self, id: &str) -> PathBuf {
         self.container_dir(id).join("exit.json")
     }
@@ -366,6 +427,10 @@ impl Engine {
         if state.exists() {
             let _ = fs::remove_dir_all(&state);
         }
+        self.measure_failure(
+            id,
+            "interrupted by a vouchd restart before the container started",
+        );
         self.fail(
             id,
             "interrupted by a vouchd restart before the container started",
@@ -1057,6 +1122,12 @@ impl Engine {
             Ok(view) => Ok(view),
             Err(e) => {
                 self.release_mounts(&id);
+                let why = if cancel_requested || matches!(e, EngineError::Cancelled) {
+                    "cancelled before the container started".to_string()
+                } else {
+                    error_chain(&e)
+                };
+                self.measure_failure(&id, &why);
                 // A step interrupted by a cancel request counts as cancelled, whatever it returned.
                 if cancel_requested || matches!(e, EngineError::Cancelled) {
                     self.update(
@@ -1338,6 +1409,8 @@ impl Engine {
             spec,
             secrets,
         } = *launch;
+        let oci = spec.to_spec()?;
+        let runtime_spec = vouch_runtime::projection::prepare(&oci, &self.host_local(id))?;
         // Golden values: the launch must be what the signed reference document allows.
         let policy_wants_golden = image
             .verification
@@ -1366,7 +1439,10 @@ impl Engine {
                 let doc = signed
                     .open(&self.golden_keys)
                     .map_err(|e| EngineError::BadRequest(format!("NOT verified: {e}")))?;
-                let differences = doc.differences(image, &spec.args, &spec.env);
+                let mut differences = doc.differences(image, &spec.args, &spec.env);
+                differences.extend(doc.spec_differences(&runtime_spec.digest, || {
+                    vouch_runtime::projection::project(&oci, &self.host_local(id)).ok()
+                }));
                 if !differences.is_empty() {
                     return Err(EngineError::BadRequest(format!(
                         "NOT verified: {}",
@@ -1422,12 +1498,10 @@ impl Engine {
             self.ensure_volume(v, spec.uid, spec.gid)?;
         }
         Overlay::for_container(&self.container_dir(id)).mount(&layer_dirs)?;
-        let config = serde_json::to_vec_pretty(&spec::for_libcontainer(spec.to_oci()))
-            .map_err(|e| EngineError::Internal(e.to_string()))?;
-        write_private(&bundle.join("config.json"), &config)?;
-        let effective = to_canonical_vec(&spec.effective())
-            .map_err(|e| EngineError::Internal(e.to_string()))?;
-        let config_digest = format!("sha384:{}", sha384(&effective).to_hex());
+        // One spec value: its projection is measured, and the same value is what libcontainer
+        // reads (the digest was computed before the file is written).
+        write_private(&bundle.join("config.json"), &runtime_spec.config_json)?;
+        let config_digest = runtime_spec.digest.clone();
         let create_seq = self.measure(
             "container.create",
             json!({

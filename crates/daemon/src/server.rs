@@ -109,6 +109,7 @@ pub fn router(engine: Shared) -> Router {
         .route("/v1/containers/{id}", get(inspect).delete(remove))
         .route("/v1/containers/{id}/logs", get(logs))
         .route("/v1/containers/{id}/wait", post(wait))
+        .route("/v1/containers/{id}/spec", get(runtime_spec))
         .route("/v1/containers/{id}/stop", post(stop))
         .route("/v1/events", get(events))
         .route("/v1/images", get(images))
@@ -195,6 +196,15 @@ async fn stop(
         None => 10,
     };
     blocking(move || e.stop(&id, Duration::from_secs(timeout)))
+        .await
+        .map(|v| Json(v).into_response())
+}
+
+async fn runtime_spec(
+    State(e): State<Shared>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Response, ApiError> {
+    blocking(move || e.runtime_spec(&id))
         .await
         .map(|v| Json(v).into_response())
 }

@@ -49,6 +49,14 @@ pub struct Golden {
     pub allow_args: bool,
     /// Environment variable names a container may have (beyond none at all).
     pub env_keys: Vec<String>,
+    /// The measured digest of the container's whole runtime spec (`config_digest` of its
+    /// `container.create` record): when set, a launch must have exactly this spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec_digest: Option<String>,
+    /// The measured projection of that spec (`vouch golden create --spec-from`), so that a
+    /// verifier can read what the digest pins and recompute it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<serde_json::Value>,
 }
 
 /// A signed document: the exact bytes signed travel with the signature.
@@ -86,7 +94,75 @@ impl Golden {
             cmd: record.defaults.cmd.clone(),
             allow_args,
             env_keys,
+            spec_digest: None,
+            spec: None,
         }
+    }
+
+    /// Pin the runtime spec: its measured projection, and the digest recomputed from it.
+    pub fn pin_spec(&mut self, projection: serde_json::Value) -> Result<(), GoldenError> {
+        let digest = vouch_measure::canonical_sha384(&projection)
+            .map_err(|e| GoldenError::Malformed(format!("spec: {e}")))?;
+        self.spec_digest = Some(digest);
+        self.spec = Some(projection);
+        Ok(())
+    }
+
+    /// The runtime spec digest the document pins, recomputed from its `spec` when it has one
+    /// (which must then agree with its `spec_digest`).
+    pub fn pinned_spec_digest(&self) -> Result<Option<String>, GoldenError> {
+        let stated = match &self.spec_digest {
+            Some(d) => {
+                let hex = d.strip_prefix("sha384:").unwrap_or_default();
+                if hex.len() != 96
+                    || !hex
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+                {
+                    return Err(GoldenError::Malformed(format!(
+                        "spec_digest {d:?} is not sha384: and 96 lowercase hex digits"
+                    )));
+                }
+                Some(d.clone())
+            }
+            None => None,
+        };
+        let Some(spec) = &self.spec else {
+            return Ok(stated);
+        };
+        let computed = vouch_measure::canonical_sha384(spec)
+            .map_err(|e| GoldenError::Malformed(format!("spec: {e}")))?;
+        match stated {
+            Some(d) if d != computed => Err(GoldenError::Malformed(format!(
+                "its spec has digest {computed}, not its spec_digest {d}"
+            ))),
+            _ => Ok(Some(computed)),
+        }
+    }
+
+    /// What differs between the pinned runtime spec and a launch's (`digest`, and its projection
+    /// when the document has one to compare with, to say where they differ).
+    pub fn spec_differences(
+        &self,
+        digest: &str,
+        projection: impl FnOnce() -> Option<serde_json::Value>,
+    ) -> Vec<String> {
+        let expected = match self.pinned_spec_digest() {
+            Ok(Some(d)) => d,
+            Ok(None) => return Vec::new(),
+            Err(e) => return vec![e.to_string()],
+        };
+        if expected == digest {
+            return Vec::new();
+        }
+        let mut msg =
+            format!("the runtime spec digest is {digest}, the golden value says {expected}");
+        if let (Some(want), Some(have)) = (&self.spec, projection()) {
+            if let Some(at) = first_difference(want, &have, String::new()) {
+                msg.push_str(&format!(" (they differ first at {at})"));
+            }
+        }
+        vec![msg]
     }
 
     pub fn sign(&self, key: &SigningKey) -> SignedGolden {
@@ -177,11 +253,40 @@ impl SignedGolden {
                 doc.schema
             )));
         }
+        doc.pinned_spec_digest()?;
         Ok(doc)
     }
 
     pub fn parse(bytes: &[u8]) -> Result<Self, GoldenError> {
         serde_json::from_slice(bytes).map_err(|e| GoldenError::Malformed(e.to_string()))
+    }
+}
+
+/// The JSON pointer of the first place where two values differ.
+fn first_difference(a: &serde_json::Value, b: &serde_json::Value, at: String) -> Option<String> {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            keys.into_iter().find_map(|k| {
+                let here = format!("{at}/{}", k.replace('~', "~0").replace('/', "~1"));
+                match (x.get(k), y.get(k)) {
+                    (Some(p), Some(q)) => first_difference(p, q, here),
+                    _ => Some(here),
+                }
+            })
+        }
+        (Value::Array(x), Value::Array(y)) => (0..x.len().max(y.len())).find_map(|i| {
+            let here = format!("{at}/{i}");
+            match (x.get(i), y.get(i)) {
+                (Some(p), Some(q)) => first_difference(p, q, here),
+                _ => Some(here),
+            }
+        }),
+        _ if a == b => None,
+        _ => Some(if at.is_empty() { "/".into() } else { at }),
     }
 }
 

@@ -29,6 +29,15 @@ pub fn to_canonical_vec<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Can
     canonicalize(&value)
 }
 
+/// `sha384:<hex>` of the canonical JSON of a value: how vouch names a measured JSON document
+/// (a container's runtime spec projection, for one).
+pub fn canonical_sha384(value: &Value) -> Result<String, CanonicalError> {
+    Ok(format!(
+        "sha384:{}",
+        crate::sha384(&canonicalize(value)?).to_hex()
+    ))
+}
+
 /// Canonical JSON bytes of a JSON value.
 pub fn canonicalize(value: &Value) -> Result<Vec<u8>, CanonicalError> {
     let mut out = Vec::with_capacity(256);

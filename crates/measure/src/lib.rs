@@ -10,7 +10,7 @@ pub mod eventlog;
 pub mod recovery;
 pub mod strict;
 
-pub use canonical::{canonicalize, to_canonical_vec, CanonicalError};
+pub use canonical::{canonical_sha384, canonicalize, to_canonical_vec, CanonicalError};
 pub use digest::{sha384, Digest384, DigestParseError};
 pub use eventlog::{replay, validate_sequence, Record, RecordError, DOMAIN};
 pub use recovery::{decide_recovery, Recovery};

@@ -10,10 +10,11 @@ pub mod cgroup;
 pub mod logframe;
 pub mod monitor;
 pub mod net;
+pub mod projection;
 pub mod rootfs;
 pub mod sealed;
 pub mod secrets;
 pub mod spec;
 
 pub use monitor::{ExitRecord, MonitorArgs, MonitorReport};
-pub use spec::{ContainerSpec, EffectiveConfig, Resources, SpecError};
+pub use spec::{ContainerSpec, Resources, Spec, SpecError};

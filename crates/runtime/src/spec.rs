@@ -1,7 +1,7 @@
 //! The OCI runtime configuration vouch generates, and the digest that is measured for it.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::json;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SpecError {
@@ -31,6 +31,8 @@ pub enum SpecError {
     MemoryTooSmall,
     #[error("cannot serialize the runtime config")]
     Serialize,
+    #[error("cannot build the runtime spec: {0}")]
+    Build(String),
     #[error("invalid volume {spec:?}: {reason}")]
     BadVolume { spec: String, reason: String },
 }
@@ -129,32 +131,6 @@ pub struct ContainerSpec {
     pub volumes: Vec<Volume>,
     /// Published ports, relayed into the private network namespace by the monitor.
     pub publish: Vec<crate::net::PortMapping>,
-}
-
-/// The part of the config that decides what runs and with which privileges. Its canonical JSON
-/// digest goes into the `container.create` record; the values themselves never do (they may hold
-/// secrets in environment variables).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct EffectiveConfig {
-    pub args: Vec<String>,
-    pub env: Vec<String>,
-    pub cwd: String,
-    pub user: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub additional_gids: Vec<u32>,
-    pub capabilities: Vec<String>,
-    pub mounts: Vec<Value>,
-    pub namespaces: Vec<String>,
-    pub resources: Resources,
-    pub no_new_privileges: bool,
-    pub seccomp: String,
-    pub readonly_paths: Vec<String>,
-    pub masked_paths: Vec<String>,
-    /// Declared secret references; their values are never part of the config.
-    pub secrets: Vec<String>,
-    /// Published ports: what can reach the container from outside.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ports: Vec<String>,
 }
 
 /// Docker's default capability set.
@@ -548,80 +524,6 @@ pub const PERSONALITY_VALUES: &[u64] = &[0x0, 0x8, 0x20000, 0x20008, 0xffff_ffff
 /// `AF_VSOCK`: sockets to the hypervisor host.
 const AF_VSOCK: u64 = 40;
 
-/// The default seccomp profile, as it goes into the OCI runtime config.
-pub fn seccomp_profile() -> Value {
-    let mut syscalls = vec![
-        json!({"names": ALLOWED_SYSCALLS, "action": "SCMP_ACT_ALLOW"}),
-        // clone is allowed only when (flags & CLONE_NAMESPACE_FLAGS) == 0.
-        json!({"names": ["clone"], "action": "SCMP_ACT_ALLOW", "args": [
-            {"index": 0, "value": CLONE_NAMESPACE_FLAGS, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}
-        ]}),
-        // Its flags are in memory a filter cannot read: ENOSYS, so callers use clone.
-        json!({"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": libc::ENOSYS}),
-        json!({"names": ["socket"], "action": "SCMP_ACT_ALLOW", "args": [
-            {"index": 0, "value": AF_VSOCK, "op": "SCMP_CMP_NE"}
-        ]}),
-    ];
-    for v in PERSONALITY_VALUES {
-        syscalls.push(
-            json!({"names": ["personality"], "action": "SCMP_ACT_ALLOW", "args": [
-                {"index": 0, "value": v, "op": "SCMP_CMP_EQ"}
-            ]}),
-        );
-    }
-    json!({
-        "defaultAction": "SCMP_ACT_ERRNO",
-        "defaultErrnoRet": libc::EPERM,
-        // 64-bit system calls only: a call through the i386 or x32 entry points matches no
-        // architecture of the filter and kills the caller (libseccomp's bad-architecture
-        // action). The compat surface is gone, and the filter is about a tenth as costly to
-        // build at each start as one that also covers i386.
-        "architectures": ["SCMP_ARCH_X86_64"],
-        "syscalls": syscalls,
-    })
-}
-
-/// The OCI runtime config as libcontainer must be given it.
-///
-/// libcontainer 0.7 reads the operands of `SCMP_CMP_MASKED_EQ` the other way round from the OCI
-/// runtime spec and runc: it takes `valueTwo` as the mask and `value` as the datum, where the
-/// spec (and every profile written for runc or Docker) means `(arg & value) == valueTwo`. Given
-/// as written, Docker's rule "clone only without namespace flags" becomes "clone always". This
-/// swaps the two operands of every such comparison, which makes libcontainer enforce what the
-/// config says; it is the only difference between the measured config and the file handed to
-/// libcontainer. The test `seccomp_refuses_new_namespaces_from_inside_a_container` checks the
-/// result from inside a container.
-pub fn for_libcontainer(mut config: Value) -> Value {
-    let rules = config
-        .pointer_mut("/linux/seccomp/syscalls")
-        .and_then(Value::as_array_mut);
-    for rule in rules.into_iter().flatten() {
-        let args = rule.get_mut("args").and_then(Value::as_array_mut);
-        for arg in args.into_iter().flatten() {
-            if arg.get("op").and_then(Value::as_str) != Some("SCMP_CMP_MASKED_EQ") {
-                continue;
-            }
-            let mask = arg.get("value").cloned().unwrap_or(json!(0));
-            let datum = arg.get("valueTwo").cloned().unwrap_or(json!(0));
-            arg["value"] = datum;
-            arg["valueTwo"] = mask;
-        }
-    }
-    config
-}
-
-/// SHA-384 of the canonical JSON of [`seccomp_profile`]: what the measured config says about
-/// seccomp, so that any change of the profile changes the config digest.
-pub fn seccomp_digest() -> String {
-    static DIGEST: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        use sha2::Digest as _;
-        let bytes = vouch_measure::canonicalize(&seccomp_profile())
-            .expect("the seccomp profile holds only small integers");
-        format!("sha384:{}", hex::encode(sha2::Sha384::digest(&bytes)))
-    });
-    DIGEST.clone()
-}
-
 pub const MASKED_PATHS: &[&str] = &[
     "/proc/asound",
     "/proc/acpi",
@@ -891,122 +793,375 @@ pub fn parse_cpus(s: &str) -> Result<i64, SpecError> {
     Ok(((v * 100_000.0).round() as i64).max(1000))
 }
 
-fn mounts() -> Vec<Value> {
-    vec![
-        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
-        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
-        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
-        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
-    ]
+/// The spec as libcontainer must be given it.
+///
+/// libcontainer 0.7 reads the operands of `SCMP_CMP_MASKED_EQ` the other way round from the OCI
+/// runtime spec and runc: it takes `valueTwo` as the mask and `value` as the datum, where the
+/// spec (and every profile written for runc or Docker) means `(arg & value) == valueTwo`. Given
+/// as written, Docker's rule "clone only without namespace flags" becomes "clone always". This
+/// swaps the two operands of every such comparison, which makes libcontainer enforce what the
+/// spec says; it is the only difference between the measured spec and the file handed to
+/// libcontainer. The test `seccomp_refuses_new_namespaces_from_inside_a_container` checks the
+/// result from inside a container. Any spec goes through it, whoever built it.
+pub fn for_libcontainer(mut spec: typed::Spec) -> Result<typed::Spec, SpecError> {
+    use typed::{LinuxSeccompArgBuilder, LinuxSeccompOperator};
+    let Some(linux) = spec.linux_mut().as_mut() else {
+        return Ok(spec);
+    };
+    let Some(mut seccomp) = linux.seccomp().clone() else {
+        return Ok(spec);
+    };
+    if let Some(rules) = seccomp.syscalls().clone() {
+        let mut swapped = Vec::with_capacity(rules.len());
+        for mut rule in rules {
+            if let Some(args) = rule.args().clone() {
+                let mut out = Vec::with_capacity(args.len());
+                for a in args {
+                    if a.op() != LinuxSeccompOperator::ScmpCmpMaskedEq {
+                        out.push(a);
+                        continue;
+                    }
+                    out.push(
+                        LinuxSeccompArgBuilder::default()
+                            .index(a.index())
+                            .value(a.value_two().unwrap_or(0))
+                            .value_two(a.value())
+                            .op(a.op())
+                            .build()
+                            .map_err(oci_err)?,
+                    );
+                }
+                rule.set_args(Some(out));
+            }
+            swapped.push(rule);
+        }
+        seccomp.set_syscalls(Some(swapped));
+    }
+    linux.set_seccomp(Some(seccomp));
+    Ok(spec)
 }
 
+/// Typed pieces of the runtime spec.
+mod typed {
+    pub use oci_spec::runtime::{
+        Arch, Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder,
+        LinuxDeviceCgroupBuilder, LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
+        LinuxPidsBuilder, LinuxResourcesBuilder, LinuxSeccomp, LinuxSeccompAction,
+        LinuxSeccompArgBuilder, LinuxSeccompBuilder, LinuxSeccompOperator, LinuxSyscall,
+        LinuxSyscallBuilder, Mount, MountBuilder, PosixRlimitBuilder, PosixRlimitType,
+        ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+    };
+}
+
+pub use typed::Spec;
+
+fn oci_err(e: oci_spec::OciSpecError) -> SpecError {
+    SpecError::Build(e.to_string())
+}
+
+/// The default seccomp profile, typed.
+pub fn seccomp() -> Result<typed::LinuxSeccomp, SpecError> {
+    use typed::*;
+    let rule = |names: &[&str], action: LinuxSeccompAction| {
+        LinuxSyscallBuilder::default()
+            .names(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .action(action)
+    };
+    let arg = |index: usize, value: u64, op: LinuxSeccompOperator| {
+        LinuxSeccompArgBuilder::default()
+            .index(index)
+            .value(value)
+            .op(op)
+    };
+    let mut syscalls: Vec<LinuxSyscall> = vec![
+        rule(ALLOWED_SYSCALLS, LinuxSeccompAction::ScmpActAllow)
+            .build()
+            .map_err(oci_err)?,
+        // clone is allowed only when (flags & CLONE_NAMESPACE_FLAGS) == 0.
+        rule(&["clone"], LinuxSeccompAction::ScmpActAllow)
+            .args(vec![arg(
+                0,
+                CLONE_NAMESPACE_FLAGS,
+                LinuxSeccompOperator::ScmpCmpMaskedEq,
+            )
+            .value_two(0u64)
+            .build()
+            .map_err(oci_err)?])
+            .build()
+            .map_err(oci_err)?,
+        // Its flags are in memory a filter cannot read: ENOSYS, so callers use clone.
+        rule(&["clone3"], LinuxSeccompAction::ScmpActErrno)
+            .errno_ret(libc::ENOSYS as u32)
+            .build()
+            .map_err(oci_err)?,
+        rule(&["socket"], LinuxSeccompAction::ScmpActAllow)
+            .args(vec![arg(0, AF_VSOCK, LinuxSeccompOperator::ScmpCmpNe)
+                .build()
+                .map_err(oci_err)?])
+            .build()
+            .map_err(oci_err)?,
+    ];
+    for v in PERSONALITY_VALUES {
+        syscalls.push(
+            rule(&["personality"], LinuxSeccompAction::ScmpActAllow)
+                .args(vec![arg(0, *v, LinuxSeccompOperator::ScmpCmpEq)
+                    .build()
+                    .map_err(oci_err)?])
+                .build()
+                .map_err(oci_err)?,
+        );
+    }
+    LinuxSeccompBuilder::default()
+        .default_action(LinuxSeccompAction::ScmpActErrno)
+        .default_errno_ret(libc::EPERM as u32)
+        // 64-bit system calls only: a call through the i386 or x32 entry points matches no
+        // architecture of the filter and kills the caller (libseccomp's bad-architecture
+        // action). The compat surface is gone, and the filter is about a tenth as costly to
+        // build at each start as one that also covers i386.
+        .architectures(vec![Arch::ScmpArchX86_64])
+        .syscalls(syscalls)
+        .build()
+        .map_err(oci_err)
+}
+
+fn mount(
+    destination: &str,
+    typ: &str,
+    source: &str,
+    options: &[&str],
+) -> Result<typed::Mount, SpecError> {
+    typed::MountBuilder::default()
+        .destination(destination)
+        .typ(typ)
+        .source(source)
+        .options(options.iter().map(|o| o.to_string()).collect::<Vec<_>>())
+        .build()
+        .map_err(oci_err)
+}
+
+/// The mounts every container gets, before volumes and secrets.
+fn base_mounts() -> Result<Vec<typed::Mount>, SpecError> {
+    Ok(vec![
+        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
+        mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        )?,
+        mount(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+                "gid=5",
+            ],
+        )?,
+        mount(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        )?,
+        mount(
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        )?,
+        mount(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &["nosuid", "noexec", "nodev", "ro"],
+        )?,
+    ])
+}
+
+/// Annotation naming the secret references a container was started with (a JSON array): they
+/// are delivered by vouchd, not by the runtime, and are measured with the spec.
+pub const SECRETS_ANNOTATION: &str = "io.vouch.secrets";
+/// Annotation naming the published ports (a JSON array of `IP:HOST->CONTAINER/tcp`): relayed
+/// by the monitor, measured with the spec.
+pub const PORTS_ANNOTATION: &str = "io.vouch.ports";
+
 impl ContainerSpec {
-    fn namespaces(&self) -> Vec<String> {
-        let mut ns = vec!["pid", "ipc", "uts", "mount"];
+    fn namespaces(&self) -> Vec<typed::LinuxNamespaceType> {
+        use typed::LinuxNamespaceType as T;
+        let mut ns = vec![T::Pid, T::Ipc, T::Uts, T::Mount];
         if !self.host_network {
-            ns.push("network");
+            ns.push(T::Network);
         }
-        ns.into_iter().map(str::to_string).collect()
+        ns
     }
 
-    /// Volume mounts as measured: by volume name, not by where the daemon keeps them.
-    fn volume_mounts(&self, measured: bool) -> Vec<Value> {
-        self.volumes
+    /// The OCI runtime spec of this container: the one value that is both measured (through
+    /// [`crate::projection`]) and handed to the runtime (through [`for_libcontainer`]).
+    pub fn to_spec(&self) -> Result<typed::Spec, SpecError> {
+        use typed::*;
+        let caps: std::collections::HashSet<Capability> = DEFAULT_CAPS
             .iter()
-            .map(|v| {
-                let mut options = vec!["rbind", "nosuid", "nodev"];
-                options.push(if v.readonly { "ro" } else { "rw" });
-                if measured {
-                    json!({"destination": v.target, "type": "volume", "source": v.name, "options": options})
-                } else {
-                    json!({"destination": v.target, "type": "bind", "source": v.source, "options": options})
-                }
+            .map(|c| {
+                c.trim_start_matches("CAP_")
+                    .parse::<Capability>()
+                    .map_err(|e| SpecError::Build(format!("{c}: {e}")))
             })
-            .collect()
-    }
-
-    fn mounts_with_secrets(&self) -> Vec<Value> {
-        let mut m = mounts();
-        m.extend(self.volume_mounts(false));
-        if let Some(dir) = &self.secrets_dir {
-            m.push(json!({
-                "destination": crate::secrets::MOUNT_POINT,
-                "type": "bind",
-                "source": dir,
-                "options": ["rbind", "ro", "nosuid", "nodev", "noexec"]
-            }));
-        }
-        m
-    }
-
-    /// The measured view of this spec.
-    pub fn effective(&self) -> EffectiveConfig {
-        EffectiveConfig {
-            args: self.args.clone(),
-            env: self.env.clone(),
-            cwd: self.cwd.clone(),
-            user: format!("{}:{}", self.uid, self.gid),
-            additional_gids: self.additional_gids.clone(),
-            capabilities: DEFAULT_CAPS.iter().map(|c| c.to_string()).collect(),
-            mounts: mounts()
-                .into_iter()
-                .chain(self.volume_mounts(true))
-                .collect(),
-            namespaces: self.namespaces(),
-            resources: self.resources.clone(),
-            no_new_privileges: true,
-            seccomp: seccomp_digest(),
-            readonly_paths: READONLY_PATHS.iter().map(|c| c.to_string()).collect(),
-            masked_paths: MASKED_PATHS.iter().map(|c| c.to_string()).collect(),
-            secrets: self.secrets.clone(),
-            ports: self.publish.iter().map(ToString::to_string).collect(),
-        }
-    }
-
-    /// The OCI runtime `config.json`.
-    pub fn to_oci(&self) -> Value {
-        let caps: Vec<&str> = DEFAULT_CAPS.to_vec();
-        let mut resources = json!({"devices": [{"allow": false, "access": "rwm"}]});
+            .collect::<Result<_, _>>()?;
+        let user = UserBuilder::default()
+            .uid(self.uid)
+            .gid(self.gid)
+            .additional_gids(self.additional_gids.clone())
+            .umask(0o022u32)
+            .build()
+            .map_err(oci_err)?;
+        let mut process = ProcessBuilder::default()
+            .terminal(false)
+            .user(user)
+            .args(self.args.clone())
+            .env(self.env.clone())
+            .cwd(if self.cwd.is_empty() {
+                "/"
+            } else {
+                self.cwd.as_str()
+            })
+            .capabilities({
+                let mut c = LinuxCapabilitiesBuilder::default()
+                    .bounding(caps.clone())
+                    .effective(caps.clone())
+                    .permitted(caps)
+                    .build()
+                    .map_err(oci_err)?;
+                // Not inherited across exec, no ambient set (the builder's defaults have some).
+                c.set_inheritable(None);
+                c.set_ambient(None);
+                c
+            })
+            .rlimits(vec![PosixRlimitBuilder::default()
+                .typ(PosixRlimitType::RlimitNofile)
+                .hard(1024u64)
+                .soft(1024u64)
+                .build()
+                .map_err(oci_err)?])
+            .no_new_privileges(true)
+            .build()
+            .map_err(oci_err)?;
+        process.set_console_size(None);
+        let mut resources =
+            LinuxResourcesBuilder::default().devices(vec![LinuxDeviceCgroupBuilder::default()
+                .allow(false)
+                .access("rwm")
+                .build()
+                .map_err(oci_err)?]);
         if let Some(m) = self.resources.memory_bytes {
-            resources["memory"] = json!({"limit": m});
+            let limit = i64::try_from(m).map_err(|_| SpecError::BadMemory(m.to_string()))?;
+            resources = resources.memory(
+                LinuxMemoryBuilder::default()
+                    .limit(limit)
+                    .build()
+                    .map_err(oci_err)?,
+            );
         }
         if let Some(p) = self.resources.pids_limit {
-            resources["pids"] = json!({"limit": p});
+            resources = resources.pids(
+                LinuxPidsBuilder::default()
+                    .limit(p)
+                    .build()
+                    .map_err(oci_err)?,
+            );
         }
         if let Some(q) = self.resources.cpu_quota {
-            resources["cpu"] = json!({"quota": q, "period": 100_000});
+            resources = resources.cpu(
+                LinuxCpuBuilder::default()
+                    .quota(q)
+                    .period(100_000u64)
+                    .build()
+                    .map_err(oci_err)?,
+            );
         }
-        let namespaces: Vec<Value> = self
-            .namespaces()
-            .into_iter()
-            .map(|t| json!({"type": t}))
-            .collect();
-        json!({
-            "ociVersion": "1.0.2",
-            "process": {
-                "terminal": false,
-                "user": {"uid": self.uid, "gid": self.gid, "additionalGids": self.additional_gids, "umask": 0o022},
-                "args": self.args,
-                "env": self.env,
-                "cwd": if self.cwd.is_empty() { "/" } else { self.cwd.as_str() },
-                "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
-                "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
-                "noNewPrivileges": true
-            },
-            "root": {"path": "rootfs", "readonly": false},
-            "hostname": self.hostname,
-            "mounts": self.mounts_with_secrets(),
-            "linux": {
-                "cgroupsPath": format!("{}/{}", self.cgroup_parent, self.id),
-                "resources": resources,
-                "namespaces": namespaces,
-                "maskedPaths": MASKED_PATHS,
-                "readonlyPaths": READONLY_PATHS,
-                "seccomp": seccomp_profile()
-            }
-        })
+        let mut namespaces = Vec::new();
+        for typ in self.namespaces() {
+            namespaces.push(
+                LinuxNamespaceBuilder::default()
+                    .typ(typ)
+                    .build()
+                    .map_err(oci_err)?,
+            );
+        }
+        let mut mounts = base_mounts()?;
+        for v in &self.volumes {
+            let source = v.source.to_string_lossy();
+            mounts.push(mount(
+                &v.target,
+                "bind",
+                &source,
+                &[
+                    "rbind",
+                    "nosuid",
+                    "nodev",
+                    if v.readonly { "ro" } else { "rw" },
+                ],
+            )?);
+        }
+        if let Some(dir) = &self.secrets_dir {
+            mounts.push(mount(
+                crate::secrets::MOUNT_POINT,
+                "bind",
+                &dir.to_string_lossy(),
+                &["rbind", "ro", "nosuid", "nodev", "noexec"],
+            )?);
+        }
+        let linux = LinuxBuilder::default()
+            .cgroups_path(format!("{}/{}", self.cgroup_parent, self.id))
+            .resources(resources.build().map_err(oci_err)?)
+            .namespaces(namespaces)
+            .masked_paths(
+                MASKED_PATHS
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>(),
+            )
+            .readonly_paths(
+                READONLY_PATHS
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>(),
+            )
+            .seccomp(seccomp()?)
+            .build()
+            .map_err(oci_err)?;
+        let mut annotations = std::collections::HashMap::new();
+        if !self.secrets.is_empty() {
+            annotations.insert(
+                SECRETS_ANNOTATION.to_string(),
+                json!(self.secrets).to_string(),
+            );
+        }
+        if !self.publish.is_empty() {
+            let ports: Vec<String> = self.publish.iter().map(ToString::to_string).collect();
+            annotations.insert(PORTS_ANNOTATION.to_string(), json!(ports).to_string());
+        }
+        let mut spec = SpecBuilder::default()
+            .version("1.0.2")
+            .process(process)
+            .root(
+                RootBuilder::default()
+                    .path("rootfs")
+                    .readonly(false)
+                    .build()
+                    .map_err(oci_err)?,
+            )
+            .hostname(self.hostname.clone())
+            .mounts(mounts)
+            .linux(linux)
+            .build()
+            .map_err(oci_err)?;
+        spec.set_annotations((!annotations.is_empty()).then_some(annotations));
+        Ok(spec)
     }
 }
 
@@ -1020,11 +1175,15 @@ mod tests {
         let spec = ContainerSpec {
             args: vec!["true".into()],
             ..Default::default()
+        }
+        .to_spec()
+        .expect("spec");
+        let handed = for_libcontainer(spec.clone()).expect("swap");
+        let rules = |s: &Spec| {
+            serde_json::to_value(s).expect("json")["linux"]["seccomp"]["syscalls"].clone()
         };
-        let oci = spec.to_oci();
-        let handed = for_libcontainer(oci.clone());
-        let clone_rule = |v: &Value| {
-            v["linux"]["seccomp"]["syscalls"]
+        let clone_rule = |s: &Spec| {
+            rules(s)
                 .as_array()
                 .expect("rules")
                 .iter()
@@ -1033,47 +1192,57 @@ mod tests {
                 .clone()
         };
         assert_eq!(
-            clone_rule(&oci),
+            clone_rule(&spec),
             json!({"index": 0, "value": CLONE_NAMESPACE_FLAGS, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"})
         );
         assert_eq!(
             clone_rule(&handed),
             json!({"index": 0, "value": 0, "valueTwo": CLONE_NAMESPACE_FLAGS, "op": "SCMP_CMP_MASKED_EQ"})
         );
-        // Everything else is the same value.
-        let mut back = for_libcontainer(handed);
-        assert_eq!(back, oci);
-        back["linux"]["seccomp"]["syscalls"] = json!([]);
-        let mut plain = oci.clone();
-        plain["linux"]["seccomp"]["syscalls"] = json!([]);
-        assert_eq!(back, plain);
+        // Swapping twice gives the spec back; the other rules are untouched.
+        assert_eq!(for_libcontainer(handed.clone()).expect("swap"), spec);
+        let others = |s: &Spec| {
+            rules(s)
+                .as_array()
+                .expect("rules")
+                .iter()
+                .filter(|r| r["names"] != json!(["clone"]))
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(others(&handed), others(&spec));
+        let mut a = serde_json::to_value(&handed).expect("json");
+        let mut b = serde_json::to_value(&spec).expect("json");
+        a["linux"]["seccomp"]["syscalls"] = json!([]);
+        b["linux"]["seccomp"]["syscalls"] = json!([]);
+        assert_eq!(a, b);
         // A masked comparison without valueTwo means datum 0.
-        let mut custom = json!({"linux": {"seccomp": {"syscalls": [
-            {"names": ["x"], "args": [{"index": 1, "value": 8, "op": "SCMP_CMP_MASKED_EQ"}, {"index": 2, "value": 8, "op": "SCMP_CMP_EQ"}]}
-        ]}}});
-        custom = for_libcontainer(custom);
+        let custom: Spec =
+            serde_json::from_value(json!({"ociVersion": "1.0.2", "linux": {"seccomp": {
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "syscalls": [{"names": ["x"], "action": "SCMP_ACT_ERRNO", "args": [
+                    {"index": 1, "value": 8, "op": "SCMP_CMP_MASKED_EQ"},
+                    {"index": 2, "value": 8, "op": "SCMP_CMP_EQ"}
+                ]}]
+            }}}))
+            .expect("spec");
         assert_eq!(
-            custom["linux"]["seccomp"]["syscalls"][0]["args"],
+            rules(&for_libcontainer(custom).expect("swap"))[0]["args"],
             json!([{"index": 1, "value": 0, "valueTwo": 8, "op": "SCMP_CMP_MASKED_EQ"}, {"index": 2, "value": 8, "op": "SCMP_CMP_EQ"}])
         );
     }
 
-    /// The measured config names the profile by its digest: a change of the syscall list
-    /// changes what is measured.
+    /// The complete profile is in the spec: nothing is both allowed outright and blocked or
+    /// conditional, and the 32-bit interfaces are not architectures of the filter.
     #[test]
-    fn the_seccomp_profile_is_measured_by_its_digest() {
-        let spec = ContainerSpec::default();
-        let eff = spec.effective();
-        assert!(eff.seccomp.starts_with("sha384:") && eff.seccomp.len() == 7 + 96);
-        use sha2::Digest as _;
-        let mut other = seccomp_profile();
-        other["syscalls"][0]["names"] = json!(["read"]);
-        let d = hex::encode(sha2::Sha384::digest(
-            vouch_measure::canonicalize(&other).expect("canonical"),
-        ));
-        assert_ne!(eff.seccomp, format!("sha384:{d}"));
-        assert_eq!(spec.to_oci()["linux"]["seccomp"], seccomp_profile());
-        // Nothing is both allowed outright and blocked or conditional.
+    fn the_seccomp_profile_is_complete_and_consistent() {
+        let spec = ContainerSpec::default().to_spec().expect("spec");
+        let v = serde_json::to_value(&spec).expect("json");
+        let profile = &v["linux"]["seccomp"];
+        assert_eq!(profile["defaultAction"], "SCMP_ACT_ERRNO");
+        assert_eq!(profile["defaultErrnoRet"], libc::EPERM);
+        assert_eq!(profile["architectures"], json!(["SCMP_ARCH_X86_64"]));
+        assert_eq!(profile["syscalls"][0]["names"], json!(ALLOWED_SYSCALLS));
         for name in ALLOWED_SYSCALLS {
             assert!(!BLOCKED_SYSCALLS.contains(name), "{name}");
             assert!(

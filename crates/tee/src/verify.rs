@@ -99,6 +99,22 @@ pub struct LaunchedContainer {
     pub exit_code: Option<i64>,
     /// Sequence number of its `container.create` record.
     pub create_seq: u64,
+    /// What the log says of it since: `running` (nothing yet), `exited` (its
+    /// `container.exit`; `exit_code` is null when the status was lost), or `failed` (a launch
+    /// that failed after its `container.create`: its `container.failed`).
+    pub state: LaunchState,
+    /// Why a failed launch failed, as its `container.failed` record says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+}
+
+/// Where a launched container is, as far as the log goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LaunchState {
+    Running,
+    Exited,
+    Failed,
 }
 
 /// The key of the runtime data under which evidence fetched for one container names it.
@@ -171,6 +187,10 @@ fn resolve_requester(
 #[derive(Debug, Clone, Serialize)]
 pub struct Verdict {
     pub tee: TeeType,
+    /// Whether the verifier required a nonce; when it did, the evidence carries exactly that
+    /// one (a verdict is only given then), so `nonce_checked` is the same.
+    pub nonce_required: bool,
+    pub nonce_checked: bool,
     pub hardware: bool,
     pub signer: String,
     pub registers: Vec<Digest384>,
@@ -570,13 +590,22 @@ pub fn verify_evidence(evidence: &Evidence, opts: &VerifyOptions) -> Result<Verd
                 config_digest: text("config_digest").unwrap_or_default(),
                 exit_code: None,
                 create_seq: record.seq,
+                state: LaunchState::Running,
+                failure: None,
             }),
             "container.exit" => {
-                if let (Some(id), Some(code)) =
-                    (text("id"), c.get("exit_code").and_then(Value::as_i64))
-                {
+                if let Some(id) = text("id") {
                     if let Some(found) = containers.iter_mut().rev().find(|x| x.id == id) {
-                        found.exit_code = Some(code);
+                        found.exit_code = c.get("exit_code").and_then(Value::as_i64);
+                        found.state = LaunchState::Exited;
+                    }
+                }
+            }
+            "container.failed" => {
+                if let Some(id) = text("id") {
+                    if let Some(found) = containers.iter_mut().rev().find(|x| x.id == id) {
+                        found.state = LaunchState::Failed;
+                        found.failure = text("reason");
                     }
                 }
             }
@@ -592,6 +621,8 @@ pub fn verify_evidence(evidence: &Evidence, opts: &VerifyOptions) -> Result<Verd
     };
     Ok(Verdict {
         tee: claims.tee,
+        nonce_required: opts.nonce.is_some(),
+        nonce_checked: opts.nonce.is_some(),
         hardware,
         signer: claims.signer,
         registers: claims.registers,

@@ -277,3 +277,182 @@ fn launches_must_match_their_signed_golden_value() {
         "NOT verified: the image policy requires a golden value",
     );
 }
+
+/// A golden value can pin the whole runtime spec: vouchd refuses a launch whose measured spec
+/// differs (and says where), two launches of the same workload measure the same, and `vouch
+/// verify --golden` recomputes the digest from the document and compares every container.
+#[test]
+fn a_pinned_runtime_spec_is_enforced_and_checked_by_verify() {
+    if !require_root("a_pinned_runtime_spec_is_enforced_and_checked_by_verify") {
+        return;
+    }
+    let env = TestEnv::new();
+    let Some(reg) = Registry::start(env.path()) else {
+        return;
+    };
+    let (layout, _) = busybox_layout(&env);
+    reg.push(&layout, "bb", "app/bb:1");
+    let image = format!("{}/app/bb:1", reg.addr);
+    let p = |name: &str| env.path().join(name).to_str().expect("utf8").to_string();
+    let pw = [("VOUCH_KEY_PASSWORD", PW)];
+    assert!(vouch_with(
+        &env.socket(),
+        &["key", "generate", "--output-prefix", &p("gv")],
+        &pw
+    )
+    .status
+    .success());
+    let d = env.start_with(&["--tee", "sim", "--golden-key", &p("gv.pub")]);
+    d.ok(&["pull", "--insecure-registry", &image]);
+    let workload = ["-e", "MODE=prod", "-v", "data:/data", "-m", "32m"];
+    let mut run_ref = vec!["run", "-d", "--name", "ref"];
+    run_ref.extend(workload);
+    run_ref.extend([image.as_str(), "sleep", "30"]);
+    d.ok(&run_ref);
+    let spec = d.json(&["inspect", "--spec", "ref"]);
+    let measured = d.json(&["inspect", "ref"])[0]["config_digest"].clone();
+    assert_eq!(
+        spec[0]["config_digest"], measured,
+        "the spec read back is the one measured"
+    );
+    let projection = &spec[0]["spec"];
+    assert!(projection.get("hostname").is_none(), "{projection}");
+    assert!(projection.pointer("/root/path").is_none());
+    assert!(
+        projection.to_string().contains("$ROOT/volumes/data"),
+        "{projection}"
+    );
+    assert!(projection["linux"]["seccomp"]["syscalls"][0]["names"]
+        .as_array()
+        .is_some_and(|n| n.len() > 100));
+
+    d.ok(&[
+        "golden",
+        "create",
+        "--insecure-registry",
+        &image,
+        "--spec-from",
+        "ref",
+        "-o",
+        &p("doc.json"),
+    ]);
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p("doc.json")).expect("doc")).expect("json");
+    assert_eq!(doc["spec_digest"], measured);
+    assert_eq!(doc["cmd"], serde_json::json!(["sleep", "30"]));
+    let sign = |doc: &str, out: &str| {
+        let o = d.vouch_env(
+            &[
+                "golden",
+                "sign",
+                &p(doc),
+                "--key",
+                &p("gv.key"),
+                "-o",
+                &p(out),
+            ],
+            &pw,
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+    };
+    sign("doc.json", "signed.json");
+    let signed = p("signed.json");
+
+    // The same workload under the document: another id, the same measured spec.
+    let mut run = vec!["run", "-d", "--name", "pinned", "--golden", signed.as_str()];
+    run.extend(workload);
+    run.extend([image.as_str(), "sleep", "30"]);
+    d.ok(&run);
+    assert_eq!(d.json(&["inspect", "pinned"])[0]["config_digest"], measured);
+    // Anything else is refused before it runs, with where the spec differs.
+    for (flags, at) in [
+        (["-e", "MODE=dev", "-m", "32m"], "/process/env/"),
+        (
+            ["-e", "MODE=prod", "-m", "64m"],
+            "/linux/resources/memory/limit",
+        ),
+    ] {
+        let mut run = vec![
+            "run",
+            "--rm",
+            "--golden",
+            signed.as_str(),
+            "-v",
+            "data:/data",
+        ];
+        run.extend(flags);
+        run.extend([image.as_str(), "sleep", "30"]);
+        let out = d.vouch(&run);
+        assert!(!out.status.success(), "{flags:?} ran");
+        let err = stderr(&out);
+        assert!(
+            err.contains("NOT verified: the runtime spec digest is sha384:")
+                && err.contains(&format!(
+                    "the golden value says {}",
+                    measured.as_str().expect("digest")
+                ))
+                && err.contains(&format!("they differ first at {at}")),
+            "{flags:?}: {err}"
+        );
+    }
+
+    // The verifier recomputes the digest from the document and compares each container.
+    let nonce = "00112233445566778899aabbccddeeff";
+    let verify = |ev: &str, golden: &str| {
+        d.vouch(&[
+            "verify",
+            &p(ev),
+            "--allow-sim",
+            "--nonce",
+            nonce,
+            "--golden",
+            &p(golden),
+            "--golden-key",
+            &p("gv.pub"),
+            "--json",
+        ])
+    };
+    d.ok(&["attest", "--nonce", nonce, "-o", &p("ev.json")]);
+    let out = verify("ev.json", "signed.json");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["nonce_required"], true);
+    assert_eq!(v["nonce_checked"], true);
+    assert_eq!(v["golden"]["matches"], true, "{v}");
+    assert_eq!(v["golden"]["spec_recomputed"], true);
+    assert_eq!(v["golden"]["containers"].as_array().map(Vec::len), Some(2));
+
+    // A container of the image with another spec makes the check fail, naming it.
+    let other = d
+        .ok(&["run", "-d", &image, "sleep", "30"])
+        .trim()
+        .to_string();
+    d.ok(&["attest", "--nonce", nonce, "-o", &p("ev2.json")]);
+    let out = verify("ev2.json", "signed.json");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["golden"]["matches"], false);
+    let differs: Vec<&str> = v["golden"]["containers"]
+        .as_array()
+        .expect("containers")
+        .iter()
+        .filter(|c| c["spec_matches"] == false)
+        .filter_map(|c| c["id"].as_str())
+        .collect();
+    assert_eq!(differs, [other.as_str()]);
+
+    // A document whose spec was edited after its digest was taken is refused when opened.
+    let mut tampered = doc.clone();
+    tampered["spec"]["process"]["env"][0] = serde_json::json!("MODE=dev");
+    std::fs::write(p("tampered.json"), tampered.to_string()).expect("write");
+    sign("tampered.json", "tampered-signed.json");
+    let out = verify("ev.json", "tampered-signed.json");
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("its spec has digest sha384:")
+            && stderr(&out).contains("not its spec_digest"),
+        "{}",
+        stderr(&out)
+    );
+    d.ok(&["rm", "-f", "ref", "pinned", &other]);
+}

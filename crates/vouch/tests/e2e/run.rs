@@ -669,3 +669,68 @@ fn an_attached_rm_container_waits_for_its_caller_before_going() {
     );
     assert_eq!(d.ok(&["ps", "-aq"]), "");
 }
+
+/// A launch that fails after its `container.create` was measured ends in the log as failed:
+/// the verifier shows it as such, with full digests, rather than as running forever.
+#[test]
+fn a_launch_that_fails_after_create_is_measured_as_failed() {
+    if !require_root("a_launch_that_fails_after_create_is_measured_as_failed") {
+        return;
+    }
+    let env = TestEnv::new();
+    let d = env.start();
+    load_busybox(&env, &d, "bb");
+    // Nothing listens there: the secret fetch, which comes after container.create, fails.
+    let secret = format!("kbs://127.0.0.1:{}/default/key/one", free_port());
+    let out = d.vouch(&["run", "--name", "nokbs", "--secret", &secret, "bb", "true"]);
+    assert!(!out.status.success(), "ran without its secret");
+    let ok = d.ok(&["run", "--name", "fine", "bb", "true"]);
+    assert_eq!(ok, "");
+    let ev = env.path().join("ev.json");
+    let ev = ev.to_str().expect("utf8");
+    d.ok(&["attest", "-o", ev]);
+    let evidence: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(ev).expect("ev")).expect("json");
+    let ops: Vec<&str> = evidence["event_log"]
+        .as_array()
+        .expect("log")
+        .iter()
+        .filter_map(|r| r["op"].as_str())
+        .collect();
+    assert!(ops.contains(&"container.failed"), "{ops:?}");
+    let v = d.json(&["verify", ev, "--allow-sim", "--json"]);
+    assert_eq!(v["nonce_required"], false);
+    let states: Vec<(&str, &str)> = v["containers"]
+        .as_array()
+        .expect("containers")
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap_or("-"),
+                c["state"].as_str().unwrap_or("-"),
+            )
+        })
+        .collect();
+    assert_eq!(states, [("nokbs", "failed"), ("fine", "exited")]);
+    let failed = &v["containers"][0];
+    assert!(
+        failed["failure"]
+            .as_str()
+            .is_some_and(|f| f.contains("127.0.0.1")),
+        "{failed}"
+    );
+    // The human form: full digests, and the failure.
+    let text = d.ok(&["verify", ev, "--allow-sim"]);
+    let config = failed["config_digest"].as_str().expect("digest");
+    assert_eq!(config.len(), "sha384:".len() + 96);
+    assert!(text.contains(&format!("config digest: {config}")), "{text}");
+    assert!(
+        text.contains(&format!(
+            "image digest:  {}",
+            failed["image_digest"].as_str().expect("digest")
+        )),
+        "{text}"
+    );
+    assert!(text.contains("FAILED to launch: "), "{text}");
+    assert!(text.contains("exited with code 0"), "{text}");
+}

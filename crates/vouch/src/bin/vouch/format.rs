@@ -165,23 +165,38 @@ pub fn verdict(v: &Verdict, nonce_checked: bool) -> String {
             .unwrap_or_default()
     ));
     out.push_str(&format!("  containers launched: {}\n", v.containers.len()));
-    if !v.containers.is_empty() {
+    // Full values, one per line: a verifier compares them with its own, character for character.
+    for c in &v.containers {
         out.push_str(&format!(
-            "    {:<14}{:<20}{:<24}{:<20}{}\n",
-            "ID", "NAME", "IMAGE", "IMAGE DIGEST", "EXIT"
+            "    {} {} ({})\n",
+            field(&c.id),
+            field(c.name.as_deref().unwrap_or("-")),
+            field(c.image.as_deref().unwrap_or("-"))
         ));
-        for c in &v.containers {
-            out.push_str(&format!(
-                "    {:<14}{:<20}{:<24}{:<20}{}\n",
-                truncate(c.id.get(..12).unwrap_or(&c.id), 12),
-                truncate(c.name.as_deref().unwrap_or("-"), 18),
-                truncate(c.image.as_deref().unwrap_or("-"), 22),
-                truncate(&c.image_digest, 19),
-                c.exit_code
-                    .map(|e| e.to_string())
-                    .unwrap_or_else(|| "running".into())
-            ));
-        }
+        out.push_str(&format!(
+            "      image digest:  {}\n",
+            field(&c.image_digest)
+        ));
+        out.push_str(&format!(
+            "      config digest: {}\n",
+            field(&c.config_digest)
+        ));
+        let state = match (c.state, c.exit_code) {
+            (vouch_tee::verify::LaunchState::Running, _) => {
+                "running (no exit recorded)".to_string()
+            }
+            (vouch_tee::verify::LaunchState::Exited, Some(code)) => {
+                format!("exited with code {code}")
+            }
+            (vouch_tee::verify::LaunchState::Exited, None) => {
+                "ended, exit status unknown".to_string()
+            }
+            (vouch_tee::verify::LaunchState::Failed, _) => format!(
+                "FAILED to launch: {}",
+                field(c.failure.as_deref().unwrap_or("no reason recorded"))
+            ),
+        };
+        out.push_str(&format!("      state:         {state}\n"));
     }
     out
 }
@@ -271,4 +286,41 @@ impl PullProgress {
         }
         self.drawn = self.layers.len();
     }
+}
+
+/// How the launched containers compare with a golden value (`vouch verify --golden`).
+pub fn golden(check: &serde_json::Value) -> String {
+    let text = |p: &str| check.pointer(p).and_then(|v| v.as_str()).unwrap_or("-");
+    let mut out = format!("  golden value for {}:\n", field(text("/image_digest")));
+    match check["spec_digest"].as_str() {
+        Some(d) => out.push_str(&format!(
+            "    runtime spec:  {}{}\n",
+            field(d),
+            if check["spec_recomputed"] == true {
+                " (recomputed from the document)"
+            } else {
+                " (as the document states it)"
+            }
+        )),
+        None => out.push_str(
+            "    runtime spec:  not pinned (only the image is; pin it with `vouch golden create --spec-from`)\n",
+        ),
+    }
+    let containers = check["containers"].as_array().cloned().unwrap_or_default();
+    if containers.is_empty() {
+        out.push_str("    NOT matched: no container of this image is in the log\n");
+    }
+    for c in &containers {
+        let id = c["id"].as_str().unwrap_or("-");
+        let verdict = match c["spec_matches"].as_bool() {
+            Some(true) => "spec matches".to_string(),
+            Some(false) => format!(
+                "spec DIFFERS: measured {}",
+                field(c["config_digest"].as_str().unwrap_or("-"))
+            ),
+            None => "image matches".to_string(),
+        };
+        out.push_str(&format!("    {}: {verdict}\n", field(id)));
+    }
+    out
 }

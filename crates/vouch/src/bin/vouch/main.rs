@@ -98,6 +98,10 @@ enum Cmd {
     Inspect {
         #[arg(required = true)]
         containers: Vec<String>,
+        /// Show the measured projection of each container's runtime spec and its digest (the
+        /// `config_digest` its `container.create` record holds) instead.
+        #[arg(long)]
+        spec: bool,
     },
     /// Show lifecycle events of all containers.
     Events {
@@ -207,6 +211,14 @@ enum Cmd {
         /// file; an AK certificate itself pins that AK). Repeatable.
         #[arg(long, value_name = "FILE")]
         tpm_ak_ca: Vec<PathBuf>,
+        /// Evidence: check every container of the document's image against this signed golden
+        /// value (`vouch golden sign`); a pinned runtime spec's digest is recomputed from the
+        /// document and compared with each container's measured config digest.
+        #[arg(long, value_name = "SIGNED", requires = "golden_key")]
+        golden: Option<PathBuf>,
+        /// The golden value signer's public key (PEM).
+        #[arg(long, value_name = "PEM", requires = "golden")]
+        golden_key: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -433,6 +445,11 @@ enum GoldenCmd {
         /// Let containers pass other arguments after the entrypoint.
         #[arg(long)]
         allow_args: bool,
+        /// Pin the whole runtime spec to that of this container (as `vouch inspect --spec`
+        /// shows it; it must run this image): a launch must then have exactly that spec, and
+        /// `vouch verify --golden` recomputes its digest from the document.
+        #[arg(long, value_name = "CONTAINER")]
+        spec_from: Option<String>,
         #[arg(long)]
         insecure_registry: bool,
         #[arg(short, long)]
@@ -487,12 +504,13 @@ fn write_out(output: Option<&PathBuf>, text: &str) -> Result<()> {
     }
 }
 
-fn golden(cmd: GoldenCmd) -> Result<u8> {
+fn golden(client: &Client, cmd: GoldenCmd) -> Result<u8> {
     use vouch_image::golden::{Golden, SignedGolden};
     match cmd {
         GoldenCmd::Create {
             reference,
             allow_args,
+            spec_from,
             insecure_registry,
             output,
         } => {
@@ -505,7 +523,44 @@ fn golden(cmd: GoldenCmd) -> Result<u8> {
                 .map(|(r, _)| r)
                 .unwrap_or(&reference)
                 .to_string();
-            let doc = Golden::for_image(&repo, &record, allow_args);
+            let mut doc = Golden::for_image(&repo, &record, allow_args);
+            if let Some(container) = spec_from {
+                let c: Container = client.call(
+                    "GET",
+                    &format!("/v1/containers/{}", seg(&container)),
+                    None::<&()>,
+                )?;
+                if c.image_digest != record.manifest_digest.to_string() {
+                    bail!(
+                        "container {} runs {}, not {reference} ({}): pin the spec of a container of this image",
+                        &c.id[..12],
+                        c.image_digest,
+                        record.manifest_digest
+                    );
+                }
+                let rs: vouch_api::RuntimeSpec = client.call(
+                    "GET",
+                    &format!("/v1/containers/{}/spec", seg(&container)),
+                    None::<&()>,
+                )?;
+                // The document's other rules say what the pinned spec has: its arguments after
+                // the entrypoint, and its environment's names.
+                if let Some(rest) = c.command.strip_prefix(doc.entrypoint.as_slice()) {
+                    doc.cmd = rest.to_vec();
+                }
+                doc.allow_args = false;
+                let env = rs.spec.pointer("/process/env").and_then(|e| e.as_array());
+                for e in env.into_iter().flatten().filter_map(|e| e.as_str()) {
+                    doc.env_keys
+                        .push(e.split_once('=').map_or(e, |(k, _)| k).to_string());
+                }
+                doc.env_keys.sort();
+                doc.env_keys.dedup();
+                doc.pin_spec(rs.spec)?;
+                if doc.spec_digest.as_deref() != Some(rs.config_digest.as_str()) {
+                    bail!("vouchd's digest of the spec of {container} does not match the spec it returned");
+                }
+            }
             write_out(output.as_ref(), &serde_json::to_string_pretty(&doc)?)?;
             Ok(0)
         }
@@ -876,14 +931,22 @@ fn run(cli: Cli) -> Result<u8> {
             }
             Ok(0)
         }
-        Cmd::Inspect { containers } => {
+        Cmd::Inspect { containers, spec } => {
             let mut out = Vec::new();
             for c in containers {
-                out.push(client.call::<Container>(
-                    "GET",
-                    &format!("/v1/containers/{}", seg(&c)),
-                    None::<&()>,
-                )?);
+                out.push(if spec {
+                    serde_json::to_value(client.call::<vouch_api::RuntimeSpec>(
+                        "GET",
+                        &format!("/v1/containers/{}/spec", seg(&c)),
+                        None::<&()>,
+                    )?)?
+                } else {
+                    serde_json::to_value(client.call::<Container>(
+                        "GET",
+                        &format!("/v1/containers/{}", seg(&c)),
+                        None::<&()>,
+                    )?)?
+                });
             }
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(0)
@@ -906,7 +969,7 @@ fn run(cli: Cli) -> Result<u8> {
         Cmd::Image(cmd) => image(&client, cmd),
         Cmd::Pull(args) => pull(&client, args),
         Cmd::Key(cmd) => key(cmd),
-        Cmd::Golden(cmd) => golden(cmd),
+        Cmd::Golden(cmd) => golden(&client, cmd),
         Cmd::Volume(cmd) => volume(&client, cmd),
         Cmd::Sign {
             reference,
@@ -1094,9 +1157,15 @@ fn run(cli: Cli) -> Result<u8> {
             accept_tcb,
             mrtd,
             rtmr,
+            golden,
+            golden_key,
             json,
             ..
         } => {
+            let golden = match (golden, golden_key) {
+                (Some(doc), Some(key)) => Some(open_golden(&doc, &key)?),
+                _ => None,
+            };
             let mut opts = VerifyOptions {
                 allow_sim,
                 nonce,
@@ -1113,7 +1182,12 @@ fn run(cli: Cli) -> Result<u8> {
             }
             opts.collateral = collateral_from.store()?;
             opts.tpm_ak_cas = vouch::ca_certificates(&tpm_ak_ca)?;
-            verify(file.unwrap_or_else(|| PathBuf::from("-")), opts, json)
+            verify(
+                file.unwrap_or_else(|| PathBuf::from("-")),
+                opts,
+                golden.as_ref(),
+                json,
+            )
         }
         Cmd::Info { json } => {
             let info: Info = client.call("GET", "/v1/info", None::<&()>)?;
@@ -1365,7 +1439,60 @@ fn image(client: &Client, cmd: ImageCmd) -> Result<u8> {
     }
 }
 
-fn verify(file: PathBuf, opts: VerifyOptions, json: bool) -> Result<u8> {
+/// A signed golden-value document, its signature checked against `key`.
+fn open_golden(
+    doc: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<vouch_image::golden::Golden> {
+    let envelope = vouch_image::golden::SignedGolden::parse(
+        &std::fs::read(doc).with_context(|| format!("cannot read {}", doc.display()))?,
+    )?;
+    let pem =
+        std::fs::read_to_string(key).with_context(|| format!("cannot read {}", key.display()))?;
+    Ok(envelope.open(&[vouch_image::cosign::parse_public(&pem)?])?)
+}
+
+/// How the containers of a verdict compare with a golden value: (JSON, all matched).
+fn golden_check(
+    verdict: &vouch_tee::verify::Verdict,
+    doc: &vouch_image::golden::Golden,
+) -> Result<(serde_json::Value, bool)> {
+    let pinned = doc.pinned_spec_digest()?;
+    let image = doc.manifest_digest.to_string();
+    let mut all = true;
+    let mut containers = Vec::new();
+    for c in verdict
+        .containers
+        .iter()
+        .filter(|c| c.image_digest == image)
+    {
+        let matches = pinned.as_deref().map(|d| d == c.config_digest);
+        all &= matches != Some(false);
+        containers.push(serde_json::json!({
+            "id": c.id,
+            "config_digest": c.config_digest,
+            "spec_matches": matches,
+        }));
+    }
+    all &= !containers.is_empty();
+    Ok((
+        serde_json::json!({
+            "image_digest": image,
+            "spec_digest": pinned,
+            "spec_recomputed": doc.spec.is_some(),
+            "containers": containers,
+            "matches": all,
+        }),
+        all,
+    ))
+}
+
+fn verify(
+    file: PathBuf,
+    opts: VerifyOptions,
+    golden: Option<&vouch_image::golden::Golden>,
+    json: bool,
+) -> Result<u8> {
     let bytes = if file.as_os_str() == "-" {
         let mut b = Vec::new();
         io::stdin().read_to_end(&mut b)?;
@@ -1376,13 +1503,34 @@ fn verify(file: PathBuf, opts: VerifyOptions, json: bool) -> Result<u8> {
     let evidence = Evidence::from_json(&bytes)
         .with_context(|| format!("{} is not vouch evidence", file.display()))?;
     let checked_nonce = opts.nonce.is_some();
-    report_verification(
-        json,
-        verify_evidence(&evidence, &opts).map_err(anyhow::Error::new),
-        |verdict| {
+    let result = verify_evidence(&evidence, &opts).map_err(anyhow::Error::new);
+    let Some(doc) = golden else {
+        return report_verification(json, result, |verdict| {
             print!("{}", format::verdict(verdict, checked_nonce));
-        },
-    )
+        });
+    };
+    let (check, matched) = match &result {
+        Ok(v) => golden_check(v, doc)?,
+        Err(_) => (serde_json::Value::Null, false),
+    };
+    let result = result.map(|v| {
+        let mut out = serde_json::to_value(&v).unwrap_or_default();
+        out["golden"] = check.clone();
+        (v, out)
+    });
+    let code = match result {
+        Ok((verdict, out)) => {
+            if json {
+                report_verification(true, Ok(out), |_| {})?
+            } else {
+                print!("{}", format::verdict(&verdict, checked_nonce));
+                print!("{}", format::golden(&check));
+                0
+            }
+        }
+        Err(e) => report_verification(json, Err::<(), _>(e), |_| {})?,
+    };
+    Ok(if matched { code } else { 1 })
 }
 
 fn verify_quote(
