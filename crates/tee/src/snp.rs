@@ -83,6 +83,25 @@ pub struct SnpClaims {
     pub host_data: String,
     pub chip_id: String,
     pub reported_tcb: Tcb,
+    /// The key that signed the report, as the report says (SIGNING_KEY, bits 2-4 at 0x48):
+    /// `vcek` (chip-unique) or `vlek` (a cloud provider's, certified through the ASVK).
+    pub signing_key: String,
+}
+
+/// A report given as hex text (as some tools print it) instead of raw bytes: decoded; raw bytes
+/// are returned as they are.
+pub fn report_bytes(input: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let text: Vec<u8> = input
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    if input.len() != REPORT_LEN && text.len() == 2 * REPORT_LEN {
+        if let Ok(raw) = hex::decode(&text) {
+            return std::borrow::Cow::Owned(raw);
+        }
+    }
+    std::borrow::Cow::Borrowed(input)
 }
 
 fn le32(b: &[u8], at: usize) -> u32 {
@@ -125,6 +144,15 @@ pub fn parse_report(report: &[u8]) -> Result<SnpClaims, SnpError> {
         host_data: hex::encode(&report[0xC0..0xE0]),
         chip_id: hex::encode(&report[0x1A0..0x1E0]),
         reported_tcb: Tcb::from_u64(le64(report, 0x180)),
+        signing_key: match (le32(report, 0x48) >> 2) & 0x7 {
+            0 => "vcek".into(),
+            1 => "vlek".into(),
+            other => {
+                return Err(SnpError::Report(format!(
+                    "signing key {other} is neither the VCEK (0) nor a VLEK (1)"
+                )))
+            }
+        },
     })
 }
 
@@ -320,18 +348,41 @@ pub fn verify_report_with_roots(
     now: u64,
     extra_arks: &[String],
 ) -> Result<SnpClaims, SnpError> {
+    let report = &*report_bytes(report);
     let claims = parse_report(report)?;
     let vcek = Certificate::from_der(vcek_der).map_err(|e| cert_err("VCEK")(e.to_string()))?;
-    let chain = crate::pem::certificates(chain_pem);
-    if chain.len() != 2 {
-        return Err(cert_err("ASK/ARK")(format!(
-            "expected 2 PEM certificates (ASK, then ARK), found {}",
-            chain.len()
-        )));
+    // A bundle of AMD certificates in any order (ASK, ARK, ASVK, as AMD's KDS and Trustee ship
+    // them): the intermediate is the one whose subject is the signing key's issuer, the root the
+    // self-issued one whose subject is the intermediate's issuer.
+    let mut chain = Vec::new();
+    for der in crate::pem::certificates(chain_pem) {
+        let c = Certificate::from_der(&der).map_err(|e| cert_err("ASK/ARK")(e.to_string()))?;
+        chain.push((der, c));
     }
-    let ask = Certificate::from_der(&chain[0]).map_err(|e| cert_err("ASK")(e.to_string()))?;
-    let ark = Certificate::from_der(&chain[1]).map_err(|e| cert_err("ARK")(e.to_string()))?;
-    let ark_sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&chain[1]));
+    let name = |c: &Certificate| c.tbs_certificate().subject().to_string();
+    let issuer = |c: &Certificate| c.tbs_certificate().issuer().to_string();
+    let (_, ask) = chain
+        .iter()
+        .find(|(_, c)| name(c) == issuer(&vcek) && name(c) != issuer(c))
+        .cloned()
+        .ok_or_else(|| {
+            cert_err("ASK")(format!(
+                "none of the {} certificates of the chain is the signing key's issuer {:?} (give the ASK, or the ASVK for a VLEK, with the ARK)",
+                chain.len(),
+                issuer(&vcek)
+            ))
+        })?;
+    let (ark_der, ark) = chain
+        .iter()
+        .find(|(_, c)| name(c) == issuer(&ask) && name(c) == issuer(c))
+        .cloned()
+        .ok_or_else(|| {
+            cert_err("ARK")(format!(
+                "none of the certificates of the chain is the self-signed root {:?} that issued the intermediate",
+                issuer(&ask)
+            ))
+        })?;
+    let ark_sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&ark_der));
     let pinned = AMD_ARKS.iter().any(|(_, h)| *h == ark_sha256)
         || extra_arks
             .iter()
@@ -425,12 +476,23 @@ pub struct SnpPolicy {
     pub allow_debug: bool,
     pub min_tcb: Option<Tcb>,
     pub measurement: Option<String>,
+    /// The highest VMPL a report may come from (Trustee requires 0; some clouds' guests run
+    /// at VMPL 1 under a paravisor). None: any.
+    pub max_vmpl: Option<u32>,
 }
 
 impl SnpPolicy {
     pub fn check(&self, c: &SnpClaims) -> Result<(), SnpError> {
         if c.debug && !self.allow_debug {
             return Err(SnpError::Policy("the guest policy allows debugging".into()));
+        }
+        if let Some(max) = self.max_vmpl {
+            if c.vmpl > max {
+                return Err(SnpError::Policy(format!(
+                    "the report comes from VMPL {}, above the maximum VMPL {max}",
+                    c.vmpl
+                )));
+            }
         }
         if let Some(min) = self.min_tcb {
             let t = c.reported_tcb;
@@ -469,6 +531,100 @@ mod tests {
         Some((r("attestation.bin"), r("vcek.der"), r("ask_ark_milan.pem")))
     }
 
+    fn pem_of(der: &[u8]) -> Vec<u8> {
+        use base64::Engine as _;
+        format!(
+            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+            base64::engine::general_purpose::STANDARD.encode(der)
+        )
+        .into_bytes()
+    }
+
+    /// Evidence in the shapes tools produce: the certificates in any order and with others
+    /// beside them, the report as hex text; the claims say which key signed and from which VMPL.
+    #[test]
+    fn bundles_in_any_order_and_hex_reports_verify() {
+        let Some((report, vcek, chain)) = load() else {
+            return;
+        };
+        let certs = crate::pem::certificates(&chain);
+        let (ask, ark) = (&certs[0], &certs[1]);
+        let reference = verify_report(&report, &vcek, &chain, NOW).expect("as shipped");
+        assert_eq!(reference.signing_key, "vcek");
+        // ARK first, as KDS's cert_chain and Trustee ship it; and with another certificate
+        // (an unrelated root) in the bundle.
+        let other = crate::pem::certificates(
+            &std::fs::read(
+                vectors()
+                    .expect("vectors")
+                    .join("roots/Intel_SGX_Root_CA.pem"),
+            )
+            .expect("root"),
+        );
+        for bundle in [
+            [pem_of(ark), pem_of(ask)].concat(),
+            [pem_of(&other[0]), pem_of(ark), pem_of(ask)].concat(),
+            [pem_of(ask), pem_of(&other[0]), pem_of(ark)].concat(),
+        ] {
+            assert_eq!(
+                verify_report(&report, &vcek, &bundle, NOW).expect("reordered"),
+                reference
+            );
+        }
+        // Without the intermediate, or without the root: named.
+        let err = verify_report(&report, &vcek, &pem_of(ark), NOW).expect_err("no ASK");
+        assert!(err.to_string().contains("signing key's issuer"), "{err}");
+        let err = verify_report(&report, &vcek, &pem_of(ask), NOW).expect_err("no ARK");
+        assert!(err.to_string().contains("self-signed root"), "{err}");
+        // The report as hex, with line breaks, as `xxd -p` or `snpguest` print it.
+        let hex_text: Vec<u8> = hex::encode(&report)
+            .into_bytes()
+            .chunks(60)
+            .flat_map(|l| l.iter().copied().chain([b'\n']))
+            .collect();
+        assert_eq!(
+            verify_report(&hex_text, &vcek, &chain, NOW).expect("hex"),
+            reference
+        );
+        // A hex copy with a flipped digit still fails its signature.
+        let mut bad = hex::encode(&report).into_bytes();
+        bad[0x100] = if bad[0x100] == b'0' { b'1' } else { b'0' };
+        assert!(verify_report(&bad, &vcek, &chain, NOW).is_err());
+    }
+
+    /// The VMPL is a claim, and a maximum is enforced when asked for.
+    #[test]
+    fn a_maximum_vmpl_is_enforced_on_request() {
+        let Some((report, _, _)) = load() else {
+            return;
+        };
+        let mut c = parse_report(&report).expect("parse");
+        let allow = SnpPolicy {
+            allow_debug: true,
+            ..Default::default()
+        };
+        c.vmpl = 1;
+        assert!(allow.check(&c).is_ok(), "any VMPL by default");
+        let strict = SnpPolicy {
+            max_vmpl: Some(0),
+            ..allow.clone()
+        };
+        let err = strict.check(&c).expect_err("VMPL 1");
+        assert_eq!(
+            err.to_string(),
+            SnpError::Policy("the report comes from VMPL 1, above the maximum VMPL 0".into())
+                .to_string()
+        );
+        c.vmpl = 0;
+        assert!(strict.check(&c).is_ok());
+        // A report's signing-key field says VLEK: labelled so.
+        let mut vlek = report.clone();
+        vlek[0x48] = (vlek[0x48] & !0x1c) | (1 << 2);
+        assert_eq!(parse_report(&vlek).expect("parse").signing_key, "vlek");
+        vlek[0x48] = (vlek[0x48] & !0x1c) | (5 << 2);
+        assert!(parse_report(&vlek).is_err());
+    }
+
     #[test]
     fn only_pinned_amd_roots_are_trusted() {
         let Some((report, vcek, chain)) = load() else {
@@ -493,7 +649,11 @@ mod tests {
         .chain(other)
         .collect::<Vec<u8>>();
         let err = verify_report(&report, &vcek, &forged, NOW).expect_err("foreign root");
-        assert!(err.to_string().contains("not a pinned AMD root"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("none of the certificates of the chain is the self-signed root"),
+            "{err}"
+        );
         // The real chain passes, also with an extra root trusted.
         assert!(verify_report_with_roots(&report, &vcek, &chain, NOW, &["00".repeat(32)]).is_ok());
     }

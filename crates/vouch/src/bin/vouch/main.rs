@@ -137,10 +137,11 @@ enum Cmd {
         /// An AMD SEV-SNP attestation report to verify; needs --vcek and --chain.
         #[arg(long, conflicts_with_all = ["file", "quote"], requires_all = ["vcek", "chain"])]
         snp_report: Option<PathBuf>,
-        /// The report's VCEK certificate (DER).
+        /// The report's VCEK (or VLEK) certificate (DER).
         #[arg(long)]
         vcek: Option<PathBuf>,
-        /// ASK then ARK certificates (PEM).
+        /// The AMD certificates (PEM, any order): the ASK (or the ASVK for a VLEK) and the ARK,
+        /// as AMD's KDS or Trustee ship them.
         #[arg(long)]
         chain: Option<PathBuf>,
         /// Accept SNP guests whose policy allows debugging.
@@ -155,6 +156,10 @@ enum Cmd {
         /// SEV-SNP golden value: the launch measurement (hex).
         #[arg(long)]
         measurement: Option<String>,
+        /// SEV-SNP: the highest VMPL the report may come from (0 as Trustee requires; some
+        /// clouds' guests report from VMPL 1 under a paravisor). Default: any, shown as a claim.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=3))]
+        max_vmpl: Option<u32>,
         /// SEV-SNP minimum reported TCB: BOOTLOADER,TEE,SNP,MICROCODE.
         #[arg(long, value_name = "BL,TEE,SNP,UCODE")]
         min_tcb: Option<String>,
@@ -1085,6 +1090,7 @@ fn run(cli: Cli) -> Result<u8> {
             measurement,
             min_tcb,
             trust_ark,
+            max_vmpl,
             json,
             ..
         } => verify_snp(
@@ -1093,7 +1099,7 @@ fn run(cli: Cli) -> Result<u8> {
             &chain,
             at,
             &trust_ark,
-            snp_policy(allow_debug, measurement, min_tcb)?,
+            snp_policy(allow_debug, measurement, min_tcb, max_vmpl)?,
             json,
         ),
         Cmd::Verify {
@@ -1741,8 +1747,13 @@ fn verify_snp(
         json,
         result.map_err(anyhow::Error::new),
         |c: &snp::SnpClaims| {
-            println!("SEV-SNP report VERIFIED (VCEK <- ASK <- ARK) at {now}");
+            if c.signing_key == "vlek" {
+                println!("SEV-SNP report VERIFIED (VLEK <- ASVK <- ARK) at {now}");
+            } else {
+                println!("SEV-SNP report VERIFIED (VCEK <- ASK <- ARK) at {now}");
+            }
             println!("  measurement:  {}", c.measurement);
+            println!("  VMPL:         {}", c.vmpl);
             println!(
                 "  policy:       {}{}",
                 c.policy,
@@ -1817,6 +1828,7 @@ fn snp_policy(
     allow_debug: bool,
     measurement: Option<String>,
     min_tcb: Option<String>,
+    max_vmpl: Option<u32>,
 ) -> Result<vouch_tee::snp::SnpPolicy> {
     let min_tcb = match min_tcb {
         Some(spec) => {
@@ -1843,5 +1855,6 @@ fn snp_policy(
         allow_debug,
         min_tcb,
         measurement,
+        max_vmpl,
     })
 }
