@@ -155,6 +155,9 @@ pub struct Engine {
     held: Mutex<std::collections::HashSet<String>>,
 }
 
+/// Why a launch cancelled before its start ended, as its task and its `container.failed` say.
+const CANCELLED_BEFORE_START: &str = "cancelled before the container started";
+
 /// How long a forced removal or a stop waits for a launch it cancelled to wind down (it stops
 /// at its next step; a fetch from a KBS is interrupted at once).
 const LAUNCH_ABORT_WAIT: Duration = Duration::from_secs(60);
@@ -292,26 +295,20 @@ impl Engine {
     /// A launch that fails after its `container.create` was measured, and before any start,
     /// ends in the log too (`container.failed`), so a verifier does not take it for running.
     fn measure_failure(&self, id: &str, reason: &str) {
-        let (created, ended) = {
-            let journal = lock(&self.journal);
-            let mine = |r: &&vouch_measure::Record| {
-                r.content.get("id").and_then(Value::as_str) == Some(id)
-            };
-            let records = journal.records();
-            (
-                records
-                    .iter()
-                    .filter(mine)
-                    .any(|r| r.op == "container.create"),
-                records.iter().filter(mine).any(|r| {
-                    matches!(
-                        r.op.as_str(),
-                        "container.start" | "container.exit" | "container.failed"
-                    )
-                }),
-            )
-        };
-        if !created || ended {
+        // The container's last lifecycle record: only a `container.create` calls for one.
+        let last = lock(&self.journal)
+            .records()
+            .iter()
+            .rev()
+            .filter(|r| r.content.get("id").and_then(Value::as_str) == Some(id))
+            .map(|r| r.op.clone())
+            .find(|op| {
+                matches!(
+                    op.as_str(),
+                    "container.create" | "container.start" | "container.exit" | "container.failed"
+                )
+            });
+        if last.as_deref() != Some("container.create") {
             return;
         }
         let reason: String = reason.chars().take(512).collect();
@@ -339,15 +336,12 @@ impl Engine {
                 &id[..12]
             ))
         })?;
-        let handed: spec::Spec = serde_json::from_slice(&bytes)
-            .map_err(|e| EngineError::Internal(format!("{}: {e}", path.display())))?;
-        let spec = spec::for_libcontainer(handed)?;
-        let projection = vouch_runtime::projection::project(&spec, &self.host_local(&id))?;
-        let digest = vouch_runtime::projection::digest_of(&projection)?;
+        let measured =
+            vouch_runtime::projection::Measured::of_config(&bytes, &self.host_local(&id))?;
         Ok(vouch_api::RuntimeSpec {
             id,
-            config_digest: digest,
-            spec: projection,
+            config_digest: measured.digest,
+            spec: measured.projection,
         })
     }
 
@@ -427,14 +421,9 @@ impl Engine {
         if state.exists() {
             let _ = fs::remove_dir_all(&state);
         }
-        self.measure_failure(
-            id,
-            "interrupted by a vouchd restart before the container started",
-        );
-        self.fail(
-            id,
-            "interrupted by a vouchd restart before the container started",
-        );
+        let why = "interrupted by a vouchd restart before the container started";
+        self.measure_failure(id, why);
+        self.fail(id, why);
         if t.view.auto_remove {
             self.auto_remove(id);
         }
@@ -1122,25 +1111,26 @@ impl Engine {
             Ok(view) => Ok(view),
             Err(e) => {
                 self.release_mounts(&id);
-                let why = if cancel_requested || matches!(e, EngineError::Cancelled) {
-                    "cancelled before the container started".to_string()
+                // A step interrupted by a cancel request counts as cancelled, whatever it returned.
+                let cancelled = cancel_requested || matches!(e, EngineError::Cancelled);
+                let why = if cancelled {
+                    CANCELLED_BEFORE_START.to_string()
                 } else {
                     error_chain(&e)
                 };
                 self.measure_failure(&id, &why);
-                // A step interrupted by a cancel request counts as cancelled, whatever it returned.
-                if cancel_requested || matches!(e, EngineError::Cancelled) {
+                if cancelled {
                     self.update(
                         &id,
                         TaskState::Cancelled.as_str(),
-                        "cancelled before the container started",
+                        CANCELLED_BEFORE_START,
                         |r| {
                             r.view.state = TaskState::Cancelled;
                             r.view.finished_at = Some(time::now());
                         },
                     );
                 } else {
-                    self.fail(&id, &error_chain(&e));
+                    self.fail(&id, &why);
                 }
                 if p.auto_remove {
                     lock(&self.held).remove(&id);
@@ -1409,8 +1399,8 @@ impl Engine {
             spec,
             secrets,
         } = *launch;
-        let oci = spec.to_spec()?;
-        let runtime_spec = vouch_runtime::projection::prepare(&oci, &self.host_local(id))?;
+        let runtime_spec =
+            vouch_runtime::projection::prepare(&spec.to_spec()?, &self.host_local(id))?;
         // Golden values: the launch must be what the signed reference document allows.
         let policy_wants_golden = image
             .verification
@@ -1440,9 +1430,10 @@ impl Engine {
                     .open(&self.golden_keys)
                     .map_err(|e| EngineError::BadRequest(format!("NOT verified: {e}")))?;
                 let mut differences = doc.differences(image, &spec.args, &spec.env);
-                differences.extend(doc.spec_differences(&runtime_spec.digest, || {
-                    vouch_runtime::projection::project(&oci, &self.host_local(id)).ok()
-                }));
+                differences.extend(doc.spec_differences(
+                    &runtime_spec.measured.digest,
+                    &runtime_spec.measured.projection,
+                ));
                 if !differences.is_empty() {
                     return Err(EngineError::BadRequest(format!(
                         "NOT verified: {}",
@@ -1501,7 +1492,7 @@ impl Engine {
         // One spec value: its projection is measured, and the same value is what libcontainer
         // reads (the digest was computed before the file is written).
         write_private(&bundle.join("config.json"), &runtime_spec.config_json)?;
-        let config_digest = runtime_spec.digest.clone();
+        let config_digest = runtime_spec.measured.digest.clone();
         let create_seq = self.measure(
             "container.create",
             json!({

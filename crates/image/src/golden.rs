@@ -114,11 +114,7 @@ impl Golden {
         let stated = match &self.spec_digest {
             Some(d) => {
                 let hex = d.strip_prefix("sha384:").unwrap_or_default();
-                if hex.len() != 96
-                    || !hex
-                        .bytes()
-                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-                {
+                if hex.parse::<vouch_measure::Digest384>().is_err() {
                     return Err(GoldenError::Malformed(format!(
                         "spec_digest {d:?} is not sha384: and 96 lowercase hex digits"
                     )));
@@ -140,13 +136,9 @@ impl Golden {
         }
     }
 
-    /// What differs between the pinned runtime spec and a launch's (`digest`, and its projection
-    /// when the document has one to compare with, to say where they differ).
-    pub fn spec_differences(
-        &self,
-        digest: &str,
-        projection: impl FnOnce() -> Option<serde_json::Value>,
-    ) -> Vec<String> {
+    /// What differs between the pinned runtime spec and a launch's (its `digest`, and its
+    /// `projection` to say where they differ when the document has one to compare with).
+    pub fn spec_differences(&self, digest: &str, projection: &serde_json::Value) -> Vec<String> {
         let expected = match self.pinned_spec_digest() {
             Ok(Some(d)) => d,
             Ok(None) => return Vec::new(),
@@ -157,8 +149,8 @@ impl Golden {
         }
         let mut msg =
             format!("the runtime spec digest is {digest}, the golden value says {expected}");
-        if let (Some(want), Some(have)) = (&self.spec, projection()) {
-            if let Some(at) = first_difference(want, &have, String::new()) {
+        if let Some(want) = &self.spec {
+            if let Some(at) = first_difference(want, projection, String::new()) {
                 msg.push_str(&format!(" (they differ first at {at})"));
             }
         }

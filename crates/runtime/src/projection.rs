@@ -89,31 +89,48 @@ pub fn digest(spec: &Spec, host: &HostLocal<'_>) -> Result<String, SpecError> {
     digest_of(&project(spec, host)?)
 }
 
-/// A spec ready to run: the `config.json` bytes handed to the runtime and the digest measured,
-/// both from the one value.
+/// A spec as measured: its projection and that projection's digest.
 #[derive(Debug, Clone)]
-pub struct Prepared {
-    pub config_json: Vec<u8>,
+pub struct Measured {
+    pub projection: Value,
     pub digest: String,
 }
 
-/// Prepare `spec` for libcontainer: the bytes of the file it reads and the digest of the spec
-/// they say (libcontainer's reading of masked comparisons undone, see [`for_libcontainer`]).
+impl Measured {
+    pub fn of(spec: &Spec, host: &HostLocal<'_>) -> Result<Measured, SpecError> {
+        let projection = project(spec, host)?;
+        let digest = digest_of(&projection)?;
+        Ok(Measured { projection, digest })
+    }
+
+    /// The spec a `config.json` written by [`prepare`] says, as measured: what vouchd shows of
+    /// a container, and what a verifier or a test recomputes from the file libcontainer was
+    /// given (libcontainer's reading of masked comparisons undone).
+    pub fn of_config(config_json: &[u8], host: &HostLocal<'_>) -> Result<Measured, SpecError> {
+        let handed: Spec =
+            serde_json::from_slice(config_json).map_err(|e| SpecError::BadConfig(e.to_string()))?;
+        Measured::of(&for_libcontainer(handed)?, host)
+    }
+}
+
+/// A spec ready to run: the `config.json` bytes handed to the runtime and the spec as
+/// measured, both from the one value.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub config_json: Vec<u8>,
+    pub measured: Measured,
+}
+
+/// Prepare `spec` for libcontainer: the bytes of the file it reads and the spec they say, as
+/// measured (see [`for_libcontainer`] for the one rewriting between them).
 pub fn prepare(spec: &Spec, host: &HostLocal<'_>) -> Result<Prepared, SpecError> {
-    let digest = digest(spec, host)?;
+    let measured = Measured::of(spec, host)?;
     let config_json = serde_json::to_vec_pretty(&for_libcontainer(spec.clone())?)
         .map_err(|_| SpecError::Serialize)?;
     Ok(Prepared {
         config_json,
-        digest,
+        measured,
     })
-}
-
-/// The digest of the spec a `config.json` written by [`prepare`] says: what a verifier, or a
-/// test, recomputes from the file libcontainer was given.
-pub fn digest_of_config(config_json: &[u8], host: &HostLocal<'_>) -> Result<String, SpecError> {
-    let handed: Spec = serde_json::from_slice(config_json).map_err(|_| SpecError::Serialize)?;
-    digest(&for_libcontainer(handed)?, host)
 }
 
 #[cfg(test)]
@@ -320,10 +337,15 @@ mod tests {
     fn libcontainer_is_handed_the_value_that_was_hashed() {
         let spec = full_spec().to_spec().expect("spec");
         let prepared = prepare(&spec, &host()).expect("prepare");
-        assert_eq!(prepared.digest, digest(&spec, &host()).expect("digest"));
         assert_eq!(
-            digest_of_config(&prepared.config_json, &host()).expect("digest"),
-            prepared.digest
+            prepared.measured.digest,
+            digest(&spec, &host()).expect("digest")
+        );
+        assert_eq!(
+            Measured::of_config(&prepared.config_json, &host())
+                .expect("digest")
+                .digest,
+            prepared.measured.digest
         );
         let handed: Spec = serde_json::from_slice(&prepared.config_json).expect("parse");
         assert_eq!(for_libcontainer(handed.clone()).expect("swap"), spec);

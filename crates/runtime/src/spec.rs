@@ -33,6 +33,8 @@ pub enum SpecError {
     Serialize,
     #[error("cannot build the runtime spec: {0}")]
     Build(String),
+    #[error("the runtime config is not an OCI runtime spec: {0}")]
+    BadConfig(String),
     #[error("invalid volume {spec:?}: {reason}")]
     BadVolume { spec: String, reason: String },
 }
@@ -804,7 +806,6 @@ pub fn parse_cpus(s: &str) -> Result<i64, SpecError> {
 /// libcontainer. The test `seccomp_refuses_new_namespaces_from_inside_a_container` checks the
 /// result from inside a container. Any spec goes through it, whoever built it.
 pub fn for_libcontainer(mut spec: typed::Spec) -> Result<typed::Spec, SpecError> {
-    use typed::{LinuxSeccompArgBuilder, LinuxSeccompOperator};
     let Some(linux) = spec.linux_mut().as_mut() else {
         return Ok(spec);
     };
@@ -812,33 +813,42 @@ pub fn for_libcontainer(mut spec: typed::Spec) -> Result<typed::Spec, SpecError>
         return Ok(spec);
     };
     if let Some(rules) = seccomp.syscalls().clone() {
-        let mut swapped = Vec::with_capacity(rules.len());
-        for mut rule in rules {
-            if let Some(args) = rule.args().clone() {
-                let mut out = Vec::with_capacity(args.len());
-                for a in args {
-                    if a.op() != LinuxSeccompOperator::ScmpCmpMaskedEq {
-                        out.push(a);
-                        continue;
-                    }
-                    out.push(
-                        LinuxSeccompArgBuilder::default()
-                            .index(a.index())
-                            .value(a.value_two().unwrap_or(0))
-                            .value_two(a.value())
-                            .op(a.op())
-                            .build()
-                            .map_err(oci_err)?,
-                    );
+        let rules = rules
+            .into_iter()
+            .map(|mut rule| {
+                if let Some(args) = rule.args().clone() {
+                    let args = args
+                        .into_iter()
+                        .map(swap_masked)
+                        .collect::<Result<_, _>>()?;
+                    rule.set_args(Some(args));
                 }
-                rule.set_args(Some(out));
-            }
-            swapped.push(rule);
-        }
-        seccomp.set_syscalls(Some(swapped));
+                Ok(rule)
+            })
+            .collect::<Result<_, SpecError>>()?;
+        seccomp.set_syscalls(Some(rules));
     }
     linux.set_seccomp(Some(seccomp));
     Ok(spec)
+}
+
+/// A `SCMP_CMP_MASKED_EQ` comparison with its operands swapped; any other as it is.
+fn swap_masked(a: typed::LinuxSeccompArg) -> Result<typed::LinuxSeccompArg, SpecError> {
+    if a.op() != typed::LinuxSeccompOperator::ScmpCmpMaskedEq {
+        return Ok(a);
+    }
+    typed::LinuxSeccompArgBuilder::default()
+        .index(a.index())
+        .value(a.value_two().unwrap_or(0))
+        .value_two(a.value())
+        .op(a.op())
+        .build()
+        .map_err(oci_err)
+}
+
+/// Owned copies of a list of names.
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
 }
 
 /// Typed pieces of the runtime spec.
@@ -846,7 +856,7 @@ mod typed {
     pub use oci_spec::runtime::{
         Arch, Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder,
         LinuxDeviceCgroupBuilder, LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
-        LinuxPidsBuilder, LinuxResourcesBuilder, LinuxSeccomp, LinuxSeccompAction,
+        LinuxPidsBuilder, LinuxResourcesBuilder, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg,
         LinuxSeccompArgBuilder, LinuxSeccompBuilder, LinuxSeccompOperator, LinuxSyscall,
         LinuxSyscallBuilder, Mount, MountBuilder, PosixRlimitBuilder, PosixRlimitType,
         ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
@@ -864,7 +874,7 @@ pub fn seccomp() -> Result<typed::LinuxSeccomp, SpecError> {
     use typed::*;
     let rule = |names: &[&str], action: LinuxSeccompAction| {
         LinuxSyscallBuilder::default()
-            .names(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .names(strings(names))
             .action(action)
     };
     let arg = |index: usize, value: u64, op: LinuxSeccompOperator| {
@@ -934,7 +944,7 @@ fn mount(
         .destination(destination)
         .typ(typ)
         .source(source)
-        .options(options.iter().map(|o| o.to_string()).collect::<Vec<_>>())
+        .options(strings(options))
         .build()
         .map_err(oci_err)
 }
@@ -1119,18 +1129,8 @@ impl ContainerSpec {
             .cgroups_path(format!("{}/{}", self.cgroup_parent, self.id))
             .resources(resources.build().map_err(oci_err)?)
             .namespaces(namespaces)
-            .masked_paths(
-                MASKED_PATHS
-                    .iter()
-                    .map(|p| p.to_string())
-                    .collect::<Vec<_>>(),
-            )
-            .readonly_paths(
-                READONLY_PATHS
-                    .iter()
-                    .map(|p| p.to_string())
-                    .collect::<Vec<_>>(),
-            )
+            .masked_paths(strings(MASKED_PATHS))
+            .readonly_paths(strings(READONLY_PATHS))
             .seccomp(seccomp()?)
             .build()
             .map_err(oci_err)?;

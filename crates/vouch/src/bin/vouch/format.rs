@@ -181,17 +181,12 @@ pub fn verdict(v: &Verdict, nonce_checked: bool) -> String {
             "      config digest: {}\n",
             field(&c.config_digest)
         ));
+        use vouch_tee::verify::LaunchState;
         let state = match (c.state, c.exit_code) {
-            (vouch_tee::verify::LaunchState::Running, _) => {
-                "running (no exit recorded)".to_string()
-            }
-            (vouch_tee::verify::LaunchState::Exited, Some(code)) => {
-                format!("exited with code {code}")
-            }
-            (vouch_tee::verify::LaunchState::Exited, None) => {
-                "ended, exit status unknown".to_string()
-            }
-            (vouch_tee::verify::LaunchState::Failed, _) => format!(
+            (LaunchState::Running, _) => "running (no exit recorded)".to_string(),
+            (LaunchState::Exited, Some(code)) => format!("exited with code {code}"),
+            (LaunchState::Exited, None) => "ended, exit status unknown".to_string(),
+            (LaunchState::Failed, _) => format!(
                 "FAILED to launch: {}",
                 field(c.failure.as_deref().unwrap_or("no reason recorded"))
             ),
@@ -288,15 +283,36 @@ impl PullProgress {
     }
 }
 
-/// How the launched containers compare with a golden value (`vouch verify --golden`).
-pub fn golden(check: &serde_json::Value) -> String {
-    let text = |p: &str| check.pointer(p).and_then(|v| v.as_str()).unwrap_or("-");
-    let mut out = format!("  golden value for {}:\n", field(text("/image_digest")));
-    match check["spec_digest"].as_str() {
+/// How the launched containers compare with a golden value (`vouch verify --golden`); its JSON
+/// is the `golden` member of `vouch verify --json`.
+#[derive(Debug, serde::Serialize)]
+pub struct GoldenCheck {
+    pub image_digest: String,
+    /// The runtime spec digest the document pins, if any.
+    pub spec_digest: Option<String>,
+    /// Whether that digest was recomputed from the spec in the document.
+    pub spec_recomputed: bool,
+    /// The containers of the document's image in the log.
+    pub containers: Vec<GoldenContainer>,
+    /// Some container of the image ran, and none with another spec than the pinned one.
+    pub matches: bool,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct GoldenContainer {
+    pub id: String,
+    pub config_digest: String,
+    /// None when the document pins no spec.
+    pub spec_matches: Option<bool>,
+}
+
+pub fn golden(check: &GoldenCheck) -> String {
+    let mut out = format!("  golden value for {}:\n", field(&check.image_digest));
+    match &check.spec_digest {
         Some(d) => out.push_str(&format!(
             "    runtime spec:  {}{}\n",
             field(d),
-            if check["spec_recomputed"] == true {
+            if check.spec_recomputed {
                 " (recomputed from the document)"
             } else {
                 " (as the document states it)"
@@ -306,21 +322,16 @@ pub fn golden(check: &serde_json::Value) -> String {
             "    runtime spec:  not pinned (only the image is; pin it with `vouch golden create --spec-from`)\n",
         ),
     }
-    let containers = check["containers"].as_array().cloned().unwrap_or_default();
-    if containers.is_empty() {
+    if check.containers.is_empty() {
         out.push_str("    NOT matched: no container of this image is in the log\n");
     }
-    for c in &containers {
-        let id = c["id"].as_str().unwrap_or("-");
-        let verdict = match c["spec_matches"].as_bool() {
+    for c in &check.containers {
+        let verdict = match c.spec_matches {
             Some(true) => "spec matches".to_string(),
-            Some(false) => format!(
-                "spec DIFFERS: measured {}",
-                field(c["config_digest"].as_str().unwrap_or("-"))
-            ),
+            Some(false) => format!("spec DIFFERS: measured {}", field(&c.config_digest)),
             None => "image matches".to_string(),
         };
-        out.push_str(&format!("    {}: {verdict}\n", field(id)));
+        out.push_str(&format!("    {}: {verdict}\n", field(&c.id)));
     }
     out
 }

@@ -510,7 +510,7 @@ fn write_out(output: Option<&PathBuf>, text: &str) -> Result<()> {
 }
 
 fn golden(client: &Client, cmd: GoldenCmd) -> Result<u8> {
-    use vouch_image::golden::{Golden, SignedGolden};
+    use vouch_image::golden::Golden;
     match cmd {
         GoldenCmd::Create {
             reference,
@@ -608,13 +608,7 @@ fn golden(client: &Client, cmd: GoldenCmd) -> Result<u8> {
             image,
             insecure_registry,
         } => {
-            let envelope = SignedGolden::parse(
-                &std::fs::read(&signed)
-                    .with_context(|| format!("cannot read {}", signed.display()))?,
-            )?;
-            let pem = std::fs::read_to_string(&key)
-                .with_context(|| format!("cannot read {}", key.display()))?;
-            let doc = envelope.open(&[vouch_image::cosign::parse_public(&pem)?])?;
+            let (envelope, doc) = open_golden(&signed, &key)?;
             println!("signature: verified ({})", envelope.key);
             if let Some(reference) = image {
                 let record = vouch_image::registry::inspect(
@@ -1169,7 +1163,7 @@ fn run(cli: Cli) -> Result<u8> {
             ..
         } => {
             let golden = match (golden, golden_key) {
-                (Some(doc), Some(key)) => Some(open_golden(&doc, &key)?),
+                (Some(doc), Some(key)) => Some(open_golden(&doc, &key)?.1),
                 _ => None,
             };
             let mut opts = VerifyOptions {
@@ -1445,52 +1439,49 @@ fn image(client: &Client, cmd: ImageCmd) -> Result<u8> {
     }
 }
 
-/// A signed golden-value document, its signature checked against `key`.
+/// A signed golden-value document and what it says, its signature checked against `key`.
 fn open_golden(
     doc: &std::path::Path,
     key: &std::path::Path,
-) -> Result<vouch_image::golden::Golden> {
+) -> Result<(
+    vouch_image::golden::SignedGolden,
+    vouch_image::golden::Golden,
+)> {
     let envelope = vouch_image::golden::SignedGolden::parse(
         &std::fs::read(doc).with_context(|| format!("cannot read {}", doc.display()))?,
     )?;
     let pem =
         std::fs::read_to_string(key).with_context(|| format!("cannot read {}", key.display()))?;
-    Ok(envelope.open(&[vouch_image::cosign::parse_public(&pem)?])?)
+    let opened = envelope.open(&[vouch_image::cosign::parse_public(&pem)?])?;
+    Ok((envelope, opened))
 }
 
-/// How the containers of a verdict compare with a golden value: (JSON, all matched).
+/// How the containers of a verdict compare with a golden value.
 fn golden_check(
     verdict: &vouch_tee::verify::Verdict,
     doc: &vouch_image::golden::Golden,
-) -> Result<(serde_json::Value, bool)> {
+) -> Result<format::GoldenCheck> {
     let pinned = doc.pinned_spec_digest()?;
-    let image = doc.manifest_digest.to_string();
-    let mut all = true;
-    let mut containers = Vec::new();
-    for c in verdict
+    let image_digest = doc.manifest_digest.to_string();
+    let containers: Vec<format::GoldenContainer> = verdict
         .containers
         .iter()
-        .filter(|c| c.image_digest == image)
-    {
-        let matches = pinned.as_deref().map(|d| d == c.config_digest);
-        all &= matches != Some(false);
-        containers.push(serde_json::json!({
-            "id": c.id,
-            "config_digest": c.config_digest,
-            "spec_matches": matches,
-        }));
-    }
-    all &= !containers.is_empty();
-    Ok((
-        serde_json::json!({
-            "image_digest": image,
-            "spec_digest": pinned,
-            "spec_recomputed": doc.spec.is_some(),
-            "containers": containers,
-            "matches": all,
-        }),
-        all,
-    ))
+        .filter(|c| c.image_digest == image_digest)
+        .map(|c| format::GoldenContainer {
+            id: c.id.clone(),
+            config_digest: c.config_digest.clone(),
+            spec_matches: pinned.as_deref().map(|d| d == c.config_digest),
+        })
+        .collect();
+    let matches =
+        !containers.is_empty() && containers.iter().all(|c| c.spec_matches != Some(false));
+    Ok(format::GoldenCheck {
+        image_digest,
+        spec_recomputed: doc.spec.is_some(),
+        spec_digest: pinned,
+        containers,
+        matches,
+    })
 }
 
 fn verify(
@@ -1510,33 +1501,21 @@ fn verify(
         .with_context(|| format!("{} is not vouch evidence", file.display()))?;
     let checked_nonce = opts.nonce.is_some();
     let result = verify_evidence(&evidence, &opts).map_err(anyhow::Error::new);
-    let Some(doc) = golden else {
+    let (Some(doc), Ok(verdict)) = (golden, &result) else {
         return report_verification(json, result, |verdict| {
             print!("{}", format::verdict(verdict, checked_nonce));
         });
     };
-    let (check, matched) = match &result {
-        Ok(v) => golden_check(v, doc)?,
-        Err(_) => (serde_json::Value::Null, false),
-    };
-    let result = result.map(|v| {
-        let mut out = serde_json::to_value(&v).unwrap_or_default();
-        out["golden"] = check.clone();
-        (v, out)
-    });
-    let code = match result {
-        Ok((verdict, out)) => {
-            if json {
-                report_verification(true, Ok(out), |_| {})?
-            } else {
-                print!("{}", format::verdict(&verdict, checked_nonce));
-                print!("{}", format::golden(&check));
-                0
-            }
-        }
-        Err(e) => report_verification(json, Err::<(), _>(e), |_| {})?,
-    };
-    Ok(if matched { code } else { 1 })
+    let check = golden_check(verdict, doc)?;
+    if json {
+        let mut out = serde_json::to_value(verdict)?;
+        out["golden"] = serde_json::to_value(&check)?;
+        report_verification(true, Ok(out), |_| {})?;
+    } else {
+        print!("{}", format::verdict(verdict, checked_nonce));
+        print!("{}", format::golden(&check));
+    }
+    Ok(u8::from(!check.matches))
 }
 
 fn verify_quote(
