@@ -27,13 +27,18 @@ use serde_json::Value;
 ///   `rtmr2`, for a TPM `pcr0` to `pcr7` (SHA-256 bank), for SEV-SNP `measurement`. A missing
 ///   reference refuses, naming it. An owner opts out only explicitly and per resource, by naming
 ///   it in `boot_chain_optional`.
+/// - TEE attributes the owner requires or refuses: `required_attributes` / `refused_attributes`
+///   in a TEE's reference values name platform claims that must be `"true"` / must not be
+///   (for TDX, the TD attribute bits: `sept_ve_disable`, `migratable`, `debug`, ...). None by
+///   default: TD attributes are claims, as in Intel's QVL.
 /// - When reference images are set, the requesting container's image digest must be one.
 ///
 /// Reference values (`vouch-kbs reference --file refs.json`), for example:
 ///
 /// ```json
 /// { "images": ["sha256:..."],
-///   "tdx": {"mrtd": ["<96 hex>"], "rtmr0": ["..."], "rtmr1": ["..."], "rtmr2": ["..."]},
+///   "tdx": {"mrtd": ["<96 hex>"], "rtmr0": ["..."], "rtmr1": ["..."], "rtmr2": ["..."],
+///           "required_attributes": ["sept_ve_disable"], "refused_attributes": ["migratable"]},
 ///   "tpm": {"pcr0": ["<64 hex>"], "pcr1": ["..."], "...": [], "pcr7": ["..."]},
 ///   "snp": {"measurement": ["<96 hex>"]},
 ///   "boot_chain_optional": ["default/key/dev-only"] }
@@ -53,6 +58,7 @@ boot_keys := {
 allow if {
     platform_ok
     boot_ok
+    attributes_ok
     image_ok
 }
 
@@ -99,6 +105,22 @@ boot_problems contains msg if {
     msg := sprintf("the %s boot measurement %s is %s, not one of its reference values", [input.tee.type, key, value])
 }
 
+tee_refs := object.get(input.reference, input.tee.type, {})
+
+attribute_problems contains msg if {
+    some name in object.get(tee_refs, "required_attributes", [])
+    object.get(object.get(input.tee, "platform", {}), name, "") != "true"
+    msg := sprintf("the %s attribute %s is required and not set", [input.tee.type, name])
+}
+
+attribute_problems contains msg if {
+    some name in object.get(tee_refs, "refused_attributes", [])
+    object.get(object.get(input.tee, "platform", {}), name, "") == "true"
+    msg := sprintf("the %s attribute %s is set, and the reference values refuse it", [input.tee.type, name])
+}
+
+attributes_ok if count(attribute_problems) == 0
+
 image_ok if count(object.get(input.reference, "images", [])) == 0
 
 image_ok if {
@@ -122,6 +144,10 @@ reasons contains msg if {
     not boot_optional
     object.get(boot_keys, input.tee.type, null) == null
     msg := sprintf("no boot measurements are known for %s evidence", [input.tee.type])
+}
+
+reasons contains msg if {
+    some msg in attribute_problems
 }
 
 reasons contains msg if {
@@ -288,6 +314,36 @@ mod tests {
             a[k] = v.clone();
         }
         a
+    }
+
+    /// TD attributes are platform claims the owner's reference values can require or refuse.
+    #[test]
+    fn reference_values_require_and_refuse_tee_attributes() {
+        let mut refs = tdx_refs();
+        let mut base = input(true, false, "sha256:a", refs.clone());
+        base["tee"]["platform"]["sept_ve_disable"] = json!("false");
+        base["tee"]["platform"]["migratable"] = json!("true");
+        assert!(
+            evaluate(DEFAULT_POLICY, base.clone()).expect("eval"),
+            "claims only by default"
+        );
+        refs["tdx"]["required_attributes"] = json!(["sept_ve_disable"]);
+        refs["tdx"]["refused_attributes"] = json!(["migratable"]);
+        let mut refused = base.clone();
+        refused["reference"] = refs.clone();
+        assert!(!evaluate(DEFAULT_POLICY, refused.clone()).expect("eval"));
+        let mut reasons = explain(DEFAULT_POLICY, regorus::Value::from(refused.clone()));
+        reasons.sort();
+        assert_eq!(
+            reasons,
+            [
+                "the tdx attribute migratable is set, and the reference values refuse it",
+                "the tdx attribute sept_ve_disable is required and not set",
+            ]
+        );
+        refused["tee"]["platform"]["sept_ve_disable"] = json!("true");
+        refused["tee"]["platform"]["migratable"] = json!("false");
+        assert!(evaluate(DEFAULT_POLICY, refused).expect("eval"));
     }
 
     #[test]

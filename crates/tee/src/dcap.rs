@@ -1,7 +1,14 @@
 //! Intel TDX and SGX quotes (DCAP), verified with `dcap-qvl`: the PCK chain up to Intel's root,
 //! the CRLs, the TCB info and QE identity signatures, the TCB status and advisories, all at a
 //! given time, from collateral at hand (offline). A [`DcapPolicy`] then decides which TCB statuses
-//! are acceptable, refuses debug TDs and enclaves, and can pin MRTD and RTMR golden values.
+//! are acceptable, refuses debug TDs and enclaves, can require or refuse TD attribute bits, and
+//! can pin MRTD and RTMR golden values.
+//!
+//! TD attributes are claims, not a verification step: like Intel's QVL, vouch does not refuse a
+//! TD without `SEPT_VE_DISABLE` or a migratable TD unless its policy says so (Azure's TDX guests,
+//! under a paravisor, have TD attributes all zero). Only the bits the TDX ABI reserves, which a
+//! verifier must refuse, are refused always. See [`crate::dcap_tcb`] for how this is done on top
+//! of `dcap-qvl`, which refuses those bits itself.
 
 pub use dcap_qvl::QuoteCollateralV3;
 use serde::Serialize;
@@ -52,6 +59,49 @@ pub fn load_collateral(json: &[u8]) -> Result<QuoteCollateralV3, DcapError> {
     })
 }
 
+/// The named TD attribute bits (TDX Module ABI, `TDATTRIBUTES`), under the names vouch reports
+/// them as claims and a policy requires or refuses them by.
+pub const TD_ATTRIBUTES: &[(&str, u32)] = &[
+    ("debug", 0),
+    ("icssd", 16),
+    ("servtd_ext", 17),
+    ("lass", 27),
+    ("sept_ve_disable", 28),
+    ("migratable", 29),
+    ("pks", 30),
+    ("kl", 31),
+    ("tpa", 62),
+    ("perfmon", 63),
+];
+
+const fn bits(from: u32, to: u32) -> u64 {
+    (u64::MAX << from) & (u64::MAX >> (63 - to))
+}
+
+/// The TD-under-debug bits (7:0): any of them set means the host can read the TD.
+pub const TD_ATTRIBUTES_TUD: u64 = bits(0, 7);
+
+/// The bits the TDX 1.5 ABI reserves (must be zero) and requires a verifier to refuse.
+pub const TD_ATTRIBUTES_RESERVED: u64 = bits(1, 3) | bits(7, 15) | bits(23, 26) | bits(32, 61);
+
+/// The bit of a named TD attribute, or an error listing the names.
+pub fn td_attribute(name: &str) -> Result<u32, String> {
+    TD_ATTRIBUTES
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, bit)| *bit)
+        .ok_or_else(|| {
+            format!(
+                "unknown TD attribute {name:?}: one of {}",
+                TD_ATTRIBUTES
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+}
+
 /// What a verified quote says.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct DcapClaims {
@@ -66,8 +116,12 @@ pub struct DcapClaims {
     /// RTMR0..3.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rtmrs: Vec<String>,
+    /// TDATTRIBUTES as in the report (8 bytes, little-endian, hex).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub td_attributes: Option<String>,
+    /// Each named TD attribute bit, set or not.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub td_attribute_bits: std::collections::BTreeMap<String, bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mr_enclave: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -90,6 +144,7 @@ fn claims_of(report: &Report) -> DcapClaims {
                 mrtd: None,
                 rtmrs: Vec::new(),
                 td_attributes: None,
+                td_attribute_bits: Default::default(),
                 mr_enclave: Some(hex::encode(e.mr_enclave)),
                 mr_signer: Some(hex::encode(e.mr_signer)),
             };
@@ -99,8 +154,8 @@ fn claims_of(report: &Report) -> DcapClaims {
         kind: "tdx".into(),
         tcb_status: String::new(),
         advisories: Vec::new(),
-        // TDATTRIBUTES bit 0 is DEBUG.
-        debug: r.td_attributes[0] & 0x01 != 0,
+        // Any TD-under-debug bit (TDATTRIBUTES 7:0; bit 0 is DEBUG) opens the TD to the host.
+        debug: u64::from_le_bytes(r.td_attributes) & TD_ATTRIBUTES_TUD != 0,
         report_data: hex::encode(r.report_data),
         mrtd: Some(hex::encode(r.mr_td)),
         rtmrs: [r.rt_mr0, r.rt_mr1, r.rt_mr2, r.rt_mr3]
@@ -108,8 +163,48 @@ fn claims_of(report: &Report) -> DcapClaims {
             .map(hex::encode)
             .collect(),
         td_attributes: Some(hex::encode(r.td_attributes)),
+        td_attribute_bits: TD_ATTRIBUTES
+            .iter()
+            .map(|(name, bit)| {
+                let set = u64::from_le_bytes(r.td_attributes) & (1 << bit) != 0;
+                (name.to_string(), set)
+            })
+            .collect(),
         mr_enclave: None,
         mr_signer: None,
+    }
+}
+
+impl DcapClaims {
+    /// The claims a KBS policy reads (`input.tee.platform`), under the same names as in
+    /// `vouch verify --json`: `mrtd`, `rtmr0`..`rtmr2` (RTMR3 is vouch's own, checked by replay),
+    /// `td_attributes` (hex), every named TD attribute bit as `"true"`/`"false"`, `tcb_status`
+    /// and `advisories` (comma-separated).
+    pub fn platform_claims(&self) -> std::collections::BTreeMap<String, String> {
+        let mut claims = std::collections::BTreeMap::new();
+        if let Some(m) = &self.mrtd {
+            claims.insert("mrtd".to_string(), m.to_ascii_lowercase());
+        }
+        for (i, r) in self.rtmrs.iter().take(3).enumerate() {
+            claims.insert(format!("rtmr{i}"), r.to_ascii_lowercase());
+        }
+        if let Some(a) = &self.td_attributes {
+            claims.insert("td_attributes".to_string(), a.to_ascii_lowercase());
+        }
+        for (name, set) in &self.td_attribute_bits {
+            claims.insert(name.clone(), set.to_string());
+        }
+        claims.insert("tcb_status".to_string(), self.tcb_status.clone());
+        claims.insert("advisories".to_string(), self.advisories.join(","));
+        claims
+    }
+
+    fn td_attribute_value(&self) -> Option<u64> {
+        let bytes: [u8; 8] = hex::decode(self.td_attributes.as_deref()?)
+            .ok()?
+            .try_into()
+            .ok()?;
+        Some(u64::from_le_bytes(bytes))
     }
 }
 
@@ -179,12 +274,34 @@ pub fn verify_quote(
     now: u64,
 ) -> Result<DcapClaims, DcapError> {
     check_pinned_root(quote)?;
-    let verified = dcap_qvl::verify::verify(quote, collateral, now)
-        .map_err(|e| DcapError::Verify(format!("{e:#}")))?;
-    let mut claims = claims_of(&verified.report);
-    claims.tcb_status = verified.status;
-    claims.advisories = verified.advisory_ids;
-    Ok(claims)
+    // Debug and service-TD bindings are the policy's to decide (they are claims).
+    let verifier = dcap_qvl::verify::QuoteVerifier::new_prod()
+        .allow_debug(true)
+        .allow_service_td(true);
+    match verifier.verify(quote, collateral, now) {
+        Ok(verified) => {
+            let mut claims = claims_of(&verified.report);
+            claims.tcb_status = verified.status;
+            claims.advisories = verified.advisory_ids;
+            Ok(claims)
+        }
+        Err(e) => {
+            let refusal = format!("{e:#}");
+            let parsed = dcap_qvl::quote::Quote::parse(quote)
+                .map_err(|_| DcapError::Verify(refusal.clone()))?;
+            // dcap-qvl's final TD attribute check, and nothing else, refused it: every
+            // signature and the collateral have been verified; the TCB status is computed from
+            // the same collateral, and the attributes go to the policy.
+            if crate::dcap_tcb::qvl_attribute_objection(&parsed.report) == Some(refusal.as_str()) {
+                let (status, advisories) = crate::dcap_tcb::tcb_status(quote, collateral)?;
+                let mut claims = claims_of(&parsed.report);
+                claims.tcb_status = status;
+                claims.advisories = advisories;
+                return Ok(claims);
+            }
+            Err(DcapError::Verify(refusal))
+        }
+    }
 }
 
 /// Which verified quotes are acceptable.
@@ -192,6 +309,10 @@ pub fn verify_quote(
 pub struct DcapPolicy {
     pub accepted_tcb: Vec<String>,
     pub allow_debug: bool,
+    /// TD attributes (names of [`TD_ATTRIBUTES`]) that must be set, e.g. `sept_ve_disable`.
+    pub required_attributes: Vec<String>,
+    /// TD attributes that must not be set, e.g. `migratable`.
+    pub refused_attributes: Vec<String>,
     pub mrtd: Option<String>,
     /// Golden values for RTMR0..2 (RTMR3 is vouch's own, checked by replay).
     pub rtmrs: [Option<String>; 3],
@@ -202,6 +323,8 @@ impl Default for DcapPolicy {
         DcapPolicy {
             accepted_tcb: vec!["UpToDate".into()],
             allow_debug: false,
+            required_attributes: Vec::new(),
+            refused_attributes: Vec::new(),
             mrtd: None,
             rtmrs: [None, None, None],
         }
@@ -223,11 +346,12 @@ impl DcapPolicy {
             )));
         }
         if c.debug && !self.allow_debug {
-            return Err(DcapError::Policy(format!(
-                "the {} is in debug mode",
-                if c.kind == "tdx" { "TD" } else { "enclave" }
-            )));
+            return Err(DcapError::Policy(match &c.td_attributes {
+                Some(a) => format!("the TD is in debug mode (TD attributes {a})"),
+                None => "the enclave is in debug mode".to_string(),
+            }));
         }
+        self.check_td_attributes(c)?;
         if let (Some(want), Some(got)) = (&self.mrtd, &c.mrtd) {
             if !want.eq_ignore_ascii_case(got) {
                 return Err(DcapError::Policy(format!(
@@ -242,6 +366,46 @@ impl DcapPolicy {
                         "RTMR{i} is {got}, the golden value is {want}"
                     )));
                 }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_td_attributes(&self, c: &DcapClaims) -> Result<(), DcapError> {
+        let Some(value) = c.td_attribute_value() else {
+            if let Some(name) = self.required_attributes.first() {
+                return Err(DcapError::Policy(format!(
+                    "the TD attribute {name} is required, and a {} quote has no TD attributes",
+                    c.kind
+                )));
+            }
+            return Ok(());
+        };
+        let hex = c.td_attributes.as_deref().unwrap_or_default();
+        let reserved = value & TD_ATTRIBUTES_RESERVED;
+        if reserved != 0 {
+            return Err(DcapError::Policy(format!(
+                "TD attributes {hex} set reserved bits {reserved:#x}, which the TDX ABI requires \
+                 a verifier to refuse"
+            )));
+        }
+        let set = |name: &str| -> Result<bool, DcapError> {
+            let bit = td_attribute(name).map_err(DcapError::Policy)?;
+            Ok(value & (1 << bit) != 0)
+        };
+        for name in &self.required_attributes {
+            if !set(name)? {
+                return Err(DcapError::Policy(format!(
+                    "the TD attribute {name} is required and not set (TD attributes {hex})"
+                )));
+            }
+        }
+        for name in &self.refused_attributes {
+            if set(name)? {
+                return Err(DcapError::Policy(format!(
+                    "the TD attribute {name} is set, and the policy refuses it (TD attributes \
+                     {hex})"
+                )));
             }
         }
         Ok(())
@@ -286,6 +450,113 @@ mod tests {
             .expect_err("wrong MRTD")
             .to_string()
             .contains("MRTD"));
+    }
+
+    /// TD attributes are claims a policy judges: the real quote (SEPT_VE_DISABLE set) passes the
+    /// default policy, and a policy can require or refuse any named bit; debug and reserved bits
+    /// are refused by default, with the bits named.
+    #[test]
+    fn td_attributes_are_claims_a_policy_requires_or_refuses() {
+        let Some(v) = vectors() else { return };
+        let quote = std::fs::read(v.join("tdx/tdx_quote")).expect("quote");
+        let col =
+            load_collateral(&std::fs::read(v.join("tdx/tdx_quote_collateral.json")).expect("col"))
+                .expect("collateral");
+        let c = verify_quote(&quote, &col, AT).expect("verify");
+        assert!(c.td_attribute_bits["sept_ve_disable"]);
+        assert_eq!(c.td_attribute_bits.len(), TD_ATTRIBUTES.len());
+        assert!(c
+            .td_attribute_bits
+            .iter()
+            .all(|(name, set)| *set == (name == "sept_ve_disable")));
+        let require = |names: &[&str]| DcapPolicy {
+            required_attributes: names.iter().map(|n| n.to_string()).collect(),
+            ..Default::default()
+        };
+        require(&["sept_ve_disable"]).check(&c).expect("it is set");
+        let err = require(&["pks"]).check(&c).expect_err("pks is not set");
+        assert_eq!(
+            err.to_string(),
+            "policy refused the quote: the TD attribute pks is required and not set \
+             (TD attributes 0000001000000000)"
+        );
+        let refuse = DcapPolicy {
+            refused_attributes: vec!["sept_ve_disable".into()],
+            ..Default::default()
+        };
+        assert!(refuse
+            .check(&c)
+            .expect_err("refused")
+            .to_string()
+            .contains("the TD attribute sept_ve_disable is set, and the policy refuses it"));
+
+        // Claims as an Azure TD shows them (all zero) pass the default policy and fail one
+        // that requires SEPT_VE_DISABLE; debug and reserved bits are refused by default.
+        let with = |bits: u64| {
+            let mut c = c.clone();
+            c.td_attributes = Some(hex::encode(bits.to_le_bytes()));
+            c.debug = bits & TD_ATTRIBUTES_TUD != 0;
+            c
+        };
+        DcapPolicy::default()
+            .check(&with(0))
+            .expect("all-zero attributes");
+        assert!(require(&["sept_ve_disable"])
+            .check(&with(0))
+            .expect_err("required")
+            .to_string()
+            .contains("sept_ve_disable is required and not set"));
+        DcapPolicy::default()
+            .check(&with((1 << 29) | (1 << 28)))
+            .expect("migratable is a claim by default");
+        let err = DcapPolicy::default()
+            .check(&with((1 << 28) | 1))
+            .expect_err("debug");
+        assert!(
+            err.to_string()
+                .contains("the TD is in debug mode (TD attributes 0100001000000000)"),
+            "{err}"
+        );
+        let err = DcapPolicy::default()
+            .check(&with((1 << 28) | (1 << 40)))
+            .expect_err("reserved");
+        assert!(
+            err.to_string().contains("set reserved bits 0x10000000000"),
+            "{err}"
+        );
+        // Profiling bits (TUD 6:4) open the TD like DEBUG does.
+        assert!(DcapPolicy::default()
+            .check(&with((1 << 28) | (1 << 4)))
+            .is_err());
+        assert!(td_attribute("SEPT_VE_DISABLE").is_ok());
+        assert!(td_attribute("nosuch")
+            .expect_err("unknown")
+            .starts_with("unknown TD attribute \"nosuch\": one of debug, icssd,"));
+    }
+
+    /// The TD attribute bits are covered by the quote's signature: a quote whose SEPT_VE_DISABLE
+    /// bit is cleared is refused for its signature, before (and never by way of) the attribute
+    /// path that computes the TCB status itself.
+    #[test]
+    fn a_cleared_attribute_bit_is_refused_for_the_signature() {
+        let Some(v) = vectors() else { return };
+        let mut quote = std::fs::read(v.join("tdx/tdx_quote")).expect("quote");
+        let col =
+            load_collateral(&std::fs::read(v.join("tdx/tdx_quote_collateral.json")).expect("col"))
+                .expect("collateral");
+        // TD 1.0 body at 48: TEE_TCB_SVN 16, MRSEAM 48, MRSIGNERSEAM 48, SEAMATTRIBUTES 8, then
+        // TDATTRIBUTES; bit 28 is in its byte 3.
+        let at = 48 + 16 + 48 + 48 + 8 + 3;
+        assert_eq!(quote[at], 0x10);
+        quote[at] = 0;
+        let err = verify_quote(&quote, &col, AT).expect_err("signature broken");
+        assert_eq!(
+            err.to_string(),
+            "quote verification failed: ISV enclave report signature is invalid"
+        );
+        // And with collateral out of date as well, the collateral is what is refused first.
+        let err = verify_quote(&quote, &col, 1_760_000_000).expect_err("expired");
+        assert!(err.to_string().contains("expired"), "{err}");
     }
 
     #[test]

@@ -9,6 +9,7 @@
 pub mod akcert;
 pub mod collateral;
 pub mod dcap;
+mod dcap_tcb;
 pub mod evidence;
 pub mod journal;
 pub mod pem;

@@ -269,7 +269,7 @@ impl Verifier for TdxVerifier<'_> {
         bind.copy_from_slice(&rd[..48]);
         Ok(crate::QuoteClaims {
             tee: TeeType::Tdx,
-            platform: tdx_platform(&claims),
+            platform: claims.platform_claims(),
             registers,
             report_data: Digest384(bind),
             signer: format!(
@@ -281,18 +281,6 @@ impl Verifier for TdxVerifier<'_> {
             tpm_app_pcr: None,
         })
     }
-}
-
-/// A TD's boot measurements: MRTD and RTMR0-2 (RTMR3 is vouch's own register, not the boot).
-fn tdx_platform(claims: &crate::dcap::DcapClaims) -> std::collections::BTreeMap<String, String> {
-    let mut platform = std::collections::BTreeMap::new();
-    if let Some(m) = &claims.mrtd {
-        platform.insert("mrtd".to_string(), m.to_ascii_lowercase());
-    }
-    for (i, r) in claims.rtmrs.iter().take(3).enumerate() {
-        platform.insert(format!("rtmr{i}"), r.to_ascii_lowercase());
-    }
-    platform
 }
 
 /// TPM evidence: a quote by a pinned attestation key over the platform PCRs (SHA-256 bank) and
@@ -855,7 +843,8 @@ mod tests {
     }
 
     /// A real TDX quote: its boot measurements (MRTD, RTMR0-2; RTMR3 is vouch's register, not
-    /// part of the boot chain) become the platform claims that policies judge.
+    /// part of the boot chain), TD attributes and TCB status become the platform claims that
+    /// policies judge.
     #[test]
     fn a_real_tdx_quote_reports_its_boot_measurements() {
         let Some(v) = crate::testing::vectors() else {
@@ -867,9 +856,36 @@ mod tests {
         )
         .expect("collateral");
         let claims = crate::dcap::verify_quote(&quote, &col, 1_750_400_000).expect("verify");
-        let platform = tdx_platform(&claims);
+        let platform = claims.platform_claims();
         let keys: Vec<&str> = platform.keys().map(String::as_str).collect();
-        assert_eq!(keys, ["mrtd", "rtmr0", "rtmr1", "rtmr2"]);
+        assert_eq!(
+            keys,
+            [
+                "advisories",
+                "debug",
+                "icssd",
+                "kl",
+                "lass",
+                "migratable",
+                "mrtd",
+                "perfmon",
+                "pks",
+                "rtmr0",
+                "rtmr1",
+                "rtmr2",
+                "sept_ve_disable",
+                "servtd_ext",
+                "tcb_status",
+                "td_attributes",
+                "tpa"
+            ]
+        );
+        assert_eq!(platform["td_attributes"], "0000001000000000");
+        assert_eq!(platform["sept_ve_disable"], "true");
+        assert_eq!(platform["migratable"], "false");
+        assert_eq!(platform["debug"], "false");
+        assert_eq!(platform["tcb_status"], "UpToDate");
+        assert_eq!(platform["advisories"], "");
         assert_eq!(platform["mrtd"], "91eb2b44d141d4ece09f0c75c2c53d247a3c68edd7fafe8a3520c942a604a407de03ae6dc5f87f27428b2538873118b7");
         for i in 0..3 {
             assert_eq!(

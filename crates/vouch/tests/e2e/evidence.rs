@@ -567,6 +567,44 @@ fn golden_values_and_minimum_tcb_from_the_command_line() {
     assert!(stderr(&out).contains("golden value"), "{}", stderr(&out));
     let out = run(&[&tdx[..], &["--rtmr", &format!("1={}", "0".repeat(96))]].concat());
     assert!(stderr(&out).contains("RTMR1"), "{}", stderr(&out));
+    // TD attributes: claims by default, shown; required or refused by flag, by name.
+    let out = run(&tdx);
+    assert!(
+        stdout(&out).contains("TD attributes: 0000001000000000 (sept_ve_disable)"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(run(&[&tdx[..], &["--require-sept-ve-disable"]].concat())
+        .status
+        .success());
+    let out = run(&[&tdx[..], &["--require-td-attribute", "pks"]].concat());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("the TD attribute pks is required and not set"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(&[&tdx[..], &["--refuse-td-attribute", "sept_ve_disable"]].concat());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("the policy refuses it"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(&[&tdx[..], &["--refuse-td-attribute", "bogus"]].concat());
+    assert!(
+        stderr(&out).contains("--refuse-td-attribute: unknown TD attribute \"bogus\""),
+        "{}",
+        stderr(&out)
+    );
+    // --json: the claims, and `platform` under the names a KBS policy reads them by.
+    let out = run(&[&tdx[..], &["--json"]].concat());
+    let j: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(j["td_attribute_bits"]["sept_ve_disable"], Value::Bool(true));
+    assert_eq!(j["platform"]["sept_ve_disable"], "true");
+    assert_eq!(j["platform"]["migratable"], "false");
+    assert_eq!(j["platform"]["tcb_status"], "UpToDate");
+    assert_eq!(j["platform"]["mrtd"], mrtd);
     let snp = [
         "verify",
         "--snp-report",

@@ -198,6 +198,18 @@ enum Cmd {
         /// TCB statuses to accept besides UpToDate (e.g. SWHardeningNeeded).
         #[arg(long = "accept-tcb", value_name = "STATUS")]
         accept_tcb: Vec<String>,
+        /// TDX: require this TD attribute bit (debug, icssd, servtd_ext, lass, sept_ve_disable,
+        /// migratable, pks, kl, tpa, perfmon). Repeatable. By default TD attributes are claims
+        /// only (as in Intel's QVL); debug and reserved bits are always refused.
+        #[arg(long = "require-td-attribute", value_name = "NAME")]
+        require_td_attribute: Vec<String>,
+        /// TDX: refuse a TD with this attribute bit set (e.g. migratable). Repeatable.
+        #[arg(long = "refuse-td-attribute", value_name = "NAME")]
+        refuse_td_attribute: Vec<String>,
+        /// TDX: require SEPT_VE_DISABLE (as --require-td-attribute sept_ve_disable). Azure's TDX
+        /// guests do not set it.
+        #[arg(long)]
+        require_sept_ve_disable: bool,
         /// Require this nonce.
         #[arg(long)]
         nonce: Option<String>,
@@ -1132,6 +1144,9 @@ fn run(cli: Cli) -> Result<u8> {
             collateral_from,
             at,
             accept_tcb,
+            require_td_attribute,
+            refuse_td_attribute,
+            require_sept_ve_disable,
             mrtd,
             rtmr,
             json,
@@ -1141,7 +1156,14 @@ fn run(cli: Cli) -> Result<u8> {
             collateral.as_deref(),
             &collateral_from,
             at,
-            dcap_policy(accept_tcb, mrtd, rtmr)?,
+            dcap_policy(TdxFlags {
+                accept_tcb,
+                require_td_attribute,
+                refuse_td_attribute,
+                require_sept_ve_disable,
+                mrtd,
+                rtmr,
+            })?,
             json,
         ),
         Cmd::Verify {
@@ -1155,6 +1177,9 @@ fn run(cli: Cli) -> Result<u8> {
             collateral_from,
             at,
             accept_tcb,
+            require_td_attribute,
+            refuse_td_attribute,
+            require_sept_ve_disable,
             mrtd,
             rtmr,
             golden,
@@ -1174,7 +1199,14 @@ fn run(cli: Cli) -> Result<u8> {
                 tpm_aks: tpm_ak.iter().map(|f| f.to_ascii_lowercase()).collect(),
                 ..Default::default()
             };
-            opts.dcap_policy = dcap_policy(accept_tcb, mrtd, rtmr)?;
+            opts.dcap_policy = dcap_policy(TdxFlags {
+                accept_tcb,
+                require_td_attribute,
+                refuse_td_attribute,
+                require_sept_ve_disable,
+                mrtd,
+                rtmr,
+            })?;
             if let Some(path) = collateral {
                 let bytes = std::fs::read(&path)
                     .with_context(|| format!("cannot read {}", path.display()))?;
@@ -1540,9 +1572,18 @@ fn verify_quote(
     };
     let result = dcap::verify_quote(&raw, &col, now)
         .and_then(|claims| policy.check(&claims).map(|()| claims));
+    // The JSON adds `platform`: the claims under the names a KBS policy reads them by.
+    let result = result.map_err(anyhow::Error::new).and_then(|claims| {
+        let mut out = serde_json::to_value(&claims)?;
+        out["platform"] = serde_json::to_value(claims.platform_claims())?;
+        Ok((claims, out))
+    });
+    if json {
+        return report_verification(true, result.map(|(_, out)| out), |_| {});
+    }
     report_verification(
-        json,
-        result.map_err(anyhow::Error::new),
+        false,
+        result.map(|(claims, _)| claims),
         |claims: &dcap::DcapClaims| {
             println!("Quote VERIFIED ({}) at {now}", claims.kind);
             println!(
@@ -1565,6 +1606,22 @@ fn verify_quote(
             }
             if let Some(m) = &claims.mr_signer {
                 println!("  MRSIGNER:    {m}");
+            }
+            if let Some(a) = &claims.td_attributes {
+                let set: Vec<&str> = claims
+                    .td_attribute_bits
+                    .iter()
+                    .filter(|(_, set)| **set)
+                    .map(|(name, _)| name.as_str())
+                    .collect();
+                println!(
+                    "  TD attributes: {a} ({})",
+                    if set.is_empty() {
+                        "none set".to_string()
+                    } else {
+                        set.join(", ")
+                    }
+                );
             }
             println!("  debug:       {}", claims.debug);
             println!("  report data: {}", claims.report_data);
@@ -1779,14 +1836,43 @@ fn report_verification<T: serde::Serialize>(
     }
 }
 
-/// The TDX policy from the command line: accepted TCB statuses and golden values.
-fn dcap_policy(
+/// The TDX flags of `vouch verify`.
+struct TdxFlags {
     accept_tcb: Vec<String>,
+    require_td_attribute: Vec<String>,
+    refuse_td_attribute: Vec<String>,
+    require_sept_ve_disable: bool,
     mrtd: Option<String>,
     rtmr: Vec<String>,
-) -> Result<vouch_tee::dcap::DcapPolicy> {
+}
+
+/// The TDX policy from the command line: accepted TCB statuses, TD attributes, golden values.
+fn dcap_policy(flags: TdxFlags) -> Result<vouch_tee::dcap::DcapPolicy> {
+    let TdxFlags {
+        accept_tcb,
+        mut require_td_attribute,
+        refuse_td_attribute,
+        require_sept_ve_disable,
+        mrtd,
+        rtmr,
+    } = flags;
+    if require_sept_ve_disable {
+        require_td_attribute.push("sept_ve_disable".into());
+    }
+    let names = |flag: &str, names: Vec<String>| -> Result<Vec<String>> {
+        names
+            .into_iter()
+            .map(|n| {
+                vouch_tee::dcap::td_attribute(&n)
+                    .map(|_| n.to_ascii_lowercase())
+                    .map_err(|e| anyhow::anyhow!("{flag}: {e}"))
+            })
+            .collect()
+    };
     let mut policy = vouch_tee::dcap::DcapPolicy {
         mrtd,
+        required_attributes: names("--require-td-attribute", require_td_attribute)?,
+        refused_attributes: names("--refuse-td-attribute", refuse_td_attribute)?,
         ..Default::default()
     };
     policy.accepted_tcb.extend(accept_tcb);
