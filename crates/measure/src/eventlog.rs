@@ -1,7 +1,14 @@
 //! Event-log records and replay.
 //!
-//! A record is `{seq, domain, op, content}`; its digest is SHA-384 of its RFC 8785 canonical JSON.
-//! Replay folds the digests of a log into a register starting from zero.
+//! A record is `{seq, domain, op, content}`, stored as its RFC 8785 canonical JSON. What is
+//! measured is the record as an event line of the Attestation Agent Event Log (AAEL) that
+//! Confidential Containers adopted from ACON: `<domain> <op> <content>`, the content being the
+//! RFC 8785 JSON of the record's content with spaces and non-ASCII characters written as
+//! `\uXXXX` escapes (AAEL fields are printable ASCII without spaces). A record's digest is the
+//! SHA-384 of that line; `seq` is its position in the log (checked by [`validate_sequence`]).
+//! Replay starts, as AAEL does, from the register extended with the digest of the INIT line
+//! `INIT sha384/<96 zeros>`, and folds each line's digest into it: a log exported in AAEL form
+//! ([`crate::aael`]) replays, by AAEL's own rules, to the same register.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -40,6 +47,60 @@ pub enum RecordError {
     OutOfSequence { position: usize, seq: u64 },
     #[error("record {seq} has domain {domain:?}, expected {DOMAIN:?}")]
     Domain { seq: u64, domain: String },
+    #[error(
+        "record {seq}: its {field} is not printable ASCII without spaces, as an AAEL field must be"
+    )]
+    NotAael { seq: u64, field: &'static str },
+}
+
+/// The hash algorithm the AAEL INIT line names: the register's.
+pub const AAEL_HASH: &str = "sha384";
+
+/// The AAEL INIT line for a register that starts at `init`.
+pub fn init_line(init: &Digest384) -> String {
+    format!("INIT {AAEL_HASH}/{}", init.to_hex())
+}
+
+/// The digest of the INIT line of a register that starts at zero: the first extension of every
+/// vouch register.
+pub fn init_digest() -> Digest384 {
+    sha384(init_line(&Digest384::ZERO).as_bytes())
+}
+
+/// The register of an empty log: zero extended with [`init_digest`].
+pub fn initial_register() -> Digest384 {
+    Digest384::ZERO.extend(&init_digest())
+}
+
+fn check_aael_field(seq: u64, field: &'static str, value: &str) -> Result<(), RecordError> {
+    if value.is_empty() || !value.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+        return Err(RecordError::NotAael { seq, field });
+    }
+    Ok(())
+}
+
+/// Rewrite canonical JSON written at `out[start..]` so that it is printable ASCII without
+/// spaces: a space or a character outside 0x21..=0x7e can only be inside a string there (RFC 8785
+/// writes no whitespace and escapes control characters), where `\uXXXX` means the same.
+fn escape_for_aael(out: &mut Vec<u8>, start: usize) {
+    if out[start..].iter().all(|b| (0x21..=0x7e).contains(b)) {
+        return;
+    }
+    let tail = out.split_off(start);
+    let text = String::from_utf8(tail).unwrap_or_else(|e| {
+        // Canonical JSON is written from Rust strings: always UTF-8.
+        String::from_utf8_lossy(e.as_bytes()).into_owned()
+    });
+    for c in text.chars() {
+        if ('\u{21}'..='\u{7e}').contains(&c) {
+            out.push(c as u8);
+        } else {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                out.extend_from_slice(format!("\\u{unit:04x}").as_bytes());
+            }
+        }
+    }
 }
 
 impl Record {
@@ -82,13 +143,42 @@ impl Record {
         Ok(())
     }
 
-    /// SHA-384 of the canonical JSON of the record.
+    /// Append the record's AAEL event line (no line break) to `out`.
+    pub fn write_aael(&self, out: &mut Vec<u8>) -> Result<(), RecordError> {
+        check_aael_field(self.seq, "domain", &self.domain)?;
+        check_aael_field(self.seq, "op", &self.op)?;
+        out.extend_from_slice(self.domain.as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(self.op.as_bytes());
+        out.push(b' ');
+        let start = out.len();
+        crate::canonical::write_value(&self.content, out).map_err(|source| {
+            RecordError::Canonical {
+                seq: self.seq,
+                source,
+            }
+        })?;
+        escape_for_aael(out, start);
+        Ok(())
+    }
+
+    /// The record's AAEL event line, `<domain> <op> <content>`.
+    pub fn aael_line(&self) -> Result<String, RecordError> {
+        let mut out = Vec::with_capacity(160);
+        self.write_aael(&mut out)?;
+        // Only ASCII was written.
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+
+    /// SHA-384 of the record's AAEL event line: what extends the register.
     pub fn digest(&self) -> Result<Digest384, RecordError> {
-        Ok(sha384(&self.canonical_bytes()?))
+        let mut out = Vec::with_capacity(160);
+        self.write_aael(&mut out)?;
+        Ok(sha384(&out))
     }
 }
 
-/// Fold a log into a register that starts at zero.
+/// Fold a log into a register that starts at zero (extended first with the AAEL INIT line).
 pub fn replay<'a, I>(records: I) -> Result<Digest384, RecordError>
 where
     I: IntoIterator<Item = &'a Record>,
@@ -96,9 +186,9 @@ where
     let mut buf = Vec::with_capacity(256);
     records
         .into_iter()
-        .try_fold(Digest384::ZERO, |reg, record| {
+        .try_fold(initial_register(), |reg, record| {
             buf.clear();
-            record.write_canonical(&mut buf)?;
+            record.write_aael(&mut buf)?;
             Ok(reg.extend(&sha384(&buf)))
         })
 }
@@ -157,8 +247,8 @@ mod tests {
     proptest! {
         #[test]
         fn replay_equals_register_after_any_sequence(log in arb_log()) {
-            // A register extended event by event, as the daemon does.
-            let mut register = Digest384::ZERO;
+            // A register extended event by event, as the daemon does, after the INIT line.
+            let mut register = Digest384::ZERO.extend(&init_digest());
             for record in &log {
                 register = register.extend(&record.digest().expect("digest"));
             }
@@ -177,7 +267,13 @@ mod tests {
             let mut tampered = log.clone();
             let record = &mut tampered[pick.index(log.len())];
             match field {
-                0 => record.seq += 1,
+                // A record's number is its position: a changed one is refused by the sequence
+                // check, whatever the register says.
+                0 => {
+                    record.seq += 1;
+                    prop_assert!(validate_sequence(&tampered).is_err());
+                    return Ok(());
+                }
                 1 => record.domain.push_str(&extra),
                 2 => record.op.push_str(&extra),
                 _ => record.content = json!({"edited": extra, "was": record.content.clone()}),
@@ -205,14 +301,45 @@ mod tests {
     }
 
     #[test]
-    fn record_digest_is_over_canonical_json() {
+    fn a_record_is_stored_as_canonical_json_and_measured_as_its_aael_line() {
         let r = Record::new(0, "container.start", json!({"id": "c1", "b": 2}));
         let bytes = r.canonical_bytes().expect("canonical");
         assert_eq!(
             String::from_utf8(bytes.clone()).expect("utf8"),
             r#"{"content":{"b":2,"id":"c1"},"domain":"vouch","op":"container.start","seq":0}"#
         );
-        assert_eq!(r.digest().expect("digest"), sha384(&bytes));
+        let line = r.aael_line().expect("line");
+        assert_eq!(line, r#"vouch container.start {"b":2,"id":"c1"}"#);
+        assert_eq!(r.digest().expect("digest"), sha384(line.as_bytes()));
+        assert_eq!(
+            init_line(&Digest384::ZERO),
+            format!("INIT sha384/{}", "0".repeat(96))
+        );
+        assert_eq!(replay([]).expect("empty"), initial_register());
+    }
+
+    #[test]
+    fn aael_content_is_printable_ascii_without_spaces_and_means_the_same() {
+        let content = json!({"args": ["sh", "-c", "echo hi"], "name": "caf\u{e9} \u{1f600}\u{7f}", "tab": "\t"});
+        let r = Record::new(0, "container.create", content.clone());
+        let line = r.aael_line().expect("line");
+        let parts: Vec<&str> = line.split(' ').collect();
+        assert_eq!(parts.len(), 3, "{line}");
+        assert!(line.bytes().all(|b| (0x20..=0x7e).contains(&b)), "{line}");
+        assert_eq!(
+            parts[2],
+            r#"{"args":["sh","-c","echo\u0020hi"],"name":"caf\u00e9\u0020\ud83d\ude00\u007f","tab":"\t"}"#
+        );
+        let back: Value = serde_json::from_str(parts[2]).expect("JSON");
+        assert_eq!(back, content);
+        for (domain, op) in [("vouch", "has space"), ("", "op"), ("vouch", "caf\u{e9}")] {
+            let mut r = Record::new(3, op, json!({}));
+            r.domain = domain.into();
+            assert!(
+                matches!(r.digest(), Err(RecordError::NotAael { seq: 3, .. })),
+                "{domain:?} {op:?}"
+            );
+        }
     }
 
     #[test]

@@ -11,6 +11,9 @@ use crate::eventlog::{Record, RecordError};
 pub enum Recovery {
     /// The register equals the replay of the whole log.
     InStep,
+    /// The log is empty and the register still zero: extend it with the AAEL INIT line's digest
+    /// (a first start, or a crash before that first extension).
+    ExtendInit(Digest384),
     /// The last record reached the log but not the register: extend the register with this digest.
     ExtendLast(Digest384),
     /// Neither the whole log nor the log without its last record replays to the register.
@@ -23,8 +26,11 @@ pub enum Recovery {
 
 /// Decide how to recover, given the durable log and the current register value.
 pub fn decide_recovery(records: &[Record], register: &Digest384) -> Result<Recovery, RecordError> {
-    let mut before_last = Digest384::ZERO;
-    let mut full = Digest384::ZERO;
+    if records.is_empty() && *register == Digest384::ZERO {
+        return Ok(Recovery::ExtendInit(crate::eventlog::init_digest()));
+    }
+    let mut full = crate::eventlog::initial_register();
+    let mut before_last = full;
     let mut last_digest = None;
     for record in records {
         let d = record.digest()?;
@@ -66,7 +72,7 @@ mod tests {
             Recovery::InStep
         );
         assert_eq!(
-            decide_recovery(&[], &Digest384::ZERO).expect("decide"),
+            decide_recovery(&[], &crate::eventlog::initial_register()).expect("decide"),
             Recovery::InStep
         );
     }
@@ -97,5 +103,21 @@ mod tests {
             decide_recovery(&[], &reg).expect("decide"),
             Recovery::Diverged { .. }
         ));
+        // A log whose register was never extended, not even with the INIT line.
+        assert!(matches!(
+            decide_recovery(&l, &Digest384::ZERO).expect("decide"),
+            Recovery::Diverged { .. }
+        ));
+    }
+
+    /// A first start (or a crash before the first extension): an empty log and a zero register
+    /// get the INIT line's digest, which brings them in step.
+    #[test]
+    fn an_empty_log_at_zero_extends_the_init_line() {
+        let Recovery::ExtendInit(d) = decide_recovery(&[], &Digest384::ZERO).expect("decide")
+        else {
+            panic!("expected ExtendInit")
+        };
+        assert_eq!(Digest384::ZERO.extend(&d), replay([]).expect("replay"));
     }
 }

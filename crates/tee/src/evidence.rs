@@ -41,6 +41,11 @@ pub struct Evidence {
     pub event_log: Vec<Record>,
     /// The data bound into the quote: `report_data = SHA-384(canonical JSON of runtime_data)`.
     pub runtime_data: Value,
+    /// The same event log as AAEL text (`INIT sha384/...` and `<domain> <op> <content>` lines),
+    /// for readers of Confidential Containers' event log; it replays by AAEL's rules to the same
+    /// register, and a verifier refuses evidence whose copy differs from `event_log`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aa_eventlog: Option<String>,
     /// The firmware's TCG2 event log (base64), e.g. the TDX CCEL; replays to the platform registers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub firmware_log: Option<String>,

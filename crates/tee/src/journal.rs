@@ -68,6 +68,8 @@ pub struct RecoveryReport {
     pub truncated_bytes: u64,
     /// Whether the last record had to be extended into the register.
     pub extended_last: bool,
+    /// Whether the register was at zero with an empty log, and got the AAEL INIT line.
+    pub initialised: bool,
     /// A complete last record that the journal was not writing (appended by something else):
     /// cut off, never extended, and kept aside in `<log>.rejected`.
     pub rejected_record: Option<u64>,
@@ -161,6 +163,10 @@ impl Journal {
         let register = attester.register(index).map_err(JournalError::Tee)?;
         match decide_recovery(&records, &register).map_err(JournalError::Record)? {
             Recovery::InStep => {}
+            Recovery::ExtendInit(d) => {
+                attester.extend(index, &d).map_err(JournalError::Tee)?;
+                report.initialised = true;
+            }
             Recovery::ExtendLast(d) => {
                 let last = records.len() as u64 - 1;
                 if noted == intent_line(last, &d) {
@@ -221,8 +227,8 @@ impl Journal {
             return Err(JournalError::Poisoned);
         }
         let record = Record::new(self.records.len() as u64, op, content);
+        let digest = record.digest().map_err(JournalError::Record)?;
         let mut line = record.canonical_bytes().map_err(JournalError::Record)?;
-        let digest = vouch_measure::sha384(&line);
         line.push(b'\n');
         let io = |source| JournalError::Io {
             path: self.path.display().to_string(),
@@ -284,6 +290,9 @@ impl Journal {
             tee,
             quote: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, quote),
             event_log: self.records.clone(),
+            aa_eventlog: Some(
+                vouch_measure::aael::to_text(&self.records).map_err(JournalError::Record)?,
+            ),
             runtime_data,
             firmware_log: self
                 .attester
@@ -306,6 +315,26 @@ mod tests {
         Journal::open(&dir.join("events.log"), sim, crate::VOUCH_REGISTER).expect("open")
     }
 
+    /// A first open extends the register with the AAEL INIT line (once): an empty log is then
+    /// in step with it.
+    #[test]
+    fn a_first_open_extends_the_init_line_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (j, report) = open(dir.path());
+        assert!(report.initialised);
+        assert_eq!(
+            j.register().expect("reg"),
+            vouch_measure::initial_register()
+        );
+        drop(j);
+        let (j, report) = open(dir.path());
+        assert!(!report.initialised);
+        assert_eq!(
+            j.register().expect("reg"),
+            vouch_measure::initial_register()
+        );
+    }
+
     #[test]
     fn append_then_reopen_is_in_step() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -321,6 +350,7 @@ mod tests {
             RecoveryReport {
                 truncated_bytes: 0,
                 extended_last: false,
+                initialised: false,
                 rejected_record: None,
                 records: 2
             }
@@ -340,7 +370,7 @@ mod tests {
         let mut line = r.canonical_bytes().expect("bytes");
         std::fs::write(
             dir.path().join("events.pending"),
-            intent_line(1, &vouch_measure::sha384(&line)),
+            intent_line(1, &r.digest().expect("digest")),
         )
         .expect("note");
         line.push(b'\n');

@@ -88,6 +88,34 @@ pub struct SnpClaims {
     pub signing_key: String,
 }
 
+impl SnpClaims {
+    /// The claims under the names a KBS policy reads them by (`input.tee.platform`), the same
+    /// as in `vouch verify --snp-report --json`'s `platform`: `measurement` (the default KBS
+    /// policy's boot measurement), `vmpl`, `signing_key`, `debug`, `policy`, `host_data`,
+    /// `chip_id`, `guest_svn`, and the reported TCB as `tcb_bootloader`, `tcb_tee`, `tcb_snp`,
+    /// `tcb_microcode`; every value a string.
+    pub fn platform_claims(&self) -> std::collections::BTreeMap<String, String> {
+        let t = self.reported_tcb;
+        [
+            ("measurement", self.measurement.to_ascii_lowercase()),
+            ("vmpl", self.vmpl.to_string()),
+            ("signing_key", self.signing_key.clone()),
+            ("debug", self.debug.to_string()),
+            ("policy", self.policy.clone()),
+            ("host_data", self.host_data.to_ascii_lowercase()),
+            ("chip_id", self.chip_id.to_ascii_lowercase()),
+            ("guest_svn", self.guest_svn.to_string()),
+            ("tcb_bootloader", t.bootloader.to_string()),
+            ("tcb_tee", t.tee.to_string()),
+            ("tcb_snp", t.snp.to_string()),
+            ("tcb_microcode", t.microcode.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+}
+
 /// A report given as hex text (as some tools print it) instead of raw bytes: decoded; raw bytes
 /// are returned as they are.
 pub fn report_bytes(input: &[u8]) -> std::borrow::Cow<'_, [u8]> {
@@ -351,6 +379,24 @@ pub fn verify_report_with_roots(
     let report = &*report_bytes(report);
     let claims = parse_report(report)?;
     let vcek = Certificate::from_der(vcek_der).map_err(|e| cert_err("VCEK")(e.to_string()))?;
+    // The report says which kind of key signed it; AMD names the certificate of each kind
+    // (CN SEV-VCEK, issued by the ASK; CN SEV-VLEK, issued by the ASVK): they must agree.
+    let want = if claims.signing_key == "vlek" {
+        "SEV-VLEK"
+    } else {
+        "SEV-VCEK"
+    };
+    let subject = vcek.tbs_certificate().subject().to_string();
+    let cn = subject
+        .split(',')
+        .find_map(|rdn| rdn.trim().strip_prefix("CN="))
+        .unwrap_or_default();
+    if cn != want {
+        return Err(cert_err("VCEK")(format!(
+            "the report says it is signed by a {}, but the certificate given is {cn:?}, not {want}",
+            claims.signing_key.to_ascii_uppercase()
+        )));
+    }
     // A bundle of AMD certificates in any order (ASK, ARK, ASVK, as AMD's KDS and Trustee ship
     // them): the intermediate is the one whose subject is the signing key's issuer, the root the
     // self-issued one whose subject is the intermediate's issuer.
@@ -550,6 +596,12 @@ mod tests {
         let certs = crate::pem::certificates(&chain);
         let (ask, ark) = (&certs[0], &certs[1]);
         let reference = verify_report(&report, &vcek, &chain, NOW).expect("as shipped");
+        let platform = reference.platform_claims();
+        assert_eq!(platform["vmpl"], reference.vmpl.to_string());
+        assert_eq!(platform["signing_key"], "vcek");
+        assert_eq!(platform["tcb_snp"], "5");
+        assert_eq!(platform["tcb_microcode"], "68");
+        assert_eq!(platform["measurement"], reference.measurement);
         assert_eq!(reference.signing_key, "vcek");
         // ARK first, as KDS's cert_chain and Trustee ship it; and with another certificate
         // (an unrelated root) in the bundle.
@@ -595,7 +647,7 @@ mod tests {
     /// The VMPL is a claim, and a maximum is enforced when asked for.
     #[test]
     fn a_maximum_vmpl_is_enforced_on_request() {
-        let Some((report, _, _)) = load() else {
+        let Some((report, vcek, chain)) = load() else {
             return;
         };
         let mut c = parse_report(&report).expect("parse");
@@ -621,6 +673,14 @@ mod tests {
         let mut vlek = report.clone();
         vlek[0x48] = (vlek[0x48] & !0x1c) | (1 << 2);
         assert_eq!(parse_report(&vlek).expect("parse").signing_key, "vlek");
+        // ... and is refused with a VCEK certificate, for the kind, before any signature check.
+        let err = verify_report(&vlek, &vcek, &chain, NOW).expect_err("VLEK report, VCEK cert");
+        assert!(
+            err.to_string().contains(
+                "the report says it is signed by a VLEK, but the certificate given is \"SEV-VCEK\", not SEV-VLEK"
+            ),
+            "{err}"
+        );
         vlek[0x48] = (vlek[0x48] & !0x1c) | (5 << 2);
         assert!(parse_report(&vlek).is_err());
     }

@@ -358,6 +358,7 @@ mod tests {
             tee: TeeType::Tdx,
             quote: base64::engine::general_purpose::STANDARD.encode(&captured),
             event_log: vec![],
+            aa_eventlog: None,
             runtime_data: json!({"nonce": "00"}),
             firmware_log: None,
             warning: None,

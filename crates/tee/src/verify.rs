@@ -54,6 +54,8 @@ pub enum VerifyError {
     UntrustedAk { fingerprint: String },
     #[error("the evidence names its requester wrongly: {0}")]
     Requester(String),
+    #[error("the evidence's aa_eventlog is not its event log in AAEL form: line {line} differs")]
+    AaelMismatch { line: usize },
     #[error("event log ({records} records) replays to {replayed}, but the quoted register {index} is {quoted}")]
     ReplayMismatch {
         records: usize,
@@ -406,8 +408,8 @@ impl Verifier for TpmVerifier<'_> {
     }
 }
 
-/// The SHA-256 bank of the application PCR must replay too: each record extends it with SHA-256
-/// of the record's SHA-384 digest.
+/// The SHA-256 bank of the application PCR must replay too: the AAEL INIT line and then each
+/// record extend it with SHA-256 of their SHA-384 digest.
 fn check_tpm_sha256_bank(
     log: &[vouch_measure::Record],
     claims: &crate::QuoteClaims,
@@ -415,9 +417,9 @@ fn check_tpm_sha256_bank(
     use sha2::{Digest as _, Sha256};
     let pcr = claims.tpm_app_pcr.unwrap_or(23);
     let mut value = [0u8; 32];
-    for r in log {
-        let d = r.digest().map_err(VerifyError::Log)?;
-        let bank = crate::tpm_device::sha256_bank_digest(&d);
+    let digests = log.iter().map(|r| r.digest().map_err(VerifyError::Log));
+    for d in std::iter::once(Ok(vouch_measure::init_digest())).chain(digests) {
+        let bank = crate::tpm_device::sha256_bank_digest(&d?);
         value = Sha256::new()
             .chain_update(value)
             .chain_update(bank)
@@ -545,6 +547,18 @@ pub fn verify_evidence(evidence: &Evidence, opts: &VerifyOptions) -> Result<Verd
         _ => None,
     };
     validate_sequence(&evidence.event_log).map_err(VerifyError::Log)?;
+    if let Some(text) = &evidence.aa_eventlog {
+        // The AAEL copy is for AAEL readers; it must say exactly what the log says.
+        let ours = vouch_measure::aael::to_text(&evidence.event_log).map_err(VerifyError::Log)?;
+        if *text != ours {
+            let line = ours
+                .lines()
+                .zip(text.lines())
+                .position(|(a, b)| a != b)
+                .unwrap_or_else(|| ours.lines().count().min(text.lines().count()));
+            return Err(VerifyError::AaelMismatch { line: line + 1 });
+        }
+    }
     if claims.tee == TeeType::Tpm {
         check_tpm_sha256_bank(&evidence.event_log, &claims)?;
     }
@@ -719,12 +733,28 @@ mod tests {
         for i in 0..ev.event_log.len() {
             let mut bad = ev.clone();
             bad.event_log[i].content = json!({"edited": true});
+            // With its AAEL copy left as it was, the copy no longer matches (record i is line
+            // i + 2, after the INIT line); with the copy made to match, the replay does not.
+            let err = verify_evidence(&bad, &allow("abcd")).expect_err("edit accepted");
+            assert!(
+                matches!(err, VerifyError::AaelMismatch { line } if line == i + 2),
+                "{err}"
+            );
+            bad.aa_eventlog = Some(vouch_measure::aael::to_text(&bad.event_log).expect("aael"));
             let err = verify_evidence(&bad, &allow("abcd")).expect_err("edit accepted");
             assert!(matches!(err, VerifyError::ReplayMismatch { .. }), "{err}");
         }
         let mut dropped = ev.clone();
         dropped.event_log.pop();
-        assert!(verify_evidence(&dropped, &allow("abcd")).is_err());
+        assert!(matches!(
+            verify_evidence(&dropped, &allow("abcd")),
+            Err(VerifyError::AaelMismatch { .. })
+        ));
+        dropped.aa_eventlog = None;
+        assert!(matches!(
+            verify_evidence(&dropped, &allow("abcd")),
+            Err(VerifyError::ReplayMismatch { .. })
+        ));
     }
 
     /// Evidence for a log where container a was created, then b: a requester named in the

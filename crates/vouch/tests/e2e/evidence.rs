@@ -58,6 +58,43 @@ fn good_evidence_verifies_and_lists_the_container() {
             "container.exit"
         ]
     );
+    // The same log as AAEL text, in the evidence and from `vouch attest --format aael`: it
+    // replays by AAEL's own rules (INIT line, then each line) to the quoted register 3, and reads
+    // back as the evidence's records.
+    let register = v["registers"][3].as_str().expect("register 3").to_string();
+    let in_evidence = ev["aa_eventlog"].as_str().expect("aa_eventlog");
+    let out = vouch_with(
+        &env.socket(),
+        &["attest", "--nonce", NONCE, "--format", "aael"],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let exported = stdout(&out);
+    for text in [in_evidence, exported.as_str()] {
+        assert!(
+            text.starts_with(&format!("INIT sha384/{}\n", "0".repeat(96))),
+            "{text}"
+        );
+        assert_eq!(
+            vouch_measure::aael::replay_text(text)
+                .expect("replay")
+                .to_hex(),
+            register
+        );
+        let records = vouch_measure::aael::parse_text(text).expect("parse");
+        assert_eq!(
+            serde_json::to_value(&records).expect("ser"),
+            ev["event_log"]
+        );
+    }
+    assert!(
+        in_evidence
+            .lines()
+            .nth(2)
+            .expect("create")
+            .starts_with("vouch container.create {"),
+        "{in_evidence}"
+    );
 }
 
 #[test]
@@ -123,9 +160,23 @@ fn tampered_evidence_fails_with_the_reason() {
         );
         assert!(stderr(&out).contains("quote"), "byte {i}: {}", stderr(&out));
     }
-    // Any record of the event log.
+    // The AAEL copy edited alone.
+    let mut t = ev.clone();
+    t["aa_eventlog"] = Value::String(ev["aa_eventlog"].as_str().expect("aael").replacen(
+        "container.start",
+        "container.stopped",
+        1,
+    ));
+    expect_fail(
+        &t,
+        &strict,
+        "aa_eventlog is not its event log in AAEL form: line 4 differs",
+        "aa_eventlog",
+    );
+    // Any record of the event log (without the AAEL copy, which would be refused first).
     for i in 0..ev["event_log"].as_array().expect("log").len() {
         let mut t = ev.clone();
+        t.as_object_mut().expect("object").remove("aa_eventlog");
         let rec = &mut t["event_log"][i]["content"];
         if let Some(obj) = rec.as_object_mut() {
             obj.insert("tampered".into(), Value::Bool(true));
@@ -134,6 +185,10 @@ fn tampered_evidence_fails_with_the_reason() {
     }
     // A record dropped from the end.
     let mut dropped = ev.clone();
+    dropped
+        .as_object_mut()
+        .expect("object")
+        .remove("aa_eventlog");
     dropped["event_log"].as_array_mut().expect("log").pop();
     expect_fail(&dropped, &strict, "replays to", "dropped record");
     // Garbage.
@@ -532,6 +587,9 @@ fn verify_a_real_sev_snp_report_against_its_certificate_chain() {
         v["reported_tcb"],
         serde_json::json!({"bootloader": 2, "tee": 0, "snp": 5, "microcode": 68})
     );
+    assert_eq!(v["platform"]["measurement"], v["measurement"]);
+    assert_eq!(v["platform"]["signing_key"], "vcek");
+    assert_eq!(v["platform"]["tcb_snp"], "5");
     // Before the VCEK was issued.
     let out = run(&["--allow-debug", "--at", "1600000000"]);
     assert_eq!(out.status.code(), Some(1));

@@ -460,6 +460,20 @@ fn protocol_refusals_have_the_right_status_and_reason() {
         attest(&k, &cookie, &tampered),
         401,
         "AttestationFailed",
+        "the evidence's aa_eventlog is not its event log in AAEL form: line 3 differs",
+    );
+    // ... and with its AAEL copy tampered the same way.
+    let (nonce, cookie) = auth(&k);
+    let mut tampered = attestation(&tee, &nonce, &key);
+    let ev = &mut tampered["tee-evidence"]["primary_evidence"];
+    ev["event_log"][1]["content"]["image_digest"] = json!("sha256:bb");
+    let records: Vec<vouch_measure::Record> =
+        serde_json::from_value(ev["event_log"].clone()).expect("records");
+    ev["aa_eventlog"] = json!(vouch_measure::aael::to_text(&records).expect("aael"));
+    assert_refused(
+        attest(&k, &cookie, &tampered),
+        401,
+        "AttestationFailed",
         "replays to",
     );
     // Resource before attesting, and an unknown resource after.

@@ -124,6 +124,12 @@ enum Cmd {
         /// Write the evidence here instead of standard output.
         #[arg(short, long)]
         output: Option<PathBuf>,
+        /// json: vouch's evidence (quote, event log, runtime data). aael: the event log alone
+        /// as Confidential Containers' Attestation Agent Event Log text (`INIT sha384/...`, then
+        /// `<domain> <op> <content>` lines), which replays by AAEL's rules to the quoted
+        /// register.
+        #[arg(long, default_value = "json", value_parser = ["json", "aael"])]
+        format: String,
     },
     /// Verify evidence offline: quote signature, nonce, event-log replay; list what ran.
     /// With --quote: verify a raw Intel TDX or SGX quote against its collateral instead.
@@ -1062,7 +1068,11 @@ fn run(cli: Cli) -> Result<u8> {
             }
             Ok(0)
         }
-        Cmd::Attest { nonce, output } => {
+        Cmd::Attest {
+            nonce,
+            output,
+            format,
+        } => {
             let nonce = match nonce {
                 Some(n) => n.to_ascii_lowercase(),
                 None => {
@@ -1076,7 +1086,16 @@ fn run(cli: Cli) -> Result<u8> {
             };
             let evidence: serde_json::Value =
                 client.call("POST", "/v1/attest", Some(&AttestRequest { nonce }))?;
-            let text = serde_json::to_string_pretty(&evidence)? + "\n";
+            let text = if format == "aael" {
+                let evidence: vouch_tee::Evidence = serde_json::from_value(evidence)
+                    .context("vouchd sent evidence vouch cannot read")?;
+                match evidence.aa_eventlog {
+                    Some(text) => text,
+                    None => vouch_measure::aael::to_text(&evidence.event_log)?,
+                }
+            } else {
+                serde_json::to_string_pretty(&evidence)? + "\n"
+            };
             match output {
                 Some(path) => {
                     std::fs::write(&path, text)
@@ -1779,8 +1798,17 @@ fn verify_snp(
     let result =
         snp::verify_report_with_roots(&read(report)?, &read(vcek)?, &read(chain)?, now, trust_ark)
             .and_then(|c| policy.check(&c).map(|()| c));
+    if json {
+        // `platform`: the claims under the names a KBS policy reads them by.
+        let out = result.map_err(anyhow::Error::new).and_then(|c| {
+            let mut out = serde_json::to_value(&c)?;
+            out["platform"] = serde_json::to_value(c.platform_claims())?;
+            Ok(out)
+        });
+        return report_verification(true, out, |_| {});
+    }
     report_verification(
-        json,
+        false,
         result.map_err(anyhow::Error::new),
         |c: &snp::SnpClaims| {
             if c.signing_key == "vlek" {
