@@ -21,9 +21,10 @@ use vouch_api::{
     Container, CreateContainer, EventMessage, ImageSummary, Info, TaskEvent, TaskState,
     WaitResponse,
 };
+use vouch_base::{clock, error_chain};
 use vouch_image::{ContentStore, ImageRecord, LoadError, StoreError};
 use vouch_kbs::SecretRef;
-use vouch_runtime::monitor::{self, error_chain, read_exit, ExitRecord, MonitorReport};
+use vouch_runtime::monitor::{self, read_exit, ExitRecord, MonitorReport};
 use vouch_runtime::net::PortMapping;
 use vouch_runtime::rootfs::{Overlay, RootfsError};
 use vouch_runtime::secrets::SecretsDir;
@@ -32,7 +33,6 @@ use vouch_tee::{Journal, JournalError, TeeType, VOUCH_REGISTER};
 
 use crate::config::DaemonConfig;
 use crate::db::{Db, DbError};
-use crate::time;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -483,7 +483,7 @@ impl Engine {
     /// Add an event to a task's view and broadcast it.
     fn record_event(&self, view: &mut Container, action: &str, message: &str) {
         let event = TaskEvent {
-            time: time::now(),
+            time: clock::rfc3339_millis(),
             action: action.to_string(),
             message: message.to_string(),
         };
@@ -510,7 +510,7 @@ impl Engine {
         self.update(id, TaskState::Failed.as_str(), reason, |r| {
             r.view.state = TaskState::Failed;
             r.view.error = Some(reason.to_string());
-            r.view.finished_at = Some(time::now());
+            r.view.finished_at = Some(clock::rfc3339_millis());
         });
     }
 
@@ -1019,7 +1019,7 @@ impl Engine {
                     id: t.view.id[..12].to_string(),
                 });
             }
-            let now = time::now();
+            let now = clock::rfc3339_millis();
             let view = Container {
                 id: id.clone(),
                 name: name.clone(),
@@ -1126,7 +1126,7 @@ impl Engine {
                         CANCELLED_BEFORE_START,
                         |r| {
                             r.view.state = TaskState::Cancelled;
-                            r.view.finished_at = Some(time::now());
+                            r.view.finished_at = Some(clock::rfc3339_millis());
                         },
                     );
                 } else {
@@ -1353,7 +1353,7 @@ impl Engine {
                         |r| {
                             r.view.state = TaskState::Running;
                             r.view.pid = Some(pid);
-                            r.view.started_at = Some(time::now());
+                            r.view.started_at = Some(clock::rfc3339_millis());
                             r.monitor_pid = Some(mpid);
                             r.monitor_start = start_time(mpid);
                             r.pid_start = start_time(pid);
@@ -1691,8 +1691,8 @@ impl Engine {
         };
         let finished = exit
             .as_ref()
-            .map(|e| time::from_ms(e.finished_at_ms))
-            .unwrap_or_else(time::now);
+            .map(|e| clock::rfc3339_from_millis(e.finished_at_ms))
+            .unwrap_or_else(clock::rfc3339_millis);
         let view = self.update(id, TaskState::Exited.as_str(), &message, |r| {
             r.view.state = TaskState::Exited;
             r.view.exit_code = exit.as_ref().map(|e| e.exit_code);

@@ -10,7 +10,6 @@ pub mod conker;
 pub mod db;
 pub mod engine;
 pub mod server;
-pub mod time;
 
 pub use config::DaemonConfig;
 pub use engine::{Engine, EngineError};

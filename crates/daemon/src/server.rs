@@ -18,9 +18,9 @@ use tokio::io::AsyncReadExt;
 use tokio::net::UnixListener;
 use tokio::sync::mpsc;
 use vouch_api::{AttestRequest, CreateContainer, ErrorBody, LoadImage};
+use vouch_base::error_chain;
 use vouch_image::StoreError;
 use vouch_runtime::logframe;
-use vouch_runtime::monitor::error_chain;
 
 use crate::engine::{Engine, EngineError};
 

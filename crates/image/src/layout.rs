@@ -317,7 +317,7 @@ pub fn load_manifest(
         size: layers.iter().map(|l| l.size).sum(),
         layers,
         defaults,
-        loaded_at: unix_seconds_now(),
+        loaded_at: vouch_base::clock::unix_secs().to_string(),
         verification: None,
         golden: None,
     })
@@ -363,14 +363,6 @@ fn parallel<T: Sync>(
             .collect()
     });
     results.into_iter().collect()
-}
-
-fn unix_seconds_now() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    secs.to_string()
 }
 
 /// Stream an archive once: blobs go into the store (verified), `index.json` is returned.

@@ -88,17 +88,7 @@ fn registry_err(what: &str, e: impl std::fmt::Display) -> LoadError {
 }
 
 fn chain_err(what: &str, e: &(dyn std::error::Error + 'static)) -> LoadError {
-    let mut text = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !text.contains(&t) {
-            text.push_str(": ");
-            text.push_str(&t);
-        }
-        cur = c.source();
-    }
-    registry_err(what, text)
+    registry_err(what, vouch_base::error_chain(e))
 }
 
 /// A blocking reader over the registry's byte stream.

@@ -129,7 +129,7 @@ pub fn payload(reference: &str, digest: &OciDigest) -> Vec<u8> {
             "image": {"docker-manifest-digest": digest.to_string()},
             "type": PAYLOAD_TYPE,
         },
-        "optional": {"creator": concat!("vouch ", env!("CARGO_PKG_VERSION")), "timestamp": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)},
+        "optional": {"creator": concat!("vouch ", env!("CARGO_PKG_VERSION")), "timestamp": vouch_base::clock::unix_secs()},
     }))
     .unwrap_or_default()
 }

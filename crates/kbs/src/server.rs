@@ -113,14 +113,14 @@ impl KbsError {
     }
 
     fn detail(&self) -> String {
-        let mut s = self.to_string();
-        let mut cur = std::error::Error::source(self);
-        while let Some(c) = cur {
-            s.push_str(": ");
-            s.push_str(&c.to_string());
-            cur = c.source();
+        let line = vouch_base::error_chain(self);
+        // The verifier names no flag; this KBS says which of its own would change the answer.
+        match self {
+            KbsError::Evidence(VerifyError::SimNotAllowed) => {
+                format!("{line} (this KBS runs without --allow-sim)")
+            }
+            _ => line,
         }
-        s
     }
 }
 
@@ -527,7 +527,7 @@ impl Kbs {
         )
         .map_err(KbsError::Evidence)?;
         let claims = claims_of(&verdict);
-        let now = token::now();
+        let now = vouch_base::clock::unix_secs();
         let token = self
             .signer
             .sign(&json!({

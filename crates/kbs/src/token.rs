@@ -5,6 +5,7 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
 use serde_json::{json, Value};
+use vouch_base::clock::unix_secs as now;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TokenError {
@@ -44,10 +45,6 @@ pub const DEFAULT_ADMIN_AUDIENCE: &str = "vouch-kbs";
 
 /// How far the clocks of the token's maker and the KBS may differ.
 const SKEW: u64 = 30;
-
-pub fn now() -> u64 {
-    vouch_tee::unix_now()
-}
 
 fn encode_parts(alg: &str, claims: &Value) -> String {
     let header = B64.encode(json!({"alg": alg, "typ": "JWT"}).to_string());

@@ -13,7 +13,6 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::syscall::syscall::SyscallType;
@@ -60,28 +59,6 @@ pub struct ExitRecord {
     pub finished_at_ms: u64,
 }
 
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// Format an error and its sources on one line.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let text = c.to_string();
-        if !s.contains(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
-        cur = c.source();
-    }
-    s
-}
-
 fn report(r: &MonitorReport) {
     let mut line =
         serde_json::to_vec(r).unwrap_or_else(|_| b"{\"failed\":{\"error\":\"report\"}}".to_vec());
@@ -125,7 +102,7 @@ pub fn run(args: &MonitorArgs) -> i32 {
         let devnull = File::open("/dev/null").map_err(|e| format!("cannot open /dev/null: {e}"))?;
         let container = ContainerBuilder::new(args.id.clone(), SyscallType::default())
             .with_root_path(&args.runtime_root)
-            .map_err(|e| error_chain(&e))?
+            .map_err(|e| vouch_base::error_chain(&e))?
             .with_stdin(OwnedFd::from(devnull))
             .with_stdout(out_w)
             .with_stderr(err_w)
@@ -133,7 +110,7 @@ pub fn run(args: &MonitorArgs) -> i32 {
             .with_systemd(false)
             .with_detach(true)
             .build()
-            .map_err(|e| error_chain(&e))?;
+            .map_err(|e| vouch_base::error_chain(&e))?;
         Ok((container, out_r, err_r))
     })();
     let (mut container, out_r, err_r) = match setup {
@@ -159,7 +136,7 @@ pub fn run(args: &MonitorArgs) -> i32 {
     };
     if let Err(e) = container.start() {
         report(&MonitorReport::Failed {
-            error: error_chain(&e),
+            error: vouch_base::error_chain(&e),
         });
         let _ = container.delete(true);
         return 1;
@@ -186,7 +163,7 @@ pub fn run(args: &MonitorArgs) -> i32 {
         eprintln!(
             "monitor: deleting container {}: {}",
             args.id,
-            error_chain(&e)
+            vouch_base::error_chain(&e)
         );
     }
     if let Err(e) = relay_result {
@@ -197,7 +174,7 @@ pub fn run(args: &MonitorArgs) -> i32 {
         exit_code,
         signal,
         oom_killed: oom && signal == Some(libc::SIGKILL),
-        finished_at_ms: now_ms(),
+        finished_at_ms: vouch_base::clock::unix_millis(),
     };
     if let Err(e) = write_exit(&args.exit_path, &record) {
         eprintln!("monitor: writing exit record for {}: {e}", args.id);

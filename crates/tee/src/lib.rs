@@ -27,14 +27,6 @@ pub use verify::{verify_evidence, LaunchedContainer, Verdict, VerifyError, Verif
 
 use vouch_measure::Digest384;
 
-/// Seconds since the Unix epoch (0 if the clock is before it).
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 /// Support for tests in this workspace.
 #[doc(hidden)]
 pub mod testing {

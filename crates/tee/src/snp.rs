@@ -39,6 +39,8 @@ pub enum SnpError {
     },
     #[error("policy refused the report: {0}")]
     Policy(String),
+    #[error("certificate ARK: not a pinned AMD root key (its SHA-256 is {sha256}; vouch pins {pinned}): trust another product's ARK by its SHA-256")]
+    UnpinnedArk { sha256: String, pinned: String },
 }
 
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, PartialOrd, Ord)]
@@ -434,14 +436,14 @@ pub fn verify_report_with_roots(
             .iter()
             .any(|h| h.eq_ignore_ascii_case(&ark_sha256));
     if !pinned {
-        return Err(cert_err("ARK")(format!(
-            "not a pinned AMD root key (its SHA-256 is {ark_sha256}; vouch pins {}); trust another product's ARK with --trust-ark SHA256",
-            AMD_ARKS
+        return Err(SnpError::UnpinnedArk {
+            sha256: ark_sha256,
+            pinned: AMD_ARKS
                 .iter()
                 .map(|(p, _)| format!("ARK-{p}"))
                 .collect::<Vec<_>>()
-                .join(", ")
-        )));
+                .join(", "),
+        });
     }
     for (c, which) in [(&vcek, "VCEK"), (&ask, "ASK"), (&ark, "ARK")] {
         check_validity(c, which, now)?;

@@ -16,8 +16,10 @@ pub enum VerifyError {
         "unsupported evidence version {0} (this vouch understands version {EVIDENCE_VERSION})"
     )]
     Version(u32),
-    #[error("evidence comes from the sim TEE, which is not hardware; pass --allow-sim to accept it for development")]
+    #[error("evidence comes from the sim TEE, which is not hardware; it is accepted only where sim evidence is allowed, for development")]
     SimNotAllowed,
+    #[error("TDX evidence needs its collateral, and the verifier has none for this quote")]
+    NoCollateral,
     #[error("verification of {0} evidence is not implemented in this build")]
     UnsupportedTee(TeeType),
     #[error("quote field is not valid base64")]
@@ -50,7 +52,7 @@ pub enum VerifyError {
         replayed: String,
         quoted: String,
     },
-    #[error("the TPM attestation key {fingerprint} is not trusted: pin it (vouch verify --tpm-ak, vouch-kbs serve --tpm-ak) once you know it belongs to this machine's TPM, or trust the CA that certifies it (--tpm-ak-ca) when the evidence carries its certificate")]
+    #[error("the TPM attestation key {fingerprint} is not trusted: it is neither pinned nor certified by a trusted CA (pin it once you know it belongs to this machine's TPM)")]
     UntrustedAk { fingerprint: String },
     #[error("the evidence names its requester wrongly: {0}")]
     Requester(String),
@@ -226,7 +228,7 @@ impl Verifier for TdxVerifier<'_> {
             tee: TeeType::Tdx,
             reason,
         };
-        let now = self.opts.at.unwrap_or_else(crate::unix_now);
+        let now = self.opts.at.unwrap_or_else(vouch_base::clock::unix_secs);
         let fetched;
         let collateral = match (&self.opts.tdx_collateral, &self.opts.collateral) {
             (Some(c), _) => c,
@@ -236,13 +238,7 @@ impl Verifier for TdxVerifier<'_> {
                     .map_err(|e| rejected(e.to_string()))?;
                 &fetched
             }
-            (None, None) => {
-                return Err(rejected(
-                    "TDX evidence needs its collateral: give --collateral FILE, \
-                     --collateral-dir DIR or --pccs URL"
-                        .into(),
-                ))
-            }
+            (None, None) => return Err(VerifyError::NoCollateral),
         };
         let claims = crate::dcap::verify_quote(quote, collateral, now)
             .map_err(|e| rejected(e.to_string()))?;
@@ -334,7 +330,7 @@ impl Verifier for TpmVerifier<'_> {
                 .iter()
                 .map(|c| b64(c, "ak_chain"))
                 .collect::<Result<Vec<_>, _>>()?;
-            let now = self.opts.at.unwrap_or_else(crate::unix_now);
+            let now = self.opts.at.unwrap_or_else(vouch_base::clock::unix_secs);
             let path =
                 crate::akcert::verify_ak_cert(&cert, &chain, &self.opts.tpm_ak_cas, &ak, now)
                     .map_err(|e| rejected(e.to_string()))?;

@@ -4,15 +4,8 @@
 /// An error and its causes on one line, each cause once. Untrusted text in it (what a KBS or a
 /// registry answered, names from an image) cannot break the line or drive the terminal.
 pub fn error_line(e: &anyhow::Error) -> String {
-    let mut msg = e.to_string();
-    for cause in e.chain().skip(1) {
-        let c = cause.to_string();
-        if !msg.contains(&c) {
-            msg.push_str(": ");
-            msg.push_str(&c);
-        }
-    }
-    text::field(&msg).into_owned()
+    let e: &(dyn std::error::Error + 'static) = e.as_ref();
+    text::field(&vouch_base::error_chain(e)).into_owned()
 }
 
 /// Text for terminals: what came from outside (images, evidence, peers) is shown, never obeyed.

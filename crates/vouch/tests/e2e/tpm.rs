@@ -55,8 +55,10 @@ fn containers_on_a_tpm_are_attested_and_get_their_secret() {
     );
     let refused = d.vouch(&["verify", ev_path]);
     assert!(!refused.status.success());
+    // The library says why; the CLI adds what to do, in its own flags.
     assert!(
-        stderr(&refused).contains("not trusted"),
+        stderr(&refused).contains("not trusted: it is neither pinned nor certified")
+            && stderr(&refused).contains("(pin it with --tpm-ak, or trust the CA"),
         "{}",
         stderr(&refused)
     );

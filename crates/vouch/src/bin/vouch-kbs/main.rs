@@ -275,7 +275,7 @@ fn read_hex32(path: &Path, what: &str) -> Result<[u8; 32]> {
 fn admin_token(key_path: &Path, ttl: u64, audience: &str) -> Result<String> {
     let seed = zeroize::Zeroizing::new(read_hex32(key_path, "admin private key")?);
     let key = ed25519_dalek::SigningKey::from_bytes(&seed);
-    let now = token::now();
+    let now = vouch_base::clock::unix_secs();
     Ok(token::sign_admin(
         &key,
         &json!({"iss": "vouch-kbs-admin", "aud": audience, "iat": now, "exp": now.saturating_add(ttl)}),

@@ -1,7 +1,5 @@
 //! Human-readable tables and reports.
 
-use std::time::SystemTime;
-
 use vouch::text::field;
 use vouch_api::{Container, ImageSummary, Info, TaskState};
 use vouch_tee::Verdict;
@@ -10,10 +8,7 @@ fn ago(rfc3339: &str) -> String {
     let Ok(t) = humantime::parse_rfc3339_weak(rfc3339.trim_end_matches('Z')) else {
         return rfc3339.to_string();
     };
-    let secs = SystemTime::now()
-        .duration_since(t)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let secs = vouch_base::clock::since(t).as_secs();
     match secs {
         0..=1 => "1 second".into(),
         2..=59 => format!("{secs} seconds"),

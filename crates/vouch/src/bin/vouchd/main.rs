@@ -177,7 +177,7 @@ fn main() -> ExitCode {
 }
 
 fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    monitor::error_chain(e)
+    vouch_base::error_chain(e)
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {

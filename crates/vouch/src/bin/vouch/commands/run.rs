@@ -1,0 +1,224 @@
+//! `vouch run`: a container started, its output streamed back.
+
+use crate::*;
+
+#[derive(ClapArgs)]
+pub(crate) struct RunArgs {
+    /// Run in the background and print the container id.
+    #[arg(short, long)]
+    pub(crate) detach: bool,
+    /// Remove the container when it ends.
+    #[arg(long)]
+    pub(crate) rm: bool,
+    #[arg(long)]
+    pub(crate) name: Option<String>,
+    /// Set an environment variable (KEY=VALUE, or KEY to pass this shell's value).
+    #[arg(short, long = "env", value_name = "KEY=VALUE")]
+    pub(crate) env: Vec<String>,
+    /// Read environment variables from a file (KEY=VALUE lines; # comments).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) env_file: Vec<PathBuf>,
+    /// Memory limit, e.g. 64m or 1g.
+    #[arg(short, long)]
+    pub(crate) memory: Option<String>,
+    /// Maximum number of processes.
+    #[arg(long)]
+    pub(crate) pids_limit: Option<i64>,
+    /// CPU limit, e.g. 0.5.
+    #[arg(long)]
+    pub(crate) cpus: Option<String>,
+    /// Network: none (default, private namespace) or host.
+    #[arg(long, value_parser = ["none", "host"])]
+    pub(crate) network: Option<String>,
+    /// User: NAME, UID, NAME:GROUP or UID:GID (names from the image's /etc/passwd and /etc/group;
+    /// a NAME alone also gets the groups that list it as a member).
+    #[arg(short, long)]
+    pub(crate) user: Option<String>,
+    /// Add the container's process to this group too: a name from the image's /etc/group, or a
+    /// GID. Repeatable.
+    #[arg(long, value_name = "GROUP")]
+    pub(crate) group_add: Vec<String>,
+    /// Working directory inside the container.
+    #[arg(short, long)]
+    pub(crate) workdir: Option<String>,
+    /// A secret released by a KBS to this container only after attestation:
+    /// kbs://HOST:PORT/REPO/TYPE/TAG (kbss:// for a KBS serving TLS), readable at
+    /// /secret/REPO/TYPE/TAG
+    /// (or at /secret/NAME with `,target=NAME`).
+    #[arg(long, value_name = "URL[,target=NAME]")]
+    pub(crate) secret: Vec<String>,
+    /// Publish a container port on the host: [IP:]HOST_PORT:CONTAINER_PORT[/tcp]
+    /// (the address defaults to vouchd's --publish-address).
+    #[arg(short, long, value_name = "[IP:]HOST:CONTAINER")]
+    pub(crate) publish: Vec<String>,
+    /// Mount a named volume (created empty on first use, kept until removed): NAME:/PATH[:ro].
+    #[arg(short, long, value_name = "NAME:/PATH[:ro]")]
+    pub(crate) volume: Vec<String>,
+    /// A signed golden-value document (a file or an http:// URL) the launch must match
+    /// (default: the one attached to the image in its registry, if any).
+    #[arg(long, value_name = "FILE|URL")]
+    pub(crate) golden: Option<PathBuf>,
+    /// When to pull the image from its registry: missing (default: when it is not in the
+    /// store and names a registry), always, or never.
+    #[arg(long, default_value = "missing", value_parser = ["missing", "always", "never"])]
+    pub(crate) pull: String,
+    /// Reach the image's registry over plain HTTP when pulling.
+    #[arg(long)]
+    pub(crate) insecure_registry: bool,
+    /// Image name, id or digest (REGISTRY/REPOSITORY[:TAG|@DIGEST] is pulled when missing).
+    pub(crate) image: String,
+    /// Command and arguments (default: the image's).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub(crate) command: Vec<String>,
+}
+
+pub(crate) fn parse_env(args: &RunArgs) -> Result<Vec<String>> {
+    let mut env = Vec::new();
+    let mut push = |entry: &str, origin: &str| -> Result<()> {
+        if entry.contains('=') {
+            if entry.starts_with('=') {
+                bail!("invalid environment variable {entry:?} in {origin}: the name is empty");
+            }
+            env.push(entry.to_string());
+        } else if let Ok(v) = std::env::var(entry) {
+            env.push(format!("{entry}={v}"));
+        }
+        Ok(())
+    };
+    for file in &args.env_file {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read env file {}", file.display()))?;
+        for line in text.lines() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            push(line, &file.display().to_string())?;
+        }
+    }
+    for e in &args.env {
+        push(e, "--env")?;
+    }
+    Ok(env)
+}
+
+pub(crate) fn run_container(client: &Client, args: RunArgs) -> Result<u8> {
+    let env = parse_env(&args)?;
+    let req = CreateContainer {
+        image: args.image.clone(),
+        name: args.name.clone(),
+        cmd: args.command.clone(),
+        env,
+        memory: args.memory.clone(),
+        pids_limit: args.pids_limit,
+        cpus: args.cpus.clone(),
+        network: args.network.clone(),
+        user: args.user.clone(),
+        group_add: args.group_add.clone(),
+        workdir: args.workdir.clone(),
+        auto_remove: args.rm,
+        attach: !args.detach,
+        secrets: args.secret.clone(),
+        publish: args.publish.clone(),
+        volumes: args.volume.clone(),
+        golden: match &args.golden {
+            Some(p) => {
+                let text = p.to_string_lossy();
+                let bytes = if text.starts_with("http://") {
+                    vouch_image::simplesign::http_get(&text, 1 << 20)
+                        .map_err(|e| anyhow::anyhow!("cannot fetch the golden value: {e}"))?
+                        .with_context(|| format!("{text}: not found"))?
+                } else {
+                    std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?
+                };
+                Some(
+                    serde_json::from_slice(&bytes)
+                        .with_context(|| format!("{text} is not a signed golden value (JSON)"))?,
+                )
+            }
+            None => None,
+        },
+    };
+    // `host[:port]/...` or `localhost/...` names a registry (as docker decides it).
+    let from_registry = vouch_image::registry::registry_host(&args.image).is_some();
+    let pull_args = || PullArgs {
+        reference: args.image.clone(),
+        insecure_registry: args.insecure_registry,
+        username: None,
+        password_stdin: false,
+        quiet: false,
+        json: false,
+        report_on_stderr: true,
+    };
+    if args.pull == "always" {
+        pull(client, pull_args())?;
+    }
+    let created: Container = match client.call("POST", "/v1/containers", Some(&req)) {
+        Err(vouch_api::ClientError::Api { message, .. })
+            if args.pull == "missing" && from_registry && message.starts_with("no such image") =>
+        {
+            pull(client, pull_args())?;
+            client.call("POST", "/v1/containers", Some(&req))?
+        }
+        other => other?,
+    };
+    if args.detach {
+        println!("{}", created.id);
+        return Ok(0);
+    }
+    let resp = client.stream(
+        "GET",
+        &format!("/v1/containers/{}/logs?follow=true", created.id),
+    )?;
+    demux(resp.body)?;
+    let done: WaitResponse = client.call(
+        "POST",
+        &format!("/v1/containers/{}/wait", created.id),
+        None::<&()>,
+    )?;
+    if done.oom_killed {
+        eprintln!(
+            "vouch: container {} was killed by the OOM killer (memory limit reached)",
+            &created.id[..12]
+        );
+    }
+    match (done.state, done.exit_code) {
+        (TaskState::Exited, Some(code)) => Ok(code.clamp(0, 255) as u8),
+        (_, _) => {
+            bail!(
+                "container {} ended without an exit status: {}",
+                &created.id[..12],
+                done.error.unwrap_or_default()
+            )
+        }
+    }
+}
+
+/// Copy a multiplexed log stream to stdout and stderr.
+pub(crate) fn demux(mut body: Box<dyn Read + Send>) -> Result<()> {
+    let mut dec = FrameDecoder::default();
+    let mut buf = vec![0u8; 64 * 1024];
+    let stdout = io::stdout();
+    let stderr = io::stderr();
+    loop {
+        let n = body
+            .read(&mut buf)
+            .context("reading the container's output")?;
+        if n == 0 {
+            break;
+        }
+        dec.push(&buf[..n]);
+        while let Some((stream, data)) = dec.next_frame()? {
+            if stream == STDERR {
+                let mut e = stderr.lock();
+                e.write_all(&data)?;
+                e.flush()?;
+            } else {
+                let mut o = stdout.lock();
+                o.write_all(&data)?;
+                o.flush()?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,58 @@
+//! `vouch volume`: named volumes.
+
+use crate::*;
+
+#[derive(Subcommand)]
+pub(crate) enum VolumeCmd {
+    /// List volumes and the containers using them.
+    #[command(alias = "list")]
+    Ls {
+        #[arg(short, long)]
+        quiet: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove volumes and their content (refused while a container uses one).
+    Rm {
+        #[arg(required = true)]
+        volumes: Vec<String>,
+    },
+}
+
+pub(crate) fn volume(client: &Client, cmd: VolumeCmd) -> Result<u8> {
+    match cmd {
+        VolumeCmd::Ls { quiet, json } => {
+            let list: Vec<vouch_api::Volume> = client.call("GET", "/v1/volumes", None::<&()>)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else if quiet {
+                for v in &list {
+                    println!("{}", v.name);
+                }
+            } else {
+                println!("{:<32} USED BY", "VOLUME NAME");
+                for v in &list {
+                    println!("{:<32} {}", v.name, v.used_by.join(","));
+                }
+            }
+            Ok(0)
+        }
+        VolumeCmd::Rm { volumes } => {
+            let mut failed = false;
+            for v in volumes {
+                match client.call::<vouch_api::Volume>(
+                    "DELETE",
+                    &format!("/v1/volumes/{}", seg(&v)),
+                    None::<&()>,
+                ) {
+                    Ok(removed) => println!("{}", removed.name),
+                    Err(e) => {
+                        eprintln!("vouch: {e}");
+                        failed = true;
+                    }
+                }
+            }
+            Ok(if failed { 1 } else { 0 })
+        }
+    }
+}
