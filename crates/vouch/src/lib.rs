@@ -184,3 +184,24 @@ pub fn ca_certificates(paths: &[std::path::PathBuf]) -> anyhow::Result<Vec<Vec<u
     }
     Ok(out)
 }
+
+/// A client for `--kbs` (HOST:PORT, or https://HOST:PORT) and `--kbs-ca` (which implies TLS).
+pub fn kbs_client(kbs: &str, cas: &[std::path::PathBuf]) -> anyhow::Result<vouch_kbs::KbsClient> {
+    use vouch_kbs::{KbsClient, KbsTrust};
+    let trust = || KbsTrust::from_ca_files(cas);
+    match kbs.strip_prefix("https://") {
+        Some(addr) => Ok(KbsClient::new_tls(addr.trim_end_matches('/'), &trust()?)?),
+        None if !cas.is_empty() => Ok(KbsClient::new_tls(kbs, &trust()?)?),
+        None if kbs.contains("://") => {
+            anyhow::bail!("--kbs {kbs:?}: give HOST:PORT or https://HOST:PORT")
+        }
+        None => Ok(KbsClient::new(kbs)),
+    }
+}
+
+/// A resource path given as REPO/TYPE/TAG.
+pub fn resource_path(p: &str) -> anyhow::Result<vouch_kbs::ResourcePath> {
+    use anyhow::Context as _;
+    vouch_kbs::ResourcePath::parse(p)
+        .with_context(|| format!("resource {p:?} must be REPO/TYPE/TAG"))
+}

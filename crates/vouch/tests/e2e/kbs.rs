@@ -552,15 +552,14 @@ fn sim_evidence_is_refused_without_allow_sim() {
     );
 }
 
-/// `vouch-kbs bench` drives its clients (here three over two threads) through complete round
+/// `vouch-kbs-bench` drives its clients (here three over two threads) through complete round
 /// trips and counts them; refused round trips are errors and fail the command.
 #[test]
 fn bench_counts_round_trips_and_fails_on_refusals() {
     let dir = tempfile::tempdir().expect("tempdir");
     let bench = |k: &KbsProc| {
-        Command::new(VOUCH_KBS)
+        Command::new(VOUCH_KBS_BENCH)
             .args([
-                "bench",
                 "--clients",
                 "3",
                 "--threads",
@@ -573,6 +572,17 @@ fn bench_counts_round_trips_and_fails_on_refusals() {
             .output()
             .expect("bench")
     };
+    // The production binary carries no load generator.
+    let out = Command::new(VOUCH_KBS)
+        .arg("bench")
+        .output()
+        .expect("vouch-kbs");
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("unrecognized subcommand 'bench'"),
+        "{}",
+        stderr(&out)
+    );
     let k = KbsProc::start(dir.path(), &["--allow-sim"]);
     k.put("default/key/app", SECRET, dir.path());
     let out = bench(&k);
@@ -773,9 +783,8 @@ fn kbs_over_tls() {
     assert!(!out.status.success(), "plain HTTP to a TLS KBS succeeded");
 
     // The load generator over TLS.
-    let out = Command::new(VOUCH_KBS)
+    let out = Command::new(VOUCH_KBS_BENCH)
         .args([
-            "bench",
             "--clients",
             "2",
             "--duration",

@@ -506,6 +506,7 @@ pub fn vectors(test: &str) -> Option<PathBuf> {
 }
 
 pub const VOUCH_KBS: &str = env!("CARGO_BIN_EXE_vouch-kbs");
+pub const VOUCH_KBS_BENCH: &str = env!("CARGO_BIN_EXE_vouch-kbs-bench");
 
 /// Start `vouch-kbs serve --listen 127.0.0.1:0 ARGS`, logging to `log`; returns the child and the
 /// address it printed once listening.
