@@ -13,6 +13,18 @@ pub const ALG_SHA1: u16 = 0x0004;
 pub const ALG_SHA256: u16 = 0x000b;
 pub const ALG_SHA384: u16 = 0x000c;
 pub const ALG_SHA512: u16 = 0x000d;
+
+/// The TPM algorithm id of a PCR bank named as TPM quotes and vouch's claims name them
+/// (`sha1`, `sha256`, `sha384`, `sha512`).
+pub fn bank_algorithm(bank: &str) -> Option<u16> {
+    match bank {
+        "sha1" => Some(ALG_SHA1),
+        "sha256" => Some(ALG_SHA256),
+        "sha384" => Some(ALG_SHA384),
+        "sha512" => Some(ALG_SHA512),
+        _ => None,
+    }
+}
 pub const EV_NO_ACTION: u32 = 0x0000_0003;
 const SPEC_ID_SIGNATURE: &[u8; 16] = b"Spec ID Event03\0";
 const MAX_EVENT_DATA: u32 = 16 << 20;

@@ -444,9 +444,27 @@ pub fn check_tpm_firmware_log(
     pcrs: &std::collections::BTreeMap<u32, Vec<u8>>,
 ) -> Result<usize, VerifyError> {
     let parsed = crate::tcg::parse(log).map_err(VerifyError::FirmwareLog)?;
-    let replayed = parsed
-        .replay(crate::tcg::ALG_SHA256)
-        .map_err(VerifyError::FirmwareLog)?;
+    check_tpm_replay(&parsed, crate::tcg::ALG_SHA256, pcrs)?;
+    Ok(parsed.events.len())
+}
+
+/// Replay a TCG2 event log in the bank of algorithm `alg` and check every PCR it extends
+/// against `pcrs` (that bank's quoted values); the PCRs replayed, in order.
+pub fn check_tpm_event_log(
+    log: &[u8],
+    alg: u16,
+    pcrs: &std::collections::BTreeMap<u32, Vec<u8>>,
+) -> Result<Vec<u32>, VerifyError> {
+    let parsed = crate::tcg::parse(log).map_err(VerifyError::FirmwareLog)?;
+    check_tpm_replay(&parsed, alg, pcrs)
+}
+
+fn check_tpm_replay(
+    parsed: &crate::tcg::TcgLog,
+    alg: u16,
+    pcrs: &std::collections::BTreeMap<u32, Vec<u8>>,
+) -> Result<Vec<u32>, VerifyError> {
+    let replayed = parsed.replay(alg).map_err(VerifyError::FirmwareLog)?;
     for (index, value) in &replayed {
         let quoted = pcrs.get(index).ok_or(VerifyError::FirmwareReplay {
             index: *index as usize,
@@ -461,7 +479,7 @@ pub fn check_tpm_firmware_log(
             });
         }
     }
-    Ok(parsed.events.len())
+    Ok(replayed.keys().copied().collect())
 }
 
 /// Check a TCG2 firmware log against the quoted platform registers (TDX: RTMR0..2).
@@ -919,6 +937,39 @@ mod tests {
                 claims.rtmrs[i].to_ascii_lowercase()
             );
         }
+    }
+
+    /// A real vTPM's event log replays, bank by bank, to the PCRs its quotes carry; a PCR
+    /// value that is not what the log gives is refused, naming the PCR.
+    #[test]
+    fn a_tpm_event_log_replays_to_the_quoted_pcrs_in_every_bank() {
+        let Some(v) = crate::testing::vectors() else {
+            return;
+        };
+        let dir = v.join("tpm/gce-vtpm-nonce9009");
+        let log = std::fs::read(dir.join("event_log.binary_bios_measurements")).expect("log");
+        for bank in ["sha1", "sha256", "sha384"] {
+            let json: std::collections::BTreeMap<String, String> = serde_json::from_slice(
+                &std::fs::read(dir.join(format!("quote_{bank}.pcrs.json"))).expect("pcrs"),
+            )
+            .expect("pcrs json");
+            let mut pcrs: std::collections::BTreeMap<u32, Vec<u8>> = json
+                .iter()
+                .map(|(k, v)| (k.parse().expect("index"), hex::decode(v).expect("hex")))
+                .collect();
+            let alg = crate::tcg::bank_algorithm(bank).expect("bank");
+            let replayed = check_tpm_event_log(&log, alg, &pcrs).expect(bank);
+            assert!(
+                replayed.starts_with(&[0, 1, 2, 3, 4, 5, 6, 7]),
+                "{bank}: {replayed:?}"
+            );
+            pcrs.get_mut(&4).expect("pcr4")[0] ^= 1;
+            assert!(matches!(
+                check_tpm_event_log(&log, alg, &pcrs),
+                Err(VerifyError::FirmwareReplay { index: 4, .. })
+            ));
+        }
+        assert_eq!(crate::tcg::bank_algorithm("md5"), None);
     }
 
     #[test]

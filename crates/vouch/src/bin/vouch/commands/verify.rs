@@ -506,28 +506,25 @@ pub(crate) fn verify_tpm(
         }
         let mut replayed = Vec::new();
         if let (Some(log_path), Some(values)) = (eventlog, values.as_ref()) {
-            let log = tcg::parse(&read(log_path)?).context("event log")?;
             let bank = claims
                 .selection
                 .first()
                 .map(|(b, _)| b.clone())
                 .unwrap_or_default();
-            let alg = match bank.as_str() {
-                "sha1" => tcg::ALG_SHA1,
-                "sha384" => tcg::ALG_SHA384,
-                "sha512" => tcg::ALG_SHA512,
-                _ => tcg::ALG_SHA256,
-            };
-            for (idx, value) in log.replay(alg)? {
-                let quoted = values.get(&idx.to_string()).cloned().unwrap_or_default();
-                if hex::encode(&value) != quoted {
-                    bail!(
-                        "event log replays PCR{idx} ({bank}) to {}, the quoted value is {quoted}",
-                        hex::encode(&value)
-                    );
-                }
-                replayed.push(idx);
+            let alg = tcg::bank_algorithm(&bank).with_context(|| {
+                format!("the quote selects PCR bank {bank:?}, which vouch cannot replay")
+            })?;
+            let mut quoted = std::collections::BTreeMap::new();
+            for (index, value) in values {
+                let index: u32 = index
+                    .parse()
+                    .with_context(|| format!("--pcrs: {index:?} is not a PCR number"))?;
+                let value = hex::decode(value)
+                    .with_context(|| format!("--pcrs: PCR {index} is not hex"))?;
+                quoted.insert(index, value);
             }
+            replayed = vouch_tee::verify::check_tpm_event_log(&read(log_path)?, alg, &quoted)
+                .with_context(|| format!("event log ({bank} bank)"))?;
         }
         Ok((claims, replayed))
     });
