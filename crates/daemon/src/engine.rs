@@ -446,9 +446,35 @@ impl Engine {
 
     // ---- task state -------------------------------------------------------------------------
 
-    fn persist(&self, rec: &TaskRecord) {
-        if let Err(e) = self.db.put(&rec.view.id, rec) {
-            tracing::error!(id = %rec.view.id, error = %error_chain(&e), "cannot persist task");
+    /// Write a task to the state database; the caller decides what a failed write means.
+    fn persist(&self, rec: &TaskRecord) -> Result<(), EngineError> {
+        Ok(self.db.put(&rec.view.id, rec)?)
+    }
+
+    /// For the paths that have no caller to hand a failed write to (a container's exit, a
+    /// failure being recorded): say so in the log, and go on with the state in memory, which
+    /// the next successful write of the task makes durable.
+    fn unpersisted(&self, id: &str, result: Result<Option<Container>, EngineError>) {
+        if let Err(e) = result {
+            tracing::error!(id = %id, error = %error_chain(&e), "cannot persist task");
+        }
+    }
+
+    /// [`Self::update`] on a path that must go on whatever the database says (the container
+    /// runs or has ended either way): a failed write is logged, and the view comes from memory.
+    fn update_anyway(
+        &self,
+        id: &str,
+        action: &str,
+        message: &str,
+        change: impl FnOnce(&mut TaskRecord),
+    ) -> Option<Container> {
+        match self.update(id, action, message, change) {
+            Ok(view) => view,
+            Err(e) => {
+                self.unpersisted(id, Err(e));
+                lock(&self.tasks).get(id).map(|r| r.view.clone())
+            }
         }
     }
 
@@ -467,17 +493,20 @@ impl Engine {
         action: &str,
         message: &str,
         change: impl FnOnce(&mut TaskRecord),
-    ) -> Option<Container> {
+    ) -> Result<Option<Container>, EngineError> {
         let rec = {
             let mut tasks = lock(&self.tasks);
-            let rec = tasks.get_mut(id)?;
+            let Some(rec) = tasks.get_mut(id) else {
+                return Ok(None);
+            };
             change(rec);
             self.record_event(&mut rec.view, action, message);
             rec.clone()
         };
-        self.persist(&rec);
+        // Watchers see the state the task is in, whether or not it could be written.
         self.notify_watchers(&rec.view);
-        Some(rec.view)
+        self.persist(&rec)?;
+        Ok(Some(rec.view))
     }
 
     /// Add an event to a task's view and broadcast it.
@@ -502,12 +531,17 @@ impl Engine {
         }
     }
 
-    fn set_state(&self, id: &str, state: TaskState, message: &str) -> Option<Container> {
+    fn set_state(
+        &self,
+        id: &str,
+        state: TaskState,
+        message: &str,
+    ) -> Result<Option<Container>, EngineError> {
         self.update(id, state.as_str(), message, |r| r.view.state = state)
     }
 
     fn fail(&self, id: &str, reason: &str) {
-        self.update(id, TaskState::Failed.as_str(), reason, |r| {
+        self.update_anyway(id, TaskState::Failed.as_str(), reason, |r| {
             r.view.state = TaskState::Failed;
             r.view.error = Some(reason.to_string());
             r.view.finished_at = Some(clock::rfc3339_millis());
@@ -1055,7 +1089,13 @@ impl Engine {
             if req.auto_remove && req.attach {
                 lock(&self.held).insert(id.clone());
             }
-            self.persist(&rec);
+            // A task that cannot be written is not created: nothing has been measured or
+            // started for it yet.
+            if let Err(e) = self.persist(&rec) {
+                lock(&self.tasks).remove(&id);
+                lock(&self.held).remove(&id);
+                return Err(e);
+            }
             name
         };
 
@@ -1120,7 +1160,7 @@ impl Engine {
                 };
                 self.measure_failure(&id, &why);
                 if cancelled {
-                    self.update(
+                    self.update_anyway(
                         &id,
                         TaskState::Cancelled.as_str(),
                         CANCELLED_BEFORE_START,
@@ -1179,7 +1219,7 @@ impl Engine {
             std::thread::spawn(move || {
                 std::thread::sleep(Duration::from_secs(secs));
                 if engine.get(&id).is_ok_and(|c| c.state == TaskState::Running) {
-                    engine.update(
+                    engine.update_anyway(
                         &id,
                         "MaxExecutionTime",
                         &format!("ran for {secs}s; stopping"),
@@ -1212,7 +1252,7 @@ impl Engine {
             "CancelRequested",
             "the launch stops at its next step",
             |_| {},
-        );
+        )?;
         self.get(&id)
     }
 
@@ -1330,7 +1370,11 @@ impl Engine {
             let _ = child.wait();
             return Err(e);
         }
-        self.set_state(id, TaskState::Starting, "starting the container");
+        if let Err(e) = self.set_state(id, TaskState::Starting, "starting the container") {
+            drop(child.stdin.take());
+            let _ = child.wait();
+            return Err(e);
+        }
         let sent = child
             .stdin
             .take()
@@ -1345,8 +1389,9 @@ impl Engine {
         match read_report(&mut child) {
             Some(MonitorReport::Started { pid }) => {
                 self.measure("container.start", json!({"id": id, "pid": pid}))?;
+                // The container runs from here on, whatever the database says.
                 let view = self
-                    .update(
+                    .update_anyway(
                         id,
                         TaskState::Running.as_str(),
                         &format!("running as pid {pid}"),
@@ -1481,10 +1526,10 @@ impl Engine {
                 "image {} verified against its digests",
                 image.manifest_digest
             ),
-        );
+        )?;
 
         // Create: overlay rootfs, volumes, config.json, measured effective config.
-        self.set_state(id, TaskState::Creating, "preparing the root filesystem");
+        self.set_state(id, TaskState::Creating, "preparing the root filesystem")?;
         for v in &spec.volumes {
             self.ensure_volume(v, spec.uid, spec.gid)?;
         }
@@ -1511,7 +1556,7 @@ impl Engine {
         self.update(id, TaskState::Created.as_str(), &message, |r| {
             r.view.state = TaskState::Created;
             r.view.config_digest = Some(config_digest);
-        });
+        })?;
         Ok(())
     }
 
@@ -1614,7 +1659,7 @@ impl Engine {
                 "SecretFetched",
                 &format!("{url} from KBS {}", client.addr()),
                 |_| {},
-            );
+            )?;
         }
         Ok(())
     }
@@ -1693,7 +1738,7 @@ impl Engine {
             .as_ref()
             .map(|e| clock::rfc3339_from_millis(e.finished_at_ms))
             .unwrap_or_else(clock::rfc3339_millis);
-        let view = self.update(id, TaskState::Exited.as_str(), &message, |r| {
+        let view = self.update_anyway(id, TaskState::Exited.as_str(), &message, |r| {
             r.view.state = TaskState::Exited;
             r.view.exit_code = exit.as_ref().map(|e| e.exit_code);
             r.view.oom_killed = exit.as_ref().is_some_and(|e| e.oom_killed);
@@ -1762,7 +1807,7 @@ impl Engine {
             }
         }
         if !self.is_final(&id) {
-            self.update(
+            self.update_anyway(
                 &id,
                 "StopRequested",
                 &format!("SIGTERM, SIGKILL after {}s", timeout.as_secs()),
@@ -1859,7 +1904,7 @@ impl Engine {
         if let Err(e) = self.remove_task(id) {
             let reason = error_chain(&e);
             tracing::warn!(id = %id, error = %reason, "cannot auto-remove container");
-            self.update(
+            self.update_anyway(
                 id,
                 REMOVE_FAILED,
                 &format!("cannot remove: {reason}"),
