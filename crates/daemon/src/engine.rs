@@ -25,7 +25,6 @@ use vouch_base::{clock, error_chain};
 use vouch_image::{ContentStore, ImageRecord, LoadError, StoreError};
 use vouch_kbs::SecretRef;
 use vouch_runtime::monitor::{self, read_exit, ExitRecord, MonitorReport};
-use vouch_runtime::net::PortMapping;
 use vouch_runtime::rootfs::{Overlay, RootfsError};
 use vouch_runtime::secrets::SecretsDir;
 use vouch_runtime::spec::{self, ContainerSpec, Resources, SpecError};
@@ -915,65 +914,13 @@ impl Engine {
         conker: Option<Value>,
     ) -> Result<Pending, EngineError> {
         // Everything that can be checked without side effects is checked first.
-        let host_network = match req.network.as_deref() {
-            None | Some("none") | Some("") => false,
-            Some("host") => true,
-            Some(other) => {
-                return Err(EngineError::BadRequest(format!(
-                    "unknown network mode {other:?}: use none or host"
-                )))
-            }
-        };
-        let publish = req
-            .publish
-            .iter()
-            .map(|p| {
-                PortMapping::parse(p, self.cfg.publish_address)
-                    .map_err(|e| EngineError::BadRequest(e.to_string()))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        if host_network && !publish.is_empty() {
-            return Err(EngineError::BadRequest(
-                "published ports need the private network namespace; with --network host the container's ports are the host's already".into(),
-            ));
-        }
-        for (i, p) in publish.iter().enumerate() {
-            if publish[..i].iter().any(|q| {
-                q.host_port == p.host_port
-                    && (q.host_ip == p.host_ip
-                        || q.host_ip.is_unspecified()
-                        || p.host_ip.is_unspecified())
-            }) {
-                return Err(EngineError::BadRequest(format!(
-                    "host port {} is published twice",
-                    p.host_port
-                )));
-            }
-        }
-        let mut volumes: Vec<spec::Volume> = Vec::new();
-        for v in &req.volumes {
-            let (name, target, readonly) = spec::parse_volume(v)?;
-            if volumes.iter().any(|o| o.target == target) {
-                return Err(EngineError::BadRequest(format!(
-                    "two volumes are mounted at {target}"
-                )));
-            }
-            volumes.push(spec::Volume {
-                source: self.cfg.volumes_dir().join(&name),
-                name,
-                target,
-                readonly,
-            });
-        }
-        let memory_bytes = req.memory.as_deref().map(spec::parse_memory).transpose()?;
-        let cpu_quota = req.cpus.as_deref().map(spec::parse_cpus).transpose()?;
-        if let Some(p) = req.pids_limit {
-            if p <= 0 {
-                return Err(EngineError::BadRequest(format!(
-                    "--pids-limit must be positive, got {p}"
-                )));
-            }
-        }
+        let crate::requests::Checked {
+            host_network,
+            publish,
+            volumes,
+            memory_bytes,
+            cpu_quota,
+        } = crate::requests::check(&req, self.cfg.publish_address, &self.cfg.volumes_dir())?;
         let secrets = req
             .secrets
             .iter()

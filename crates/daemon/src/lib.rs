@@ -9,6 +9,7 @@ pub mod config;
 pub mod conker;
 pub mod db;
 pub mod engine;
+mod requests;
 pub mod server;
 
 pub use config::DaemonConfig;

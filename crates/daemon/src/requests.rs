@@ -1,0 +1,216 @@
+//! The checks of a create request that need nothing but the request: network mode, published
+//! ports, volumes, resource limits. A pure function, so that every entry point (the REST API,
+//! the Conker facade, a containerd shim) refuses the same requests with the same words.
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use vouch_api::CreateContainer;
+use vouch_runtime::net::PortMapping;
+use vouch_runtime::spec;
+
+use crate::engine::EngineError;
+
+/// What a request asks for, checked.
+#[derive(Debug)]
+pub(crate) struct Checked {
+    pub host_network: bool,
+    pub publish: Vec<PortMapping>,
+    pub volumes: Vec<spec::Volume>,
+    pub memory_bytes: Option<u64>,
+    pub cpu_quota: Option<i64>,
+}
+
+/// Check a create request; `publish_address` is where a port published without an address
+/// listens, `volumes_dir` where named volumes live.
+pub(crate) fn check(
+    req: &CreateContainer,
+    publish_address: IpAddr,
+    volumes_dir: &Path,
+) -> Result<Checked, EngineError> {
+    let host_network = match req.network.as_deref() {
+        None | Some("none") | Some("") => false,
+        Some("host") => true,
+        Some(other) => {
+            return Err(EngineError::BadRequest(format!(
+                "unknown network mode {other:?}: use none or host"
+            )))
+        }
+    };
+    let publish = req
+        .publish
+        .iter()
+        .map(|p| {
+            PortMapping::parse(p, publish_address)
+                .map_err(|e| EngineError::BadRequest(e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if host_network && !publish.is_empty() {
+        return Err(EngineError::BadRequest(
+            "published ports need the private network namespace; with --network host the container's ports are the host's already".into(),
+        ));
+    }
+    for (i, p) in publish.iter().enumerate() {
+        if publish[..i].iter().any(|q| {
+            q.host_port == p.host_port
+                && (q.host_ip == p.host_ip
+                    || q.host_ip.is_unspecified()
+                    || p.host_ip.is_unspecified())
+        }) {
+            return Err(EngineError::BadRequest(format!(
+                "host port {} is published twice",
+                p.host_port
+            )));
+        }
+    }
+    let mut volumes: Vec<spec::Volume> = Vec::new();
+    for v in &req.volumes {
+        let (name, target, readonly) = spec::parse_volume(v)?;
+        if volumes.iter().any(|o| o.target == target) {
+            return Err(EngineError::BadRequest(format!(
+                "two volumes are mounted at {target}"
+            )));
+        }
+        volumes.push(spec::Volume {
+            source: volumes_dir.join(&name),
+            name,
+            target,
+            readonly,
+        });
+    }
+    let memory_bytes = req.memory.as_deref().map(spec::parse_memory).transpose()?;
+    let cpu_quota = req.cpus.as_deref().map(spec::parse_cpus).transpose()?;
+    if let Some(p) = req.pids_limit {
+        if p <= 0 {
+            return Err(EngineError::BadRequest(format!(
+                "--pids-limit must be positive, got {p}"
+            )));
+        }
+    }
+    Ok(Checked {
+        host_network,
+        publish,
+        volumes,
+        memory_bytes,
+        cpu_quota,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(change: impl FnOnce(&mut CreateContainer)) -> CreateContainer {
+        let mut r = CreateContainer {
+            image: "busybox".into(),
+            ..Default::default()
+        };
+        change(&mut r);
+        r
+    }
+
+    fn refusal(r: CreateContainer) -> String {
+        let local: IpAddr = "127.0.0.1".parse().expect("ip");
+        match check(&r, local, Path::new("/v")) {
+            Err(e) => vouch_base::error_chain(&e),
+            Ok(c) => panic!("accepted: {c:?}"),
+        }
+    }
+
+    #[test]
+    fn a_plain_request_asks_for_nothing_special() {
+        let c = check(
+            &req(|_| {}),
+            "127.0.0.1".parse().expect("ip"),
+            Path::new("/v"),
+        )
+        .expect("check");
+        assert!(!c.host_network);
+        assert!(c.publish.is_empty() && c.volumes.is_empty());
+        assert_eq!((c.memory_bytes, c.cpu_quota), (None, None));
+    }
+
+    #[test]
+    fn what_a_request_asks_for_is_parsed() {
+        let c = check(
+            &req(|r| {
+                r.network = Some("none".into());
+                r.publish = vec!["8080:80".into(), "0.0.0.0:8443:443".into()];
+                r.volumes = vec!["data:/data".into(), "cache:/cache:ro".into()];
+                r.memory = Some("64m".into());
+                r.cpus = Some("0.5".into());
+                r.pids_limit = Some(10);
+            }),
+            "127.0.0.1".parse().expect("ip"),
+            Path::new("/v"),
+        )
+        .expect("check");
+        assert_eq!(c.publish.len(), 2);
+        assert_eq!(c.publish[0].host_ip.to_string(), "127.0.0.1");
+        assert_eq!(c.publish[1].host_ip.to_string(), "0.0.0.0");
+        assert_eq!(c.volumes[0].source, Path::new("/v/data"));
+        assert!(c.volumes[1].readonly);
+        assert_eq!(c.memory_bytes, Some(64 << 20));
+        assert!(c.cpu_quota.is_some());
+        let c = check(
+            &req(|r| r.network = Some("host".into())),
+            "127.0.0.1".parse().expect("ip"),
+            Path::new("/v"),
+        )
+        .expect("host");
+        assert!(c.host_network);
+    }
+
+    #[test]
+    fn each_bad_request_is_refused_with_its_reason() {
+        assert_eq!(
+            refusal(req(|r| r.network = Some("bridge".into()))),
+            "unknown network mode \"bridge\": use none or host"
+        );
+        assert!(refusal(req(|r| {
+            r.network = Some("host".into());
+            r.publish = vec!["80:80".into()];
+        }))
+        .starts_with("published ports need the private network namespace"));
+        assert_eq!(
+            refusal(req(|r| r.publish = vec!["8080:80".into(), "8080:81".into()])),
+            "host port 8080 is published twice"
+        );
+        // An unspecified address overlaps every other.
+        assert_eq!(
+            refusal(req(
+                |r| r.publish = vec!["127.0.0.1:8080:80".into(), "0.0.0.0:8080:81".into()]
+            )),
+            "host port 8080 is published twice"
+        );
+        assert_eq!(
+            refusal(req(|r| r.volumes = vec!["a:/d".into(), "b:/d".into()])),
+            "two volumes are mounted at /d"
+        );
+        assert_eq!(
+            refusal(req(|r| r.pids_limit = Some(0))),
+            "--pids-limit must be positive, got 0"
+        );
+        for (r, says) in [
+            (
+                req(|r| r.memory = Some("lots".into())),
+                "invalid memory size \"lots\"",
+            ),
+            (
+                req(|r| r.cpus = Some("-1".into())),
+                "invalid CPU count \"-1\"",
+            ),
+            (
+                req(|r| r.publish = vec!["nope".into()]),
+                "invalid published port \"nope\"",
+            ),
+            (
+                req(|r| r.volumes = vec!["/host:/d".into()]),
+                "only named volumes are supported",
+            ),
+        ] {
+            let got = refusal(r);
+            assert!(got.contains(says), "{got}");
+        }
+    }
+}
