@@ -450,17 +450,10 @@ impl Engine {
         Ok(self.db.put(&rec.view.id, rec)?)
     }
 
-    /// For the paths that have no caller to hand a failed write to (a container's exit, a
-    /// failure being recorded): say so in the log, and go on with the state in memory, which
-    /// the next successful write of the task makes durable.
-    fn unpersisted(&self, id: &str, result: Result<Option<Container>, EngineError>) {
-        if let Err(e) = result {
-            tracing::error!(id = %id, error = %error_chain(&e), "cannot persist task");
-        }
-    }
-
-    /// [`Self::update`] on a path that must go on whatever the database says (the container
-    /// runs or has ended either way): a failed write is logged, and the view comes from memory.
+    /// [`Self::update`] on a path that has no caller to hand a failed write to and must go on
+    /// whatever the database says (the container runs or has ended, a failure is being
+    /// recorded): the failed write is logged, the view comes from memory, and the task's next
+    /// successful write makes it durable.
     fn update_anyway(
         &self,
         id: &str,
@@ -471,7 +464,7 @@ impl Engine {
         match self.update(id, action, message, change) {
             Ok(view) => view,
             Err(e) => {
-                self.unpersisted(id, Err(e));
+                tracing::error!(id = %id, error = %error_chain(&e), "cannot persist task");
                 lock(&self.tasks).get(id).map(|r| r.view.clone())
             }
         }

@@ -41,6 +41,28 @@ pub fn to_text(records: &[Record]) -> Result<String, RecordError> {
     Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
+/// Where AAEL `text` stops being exactly [`to_text`] of `records`: the first differing line
+/// (1 is the INIT line), or `None` when it is that text. Each record is written into one reused
+/// buffer; the whole text is never built.
+pub fn first_difference(records: &[Record], text: &str) -> Result<Option<usize>, RecordError> {
+    if !text.ends_with('\n') {
+        return Ok(Some(text.lines().count().max(1)));
+    }
+    let mut lines = text.split_terminator('\n');
+    if lines.next() != Some(init_line(&Digest384::ZERO).as_str()) {
+        return Ok(Some(1));
+    }
+    let mut buf = Vec::with_capacity(256);
+    for (i, r) in records.iter().enumerate() {
+        buf.clear();
+        r.write_aael(&mut buf)?;
+        if lines.next().map(str::as_bytes) != Some(buf.as_slice()) {
+            return Ok(Some(i + 2));
+        }
+    }
+    Ok(lines.next().map(|_| records.len() + 2))
+}
+
 /// Replay AAEL text as AAEL's own verifiers do: start from the INIT line's register, extend it
 /// with the digest of the INIT line, then with the digest of each event line as written.
 pub fn replay_text(text: &str) -> Result<Digest384, AaelError> {
@@ -107,34 +129,9 @@ fn parse_init(line: &str) -> Result<Digest384, AaelError> {
 mod tests {
     use super::*;
     use crate::eventlog::replay;
+    use crate::eventlog::tests::arb_log;
     use proptest::prelude::*;
-    use serde_json::{json, Value};
-
-    fn arb_content() -> impl Strategy<Value = Value> {
-        let leaf = prop_oneof![
-            Just(Value::Null),
-            any::<bool>().prop_map(Value::Bool),
-            (-(1i64 << 53)..=(1i64 << 53)).prop_map(|n| json!(n)),
-            ".{0,12}".prop_map(Value::String),
-        ];
-        leaf.prop_recursive(3, 24, 4, |inner| {
-            prop_oneof![
-                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-                prop::collection::btree_map(".{0,6}", inner, 0..4)
-                    .prop_map(|m| Value::Object(m.into_iter().collect())),
-            ]
-        })
-    }
-
-    fn arb_log() -> impl Strategy<Value = Vec<Record>> {
-        prop::collection::vec(("[a-z.]{1,16}", arb_content()), 0..12).prop_map(|events| {
-            events
-                .into_iter()
-                .enumerate()
-                .map(|(i, (op, content))| Record::new(i as u64, op, content))
-                .collect()
-        })
-    }
+    use serde_json::json;
 
     proptest! {
         /// Any log, any content (spaces, control and non-ASCII characters): the AAEL text
@@ -147,6 +144,7 @@ mod tests {
                 prop_assert_eq!(line.split(' ').count(), 3);
             }
             prop_assert_eq!(replay_text(&text).expect("replay"), replay(&log).expect("replay"));
+            prop_assert_eq!(first_difference(&log, &text).expect("compare"), None);
             prop_assert_eq!(parse_text(&text).expect("parse"), log);
         }
 
@@ -160,6 +158,24 @@ mod tests {
                 let _ = replay_text(text);
             }
         }
+    }
+
+    /// The first line where a text is not the log's: an edited, missing or extra line.
+    #[test]
+    fn the_first_differing_line_is_named() {
+        let log = vec![Record::new(0, "a", json!(1)), Record::new(1, "b", json!(2))];
+        let text = to_text(&log).expect("text");
+        let diff = |t: &str| first_difference(&log, t).expect("compare");
+        assert_eq!(diff(&text), None);
+        assert_eq!(diff(&text.replacen("INIT", "INIT ", 1)), Some(1));
+        assert_eq!(diff(&text.replace("vouch b 2", "vouch b 3")), Some(3));
+        assert_eq!(diff(&text.replace("vouch b 2\n", "")), Some(3));
+        assert_eq!(diff(&format!("{text}vouch c 3\n")), Some(4));
+        assert_eq!(diff(text.trim_end()), Some(3));
+        assert_eq!(
+            first_difference(&log[..1], &text).expect("compare"),
+            Some(3)
+        );
     }
 
     #[test]

@@ -213,12 +213,12 @@ pub fn validate_sequence(records: &[Record]) -> Result<(), RecordError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
     use serde_json::json;
 
-    fn arb_content() -> impl Strategy<Value = Value> {
+    pub(crate) fn arb_content() -> impl Strategy<Value = Value> {
         let leaf = prop_oneof![
             Just(Value::Null),
             any::<bool>().prop_map(Value::Bool),
@@ -234,7 +234,8 @@ mod tests {
         })
     }
 
-    fn arb_log() -> impl Strategy<Value = Vec<Record>> {
+    /// Logs of up to 12 records with any content (shared with the AAEL tests).
+    pub(crate) fn arb_log() -> impl Strategy<Value = Vec<Record>> {
         prop::collection::vec(("[a-z.]{1,16}", arb_content()), 0..12).prop_map(|events| {
             events
                 .into_iter()

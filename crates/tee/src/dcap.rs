@@ -293,7 +293,7 @@ pub fn verify_quote(
             // signature and the collateral have been verified; the TCB status is computed from
             // the same collateral, and the attributes go to the policy.
             if crate::dcap_tcb::qvl_attribute_objection(&parsed.report) == Some(refusal.as_str()) {
-                let (status, advisories) = crate::dcap_tcb::tcb_status(quote, collateral)?;
+                let (status, advisories) = crate::dcap_tcb::tcb_status(&parsed, collateral)?;
                 let mut claims = claims_of(&parsed.report);
                 claims.tcb_status = status;
                 claims.advisories = advisories;
@@ -413,19 +413,24 @@ impl DcapPolicy {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::testing::vectors;
 
     const AT: u64 = 1_750_400_000;
 
+    /// A real quote of the corpus (`tdx` or `sgx`) and its collateral.
+    pub(crate) fn real_quote(v: &std::path::Path, kind: &str) -> (Vec<u8>, QuoteCollateralV3) {
+        let quote = std::fs::read(v.join(format!("{kind}/{kind}_quote"))).expect("quote");
+        let col = std::fs::read(v.join(format!("{kind}/{kind}_quote_collateral.json")))
+            .expect("collateral file");
+        (quote, load_collateral(&col).expect("collateral"))
+    }
+
     #[test]
     fn tdx_quote_verifies_up_to_date_within_its_collateral_window_only() {
         let Some(v) = vectors() else { return };
-        let quote = std::fs::read(v.join("tdx/tdx_quote")).expect("quote");
-        let col =
-            load_collateral(&std::fs::read(v.join("tdx/tdx_quote_collateral.json")).expect("col"))
-                .expect("collateral");
+        let (quote, col) = real_quote(&v, "tdx");
         let c = verify_quote(&quote, &col, AT).expect("verify");
         assert_eq!(c.kind, "tdx");
         assert_eq!(c.tcb_status, "UpToDate");
@@ -458,10 +463,7 @@ mod tests {
     #[test]
     fn td_attributes_are_claims_a_policy_requires_or_refuses() {
         let Some(v) = vectors() else { return };
-        let quote = std::fs::read(v.join("tdx/tdx_quote")).expect("quote");
-        let col =
-            load_collateral(&std::fs::read(v.join("tdx/tdx_quote_collateral.json")).expect("col"))
-                .expect("collateral");
+        let (quote, col) = real_quote(&v, "tdx");
         let c = verify_quote(&quote, &col, AT).expect("verify");
         assert!(c.td_attribute_bits["sept_ve_disable"]);
         assert_eq!(c.td_attribute_bits.len(), TD_ATTRIBUTES.len());
@@ -540,10 +542,7 @@ mod tests {
     #[test]
     fn a_cleared_attribute_bit_is_refused_for_the_signature() {
         let Some(v) = vectors() else { return };
-        let mut quote = std::fs::read(v.join("tdx/tdx_quote")).expect("quote");
-        let col =
-            load_collateral(&std::fs::read(v.join("tdx/tdx_quote_collateral.json")).expect("col"))
-                .expect("collateral");
+        let (mut quote, col) = real_quote(&v, "tdx");
         // TD 1.0 body at 48: TEE_TCB_SVN 16, MRSEAM 48, MRSIGNERSEAM 48, SEAMATTRIBUTES 8, then
         // TDATTRIBUTES; bit 28 is in its byte 3.
         let at = 48 + 16 + 48 + 48 + 8 + 3;
@@ -562,10 +561,7 @@ mod tests {
     #[test]
     fn sgx_quote_reports_its_status_and_advisories() {
         let Some(v) = vectors() else { return };
-        let quote = std::fs::read(v.join("sgx/sgx_quote")).expect("quote");
-        let col =
-            load_collateral(&std::fs::read(v.join("sgx/sgx_quote_collateral.json")).expect("col"))
-                .expect("collateral");
+        let (quote, col) = real_quote(&v, "sgx");
         let c = verify_quote(&quote, &col, AT).expect("verify");
         assert_eq!(c.kind, "sgx");
         assert_eq!(c.tcb_status, "ConfigurationAndSWHardeningNeeded");
@@ -581,9 +577,7 @@ mod tests {
     #[test]
     fn flipped_quote_and_collateral_bytes_fail() {
         let Some(v) = vectors() else { return };
-        let quote = std::fs::read(v.join("tdx/tdx_quote")).expect("quote");
-        let col_json = std::fs::read(v.join("tdx/tdx_quote_collateral.json")).expect("col");
-        let col = load_collateral(&col_json).expect("collateral");
+        let (quote, col) = real_quote(&v, "tdx");
         // Every byte of the quote proper (its trailing zero padding is not part of it).
         let extent = quote_extent(&quote).expect("extent");
         assert_eq!(extent, 4936);

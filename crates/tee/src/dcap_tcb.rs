@@ -48,11 +48,10 @@ pub(crate) fn qvl_attribute_objection(report: &Report) -> Option<&'static str> {
 /// The TCB status and advisories of a quote whose signatures and collateral `dcap-qvl` has
 /// already verified.
 pub(crate) fn tcb_status(
-    raw: &[u8],
+    quote: &Quote,
     collateral: &QuoteCollateralV3,
 ) -> Result<(String, Vec<String>), DcapError> {
     let verify = |what: &str, e: &dyn std::fmt::Display| DcapError::Verify(format!("{what}: {e}"));
-    let quote = Quote::parse(raw).map_err(|e| DcapError::Quote(format!("{e:#}")))?;
     let mut info: TcbInfo = serde_json::from_str(&collateral.tcb_info)
         .map_err(|e| DcapError::Collateral(format!("TCB info: {e}")))?;
     let is_tdx = info.version >= 3 && info.id == "TDX";
@@ -73,7 +72,7 @@ pub(crate) fn tcb_status(
 
     let chain = match &collateral.pck_certificate_chain {
         Some(pem) => crate::pem::certificates(pem.as_bytes()),
-        None => dcap_qvl::intel::extract_cert_chain(&quote)
+        None => dcap_qvl::intel::extract_cert_chain(quote)
             .map_err(|e| verify("PCK certificate chain", &e))?,
     };
     let leaf = chain
@@ -199,16 +198,12 @@ mod tests {
     #[test]
     fn agrees_with_dcap_qvl_on_the_real_quotes() {
         let Some(v) = vectors() else { return };
-        for (quote, collateral) in [
-            ("tdx/tdx_quote", "tdx/tdx_quote_collateral.json"),
-            ("sgx/sgx_quote", "sgx/sgx_quote_collateral.json"),
-        ] {
-            let raw = std::fs::read(v.join(quote)).expect("quote");
-            let col = crate::dcap::load_collateral(&std::fs::read(v.join(collateral)).expect("c"))
-                .expect("collateral");
+        for kind in ["tdx", "sgx"] {
+            let (raw, col) = crate::dcap::tests::real_quote(&v, kind);
             let qvl = dcap_qvl::verify::verify(&raw, &col, AT).expect("dcap-qvl verifies it");
-            let ours = tcb_status(&raw, &col).expect("status");
-            assert_eq!(ours, (qvl.status, qvl.advisory_ids), "{quote}");
+            let quote = Quote::parse(&raw).expect("parse");
+            let ours = tcb_status(&quote, &col).expect("status");
+            assert_eq!(ours, (qvl.status, qvl.advisory_ids), "{kind}");
         }
     }
 

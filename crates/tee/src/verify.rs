@@ -563,14 +563,10 @@ pub fn verify_evidence(evidence: &Evidence, opts: &VerifyOptions) -> Result<Verd
     validate_sequence(&evidence.event_log).map_err(VerifyError::Log)?;
     if let Some(text) = &evidence.aa_eventlog {
         // The AAEL copy is for AAEL readers; it must say exactly what the log says.
-        let ours = vouch_measure::aael::to_text(&evidence.event_log).map_err(VerifyError::Log)?;
-        if *text != ours {
-            let line = ours
-                .lines()
-                .zip(text.lines())
-                .position(|(a, b)| a != b)
-                .unwrap_or_else(|| ours.lines().count().min(text.lines().count()));
-            return Err(VerifyError::AaelMismatch { line: line + 1 });
+        if let Some(line) = vouch_measure::aael::first_difference(&evidence.event_log, text)
+            .map_err(VerifyError::Log)?
+        {
+            return Err(VerifyError::AaelMismatch { line });
         }
     }
     if claims.tee == TeeType::Tpm {

@@ -76,6 +76,19 @@ fn human_size(n: u64) -> String {
     }
 }
 
+/// `vouch volume ls`: each volume and the containers that use it.
+pub fn volume_table(list: &[vouch_api::Volume]) -> String {
+    let mut out = format!("{:<32} USED BY\n", "VOLUME NAME");
+    for v in list {
+        out.push_str(&format!(
+            "{:<32} {}\n",
+            field(&v.name),
+            field(&v.used_by.join(","))
+        ));
+    }
+    out
+}
+
 pub fn image_table(list: &[ImageSummary]) -> String {
     let mut out = format!(
         "{:<40}{:<14}{:<10}{}\n",
@@ -329,4 +342,29 @@ pub fn golden(check: &GoldenCheck) -> String {
         out.push_str(&format!("    {}: {verdict}\n", field(&c.id)));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_volume_table_has_one_escaped_row_per_volume() {
+        let list = [
+            vouch_api::Volume {
+                name: "data".into(),
+                used_by: vec!["aaaaaaaaaaaa".into(), "bbbbbbbbbbbb".into()],
+            },
+            vouch_api::Volume {
+                name: "odd\nname".into(),
+                used_by: vec![],
+            },
+        ];
+        let table = volume_table(&list);
+        let rows: Vec<&str> = table.lines().collect();
+        assert_eq!(rows.len(), 3, "{table}");
+        assert!(rows[0].starts_with("VOLUME NAME"));
+        assert!(rows[1].starts_with("data ") && rows[1].ends_with("aaaaaaaaaaaa,bbbbbbbbbbbb"));
+        assert!(rows[2].starts_with("odd\\u000aname"), "{}", rows[2]);
+    }
 }

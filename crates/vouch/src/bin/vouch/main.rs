@@ -224,16 +224,12 @@ fn run(cli: Cli) -> Result<u8> {
         Cmd::Ps { all, quiet, json } => {
             let list: Vec<Container> =
                 client.call("GET", &format!("/v1/containers?all={all}"), None::<&()>)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&list)?);
-            } else if quiet {
-                for c in &list {
-                    println!("{}", &c.id[..12]);
-                }
-            } else {
-                print!("{}", format::ps_table(&list));
-            }
-            Ok(0)
+            print_list(
+                &list,
+                Listing { json, quiet },
+                |c| c.id.get(..12).unwrap_or(&c.id),
+                format::ps_table,
+            )
         }
         Cmd::Logs { follow, container } => {
             let resp = client.stream(
@@ -447,6 +443,31 @@ fn run(cli: Cli) -> Result<u8> {
             Ok(0)
         }
     }
+}
+
+/// How a list command prints: `--json`, `-q` (one key per line), or a table.
+pub(crate) struct Listing {
+    pub(crate) json: bool,
+    pub(crate) quiet: bool,
+}
+
+/// Print a list as its `Listing` says.
+pub(crate) fn print_list<T: serde::Serialize>(
+    list: &[T],
+    how: Listing,
+    key: impl Fn(&T) -> &str,
+    table: impl FnOnce(&[T]) -> String,
+) -> Result<u8> {
+    if how.json {
+        println!("{}", serde_json::to_string_pretty(list)?);
+    } else if how.quiet {
+        for item in list {
+            println!("{}", key(item));
+        }
+    } else {
+        print!("{}", table(list));
+    }
+    Ok(0)
 }
 
 /// Apply `op` to every target, reporting each failure on its own line; 1 if any failed.

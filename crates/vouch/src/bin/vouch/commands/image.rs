@@ -188,16 +188,12 @@ pub(crate) fn image(client: &Client, cmd: ImageCmd) -> Result<u8> {
     match cmd {
         ImageCmd::Ls { quiet, json } => {
             let list: Vec<ImageSummary> = client.call("GET", "/v1/images", None::<&()>)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&list)?);
-            } else if quiet {
-                for i in &list {
-                    println!("{}", i.id);
-                }
-            } else {
-                print!("{}", format::image_table(&list));
-            }
-            Ok(0)
+            print_list(
+                &list,
+                Listing { json, quiet },
+                |i| &i.id,
+                format::image_table,
+            )
         }
         ImageCmd::Pull(args) => pull(client, args),
         ImageCmd::Load {

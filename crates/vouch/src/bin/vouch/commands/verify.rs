@@ -24,12 +24,6 @@ pub(crate) struct VerifyArgs {
     /// Accept SNP guests whose policy allows debugging.
     #[arg(long)]
     pub(crate) allow_debug: bool,
-    /// TDX golden value: the MRTD (hex).
-    #[arg(long)]
-    pub(crate) mrtd: Option<String>,
-    /// TDX golden values for RTMR0-2, as N=HEX (repeatable).
-    #[arg(long = "rtmr", value_name = "N=HEX")]
-    pub(crate) rtmr: Vec<String>,
     /// SEV-SNP golden value: the launch measurement (hex).
     #[arg(long)]
     pub(crate) measurement: Option<String>,
@@ -72,21 +66,8 @@ pub(crate) struct VerifyArgs {
     /// Verify as of this unix time (default: now).
     #[arg(long)]
     pub(crate) at: Option<u64>,
-    /// TCB statuses to accept besides UpToDate (e.g. SWHardeningNeeded).
-    #[arg(long = "accept-tcb", value_name = "STATUS")]
-    pub(crate) accept_tcb: Vec<String>,
-    /// TDX: require this TD attribute bit (debug, icssd, servtd_ext, lass, sept_ve_disable,
-    /// migratable, pks, kl, tpa, perfmon). Repeatable. By default TD attributes are claims
-    /// only (as in Intel's QVL); debug and reserved bits are always refused.
-    #[arg(long = "require-td-attribute", value_name = "NAME")]
-    pub(crate) require_td_attribute: Vec<String>,
-    /// TDX: refuse a TD with this attribute bit set (e.g. migratable). Repeatable.
-    #[arg(long = "refuse-td-attribute", value_name = "NAME")]
-    pub(crate) refuse_td_attribute: Vec<String>,
-    /// TDX: require SEPT_VE_DISABLE (as --require-td-attribute sept_ve_disable). Azure's TDX
-    /// guests do not set it.
-    #[arg(long)]
-    pub(crate) require_sept_ve_disable: bool,
+    #[command(flatten)]
+    pub(crate) tdx: TdxFlags,
     /// Require this nonce.
     #[arg(long)]
     pub(crate) nonce: Option<String>,
@@ -177,12 +158,7 @@ pub(crate) fn verify_command(args: VerifyArgs) -> Result<u8> {
             collateral,
             collateral_from,
             at,
-            accept_tcb,
-            require_td_attribute,
-            refuse_td_attribute,
-            require_sept_ve_disable,
-            mrtd,
-            rtmr,
+            tdx,
             json,
             ..
         } => verify_quote(
@@ -190,14 +166,7 @@ pub(crate) fn verify_command(args: VerifyArgs) -> Result<u8> {
             collateral.as_deref(),
             &collateral_from,
             at,
-            dcap_policy(TdxFlags {
-                accept_tcb,
-                require_td_attribute,
-                refuse_td_attribute,
-                require_sept_ve_disable,
-                mrtd,
-                rtmr,
-            })?,
+            dcap_policy(tdx)?,
             json,
         ),
         VerifyArgs {
@@ -210,12 +179,7 @@ pub(crate) fn verify_command(args: VerifyArgs) -> Result<u8> {
             collateral,
             collateral_from,
             at,
-            accept_tcb,
-            require_td_attribute,
-            refuse_td_attribute,
-            require_sept_ve_disable,
-            mrtd,
-            rtmr,
+            tdx,
             golden,
             golden_key,
             json,
@@ -233,18 +197,9 @@ pub(crate) fn verify_command(args: VerifyArgs) -> Result<u8> {
                 tpm_aks: tpm_ak.iter().map(|f| f.to_ascii_lowercase()).collect(),
                 ..Default::default()
             };
-            opts.dcap_policy = dcap_policy(TdxFlags {
-                accept_tcb,
-                require_td_attribute,
-                refuse_td_attribute,
-                require_sept_ve_disable,
-                mrtd,
-                rtmr,
-            })?;
+            opts.dcap_policy = dcap_policy(tdx)?;
             if let Some(path) = collateral {
-                let bytes = std::fs::read(&path)
-                    .with_context(|| format!("cannot read {}", path.display()))?;
-                opts.tdx_collateral = Some(vouch_tee::dcap::load_collateral(&bytes)?);
+                opts.tdx_collateral = Some(vouch_tee::dcap::load_collateral(&read(&path)?)?);
             }
             opts.collateral = collateral_from.store()?;
             opts.tpm_ak_cas = vouch::ca_certificates(&tpm_ak_ca)?;
@@ -290,9 +245,7 @@ pub(crate) fn open_golden(
     vouch_image::golden::SignedGolden,
     vouch_image::golden::Golden,
 )> {
-    let envelope = vouch_image::golden::SignedGolden::parse(
-        &std::fs::read(doc).with_context(|| format!("cannot read {}", doc.display()))?,
-    )?;
+    let envelope = vouch_image::golden::SignedGolden::parse(&read(doc)?)?;
     let pem =
         std::fs::read_to_string(key).with_context(|| format!("cannot read {}", key.display()))?;
     let opened = envelope.open(&[vouch_image::cosign::parse_public(&pem)?])?;
@@ -338,7 +291,7 @@ pub(crate) fn verify(
         io::stdin().read_to_end(&mut b)?;
         b
     } else {
-        std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?
+        read(&file)?
     };
     let evidence = Evidence::from_json(&bytes)
         .with_context(|| format!("{} is not vouch evidence", file.display()))?;
@@ -370,12 +323,10 @@ pub(crate) fn verify_quote(
     json: bool,
 ) -> Result<u8> {
     use vouch_tee::dcap;
-    let raw = std::fs::read(quote).with_context(|| format!("cannot read {}", quote.display()))?;
+    let raw = read(quote)?;
     let now = at.unwrap_or_else(vouch_base::clock::unix_secs);
     let col = match (collateral, collateral_from.store()?) {
-        (Some(path), _) => dcap::load_collateral(
-            &std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
-        )?,
+        (Some(path), _) => dcap::load_collateral(&read(path)?)?,
         (None, Some(store)) => store.for_quote(&raw, now)?,
         (None, None) => {
             bail!("a quote needs its collateral: give --collateral FILE, --collateral-dir DIR or --pccs URL")
@@ -456,9 +407,6 @@ pub(crate) fn verify_tpm(
     json: bool,
 ) -> Result<u8> {
     use vouch_tee::{tcg, tpm};
-    let read = |p: &std::path::Path| {
-        std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))
-    };
     let nonce_bytes = hex::decode(nonce).context("--nonce must be hex")?;
     let ak = tpm::parse_ak(&read(ak)?).context("attestation key")?;
     // The AK's certificate, when given, must fit the AK and chain to a trusted CA.
@@ -580,9 +528,6 @@ pub(crate) fn verify_snp(
     json: bool,
 ) -> Result<u8> {
     use vouch_tee::snp;
-    let read = |p: &std::path::Path| {
-        std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))
-    };
     let now = at.unwrap_or_else(vouch_base::clock::unix_secs);
     let result =
         snp::verify_report_with_roots(&read(report)?, &read(vcek)?, &read(chain)?, now, trust_ark)
@@ -653,13 +598,29 @@ pub(crate) fn report_verification<T: serde::Serialize>(
     }
 }
 
-/// The TDX flags of `vouch verify`.
+/// The TDX flags of `vouch verify`: TCB statuses, TD attributes, golden values.
+#[derive(ClapArgs)]
 pub(crate) struct TdxFlags {
+    /// TCB statuses to accept besides UpToDate (e.g. SWHardeningNeeded).
+    #[arg(long = "accept-tcb", value_name = "STATUS")]
     pub(crate) accept_tcb: Vec<String>,
+    /// TDX: require this TD attribute bit (debug, icssd, servtd_ext, lass, sept_ve_disable,
+    /// migratable, pks, kl, tpa, perfmon). Repeatable. By default TD attributes are claims
+    /// only (as in Intel's QVL); debug and reserved bits are always refused.
+    #[arg(long = "require-td-attribute", value_name = "NAME")]
     pub(crate) require_td_attribute: Vec<String>,
+    /// TDX: refuse a TD with this attribute bit set (e.g. migratable). Repeatable.
+    #[arg(long = "refuse-td-attribute", value_name = "NAME")]
     pub(crate) refuse_td_attribute: Vec<String>,
+    /// TDX: require SEPT_VE_DISABLE (as --require-td-attribute sept_ve_disable). Azure's TDX
+    /// guests do not set it.
+    #[arg(long)]
     pub(crate) require_sept_ve_disable: bool,
+    /// TDX golden value: the MRTD (hex).
+    #[arg(long)]
     pub(crate) mrtd: Option<String>,
+    /// TDX golden values for RTMR0-2, as N=HEX (repeatable).
+    #[arg(long = "rtmr", value_name = "N=HEX")]
     pub(crate) rtmr: Vec<String>,
 }
 
@@ -739,6 +700,11 @@ pub(crate) fn snp_policy(
         measurement,
         max_vmpl,
     })
+}
+
+/// A file a verification reads, or an error naming it.
+fn read(path: &std::path::Path) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
 #[cfg(test)]

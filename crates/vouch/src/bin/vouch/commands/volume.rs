@@ -23,19 +23,12 @@ pub(crate) fn volume(client: &Client, cmd: VolumeCmd) -> Result<u8> {
     match cmd {
         VolumeCmd::Ls { quiet, json } => {
             let list: Vec<vouch_api::Volume> = client.call("GET", "/v1/volumes", None::<&()>)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&list)?);
-            } else if quiet {
-                for v in &list {
-                    println!("{}", v.name);
-                }
-            } else {
-                println!("{:<32} USED BY", "VOLUME NAME");
-                for v in &list {
-                    println!("{:<32} {}", v.name, v.used_by.join(","));
-                }
-            }
-            Ok(0)
+            print_list(
+                &list,
+                Listing { json, quiet },
+                |v| &v.name,
+                format::volume_table,
+            )
         }
         VolumeCmd::Rm { volumes } => {
             let mut failed = false;
