@@ -56,7 +56,7 @@ pub fn ps_table(list: &[Container]) -> String {
     for c in list {
         out.push_str(&format!(
             "{:<14}{:<22}{:<24}{:<18}{:<28}{}\n",
-            field(c.id.get(..12).unwrap_or(&c.id)),
+            field(short_id(&c.id)),
             truncate(&c.image, 20),
             truncate(&format!("\"{}\"", c.command.join(" ")), 22),
             format!("{} ago", ago(&c.created_at)),
@@ -210,6 +210,11 @@ pub struct PullProgress {
     tty: bool,
     layers: Vec<(String, u64, u64, bool)>,
     drawn: usize,
+}
+
+/// A container id as docker shows it: its first 12 characters (all of it if shorter).
+pub fn short_id(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
 }
 
 fn short(digest: &str) -> &str {

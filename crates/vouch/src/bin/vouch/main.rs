@@ -227,7 +227,7 @@ fn run(cli: Cli) -> Result<u8> {
             print_list(
                 &list,
                 Listing { json, quiet },
-                |c| c.id.get(..12).unwrap_or(&c.id),
+                |c| format::short_id(&c.id),
                 format::ps_table,
             )
         }

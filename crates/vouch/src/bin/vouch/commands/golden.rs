@@ -99,7 +99,7 @@ pub(crate) fn golden(client: &Client, cmd: GoldenCmd) -> Result<u8> {
                 if c.image_digest != record.manifest_digest.to_string() {
                     bail!(
                         "container {} runs {}, not {reference} ({}): pin the spec of a container of this image",
-                        &c.id[..12],
+                        format::short_id(&c.id),
                         c.image_digest,
                         record.manifest_digest
                     );

@@ -179,7 +179,7 @@ pub(crate) fn run_container(client: &Client, args: RunArgs) -> Result<u8> {
     if done.oom_killed {
         eprintln!(
             "vouch: container {} was killed by the OOM killer (memory limit reached)",
-            &created.id[..12]
+            format::short_id(&created.id)
         );
     }
     match (done.state, done.exit_code) {
@@ -187,7 +187,7 @@ pub(crate) fn run_container(client: &Client, args: RunArgs) -> Result<u8> {
         (_, _) => {
             bail!(
                 "container {} ended without an exit status: {}",
-                &created.id[..12],
+                format::short_id(&created.id),
                 done.error.unwrap_or_default()
             )
         }
