@@ -73,7 +73,7 @@ pub struct Mount {
 }
 
 /// The quick-mode resource a Conker KMS endpoint serves.
-pub const KMS_RESOURCE: &str = vouch_kbs::QUICK_RESOURCE;
+pub const KMS_RESOURCE: &str = vouch_kbs_client::QUICK_RESOURCE;
 
 /// Translate a Conker request into a vouch container request, refusing what vouch cannot honour
 /// yet with a clear reason rather than silently ignoring it.

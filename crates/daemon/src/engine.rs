@@ -23,7 +23,7 @@ use vouch_api::{
 };
 use vouch_base::{clock, error_chain};
 use vouch_image::{ContentStore, ImageRecord, LoadError, StoreError};
-use vouch_kbs::SecretRef;
+use vouch_kbs_client::SecretRef;
 use vouch_runtime::monitor::{self, read_exit, ExitRecord, MonitorReport};
 use vouch_runtime::rootfs::{Overlay, RootfsError};
 use vouch_runtime::secrets::SecretsDir;
@@ -64,7 +64,7 @@ pub enum EngineError {
         url: String,
         kbs: String,
         #[source]
-        source: vouch_kbs::KbsClientError,
+        source: vouch_kbs_client::KbsClientError,
     },
     #[error("the task was cancelled")]
     Cancelled,
@@ -134,7 +134,7 @@ pub struct Engine {
     policy: Option<vouch_image::policy::ImagePolicy>,
     golden_keys: Vec<p256::ecdsa::VerifyingKey>,
     lookaside: vouch_image::simplesign::Lookaside,
-    kbs_trust: vouch_kbs::KbsTrust,
+    kbs_trust: vouch_kbs_client::KbsTrust,
     journal: Mutex<Journal>,
     tasks: Mutex<BTreeMap<String, TaskRecord>>,
     /// Latest view per task. Kept for a while after a task is removed, so a client that waits
@@ -148,7 +148,7 @@ pub struct Engine {
     /// Tasks asked to stop launching.
     cancels: Mutex<std::collections::HashSet<String>>,
     /// Secret fetches in flight, by task: a cancel interrupts them at once.
-    fetches: Mutex<HashMap<String, Arc<vouch_kbs::client::Interrupt>>>,
+    fetches: Mutex<HashMap<String, Arc<vouch_kbs_client::client::Interrupt>>>,
     /// `--rm` tasks created with `attach`: once ended they are removed by the wait that returns
     /// their end (or ATTACH_HOLD_SECS later), not at once, so an attached caller finds them.
     held: Mutex<std::collections::HashSet<String>>,
@@ -235,7 +235,7 @@ impl Engine {
         }
         let lookaside = vouch_image::simplesign::Lookaside::load(&cfg.registries_d)
             .map_err(|e| EngineError::BadRequest(error_chain(&e)))?;
-        let kbs_trust = vouch_kbs::KbsTrust::from_ca_files(&cfg.kbs_cas)
+        let kbs_trust = vouch_kbs_client::KbsTrust::from_ca_files(&cfg.kbs_cas)
             .map_err(|e| EngineError::BadRequest(e.to_string()))?;
         let (journal, report) = Journal::open(&cfg.eventlog_path(), attester, VOUCH_REGISTER)?;
         if report.truncated_bytes > 0 || report.extended_last {
@@ -1532,7 +1532,7 @@ impl Engine {
         let dir = SecretsDir::for_container(&self.container_dir(id));
         dir.mount(spec.uid, spec.gid)
             .map_err(|e| EngineError::Internal(format!("cannot mount the secrets tmpfs: {e}")))?;
-        let interrupt = vouch_kbs::client::Interrupt::new();
+        let interrupt = vouch_kbs_client::client::Interrupt::new();
         lock(&self.fetches).insert(id.to_string(), interrupt.clone());
         // A cancel that came before the fetch was registered.
         if lock(&self.cancels).contains(id) {
@@ -1555,7 +1555,7 @@ impl Engine {
         spec: &ContainerSpec,
         secrets: &[SecretRef],
         dir: &SecretsDir,
-        interrupt: &Arc<vouch_kbs::client::Interrupt>,
+        interrupt: &Arc<vouch_kbs_client::client::Interrupt>,
     ) -> Result<(), EngineError> {
         let tee = match lock(&self.journal).tee() {
             TeeType::Sim => kbs_types::Tee::Sample,
@@ -1585,7 +1585,7 @@ impl Engine {
                     interrupt,
                 )
                 .map_err(|source| match source {
-                    vouch_kbs::KbsClientError::Cancelled => EngineError::Cancelled,
+                    vouch_kbs_client::KbsClientError::Cancelled => EngineError::Cancelled,
                     source => EngineError::Secret {
                         url: url.clone(),
                         kbs: client.addr().to_string(),

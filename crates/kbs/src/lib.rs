@@ -9,16 +9,12 @@
 //! It must never log a resource value or a token, never release a resource without a policy
 //! decision, and never accept `sim` evidence unless started with `--allow-sim`.
 
-pub mod client;
-pub mod jwe;
 pub mod policy;
 pub mod server;
 pub mod store;
 pub mod tls;
 pub mod token;
 
-pub use client::{KbsClient, KbsClientError, KbsTrust, ResourcePath, SecretRef};
 pub use server::{Kbs, KbsConfig, KbsError, QuickMode, QUICK_RESOURCE};
 
-/// The KBS protocol version spoken here.
-pub const PROTOCOL_VERSION: &str = "0.4.0";
+pub use vouch_kbs_client::PROTOCOL_VERSION;

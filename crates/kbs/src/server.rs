@@ -16,13 +16,12 @@ use kbs_types::{Attestation, Challenge, Request, Tee};
 use serde_json::{json, Value};
 use vouch_tee::{verify_evidence, Evidence, TeeType, Verdict, VerifyError, VerifyOptions};
 
-use crate::jwe;
 use crate::policy::{self, PolicyError, DEFAULT_POLICY};
 use crate::store::{Storage, StoreError, DEFAULT_POLICY_KEY};
 use crate::token::{self, Es256, TokenError};
-use crate::PROTOCOL_VERSION;
+use vouch_kbs_client::jwe;
+use vouch_kbs_client::protocol::{valid_segment, PROTOCOL_VERSION, SESSION_COOKIE};
 
-pub const SESSION_COOKIE: &str = "kbs-session-id";
 const ERROR_TYPE_BASE: &str = "https://github.com/confidential-containers/kbs/errors/";
 
 #[derive(Debug, thiserror::Error)]
@@ -161,7 +160,7 @@ pub struct QuickMode {
 }
 
 /// The resource path quick mode serves.
-pub const QUICK_RESOURCE: &str = "conker/secret/json";
+pub use vouch_kbs_client::QUICK_RESOURCE;
 
 impl QuickMode {
     fn policy(&self) -> String {
@@ -345,12 +344,7 @@ fn tee_type(tee: Tee) -> Option<TeeType> {
 
 /// Validate `repo/type/tag` segments: no separators, no dot-only names.
 pub fn check_segment(s: &str) -> Result<(), KbsError> {
-    let ok = !s.is_empty()
-        && s.len() <= 128
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        && s.bytes().any(|b| b != b'.');
-    if ok {
+    if valid_segment(s) {
         Ok(())
     } else {
         Err(KbsError::InvalidRequest(format!(
@@ -1195,9 +1189,9 @@ mod tests {
             claims: "{}".into(),
             tee_pubkey: "{}".into(),
         };
-        let key = crate::jwe::generate_key().expect("key");
+        let key = jwe::generate_key().expect("key");
         let wrong: Attestation = serde_json::from_value(json!({
-            "runtime-data": {"nonce": "not-the-nonce", "tee-pubkey": crate::jwe::public_jwk(&key.public_key())},
+            "runtime-data": {"nonce": "not-the-nonce", "tee-pubkey": jwe::public_jwk(&key.public_key())},
             "tee-evidence": {"primary_evidence": {}, "additional_evidence": ""}
         }))
         .expect("attestation");

@@ -204,7 +204,7 @@ mod tests {
     use super::*;
 
     fn es() -> Es256 {
-        let k = crate::jwe::generate_key().expect("key");
+        let k = vouch_kbs_client::jwe::generate_key().expect("key");
         Es256::from_scalar(&k.to_bytes()).expect("signer")
     }
 
@@ -360,5 +360,15 @@ mod tests {
             verify_admin(&k.verifying_key(), &t, DEFAULT_ADMIN_AUDIENCE),
             Err(TokenError::Malformed)
         );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_tokens_never_panic(t in ".{0,200}") {
+            let admin = ed25519_dalek::SigningKey::from_bytes(&[1u8; 32]);
+            proptest::prop_assert!(verify_admin(&admin.verifying_key(), &t, DEFAULT_ADMIN_AUDIENCE).is_err());
+            let s = es();
+            proptest::prop_assert!(Es256::verify(s.public_key(), &t).is_err());
+        }
     }
 }

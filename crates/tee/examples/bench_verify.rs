@@ -63,7 +63,7 @@ fn main() {
         tpm::verify_quote(&attest, &sig, &ak, Some(&[0x90, 0x09]), None).expect("verify");
     });
 
-    if let Some(tpm_sim) = vouch_tee::testing::Swtpm::start() {
+    if let Some(tpm_sim) = vouch_testkit::Swtpm::start() {
         let attester = std::sync::Arc::new(
             vouch_tee::tpm_device::TpmAttester::open(&tpm_sim.tcti, 23).expect("TPM"),
         );

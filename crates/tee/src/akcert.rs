@@ -245,7 +245,7 @@ mod tests {
     /// it is itself an anchor, and without its issuer it is not trusted.
     #[test]
     fn real_cloud_ak_certificate() {
-        let Some(v) = crate::testing::vectors() else {
+        let Some(v) = vouch_testkit::corpus::vectors() else {
             return;
         };
         let dir = v.join("tpm/gce-vtpm-nonce9009");

@@ -480,7 +480,7 @@ mod tests {
     use super::*;
 
     fn vectors() -> Option<PathBuf> {
-        crate::testing::vectors()
+        vouch_testkit::corpus::vectors()
     }
 
     #[test]

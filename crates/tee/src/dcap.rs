@@ -415,7 +415,7 @@ impl DcapPolicy {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::testing::vectors;
+    use vouch_testkit::corpus::vectors;
 
     const AT: u64 = 1_750_400_000;
 

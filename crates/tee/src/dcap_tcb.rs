@@ -190,7 +190,7 @@ fn relaunch(launch: TcbStatus, current: TcbStatus) -> TcbStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::vectors;
+    use vouch_testkit::corpus::vectors;
 
     const AT: u64 = 1_750_400_000;
 

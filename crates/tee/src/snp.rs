@@ -569,7 +569,7 @@ impl SnpPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::vectors;
+    use vouch_testkit::corpus::vectors;
 
     const NOW: u64 = 1_750_400_000;
 
@@ -692,7 +692,7 @@ mod tests {
         let Some((report, vcek, chain)) = load() else {
             return;
         };
-        let Some(v) = crate::testing::vectors() else {
+        let Some(v) = vouch_testkit::corpus::vectors() else {
             return;
         };
         // A valid self-signed root that is not AMD's, in the ARK's place.

@@ -253,7 +253,7 @@ impl TcgLog {
 mod tests {
     use super::*;
 
-    use crate::testing::vectors;
+    use vouch_testkit::corpus::vectors;
 
     fn hex(d: &Digest384) -> String {
         d.to_hex()

@@ -273,10 +273,10 @@ pub fn request(entry: &Path, report_data: &Digest384) -> Result<Vec<u8>, AttestE
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::vectors;
     use crate::{verify_evidence, Evidence, VerifyError, VerifyOptions};
     use base64::Engine as _;
     use serde_json::json;
+    use vouch_testkit::corpus::vectors;
 
     #[test]
     fn configfs_tsm_request_and_rtmr3_extend_against_a_kernel_tree() {

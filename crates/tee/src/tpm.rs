@@ -380,8 +380,8 @@ pub fn verify_quote(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::vectors;
     use std::collections::BTreeMap;
+    use vouch_testkit::corpus::vectors;
 
     fn load(dir: &std::path::Path, bank: &str) -> (Vec<u8>, Vec<u8>, BTreeMap<String, String>) {
         let f = |n: String| std::fs::read(dir.join(n)).expect("vector");

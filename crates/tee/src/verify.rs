@@ -887,7 +887,7 @@ mod tests {
     /// policies judge.
     #[test]
     fn a_real_tdx_quote_reports_its_boot_measurements() {
-        let Some(v) = crate::testing::vectors() else {
+        let Some(v) = vouch_testkit::corpus::vectors() else {
             return;
         };
         let quote = std::fs::read(v.join("tdx/tdx_quote")).expect("quote");
@@ -939,7 +939,7 @@ mod tests {
     /// value that is not what the log gives is refused, naming the PCR.
     #[test]
     fn a_tpm_event_log_replays_to_the_quoted_pcrs_in_every_bank() {
-        let Some(v) = crate::testing::vectors() else {
+        let Some(v) = vouch_testkit::corpus::vectors() else {
             return;
         };
         let dir = v.join("tpm/gce-vtpm-nonce9009");
@@ -970,7 +970,7 @@ mod tests {
 
     #[test]
     fn firmware_log_must_replay_to_the_quoted_rtmrs() {
-        let Some(v) = crate::testing::vectors() else {
+        let Some(v) = vouch_testkit::corpus::vectors() else {
             return;
         };
         let quote = crate::dcap::parse_quote(
@@ -998,7 +998,7 @@ mod tests {
 
     #[test]
     fn tpm_firmware_log_replays_to_the_quoted_sha256_pcrs() {
-        let Some(v) = crate::testing::vectors() else {
+        let Some(v) = vouch_testkit::corpus::vectors() else {
             return;
         };
         let dir = v.join("tpm/gce-vtpm-nonce9009");

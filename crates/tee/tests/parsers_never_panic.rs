@@ -5,7 +5,7 @@ use proptest::prelude::*;
 use vouch_tee::{dcap, snp, tcg, tpm};
 
 fn corpus(file: &str) -> Option<Vec<u8>> {
-    vouch_tee::testing::vectors().and_then(|dir| std::fs::read(dir.join(file)).ok())
+    vouch_testkit::corpus::vectors().and_then(|dir| std::fs::read(dir.join(file)).ok())
 }
 
 fn all_parsers(bytes: &[u8]) {

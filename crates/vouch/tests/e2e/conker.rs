@@ -7,8 +7,8 @@ use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use crate::common::*;
 use serde_json::{json, Value};
+use vouch_testkit::*;
 
 const SECRET: &[u8] = b"{\"key\":\"123456\"}\n";
 

@@ -3,12 +3,12 @@
 //! `vouch key generate`, so it also reads vouch's encrypted key format) what vouchd's image policy
 //! then accepts.
 
-use crate::common::*;
 use sigstore::cosign::constraint::PrivateKeySigner;
 use sigstore::cosign::verification_constraint::{PublicKeyVerifier, VerificationConstraintVec};
 use sigstore::cosign::{Constraint, CosignCapabilities, SignatureLayer};
 use sigstore::crypto::SigningScheme;
 use sigstore::registry::{Auth, ClientConfig, ClientProtocol, OciReference};
+use vouch_testkit::*;
 
 const PASSWORD: &str = "tr0ub4dor&3";
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::common::*;
+use vouch_testkit::*;
 
 const NONCE: &str = "0123456789abcdef0123456789abcdef";
 

@@ -5,7 +5,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::common::*;
+use vouch_testkit::*;
 
 /// A stand-in for `ld-linux-x86-64.so.2` with no C library: it reports what `/proc/self/exe`
 /// is (its link text, device and inode) and whether it can be opened for writing.
@@ -111,7 +111,7 @@ fn the_runtime_binary_is_never_reachable_from_a_container() {
     let rest = line.strip_prefix("exe ").expect("exe");
     let (link, numbers) = rest.rsplit_once(" dev ").expect("dev");
     let (dev, ino) = numbers.split_once(" ino ").expect("ino");
-    let host = std::fs::metadata(VOUCHD).expect("vouchd");
+    let host = std::fs::metadata(vouchd()).expect("vouchd");
     assert_ne!(
         (
             dev.parse::<u64>().expect("dev"),
@@ -516,7 +516,7 @@ fn image_load_streams_and_the_daemon_opens_no_client_path() {
         "--name",
         "from-file",
     ]);
-    let mut child = Command::new(VOUCH)
+    let mut child = Command::new(vouch())
         .arg("--socket")
         .arg(env.socket())
         .args(["image", "load", "--name", "from-stdin"])

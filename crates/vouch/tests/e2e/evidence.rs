@@ -1,9 +1,9 @@
 //! `vouch attest` + `vouch verify` against a real vouchd, and every kind of tampering refused
 //! with its reason.
 
-use crate::common::*;
 use base64::Engine as _;
 use serde_json::Value;
+use vouch_testkit::*;
 
 const NONCE: &str = "aabbccddeeff00112233445566778899";
 
@@ -270,7 +270,7 @@ fn verify_raw_intel_quotes_from_real_hardware() {
         return;
     };
     let run = |args: &[&str]| {
-        let mut cmd = std::process::Command::new(VOUCH);
+        let mut cmd = std::process::Command::new(vouch());
         cmd.args(args);
         run_bounded(&mut cmd, std::time::Duration::from_secs(60)).expect("vouch")
     };
@@ -331,7 +331,7 @@ fn collateral_from_a_pccs_and_a_collateral_directory() {
         return;
     };
     let run = |args: &[&str]| {
-        let mut cmd = std::process::Command::new(VOUCH);
+        let mut cmd = std::process::Command::new(vouch());
         cmd.args(args);
         run_bounded(&mut cmd, std::time::Duration::from_secs(60)).expect("vouch")
     };
@@ -492,7 +492,7 @@ fn verify_a_real_cloud_vtpm_quote_and_its_event_log() {
             &p("ak_pub.tpmt_public"),
         ];
         let run = |extra: &[&str]| {
-            let mut cmd = std::process::Command::new(VOUCH);
+            let mut cmd = std::process::Command::new(vouch());
             cmd.args(base).args(extra);
             run_bounded(&mut cmd, std::time::Duration::from_secs(60)).expect("vouch")
         };
@@ -519,7 +519,7 @@ fn verify_a_real_cloud_vtpm_quote_and_its_event_log() {
     // Google's certificate for that AK: it fits the AK (here pinned as its own anchor), and
     // without Google's CA among the trusted ones it does not chain.
     let certified = |ca: &str| {
-        let mut cmd = std::process::Command::new(VOUCH);
+        let mut cmd = std::process::Command::new(vouch());
         cmd.args([
             "verify",
             "--tpm-quote",
@@ -568,7 +568,7 @@ fn verify_a_real_sev_snp_report_against_its_certificate_chain() {
         &p("ask_ark_milan.pem"),
     ];
     let run = |extra: &[&str]| {
-        let mut cmd = std::process::Command::new(VOUCH);
+        let mut cmd = std::process::Command::new(vouch());
         cmd.args(base).args(extra);
         run_bounded(&mut cmd, std::time::Duration::from_secs(60)).expect("vouch")
     };
@@ -603,7 +603,7 @@ fn golden_values_and_minimum_tcb_from_the_command_line() {
     };
     let p = |n: &str| v.join(n).to_string_lossy().into_owned();
     let run = |args: &[&str]| {
-        let mut cmd = std::process::Command::new(VOUCH);
+        let mut cmd = std::process::Command::new(vouch());
         cmd.args(args);
         run_bounded(&mut cmd, std::time::Duration::from_secs(60)).expect("vouch")
     };

@@ -1,7 +1,7 @@
 //! Golden values: a signed reference document attached to an image in a real registry, checked by
 //! vouchd before launch ("NOT verified: <what differs>") and measured when it matches.
 
-use crate::common::*;
+use vouch_testkit::*;
 
 const PW: &str = "golden-pw";
 

@@ -4,8 +4,8 @@
 use std::fs;
 use std::path::Path;
 
-use crate::common::*;
 use tar::EntryType;
+use vouch_testkit::*;
 
 fn files_under(p: &Path) -> Vec<String> {
     let mut out = Vec::new();

@@ -7,11 +7,11 @@ use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::common::*;
 use serde_json::{json, Value};
-use vouch_kbs::jwe;
+use vouch_kbs_client::jwe;
 use vouch_tee::sim::SimAttester;
 use vouch_tee::Journal;
+use vouch_testkit::*;
 
 const SECRET: &[u8] = br#"{"db-password":"c0rrect-h0rse-battery"}"#;
 
@@ -49,7 +49,7 @@ impl KbsProc {
     fn start(dir: &Path, extra: &[&str]) -> KbsProc {
         let admin = dir.join("admin");
         if !admin.join("admin.key").exists() {
-            let out = Command::new(VOUCH_KBS)
+            let out = Command::new(vouch_kbs())
                 .args(["keygen", "--out-dir"])
                 .arg(&admin)
                 .output()
@@ -78,7 +78,7 @@ impl KbsProc {
     }
 
     fn admin_cli(&self, args: &[&str]) -> std::process::Output {
-        Command::new(VOUCH_KBS)
+        Command::new(vouch_kbs())
             .args(args)
             .arg("--kbs")
             .arg(&self.addr)
@@ -301,8 +301,8 @@ fn client_reuses_one_connection_and_pipelines_attest_with_resource() {
         .and_then(|p| p.parse().ok())
         .expect("port");
     let tee = FakeTee::new("sha256:aa");
-    let client = vouch_kbs::KbsClient::new(k.addr.clone());
-    let path = vouch_kbs::ResourcePath::parse("default/key/app").expect("path");
+    let client = vouch_kbs_client::KbsClient::new(k.addr.clone());
+    let path = vouch_kbs_client::ResourcePath::parse("default/key/app").expect("path");
     let evidence = |rd: Value| tee.evidence(rd);
     let closed_before = closed_connections_to(port);
     for _ in 0..5 {
@@ -325,7 +325,7 @@ fn client_reuses_one_connection_and_pipelines_attest_with_resource() {
         })
         .expect_err("refused");
     match &err {
-        vouch_kbs::KbsClientError::Refused { step, status, .. } => {
+        vouch_kbs_client::KbsClientError::Refused { step, status, .. } => {
             assert_eq!((*step, *status), ("attest", 401), "{err}");
         }
         other => panic!("not a refusal: {other}"),
@@ -344,8 +344,8 @@ fn client_recovers_when_the_kbs_closed_its_idle_connection() {
     let k = KbsProc::start(dir.path(), &["--allow-sim"]);
     k.put("default/key/app", SECRET, dir.path());
     let tee = FakeTee::new("sha256:aa");
-    let client = vouch_kbs::KbsClient::new(k.addr.clone());
-    let path = vouch_kbs::ResourcePath::parse("default/key/app").expect("path");
+    let client = vouch_kbs_client::KbsClient::new(k.addr.clone());
+    let path = vouch_kbs_client::ResourcePath::parse("default/key/app").expect("path");
     let evidence = |rd: Value| tee.evidence(rd);
     let got = client
         .get_resource(kbs_types::Tee::Sample, &path, evidence)
@@ -558,7 +558,7 @@ fn sim_evidence_is_refused_without_allow_sim() {
 fn bench_counts_round_trips_and_fails_on_refusals() {
     let dir = tempfile::tempdir().expect("tempdir");
     let bench = |k: &KbsProc| {
-        Command::new(VOUCH_KBS_BENCH)
+        Command::new(vouch_kbs_bench())
             .args([
                 "--clients",
                 "3",
@@ -573,7 +573,7 @@ fn bench_counts_round_trips_and_fails_on_refusals() {
             .expect("bench")
     };
     // The production binary carries no load generator.
-    let out = Command::new(VOUCH_KBS)
+    let out = Command::new(vouch_kbs())
         .arg("bench")
         .output()
         .expect("vouch-kbs");
@@ -657,12 +657,12 @@ fn admin_api_requires_the_owners_token() {
     assert_refused((s, b), 401, "AdminAuthFailed", "admin");
     // A token signed by someone else's key.
     let other = dir.path().join("other");
-    Command::new(VOUCH_KBS)
+    Command::new(vouch_kbs())
         .args(["keygen", "--out-dir"])
         .arg(&other)
         .output()
         .expect("keygen");
-    let out = Command::new(VOUCH_KBS)
+    let out = Command::new(vouch_kbs())
         .args(["token", "--admin-key"])
         .arg(other.join("admin.key"))
         .output()
@@ -677,7 +677,7 @@ fn admin_api_requires_the_owners_token() {
     assert_refused((s, b), 401, "AdminAuthFailed", "signature");
     // The owner's own key, but a token for another KBS's audience, or valid for too long.
     let token = |args: &[&str]| {
-        let out = Command::new(VOUCH_KBS)
+        let out = Command::new(vouch_kbs())
             .args(["token", "--admin-key"])
             .arg(k.admin.join("admin.key"))
             .args(args)
@@ -751,7 +751,7 @@ fn kbs_over_tls() {
     let value = env.path().join("value.bin");
     std::fs::write(&value, SECRET).expect("write");
     let set = |kbs: &str, cas: &[&Path]| {
-        let mut cmd = Command::new(VOUCH_KBS);
+        let mut cmd = Command::new(vouch_kbs());
         cmd.args(["resource", "set", "default/key/app", "--file"])
             .arg(&value)
             .args(["--kbs", kbs, "--admin-key"])
@@ -783,7 +783,7 @@ fn kbs_over_tls() {
     assert!(!out.status.success(), "plain HTTP to a TLS KBS succeeded");
 
     // The load generator over TLS.
-    let out = Command::new(VOUCH_KBS_BENCH)
+    let out = Command::new(vouch_kbs_bench())
         .args([
             "--clients",
             "2",
@@ -808,26 +808,27 @@ fn kbs_over_tls() {
     let tee = FakeTee::new("sha256:aa");
     let evidence = |rd: Value| tee.evidence(rd);
     let url = format!("kbss://{}/default/key/app", k.addr);
-    let trust = vouch_kbs::KbsTrust::from_ca_files(std::slice::from_ref(&ca)).expect("trust");
-    let (client, path) = vouch_kbs::KbsClient::parse_url(&url, &trust).expect("url");
+    let trust =
+        vouch_kbs_client::KbsTrust::from_ca_files(std::slice::from_ref(&ca)).expect("trust");
+    let (client, path) = vouch_kbs_client::KbsClient::parse_url(&url, &trust).expect("url");
     for _ in 0..2 {
         let got = client
             .get_resource(kbs_types::Tee::Sample, &path, evidence)
             .expect("released over TLS");
         assert_eq!(got.as_slice(), SECRET);
     }
-    let other = vouch_kbs::KbsTrust::from_ca_files(&[other_ca]).expect("trust");
-    let (client, _) = vouch_kbs::KbsClient::parse_url(&url, &other).expect("url");
+    let other = vouch_kbs_client::KbsTrust::from_ca_files(&[other_ca]).expect("trust");
+    let (client, _) = vouch_kbs_client::KbsClient::parse_url(&url, &other).expect("url");
     let err = client
         .get_resource(kbs_types::Tee::Sample, &path, evidence)
         .expect_err("unknown CA");
     assert!(
-        matches!(err, vouch_kbs::KbsClientError::Handshake { .. }),
+        matches!(err, vouch_kbs_client::KbsClientError::Handshake { .. }),
         "{err}"
     );
     let bad_ca = env.path().join("not-a-ca.pem");
     std::fs::write(&bad_ca, "no certificate here").expect("write");
-    let err = vouch_kbs::KbsTrust::from_ca_files(&[bad_ca]).expect_err("no certificate");
+    let err = vouch_kbs_client::KbsTrust::from_ca_files(&[bad_ca]).expect_err("no certificate");
     assert!(err.to_string().contains("no PEM certificate"), "{err}");
 
     // A container, through vouchd.
@@ -1553,9 +1554,13 @@ fn scan(dir: &Path, leaks: &mut Vec<PathBuf>) {
     }
 }
 
-fn fetch(k: &KbsProc, tee: &FakeTee, path: &str) -> Result<Vec<u8>, vouch_kbs::KbsClientError> {
-    let client = vouch_kbs::KbsClient::new(k.addr.clone());
-    let path = vouch_kbs::ResourcePath::parse(path).expect("path");
+fn fetch(
+    k: &KbsProc,
+    tee: &FakeTee,
+    path: &str,
+) -> Result<Vec<u8>, vouch_kbs_client::KbsClientError> {
+    let client = vouch_kbs_client::KbsClient::new(k.addr.clone());
+    let path = vouch_kbs_client::ResourcePath::parse(path).expect("path");
     client
         .get_resource(kbs_types::Tee::Sample, &path, |rd| tee.evidence(rd))
         .map(|v| v.to_vec())
@@ -1572,18 +1577,18 @@ fn quick_mode_releases_the_file_to_the_right_measurement_and_image_only() {
     let k = KbsProc::start_quick(dir.path(), &secret, &zeros, &image);
     let tee = FakeTee::new(&image);
     assert_eq!(
-        fetch(&k, &tee, vouch_kbs::QUICK_RESOURCE).expect("released"),
+        fetch(&k, &tee, vouch_kbs_client::QUICK_RESOURCE).expect("released"),
         br#"{"key":"123456"}"#
     );
     // The file is re-read: an edit takes effect at once.
     std::fs::write(&secret, br#"{"key":"654321"}"#).expect("write");
     assert_eq!(
-        fetch(&k, &tee, vouch_kbs::QUICK_RESOURCE).expect("released"),
+        fetch(&k, &tee, vouch_kbs_client::QUICK_RESOURCE).expect("released"),
         br#"{"key":"654321"}"#
     );
     // Another image is refused.
     let other = FakeTee::new(&format!("sha256:{}", "cd".repeat(32)));
-    let err = fetch(&k, &other, vouch_kbs::QUICK_RESOURCE).expect_err("other image");
+    let err = fetch(&k, &other, vouch_kbs_client::QUICK_RESOURCE).expect_err("other image");
     assert!(err.to_string().contains("policy denied"), "{err}");
     // The admin API is off in quick mode.
     let (s, b, _) = k.http(
@@ -1596,7 +1601,7 @@ fn quick_mode_releases_the_file_to_the_right_measurement_and_image_only() {
     drop(k);
     // Another platform measurement is refused.
     let k = KbsProc::start_quick(dir.path(), &secret, &"1".repeat(96), &image);
-    let err = fetch(&k, &tee, vouch_kbs::QUICK_RESOURCE).expect_err("other measurement");
+    let err = fetch(&k, &tee, vouch_kbs_client::QUICK_RESOURCE).expect_err("other measurement");
     assert!(err.to_string().contains("policy denied"), "{err}");
 }
 
@@ -1747,7 +1752,7 @@ fn replicas_share_resources_and_policy_through_postgresql() {
         SECRET
     );
     // An unreachable database is a clear start-up error.
-    let out = Command::new(VOUCH_KBS)
+    let out = Command::new(vouch_kbs())
         .args([
             "serve",
             "--listen",
@@ -1780,14 +1785,14 @@ fn replicas_share_resources_and_policy_through_postgresql() {
 fn serve_refuses_bad_collateral_options() {
     let dir = tempfile::tempdir().expect("tempdir");
     let admin = dir.path().join("admin");
-    let out = Command::new(VOUCH_KBS)
+    let out = Command::new(vouch_kbs())
         .args(["keygen", "--out-dir"])
         .arg(&admin)
         .output()
         .expect("keygen");
     assert!(out.status.success());
     let serve = |extra: &[&str]| {
-        let mut cmd = Command::new(VOUCH_KBS);
+        let mut cmd = Command::new(vouch_kbs());
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--state-dir"])
             .arg(dir.path().join("state"))
             .arg("--admin-key")

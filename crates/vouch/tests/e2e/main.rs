@@ -1,8 +1,7 @@
 //! End-to-end tests of the `vouch`, `vouchd` and `vouch-kbs` binaries, in one test binary (one
 //! link of the whole dependency tree instead of one per file). Most need root: they start real
-//! daemons, containers, registries and TPMs on loopback.
-
-mod common;
+//! daemons, containers, registries and TPMs on loopback. The harness is `vouch-testkit`; it runs
+//! the binaries `cargo build --workspace --bins` made, and refuses stale ones.
 
 mod conker;
 mod cosign_peer;

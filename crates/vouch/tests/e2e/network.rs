@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::common::*;
+use vouch_testkit::*;
 
 #[test]
 fn loopback_works_inside_the_private_namespace() {

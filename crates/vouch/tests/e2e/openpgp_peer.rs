@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::common::*;
+use vouch_testkit::*;
 
 struct Gpg {
     home: PathBuf,

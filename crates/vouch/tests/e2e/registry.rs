@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::common::*;
+use vouch_testkit::*;
 
 fn store_blobs(env: &TestEnv) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(env.state().join("images/blobs/sha256"))
@@ -436,7 +436,7 @@ fn registries_with_basic_authentication() {
     let d = env.start();
     let reference = format!("{}/private/bb:1", reg.addr);
     let pull = |args: &[&str], stdin: &str| {
-        let mut cmd = std::process::Command::new(VOUCH);
+        let mut cmd = std::process::Command::new(vouch());
         cmd.arg("--socket")
             .arg(&d.socket)
             .args(args)

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::common::*;
+use vouch_testkit::*;
 
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Fault {

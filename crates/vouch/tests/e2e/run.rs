@@ -3,7 +3,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
-use crate::common::*;
+use vouch_testkit::*;
 
 #[test]
 fn run_echo_prints_output_and_exits_zero() {

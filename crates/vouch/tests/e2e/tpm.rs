@@ -4,8 +4,8 @@
 
 use std::process::Command;
 
-use crate::common::*;
-use vouch_tee::testing::Swtpm;
+use vouch_testkit::Swtpm;
+use vouch_testkit::*;
 
 const SECRET: &[u8] = b"tpm-bound-s3cret";
 
@@ -65,7 +65,7 @@ fn containers_on_a_tpm_are_attested_and_get_their_secret() {
 
     // A KBS that pins the key releases the secret to the container.
     let admin = env.path().join("admin");
-    assert!(Command::new(VOUCH_KBS)
+    assert!(Command::new(vouch_kbs())
         .args(["keygen", "--out-dir"])
         .arg(&admin)
         .status()
@@ -82,7 +82,7 @@ fn containers_on_a_tpm_are_attested_and_get_their_secret() {
     let (mut kbs, addr) = spawn_kbs(&args, &env.path().join("kbs.log"));
     let secret_file = env.path().join("secret.bin");
     std::fs::write(&secret_file, SECRET).expect("write");
-    let put = Command::new(VOUCH_KBS)
+    let put = Command::new(vouch_kbs())
         .args(["resource", "set", "default/key/tpm", "--file"])
         .arg(&secret_file)
         .args(["--kbs", &addr, "--admin-key"])
@@ -122,7 +122,7 @@ fn containers_on_a_tpm_are_attested_and_get_their_secret() {
     let set_refs = |refs: &serde_json::Value| {
         let file = env.path().join("refs.json");
         std::fs::write(&file, refs.to_string()).expect("write");
-        let out = Command::new(VOUCH_KBS)
+        let out = Command::new(vouch_kbs())
             .args(["reference", "--file"])
             .arg(&file)
             .args(["--kbs", &addr, "--admin-key"])
@@ -438,7 +438,7 @@ fn an_ak_certificate_lets_verifiers_trust_the_tpm_without_pinning() {
         ],
     );
     let out = run_bounded(
-        Command::new(VOUCHD)
+        Command::new(vouchd())
             .arg("--state-dir")
             .arg(env.path().join("state2"))
             .arg("--socket")

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::common::*;
+use vouch_testkit::*;
 
 #[test]
 fn umoci_built_archive_loads_and_runs() {

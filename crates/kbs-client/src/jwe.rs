@@ -340,16 +340,12 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn arbitrary_jwe_and_tokens_never_panic(
-            a in ".{0,64}", b in ".{0,64}", c in ".{0,64}", d in ".{0,64}", e in ".{0,64}", t in ".{0,200}",
+        fn arbitrary_jwe_never_panics(
+            a in ".{0,64}", b in ".{0,64}", c in ".{0,64}", d in ".{0,64}", e in ".{0,64}",
         ) {
             let key = generate_key().expect("key");
             let jwe = Jwe { protected: a, encrypted_key: b, iv: c, ciphertext: d, tag: e };
             proptest::prop_assert!(decrypt(&key, &jwe).is_err());
-            let admin = ed25519_dalek::SigningKey::from_bytes(&[1u8; 32]);
-            proptest::prop_assert!(crate::token::verify_admin(&admin.verifying_key(), &t, crate::token::DEFAULT_ADMIN_AUDIENCE).is_err());
-            let es = crate::token::Es256::from_scalar(&key.to_bytes()).expect("signer");
-            proptest::prop_assert!(crate::token::Es256::verify(es.public_key(), &t).is_err());
         }
     }
 }

@@ -1,5 +1,5 @@
-//! Shared pieces of the vouch binaries (`vouch`, `vouchd`, `vouch-kbs`): presentation only; the
-//! logic lives in the library crates.
+//! Shared pieces of the `vouch`, `vouch-kbs` and `vouch-kbs-bench` binaries: presentation and
+//! argument handling only; the logic lives in the library crates.
 
 /// An error and its causes on one line, each cause once. Untrusted text in it (what a KBS or a
 /// registry answered, names from an image) cannot break the line or drive the terminal.
@@ -186,8 +186,11 @@ pub fn ca_certificates(paths: &[std::path::PathBuf]) -> anyhow::Result<Vec<Vec<u
 }
 
 /// A client for `--kbs` (HOST:PORT, or https://HOST:PORT) and `--kbs-ca` (which implies TLS).
-pub fn kbs_client(kbs: &str, cas: &[std::path::PathBuf]) -> anyhow::Result<vouch_kbs::KbsClient> {
-    use vouch_kbs::{KbsClient, KbsTrust};
+pub fn kbs_client(
+    kbs: &str,
+    cas: &[std::path::PathBuf],
+) -> anyhow::Result<vouch_kbs_client::KbsClient> {
+    use vouch_kbs_client::{KbsClient, KbsTrust};
     let trust = || KbsTrust::from_ca_files(cas);
     match kbs.strip_prefix("https://") {
         Some(addr) => Ok(KbsClient::new_tls(addr.trim_end_matches('/'), &trust()?)?),
@@ -200,8 +203,8 @@ pub fn kbs_client(kbs: &str, cas: &[std::path::PathBuf]) -> anyhow::Result<vouch
 }
 
 /// A resource path given as REPO/TYPE/TAG.
-pub fn resource_path(p: &str) -> anyhow::Result<vouch_kbs::ResourcePath> {
+pub fn resource_path(p: &str) -> anyhow::Result<vouch_kbs_client::ResourcePath> {
     use anyhow::Context as _;
-    vouch_kbs::ResourcePath::parse(p)
+    vouch_kbs_client::ResourcePath::parse(p)
         .with_context(|| format!("resource {p:?} must be REPO/TYPE/TAG"))
 }

@@ -12,7 +12,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use serde_json::json;
 use vouch_kbs::store::RedbStorage;
-use vouch_kbs::{token, Kbs, KbsClient, KbsConfig};
+use vouch_kbs::{token, Kbs, KbsConfig};
+use vouch_kbs_client::KbsClient;
 
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -60,7 +61,7 @@ enum Cmd {
         image: Option<String>,
         /// Collateral for TDX evidence.
         #[command(flatten)]
-        collateral: Box<vouch::CollateralArgs>,
+        collateral: Box<vouch_cli_common::CollateralArgs>,
         /// Accept evidence from the sim TEE (development only: it is NOT hardware-backed).
         #[arg(long)]
         allow_sim: bool,
@@ -179,7 +180,7 @@ struct AdminArgs {
 
 impl AdminArgs {
     fn client(&self) -> Result<KbsClient> {
-        vouch::kbs_client(&self.kbs, &self.kbs_ca)
+        vouch_cli_common::kbs_client(&self.kbs, &self.kbs_ca)
     }
 }
 
@@ -208,7 +209,7 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let msg = vouch::error_line(&e);
+            let msg = vouch_cli_common::error_line(&e);
             eprintln!("vouch-kbs: {msg}");
             ExitCode::FAILURE
         }
@@ -333,7 +334,7 @@ fn run(cli: Cli) -> Result<()> {
                 .with_context(|| format!("cannot create {}", state_dir.display()))?;
             let key_path = state_dir.join("token.key");
             if !key_path.exists() {
-                let k = vouch_kbs::jwe::generate_key()?;
+                let k = vouch_kbs_client::jwe::generate_key()?;
                 write_private(&key_path, hex::encode(k.to_bytes()).as_bytes(), 0o600)?;
             }
             let seed = zeroize::Zeroizing::new(read_hex32(&key_path, "token signing key")?);
@@ -355,7 +356,7 @@ fn run(cli: Cli) -> Result<()> {
                 quick,
                 tpm_aks: tpm_ak.iter().map(|f| f.to_ascii_lowercase()).collect(),
                 collateral: collateral.store()?,
-                tpm_ak_cas: vouch::ca_certificates(&tpm_ak_ca)?,
+                tpm_ak_cas: vouch_cli_common::ca_certificates(&tpm_ak_ca)?,
                 admin_audience,
                 sim_keys: sim_key.iter().map(|k| k.to_ascii_lowercase()).collect(),
                 limits: vouch_kbs::server::ServeLimits {
@@ -422,7 +423,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Resource(ResourceCmd::Set { path, file, admin }) => {
-            let p = vouch::resource_path(&path)?;
+            let p = vouch_cli_common::resource_path(&path)?;
             let value = zeroize::Zeroizing::new(
                 fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?,
             );
@@ -436,7 +437,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Resource(ResourceCmd::Delete { path, admin }) => {
-            let p = vouch::resource_path(&path)?;
+            let p = vouch_cli_common::resource_path(&path)?;
             let token = admin_token(&admin.admin_key, 60, &admin.audience)?;
             admin
                 .client()?
@@ -454,7 +455,7 @@ fn run(cli: Cli) -> Result<()> {
             let mut body =
                 json!({"policy": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rego)});
             if let Some(r) = resource {
-                body["resource"] = json!(vouch::resource_path(&r)?.to_string());
+                body["resource"] = json!(vouch_cli_common::resource_path(&r)?.to_string());
             }
             let token = admin_token(&admin.admin_key, 60, &admin.audience)?;
             let body = body.to_string();

@@ -62,7 +62,7 @@ pub(crate) struct VerifyArgs {
     #[arg(long, conflicts_with_all = ["collateral_dir", "pccs"])]
     pub(crate) collateral: Option<PathBuf>,
     #[command(flatten)]
-    pub(crate) collateral_from: vouch::CollateralArgs,
+    pub(crate) collateral_from: vouch_cli_common::CollateralArgs,
     /// Verify as of this unix time (default: now).
     #[arg(long)]
     pub(crate) at: Option<u64>,
@@ -202,7 +202,7 @@ pub(crate) fn verify_command(args: VerifyArgs) -> Result<u8> {
                 opts.tdx_collateral = Some(vouch_tee::dcap::load_collateral(&read(&path)?)?);
             }
             opts.collateral = collateral_from.store()?;
-            opts.tpm_ak_cas = vouch::ca_certificates(&tpm_ak_ca)?;
+            opts.tpm_ak_cas = vouch_cli_common::ca_certificates(&tpm_ak_ca)?;
             verify(
                 file.unwrap_or_else(|| PathBuf::from("-")),
                 opts,
@@ -317,7 +317,7 @@ pub(crate) fn verify(
 pub(crate) fn verify_quote(
     quote: &std::path::Path,
     collateral: Option<&std::path::Path>,
-    collateral_from: &vouch::CollateralArgs,
+    collateral_from: &vouch_cli_common::CollateralArgs,
     at: Option<u64>,
     policy: vouch_tee::dcap::DcapPolicy,
     json: bool,
@@ -417,7 +417,7 @@ pub(crate) fn verify_tpm(
             let (leaf, chain) = certs
                 .split_first()
                 .context("--ak-cert holds no certificate")?;
-            let anchors = vouch::ca_certificates(cas)?;
+            let anchors = vouch_cli_common::ca_certificates(cas)?;
             Some(vouch_tee::akcert::verify_ak_cert(
                 leaf, chain, &anchors, &ak, now,
             ))
@@ -590,7 +590,7 @@ pub(crate) fn report_verification<T: serde::Serialize>(
             if json {
                 println!(
                     "{}",
-                    serde_json::json!({"verified": false, "error": vouch::error_line(&e)})
+                    serde_json::json!({"verified": false, "error": vouch_cli_common::error_line(&e)})
                 );
             }
             Err(e.context("verification FAILED"))

@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-pub const VOUCH: &str = env!("CARGO_BIN_EXE_vouch");
-pub const VOUCHD: &str = env!("CARGO_BIN_EXE_vouchd");
+pub use crate::bins::{vouch, vouch_kbs, vouch_kbs_bench, vouchd};
 
 /// These tests mount filesystems and create namespaces: they need root. CI runs as root; a
 /// non-root developer run skips them and says so (and CI=true turns the skip into a failure).
@@ -28,6 +27,12 @@ pub fn require_root(test: &str) -> bool {
 
 pub struct TestEnv {
     pub dir: tempfile::TempDir,
+}
+
+impl Default for TestEnv {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl TestEnv {
@@ -64,7 +69,7 @@ impl TestEnv {
             .append(true)
             .open(self.dir.path().join("vouchd.log"))
             .expect("log");
-        let child = Command::new(VOUCHD)
+        let child = Command::new(vouchd())
             .arg("--state-dir")
             .arg(self.state())
             .arg("--socket")
@@ -178,7 +183,7 @@ impl Drop for Daemon {
         };
         // Remove every container this daemon knows, then stop it by its PID.
         if let Ok(out) = run_bounded(
-            Command::new(VOUCH)
+            Command::new(vouch())
                 .arg("--socket")
                 .arg(&self.socket)
                 .args(["ps", "-aq"]),
@@ -186,7 +191,7 @@ impl Drop for Daemon {
         ) {
             for id in String::from_utf8_lossy(&out.stdout).lines() {
                 let _ = run_bounded(
-                    Command::new(VOUCH)
+                    Command::new(vouch())
                         .arg("--socket")
                         .arg(&self.socket)
                         .args(["rm", "-f", id]),
@@ -211,7 +216,7 @@ impl Drop for Daemon {
 }
 
 pub fn vouch_with(socket: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(VOUCH);
+    let mut cmd = Command::new(vouch());
     cmd.arg("--socket").arg(socket).args(args);
     for (k, v) in env {
         cmd.env(k, v);
@@ -271,6 +276,12 @@ pub fn stdout(o: &Output) -> String {
 /// A tar stream built entry by entry, with raw names so hostile entries can be written.
 pub struct Layer {
     bytes: Vec<u8>,
+}
+
+impl Default for Layer {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Layer {
@@ -496,22 +507,19 @@ pub fn largest_file(dir: &Path) -> PathBuf {
         .path()
 }
 
-/// The evidence vector corpus (see `vouch_tee::testing::vectors`); `None` means skip.
+/// The evidence vector corpus (see [`crate::corpus::vectors`]); `None` means skip.
 pub fn vectors(test: &str) -> Option<PathBuf> {
-    let dir = vouch_tee::testing::vectors();
+    let dir = crate::corpus::vectors();
     if dir.is_none() {
         eprintln!("SKIPPED {test}");
     }
     dir
 }
 
-pub const VOUCH_KBS: &str = env!("CARGO_BIN_EXE_vouch-kbs");
-pub const VOUCH_KBS_BENCH: &str = env!("CARGO_BIN_EXE_vouch-kbs-bench");
-
 /// Start `vouch-kbs serve --listen 127.0.0.1:0 ARGS`, logging to `log`; returns the child and the
 /// address it printed once listening.
 pub fn spawn_kbs(args: &[std::ffi::OsString], log: &Path) -> (Child, String) {
-    let mut cmd = Command::new(VOUCH_KBS);
+    let mut cmd = Command::new(vouch_kbs());
     cmd.arg("serve");
     if !args.iter().any(|a| a == "--listen") {
         cmd.args(["--listen", "127.0.0.1:0"]);

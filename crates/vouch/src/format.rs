@@ -1,7 +1,7 @@
 //! Human-readable tables and reports.
 
-use vouch::text::field;
 use vouch_api::{Container, ImageSummary, Info, TaskState};
+use vouch_cli_common::text::field;
 use vouch_tee::Verdict;
 
 fn ago(rfc3339: &str) -> String {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use clap::Parser;
 use serde_json::json;
-use vouch_kbs::{KbsClient, KbsClientError};
+use vouch_kbs_client::{KbsClient, KbsClientError};
 
 #[derive(Parser)]
 #[command(
@@ -46,7 +46,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let a = Args::parse();
-    let result = vouch::kbs_client(&a.kbs, &a.kbs_ca).and_then(|kbs| {
+    let result = vouch_cli_common::kbs_client(&a.kbs, &a.kbs_ca).and_then(|kbs| {
         bench(
             &kbs,
             &a.resource,
@@ -59,7 +59,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("vouch-kbs-bench: {}", vouch::error_line(&e));
+            eprintln!("vouch-kbs-bench: {}", vouch_cli_common::error_line(&e));
             ExitCode::FAILURE
         }
     }
@@ -74,7 +74,7 @@ fn bench(
     json_out: bool,
 ) -> Result<()> {
     use std::time::Instant;
-    let path = vouch::resource_path(resource)?;
+    let path = vouch_cli_common::resource_path(resource)?;
     let clients = clients.max(1);
     let threads = threads
         .unwrap_or_else(|| 2 * std::thread::available_parallelism().map_or(1, |n| n.get()))

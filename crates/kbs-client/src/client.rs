@@ -15,8 +15,7 @@ use vouch_api::client::{ClientError, Connection, FullResponse};
 use zeroize::Zeroizing;
 
 use crate::jwe::{self, Jwe};
-use crate::server::{check_segment, SESSION_COOKIE};
-use crate::PROTOCOL_VERSION;
+use crate::protocol::{valid_segment, PROTOCOL_VERSION, SESSION_COOKIE};
 
 const MAX_RESPONSE: u64 = 8 << 20;
 
@@ -310,7 +309,7 @@ pub struct ResourcePath {
 impl ResourcePath {
     pub fn parse(s: &str) -> Option<Self> {
         let parts: Vec<&str> = s.split('/').collect();
-        if parts.len() != 3 || parts.iter().any(|p| check_segment(p).is_err()) {
+        if parts.len() != 3 || parts.iter().any(|p| !valid_segment(p)) {
             return None;
         }
         Some(ResourcePath {

@@ -6,14 +6,14 @@
 // line. Container output (`vouch logs`, `vouch run`) is written as it is, as docker does.
 macro_rules! println {
     () => { ::std::println!() };
-    ($($arg:tt)*) => { ::std::println!("{}", vouch::text::output(&format!($($arg)*))) };
+    ($($arg:tt)*) => { ::std::println!("{}", vouch_cli_common::text::output(&format!($($arg)*))) };
 }
 macro_rules! print {
-    ($($arg:tt)*) => { ::std::print!("{}", vouch::text::output(&format!($($arg)*))) };
+    ($($arg:tt)*) => { ::std::print!("{}", vouch_cli_common::text::output(&format!($($arg)*))) };
 }
 macro_rules! eprintln {
     () => { ::std::eprintln!() };
-    ($($arg:tt)*) => { ::std::eprintln!("{}", vouch::text::output(&format!($($arg)*))) };
+    ($($arg:tt)*) => { ::std::eprintln!("{}", vouch_cli_common::text::output(&format!($($arg)*))) };
 }
 
 mod commands;
@@ -194,7 +194,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            let msg = vouch::error_line(&e);
+            let msg = vouch_cli_common::error_line(&e);
             match hint(&e) {
                 Some(h) => eprintln!("vouch: {msg} ({h})"),
                 None => eprintln!("vouch: {msg}"),
@@ -489,7 +489,7 @@ fn print_event(e: &EventMessage, json: bool) -> Result<()> {
     if json {
         println!("{}", serde_json::to_string(e)?);
     } else {
-        use vouch::text::field;
+        use vouch_cli_common::text::field;
         println!(
             "{} {} {} ({}) {}",
             field(&e.event.time),
