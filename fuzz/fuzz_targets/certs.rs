@@ -2,7 +2,7 @@
 //! trust anchor and the real AK: chain building, signatures, key match, validity.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use vouch_tee::{akcert, tpm};
+use vouch_tee::tpm::{self, akcert};
 
 #[path = "common.rs"]
 mod common;

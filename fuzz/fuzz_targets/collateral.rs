@@ -2,7 +2,7 @@
 //! real TDX quote.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use vouch_tee::dcap;
+use vouch_tee::tdx::dcap;
 
 #[path = "common.rs"]
 mod common;
@@ -12,7 +12,7 @@ static QUOTE: std::sync::LazyLock<Option<Vec<u8>>> =
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(c) = dcap::load_collateral(data) {
-        let _ = vouch_tee::collateral::collateral_json(&c);
+        let _ = vouch_tee::tdx::collateral::collateral_json(&c);
         if let Some(q) = QUOTE.as_ref() {
             let _ = dcap::verify_quote(q, &c, 1_750_400_000);
         }

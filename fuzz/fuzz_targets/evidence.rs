@@ -8,6 +8,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(ev) = Evidence::from_json(data) {
         let opts = VerifyOptions {
             allow_sim: true,
+            #[cfg(feature = "tpm")]
             tpm_aks: vec![format!("sha256:{}", "0".repeat(64))],
             ..Default::default()
         };

@@ -3,7 +3,7 @@
 use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
-use vouch_tee::dcap;
+use vouch_tee::tdx::dcap;
 
 #[path = "common.rs"]
 mod common;

@@ -89,7 +89,7 @@ impl CollateralArgs {
     /// The collateral store these options describe, if any.
     pub fn store(
         &self,
-    ) -> anyhow::Result<Option<std::sync::Arc<vouch_tee::collateral::CollateralStore>>> {
+    ) -> anyhow::Result<Option<std::sync::Arc<vouch_tee::tdx::collateral::CollateralStore>>> {
         use anyhow::Context;
         if self.collateral_dir.is_none() && self.pccs.is_none() {
             return Ok(None);
@@ -110,7 +110,7 @@ impl CollateralArgs {
                     }
                     None => None,
                 };
-                Some(vouch_tee::collateral::Pccs::new(
+                Some(vouch_tee::tdx::collateral::Pccs::new(
                     url,
                     std::sync::Arc::new(move |u: &str| http_get(u, ca.clone())),
                 ))
@@ -118,7 +118,7 @@ impl CollateralArgs {
             None => None,
         };
         Ok(Some(std::sync::Arc::new(
-            vouch_tee::collateral::CollateralStore::new(self.collateral_dir.clone(), pccs)?,
+            vouch_tee::tdx::collateral::CollateralStore::new(self.collateral_dir.clone(), pccs)?,
         )))
     }
 }
@@ -128,7 +128,7 @@ impl CollateralArgs {
 fn http_get(
     url: &str,
     ca: Option<reqwest::Certificate>,
-) -> Result<vouch_tee::collateral::HttpResponse, String> {
+) -> Result<vouch_tee::tdx::collateral::HttpResponse, String> {
     let url = url.to_string();
     std::thread::spawn(move || {
         let mut builder = reqwest::blocking::Client::builder()
@@ -161,7 +161,7 @@ fn http_get(
         if body.len() as u64 > LIMIT {
             return Err(format!("answer larger than {LIMIT} bytes"));
         }
-        Ok(vouch_tee::collateral::HttpResponse {
+        Ok(vouch_tee::tdx::collateral::HttpResponse {
             status,
             headers,
             body,
@@ -172,13 +172,14 @@ fn http_get(
 }
 
 /// CA certificates (DER) from PEM or DER files, for `--tpm-ak-ca`.
+#[cfg(feature = "tpm")]
 pub fn ca_certificates(paths: &[std::path::PathBuf]) -> anyhow::Result<Vec<Vec<u8>>> {
     use anyhow::Context;
     let mut out = Vec::new();
     for p in paths {
         let bytes = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
         out.extend(
-            vouch_tee::akcert::parse_certs(&bytes)
+            vouch_tee::tpm::akcert::parse_certs(&bytes)
                 .with_context(|| format!("--tpm-ak-ca {}", p.display()))?,
         );
     }

@@ -1575,7 +1575,7 @@ impl Engine {
                     tee,
                     path,
                     |mut runtime_data| {
-                        runtime_data[vouch_tee::verify::REQUESTER_KEY] =
+                        runtime_data[vouch_tee::REQUESTER_KEY] =
                             json!({"id": id, "create_seq": create_seq});
                         let evidence = lock(&self.journal)
                             .evidence(runtime_data)

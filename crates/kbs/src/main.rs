@@ -356,7 +356,7 @@ fn run(cli: Cli) -> Result<()> {
                 quick,
                 tpm_aks: tpm_ak.iter().map(|f| f.to_ascii_lowercase()).collect(),
                 collateral: collateral.store()?,
-                tpm_ak_cas: vouch_cli_common::ca_certificates(&tpm_ak_ca)?,
+                tpm_ak_cas: tpm_ak_cas(&tpm_ak, &tpm_ak_ca)?,
                 admin_audience,
                 sim_keys: sim_key.iter().map(|k| k.to_ascii_lowercase()).collect(),
                 limits: vouch_kbs::server::ServeLimits {
@@ -486,4 +486,18 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// The CAs of `--tpm-ak-ca`; a build without TPM verification refuses TPM trust anchors.
+#[cfg(feature = "tpm")]
+fn tpm_ak_cas(_aks: &[String], cas: &[PathBuf]) -> Result<Vec<Vec<u8>>> {
+    vouch_cli_common::ca_certificates(cas)
+}
+
+#[cfg(not(feature = "tpm"))]
+fn tpm_ak_cas(aks: &[String], cas: &[PathBuf]) -> Result<Vec<Vec<u8>>> {
+    if !aks.is_empty() || !cas.is_empty() {
+        bail!("--tpm-ak and --tpm-ak-ca: this vouch-kbs is built without TPM verification (cargo feature tpm)");
+    }
+    Ok(Vec::new())
 }

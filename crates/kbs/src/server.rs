@@ -203,7 +203,7 @@ pub struct KbsConfig {
     /// Trusted TPM attestation keys (`sha256:` fingerprints).
     pub tpm_aks: Vec<String>,
     /// Where collateral for TDX evidence comes from.
-    pub collateral: Option<Arc<vouch_tee::collateral::CollateralStore>>,
+    pub collateral: Option<Arc<vouch_tee::tdx::collateral::CollateralStore>>,
     /// CA certificates (DER) trusted to certify TPM attestation keys.
     pub tpm_ak_cas: Vec<Vec<u8>>,
     /// How the server bounds what unauthenticated clients can make it hold.
@@ -499,8 +499,8 @@ impl Kbs {
         // fetched on behalf of one container, the requester it names (checked against the log
         // when the evidence is verified).
         let mut runtime = json!({"nonce": att.runtime_data.nonce, "tee-pubkey": tee_pubkey});
-        if let Some(requester) = evidence.runtime_data.get(vouch_tee::verify::REQUESTER_KEY) {
-            runtime[vouch_tee::verify::REQUESTER_KEY] = requester.clone();
+        if let Some(requester) = evidence.runtime_data.get(vouch_tee::REQUESTER_KEY) {
+            runtime[vouch_tee::REQUESTER_KEY] = requester.clone();
         }
         let canon = |v: &Value| {
             vouch_measure::canonicalize(v).map_err(|e| KbsError::InvalidRequest(e.to_string()))
@@ -513,8 +513,10 @@ impl Kbs {
             &VerifyOptions {
                 allow_sim: self.cfg.allow_sim,
                 sim_keys: self.cfg.sim_keys.clone(),
+                #[cfg(feature = "tpm")]
                 tpm_aks: self.cfg.tpm_aks.clone(),
                 collateral: self.cfg.collateral.clone(),
+                #[cfg(feature = "tpm")]
                 tpm_ak_cas: self.cfg.tpm_ak_cas.clone(),
                 ..Default::default()
             },

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use vouch_measure::{replay, Record};
-use vouch_tee::{dcap, snp, tcg, tpm};
+use vouch_tee::tdx::dcap;
+use vouch_tee::{snp, tcg, tpm};
 
 fn time<F: FnMut()>(name: &str, min: Duration, mut f: F) -> f64 {
     // Warm up, then run for at least `min`.
@@ -64,9 +65,8 @@ fn main() {
     });
 
     if let Some(tpm_sim) = vouch_testkit::Swtpm::start() {
-        let attester = std::sync::Arc::new(
-            vouch_tee::tpm_device::TpmAttester::open(&tpm_sim.tcti, 23).expect("TPM"),
-        );
+        let attester =
+            std::sync::Arc::new(vouch_tee::tpm::TpmAttester::open(&tpm_sim.tcti, 23).expect("TPM"));
         let opts = vouch_tee::VerifyOptions {
             tpm_aks: vec![attester.ak_fingerprint().to_string()],
             ..Default::default()
@@ -94,7 +94,7 @@ fn main() {
         let _ = std::fs::remove_file(&state);
         // The peer: the same quote (same persistent AK, same PCRs), taken with tpm2-tools.
         let tcti = tpm_sim.tcti.clone();
-        let handle = format!("{:#x}", vouch_tee::tpm_device::AK_HANDLE);
+        let handle = format!("{:#x}", vouch_tee::tpm::AK_HANDLE);
         time(
             "peer: tpm2_quote (tpm2-tools, same AK and PCRs; quote only, no verification)",
             min,

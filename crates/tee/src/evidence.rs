@@ -82,3 +82,6 @@ pub const SIM_WARNING: &str =
 pub fn report_data_for(runtime_data: &Value) -> Result<Digest384, CanonicalError> {
     Ok(sha384(&to_canonical_vec(runtime_data)?))
 }
+
+/// The key of the runtime data under which evidence fetched for one container names it.
+pub const REQUESTER_KEY: &str = "requester";

@@ -1,28 +1,50 @@
 //! TEE abstraction: the [`Attester`] and [`Verifier`] traits, the evidence format, the crash-safe
-//! measurement [`journal`], and one module per backend.
+//! measurement [`journal`], and one folder per backend.
 //!
-//! Backends: `sim` (software registers and key, for development; its evidence says `sim` and no
-//! default policy accepts it). Hardware backends (tpm, tdx, snp) plug in behind the same traits.
+//! Backends, one cargo feature each: `sim` (software registers and key, for development; its
+//! evidence says `sim` and no default policy accepts it), `tdx`, `tpm`, `snp`. Two more features
+//! choose the sides: `attest` (the attesters and the journal: what vouchd needs inside the TEE)
+//! and `verify` (the verifiers: what `vouch verify` and the KBS need). vouchd builds without
+//! `verify` (no DCAP or certificate-chain code in the TEE); the KBS and the fuzz targets build
+//! without `attest` (no libtss2).
 //!
 //! This crate must never accept `sim` evidence unless the caller asked for it explicitly.
 
-pub mod akcert;
-pub mod collateral;
-pub mod dcap;
-mod dcap_tcb;
+#[cfg(not(any(feature = "attest", feature = "verify")))]
+compile_error!(
+    "vouch-tee needs feature `attest`, `verify`, or both: without them it has nothing to do"
+);
+#[cfg(not(any(feature = "sim", feature = "tdx", feature = "tpm", feature = "snp")))]
+compile_error!("vouch-tee needs at least one TEE backend feature: `sim`, `tdx`, `tpm` or `snp`");
+#[cfg(all(feature = "snp", not(feature = "verify")))]
+compile_error!("the `snp` backend only verifies (an SNP guest attests through its vTPM: feature `tpm`); enable `verify` with it");
+
+#[cfg(any(feature = "tpm", feature = "snp"))]
+mod asn1;
 pub mod evidence;
+#[cfg(feature = "attest")]
 pub mod journal;
 pub mod pem;
+#[cfg(feature = "attest")]
+pub mod select;
+#[cfg(feature = "sim")]
 pub mod sim;
+#[cfg(all(feature = "snp", feature = "verify"))]
 pub mod snp;
 pub mod tcg;
+#[cfg(feature = "tdx")]
 pub mod tdx;
+#[cfg(feature = "tpm")]
 pub mod tpm;
-pub mod tpm_device;
+#[cfg(feature = "verify")]
 pub mod verify;
 
-pub use evidence::{report_data_for, Evidence, TeeType};
+pub use evidence::{report_data_for, Evidence, TeeType, REQUESTER_KEY};
+#[cfg(feature = "attest")]
 pub use journal::{Journal, JournalError};
+#[cfg(feature = "attest")]
+pub use select::{select, SelectError, Selected, TeeChoice, TeeOptions};
+#[cfg(feature = "verify")]
 pub use verify::{verify_evidence, LaunchedContainer, Verdict, VerifyError, VerifyOptions};
 
 use vouch_measure::Digest384;
@@ -69,6 +91,7 @@ pub trait Attester: Send + Sync {
 }
 
 /// Claims a verifier extracted from a quote whose signature checked out.
+#[cfg(feature = "verify")]
 #[derive(Debug, Clone)]
 pub struct QuoteClaims {
     pub tee: TeeType,
@@ -86,8 +109,29 @@ pub struct QuoteClaims {
     pub platform: std::collections::BTreeMap<String, String>,
 }
 
-/// The verifier side for one backend: checks a quote's signature and extracts its claims.
+/// The verifier side for one backend: checks a quote's signature and extracts its claims, and
+/// the backend's own logs. [`verify::verify_evidence`] does the rest (binding, nonce, replay of
+/// vouch's log) alike for every backend; [`verify::verifier_for`] picks the backend.
+#[cfg(feature = "verify")]
 pub trait Verifier {
     fn tee(&self) -> TeeType;
     fn verify_quote(&self, quote: &[u8]) -> Result<QuoteClaims, VerifyError>;
+    /// Replay the firmware's event log (TCG2) against the quoted platform registers; the number
+    /// of events. A backend without one ignores it.
+    fn check_firmware_log(
+        &self,
+        _log: &[u8],
+        _claims: &QuoteClaims,
+    ) -> Result<Option<usize>, VerifyError> {
+        Ok(None)
+    }
+    /// What the backend checks of vouch's log beyond the replay of its register (TPM: the
+    /// application PCR's SHA-256 bank).
+    fn check_event_log(
+        &self,
+        _log: &[vouch_measure::Record],
+        _claims: &QuoteClaims,
+    ) -> Result<(), VerifyError> {
+        Ok(())
+    }
 }

@@ -7,7 +7,6 @@ use serde_json::Value;
 use vouch_measure::{replay, validate_sequence, Digest384, RecordError};
 
 use crate::evidence::{report_data_for, Evidence, EVIDENCE_VERSION, SIM_WARNING};
-use crate::sim::SimVerifier;
 use crate::{TeeType, Verifier, VOUCH_REGISTER};
 
 #[derive(Debug, thiserror::Error)]
@@ -76,17 +75,22 @@ pub struct VerifyOptions {
     pub nonce: Option<String>,
     /// Accept sim evidence only from these sim instances (their public keys, hex); empty: any.
     pub sim_keys: Vec<String>,
+    #[cfg(feature = "tdx")]
     /// Collateral for TDX quotes (verification is offline: the verifier brings it).
     pub tdx_collateral: Option<dcap_qvl::QuoteCollateralV3>,
+    #[cfg(feature = "tdx")]
     /// Where collateral for TDX quotes is found otherwise: a collateral directory and/or a PCCS.
-    pub collateral: Option<std::sync::Arc<crate::collateral::CollateralStore>>,
+    pub collateral: Option<std::sync::Arc<crate::tdx::collateral::CollateralStore>>,
     /// Verify as of this unix time (default: now).
     pub at: Option<u64>,
+    #[cfg(feature = "tdx")]
     /// Which TDX TCB statuses and golden values are acceptable.
-    pub dcap_policy: crate::dcap::DcapPolicy,
+    pub dcap_policy: crate::tdx::dcap::DcapPolicy,
+    #[cfg(feature = "tpm")]
     /// Trusted TPM attestation keys, by fingerprint (`sha256:HEX` of the AK's `TPMT_PUBLIC`).
     /// TPM evidence signed by any other key is refused, unless the key is certified:
     pub tpm_aks: Vec<String>,
+    #[cfg(feature = "tpm")]
     /// CA certificates (DER) trusted to certify TPM attestation keys: an AK whose certificate in
     /// the evidence chains to one of them is trusted without being pinned.
     pub tpm_ak_cas: Vec<Vec<u8>>,
@@ -121,8 +125,7 @@ pub enum LaunchState {
     Failed,
 }
 
-/// The key of the runtime data under which evidence fetched for one container names it.
-pub const REQUESTER_KEY: &str = "requester";
+pub use crate::evidence::REQUESTER_KEY;
 
 /// Who asked for evidence: the container it was fetched for, as the runtime data names it
 /// (`{"id", "create_seq"}`, bound by the quote like the nonce), resolved against the log.
@@ -212,290 +215,29 @@ pub struct Verdict {
     pub firmware_log_events: Option<usize>,
 }
 
-/// TDX evidence: a DCAP quote whose RTMRs are the registers and whose 64-byte report data is the
-/// SHA-384 binding followed by zeros.
-struct TdxVerifier<'a> {
+/// The verifier of this build for evidence from `tee` (each backend is a cargo feature).
+#[cfg_attr(
+    not(any(feature = "sim", feature = "tdx", feature = "tpm")),
+    allow(unreachable_code)
+)]
+pub fn verifier_for<'a>(
+    tee: TeeType,
     opts: &'a VerifyOptions,
-}
-
-impl Verifier for TdxVerifier<'_> {
-    fn tee(&self) -> TeeType {
-        TeeType::Tdx
-    }
-
-    fn verify_quote(&self, quote: &[u8]) -> Result<crate::QuoteClaims, VerifyError> {
-        let rejected = |reason: String| VerifyError::Rejected {
-            tee: TeeType::Tdx,
-            reason,
-        };
-        let now = self.opts.at.unwrap_or_else(vouch_base::clock::unix_secs);
-        let fetched;
-        let collateral = match (&self.opts.tdx_collateral, &self.opts.collateral) {
-            (Some(c), _) => c,
-            (None, Some(store)) => {
-                fetched = store
-                    .for_quote(quote, now)
-                    .map_err(|e| rejected(e.to_string()))?;
-                &fetched
-            }
-            (None, None) => return Err(VerifyError::NoCollateral),
-        };
-        let claims = crate::dcap::verify_quote(quote, collateral, now)
-            .map_err(|e| rejected(e.to_string()))?;
-        if claims.kind != "tdx" {
-            return Err(rejected(format!("the quote is {}, not TDX", claims.kind)));
+) -> Result<Box<dyn Verifier + 'a>, VerifyError> {
+    Ok(match tee {
+        #[cfg(feature = "sim")]
+        TeeType::Sim => Box::new(crate::sim::SimVerifier {
+            pinned_keys: opts.sim_keys.clone(),
+        }),
+        #[cfg(feature = "tdx")]
+        TeeType::Tdx => Box::new(crate::tdx::TdxVerifier { opts }),
+        #[cfg(feature = "tpm")]
+        TeeType::Tpm => Box::new(crate::tpm::TpmVerifier { opts }),
+        other => {
+            let _ = opts;
+            return Err(VerifyError::UnsupportedTee(other));
         }
-        self.opts
-            .dcap_policy
-            .check(&claims)
-            .map_err(|e| rejected(e.to_string()))?;
-        let digest = |h: &str| -> Result<Digest384, VerifyError> {
-            h.parse().map_err(|_| rejected(format!("bad register {h}")))
-        };
-        let registers = claims
-            .rtmrs
-            .iter()
-            .map(|r| digest(r))
-            .collect::<Result<Vec<_>, _>>()?;
-        let rd = hex::decode(&claims.report_data).map_err(|_| rejected("report data".into()))?;
-        if rd.len() != 64 || rd[48..].iter().any(|b| *b != 0) {
-            return Err(rejected(
-                "report data is not a SHA-384 binding followed by zeros".into(),
-            ));
-        }
-        let mut bind = [0u8; 48];
-        bind.copy_from_slice(&rd[..48]);
-        Ok(crate::QuoteClaims {
-            tee: TeeType::Tdx,
-            platform: claims.platform_claims(),
-            registers,
-            report_data: Digest384(bind),
-            signer: format!(
-                "Intel TDX (TCB {}, MRTD {})",
-                claims.tcb_status,
-                claims.mrtd.unwrap_or_default()
-            ),
-            tpm_sha256_pcrs: Default::default(),
-            tpm_app_pcr: None,
-        })
-    }
-}
-
-/// TPM evidence: a quote by a pinned attestation key over the platform PCRs (SHA-256 bank) and
-/// the application PCR (both banks); the application PCR's SHA-384 bank is register 3.
-struct TpmVerifier<'a> {
-    opts: &'a VerifyOptions,
-}
-
-impl Verifier for TpmVerifier<'_> {
-    fn tee(&self) -> TeeType {
-        TeeType::Tpm
-    }
-
-    fn verify_quote(&self, quote: &[u8]) -> Result<crate::QuoteClaims, VerifyError> {
-        use crate::tcg::{ALG_SHA256, ALG_SHA384};
-        let malformed = |reason: String| VerifyError::MalformedQuote {
-            tee: TeeType::Tpm,
-            reason,
-        };
-        let rejected = |reason: String| VerifyError::Rejected {
-            tee: TeeType::Tpm,
-            reason,
-        };
-        vouch_measure::check_unique_keys(quote).map_err(|e| malformed(e.to_string()))?;
-        let q: crate::tpm_device::TpmQuote =
-            serde_json::from_slice(quote).map_err(|e| malformed(e.to_string()))?;
-        let b64 = |s: &str, what: &str| {
-            base64::engine::general_purpose::STANDARD
-                .decode(s)
-                .map_err(|_| malformed(format!("{what} is not base64")))
-        };
-        let ak_bytes = b64(&q.ak, "ak")?;
-        let fingerprint = crate::tpm_device::ak_fingerprint(&ak_bytes);
-        let ak = crate::tpm::parse_ak(&ak_bytes).map_err(|e| malformed(e.to_string()))?;
-        let pinned = self
-            .opts
-            .tpm_aks
-            .iter()
-            .any(|k| k.eq_ignore_ascii_case(&fingerprint));
-        let mut signer = format!("TPM attestation key {fingerprint}");
-        if !pinned {
-            // Trusted through its certificate, or not at all.
-            let (Some(cert), false) = (&q.ak_cert, self.opts.tpm_ak_cas.is_empty()) else {
-                return Err(VerifyError::UntrustedAk { fingerprint });
-            };
-            let cert = b64(cert, "ak_cert")?;
-            let chain = q
-                .ak_chain
-                .iter()
-                .map(|c| b64(c, "ak_chain"))
-                .collect::<Result<Vec<_>, _>>()?;
-            let now = self.opts.at.unwrap_or_else(vouch_base::clock::unix_secs);
-            let path =
-                crate::akcert::verify_ak_cert(&cert, &chain, &self.opts.tpm_ak_cas, &ak, now)
-                    .map_err(|e| rejected(e.to_string()))?;
-            signer.push_str(&format!(", certified by {}", path.join(" <- ")));
-        }
-        let mut banks: std::collections::BTreeMap<u16, std::collections::BTreeMap<u32, Vec<u8>>> =
-            Default::default();
-        for (bank, values) in &q.pcrs {
-            let alg = match bank.as_str() {
-                "sha256" => ALG_SHA256,
-                "sha384" => ALG_SHA384,
-                other => return Err(malformed(format!("PCR bank {other:?}"))),
-            };
-            for (i, v) in values {
-                let v = hex::decode(v).map_err(|_| malformed(format!("PCR {i} is not hex")))?;
-                banks.entry(alg).or_default().insert(*i, v);
-            }
-        }
-        let lookup = |alg: u16, i: u32| banks.get(&alg).and_then(|b| b.get(&i)).cloned();
-        let claims = crate::tpm::verify_quote(
-            &b64(&q.attest, "attest")?,
-            &b64(&q.signature, "signature")?,
-            &ak,
-            None,
-            Some(&lookup),
-        )
-        .map_err(|e| rejected(e.to_string()))?;
-        // Only values the quote covers count.
-        let quoted = |bank: &str, i: u32| {
-            claims
-                .selection
-                .iter()
-                .any(|(b, idx)| b == bank && idx.contains(&i))
-        };
-        let pcr = u32::from(q.pcr);
-        if !quoted("sha384", pcr) || !quoted("sha256", pcr) {
-            return Err(rejected(format!(
-                "the quote does not cover PCR {pcr} in both the SHA-256 and SHA-384 banks"
-            )));
-        }
-        let app = lookup(ALG_SHA384, pcr)
-            .and_then(|v| <[u8; 48]>::try_from(v.as_slice()).ok())
-            .ok_or_else(|| malformed(format!("PCR {pcr} SHA-384 value")))?;
-        let nonce = hex::decode(&claims.nonce).unwrap_or_default();
-        let report_data = <[u8; 48]>::try_from(nonce.as_slice())
-            .map_err(|_| rejected("the qualifying data is not a SHA-384 binding".into()))?;
-        let tpm_sha256_pcrs: std::collections::BTreeMap<u32, Vec<u8>> = banks
-            .remove(&ALG_SHA256)
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|(i, _)| quoted("sha256", *i))
-            .collect();
-        let mut registers = vec![Digest384::ZERO; VOUCH_REGISTER];
-        registers.push(Digest384(app));
-        let platform = (0..8u32)
-            .filter_map(|i| {
-                tpm_sha256_pcrs
-                    .get(&i)
-                    .map(|v| (format!("pcr{i}"), hex::encode(v)))
-            })
-            .collect();
-        Ok(crate::QuoteClaims {
-            tee: TeeType::Tpm,
-            platform,
-            registers,
-            report_data: Digest384(report_data),
-            signer,
-            tpm_sha256_pcrs,
-            tpm_app_pcr: Some(pcr),
-        })
-    }
-}
-
-/// The SHA-256 bank of the application PCR must replay too: the AAEL INIT line and then each
-/// record extend it with SHA-256 of their SHA-384 digest.
-fn check_tpm_sha256_bank(
-    log: &[vouch_measure::Record],
-    claims: &crate::QuoteClaims,
-) -> Result<(), VerifyError> {
-    use sha2::{Digest as _, Sha256};
-    let pcr = claims.tpm_app_pcr.unwrap_or(23);
-    let mut value = [0u8; 32];
-    let digests = log.iter().map(|r| r.digest().map_err(VerifyError::Log));
-    for d in std::iter::once(Ok(vouch_measure::init_digest())).chain(digests) {
-        let bank = crate::tpm_device::sha256_bank_digest(&d?);
-        value = Sha256::new()
-            .chain_update(value)
-            .chain_update(bank)
-            .finalize()
-            .into();
-    }
-    let quoted = claims
-        .tpm_sha256_pcrs
-        .get(&pcr)
-        .cloned()
-        .unwrap_or_default();
-    if quoted != value {
-        return Err(VerifyError::ReplayMismatch {
-            records: log.len(),
-            replayed: hex::encode(value),
-            index: pcr as usize,
-            quoted: hex::encode(quoted),
-        });
-    }
-    Ok(())
-}
-
-/// Check a TCG2 firmware log against the quoted SHA-256 platform PCRs of a TPM.
-pub fn check_tpm_firmware_log(
-    log: &[u8],
-    pcrs: &std::collections::BTreeMap<u32, Vec<u8>>,
-) -> Result<usize, VerifyError> {
-    let parsed = crate::tcg::parse(log).map_err(VerifyError::FirmwareLog)?;
-    check_tpm_replay(&parsed, crate::tcg::ALG_SHA256, pcrs)?;
-    Ok(parsed.events.len())
-}
-
-/// Replay a TCG2 event log in the bank of algorithm `alg` and check every PCR it extends
-/// against `pcrs` (that bank's quoted values); the PCRs replayed, in order.
-pub fn check_tpm_event_log(
-    log: &[u8],
-    alg: u16,
-    pcrs: &std::collections::BTreeMap<u32, Vec<u8>>,
-) -> Result<Vec<u32>, VerifyError> {
-    let parsed = crate::tcg::parse(log).map_err(VerifyError::FirmwareLog)?;
-    check_tpm_replay(&parsed, alg, pcrs)
-}
-
-fn check_tpm_replay(
-    parsed: &crate::tcg::TcgLog,
-    alg: u16,
-    pcrs: &std::collections::BTreeMap<u32, Vec<u8>>,
-) -> Result<Vec<u32>, VerifyError> {
-    let replayed = parsed.replay(alg).map_err(VerifyError::FirmwareLog)?;
-    for (index, value) in &replayed {
-        let quoted = pcrs.get(index).ok_or(VerifyError::FirmwareReplay {
-            index: *index as usize,
-            replayed: hex::encode(value),
-            quoted: "(not quoted)".into(),
-        })?;
-        if quoted != value {
-            return Err(VerifyError::FirmwareReplay {
-                index: *index as usize,
-                replayed: hex::encode(value),
-                quoted: hex::encode(quoted),
-            });
-        }
-    }
-    Ok(replayed.keys().copied().collect())
-}
-
-/// Check a TCG2 firmware log against the quoted platform registers (TDX: RTMR0..2).
-pub fn check_firmware_log(log: &[u8], registers: &[Digest384]) -> Result<usize, VerifyError> {
-    let parsed = crate::tcg::parse(log).map_err(VerifyError::FirmwareLog)?;
-    let rtmrs = parsed.rtmrs().map_err(VerifyError::FirmwareLog)?;
-    for (index, (replayed, quoted)) in rtmrs.iter().zip(registers).take(3).enumerate() {
-        if replayed != quoted {
-            return Err(VerifyError::FirmwareReplay {
-                index,
-                replayed: replayed.to_hex(),
-                quoted: quoted.to_hex(),
-            });
-        }
-    }
-    Ok(parsed.events.len())
+    })
 }
 
 /// Verify evidence completely, offline.
@@ -509,14 +251,7 @@ pub fn verify_evidence(evidence: &Evidence, opts: &VerifyOptions) -> Result<Verd
     let quote = base64::engine::general_purpose::STANDARD
         .decode(evidence.quote.as_bytes())
         .map_err(|_| VerifyError::QuoteEncoding)?;
-    let verifier: Box<dyn Verifier> = match evidence.tee {
-        TeeType::Sim => Box::new(SimVerifier {
-            pinned_keys: opts.sim_keys.clone(),
-        }),
-        TeeType::Tdx => Box::new(TdxVerifier { opts }),
-        TeeType::Tpm => Box::new(TpmVerifier { opts }),
-        other => return Err(VerifyError::UnsupportedTee(other)),
-    };
+    let verifier = verifier_for(evidence.tee, opts)?;
     let claims = verifier.verify_quote(&quote)?;
     if claims.tee != evidence.tee {
         return Err(VerifyError::TeeMismatch {
@@ -544,21 +279,15 @@ pub fn verify_evidence(evidence: &Evidence, opts: &VerifyOptions) -> Result<Verd
             });
         }
     }
-    // The firmware's log, when present, must replay to the quoted platform registers (TDX).
-    let firmware_log_events = match (&evidence.firmware_log, claims.tee) {
-        (Some(b64), TeeType::Tdx) => {
+    // The firmware's log, when present, must replay to the quoted platform registers.
+    let firmware_log_events = match &evidence.firmware_log {
+        Some(b64) => {
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(b64.as_bytes())
                 .map_err(|_| VerifyError::QuoteEncoding)?;
-            Some(check_firmware_log(&bytes, &claims.registers)?)
+            verifier.check_firmware_log(&bytes, &claims)?
         }
-        (Some(b64), TeeType::Tpm) => {
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(b64.as_bytes())
-                .map_err(|_| VerifyError::QuoteEncoding)?;
-            Some(check_tpm_firmware_log(&bytes, &claims.tpm_sha256_pcrs)?)
-        }
-        _ => None,
+        None => None,
     };
     validate_sequence(&evidence.event_log).map_err(VerifyError::Log)?;
     if let Some(text) = &evidence.aa_eventlog {
@@ -569,9 +298,7 @@ pub fn verify_evidence(evidence: &Evidence, opts: &VerifyOptions) -> Result<Verd
             return Err(VerifyError::AaelMismatch { line });
         }
     }
-    if claims.tee == TeeType::Tpm {
-        check_tpm_sha256_bank(&evidence.event_log, &claims)?;
-    }
+    verifier.check_event_log(&evidence.event_log, &claims)?;
     let replayed = replay(&evidence.event_log).map_err(VerifyError::Log)?;
     let quoted = claims
         .registers
@@ -653,6 +380,8 @@ mod tests {
     use super::*;
     use crate::journal::Journal;
     use crate::sim::SimAttester;
+    use crate::tdx::check_firmware_log;
+    use crate::tpm::{check_tpm_event_log, check_tpm_firmware_log};
     use serde_json::json;
     use std::sync::Arc;
 
@@ -891,11 +620,11 @@ mod tests {
             return;
         };
         let quote = std::fs::read(v.join("tdx/tdx_quote")).expect("quote");
-        let col = crate::dcap::load_collateral(
+        let col = crate::tdx::dcap::load_collateral(
             &std::fs::read(v.join("tdx/tdx_quote_collateral.json")).expect("col"),
         )
         .expect("collateral");
-        let claims = crate::dcap::verify_quote(&quote, &col, 1_750_400_000).expect("verify");
+        let claims = crate::tdx::dcap::verify_quote(&quote, &col, 1_750_400_000).expect("verify");
         let platform = claims.platform_claims();
         let keys: Vec<&str> = platform.keys().map(String::as_str).collect();
         assert_eq!(
@@ -973,7 +702,7 @@ mod tests {
         let Some(v) = vouch_testkit::corpus::vectors() else {
             return;
         };
-        let quote = crate::dcap::parse_quote(
+        let quote = crate::tdx::dcap::parse_quote(
             &std::fs::read(v.join("ccel/cos-113-tdx-quote.dat")).expect("quote"),
         )
         .expect("parse");

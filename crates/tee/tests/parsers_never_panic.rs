@@ -2,7 +2,8 @@
 //! and on mutations of real evidence (when the vector corpus is present).
 
 use proptest::prelude::*;
-use vouch_tee::{dcap, snp, tcg, tpm};
+use vouch_tee::tdx::dcap;
+use vouch_tee::{snp, tcg, tpm};
 
 fn corpus(file: &str) -> Option<Vec<u8>> {
     vouch_testkit::corpus::vectors().and_then(|dir| std::fs::read(dir.join(file)).ok())

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use serde_json::json;
-use vouch_tee::tpm_device::TpmAttester;
+use vouch_tee::tpm::TpmAttester;
 use vouch_tee::{verify_evidence, Attester, Journal, VerifyError, VerifyOptions, VOUCH_REGISTER};
 use vouch_testkit::Swtpm;
 

@@ -2,12 +2,10 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use vouch_daemon::{server, DaemonConfig, Engine};
 use vouch_runtime::monitor::{self, MonitorArgs};
-use vouch_tee::sim::SimAttester;
 
 #[derive(Parser)]
 #[command(
@@ -26,14 +24,14 @@ struct Args {
     #[arg(long, env = "VOUCH_SOCKET", default_value = vouch_api::DEFAULT_SOCKET)]
     socket: PathBuf,
     /// TEE backend: auto detects hardware and falls back to sim (software, NOT hardware-backed).
-    #[arg(long, default_value = "auto", value_parser = ["auto", "sim", "tpm", "tdx", "snp"])]
+    #[arg(long, default_value = "auto", value_parser = vouch_tee::TeeChoice::NAMES)]
     tee: String,
     /// TPM backend: how to reach the TPM (a TCTI such as device:/dev/tpmrm0 or
     /// swtpm:host=127.0.0.1,port=2321); default: the kernel's resource manager.
     #[arg(long, env = "VOUCH_TPM_TCTI", value_name = "TCTI")]
     tpm_tcti: Option<String>,
     /// TPM backend: the application PCR vouch extends (16-23).
-    #[arg(long, default_value_t = vouch_tee::tpm_device::DEFAULT_PCR, value_name = "N")]
+    #[arg(long, default_value_t = vouch_tee::tpm::DEFAULT_PCR, value_name = "N")]
     tpm_pcr: u8,
     /// TPM backend: the attestation key's certificate (PEM: the AK certificate first, then any
     /// intermediate CAs; or one DER certificate), carried in evidence so verifiers can trust the
@@ -208,78 +206,37 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         kbs_cas: args.kbs_ca.clone(),
         kbs_timeout: std::time::Duration::from_secs(args.kbs_timeout),
     };
-    let tdx = || vouch_tee::tdx::TdxAttester::detect();
-    let tpm = |tcti: &str,
-               pcr: u8|
-     -> Result<Arc<dyn vouch_tee::Attester>, Box<dyn std::error::Error>> {
-        let mut t = vouch_tee::tpm_device::TpmAttester::open(tcti, pcr)?;
-        if let Some(path) = &args.tpm_ak_cert {
-            let bytes =
-                std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            let certs = vouch_tee::akcert::parse_certs(&bytes)
-                .map_err(|e| format!("--tpm-ak-cert {}: {e}", path.display()))?;
-            t = t.with_ak_certs(&certs)?;
-            tracing::info!(
-                certificates = certs.len(),
-                "TPM: the attestation key's certificate goes with every quote"
-            );
-        }
-        if let Some(index) = args.tpm_ak_cert_nv {
-            let raw = t.nv_read(index)?;
-            let cert = vouch_tee::akcert::leading_certificate(&raw)
-                .ok_or_else(|| format!("NV index {index:#x} does not hold a DER certificate"))?;
-            t = t.with_ak_certs(&[cert.to_vec()])?;
-            tracing::info!(
-                index = format!("{index:#x}"),
-                "TPM: the attestation key's certificate (from NV) goes with every quote"
-            );
-        }
-        tracing::info!(
-            tcti,
-            pcr,
-            attestation_key = t.ak_fingerprint(),
-            "TPM: measuring into PCR {pcr} (SHA-384 and SHA-256 banks); verifiers pin the attestation key"
-        );
-        Ok(Arc::new(t))
+    let mut tee = vouch_tee::TeeOptions {
+        sim_dir: cfg.tee_dir().join("sim"),
+        tpm_tcti: args.tpm_tcti.clone(),
+        tpm_pcr: args.tpm_pcr,
+        tpm_ak_certs: Vec::new(),
+        tpm_ak_cert_nv: args.tpm_ak_cert_nv,
     };
-    let attester: Arc<dyn vouch_tee::Attester> = match args.tee.as_str() {
-        "tdx" => Arc::new(tdx().ok_or(
-            "--tee tdx: no TDX quote interface here (needs /sys/kernel/config/tsm/report, and either the RTMR3 file under /sys/class/misc/tdx_guest/measurements or /dev/tdx_guest)",
-        )?),
-        "auto" if tdx().is_some() => {
-            tracing::info!("TDX detected: measuring into RTMR3, quotes through configfs-tsm");
-            Arc::new(tdx().ok_or("TDX disappeared")?)
+    if let Some(path) = &args.tpm_ak_cert {
+        let bytes =
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        tee.tpm_ak_certs = vouch_tee::tpm::akcert::parse_certs(&bytes)
+            .map_err(|e| format!("--tpm-ak-cert {}: {e}", path.display()))?;
+    }
+    let choice: vouch_tee::TeeChoice = args.tee.parse()?;
+    let selected = vouch_tee::select(choice, &tee).map_err(|e| {
+        use vouch_tee::SelectError::*;
+        let hint = match e {
+            NoTpm => " (--tpm-tcti)",
+            SnpHasNoRegisters => " (--tee tpm, --tpm-ak-cert)",
+            NotInThisBuild(_) => " (use --tee sim)",
+            _ => "",
+        };
+        format!("--tee {choice}: {e}{hint}")
+    })?;
+    for note in &selected.notes {
+        match note {
+            vouch_tee::select::Note::Info(m) => tracing::info!("{m}"),
+            vouch_tee::select::Note::Warn(m) => tracing::warn!("{m}"),
         }
-        "tpm" => {
-            let tcti = args
-                .tpm_tcti
-                .clone()
-                .or_else(vouch_tee::tpm_device::TpmAttester::detect)
-                .ok_or("--tee tpm: no TPM found (/dev/tpmrm0); give --tpm-tcti")?;
-            tpm(&tcti, args.tpm_pcr)?
-        }
-        "auto" if args.tpm_tcti.is_some() || vouch_tee::tpm_device::TpmAttester::detect().is_some() => {
-            let tcti = args
-                .tpm_tcti
-                .clone()
-                .or_else(vouch_tee::tpm_device::TpmAttester::detect)
-                .ok_or("TPM disappeared")?;
-            tpm(&tcti, args.tpm_pcr)?
-        }
-        "snp" => {
-            return Err("--tee snp: SEV-SNP has no registers a guest can extend at run time, so an SNP guest attests through its vTPM: use --tee tpm (or auto), and --tpm-ak-cert with the AK certificate its provider issues".into())
-        }
-        "auto" | "sim" => {
-            if args.tee == "auto" && std::path::Path::new("/dev/sev-guest").exists() {
-                tracing::warn!("SEV-SNP guest without a vTPM: SNP has no registers a guest can extend at run time, so vouch needs the guest's vTPM (none found); using the sim TEE");
-            } else if args.tee == "auto" {
-                tracing::warn!("no TEE hardware detected; using the sim TEE");
-            }
-            tracing::warn!("{}", vouch_tee::evidence::SIM_WARNING);
-            Arc::new(SimAttester::open(&cfg.tee_dir().join("sim"))?)
-        }
-        other => return Err(format!("the {other} TEE backend is not available in this build yet; use --tee sim").into()),
-    };
+    }
+    let attester = selected.attester;
     if cfg.publish_address.is_loopback() {
         tracing::info!(address = %cfg.publish_address, "published ports without an address listen on loopback only (--publish-address 0.0.0.0 to publish beyond this machine)");
     } else {

@@ -199,7 +199,7 @@ pub(crate) fn verify_command(args: VerifyArgs) -> Result<u8> {
             };
             opts.dcap_policy = dcap_policy(tdx)?;
             if let Some(path) = collateral {
-                opts.tdx_collateral = Some(vouch_tee::dcap::load_collateral(&read(&path)?)?);
+                opts.tdx_collateral = Some(vouch_tee::tdx::dcap::load_collateral(&read(&path)?)?);
             }
             opts.collateral = collateral_from.store()?;
             opts.tpm_ak_cas = vouch_cli_common::ca_certificates(&tpm_ak_ca)?;
@@ -319,10 +319,10 @@ pub(crate) fn verify_quote(
     collateral: Option<&std::path::Path>,
     collateral_from: &vouch_cli_common::CollateralArgs,
     at: Option<u64>,
-    policy: vouch_tee::dcap::DcapPolicy,
+    policy: vouch_tee::tdx::dcap::DcapPolicy,
     json: bool,
 ) -> Result<u8> {
-    use vouch_tee::dcap;
+    use vouch_tee::tdx::dcap;
     let raw = read(quote)?;
     let now = at.unwrap_or_else(vouch_base::clock::unix_secs);
     let col = match (collateral, collateral_from.store()?) {
@@ -412,13 +412,13 @@ pub(crate) fn verify_tpm(
     // The AK's certificate, when given, must fit the AK and chain to a trusted CA.
     let certified = match ak_cert {
         Some((path, cas, now)) => {
-            let certs = vouch_tee::akcert::parse_certs(&read(path)?)
+            let certs = vouch_tee::tpm::akcert::parse_certs(&read(path)?)
                 .with_context(|| format!("--ak-cert {}", path.display()))?;
             let (leaf, chain) = certs
                 .split_first()
                 .context("--ak-cert holds no certificate")?;
             let anchors = vouch_cli_common::ca_certificates(cas)?;
-            Some(vouch_tee::akcert::verify_ak_cert(
+            Some(vouch_tee::tpm::akcert::verify_ak_cert(
                 leaf, chain, &anchors, &ak, now,
             ))
         }
@@ -471,7 +471,7 @@ pub(crate) fn verify_tpm(
                     .with_context(|| format!("--pcrs: PCR {index} is not hex"))?;
                 quoted.insert(index, value);
             }
-            replayed = vouch_tee::verify::check_tpm_event_log(&read(log_path)?, alg, &quoted)
+            replayed = vouch_tee::tpm::check_tpm_event_log(&read(log_path)?, alg, &quoted)
                 .with_context(|| format!("event log ({bank} bank)"))?;
         }
         Ok((claims, replayed))
@@ -625,7 +625,7 @@ pub(crate) struct TdxFlags {
 }
 
 /// The TDX policy from the command line: accepted TCB statuses, TD attributes, golden values.
-pub(crate) fn dcap_policy(flags: TdxFlags) -> Result<vouch_tee::dcap::DcapPolicy> {
+pub(crate) fn dcap_policy(flags: TdxFlags) -> Result<vouch_tee::tdx::dcap::DcapPolicy> {
     let TdxFlags {
         accept_tcb,
         mut require_td_attribute,
@@ -641,13 +641,13 @@ pub(crate) fn dcap_policy(flags: TdxFlags) -> Result<vouch_tee::dcap::DcapPolicy
         names
             .into_iter()
             .map(|n| {
-                vouch_tee::dcap::td_attribute(&n)
+                vouch_tee::tdx::dcap::td_attribute(&n)
                     .map(|_| n.to_ascii_lowercase())
                     .map_err(|e| anyhow::anyhow!("{flag}: {e}"))
             })
             .collect()
     };
-    let mut policy = vouch_tee::dcap::DcapPolicy {
+    let mut policy = vouch_tee::tdx::dcap::DcapPolicy {
         mrtd,
         required_attributes: names("--require-td-attribute", require_td_attribute)?,
         refused_attributes: names("--refuse-td-attribute", refuse_td_attribute)?,

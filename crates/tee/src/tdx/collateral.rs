@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use dcap_qvl::QuoteCollateralV3;
 use serde_json::Value;
 
-use crate::dcap::{load_collateral, DcapError};
+use super::dcap::{load_collateral, DcapError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CollateralError {

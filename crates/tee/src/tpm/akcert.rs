@@ -9,8 +9,8 @@
 use der::{Decode, Encode};
 use x509_cert::Certificate;
 
-use crate::snp::der_tlv;
-use crate::tpm::AkPublic;
+use super::AkPublic;
+use crate::asn1::der_tlv;
 
 /// How deep a chain may be (leaf, intermediates, anchor).
 const MAX_DEPTH: usize = 5;
@@ -250,8 +250,9 @@ mod tests {
         };
         let dir = v.join("tpm/gce-vtpm-nonce9009");
         let cert = std::fs::read(dir.join("ak_cert.der")).expect("cert");
-        let ak = crate::tpm::parse_ak(&std::fs::read(dir.join("ak_pub.tpmt_public")).expect("ak"))
-            .expect("parse");
+        let ak =
+            super::super::parse_ak(&std::fs::read(dir.join("ak_pub.tpmt_public")).expect("ak"))
+                .expect("parse");
         let now = 1_750_000_000;
         let path = verify_ak_cert(&cert, &[], std::slice::from_ref(&cert), &ak, now)
             .expect("pinned certificate");

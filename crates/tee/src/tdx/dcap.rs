@@ -7,7 +7,7 @@
 //! TD attributes are claims, not a verification step: like Intel's QVL, vouch does not refuse a
 //! TD without `SEPT_VE_DISABLE` or a migratable TD unless its policy says so (Azure's TDX guests,
 //! under a paravisor, have TD attributes all zero). Only the bits the TDX ABI reserves, which a
-//! verifier must refuse, are refused always. See [`crate::dcap_tcb`] for how this is done on top
+//! verifier must refuse, are refused always. See [`super::dcap_tcb`] for how this is done on top
 //! of `dcap-qvl`, which refuses those bits itself.
 
 pub use dcap_qvl::QuoteCollateralV3;
@@ -292,8 +292,8 @@ pub fn verify_quote(
             // dcap-qvl's final TD attribute check, and nothing else, refused it: every
             // signature and the collateral have been verified; the TCB status is computed from
             // the same collateral, and the attributes go to the policy.
-            if crate::dcap_tcb::qvl_attribute_objection(&parsed.report) == Some(refusal.as_str()) {
-                let (status, advisories) = crate::dcap_tcb::tcb_status(&parsed, collateral)?;
+            if super::dcap_tcb::qvl_attribute_objection(&parsed.report) == Some(refusal.as_str()) {
+                let (status, advisories) = super::dcap_tcb::tcb_status(&parsed, collateral)?;
                 let mut claims = claims_of(&parsed.report);
                 claims.tcb_status = status;
                 claims.advisories = advisories;

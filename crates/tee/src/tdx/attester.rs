@@ -349,7 +349,7 @@ mod tests {
     fn tdx_evidence_is_verified_with_dcap_and_must_bind_the_runtime_data() {
         let Some(v) = vectors() else { return };
         let captured = std::fs::read(v.join("tdx/tdx_quote")).expect("quote");
-        let col = crate::dcap::load_collateral(
+        let col = super::super::dcap::load_collateral(
             &std::fs::read(v.join("tdx/tdx_quote_collateral.json")).expect("col"),
         )
         .expect("col");

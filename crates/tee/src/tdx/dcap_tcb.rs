@@ -6,7 +6,7 @@
 //! make: a TD without `SEPT_VE_DISABLE`, or a migratable TD, is refused before any policy runs,
 //! and its TCB status is not returned. Azure's TDX guests (TD attributes all zero, under a
 //! paravisor) could then never verify. vouch follows Intel's QVL instead and leaves such bits to
-//! its policy ([`crate::dcap::DcapPolicy`]): when `dcap-qvl`'s only refusal is that final check,
+//! its policy ([`super::dcap::DcapPolicy`]): when `dcap-qvl`'s only refusal is that final check,
 //! every cryptographic step has passed, and the TCB status is computed here, from the same
 //! signed collateral, by the rules `dcap-qvl` and Intel's QVL apply (the tests check that it
 //! agrees with `dcap-qvl` on every real quote in the corpus).
@@ -18,7 +18,7 @@
 use dcap_qvl::quote::{Quote, Report};
 use dcap_qvl::tcb_info::{TcbInfo, TcbLevel, TcbStatus, TcbStatusWithAdvisory};
 
-use crate::dcap::{DcapError, QuoteCollateralV3};
+use super::dcap::{DcapError, QuoteCollateralV3};
 
 /// The message `dcap-qvl` refuses these TD attributes with, when it refuses them for nothing
 /// vouch's policy would refuse too (reserved bits set are refused by both, with its message).
@@ -32,7 +32,7 @@ pub(crate) fn qvl_attribute_objection(report: &Report) -> Option<&'static str> {
         Report::SgxEnclave(_) => return None,
     };
     let bits = u64::from_le_bytes(attributes);
-    if bits & crate::dcap::TD_ATTRIBUTES_RESERVED != 0 {
+    if bits & super::dcap::TD_ATTRIBUTES_RESERVED != 0 {
         return None;
     }
     // dcap-qvl's order: migration before SEPT_VE_DISABLE.
@@ -199,7 +199,7 @@ mod tests {
     fn agrees_with_dcap_qvl_on_the_real_quotes() {
         let Some(v) = vectors() else { return };
         for kind in ["tdx", "sgx"] {
-            let (raw, col) = crate::dcap::tests::real_quote(&v, kind);
+            let (raw, col) = super::super::dcap::tests::real_quote(&v, kind);
             let qvl = dcap_qvl::verify::verify(&raw, &col, AT).expect("dcap-qvl verifies it");
             let quote = Quote::parse(&raw).expect("parse");
             let ours = tcb_status(&quote, &col).expect("status");

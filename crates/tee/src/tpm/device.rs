@@ -14,8 +14,6 @@ use std::sync::mpsc;
 use std::sync::Mutex;
 
 use base64::Engine as _;
-use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
 use tss_esapi::attributes::ObjectAttributesBuilder;
 use tss_esapi::constants::CapabilityType;
 use tss_esapi::handles::{KeyHandle, ObjectHandle, PcrHandle, PersistentTpmHandle, TpmHandle};
@@ -35,49 +33,8 @@ use tss_esapi::traits::Marshall;
 use tss_esapi::Context;
 use vouch_measure::Digest384;
 
+use super::{ak_fingerprint, sha256_bank_digest, TpmQuote, AK_HANDLE, FIRMWARE_LOG, PLATFORM_PCRS};
 use crate::{AttestError, Attester, TeeType, VOUCH_REGISTER};
-
-/// The application PCR used unless configured otherwise (resettable, not used by firmware).
-pub const DEFAULT_PCR: u8 = 23;
-/// Where the attestation key is kept.
-pub const AK_HANDLE: u32 = 0x8101_0023;
-/// Where the kernel exposes the firmware's TCG2 event log.
-pub const FIRMWARE_LOG: &str = "/sys/kernel/security/tpm0/binary_bios_measurements";
-/// The platform PCRs quoted with the application PCR (SHA-256 bank), for the firmware log.
-pub const PLATFORM_PCRS: [u8; 8] = [0, 1, 2, 3, 4, 5, 6, 7];
-
-/// A TPM quote as vouch carries it in evidence (the `quote` field holds its JSON).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct TpmQuote {
-    /// The application PCR that is vouch's register.
-    pub pcr: u8,
-    /// `TPMS_ATTEST`, base64.
-    pub attest: String,
-    /// `TPMT_SIGNATURE`, base64.
-    pub signature: String,
-    /// The attestation key's `TPMT_PUBLIC`, base64.
-    pub ak: String,
-    /// The attestation key's certificate (DER, base64), when one was provisioned.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ak_cert: Option<String>,
-    /// Intermediate CA certificates between the AK certificate and a root (DER, base64).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ak_chain: Vec<String>,
-    /// Quoted PCR values by bank (`sha256`, `sha384`) and index, hex.
-    pub pcrs: BTreeMap<String, BTreeMap<u32, String>>,
-}
-
-/// The fingerprint an attestation key is pinned by: `sha256:` and the hex SHA-256 of its
-/// `TPMT_PUBLIC`.
-pub fn ak_fingerprint(tpmt_public: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(tpmt_public)))
-}
-
-/// The SHA-256 bank's digest for a record: SHA-256 of its SHA-384 digest.
-pub fn sha256_bank_digest(d: &Digest384) -> [u8; 32] {
-    Sha256::digest(d.as_bytes()).into()
-}
 
 type Reply<T> = mpsc::Sender<Result<T, String>>;
 
@@ -435,9 +392,9 @@ impl TpmAttester {
         let (leaf, chain) = certs
             .split_first()
             .ok_or_else(|| AttestError::Device("no AK certificate given".into()))?;
-        let ak = crate::tpm::parse_ak(&self.ak_public)
+        let ak = super::parse_ak(&self.ak_public)
             .map_err(|e| AttestError::Device(format!("attestation key: {e}")))?;
-        crate::akcert::certifies(leaf, &ak).map_err(|e| {
+        super::akcert::certifies(leaf, &ak).map_err(|e| {
             AttestError::Device(format!("the AK certificate does not fit this TPM: {e}"))
         })?;
         let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);

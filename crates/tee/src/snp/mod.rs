@@ -9,6 +9,8 @@ use serde::Serialize;
 use sha2::Digest as _;
 use x509_cert::Certificate;
 
+use crate::asn1::der_tlv;
+
 pub const REPORT_LEN: usize = 0x4A0;
 const SIGNED_LEN: usize = 0x2A0;
 const OID_RSASSA_PSS: &str = "1.2.840.113549.1.1.10";
@@ -188,26 +190,6 @@ pub fn parse_report(report: &[u8]) -> Result<SnpClaims, SnpError> {
 
 fn cert_err(which: &'static str) -> impl Fn(String) -> SnpError {
     move |reason| SnpError::Certificate { which, reason }
-}
-
-/// One DER TLV at the start of `b`: (tag, contents, rest). Bounds-checked.
-pub(crate) fn der_tlv(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, b) = b.split_first()?;
-    let (&first, mut b) = b.split_first()?;
-    let len = if first < 0x80 {
-        first as usize
-    } else {
-        let n = (first & 0x7f) as usize;
-        if n == 0 || n > 4 || b.len() < n {
-            return None;
-        }
-        let len = b[..n]
-            .iter()
-            .fold(0usize, |acc, x| (acc << 8) | *x as usize);
-        b = &b[n..];
-        len
-    };
-    (b.len() >= len).then(|| (tag, &b[..len], &b[len..]))
 }
 
 /// (n, e) of an RSA SubjectPublicKeyInfo (DER RSAPublicKey: SEQUENCE { INTEGER, INTEGER }).
