@@ -11,6 +11,7 @@ pub mod db;
 pub mod engine;
 mod requests;
 pub mod server;
+pub mod task;
 
 pub use config::DaemonConfig;
 pub use engine::{Engine, EngineError};

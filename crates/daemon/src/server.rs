@@ -55,6 +55,7 @@ impl From<EngineError> for ApiError {
             | EngineError::Running(_)
             | EngineError::ImageInUse { .. }
             | EngineError::TaskExists(_)
+            | EngineError::Transition { .. }
             | EngineError::Cancelled => StatusCode::CONFLICT,
             EngineError::BadRequest(_) | EngineError::Spec(_) | EngineError::Load(_) => {
                 StatusCode::BAD_REQUEST

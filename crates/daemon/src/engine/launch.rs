@@ -1,0 +1,760 @@
+//! The measured launch path: checks, `image.verified`, the bundle and its projection,
+//! `container.create`, secrets from the KBS, the monitor, `container.start`.
+
+use super::*;
+
+impl Engine {
+    /// A launch that fails after its `container.create` was measured, and before any start,
+    /// ends in the log too (`container.failed`), so a verifier does not take it for running.
+    pub(super) fn measure_failure(&self, id: &str, reason: &str) {
+        // The container's last lifecycle record: only a `container.create` calls for one.
+        let last = lock(&self.journal)
+            .records()
+            .iter()
+            .rev()
+            .filter(|r| r.content.get("id").and_then(Value::as_str) == Some(id))
+            .map(|r| r.op.clone())
+            .find(|op| {
+                matches!(
+                    op.as_str(),
+                    "container.create" | "container.start" | "container.exit" | "container.failed"
+                )
+            });
+        if last.as_deref() != Some("container.create") {
+            return;
+        }
+        let reason: String = reason.chars().take(512).collect();
+        if let Err(e) = self.measure("container.failed", json!({"id": id, "reason": reason})) {
+            tracing::error!(id = %id, error = %error_chain(&e), "cannot measure a failed launch");
+        }
+    }
+
+    /// Create and start a container. Blocking: call from a blocking thread.
+    /// Create and start a container. Blocking: call from a blocking thread.
+    pub fn create(self: &Arc<Self>, req: CreateContainer) -> Result<Container, EngineError> {
+        let pending = self.begin(req, None)?;
+        self.run(pending)
+    }
+
+    /// Validate and record the task, then launch it in the background; returns at once.
+    pub fn create_detached(
+        self: &Arc<Self>,
+        req: CreateContainer,
+        conker: Option<Value>,
+    ) -> Result<Container, EngineError> {
+        let pending = self.begin(req, conker)?;
+        let view = self.get(&pending.id)?;
+        let engine = Arc::clone(self);
+        std::thread::spawn(move || {
+            let _ = engine.run(pending);
+        });
+        Ok(view)
+    }
+
+    /// Check everything that can be checked without side effects, then record the task.
+    pub(super) fn begin(
+        self: &Arc<Self>,
+        req: CreateContainer,
+        conker: Option<Value>,
+    ) -> Result<Pending, EngineError> {
+        // Everything that can be checked without side effects is checked first.
+        let crate::requests::Checked {
+            host_network,
+            publish,
+            volumes,
+            memory_bytes,
+            cpu_quota,
+        } = crate::requests::check(&req, self.cfg.publish_address, &self.cfg.volumes_dir())?;
+        let secrets = req
+            .secrets
+            .iter()
+            .map(|url| {
+                SecretRef::parse(url, &self.kbs_trust)
+                    .map(|mut r| {
+                        r.client = r.client.with_round_trip(self.cfg.kbs_timeout);
+                        r
+                    })
+                    .map_err(|e| EngineError::BadRequest(e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        vouch_image::reference::check("image reference", &req.image)
+            .map_err(EngineError::BadRequest)?;
+        let image = self.images.find(&req.image).map_err(|e| match e {
+            StoreError::NoSuchImage(r) => EngineError::BadRequest(format!(
+                "no such image: {r} (load it first with `vouch image load`)"
+            )),
+            other => EngineError::Store(other),
+        })?;
+        let golden = match &req.golden {
+            Some(v) => Some(
+                serde_json::from_value::<vouch_image::golden::SignedGolden>(v.clone())
+                    .map_err(|e| EngineError::BadRequest(format!("golden value: {e}")))?,
+            ),
+            None => image.golden.clone(),
+        };
+        let args =
+            spec::resolve_command(&image.defaults.entrypoint, &image.defaults.cmd, &req.cmd)?;
+        let env = spec::merge_env(&image.defaults.env, &req.env)?;
+        let user = req
+            .user
+            .clone()
+            .unwrap_or_else(|| image.defaults.user.clone());
+        // The image's account files, read only when a name is to be looked up.
+        let group_names = req.group_add.iter().any(|g| spec::numeric_id(g).is_none());
+        let (passwd, group) = if spec::user_needs_lookup(&user) || group_names {
+            (
+                self.image_etc_file(&image, "passwd")?,
+                self.image_etc_file(&image, "group")?,
+            )
+        } else {
+            (None, None)
+        };
+        let mut resolved = spec::resolve_user(&user, passwd.as_deref(), group.as_deref())?;
+        spec::add_groups(
+            &mut resolved.additional_gids,
+            &req.group_add,
+            group.as_deref(),
+        )?;
+        let cwd = req
+            .workdir
+            .clone()
+            .filter(|w| !w.is_empty())
+            .unwrap_or_else(|| image.defaults.working_dir.clone());
+        if !cwd.is_empty() && !cwd.starts_with('/') {
+            return Err(EngineError::BadRequest(format!(
+                "working directory {cwd:?} must be absolute"
+            )));
+        }
+
+        let id = random_hex(32)?;
+        let name = {
+            let _g = lock(&self.create_lock);
+            let name = match &req.name {
+                Some(n) if !valid_name(n) => {
+                    return Err(EngineError::BadRequest(format!(
+                        "invalid container name {n:?}: use letters, digits, '_', '.', '-', starting with a letter or digit"
+                    )))
+                }
+                Some(n) => n.clone(),
+                None => format!("vouch-{}", &id[..8]),
+            };
+            if let Some(t) = lock(&self.tasks).values().find(|t| t.view.name == name) {
+                return Err(EngineError::NameInUse {
+                    name,
+                    id: t.view.id[..12].to_string(),
+                });
+            }
+            let now = clock::rfc3339_millis();
+            let view = Container {
+                id: id.clone(),
+                name: name.clone(),
+                image: req.image.clone(),
+                image_digest: image.manifest_digest.to_string(),
+                command: args.clone(),
+                state: crate::task::INITIAL,
+                created_at: now.clone(),
+                started_at: None,
+                finished_at: None,
+                exit_code: None,
+                oom_killed: false,
+                error: None,
+                pid: None,
+                config_digest: None,
+                auto_remove: req.auto_remove,
+                ports: publish.iter().map(ToString::to_string).collect(),
+                events: vec![TaskEvent {
+                    time: now,
+                    action: crate::task::INITIAL.as_str().into(),
+                    message: format!("checking image {}", image.manifest_digest),
+                }],
+            };
+            let rec = TaskRecord {
+                view,
+                volumes: volumes.iter().map(|v| v.name.clone()).collect(),
+                monitor_pid: None,
+                monitor_start: None,
+                pid_start: None,
+                conker,
+            };
+            lock(&self.tasks).insert(id.clone(), rec.clone());
+            if req.auto_remove && req.attach {
+                lock(&self.held).insert(id.clone());
+            }
+            // A task that cannot be written is not created: nothing has been measured or
+            // started for it yet.
+            if let Err(e) = self.persist(&rec) {
+                lock(&self.tasks).remove(&id);
+                lock(&self.held).remove(&id);
+                return Err(e);
+            }
+            name
+        };
+
+        let spec = ContainerSpec {
+            id: id.clone(),
+            args,
+            env,
+            cwd,
+            uid: resolved.uid,
+            gid: resolved.gid,
+            additional_gids: resolved.additional_gids,
+            hostname: id[..12].to_string(),
+            host_network,
+            resources: Resources {
+                memory_bytes,
+                pids_limit: req.pids_limit,
+                cpu_quota,
+            },
+            cgroup_parent: self.cfg.cgroup_parent.clone(),
+            secrets: req.secrets.clone(),
+            secrets_dir: (!secrets.is_empty())
+                .then(|| SecretsDir::for_container(&self.container_dir(&id)).path),
+            volumes,
+            publish,
+        };
+        Ok(Pending {
+            golden,
+            id,
+            name,
+            reference: req.image,
+            image,
+            spec,
+            secrets,
+            auto_remove: req.auto_remove,
+        })
+    }
+
+    /// Launch a recorded task; on failure (or cancellation) record why and clean up.
+    pub(super) fn run(self: &Arc<Self>, p: Pending) -> Result<Container, EngineError> {
+        let id = p.id.clone();
+        let launch = Launch {
+            golden: p.golden.as_ref(),
+            id: &p.id,
+            name: &p.name,
+            reference: &p.reference,
+            image: &p.image,
+            spec: &p.spec,
+            secrets: &p.secrets,
+        };
+        let result = self.launch(&launch);
+        let cancel_requested = lock(&self.cancels).remove(&id);
+        match result {
+            Ok(view) => Ok(view),
+            Err(e) => {
+                self.release_mounts(&id);
+                // A step interrupted by a cancel request counts as cancelled, whatever it returned.
+                let cancelled = cancel_requested || matches!(e, EngineError::Cancelled);
+                let why = if cancelled {
+                    CANCELLED_BEFORE_START.to_string()
+                } else {
+                    error_chain(&e)
+                };
+                self.measure_failure(&id, &why);
+                if cancelled {
+                    self.update_anyway(
+                        &id,
+                        Step::To(TaskState::Cancelled),
+                        CANCELLED_BEFORE_START,
+                        |r| {
+                            r.view.finished_at = Some(clock::rfc3339_millis());
+                        },
+                    );
+                } else {
+                    self.fail(&id, &why);
+                }
+                if p.auto_remove {
+                    lock(&self.held).remove(&id);
+                    self.auto_remove(&id);
+                }
+                Err(match e {
+                    EngineError::StartFailed { .. } | EngineError::Cancelled => e,
+                    other => EngineError::StartFailed {
+                        id: id[..12].to_string(),
+                        reason: error_chain(&other),
+                    },
+                })
+            }
+        }
+    }
+
+    /// Ask a task that has not started its container yet to stop launching.
+    pub fn cancel(&self, reference: &str) -> Result<Container, EngineError> {
+        let id = self.resolve(reference)?;
+        let view = self.get(&id)?;
+        if view.state.is_final() {
+            return Err(EngineError::BadRequest(format!(
+                "task {} has already ended ({})",
+                &id[..12],
+                view.state.as_str()
+            )));
+        }
+        if view.state == TaskState::Running {
+            return Err(EngineError::Running(id[..12].to_string()));
+        }
+        self.cancel_launch(&id);
+        self.update(
+            &id,
+            Step::Note("CancelRequested"),
+            "the launch stops at its next step",
+            |_| {},
+        )?;
+        self.get(&id)
+    }
+
+    /// Make a launch stop: at its next step, and at once if it is waiting on a KBS.
+    pub(super) fn cancel_launch(&self, id: &str) {
+        lock(&self.cancels).insert(id.to_string());
+        if let Some(i) = lock(&self.fetches).get(id) {
+            i.interrupt();
+        }
+    }
+
+    /// Cancel a task that is still launching and wait (bounded) for the launch to wind down.
+    /// Returns the task's last view when it is gone meanwhile (cancelled and removed: `--rm`).
+    pub(super) fn abort_launch(&self, id: &str) -> Result<Option<Container>, EngineError> {
+        let view = self.get(id)?;
+        self.cancel_launch(id);
+        self.wait_final(id, LAUNCH_ABORT_WAIT);
+        if !lock(&self.tasks).contains_key(id) {
+            return Ok(Some(view));
+        }
+        if self.launching(id) {
+            return Err(EngineError::Internal(format!(
+                "container {} is still launching {}s after its launch was cancelled; try again",
+                &id[..12],
+                LAUNCH_ABORT_WAIT.as_secs()
+            )));
+        }
+        Ok(None)
+    }
+
+    /// Whether the task is still launching (not started, not ended).
+    pub(super) fn launching(&self, id: &str) -> bool {
+        lock(&self.tasks)
+            .get(id)
+            .is_some_and(|t| !t.view.state.is_final() && t.view.pid.is_none())
+    }
+
+    pub(super) fn check_cancel(&self, id: &str) -> Result<(), EngineError> {
+        if lock(&self.cancels).contains(id) {
+            Err(EngineError::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Spawn the monitor, verify and prepare (both measured), then let the monitor start the
+    /// container and record what it reports.
+    pub(super) fn launch(self: &Arc<Self>, launch: &Launch<'_>) -> Result<Container, EngineError> {
+        let id = launch.id;
+        let dir = self.container_dir(id);
+        let bundle = dir.join("bundle");
+        fs::create_dir_all(&bundle).map_err(|e| {
+            EngineError::Internal(format!("cannot create {}: {e}", bundle.display()))
+        })?;
+        let short = id[..12].to_string();
+        let monitor_log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(dir.join("monitor.log"))
+            .map_err(|e| EngineError::Internal(format!("cannot open monitor log: {e}")))?;
+        // The monitor starts now so its start-up overlaps the work below; it waits for GO.
+        let mut child = Command::new(&self.cfg.exe)
+            .arg0("vouchd")
+            .arg("monitor")
+            .arg("--id")
+            .arg(id)
+            .arg("--bundle")
+            .arg(&bundle)
+            .arg("--runtime-root")
+            .arg(self.cfg.runtime_root())
+            .arg("--log")
+            .arg(self.log_path(id))
+            .arg("--exit-file")
+            .arg(self.exit_path(id))
+            .arg("--cgroup-path")
+            .arg(format!("{}/{}", self.cfg.cgroup_parent, id))
+            .args(if launch.spec.host_network {
+                None
+            } else {
+                Some("--private-net")
+            })
+            .args(
+                launch
+                    .spec
+                    .publish
+                    .iter()
+                    .flat_map(|p| ["--publish".to_string(), p.to_arg()]),
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(monitor_log))
+            .spawn()
+            .map_err(|e| EngineError::StartFailed {
+                id: short.clone(),
+                reason: format!("cannot run the monitor: {e}"),
+            })?;
+        // Known from now on, so that a restart after a crash can stop it. It is persisted with
+        // the next state change, which comes before GO is sent: until GO a monitor ends by
+        // itself when vouchd does (its stdin closes), so a crash before that leaves nothing.
+        let mpid = child.id() as i32;
+        self.modify(id, |r| {
+            r.monitor_pid = Some(mpid);
+            r.monitor_start = start_time(mpid);
+        });
+        if let Err(e) = self.prepare(launch, &bundle) {
+            // Closing its stdin without GO makes the monitor exit without starting anything.
+            drop(child.stdin.take());
+            let _ = child.wait();
+            return Err(e);
+        }
+
+        if let Err(e) = self.check_cancel(id) {
+            drop(child.stdin.take());
+            let _ = child.wait();
+            return Err(e);
+        }
+        if let Err(e) = self.set_state(id, TaskState::Starting, "starting the container") {
+            drop(child.stdin.take());
+            let _ = child.wait();
+            return Err(e);
+        }
+        let sent = child
+            .stdin
+            .take()
+            .map(|mut stdin| stdin.write_all(&[monitor::GO]));
+        if !matches!(sent, Some(Ok(()))) {
+            let _ = child.wait();
+            return Err(EngineError::StartFailed {
+                id: short,
+                reason: "the monitor ended before the start".into(),
+            });
+        }
+        match read_report(&mut child) {
+            Some(MonitorReport::Started { pid }) => {
+                self.measure("container.start", json!({"id": id, "pid": pid}))?;
+                // The container runs from here on, whatever the database says.
+                let view = self
+                    .update_anyway(
+                        id,
+                        Step::To(TaskState::Running),
+                        &format!("running as pid {pid}"),
+                        |r| {
+                            r.view.pid = Some(pid);
+                            r.view.started_at = Some(clock::rfc3339_millis());
+                            r.monitor_pid = Some(mpid);
+                            r.monitor_start = start_time(mpid);
+                            r.pid_start = start_time(pid);
+                        },
+                    )
+                    .ok_or_else(|| EngineError::NoSuchContainer(id.to_string()))?;
+                let engine = Arc::clone(self);
+                let id = id.to_string();
+                std::thread::spawn(move || {
+                    let _ = child.wait();
+                    let exit = read_exit(&engine.exit_path(&id));
+                    engine.finish(&id, exit, "the monitor ended without an exit record");
+                });
+                Ok(view)
+            }
+            Some(MonitorReport::Failed { error }) => {
+                let _ = child.wait();
+                Err(EngineError::StartFailed {
+                    id: short,
+                    reason: error,
+                })
+            }
+            None => {
+                let _ = child.wait();
+                let log = fs::read_to_string(dir.join("monitor.log")).unwrap_or_default();
+                let last = log.lines().last().unwrap_or("no output").to_string();
+                Err(EngineError::StartFailed {
+                    id: short,
+                    reason: format!("the monitor exited early: {last}"),
+                })
+            }
+        }
+    }
+
+    /// Verify the image and create the bundle, measuring both before anything runs.
+    pub(super) fn prepare(&self, launch: &Launch<'_>, bundle: &Path) -> Result<(), EngineError> {
+        let Launch {
+            golden,
+            id,
+            name,
+            reference,
+            image,
+            spec,
+            secrets,
+        } = *launch;
+        let runtime_spec =
+            vouch_runtime::projection::prepare(&spec.to_spec()?, &self.host_local(id))?;
+        // Golden values: the launch must be what the signed reference document allows.
+        let policy_wants_golden = image
+            .verification
+            .as_ref()
+            .is_some_and(|v| v.golden_required);
+        let golden_value = match golden {
+            None if policy_wants_golden => {
+                return Err(EngineError::BadRequest(format!(
+                    "NOT verified: the image policy requires a golden value for {}, and there is none",
+                    image.manifest_digest
+                )))
+            }
+            None if self.cfg.require_golden => {
+                return Err(EngineError::BadRequest(format!(
+                    "NOT verified: no golden value for {} (attach one with `vouch golden sign --push`, or pass --golden)",
+                    image.manifest_digest
+                )))
+            }
+            None => Value::Null,
+            Some(_) if self.golden_keys.is_empty() => {
+                return Err(EngineError::BadRequest(
+                    "NOT verified: a golden value came with this image, but vouchd trusts no golden-value key (--golden-key)".into(),
+                ))
+            }
+            Some(signed) => {
+                let doc = signed
+                    .open(&self.golden_keys)
+                    .map_err(|e| EngineError::BadRequest(format!("NOT verified: {e}")))?;
+                let mut differences = doc.differences(image, &spec.args, &spec.env);
+                differences.extend(doc.spec_differences(
+                    &runtime_spec.measured.digest,
+                    &runtime_spec.measured.projection,
+                ));
+                if !differences.is_empty() {
+                    return Err(EngineError::BadRequest(format!(
+                        "NOT verified: {}",
+                        differences.join("; ")
+                    )));
+                }
+                json!({"digest": signed.digest(), "signer": signed.key})
+            }
+        };
+        // Verify: the image policy's decision, then layers present and intact in the store
+        // (digests were checked when the image came in).
+        let (signer, policy) = match (&self.policy, &image.verification) {
+            (None, _) => (Value::Null, json!("no image policy configured")),
+            (Some(_), None) => {
+                return Err(EngineError::BadRequest(format!(
+                    "image {reference} was not checked against the image policy (it came in before the policy was set); pull or load it again"
+                )))
+            }
+            (Some(p), Some(v)) => (
+                json!(v.signer),
+                json!({"digest": p.digest, "scope": v.scope, "requirements": v.requirements}),
+            ),
+        };
+        let mut layer_dirs = Vec::new();
+        for layer in &image.layers {
+            layer_dirs.push(self.images.ensure_layer(layer)?);
+        }
+        self.measure(
+            "image.verified",
+            json!({
+                "id": id,
+                "image": reference,
+                "image_digest": image.manifest_digest.to_string(),
+                "config_digest": image.config_digest.to_string(),
+                "layers": image.layers.iter().map(|l| l.diff_id.to_string()).collect::<Vec<_>>(),
+                "signer": signer,
+                "golden_value": golden_value,
+                "policy": policy,
+            }),
+        )?;
+        self.set_state(
+            id,
+            TaskState::Verified,
+            &format!(
+                "image {} verified against its digests",
+                image.manifest_digest
+            ),
+        )?;
+
+        // Create: overlay rootfs, volumes, config.json, measured effective config.
+        self.set_state(id, TaskState::Creating, "preparing the root filesystem")?;
+        for v in &spec.volumes {
+            self.ensure_volume(v, spec.uid, spec.gid)?;
+        }
+        Overlay::for_container(&self.container_dir(id)).mount(&layer_dirs)?;
+        // One spec value: its projection is measured, and the same value is what libcontainer
+        // reads (the digest was computed before the file is written).
+        write_private(&bundle.join("config.json"), &runtime_spec.config_json)?;
+        let config_digest = runtime_spec.measured.digest.clone();
+        let create_seq = self.measure(
+            "container.create",
+            json!({
+                "id": id,
+                "name": name,
+                "image": reference,
+                "image_digest": image.manifest_digest.to_string(),
+                "config_digest": config_digest,
+            }),
+        )?;
+        self.check_cancel(id)?;
+        if !secrets.is_empty() {
+            self.deliver_secrets(id, create_seq, spec, secrets)?;
+        }
+        let message = format!("runtime config measured ({config_digest})");
+        self.update(id, Step::To(TaskState::Created), &message, |r| {
+            r.view.config_digest = Some(config_digest);
+        })?;
+        Ok(())
+    }
+
+    /// Create a named volume on first use: an empty directory owned by the container's user.
+    pub(super) fn ensure_volume(
+        &self,
+        v: &spec::Volume,
+        uid: u32,
+        gid: u32,
+    ) -> Result<(), EngineError> {
+        let fail = |e: std::io::Error| {
+            EngineError::Internal(format!("cannot create volume {}: {e}", v.name))
+        };
+        fs::create_dir_all(self.cfg.volumes_dir()).map_err(fail)?;
+        match fs::create_dir(&v.source) {
+            Ok(()) => {
+                fs::set_permissions(&v.source, fs::Permissions::from_mode(0o755)).map_err(fail)?;
+                std::os::unix::fs::chown(&v.source, Some(uid), Some(gid)).map_err(fail)?;
+                tracing::info!(volume = %v.name, "volume created");
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(fail(e)),
+        }
+    }
+
+    /// Fetch each declared secret with fresh evidence (which already shows this container's
+    /// `container.create`, and names this container, by id and the sequence number of that
+    /// record, in the runtime data the quote binds), write it to the container's tmpfs, and
+    /// measure which were delivered.
+    pub(super) fn deliver_secrets(
+        &self,
+        id: &str,
+        create_seq: u64,
+        spec: &ContainerSpec,
+        secrets: &[SecretRef],
+    ) -> Result<(), EngineError> {
+        let dir = SecretsDir::for_container(&self.container_dir(id));
+        dir.mount(spec.uid, spec.gid)
+            .map_err(|e| EngineError::Internal(format!("cannot mount the secrets tmpfs: {e}")))?;
+        let interrupt = vouch_kbs_client::client::Interrupt::new();
+        lock(&self.fetches).insert(id.to_string(), interrupt.clone());
+        // A cancel that came before the fetch was registered.
+        if lock(&self.cancels).contains(id) {
+            interrupt.interrupt();
+        }
+        let fetched = self.fetch_secrets(id, create_seq, spec, secrets, &dir, &interrupt);
+        lock(&self.fetches).remove(id);
+        fetched?;
+        self.measure(
+            "secret.fetched",
+            json!({"id": id, "resources": secrets.iter().map(|s| s.url.as_str()).collect::<Vec<_>>()}),
+        )?;
+        Ok(())
+    }
+
+    pub(super) fn fetch_secrets(
+        &self,
+        id: &str,
+        create_seq: u64,
+        spec: &ContainerSpec,
+        secrets: &[SecretRef],
+        dir: &SecretsDir,
+        interrupt: &Arc<vouch_kbs_client::client::Interrupt>,
+    ) -> Result<(), EngineError> {
+        let tee = match lock(&self.journal).tee() {
+            TeeType::Sim => kbs_types::Tee::Sample,
+            TeeType::Tpm => kbs_types::Tee::Tpm,
+            TeeType::Tdx => kbs_types::Tee::Tdx,
+            TeeType::Snp => kbs_types::Tee::Snp,
+        };
+        for SecretRef {
+            url,
+            client,
+            path,
+            target,
+        } in secrets
+        {
+            let value = client
+                .get_resource_interruptible(
+                    tee,
+                    path,
+                    |mut runtime_data| {
+                        runtime_data[vouch_tee::REQUESTER_KEY] =
+                            json!({"id": id, "create_seq": create_seq});
+                        let evidence = lock(&self.journal)
+                            .evidence(runtime_data)
+                            .map_err(|e| error_chain(&e))?;
+                        serde_json::to_value(&evidence).map_err(|e| e.to_string())
+                    },
+                    interrupt,
+                )
+                .map_err(|source| match source {
+                    vouch_kbs_client::KbsClientError::Cancelled => EngineError::Cancelled,
+                    source => EngineError::Secret {
+                        url: url.clone(),
+                        kbs: client.addr().to_string(),
+                        source,
+                    },
+                })?;
+            dir.write(target, &value, spec.uid, spec.gid)
+                .map_err(|e| EngineError::Internal(format!("cannot write secret {path}: {e}")))?;
+            self.update(
+                id,
+                Step::Note("SecretFetched"),
+                &format!("{url} from KBS {}", client.addr()),
+                |_| {},
+            )?;
+        }
+        Ok(())
+    }
+
+    /// `/etc/NAME` of an image's root filesystem (`passwd`, `group`), as the top-most layer that
+    /// has it says, or `None` where no layer has it or a layer deletes it. Only regular files
+    /// are read, through real directories: a link in an image never leads out of it.
+    pub(super) fn image_etc_file(
+        &self,
+        image: &ImageRecord,
+        name: &str,
+    ) -> Result<Option<String>, EngineError> {
+        use std::io::Read as _;
+        const LIMIT: u64 = 1 << 20;
+        for layer in image.layers.iter().rev() {
+            let dir = self.images.ensure_layer(layer)?;
+            let etc = dir.join("etc");
+            let Ok(meta) = fs::symlink_metadata(&etc) else {
+                continue;
+            };
+            if !meta.is_dir() {
+                // A file, a link or a whiteout in place of /etc: nothing below it counts.
+                return Ok(None);
+            }
+            let path = etc.join(name);
+            match fs::symlink_metadata(&path) {
+                Ok(m) if m.is_file() => {
+                    let mut text = String::new();
+                    fs::OpenOptions::new()
+                        .read(true)
+                        .custom_flags(libc::O_NOFOLLOW)
+                        .open(&path)
+                        .and_then(|f| f.take(LIMIT).read_to_string(&mut text))
+                        .map_err(|e| {
+                            EngineError::BadRequest(format!("the image's /etc/{name}: {e}"))
+                        })?;
+                    return Ok(Some(text));
+                }
+                // A link, a device or a whiteout (char device 0:0): not a readable file, and
+                // it hides the layers below.
+                Ok(_) => return Ok(None),
+                Err(_) => {}
+            }
+            if vouch_image::unpack::is_opaque(&etc) {
+                return Ok(None);
+            }
+        }
+        Ok(None)
+    }
+}
