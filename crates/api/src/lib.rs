@@ -32,6 +32,11 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("get", "/v1/openapi.json", "This OpenAPI document"),
     (
         "get",
+        "/metrics",
+        "Prometheus metrics: launches, failures by reason, attestation latency, KBS round trips, tasks by state",
+    ),
+    (
+        "get",
         "/v1/info",
         "Daemon version, TEE and measurement state",
     ),

@@ -9,6 +9,7 @@ pub mod config;
 pub mod conker;
 pub mod db;
 pub mod engine;
+pub mod metrics;
 mod requests;
 pub mod server;
 pub mod task;

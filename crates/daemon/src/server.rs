@@ -121,6 +121,7 @@ pub fn router(engine: Shared) -> Router {
         .route("/v1/volumes", get(volumes))
         .route("/v1/volumes/{name}", delete(remove_volume))
         .route("/v1/attest", post(attest))
+        .route("/metrics", get(metrics))
         .route(
             "/sw/api/v1/container",
             post(conker_create).get(conker_get).delete(conker_delete),
@@ -133,6 +134,14 @@ pub fn router(engine: Shared) -> Router {
             )
         })
         .with_state(engine)
+}
+
+async fn metrics(State(e): State<Shared>) -> Response {
+    (
+        [(header::CONTENT_TYPE, vouch_base::metrics::CONTENT_TYPE)],
+        e.metrics_text(),
+    )
+        .into_response()
 }
 
 async fn openapi() -> Json<serde_json::Value> {

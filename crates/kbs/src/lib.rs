@@ -9,6 +9,7 @@
 //! It must never log a resource value or a token, never release a resource without a policy
 //! decision, and never accept `sim` evidence unless started with `--allow-sim`.
 
+pub mod metrics;
 pub mod policy;
 pub mod server;
 pub mod store;

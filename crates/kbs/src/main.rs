@@ -49,6 +49,11 @@ enum Cmd {
         /// The owner's admin public key (from `vouch-kbs keygen`); without it the admin API is off.
         #[arg(long)]
         admin_key: Option<PathBuf>,
+        /// Serve Prometheus metrics at /metrics to scrapers that send this file's token (its
+        /// first line, at least 16 characters) as Authorization: Bearer; without it /metrics is
+        /// off.
+        #[arg(long, value_name = "FILE")]
+        metrics_token_file: Option<PathBuf>,
         /// Conker quick mode: release this JSON file (re-read on every request) as resource
         /// conker/secret/json, only to evidence with --measurement running --image.
         #[arg(long, requires_all = ["measurement", "image"])]
@@ -261,6 +266,7 @@ fn run(cli: Cli) -> Result<()> {
             database,
             state_dir,
             admin_key,
+            metrics_token_file,
             secret_file,
             measurement,
             image,
@@ -347,7 +353,12 @@ fn run(cli: Cli) -> Result<()> {
             if allow_sim {
                 tracing::warn!("--allow-sim: evidence from the sim TEE (NOT hardware-backed) is accepted; development only");
             }
+            let metrics_token = match &metrics_token_file {
+                Some(path) => Some(read_metrics_token(path)?),
+                None => None,
+            };
             let cfg = KbsConfig {
+                metrics_token,
                 allow_sim,
                 session_ttl: Duration::from_secs(session_ttl),
                 token_ttl: Duration::from_secs(token_ttl),
@@ -500,4 +511,20 @@ fn tpm_ak_cas(aks: &[String], cas: &[PathBuf]) -> Result<Vec<Vec<u8>>> {
         bail!("--tpm-ak and --tpm-ak-ca: this vouch-kbs is built without TPM verification (cargo feature tpm)");
     }
     Ok(Vec::new())
+}
+
+/// The metrics token: the file's first line, which must be long enough not to be guessed.
+fn read_metrics_token(path: &Path) -> Result<zeroize::Zeroizing<String>> {
+    let text = zeroize::Zeroizing::new(
+        fs::read_to_string(path)
+            .with_context(|| format!("--metrics-token-file {}", path.display()))?,
+    );
+    let token = text.lines().next().unwrap_or("").trim();
+    if token.len() < 16 || token.bytes().any(|b| !b.is_ascii_graphic()) {
+        bail!(
+            "--metrics-token-file {}: the token must be one line of at least 16 printable characters, without spaces",
+            path.display()
+        );
+    }
+    Ok(zeroize::Zeroizing::new(token.to_string()))
 }

@@ -66,6 +66,10 @@ pub enum KbsError {
     Storage(#[source] StoreError),
     #[error("no such endpoint")]
     NoEndpoint,
+    #[error("metrics are off on this KBS (it runs without a metrics token)")]
+    MetricsOff,
+    #[error("metrics need the metrics token as Authorization: Bearer")]
+    MetricsAuth,
     #[error("TEE public key")]
     Key(#[source] jwe::JweError),
     #[error("cannot sign the attestation token")]
@@ -102,7 +106,8 @@ impl KbsError {
             }
             KbsError::QuickFile(_) => (StatusCode::INTERNAL_SERVER_ERROR, "StorageError"),
             KbsError::NotFound(_) => (StatusCode::NOT_FOUND, "ResourceNotFound"),
-            KbsError::NoEndpoint => (StatusCode::NOT_FOUND, "NotFound"),
+            KbsError::NoEndpoint | KbsError::MetricsOff => (StatusCode::NOT_FOUND, "NotFound"),
+            KbsError::MetricsAuth => (StatusCode::UNAUTHORIZED, "UnAuthenticated"),
             KbsError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "StorageError"),
             KbsError::Signing(_) => (StatusCode::INTERNAL_SERVER_ERROR, "TokenSigningError"),
             KbsError::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "RequestTimeout"),
@@ -118,6 +123,7 @@ impl KbsError {
             KbsError::Evidence(VerifyError::SimNotAllowed) => {
                 format!("{line} (this KBS runs without --allow-sim)")
             }
+            KbsError::MetricsOff => format!("{line}: start it with --metrics-token-file"),
             _ => line,
         }
     }
@@ -212,6 +218,8 @@ pub struct KbsConfig {
     pub admin_audience: String,
     /// With `allow_sim`: the sim TEE keys (hex) whose evidence is accepted; empty: any.
     pub sim_keys: Vec<String>,
+    /// The bearer token a scraper of `/metrics` presents; `None`: `/metrics` is off.
+    pub metrics_token: Option<zeroize::Zeroizing<String>>,
 }
 
 /// Bounds on what any client, before it has authenticated, can make the KBS hold: time for a
@@ -272,6 +280,7 @@ pub struct Kbs {
     sessions: Mutex<Sessions>,
     /// Bytes of request bodies being held (see [`ServeLimits::max_body_in_flight`]).
     body_budget: Arc<tokio::sync::Semaphore>,
+    metrics: crate::metrics::KbsMetrics,
 }
 
 /// Open sessions. Every session lives for the same TTL, so the order in which sessions were
@@ -376,6 +385,7 @@ impl Kbs {
             signer,
             sessions: Mutex::new(Sessions::default()),
             body_budget: Arc::new(tokio::sync::Semaphore::new(budget)),
+            metrics: Default::default(),
         }
     }
 
@@ -689,10 +699,38 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| KbsError::InvalidRequest(format!("internal task failed: {e}")))?
 }
 
+/// Count a request's outcome: `ok` when it succeeded, else the error's kind.
+fn outcome<T>(
+    counter: &vouch_base::metrics::Counter,
+    ok: &str,
+    r: Result<T, KbsError>,
+) -> Result<T, KbsError> {
+    match &r {
+        Ok(_) => counter.inc(ok),
+        Err(e) => counter.inc(e.status().1),
+    }
+    r
+}
+
+async fn metrics_handler(State(k): State<Shared>, headers: HeaderMap) -> Response {
+    let Some(expected) = &k.cfg.metrics_token else {
+        return KbsError::MetricsOff.into_response();
+    };
+    if !bearer(&headers).is_some_and(|t| crate::metrics::token_matches(expected, t)) {
+        return KbsError::MetricsAuth.into_response();
+    }
+    let sessions = k.sessions().map.len();
+    (
+        [(header::CONTENT_TYPE, vouch_base::metrics::CONTENT_TYPE)],
+        k.metrics.render(sessions),
+    )
+        .into_response()
+}
+
 async fn auth_handler(State(k): State<Shared>, body: Bytes) -> Result<Response, KbsError> {
     let req: Request = parse(&body)?;
     let ttl = k.cfg.session_ttl.as_secs();
-    let (id, challenge) = k.auth(req)?;
+    let (id, challenge) = outcome(&k.metrics.auth, "challenged", k.auth(req))?;
     let cookie = HeaderValue::from_str(&format!(
         "{SESSION_COOKIE}={id}; Path=/kbs; Max-Age={ttl}; HttpOnly"
     ))
@@ -716,11 +754,15 @@ async fn attest_handler(
         .get("tee")
         .and_then(Value::as_str)
         == Some("sim");
+    let started = std::time::Instant::now();
     let token = if sim {
-        k.attest(&session, att)?
+        k.attest(&session, att)
     } else {
-        blocking(move || k.attest(&session, att)).await?
+        let kbs = Arc::clone(&k);
+        blocking(move || kbs.attest(&session, att)).await
     };
+    k.metrics.attestation.observe(started.elapsed());
+    let token = outcome(&k.metrics.attest, "attested", token)?;
     Ok(Json(json!({"token": token})).into_response())
 }
 
@@ -732,11 +774,13 @@ async fn resource_handler(
     let session = session_cookie(&headers);
     let bearer = bearer(&headers).map(str::to_string);
     let jwe = if k.storage.is_local() {
-        k.resource(session.as_deref(), bearer.as_deref(), &repo, &kind, &tag)?
+        k.resource(session.as_deref(), bearer.as_deref(), &repo, &kind, &tag)
     } else {
-        blocking(move || k.resource(session.as_deref(), bearer.as_deref(), &repo, &kind, &tag))
-            .await?
+        let kbs = Arc::clone(&k);
+        blocking(move || kbs.resource(session.as_deref(), bearer.as_deref(), &repo, &kind, &tag))
+            .await
     };
+    let jwe = outcome(&k.metrics.round_trips, "released", jwe)?;
     Ok(Json(jwe).into_response())
 }
 
@@ -848,6 +892,7 @@ pub fn router(kbs: Shared) -> Router {
         )
         .route("/kbs/v0/resource-policy", post(set_policy))
         .route("/kbs/v0/reference-values", post(set_reference))
+        .route("/metrics", get(metrics_handler))
         .fallback(|| async { KbsError::NoEndpoint })
         .layer(DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn_with_state(
@@ -1091,6 +1136,7 @@ mod tests {
             limits: ServeLimits::default(),
             admin_audience: token::DEFAULT_ADMIN_AUDIENCE.into(),
             sim_keys: Vec::new(),
+            metrics_token: None,
         };
         let signer = Es256::from_scalar(&[7u8; 32]).expect("key");
         (dir, Kbs::new(cfg, Box::new(storage), signer))

@@ -239,7 +239,10 @@ impl Engine {
         let result = self.launch(&launch);
         let cancel_requested = lock(&self.cancels).remove(&id);
         match result {
-            Ok(view) => Ok(view),
+            Ok(view) => {
+                self.metrics.launches.inc("started");
+                Ok(view)
+            }
             Err(e) => {
                 self.release_mounts(&id);
                 // A step interrupted by a cancel request counts as cancelled, whatever it returned.
@@ -250,6 +253,12 @@ impl Engine {
                     error_chain(&e)
                 };
                 self.measure_failure(&id, &why);
+                self.metrics
+                    .launches
+                    .inc(if cancelled { "cancelled" } else { "failed" });
+                if !cancelled {
+                    self.metrics.failures.inc(crate::metrics::reason(&e));
+                }
                 if cancelled {
                     self.update_anyway(
                         &id,
@@ -678,28 +687,37 @@ impl Engine {
             target,
         } in secrets
         {
-            let value = client
-                .get_resource_interruptible(
-                    tee,
-                    path,
-                    |mut runtime_data| {
-                        runtime_data[vouch_tee::REQUESTER_KEY] =
-                            json!({"id": id, "create_seq": create_seq});
-                        let evidence = lock(&self.journal)
-                            .evidence(runtime_data)
-                            .map_err(|e| error_chain(&e))?;
-                        serde_json::to_value(&evidence).map_err(|e| e.to_string())
-                    },
-                    interrupt,
-                )
-                .map_err(|source| match source {
-                    vouch_kbs_client::KbsClientError::Cancelled => EngineError::Cancelled,
-                    source => EngineError::Secret {
-                        url: url.clone(),
-                        kbs: client.addr().to_string(),
-                        source,
-                    },
-                })?;
+            let started = Instant::now();
+            let fetched = client.get_resource_interruptible(
+                tee,
+                path,
+                |mut runtime_data| {
+                    runtime_data[vouch_tee::REQUESTER_KEY] =
+                        json!({"id": id, "create_seq": create_seq});
+                    let quoted = Instant::now();
+                    let evidence = lock(&self.journal)
+                        .evidence(runtime_data)
+                        .map_err(|e| error_chain(&e))?;
+                    self.metrics.attestation.observe(quoted.elapsed());
+                    serde_json::to_value(&evidence).map_err(|e| e.to_string())
+                },
+                interrupt,
+            );
+            self.metrics.kbs_round_trip.observe(started.elapsed());
+            self.metrics.kbs_round_trips.inc(match &fetched {
+                Ok(_) => "released",
+                Err(vouch_kbs_client::KbsClientError::Cancelled) => "cancelled",
+                Err(vouch_kbs_client::KbsClientError::Refused { .. }) => "refused",
+                Err(_) => "error",
+            });
+            let value = fetched.map_err(|source| match source {
+                vouch_kbs_client::KbsClientError::Cancelled => EngineError::Cancelled,
+                source => EngineError::Secret {
+                    url: url.clone(),
+                    kbs: client.addr().to_string(),
+                    source,
+                },
+            })?;
             dir.write(target, &value, spec.uid, spec.gid)
                 .map_err(|e| EngineError::Internal(format!("cannot write secret {path}: {e}")))?;
             self.update(

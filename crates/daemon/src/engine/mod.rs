@@ -177,6 +177,8 @@ pub struct Engine {
     cancels: Mutex<std::collections::HashSet<String>>,
     /// Secret fetches in flight, by task: a cancel interrupts them at once.
     fetches: Mutex<HashMap<String, Arc<vouch_kbs_client::client::Interrupt>>>,
+    /// What `/metrics` shows.
+    metrics: crate::metrics::Metrics,
     /// `--rm` tasks created with `attach`: once ended they are removed by the wait that returns
     /// their end (or ATTACH_HOLD_SECS later), not at once, so an attached caller finds them.
     held: Mutex<std::collections::HashSet<String>>,
@@ -300,6 +302,7 @@ impl Engine {
             create_lock: Mutex::new(()),
             cancels: Mutex::new(Default::default()),
             fetches: Mutex::new(Default::default()),
+            metrics: Default::default(),
             held: Mutex::new(Default::default()),
             removed: Mutex::new(Default::default()),
         });
@@ -621,8 +624,24 @@ impl Engine {
                 "nonce must be 8 to 64 bytes of lower-case hex".into(),
             ));
         }
+        let started = Instant::now();
         let evidence = lock(&self.journal).evidence(json!({"nonce": nonce}))?;
+        self.metrics.attestation.observe(started.elapsed());
         serde_json::to_value(&evidence).map_err(|e| EngineError::Internal(e.to_string()))
+    }
+
+    /// The Prometheus text of `/metrics`.
+    pub fn metrics_text(&self) -> String {
+        let mut by_state: BTreeMap<&'static str, (TaskState, u64)> = BTreeMap::new();
+        for t in lock(&self.tasks).values() {
+            by_state
+                .entry(t.view.state.as_str())
+                .or_insert((t.view.state, 0))
+                .1 += 1;
+        }
+        let tasks: Vec<(TaskState, u64)> = by_state.into_values().collect();
+        let records = lock(&self.journal).records().len() as u64;
+        self.metrics.render(&tasks, records)
     }
 
     // ---- images -----------------------------------------------------------------------------

@@ -1816,3 +1816,85 @@ fn serve_refuses_bad_collateral_options() {
         stderr(&out)
     );
 }
+
+/// `GET /metrics` with these headers: status and body text.
+fn scrape(k: &KbsProc, headers: &[(&str, String)]) -> (u16, String) {
+    let stream = TcpStream::connect(&k.addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let resp = vouch_api::client::exchange(stream, &k.addr, "GET", "/metrics", headers, None)
+        .expect("exchange");
+    let (status, data) = vouch_api::client::read_body_limited(resp, 1 << 20).expect("body");
+    (status, String::from_utf8_lossy(&data).into_owned())
+}
+
+#[test]
+fn metrics_count_round_trips_and_need_the_metrics_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = dir.path().join("metrics.token");
+    std::fs::write(&token, "scrape-4f1c9a7e2b6d\n").expect("token");
+    let k = KbsProc::start(
+        dir.path(),
+        &[
+            "--allow-sim",
+            "--metrics-token-file",
+            token.to_str().expect("utf8"),
+        ],
+    );
+    k.put("default/key/app", b"v4lue", dir.path());
+    let image = format!("sha256:{}", "ab".repeat(32));
+    let tee = FakeTee::new(&image);
+    assert_eq!(
+        fetch(&k, &tee, "default/key/app").expect("released"),
+        b"v4lue"
+    );
+    let err = fetch(&k, &tee, "default/key/absent").expect_err("no such resource");
+    assert!(err.to_string().contains("no such resource"), "{err}");
+
+    let (status, body) = scrape(&k, &[]);
+    assert_eq!(status, 401, "{body}");
+    let wrong = [("Authorization", "Bearer scrape-4f1c9a7e2b6e".to_string())];
+    assert_eq!(scrape(&k, &wrong).0, 401);
+    let good = [("Authorization", "Bearer scrape-4f1c9a7e2b6d".to_string())];
+    let (status, text) = scrape(&k, &good);
+    assert_eq!(status, 200, "{text}");
+    for line in [
+        "vouch_kbs_auth_total{outcome=\"challenged\"} 2\n",
+        "vouch_kbs_attestations_total{outcome=\"attested\"} 2\n",
+        "vouch_kbs_attestation_seconds_count 2\n",
+        "vouch_kbs_round_trips_total{outcome=\"released\"} 1\n",
+        "vouch_kbs_round_trips_total{outcome=\"ResourceNotFound\"} 1\n",
+        "vouch_kbs_sessions 2\n",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
+    // No resource path, session or client-sent text is a label.
+    assert!(
+        !text.contains("absent") && !text.contains("default/key"),
+        "{text}"
+    );
+
+    // Without a token file, /metrics is off; a guessable token is refused at start.
+    let other = tempfile::tempdir().expect("tempdir");
+    let off = KbsProc::start(other.path(), &["--allow-sim"]);
+    let (status, body) = scrape(&off, &good);
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("metrics are off"), "{body}");
+    std::fs::write(&token, "short\n").expect("token");
+    let out = Command::new(vouch_kbs())
+        .args(["serve", "--listen", "127.0.0.1:0", "--state-dir"])
+        .arg(dir.path().join("kbs-short"))
+        .arg("--admin-key")
+        .arg(dir.path().join("admin/admin.pub"))
+        .arg("--metrics-token-file")
+        .arg(&token)
+        .output()
+        .expect("serve");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("at least 16 printable characters"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -734,3 +734,36 @@ fn a_launch_that_fails_after_create_is_measured_as_failed() {
     assert!(text.contains("FAILED to launch: "), "{text}");
     assert!(text.contains("exited with code 0"), "{text}");
 }
+
+#[test]
+fn metrics_count_launches_failures_and_attestations() {
+    if !require_root("metrics_count_launches_failures_and_attestations") {
+        return;
+    }
+    let env = TestEnv::new();
+    let d = env.start();
+    load_busybox(&env, &d, "bb");
+    assert!(d.vouch(&["run", "--rm", "bb", "true"]).status.success());
+    let failed = d.vouch(&["run", "--rm", "bb", "/no/such/program"]);
+    assert!(!failed.status.success(), "a missing program cannot start");
+    let nonce = "00112233445566778899aabbccddeeff";
+    assert!(d.vouch(&["attest", "--nonce", nonce]).status.success());
+    let (status, text) = http_get(&env.socket(), "/metrics");
+    assert_eq!(status, 200, "{text}");
+    for line in [
+        "vouch_launches_total{outcome=\"started\"} 1\n",
+        "vouch_launches_total{outcome=\"failed\"} 1\n",
+        "vouch_launch_failures_total{reason=\"start\"} 1\n",
+        "vouch_attestation_seconds_count 1\n",
+        "# TYPE vouch_kbs_round_trips_total counter\n",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
+    // The two launches measured create, start, exit and a failure: the log has records.
+    let records: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("vouch_event_log_records "))
+        .and_then(|n| n.parse().ok())
+        .expect("event log gauge");
+    assert!(records >= 5, "{records} records");
+}
