@@ -14,7 +14,7 @@ use crate::types::ErrorBody;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot connect to vouchd at {socket}: is it running? (start it with `vouchd`, or point --socket / VOUCH_SOCKET at its socket)")]
+    #[error("cannot connect to vouchd at {socket}: is it running?")]
     NotRunning {
         socket: String,
         #[source]

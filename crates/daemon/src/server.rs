@@ -22,7 +22,7 @@ use vouch_base::error_chain;
 use vouch_image::StoreError;
 use vouch_runtime::logframe;
 
-use crate::engine::{Engine, EngineError};
+use vouch_launch::engine::{Engine, EngineError};
 
 type Shared = Arc<Engine>;
 
@@ -541,10 +541,12 @@ pub async fn serve(listener: UnixListener, engine: Shared) -> io::Result<()> {
 /// Conker's envelope around a result: `{code, message, data}`, with the HTTP status mirrored.
 fn conker_reply(result: Result<(String, serde_json::Value), ApiError>) -> Response {
     match result {
-        Ok((message, data)) => Json(crate::conker::envelope(200, &message, data)).into_response(),
+        Ok((message, data)) => {
+            Json(vouch_launch::conker::envelope(200, &message, data)).into_response()
+        }
         Err(ApiError(status, message)) => (
             status,
-            Json(crate::conker::envelope(
+            Json(vouch_launch::conker::envelope(
                 status.as_u16(),
                 &message,
                 serde_json::Value::Null,
@@ -564,7 +566,7 @@ fn conker_current(e: &Engine) -> Result<(vouch_api::Container, serde_json::Value
 }
 
 async fn conker_create(State(e): State<Shared>, body: Bytes) -> Response {
-    let req: Result<crate::conker::ConkerRequest, _> = parse_body(&body);
+    let req: Result<vouch_launch::conker::ConkerRequest, _> = parse_body(&body);
     conker_reply(match req {
         Ok(req) => blocking(move || e.conker_create(&req))
             .await
@@ -577,7 +579,7 @@ async fn conker_get(State(e): State<Shared>) -> Response {
     conker_reply(conker_current(&e).map(|(c, conf, cancel)| {
         (
             "success".to_string(),
-            crate::conker::task_view(&c, &conf, cancel),
+            vouch_launch::conker::task_view(&c, &conf, cancel),
         )
     }))
 }
@@ -615,7 +617,7 @@ mod tests {
     #[tokio::test]
     async fn router_serves_every_documented_route() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let cfg = crate::DaemonConfig {
+        let cfg = vouch_launch::DaemonConfig {
             state_dir: dir.path().join("state"),
             socket: dir.path().join("sock"),
             exe: std::path::PathBuf::from("/nonexistent"),

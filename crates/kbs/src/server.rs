@@ -56,7 +56,7 @@ pub enum KbsError {
     NotFound(String),
     #[error("admin authentication failed: send a valid admin token as Authorization: Bearer")]
     AdminAuth(#[source] Option<TokenError>),
-    #[error("the admin API is disabled: start vouch-kbs with --admin-key")]
+    #[error("the admin API is disabled on this KBS")]
     AdminDisabled,
     #[error("cannot read the quick-mode secret file")]
     QuickFile(#[source] std::io::Error),
@@ -124,6 +124,7 @@ impl KbsError {
                 format!("{line} (this KBS runs without --allow-sim)")
             }
             KbsError::MetricsOff => format!("{line}: start it with --metrics-token-file"),
+            KbsError::AdminDisabled => format!("{line}: start vouch-kbs with --admin-key"),
             _ => line,
         }
     }

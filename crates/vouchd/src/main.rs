@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use vouch_daemon::{server, DaemonConfig, Engine};
+use vouch_daemon::server;
+use vouch_launch::{DaemonConfig, Engine};
 use vouch_runtime::monitor::{self, MonitorArgs};
 
 #[derive(Parser)]

@@ -230,6 +230,9 @@ pub(crate) fn hint(e: &anyhow::Error) -> Option<&'static str> {
                 _ => None,
             };
         }
+        if let Some(vouch_api::client::ClientError::NotRunning { .. }) = cause.downcast_ref() {
+            return Some("start it with `vouchd`, or point --socket / VOUCH_SOCKET at its socket");
+        }
         match cause.downcast_ref::<SnpError>() {
             Some(SnpError::UnpinnedArk { .. }) => Some("trust it with --trust-ark SHA256"),
             _ => None,
@@ -739,6 +742,11 @@ mod tests {
             ),
             Some("trust it with --trust-ark SHA256")
         );
+        let down = vouch_api::client::ClientError::NotRunning {
+            socket: "/run/vouch.sock".into(),
+            source: std::io::ErrorKind::NotFound.into(),
+        };
+        assert!(with(down.into()).is_some_and(|h| h.contains("--socket / VOUCH_SOCKET")));
         assert_eq!(with(VerifyError::BadSignature.into()), None);
         assert_eq!(with(anyhow::anyhow!("other")), None);
     }
