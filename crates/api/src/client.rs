@@ -25,7 +25,12 @@ pub enum ClientError {
     )]
     PermissionDenied { socket: String },
     #[error("{message}")]
-    Api { status: u16, message: String },
+    Api {
+        status: u16,
+        message: String,
+        /// The refusal's code, when vouchd gave one ([`crate::codes`]).
+        code: Option<String>,
+    },
     #[error("the connection was lost or timed out")]
     Io(#[source] io::Error),
     #[error("vouchd sent a malformed response: {0}")]
@@ -498,15 +503,21 @@ fn read_body(mut resp: Response) -> Result<(u16, Vec<u8>), ClientError> {
 }
 
 pub fn api_error(status: u16, data: &[u8]) -> ClientError {
-    let message = serde_json::from_slice::<ErrorBody>(data)
-        .map(|e| e.error)
-        .unwrap_or_else(|_| {
+    let (message, code) = match serde_json::from_slice::<ErrorBody>(data) {
+        Ok(e) => (e.error, e.code),
+        Err(_) => (
             format!(
                 "vouchd answered HTTP {status}: {}",
                 String::from_utf8_lossy(data).trim()
-            )
-        });
-    ClientError::Api { status, message }
+            ),
+            None,
+        ),
+    };
+    ClientError::Api {
+        status,
+        message,
+        code,
+    }
 }
 
 /// Writes what it is given as `Transfer-Encoding: chunked` pieces once `framing` is set.

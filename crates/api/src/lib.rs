@@ -27,6 +27,18 @@ pub const DEFAULT_SOCKET: &str = "/run/vouch/vouchd.sock";
 /// Environment variable that overrides the socket path for the CLI.
 pub const SOCKET_ENV: &str = "VOUCH_SOCKET";
 
+/// The codes of refusals a client may want to explain in its own terms ([`ErrorBody::code`]).
+pub mod codes {
+    /// The container is running: stop it first, or remove it by force.
+    pub const CONTAINER_RUNNING: &str = "container-running";
+    /// Published ports were asked for a container on the host's network.
+    pub const PORTS_WITH_HOST_NETWORK: &str = "ports-with-host-network";
+    /// A pids limit that is not positive.
+    pub const PIDS_LIMIT: &str = "pids-limit";
+    /// vouchd requires a golden value and the launch has none.
+    pub const GOLDEN_REQUIRED: &str = "golden-required";
+}
+
 /// Every route vouchd serves: (method, path template, summary).
 pub const ROUTES: &[(&str, &str, &str)] = &[
     ("get", "/v1/openapi.json", "This OpenAPI document"),

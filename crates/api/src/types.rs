@@ -255,6 +255,10 @@ pub struct Info {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorBody {
     pub error: String,
+    /// Why, as a fixed name ([`crate::codes`]) a client can turn into a hint in its own terms
+    /// (the message names no client's flags).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
 }
 
 /// Evidence is passed through as JSON; its schema lives in the tee crate.

@@ -27,9 +27,13 @@ use vouch_launch::engine::{Engine, EngineError};
 type Shared = Arc<Engine>;
 
 /// An error response: a status and one clear line.
-pub struct ApiError(StatusCode, String);
+pub struct ApiError(StatusCode, String, Option<&'static str>);
 
 impl ApiError {
+    fn new(status: StatusCode, message: String) -> Self {
+        ApiError(status, message, None)
+    }
+
     /// The message a client shows.
     pub fn message(&self) -> &str {
         &self.1
@@ -38,7 +42,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(ErrorBody { error: self.1 })).into_response()
+        let body = ErrorBody {
+            error: self.1,
+            code: self.2.map(str::to_string),
+        };
+        (self.0, Json(body)).into_response()
     }
 }
 
@@ -57,20 +65,21 @@ impl From<EngineError> for ApiError {
             | EngineError::TaskExists(_)
             | EngineError::Transition { .. }
             | EngineError::Cancelled => StatusCode::CONFLICT,
-            EngineError::BadRequest(_) | EngineError::Spec(_) | EngineError::Load(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            EngineError::BadRequest(_)
+            | EngineError::Refused { .. }
+            | EngineError::Spec(_)
+            | EngineError::Load(_) => StatusCode::BAD_REQUEST,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(error = %error_chain(&e), "request failed");
         }
-        ApiError(status, error_chain(&e))
+        ApiError(status, error_chain(&e), e.code())
     }
 }
 
 fn bad_request(msg: impl Into<String>) -> ApiError {
-    ApiError(StatusCode::BAD_REQUEST, msg.into())
+    ApiError::new(StatusCode::BAD_REQUEST, msg.into())
 }
 
 fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
@@ -93,7 +102,7 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| {
-            ApiError(
+            ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("internal task failed: {e}"),
             )
@@ -128,7 +137,7 @@ pub fn router(engine: Shared) -> Router {
         )
         .route("/sw/api/v1/container/cancel", post(conker_cancel))
         .fallback(|| async {
-            ApiError(
+            ApiError::new(
                 StatusCode::NOT_FOUND,
                 "no such API endpoint (see /v1/openapi.json)".into(),
             )
@@ -353,7 +362,7 @@ async fn load_image(
         loop {
             let frame = match tokio::time::timeout(UPLOAD_STALL, body.frame()).await {
                 Err(_) => {
-                    return Err(ApiError(
+                    return Err(ApiError::new(
                         StatusCode::REQUEST_TIMEOUT,
                         format!("the upload stalled for {}s", UPLOAD_STALL.as_secs()),
                     ))
@@ -366,13 +375,13 @@ async fn load_image(
             };
             size += data.len() as u64;
             if size > MAX_UPLOAD {
-                return Err(ApiError(
+                return Err(ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     format!("the archive is over {MAX_UPLOAD} bytes"),
                 ));
             }
             file.write_all(&data).await.map_err(|err| {
-                ApiError(
+                ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     format!("cannot keep the upload: {err}"),
                 )
@@ -394,7 +403,7 @@ async fn load_image(
     }
     if let Err(err) = flushed {
         let _ = std::fs::remove_file(&path);
-        return Err(ApiError(
+        return Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("cannot keep the upload: {err}"),
         ));
@@ -544,7 +553,7 @@ fn conker_reply(result: Result<(String, serde_json::Value), ApiError>) -> Respon
         Ok((message, data)) => {
             Json(vouch_launch::conker::envelope(200, &message, data)).into_response()
         }
-        Err(ApiError(status, message)) => (
+        Err(ApiError(status, message, _)) => (
             status,
             Json(vouch_launch::conker::envelope(
                 status.as_u16(),
@@ -558,7 +567,7 @@ fn conker_reply(result: Result<(String, serde_json::Value), ApiError>) -> Respon
 
 fn conker_current(e: &Engine) -> Result<(vouch_api::Container, serde_json::Value, bool), ApiError> {
     e.conker_task().ok_or_else(|| {
-        ApiError(
+        ApiError::new(
             StatusCode::NOT_FOUND,
             "no task: create one with POST /sw/api/v1/container".into(),
         )

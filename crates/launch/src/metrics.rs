@@ -24,7 +24,7 @@ pub struct Metrics {
 /// The reason a launch failed, as a fixed name.
 pub fn reason(e: &EngineError) -> &'static str {
     match e {
-        EngineError::Spec(_) | EngineError::BadRequest(_) => "config",
+        EngineError::Spec(_) | EngineError::BadRequest(_) | EngineError::Refused { .. } => "config",
         EngineError::Store(_) | EngineError::Load(_) => "image",
         EngineError::Journal(_) => "measurement",
         EngineError::Db(_) => "state",

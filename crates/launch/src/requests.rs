@@ -46,9 +46,10 @@ pub(crate) fn check(
         })
         .collect::<Result<Vec<_>, _>>()?;
     if host_network && !publish.is_empty() {
-        return Err(EngineError::BadRequest(
-            "published ports need the private network namespace; with --network host the container's ports are the host's already".into(),
-        ));
+        return Err(EngineError::Refused {
+            code: vouch_api::codes::PORTS_WITH_HOST_NETWORK,
+            message: "published ports need the private network namespace; on the host's network the container's ports are the host's already".into(),
+        });
     }
     for (i, p) in publish.iter().enumerate() {
         if publish[..i].iter().any(|q| {
@@ -82,9 +83,10 @@ pub(crate) fn check(
     let cpu_quota = req.cpus.as_deref().map(spec::parse_cpus).transpose()?;
     if let Some(p) = req.pids_limit {
         if p <= 0 {
-            return Err(EngineError::BadRequest(format!(
-                "--pids-limit must be positive, got {p}"
-            )));
+            return Err(EngineError::Refused {
+                code: vouch_api::codes::PIDS_LIMIT,
+                message: format!("the pids limit must be positive, got {p}"),
+            });
         }
     }
     Ok(Checked {
@@ -189,7 +191,7 @@ mod tests {
         );
         assert_eq!(
             refusal(req(|r| r.pids_limit = Some(0))),
-            "--pids-limit must be positive, got 0"
+            "the pids limit must be positive, got 0"
         );
         for (r, says) in [
             (

@@ -277,6 +277,15 @@ impl Engine {
                 }
                 Err(match e {
                     EngineError::StartFailed { .. } | EngineError::Cancelled => e,
+                    // A refusal keeps its code, so the client can say what to do.
+                    EngineError::Refused { code, .. } => EngineError::Refused {
+                        code,
+                        message: format!(
+                            "container {} failed to start: {}",
+                            &id[..12],
+                            error_chain(&e)
+                        ),
+                    },
                     other => EngineError::StartFailed {
                         id: id[..12].to_string(),
                         reason: error_chain(&other),
@@ -512,15 +521,18 @@ impl Engine {
                 )))
             }
             None if self.cfg.require_golden => {
-                return Err(EngineError::BadRequest(format!(
-                    "NOT verified: no golden value for {} (attach one with `vouch golden sign --push`, or pass --golden)",
-                    image.manifest_digest
-                )))
+                return Err(EngineError::Refused {
+                    code: vouch_api::codes::GOLDEN_REQUIRED,
+                    message: format!(
+                        "NOT verified: no golden value for {}, and this vouchd requires one",
+                        image.manifest_digest
+                    ),
+                })
             }
             None => Value::Null,
             Some(_) if self.golden_keys.is_empty() => {
                 return Err(EngineError::BadRequest(
-                    "NOT verified: a golden value came with this image, but vouchd trusts no golden-value key (--golden-key)".into(),
+                    "NOT verified: a golden value came with this image, but this vouchd trusts no golden-value key".into(),
                 ))
             }
             Some(signed) => {

@@ -49,12 +49,15 @@ pub enum EngineError {
     AmbiguousContainer(String),
     #[error("container name {name:?} is already in use by container {id}")]
     NameInUse { name: String, id: String },
-    #[error("container {0} is running: stop it first, or remove it with --force")]
+    #[error("container {0} is running: stop it first, or remove it by force")]
     Running(String),
     #[error("image {image} is used by container {container}; remove the container first")]
     ImageInUse { image: String, container: String },
     #[error("{0}")]
     BadRequest(String),
+    /// A refusal with a code ([`vouch_api::codes`]) clients turn into their own hint.
+    #[error("{message}")]
+    Refused { code: &'static str, message: String },
     #[error("invalid container configuration")]
     Spec(#[from] SpecError),
     #[error("image store")]
@@ -111,6 +114,17 @@ struct Launch<'a> {
 enum Step<'a> {
     To(TaskState),
     Note(&'a str),
+}
+
+impl EngineError {
+    /// The refusal's code for clients, when it has one.
+    pub fn code(&self) -> Option<&'static str> {
+        match self {
+            EngineError::Running(_) => Some(vouch_api::codes::CONTAINER_RUNNING),
+            EngineError::Refused { code, .. } => Some(code),
+            _ => None,
+        }
+    }
 }
 
 impl Step<'_> {

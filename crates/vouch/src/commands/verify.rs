@@ -230,8 +230,27 @@ pub(crate) fn hint(e: &anyhow::Error) -> Option<&'static str> {
                 _ => None,
             };
         }
-        if let Some(vouch_api::client::ClientError::NotRunning { .. }) = cause.downcast_ref() {
-            return Some("start it with `vouchd`, or point --socket / VOUCH_SOCKET at its socket");
+        match cause.downcast_ref() {
+            Some(vouch_api::client::ClientError::NotRunning { .. }) => {
+                return Some(
+                    "start it with `vouchd`, or point --socket / VOUCH_SOCKET at its socket",
+                )
+            }
+            Some(vouch_api::client::ClientError::Api {
+                code: Some(code), ..
+            }) => {
+                use vouch_api::codes::*;
+                return match code.as_str() {
+                    CONTAINER_RUNNING => Some("`vouch stop` it first, or `vouch rm --force`"),
+                    PORTS_WITH_HOST_NETWORK => Some("drop -p, or run without --network host"),
+                    PIDS_LIMIT => Some("give --pids-limit a positive number"),
+                    GOLDEN_REQUIRED => {
+                        Some("attach one with `vouch golden sign --push`, or pass --golden FILE")
+                    }
+                    _ => None,
+                };
+            }
+            _ => {}
         }
         match cause.downcast_ref::<SnpError>() {
             Some(SnpError::UnpinnedArk { .. }) => Some("trust it with --trust-ark SHA256"),
@@ -747,6 +766,22 @@ mod tests {
             source: std::io::ErrorKind::NotFound.into(),
         };
         assert!(with(down.into()).is_some_and(|h| h.contains("--socket / VOUCH_SOCKET")));
+        let refused = |code: &str| vouch_api::client::ClientError::Api {
+            status: 400,
+            message: "refused".into(),
+            code: Some(code.into()),
+        };
+        assert!(with(refused(vouch_api::codes::CONTAINER_RUNNING).into())
+            .is_some_and(|h| h.contains("rm --force")));
+        assert!(with(refused(vouch_api::codes::PIDS_LIMIT).into())
+            .is_some_and(|h| h.contains("--pids-limit")));
+        assert!(with(refused(vouch_api::codes::GOLDEN_REQUIRED).into())
+            .is_some_and(|h| h.contains("--golden FILE")));
+        assert!(
+            with(refused(vouch_api::codes::PORTS_WITH_HOST_NETWORK).into())
+                .is_some_and(|h| h.contains("--network host"))
+        );
+        assert_eq!(with(refused("something-new").into()), None);
         assert_eq!(with(VerifyError::BadSignature.into()), None);
         assert_eq!(with(anyhow::anyhow!("other")), None);
     }

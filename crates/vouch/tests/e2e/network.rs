@@ -101,8 +101,9 @@ fn bad_port_and_volume_requests_are_refused_clearly() {
         (vec!["-p", "8080:80/udp"], "tcp only"),
         (
             vec!["-p", "8080:80", "--network", "host"],
-            "private network namespace",
+            "private network namespace; on the host's network the container's ports are the host's already (drop -p, or run without --network host)",
         ),
+        (vec!["--pids-limit", "0"], "(give --pids-limit a positive number)"),
         (
             vec!["-p", "127.0.0.1:9:1", "-p", "127.0.0.1:9:2"],
             "published twice",
