@@ -18,8 +18,10 @@ macro_rules! eprintln {
 
 mod commands;
 mod format;
+mod hints;
 
 use commands::{golden::*, image::*, key::*, run::*, verify::*, volume::*};
+use hints::hint;
 
 use std::io::{self, Read, Write};
 use std::path::PathBuf;

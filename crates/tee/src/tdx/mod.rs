@@ -17,7 +17,10 @@ mod dcap_tcb;
 mod verifier;
 
 #[cfg(feature = "attest")]
-pub use attester::*;
+pub use attester::{
+    request, rtmr_from_tdreport, TdxAttester, DEFAULT_CCEL, DEFAULT_GUEST_DEVICE,
+    DEFAULT_MEASUREMENTS, DEFAULT_TSM_REPORT, TDX_CMD_EXTEND_RTMR, TDX_CMD_GET_REPORT0,
+};
 #[cfg(feature = "verify")]
 pub use verifier::check_firmware_log;
 #[cfg(feature = "verify")]

@@ -108,6 +108,22 @@ impl KbsProc {
         headers: &[(&str, String)],
         body: Option<&[u8]>,
     ) -> (u16, Value, Option<String>) {
+        let (status, data, cookie) = self.http_bytes(method, path, headers, body);
+        (
+            status,
+            serde_json::from_slice(&data).unwrap_or(Value::Null),
+            cookie,
+        )
+    }
+
+    /// [`Self::http`] with the body as it came.
+    fn http_bytes(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Option<&[u8]>,
+    ) -> (u16, Vec<u8>, Option<String>) {
         let stream = TcpStream::connect(&self.addr).expect("connect");
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
@@ -125,11 +141,7 @@ impl KbsProc {
             .header("set-cookie")
             .map(|c| c.split(';').next().unwrap_or("").to_string());
         let (status, data) = vouch_api::client::read_body_limited(resp, 1 << 20).expect("body");
-        (
-            status,
-            serde_json::from_slice(&data).unwrap_or(Value::Null),
-            cookie,
-        )
+        (status, data, cookie)
     }
 }
 
@@ -1819,13 +1831,7 @@ fn serve_refuses_bad_collateral_options() {
 
 /// `GET /metrics` with these headers: status and body text.
 fn scrape(k: &KbsProc, headers: &[(&str, String)]) -> (u16, String) {
-    let stream = TcpStream::connect(&k.addr).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    let resp = vouch_api::client::exchange(stream, &k.addr, "GET", "/metrics", headers, None)
-        .expect("exchange");
-    let (status, data) = vouch_api::client::read_body_limited(resp, 1 << 20).expect("body");
+    let (status, data, _) = k.http_bytes("GET", "/metrics", headers, None);
     (status, String::from_utf8_lossy(&data).into_owned())
 }
 

@@ -748,7 +748,11 @@ fn metrics_count_launches_failures_and_attestations() {
     assert!(!failed.status.success(), "a missing program cannot start");
     let nonce = "00112233445566778899aabbccddeeff";
     assert!(d.vouch(&["attest", "--nonce", nonce]).status.success());
-    let (status, text) = http_get(&env.socket(), "/metrics");
+    let resp = vouch_api::client::Client::new(env.socket())
+        .send("GET", "/metrics", None)
+        .expect("GET /metrics");
+    let (status, body) = vouch_api::client::read_body_limited(resp, 1 << 20).expect("body");
+    let text = String::from_utf8_lossy(&body).into_owned();
     assert_eq!(status, 200, "{text}");
     for line in [
         "vouch_launches_total{outcome=\"started\"} 1\n",
