@@ -29,6 +29,9 @@ fn op<E: std::fmt::Display>(e: E) -> DbError {
 
 pub struct Db {
     db: Database,
+    /// Tests make every write fail from here on, as a full or failing disk would.
+    #[cfg(test)]
+    fail_writes: std::sync::atomic::AtomicBool,
 }
 
 impl Db {
@@ -40,11 +43,31 @@ impl Db {
         let tx = db.begin_write().map_err(op)?;
         tx.open_table(TASKS).map_err(op)?;
         tx.commit().map_err(op)?;
-        Ok(Db { db })
+        Ok(Db {
+            db,
+            #[cfg(test)]
+            fail_writes: Default::default(),
+        })
+    }
+
+    /// From now on, every write fails (`on`) or goes through again.
+    #[cfg(test)]
+    pub(crate) fn fail_writes(&self, on: bool) {
+        self.fail_writes
+            .store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn check_write(&self) -> Result<(), DbError> {
+        #[cfg(test)]
+        if self.fail_writes.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(DbError::Op("injected write failure".into()));
+        }
+        Ok(())
     }
 
     pub fn put<T: Serialize>(&self, id: &str, value: &T) -> Result<(), DbError> {
         let bytes = serde_json::to_vec(value).map_err(DbError::Decode)?;
+        self.check_write()?;
         let tx = self.db.begin_write().map_err(op)?;
         {
             let mut t = tx.open_table(TASKS).map_err(op)?;
@@ -54,6 +77,7 @@ impl Db {
     }
 
     pub fn delete(&self, id: &str) -> Result<(), DbError> {
+        self.check_write()?;
         let tx = self.db.begin_write().map_err(op)?;
         {
             let mut t = tx.open_table(TASKS).map_err(op)?;

@@ -219,12 +219,17 @@ impl Engine {
                 EngineError::Internal(format!("cannot remove {}: {e}", dir.display()))
             })?;
         }
-        // The task leaves the table and the database before watchers hear "Removed", so a
-        // waiter that wakes on it never finds the container still listed.
+        // The task leaves the database, then the table, before watchers hear "Removed", so a
+        // waiter that wakes on it never finds the container still listed; a failed delete
+        // leaves it listed (and removable again), never gone from memory but back after a
+        // restart.
+        if !lock(&self.tasks).contains_key(id) {
+            return Err(EngineError::NoSuchContainer(id.to_string()));
+        }
+        self.db.delete(id)?;
         let mut rec = lock(&self.tasks)
             .remove(id)
             .ok_or_else(|| EngineError::NoSuchContainer(id.to_string()))?;
-        self.db.delete(id)?;
         self.record_event(&mut rec.view, REMOVED, "container removed");
         self.notify_watchers(&rec.view);
         let view = rec.view;

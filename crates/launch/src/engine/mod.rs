@@ -840,3 +840,6 @@ fn write_private(path: &Path, data: &[u8]) -> Result<(), EngineError> {
     f.write_all(data)
         .map_err(|e| EngineError::Internal(format!("cannot write {}: {e}", path.display())))
 }
+
+#[cfg(test)]
+mod tests;
