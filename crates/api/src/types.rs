@@ -1,7 +1,6 @@
 //! Request and response bodies.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 /// States of a task (a container's life in vouchd).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -260,9 +259,6 @@ pub struct ErrorBody {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
 }
-
-/// Evidence is passed through as JSON; its schema lives in the tee crate.
-pub type EvidenceJson = Value;
 
 /// The TEE vouchd measures into, and its registers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

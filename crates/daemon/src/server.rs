@@ -27,7 +27,7 @@ use vouch_launch::engine::{Engine, EngineError};
 type Shared = Arc<Engine>;
 
 /// An error response: a status and one clear line.
-pub struct ApiError(StatusCode, String, Option<&'static str>);
+pub(crate) struct ApiError(StatusCode, String, Option<&'static str>);
 
 impl ApiError {
     fn new(status: StatusCode, message: String) -> Self {

@@ -33,7 +33,7 @@ fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
 
 /// Open a directory by absolute or relative path (the starting point: the caller's own
 /// directory, which it trusts), refusing a symlink as its last component.
-pub fn open_root(path: &Path) -> io::Result<OwnedFd> {
+pub(crate) fn open_root(path: &Path) -> io::Result<OwnedFd> {
     let p = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: a valid NUL-terminated path; the returned descriptor is checked and owned below.
@@ -69,12 +69,12 @@ fn openat_raw(
 }
 
 /// Open the directory `name` in `dir`; a symlink (`ELOOP`) or a non-directory (`ENOTDIR`) fails.
-pub fn open_dir(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<OwnedFd> {
+pub(crate) fn open_dir(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<OwnedFd> {
     openat_raw(dir, name, libc::O_RDONLY | libc::O_DIRECTORY, 0)
 }
 
 /// Create the regular file `name` in `dir` (it must not exist) for writing.
-pub fn create_file(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<File> {
+pub(crate) fn create_file(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<File> {
     openat_raw(
         dir,
         name,
@@ -86,7 +86,7 @@ pub fn create_file(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<File> {
 
 /// Open `name` in `dir` for reading without following a symlink and without blocking (a FIFO
 /// opens at once); used to reach the object itself, to change its metadata.
-pub fn open_object(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<File> {
+pub(crate) fn open_object(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<File> {
     openat_raw(dir, name, libc::O_RDONLY | libc::O_NONBLOCK, 0).map(File::from)
 }
 
@@ -124,7 +124,7 @@ pub fn is_dir(st: &libc::stat) -> bool {
     st.st_mode & libc::S_IFMT == libc::S_IFDIR
 }
 
-pub fn is_symlink(st: &libc::stat) -> bool {
+pub(crate) fn is_symlink(st: &libc::stat) -> bool {
     st.st_mode & libc::S_IFMT == libc::S_IFLNK
 }
 
@@ -188,7 +188,7 @@ pub fn unlink(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
 
 /// Remove `name` from `dir` whatever it is; a directory with everything in it, descending
 /// through descriptors only (a symlink inside is removed, never followed).
-pub fn remove_all(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
+pub(crate) fn remove_all(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
     match stat(dir, name)? {
         None => Ok(()),
         Some(st) if is_dir(&st) => {
@@ -233,7 +233,7 @@ pub fn fchown(fd: BorrowedFd<'_>, uid: u32, gid: u32) -> io::Result<()> {
 }
 
 /// Owner of `name` in `dir`, not following a symlink (a symlink's own owner is changed).
-pub fn lchown_at(dir: BorrowedFd<'_>, name: &OsStr, uid: u32, gid: u32) -> io::Result<()> {
+pub(crate) fn lchown_at(dir: BorrowedFd<'_>, name: &OsStr, uid: u32, gid: u32) -> io::Result<()> {
     let n = cname(name)?;
     // SAFETY: a live directory descriptor, a valid name, plain integer ids.
     check(unsafe {
@@ -263,14 +263,14 @@ fn times(mtime: i64) -> [libc::timespec; 2] {
 }
 
 /// Access and modification time of an open object.
-pub fn futimes(fd: BorrowedFd<'_>, mtime: i64) -> io::Result<()> {
+pub(crate) fn futimes(fd: BorrowedFd<'_>, mtime: i64) -> io::Result<()> {
     let ts = times(mtime);
     // SAFETY: a live descriptor and a pointer to two timespecs.
     check(unsafe { libc::futimens(fd.as_raw_fd(), ts.as_ptr()) }).map(drop)
 }
 
 /// Times of `name` in `dir`, not following a symlink.
-pub fn lutimes_at(dir: BorrowedFd<'_>, name: &OsStr, mtime: i64) -> io::Result<()> {
+pub(crate) fn lutimes_at(dir: BorrowedFd<'_>, name: &OsStr, mtime: i64) -> io::Result<()> {
     let n = cname(name)?;
     let ts = times(mtime);
     // SAFETY: a live directory descriptor, a valid name, a pointer to two timespecs.
@@ -311,7 +311,7 @@ pub fn components(rel: &Path) -> impl Iterator<Item = &OsStr> {
 
 /// Walk from `root` down the directories of `rel`, each opened with `O_NOFOLLOW`: a symlink or
 /// a non-directory anywhere on the way fails. Nothing is created.
-pub fn walk(root: BorrowedFd<'_>, rel: &Path) -> io::Result<OwnedFd> {
+pub(crate) fn walk(root: BorrowedFd<'_>, rel: &Path) -> io::Result<OwnedFd> {
     let mut cur = root.try_clone_to_owned()?;
     for c in components(rel) {
         cur = open_dir(borrow(&cur), c)?;

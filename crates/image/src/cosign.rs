@@ -22,9 +22,10 @@ use zeroize::Zeroizing;
 
 use crate::digest::OciDigest;
 
-pub const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
-pub const SIMPLE_SIGNING_MEDIA_TYPE: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
-pub const PAYLOAD_TYPE: &str = "cosign container image signature";
+pub(crate) const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
+pub(crate) const SIMPLE_SIGNING_MEDIA_TYPE: &str =
+    "application/vnd.dev.cosign.simplesigning.v1+json";
+pub(crate) const PAYLOAD_TYPE: &str = "cosign container image signature";
 const PRIVATE_PEM: &str = "ENCRYPTED SIGSTORE PRIVATE KEY";
 const PRIVATE_PEM_OLD: &str = "ENCRYPTED COSIGN PRIVATE KEY";
 
@@ -172,7 +173,7 @@ pub fn generate(password: &[u8]) -> Result<(String, String), CosignError> {
 }
 
 /// The public key as PEM `PUBLIC KEY`.
-pub fn public_pem(key: &VerifyingKey) -> Result<String, CosignError> {
+pub(crate) fn public_pem(key: &VerifyingKey) -> Result<String, CosignError> {
     let der = key
         .to_public_key_der()
         .map_err(|e| CosignError::BadPublicKey(e.to_string()))?;
@@ -230,7 +231,7 @@ pub fn fingerprint(key: &VerifyingKey) -> String {
 }
 
 /// The tag a signature of `digest` is attached under.
-pub fn signature_tag(digest: &OciDigest) -> String {
+pub(crate) fn signature_tag(digest: &OciDigest) -> String {
     format!("sha256-{}.sig", digest.hex())
 }
 

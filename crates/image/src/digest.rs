@@ -4,7 +4,6 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use sha2::{Digest as _, Sha256};
 
 /// A validated `sha256:<hex>` digest. Other algorithms are refused with a clear error.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -21,13 +20,14 @@ pub enum OciDigestError {
 }
 
 impl OciDigest {
-    pub fn sha256_of(data: &[u8]) -> Self {
+    #[cfg(test)]
+    pub(crate) fn sha256_of(data: &[u8]) -> Self {
         OciDigest {
-            hex: hex::encode(Sha256::digest(data)),
+            hex: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(data)),
         }
     }
 
-    pub fn from_sha256(bytes: [u8; 32]) -> Self {
+    pub(crate) fn from_sha256(bytes: [u8; 32]) -> Self {
         OciDigest {
             hex: hex::encode(bytes),
         }

@@ -16,8 +16,8 @@ use sha2::{Digest as _, Sha256};
 use crate::digest::OciDigest;
 use crate::store::ImageRecord;
 
-pub const SCHEMA: &str = "vouch.golden.v1";
-pub const MEDIA_TYPE: &str = "application/vnd.vouch.golden.v1+json";
+pub(crate) const SCHEMA: &str = "vouch.golden.v1";
+pub(crate) const MEDIA_TYPE: &str = "application/vnd.vouch.golden.v1+json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum GoldenError {

@@ -159,7 +159,7 @@ fn read_limited(path: &Path) -> Result<Vec<u8>, LoadError> {
 
 /// Where the blobs of an image come from: each is put into the store (verified against its
 /// descriptor) unless it is there already.
-pub trait BlobSource: Sync {
+pub(crate) trait BlobSource: Sync {
     fn fetch(&self, store: &ContentStore, desc: &Descriptor) -> Result<(), LoadError>;
 
     /// Make a layer's blob and unpacked directory present. By default the blob is fetched, then
@@ -217,7 +217,7 @@ fn ensure_blob(
 
 /// Store the image `desc` names (an index is resolved to its linux/amd64 image), verify and
 /// unpack its layers, and return its record (not yet added to the image index).
-pub fn load_manifest(
+pub(crate) fn load_manifest(
     store: &ContentStore,
     dir: &dyn BlobSource,
     desc: &Descriptor,

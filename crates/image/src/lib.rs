@@ -5,7 +5,7 @@
 //! when complete; no entry may write outside its layer directory, create a device node, or keep a
 //! setuid/setgid bit. This crate must never follow a symlink that came from an image.
 
-pub mod beneath;
+pub(crate) mod beneath;
 pub mod cosign;
 pub mod digest;
 pub mod golden;

@@ -8,7 +8,7 @@
 //! or non-ASCII characters, no empty components.
 
 /// Longest name kept.
-pub const MAX_NAME: usize = 512;
+pub(crate) const MAX_NAME: usize = 512;
 
 fn separator(b: u8) -> bool {
     matches!(b, b'-' | b'.' | b'_' | b':' | b'@' | b'+')
@@ -28,7 +28,7 @@ pub fn valid(name: &str) -> bool {
 }
 
 /// The reason a name is refused, for error messages.
-pub const GRAMMAR: &str =
+pub(crate) const GRAMMAR: &str =
     "an image name is letters and digits joined by - . _ : @ +, in components separated by /";
 
 /// Nothing if `name` meets the grammar; otherwise the one-line refusal, calling it `what`

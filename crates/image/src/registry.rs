@@ -371,7 +371,7 @@ pub fn registry_host(reference: &str) -> Option<&str> {
 }
 
 /// `registry/repository` of a reference, as signatures name it.
-pub fn repository_of(reference: &Reference) -> String {
+pub(crate) fn repository_of(reference: &Reference) -> String {
     format!("{}/{}", reference.registry(), reference.repository())
 }
 
@@ -604,12 +604,6 @@ pub fn push_golden(
             None,
         )],
     )
-}
-
-/// The manifest digest `reference` names in its registry.
-pub fn resolve_digest(reference: &str, opts: &PullOptions) -> Result<OciDigest, LoadError> {
-    let reg = connect(reference, opts, &|_| {})?;
-    Ok(reg.resolve()?.1)
 }
 
 /// Sign the image `reference` names with a cosign key and attach the signature in its

@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use crate::digest::OciDigest;
 
-pub const PAYLOAD_TYPE: &str = "atomic container signature";
+pub(crate) const PAYLOAD_TYPE: &str = "atomic container signature";
 /// Signatures read per image, at most.
 const MAX_SIGNATURES: usize = 16;
 
@@ -135,7 +135,7 @@ pub fn payload(reference: &str, digest: &OciDigest) -> Vec<u8> {
 }
 
 /// The identity a payload claims, once its type and digest are checked.
-pub fn payload_identity(payload: &[u8], digest: &OciDigest) -> Result<String, String> {
+pub(crate) fn payload_identity(payload: &[u8], digest: &OciDigest) -> Result<String, String> {
     let v: serde_json::Value =
         serde_json::from_slice(payload).map_err(|e| format!("payload is not JSON: {e}"))?;
     let c = &v["critical"];

@@ -17,7 +17,7 @@ use crate::oci::Compression;
 use crate::unpack::{unpack_layer, UnpackError, UnpackLimits};
 
 /// Largest manifest, index or config document vouch reads.
-pub const MAX_DOCUMENT: u64 = 4 << 20;
+pub(crate) const MAX_DOCUMENT: u64 = 4 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -129,7 +129,7 @@ struct IndexFile {
 }
 
 /// Normalize a user reference: a name without a tag means `:latest`.
-pub fn normalize_reference(reference: &str) -> String {
+pub(crate) fn normalize_reference(reference: &str) -> String {
     let last = reference.rsplit('/').next().unwrap_or(reference);
     if last.contains(':') || reference.contains('@') {
         reference.to_string()
@@ -167,24 +167,19 @@ impl ContentStore {
         })
     }
 
-    pub fn with_limits(mut self, limits: UnpackLimits) -> Self {
-        self.limits = limits;
-        self
-    }
-
     pub fn root(&self) -> &Path {
         &self.root
     }
 
-    pub fn blob_path(&self, d: &OciDigest) -> PathBuf {
+    pub(crate) fn blob_path(&self, d: &OciDigest) -> PathBuf {
         self.root.join("blobs/sha256").join(d.hex())
     }
 
-    pub fn layer_path(&self, diff_id: &OciDigest) -> PathBuf {
+    pub(crate) fn layer_path(&self, diff_id: &OciDigest) -> PathBuf {
         self.root.join("layers").join(diff_id.hex())
     }
 
-    pub fn has_blob(&self, d: &OciDigest) -> bool {
+    pub(crate) fn has_blob(&self, d: &OciDigest) -> bool {
         self.blob_path(d).is_file()
     }
 
@@ -218,7 +213,7 @@ impl ContentStore {
     }
 
     /// Stream a blob into the store, checking size and digest as it is written.
-    pub fn ingest<R: Read>(
+    pub(crate) fn ingest<R: Read>(
         &self,
         expected: &OciDigest,
         expected_size: Option<u64>,
@@ -293,7 +288,7 @@ impl ContentStore {
     }
 
     /// Read a small document blob (manifest, config, index).
-    pub fn read_document(&self, d: &OciDigest) -> Result<Vec<u8>, StoreError> {
+    pub(crate) fn read_document(&self, d: &OciDigest) -> Result<Vec<u8>, StoreError> {
         let p = self.blob_path(d);
         let f = File::open(&p).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => StoreError::MissingBlob(d.clone()),
@@ -372,7 +367,7 @@ impl ContentStore {
     /// bytes are written to the blob file and hashed as the decompressor reads them, the diff id
     /// is checked over the decompressed stream. Both appear under their names only when size,
     /// digest and diff id are right; otherwise neither does.
-    pub fn ingest_layer<R: Read>(
+    pub(crate) fn ingest_layer<R: Read>(
         &self,
         layer: &LayerRecord,
         reader: R,

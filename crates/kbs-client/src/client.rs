@@ -84,7 +84,7 @@ impl KbsTrust {
 /// A connection to a KBS: plain TCP (`kbs://`) or TLS (`kbss://`), with a deadline for the round
 /// trip in progress: each read and write may take the per-operation timeout at most, and none
 /// may go past the deadline, so a KBS that answers a byte at a time cannot hold a fetch longer.
-pub struct KbsStream {
+pub(crate) struct KbsStream {
     kind: StreamKind,
     /// The socket itself, to change its timeouts and to shut it down on an interrupt.
     tcp: TcpStream,
@@ -101,7 +101,7 @@ enum StreamKind {
 
 impl KbsStream {
     /// Until `deadline`, reads and writes proceed; after it they fail with `TimedOut`.
-    pub fn set_deadline(&mut self, deadline: Option<std::time::Instant>) {
+    pub(crate) fn set_deadline(&mut self, deadline: Option<std::time::Instant>) {
         self.deadline = deadline;
         if self.lowered {
             let _ = self.tcp.set_read_timeout(Some(self.per_op));
@@ -191,7 +191,7 @@ impl Interrupt {
         }
     }
 
-    pub fn is_interrupted(&self) -> bool {
+    pub(crate) fn is_interrupted(&self) -> bool {
         self.interrupted.load(std::sync::atomic::Ordering::SeqCst)
     }
 
@@ -339,7 +339,7 @@ pub struct KbsClient {
 }
 
 /// How long a whole round trip may take unless the client is told otherwise.
-pub const DEFAULT_ROUND_TRIP: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_ROUND_TRIP: Duration = Duration::from_secs(30);
 
 impl KbsClient {
     pub fn new(addr: impl Into<String>) -> Self {

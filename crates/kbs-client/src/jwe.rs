@@ -15,8 +15,8 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-pub const ALG: &str = "ECDH-ES+A256KW";
-pub const ENC: &str = "A256GCM";
+pub(crate) const ALG: &str = "ECDH-ES+A256KW";
+pub(crate) const ENC: &str = "A256GCM";
 
 #[derive(Debug, thiserror::Error)]
 pub enum JweError {
@@ -156,7 +156,7 @@ pub fn decrypt(key: &SecretKey, jwe: &Jwe) -> Result<Zeroizing<Vec<u8>>, JweErro
 /// The TEE's key for one resource fetch: fresh from the OS CSPRNG, its public half bound into
 /// the evidence, consumed by the one decryption it exists for. Key agreement runs on `ring`
 /// (several times faster than the portable P-256 arithmetic).
-pub struct EphemeralKey {
+pub(crate) struct EphemeralKey {
     private: ring::agreement::EphemeralPrivateKey,
     public: PublicKey,
 }

@@ -6,7 +6,7 @@
 use vouch_base::metrics::{Counter, Latency, Text};
 
 #[derive(Debug, Default)]
-pub struct KbsMetrics {
+pub(crate) struct KbsMetrics {
     /// `/auth` by outcome: `challenged` or the error kind.
     pub auth: Counter,
     /// `/attest` by outcome: `attested` or the error kind (`EvidenceFailed`, ...).
@@ -54,7 +54,7 @@ impl KbsMetrics {
 }
 
 /// Whether `presented` is the configured token, compared in constant time.
-pub fn token_matches(configured: &str, presented: &str) -> bool {
+pub(crate) fn token_matches(configured: &str, presented: &str) -> bool {
     use ring::digest::{digest, SHA256};
     // Equal-length digests compared without an early exit: the time says nothing of where the
     // tokens differ, nor of their lengths.

@@ -45,7 +45,7 @@ use serde_json::Value;
 /// ```
 ///
 /// `reasons` says why a request is refused; the KBS reports them with the refusal.
-pub const DEFAULT_POLICY: &str = r#"package policy
+pub(crate) const DEFAULT_POLICY: &str = r#"package policy
 
 default allow := false
 
@@ -165,7 +165,7 @@ pub enum PolicyError {
 }
 
 /// Check that a policy compiles and defines `data.policy.allow`.
-pub fn validate(policy: &str) -> Result<(), PolicyError> {
+pub(crate) fn validate(policy: &str) -> Result<(), PolicyError> {
     evaluate(policy, serde_json::json!({}))
         .map(|_| ())
         .map_err(|e| match e {
@@ -241,12 +241,12 @@ pub fn explain(policy: &str, input: regorus::Value) -> Vec<String> {
 }
 
 /// Evaluate `data.policy.allow` for `input`. Anything but `true` denies.
-pub fn evaluate(policy: &str, input: Value) -> Result<bool, PolicyError> {
+pub(crate) fn evaluate(policy: &str, input: Value) -> Result<bool, PolicyError> {
     evaluate_value(policy, regorus::Value::from(input))
 }
 
 /// [`evaluate`] for input already in regorus' form (cheap to clone: it is reference-counted).
-pub fn evaluate_value(policy: &str, input: regorus::Value) -> Result<bool, PolicyError> {
+pub(crate) fn evaluate_value(policy: &str, input: regorus::Value) -> Result<bool, PolicyError> {
     let cached = CACHE
         .lock()
         .unwrap_or_else(|p| p.into_inner())

@@ -353,7 +353,7 @@ fn tee_type(tee: Tee) -> Option<TeeType> {
 }
 
 /// Validate `repo/type/tag` segments: no separators, no dot-only names.
-pub fn check_segment(s: &str) -> Result<(), KbsError> {
+pub(crate) fn check_segment(s: &str) -> Result<(), KbsError> {
     if valid_segment(s) {
         Ok(())
     } else {

@@ -10,7 +10,7 @@ const POLICIES: TableDefinition<&str, &str> = TableDefinition::new("policies");
 const REFERENCE: TableDefinition<&str, &str> = TableDefinition::new("reference");
 
 /// Key of the policy that applies to resources without their own.
-pub const DEFAULT_POLICY_KEY: &str = "default";
+pub(crate) const DEFAULT_POLICY_KEY: &str = "default";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

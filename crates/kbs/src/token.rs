@@ -160,7 +160,7 @@ pub fn sign_admin(key: &ed25519_dalek::SigningKey, claims: &Value) -> String {
 /// Verify an admin token against the configured Ed25519 public key: signed by it, not expired,
 /// issued at most [`MAX_ADMIN_LIFETIME`] before it expires (and expiring no later than that from
 /// now), and for `audience`.
-pub fn verify_admin(
+pub(crate) fn verify_admin(
     key: &ed25519_dalek::VerifyingKey,
     token: &str,
     audience: &str,

@@ -33,23 +33,23 @@ pub struct DaemonConfig {
 }
 
 impl DaemonConfig {
-    pub fn db_path(&self) -> PathBuf {
+    pub(crate) fn db_path(&self) -> PathBuf {
         self.state_dir.join("vouchd.redb")
     }
-    pub fn images_dir(&self) -> PathBuf {
+    pub(crate) fn images_dir(&self) -> PathBuf {
         self.state_dir.join("images")
     }
-    pub fn containers_dir(&self) -> PathBuf {
+    pub(crate) fn containers_dir(&self) -> PathBuf {
         self.state_dir.join("containers")
     }
     pub fn runtime_root(&self) -> PathBuf {
         self.state_dir.join("runtime")
     }
-    pub fn eventlog_path(&self) -> PathBuf {
+    pub(crate) fn eventlog_path(&self) -> PathBuf {
         self.state_dir.join("measurements.log")
     }
     /// Named volumes, one directory each.
-    pub fn volumes_dir(&self) -> PathBuf {
+    pub(crate) fn volumes_dir(&self) -> PathBuf {
         self.state_dir.join("volumes")
     }
     pub fn tee_dir(&self) -> PathBuf {

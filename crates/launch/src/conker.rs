@@ -73,11 +73,11 @@ pub struct Mount {
 }
 
 /// The quick-mode resource a Conker KMS endpoint serves.
-pub const KMS_RESOURCE: &str = vouch_kbs_client::QUICK_RESOURCE;
+pub(crate) const KMS_RESOURCE: &str = vouch_kbs_client::QUICK_RESOURCE;
 
 /// Translate a Conker request into a vouch container request, refusing what vouch cannot honour
 /// yet with a clear reason rather than silently ignoring it.
-pub fn to_create(req: &ConkerRequest) -> Result<CreateContainer, EngineError> {
+pub(crate) fn to_create(req: &ConkerRequest) -> Result<CreateContainer, EngineError> {
     if let Some(t) = req
         .image_info
         .max_execution_time

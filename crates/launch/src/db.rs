@@ -27,7 +27,7 @@ fn op<E: std::fmt::Display>(e: E) -> DbError {
     DbError::Op(e.to_string())
 }
 
-pub struct Db {
+pub(crate) struct Db {
     db: Database,
     /// Tests make every write fail from here on, as a full or failing disk would.
     #[cfg(test)]

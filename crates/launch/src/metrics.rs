@@ -8,7 +8,7 @@ use vouch_base::metrics::{Counter, Latency, Text};
 use crate::engine::EngineError;
 
 #[derive(Debug, Default)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     /// Launches by outcome: `started`, `failed`, `cancelled`.
     pub launches: Counter,
     /// Failed launches by reason ([`reason`]).

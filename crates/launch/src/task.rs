@@ -7,7 +7,7 @@
 use vouch_api::TaskState::{self, *};
 
 /// The state a task is created in: its image is being checked.
-pub const INITIAL: TaskState = Verifying;
+pub(crate) const INITIAL: TaskState = Verifying;
 
 /// From each state, the states a task may go to next.
 ///
@@ -17,7 +17,7 @@ pub const INITIAL: TaskState = Verifying;
 ///   is for a restart that finds the monitor's exit record of a launch it did not see start;
 /// - a running container is never "cancelled" (that is a stop, and it ends as exited); it fails
 ///   only if its monitor reports a failure after the start.
-pub const TRANSITIONS: &[(TaskState, &[TaskState])] = &[
+pub(crate) const TRANSITIONS: &[(TaskState, &[TaskState])] = &[
     (Pulling, &[Pulled, Failed, Cancelled]),
     (Pulled, &[Verifying, Failed, Cancelled]),
     (Verifying, &[Verified, Failed, Cancelled]),

@@ -54,10 +54,10 @@ pub enum RecordError {
 }
 
 /// The hash algorithm the AAEL INIT line names: the register's.
-pub const AAEL_HASH: &str = "sha384";
+pub(crate) const AAEL_HASH: &str = "sha384";
 
 /// The AAEL INIT line for a register that starts at `init`.
-pub fn init_line(init: &Digest384) -> String {
+pub(crate) fn init_line(init: &Digest384) -> String {
     format!("INIT {AAEL_HASH}/{}", init.to_hex())
 }
 
@@ -123,7 +123,7 @@ impl Record {
     }
 
     /// Append the canonical bytes to `out` (lets a replay reuse one buffer).
-    pub fn write_canonical(&self, out: &mut Vec<u8>) -> Result<(), RecordError> {
+    pub(crate) fn write_canonical(&self, out: &mut Vec<u8>) -> Result<(), RecordError> {
         let err = |source| RecordError::Canonical {
             seq: self.seq,
             source,
@@ -144,7 +144,7 @@ impl Record {
     }
 
     /// Append the record's AAEL event line (no line break) to `out`.
-    pub fn write_aael(&self, out: &mut Vec<u8>) -> Result<(), RecordError> {
+    pub(crate) fn write_aael(&self, out: &mut Vec<u8>) -> Result<(), RecordError> {
         check_aael_field(self.seq, "domain", &self.domain)?;
         check_aael_field(self.seq, "op", &self.op)?;
         out.extend_from_slice(self.domain.as_bytes());
@@ -163,7 +163,7 @@ impl Record {
     }
 
     /// The record's AAEL event line, `<domain> <op> <content>`.
-    pub fn aael_line(&self) -> Result<String, RecordError> {
+    pub(crate) fn aael_line(&self) -> Result<String, RecordError> {
         let mut out = Vec::with_capacity(160);
         self.write_aael(&mut out)?;
         // Only ASCII was written.

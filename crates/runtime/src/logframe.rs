@@ -2,15 +2,15 @@
 //! `[stream, 0, 0, 0, len (u32 big-endian)]` followed by `len` bytes. Stream 1 is stdout, 2 is
 //! stderr. The daemon can serve a log file as is, and clients demultiplex it.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 
-pub const STDOUT: u8 = 1;
+pub(crate) const STDOUT: u8 = 1;
 pub const STDERR: u8 = 2;
 /// The largest frame a reader accepts.
-pub const MAX_FRAME: usize = 1 << 20;
+pub(crate) const MAX_FRAME: usize = 1 << 20;
 pub const CONTENT_TYPE: &str = "application/vnd.docker.multiplexed-stream";
 
-pub fn write_frame<W: Write>(w: &mut W, stream: u8, data: &[u8]) -> io::Result<()> {
+pub(crate) fn write_frame<W: Write>(w: &mut W, stream: u8, data: &[u8]) -> io::Result<()> {
     for chunk in data.chunks(MAX_FRAME) {
         let mut header = [0u8; 8];
         header[0] = stream;
@@ -62,24 +62,6 @@ impl FrameDecoder {
     pub fn is_empty(&self) -> bool {
         self.buf.is_empty()
     }
-}
-
-/// Read a whole log into (stream, bytes) frames.
-pub fn read_all<R: Read>(mut r: R) -> io::Result<Vec<(u8, Vec<u8>)>> {
-    let mut dec = FrameDecoder::default();
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut out = Vec::new();
-    loop {
-        let n = r.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        dec.push(&buf[..n]);
-        while let Some(f) = dec.next_frame()? {
-            out.push(f);
-        }
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// Connections relayed at once per container; more wait in the listen backlog.
-pub const MAX_CONNECTIONS: usize = 512;
+pub(crate) const MAX_CONNECTIONS: usize = 512;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PortError {
@@ -98,7 +98,7 @@ impl PortMapping {
         }
     }
 
-    pub fn host_addr(&self) -> SocketAddr {
+    pub(crate) fn host_addr(&self) -> SocketAddr {
         SocketAddr::new(self.host_ip, self.host_port)
     }
 }
@@ -123,7 +123,7 @@ fn enter(ns: &File) -> io::Result<()> {
 }
 
 /// Bring up the loopback interface of the network namespace `ns`.
-pub fn loopback_up(ns: &File) -> io::Result<()> {
+pub(crate) fn loopback_up(ns: &File) -> io::Result<()> {
     let ns = ns.try_clone()?;
     // A thread of its own, so this thread's namespace never changes.
     std::thread::spawn(move || -> io::Result<()> {
@@ -176,7 +176,7 @@ pub fn bind(ports: &[PortMapping]) -> Result<Vec<(PortMapping, TcpListener)>, St
 
 /// Relay connections on each listener into the namespace `ns`, on background threads, for as
 /// long as this process lives.
-pub fn relay(listeners: Vec<(PortMapping, TcpListener)>, ns: File) {
+pub(crate) fn relay(listeners: Vec<(PortMapping, TcpListener)>, ns: File) {
     let ns = Arc::new(ns);
     let active = Arc::new(AtomicUsize::new(0));
     for (port, listener) in listeners {

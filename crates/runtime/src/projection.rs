@@ -26,9 +26,9 @@ use serde_json::Value;
 use crate::spec::{for_libcontainer, Spec, SpecError};
 
 /// Stands for the daemon's state directory in a projected mount source.
-pub const ROOT_PLACEHOLDER: &str = "$ROOT";
+pub(crate) const ROOT_PLACEHOLDER: &str = "$ROOT";
 /// Stands for the container's id in a projected mount source.
-pub const ID_PLACEHOLDER: &str = "$ID";
+pub(crate) const ID_PLACEHOLDER: &str = "$ID";
 /// The fields the projection removes, as JSON pointers.
 pub const REMOVED: &[&str] = &["/root/path", "/linux/cgroupsPath", "/hostname"];
 
@@ -42,7 +42,7 @@ pub struct HostLocal<'a> {
 }
 
 /// The projection of `spec`, as a JSON value (documented in the module).
-pub fn project(spec: &Spec, host: &HostLocal<'_>) -> Result<Value, SpecError> {
+pub(crate) fn project(spec: &Spec, host: &HostLocal<'_>) -> Result<Value, SpecError> {
     let mut v = serde_json::to_value(spec).map_err(|_| SpecError::Serialize)?;
     for pointer in REMOVED {
         let (parent, key) = pointer.rsplit_once('/').unwrap_or(("", pointer));
@@ -80,7 +80,7 @@ pub fn project(spec: &Spec, host: &HostLocal<'_>) -> Result<Value, SpecError> {
 }
 
 /// `sha384:<hex>` of the canonical JSON of a projection.
-pub fn digest_of(projection: &Value) -> Result<String, SpecError> {
+pub(crate) fn digest_of(projection: &Value) -> Result<String, SpecError> {
     vouch_measure::canonical_sha384(projection).map_err(|_| SpecError::Serialize)
 }
 

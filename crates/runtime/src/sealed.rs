@@ -33,7 +33,7 @@ pub struct SealedExe {
 impl SealedExe {
     /// Copy the file at `path` (opened once: the copy is of the inode opened) into a sealed
     /// memfd.
-    pub fn copy_of(path: &std::path::Path) -> io::Result<Self> {
+    pub(crate) fn copy_of(path: &std::path::Path) -> io::Result<Self> {
         let mut src = File::open(path)?;
         let name = c"vouchd";
         let base = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
@@ -71,7 +71,7 @@ impl SealedExe {
     }
 
     /// The seals the copy carries.
-    pub fn seals(&self) -> io::Result<libc::c_int> {
+    pub(crate) fn seals(&self) -> io::Result<libc::c_int> {
         // SAFETY: a live descriptor; F_GET_SEALS takes no argument.
         let s = unsafe { libc::fcntl(self.fd.as_raw_fd(), libc::F_GET_SEALS) };
         if s < 0 {

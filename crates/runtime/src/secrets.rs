@@ -9,7 +9,7 @@ use std::path::{Component, Path, PathBuf};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
 /// Where secrets appear inside the container.
-pub const MOUNT_POINT: &str = "/secret";
+pub(crate) const MOUNT_POINT: &str = "/secret";
 /// Upper bound on all of one container's secrets, in bytes (so on any one secret file too).
 const TMPFS_BYTES: u64 = 4 << 20;
 
@@ -94,7 +94,8 @@ impl SecretsDir {
             .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC)
     }
 
-    pub fn is_mounted(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_mounted(&self) -> bool {
         let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
             return false;
         };

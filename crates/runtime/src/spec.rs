@@ -136,7 +136,7 @@ pub struct ContainerSpec {
 }
 
 /// Docker's default capability set.
-pub const DEFAULT_CAPS: &[&str] = &[
+pub(crate) const DEFAULT_CAPS: &[&str] = &[
     "CAP_CHOWN",
     "CAP_DAC_OVERRIDE",
     "CAP_FSETID",
@@ -157,7 +157,8 @@ pub const DEFAULT_CAPS: &[&str] = &[
 /// leaves out because they reach kernel-global state, load code into the kernel, or escape
 /// namespaces (Docker allows some of them only with capabilities vouch never grants). Like
 /// everything not in [`ALLOWED_SYSCALLS`], they fail with EPERM.
-pub const BLOCKED_SYSCALLS: &[&str] = &[
+#[cfg(test)]
+pub(crate) const BLOCKED_SYSCALLS: &[&str] = &[
     "acct",
     "add_key",
     "bpf",
@@ -222,7 +223,7 @@ pub const BLOCKED_SYSCALLS: &[&str] = &[
 /// that C libraries fall back to `clone`, whose flags a filter can see), `personality` with the
 /// values Docker allows, and `socket` for every family but `AF_VSOCK` (which reaches the host of a
 /// confidential VM).
-pub const ALLOWED_SYSCALLS: &[&str] = &[
+pub(crate) const ALLOWED_SYSCALLS: &[&str] = &[
     "accept",
     "accept4",
     "access",
@@ -517,16 +518,16 @@ pub const ALLOWED_SYSCALLS: &[&str] = &[
 
 /// `clone(2)` flags that create namespaces: CLONE_NEWNS, CLONE_NEWCGROUP, CLONE_NEWUTS,
 /// CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET.
-pub const CLONE_NAMESPACE_FLAGS: u64 = 0x7E02_0000;
+pub(crate) const CLONE_NAMESPACE_FLAGS: u64 = 0x7E02_0000;
 
 /// `personality(2)` values Docker's default profile allows: PER_LINUX, PER_LINUX32, UNAME26,
 /// UNAME26 | PER_LINUX32, and the query 0xffffffff.
-pub const PERSONALITY_VALUES: &[u64] = &[0x0, 0x8, 0x20000, 0x20008, 0xffff_ffff];
+pub(crate) const PERSONALITY_VALUES: &[u64] = &[0x0, 0x8, 0x20000, 0x20008, 0xffff_ffff];
 
 /// `AF_VSOCK`: sockets to the hypervisor host.
 const AF_VSOCK: u64 = 40;
 
-pub const MASKED_PATHS: &[&str] = &[
+pub(crate) const MASKED_PATHS: &[&str] = &[
     "/proc/asound",
     "/proc/acpi",
     "/proc/kcore",
@@ -540,7 +541,7 @@ pub const MASKED_PATHS: &[&str] = &[
     "/sys/devices/virtual/powercap",
 ];
 
-pub const READONLY_PATHS: &[&str] = &[
+pub(crate) const READONLY_PATHS: &[&str] = &[
     "/proc/bus",
     "/proc/fs",
     "/proc/irq",
@@ -617,7 +618,7 @@ fn entry_id(field: &str, file: &str, name: &str) -> Result<u32, SpecError> {
 }
 
 /// Parse `UID`, `UID:GID` or `root`.
-pub fn parse_user(user: &str) -> Result<(u32, u32), SpecError> {
+pub(crate) fn parse_user(user: &str) -> Result<(u32, u32), SpecError> {
     let bad = || SpecError::BadUser(user.to_string());
     let id = |s: &str| match s {
         "root" => Ok(0),
@@ -805,7 +806,7 @@ pub fn parse_cpus(s: &str) -> Result<i64, SpecError> {
 /// spec says; it is the only difference between the measured spec and the file handed to
 /// libcontainer. The test `seccomp_refuses_new_namespaces_from_inside_a_container` checks the
 /// result from inside a container. Any spec goes through it, whoever built it.
-pub fn for_libcontainer(mut spec: typed::Spec) -> Result<typed::Spec, SpecError> {
+pub(crate) fn for_libcontainer(mut spec: typed::Spec) -> Result<typed::Spec, SpecError> {
     let Some(linux) = spec.linux_mut().as_mut() else {
         return Ok(spec);
     };
@@ -995,10 +996,10 @@ fn base_mounts() -> Result<Vec<typed::Mount>, SpecError> {
 
 /// Annotation naming the secret references a container was started with (a JSON array): they
 /// are delivered by vouchd, not by the runtime, and are measured with the spec.
-pub const SECRETS_ANNOTATION: &str = "io.vouch.secrets";
+pub(crate) const SECRETS_ANNOTATION: &str = "io.vouch.secrets";
 /// Annotation naming the published ports (a JSON array of `IP:HOST->CONTAINER/tcp`): relayed
 /// by the monitor, measured with the spec.
-pub const PORTS_ANNOTATION: &str = "io.vouch.ports";
+pub(crate) const PORTS_ANNOTATION: &str = "io.vouch.ports";
 
 impl ContainerSpec {
     fn namespaces(&self) -> Vec<typed::LinuxNamespaceType> {

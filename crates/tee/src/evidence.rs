@@ -54,7 +54,7 @@ pub struct Evidence {
     pub warning: Option<String>,
 }
 
-pub const EVIDENCE_VERSION: u32 = 1;
+pub(crate) const EVIDENCE_VERSION: u32 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EvidenceParseError {

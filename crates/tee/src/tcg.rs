@@ -25,7 +25,7 @@ pub fn bank_algorithm(bank: &str) -> Option<u16> {
         _ => None,
     }
 }
-pub const EV_NO_ACTION: u32 = 0x0000_0003;
+pub(crate) const EV_NO_ACTION: u32 = 0x0000_0003;
 const SPEC_ID_SIGNATURE: &[u8; 16] = b"Spec ID Event03\0";
 const MAX_EVENT_DATA: u32 = 16 << 20;
 

@@ -141,7 +141,7 @@ pub struct Requester {
 /// The requester as the runtime data names it.
 #[derive(Debug, Clone, serde::Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
-pub struct RequesterRef {
+pub(crate) struct RequesterRef {
     pub id: String,
     pub create_seq: u64,
 }
@@ -220,7 +220,7 @@ pub struct Verdict {
     not(any(feature = "sim", feature = "tdx", feature = "tpm")),
     allow(unreachable_code)
 )]
-pub fn verifier_for<'a>(
+pub(crate) fn verifier_for<'a>(
     tee: TeeType,
     opts: &'a VerifyOptions,
 ) -> Result<Box<dyn Verifier + 'a>, VerifyError> {

@@ -29,7 +29,7 @@ fn truncate(s: &str, n: usize) -> String {
     }
 }
 
-pub fn status(c: &Container) -> String {
+pub(crate) fn status(c: &Container) -> String {
     match c.state {
         TaskState::Running => format!(
             "Up {}",
@@ -48,7 +48,7 @@ pub fn status(c: &Container) -> String {
     }
 }
 
-pub fn ps_table(list: &[Container]) -> String {
+pub(crate) fn ps_table(list: &[Container]) -> String {
     let mut out = format!(
         "{:<14}{:<22}{:<24}{:<18}{:<28}{}\n",
         "CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES"
@@ -77,7 +77,7 @@ fn human_size(n: u64) -> String {
 }
 
 /// `vouch volume ls`: each volume and the containers that use it.
-pub fn volume_table(list: &[vouch_api::Volume]) -> String {
+pub(crate) fn volume_table(list: &[vouch_api::Volume]) -> String {
     let mut out = format!("{:<32} USED BY\n", "VOLUME NAME");
     for v in list {
         out.push_str(&format!(
@@ -89,7 +89,7 @@ pub fn volume_table(list: &[vouch_api::Volume]) -> String {
     out
 }
 
-pub fn image_table(list: &[ImageSummary]) -> String {
+pub(crate) fn image_table(list: &[ImageSummary]) -> String {
     let mut out = format!(
         "{:<40}{:<14}{:<10}{}\n",
         "NAME", "IMAGE ID", "SIZE", "DIGEST"
@@ -113,7 +113,7 @@ pub fn image_table(list: &[ImageSummary]) -> String {
     out
 }
 
-pub fn info(i: &Info) -> String {
+pub(crate) fn info(i: &Info) -> String {
     let mut out = format!(
         "vouchd {}\nTEE:         {}{}\nregister {}:  {}\nevent log:   {} records\ncontainers:  {} ({} running)\nimages:      {}\n",
         i.version,
@@ -132,7 +132,7 @@ pub fn info(i: &Info) -> String {
     out
 }
 
-pub fn verdict(v: &Verdict, nonce_checked: bool) -> String {
+pub(crate) fn verdict(v: &Verdict, nonce_checked: bool) -> String {
     let mut out = String::from("Evidence VERIFIED\n");
     out.push_str(&format!(
         "  TEE:         {}{}\n",
@@ -206,14 +206,14 @@ pub fn verdict(v: &Verdict, nonce_checked: bool) -> String {
 
 /// Pull progress on stderr: on a terminal, one line per layer redrawn in place with a bar;
 /// otherwise one plain line when a layer starts and one when it is done.
-pub struct PullProgress {
+pub(crate) struct PullProgress {
     tty: bool,
     layers: Vec<(String, u64, u64, bool)>,
     drawn: usize,
 }
 
 /// A container id as docker shows it: its first 12 characters (all of it if shorter).
-pub fn short_id(id: &str) -> &str {
+pub(crate) fn short_id(id: &str) -> &str {
     id.get(..12).unwrap_or(id)
 }
 
@@ -227,7 +227,7 @@ fn mb(bytes: u64) -> String {
 }
 
 impl PullProgress {
-    pub fn new(tty: bool) -> Self {
+    pub(crate) fn new(tty: bool) -> Self {
         PullProgress {
             tty,
             layers: Vec::new(),
@@ -235,7 +235,7 @@ impl PullProgress {
         }
     }
 
-    pub fn event(&mut self, v: &serde_json::Value) {
+    pub(crate) fn event(&mut self, v: &serde_json::Value) {
         let digest = v["digest"].as_str().unwrap_or_default().to_string();
         let size = v["size"].as_u64().unwrap_or(0);
         match v["status"].as_str() {
@@ -299,7 +299,7 @@ impl PullProgress {
 /// How the launched containers compare with a golden value (`vouch verify --golden`); its JSON
 /// is the `golden` member of `vouch verify --json`.
 #[derive(Debug, serde::Serialize)]
-pub struct GoldenCheck {
+pub(crate) struct GoldenCheck {
     pub image_digest: String,
     /// The runtime spec digest the document pins, if any.
     pub spec_digest: Option<String>,
@@ -312,14 +312,14 @@ pub struct GoldenCheck {
 }
 
 #[derive(Debug, serde::Serialize)]
-pub struct GoldenContainer {
+pub(crate) struct GoldenContainer {
     pub id: String,
     pub config_digest: String,
     /// None when the document pins no spec.
     pub spec_matches: Option<bool>,
 }
 
-pub fn golden(check: &GoldenCheck) -> String {
+pub(crate) fn golden(check: &GoldenCheck) -> String {
     let mut out = format!("  golden value for {}:\n", field(&check.image_digest));
     match &check.spec_digest {
         Some(d) => out.push_str(&format!(

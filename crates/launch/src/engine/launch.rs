@@ -37,7 +37,7 @@ impl Engine {
     }
 
     /// Validate and record the task, then launch it in the background; returns at once.
-    pub fn create_detached(
+    pub(crate) fn create_detached(
         self: &Arc<Self>,
         req: CreateContainer,
         conker: Option<Value>,

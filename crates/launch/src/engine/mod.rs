@@ -139,7 +139,7 @@ impl Step<'_> {
 
 /// What is persisted per task.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TaskRecord {
+pub(crate) struct TaskRecord {
     pub view: Container,
     /// Named volumes the container mounts.
     #[serde(default)]
@@ -227,7 +227,7 @@ fn valid_name(name: &str) -> bool {
         && name.len() <= 128
 }
 
-pub fn image_summary(r: &ImageRecord) -> ImageSummary {
+pub(crate) fn image_summary(r: &ImageRecord) -> ImageSummary {
     ImageSummary {
         id: r.id().to_string(),
         names: r.names.clone(),

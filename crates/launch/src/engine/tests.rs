@@ -33,7 +33,13 @@ fn fixture(exe: PathBuf) -> Fixture {
     let sim = vouch_tee::sim::SimAttester::open(&state.join("tee").join("sim")).expect("sim");
     let engine = Engine::open(cfg, Arc::new(sim)).expect("engine");
     let layout = dir.path().join("layout");
-    write_layout(&layout, "bb", &[busybox_layer()], &["/bin/sh"], &["PATH=/bin"]);
+    write_layout(
+        &layout,
+        "bb",
+        &[busybox_layer()],
+        &["/bin/sh"],
+        &["PATH=/bin"],
+    );
     vouch_image::layout::load(&engine.images, &layout, None).expect("load busybox");
     Fixture { dir, engine }
 }

@@ -85,7 +85,7 @@ impl SimAttester {
         })
     }
 
-    pub fn public_key_hex(&self) -> String {
+    pub(crate) fn public_key_hex(&self) -> String {
         hex::encode(self.key.verifying_key().as_bytes())
     }
 }

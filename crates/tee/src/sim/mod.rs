@@ -16,7 +16,7 @@ pub use attester::SimAttester;
 #[cfg(feature = "verify")]
 pub use verifier::SimVerifier;
 
-pub const SIM_REGISTERS: usize = 4;
+pub(crate) const SIM_REGISTERS: usize = 4;
 
 /// The signed part of a sim quote, carried as canonical JSON.
 ///
@@ -25,7 +25,7 @@ pub const SIM_REGISTERS: usize = 4;
 /// then require the body to be canonical, so no two encodings of one quote exist.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SimQuoteBody {
+pub(crate) struct SimQuoteBody {
     pub version: u32,
     pub tee: TeeType,
     pub registers: Vec<Digest384>,

@@ -11,7 +11,7 @@ use x509_cert::Certificate;
 
 use crate::asn1::der_tlv;
 
-pub const REPORT_LEN: usize = 0x4A0;
+pub(crate) const REPORT_LEN: usize = 0x4A0;
 const SIGNED_LEN: usize = 0x2A0;
 const OID_RSASSA_PSS: &str = "1.2.840.113549.1.1.10";
 const OID_EC_PUBLIC_KEY: &str = "1.2.840.10045.2.1";
@@ -122,7 +122,7 @@ impl SnpClaims {
 
 /// A report given as hex text (as some tools print it) instead of raw bytes: decoded; raw bytes
 /// are returned as they are.
-pub fn report_bytes(input: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+pub(crate) fn report_bytes(input: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     let text: Vec<u8> = input
         .iter()
         .copied()
@@ -335,7 +335,7 @@ fn small_uint(der_bytes: &[u8]) -> Option<u64> {
 }
 
 /// AMD root keys (ARK) vouch trusts, by product: SHA-256 of the certificate's DER.
-pub const AMD_ARKS: &[(&str, &str)] = &[(
+pub(crate) const AMD_ARKS: &[(&str, &str)] = &[(
     "Milan",
     "69d063b45344d26a2e94e1f4210de49ef555308287d4c174445c95639a540bcd",
 )];

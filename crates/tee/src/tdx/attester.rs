@@ -140,7 +140,7 @@ impl TdxAttester {
     }
 
     /// Quotes through configfs-tsm, RTMR3 through the `/dev/tdx_guest` ioctls.
-    pub fn with_guest_device(tsm_report: &Path, device: &Path) -> Self {
+    pub(crate) fn with_guest_device(tsm_report: &Path, device: &Path) -> Self {
         TdxAttester {
             tsm_report: tsm_report.to_path_buf(),
             registers: Registers::Device(device.to_path_buf()),
@@ -149,13 +149,14 @@ impl TdxAttester {
     }
 
     /// Read the firmware event log from `path` instead of the ACPI default.
-    pub fn with_ccel(mut self, path: &Path) -> Self {
+    #[cfg(test)]
+    pub(crate) fn with_ccel(mut self, path: &Path) -> Self {
         self.ccel = path.to_path_buf();
         self
     }
 
     /// Whether this machine offers TDX quotes through configfs-tsm.
-    pub fn detect() -> Option<Self> {
+    pub(crate) fn detect() -> Option<Self> {
         let tsm = Path::new(DEFAULT_TSM_REPORT);
         if !tsm.is_dir() {
             return None;

@@ -72,7 +72,7 @@ impl std::fmt::Display for CollateralKey {
 
 impl CollateralKey {
     /// The key of a raw TDX or SGX quote whose certification data carries its PCK chain.
-    pub fn of_quote(quote: &[u8]) -> Result<Self, CollateralError> {
+    pub(crate) fn of_quote(quote: &[u8]) -> Result<Self, CollateralError> {
         fn bad(e: impl std::fmt::Display) -> CollateralError {
             CollateralError::Quote(format!("{e:#}"))
         }
@@ -114,7 +114,7 @@ impl HttpResponse {
 }
 
 /// A blocking HTTP GET: the URL's answer whatever its status, or why there was none.
-pub type HttpGet = dyn Fn(&str) -> Result<HttpResponse, String> + Send + Sync;
+pub(crate) type HttpGet = dyn Fn(&str) -> Result<HttpResponse, String> + Send + Sync;
 
 /// A PCCS, by its base URL, e.g. `https://pccs.example:8081`.
 #[derive(Clone)]

@@ -61,7 +61,7 @@ pub fn load_collateral(json: &[u8]) -> Result<QuoteCollateralV3, DcapError> {
 
 /// The named TD attribute bits (TDX Module ABI, `TDATTRIBUTES`), under the names vouch reports
 /// them as claims and a policy requires or refuses them by.
-pub const TD_ATTRIBUTES: &[(&str, u32)] = &[
+pub(crate) const TD_ATTRIBUTES: &[(&str, u32)] = &[
     ("debug", 0),
     ("icssd", 16),
     ("servtd_ext", 17),
@@ -79,10 +79,11 @@ const fn bits(from: u32, to: u32) -> u64 {
 }
 
 /// The TD-under-debug bits (7:0): any of them set means the host can read the TD.
-pub const TD_ATTRIBUTES_TUD: u64 = bits(0, 7);
+pub(crate) const TD_ATTRIBUTES_TUD: u64 = bits(0, 7);
 
 /// The bits the TDX 1.5 ABI reserves (must be zero) and requires a verifier to refuse.
-pub const TD_ATTRIBUTES_RESERVED: u64 = bits(1, 3) | bits(7, 15) | bits(23, 26) | bits(32, 61);
+pub(crate) const TD_ATTRIBUTES_RESERVED: u64 =
+    bits(1, 3) | bits(7, 15) | bits(23, 26) | bits(32, 61);
 
 /// The bit of a named TD attribute, or an error listing the names.
 pub fn td_attribute(name: &str) -> Result<u32, String> {
@@ -215,7 +216,7 @@ pub fn parse_quote(quote: &[u8]) -> Result<DcapClaims, DcapError> {
 }
 
 /// SHA-256 of the DER of Intel's SGX Root CA, the one root every DCAP chain must end in.
-pub const INTEL_SGX_ROOT_CA_SHA256: &str =
+pub(crate) const INTEL_SGX_ROOT_CA_SHA256: &str =
     "44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3";
 
 /// A chain carried in the quote must end in exactly the pinned Intel root, byte for byte.

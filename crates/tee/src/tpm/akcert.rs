@@ -172,7 +172,8 @@ fn key_is_ak(cert: &Certificate, ak: &AkPublic) -> bool {
 
 /// The DER certificate at the start of `raw`, as a TPM NV index holds one (sized generously,
 /// with padding after it).
-pub fn leading_certificate(raw: &[u8]) -> Option<&[u8]> {
+#[cfg(any(test, feature = "attest"))]
+pub(crate) fn leading_certificate(raw: &[u8]) -> Option<&[u8]> {
     let (tag, _, rest) = der_tlv(raw)?;
     (tag == 0x30).then(|| &raw[..raw.len() - rest.len()])
 }

@@ -382,13 +382,13 @@ impl TpmAttester {
     }
 
     /// The whole content of an NV index (e.g. where a cloud vTPM keeps its AK certificate).
-    pub fn nv_read(&self, index: u32) -> Result<Vec<u8>, AttestError> {
+    pub(crate) fn nv_read(&self, index: u32) -> Result<Vec<u8>, AttestError> {
         self.call(|r| Request::NvRead(index, r))
     }
 
     /// Carry the AK's certificate (first) and its intermediate CAs in every quote, so verifiers
     /// can trust the AK through its issuer. Refused unless the certificate's key is this AK.
-    pub fn with_ak_certs(mut self, certs: &[Vec<u8>]) -> Result<Self, AttestError> {
+    pub(crate) fn with_ak_certs(mut self, certs: &[Vec<u8>]) -> Result<Self, AttestError> {
         let (leaf, chain) = certs
             .split_first()
             .ok_or_else(|| AttestError::Device("no AK certificate given".into()))?;
@@ -403,7 +403,7 @@ impl TpmAttester {
     }
 
     /// A TPM device the kernel exposes (through its resource manager), if any.
-    pub fn detect() -> Option<String> {
+    pub(crate) fn detect() -> Option<String> {
         ["/dev/tpmrm0"]
             .iter()
             .find(|p| Path::new(p).exists())

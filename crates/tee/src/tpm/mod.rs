@@ -32,14 +32,16 @@ pub const DEFAULT_PCR: u8 = 23;
 /// Where the attestation key is kept.
 pub const AK_HANDLE: u32 = 0x8101_0023;
 /// Where the kernel exposes the firmware's TCG2 event log.
-pub const FIRMWARE_LOG: &str = "/sys/kernel/security/tpm0/binary_bios_measurements";
+#[cfg(feature = "attest")]
+pub(crate) const FIRMWARE_LOG: &str = "/sys/kernel/security/tpm0/binary_bios_measurements";
 /// The platform PCRs quoted with the application PCR (SHA-256 bank), for the firmware log.
-pub const PLATFORM_PCRS: [u8; 8] = [0, 1, 2, 3, 4, 5, 6, 7];
+#[cfg(feature = "attest")]
+pub(crate) const PLATFORM_PCRS: [u8; 8] = [0, 1, 2, 3, 4, 5, 6, 7];
 
 /// A TPM quote as vouch carries it in evidence (the `quote` field holds its JSON).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
-pub struct TpmQuote {
+pub(crate) struct TpmQuote {
     /// The application PCR that is vouch's register.
     pub pcr: u8,
     /// `TPMS_ATTEST`, base64.
@@ -65,6 +67,6 @@ pub fn ak_fingerprint(tpmt_public: &[u8]) -> String {
 }
 
 /// The SHA-256 bank's digest for a record: SHA-256 of its SHA-384 digest.
-pub fn sha256_bank_digest(d: &Digest384) -> [u8; 32] {
+pub(crate) fn sha256_bank_digest(d: &Digest384) -> [u8; 32] {
     Sha256::digest(d.as_bytes()).into()
 }
