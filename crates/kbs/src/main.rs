@@ -74,6 +74,11 @@ enum Cmd {
         /// info` shows it on the machine). Repeatable.
         #[arg(long, value_name = "HEX", requires = "allow_sim")]
         sim_key: Vec<String>,
+        /// Accept Confidential Containers' `sample` evidence (development only: it is
+        /// UNSIGNED, so anyone can write it; weaker than sim evidence, which the sim
+        /// instance's key at least signs).
+        #[arg(long)]
+        allow_sample: bool,
         /// The audience admin tokens must name (give each KBS its own, so that a token made for
         /// one is refused by the others).
         #[arg(long, default_value = vouch_kbs::token::DEFAULT_ADMIN_AUDIENCE, value_name = "NAME")]
@@ -272,6 +277,7 @@ fn run(cli: Cli) -> Result<()> {
             image,
             allow_sim,
             sim_key,
+            allow_sample,
             admin_audience,
             tls,
             tpm_ak,
@@ -353,6 +359,9 @@ fn run(cli: Cli) -> Result<()> {
             if allow_sim {
                 tracing::warn!("--allow-sim: evidence from the sim TEE (NOT hardware-backed) is accepted; development only");
             }
+            if allow_sample {
+                tracing::warn!("--allow-sample: Confidential Containers' UNSIGNED sample evidence is accepted; anyone can write it; development only");
+            }
             let metrics_token = match &metrics_token_file {
                 Some(path) => Some(read_metrics_token(path)?),
                 None => None,
@@ -360,6 +369,7 @@ fn run(cli: Cli) -> Result<()> {
             let cfg = KbsConfig {
                 metrics_token,
                 allow_sim,
+                allow_sample,
                 session_ttl: Duration::from_secs(session_ttl),
                 token_ttl: Duration::from_secs(token_ttl),
                 max_sessions,

@@ -10,7 +10,15 @@
 //!                "create_seq","exit_code","records": [its own records]}), or null,
 //!   "resource":  {"repo", "type", "tag", "path"},
 //!   "reference": the reference values document set by the owner (e.g. {"images": [...]}),
-//!   "kbs":       {"allow_sim": bool} }
+//!   "kbs":       {"allow_sim": bool, "allow_sample": bool} }
+//! ```
+//!
+//! Confidential Containers' evidence (`tee.format` `"coco"`) gives the same claims, plus
+//! `events` (AAEL events of other writers, `{"domain", "operation", "content"}`) in `log` and
+//! `init_data` (`{"algorithm", "digest", "bound"}`) in `tee` when the client sent init-data;
+//! its `sample` evidence has `tee.type` `"sample"` and `hardware` false.
+//!
+//! ```json
 //! ```
 
 use std::sync::Arc;
@@ -21,7 +29,8 @@ use serde_json::Value;
 
 /// The policy used when the owner has set none.
 ///
-/// - Hardware evidence only (sim only when the KBS runs with `--allow-sim`).
+/// - Hardware evidence only (sim only when the KBS runs with `--allow-sim`, Confidential
+///   Containers' unsigned sample evidence only with `--allow-sample`).
 /// - **Boot chain before workload**: hardware evidence must show boot measurements that match
 ///   the owner's reference values, one list per measurement: for TDX `mrtd` and `rtmr0` to
 ///   `rtmr2`, for a TPM `pcr0` to `pcr7` (SHA-256 bank), for SEV-SNP `measurement`. A missing
@@ -66,7 +75,14 @@ platform_ok if input.tee.hardware == true
 
 platform_ok if {
     input.tee.hardware == false
+    input.tee.type == "sim"
     input.kbs.allow_sim == true
+}
+
+platform_ok if {
+    input.tee.hardware == false
+    input.tee.type == "sample"
+    input.kbs.allow_sample == true
 }
 
 boot_ok if input.tee.hardware == false
@@ -130,7 +146,14 @@ image_ok if {
 
 reasons contains "the evidence comes from the sim TEE, and this KBS runs without --allow-sim" if {
     input.tee.hardware == false
+    input.tee.type == "sim"
     not input.kbs.allow_sim == true
+}
+
+reasons contains "the evidence is Confidential Containers' unsigned sample evidence, and this KBS runs without --allow-sample" if {
+    input.tee.hardware == false
+    input.tee.type == "sample"
+    not input.kbs.allow_sample == true
 }
 
 reasons contains msg if {
@@ -358,6 +381,28 @@ mod tests {
         assert!(
             evaluate(DEFAULT_POLICY, input(true, false, "sha256:a", tdx_refs())).expect("eval")
         );
+    }
+
+    /// CoCo's sample evidence needs its own flag: --allow-sim does not let it in, nor does
+    /// --allow-sample let sim evidence in.
+    #[test]
+    fn default_policy_refuses_sample_evidence_unless_allowed_on_its_own() {
+        let sample = |allow_sim: bool, allow_sample: bool| {
+            let mut i = input(false, allow_sim, "sha256:a", json!({}));
+            i["tee"]["type"] = json!("sample");
+            i["container"] = Value::Null;
+            i["kbs"]["allow_sample"] = json!(allow_sample);
+            i
+        };
+        assert!(!evaluate(DEFAULT_POLICY, sample(true, false)).expect("eval"));
+        assert_eq!(
+            explain(DEFAULT_POLICY, regorus::Value::from(sample(true, false))),
+            ["the evidence is Confidential Containers' unsigned sample evidence, and this KBS runs without --allow-sample"]
+        );
+        assert!(evaluate(DEFAULT_POLICY, sample(false, true)).expect("eval"));
+        let mut sim = input(false, false, "sha256:a", json!({}));
+        sim["kbs"]["allow_sample"] = json!(true);
+        assert!(!evaluate(DEFAULT_POLICY, sim).expect("eval"));
     }
 
     #[test]

@@ -123,6 +123,9 @@ impl KbsError {
             KbsError::Evidence(VerifyError::SimNotAllowed) => {
                 format!("{line} (this KBS runs without --allow-sim)")
             }
+            KbsError::Evidence(VerifyError::SampleNotAllowed) => {
+                format!("{line} (this KBS runs without --allow-sample)")
+            }
             KbsError::MetricsOff => format!("{line}: start it with --metrics-token-file"),
             KbsError::AdminDisabled => format!("{line}: start vouch-kbs with --admin-key"),
             _ => line,
@@ -186,6 +189,7 @@ platform_ok if input.tee.hardware == true
 
 platform_ok if {{
     input.tee.hardware == false
+    input.tee.type == "sim"
     input.kbs.allow_sim == true
 }}
 "#,
@@ -199,6 +203,8 @@ platform_ok if {{
 pub struct KbsConfig {
     /// Accept evidence from the sim TEE (development only).
     pub allow_sim: bool,
+    /// Accept Confidential Containers' unsigned sample evidence (development only).
+    pub allow_sample: bool,
     pub session_ttl: Duration,
     pub token_ttl: Duration,
     /// Open sessions kept at most; when full, a new session replaces the oldest.
@@ -366,10 +372,15 @@ pub(crate) fn check_segment(s: &str) -> Result<(), KbsError> {
 /// What the policy sees of verified evidence. `container` is the container the evidence names
 /// as its requester (bound by the quote, resolved against the log), with its own records; when
 /// the evidence names none, it is null: never "whichever container the log launched last".
+/// The evidence's format (`tee.format`: vouch's or Confidential Containers'), the init-data
+/// CoCo evidence binds, and the events of other writers in its runtime log (`log.events`) are
+/// there too; `tee.warnings` says what a development TEE's evidence does not prove.
 fn claims_of(v: &Verdict) -> Value {
     json!({
-        "tee": {"type": v.tee, "hardware": v.hardware, "signer": v.signer, "registers": v.registers, "platform": v.platform},
-        "log": {"records": v.records, "containers": v.containers},
+        "tee": {"type": v.tee, "format": v.format, "hardware": v.hardware, "signer": v.signer,
+                "registers": v.registers, "platform": v.platform, "init_data": v.init_data,
+                "warnings": v.warnings},
+        "log": {"records": v.records, "containers": v.containers, "events": v.events},
         "container": v.requester,
     })
 }
@@ -496,43 +507,25 @@ impl Kbs {
         let tee_pubkey = serde_json::to_value(&att.runtime_data.tee_pubkey)
             .map_err(|e| KbsError::InvalidRequest(e.to_string()))?;
         jwe::parse_jwk(&tee_pubkey).map_err(KbsError::Key)?;
-        let evidence: Evidence = serde_json::from_value(att.tee_evidence.primary_evidence)
-            .map_err(|e| KbsError::EvidenceFormat(e.to_string()))?;
-        let expected_tee =
-            tee_type(tee).ok_or_else(|| KbsError::InvalidRequest("unsupported tee".into()))?;
-        if evidence.tee != expected_tee {
-            return Err(KbsError::TeeMismatch {
-                session: expected_tee.to_string(),
-                evidence: evidence.tee.to_string(),
-            });
-        }
-        // The quote must bind exactly this runtime data: {nonce, tee-pubkey}, and, for evidence
-        // fetched on behalf of one container, the requester it names (checked against the log
-        // when the evidence is verified).
-        let mut runtime = json!({"nonce": att.runtime_data.nonce, "tee-pubkey": tee_pubkey});
-        if let Some(requester) = evidence.runtime_data.get(vouch_tee::REQUESTER_KEY) {
-            runtime[vouch_tee::REQUESTER_KEY] = requester.clone();
-        }
-        let canon = |v: &Value| {
-            vouch_measure::canonicalize(v).map_err(|e| KbsError::InvalidRequest(e.to_string()))
+        let primary = att.tee_evidence.primary_evidence;
+        // vouch's evidence names its format version; none of CoCo's formats has the key.
+        let verdict = if primary.get("version").is_some() {
+            if att.init_data.is_some() {
+                return Err(KbsError::EvidenceFormat(
+                    "init-data comes with Confidential Containers' evidence, which binds it; vouch's evidence does not".into(),
+                ));
+            }
+            self.verify_vouch(tee, &att.runtime_data.nonce, &tee_pubkey, primary)?
+        } else {
+            self.verify_coco(
+                tee,
+                &att.runtime_data.nonce,
+                &tee_pubkey,
+                &att.tee_evidence.additional_evidence,
+                att.init_data.as_ref(),
+                &primary,
+            )?
         };
-        if canon(&evidence.runtime_data)? != canon(&runtime)? {
-            return Err(KbsError::Binding);
-        }
-        let verdict = verify_evidence(
-            &evidence,
-            &VerifyOptions {
-                allow_sim: self.cfg.allow_sim,
-                sim_keys: self.cfg.sim_keys.clone(),
-                #[cfg(feature = "tpm")]
-                tpm_aks: self.cfg.tpm_aks.clone(),
-                collateral: self.cfg.collateral.clone(),
-                #[cfg(feature = "tpm")]
-                tpm_ak_cas: self.cfg.tpm_ak_cas.clone(),
-                ..Default::default()
-            },
-        )
-        .map_err(KbsError::Evidence)?;
         let claims = claims_of(&verdict);
         let now = vouch_base::clock::unix_secs();
         let token = self
@@ -556,6 +549,100 @@ impl Kbs {
             claims.to_string().into(),
             tee_pubkey.to_string().into(),
         ))
+    }
+
+    fn verify_options(&self) -> VerifyOptions {
+        VerifyOptions {
+            allow_sim: self.cfg.allow_sim,
+            allow_sample: self.cfg.allow_sample,
+            sim_keys: self.cfg.sim_keys.clone(),
+            #[cfg(feature = "tpm")]
+            tpm_aks: self.cfg.tpm_aks.clone(),
+            collateral: self.cfg.collateral.clone(),
+            #[cfg(feature = "tpm")]
+            tpm_ak_cas: self.cfg.tpm_ak_cas.clone(),
+            ..Default::default()
+        }
+    }
+
+    /// vouch's own evidence, of the session's TEE, bound to `{nonce, tee-pubkey}` (and the
+    /// requester it names).
+    fn verify_vouch(
+        &self,
+        tee: Tee,
+        nonce: &str,
+        tee_pubkey: &Value,
+        primary: Value,
+    ) -> Result<Verdict, KbsError> {
+        let evidence: Evidence =
+            serde_json::from_value(primary).map_err(|e| KbsError::EvidenceFormat(e.to_string()))?;
+        let expected_tee =
+            tee_type(tee).ok_or_else(|| KbsError::InvalidRequest("unsupported tee".into()))?;
+        if evidence.tee != expected_tee {
+            return Err(KbsError::TeeMismatch {
+                session: expected_tee.to_string(),
+                evidence: evidence.tee.to_string(),
+            });
+        }
+        // The quote must bind exactly this runtime data: {nonce, tee-pubkey}, and, for evidence
+        // fetched on behalf of one container, the requester it names (checked against the log
+        // when the evidence is verified).
+        let mut runtime = json!({"nonce": nonce, "tee-pubkey": tee_pubkey});
+        if let Some(requester) = evidence.runtime_data.get(vouch_tee::REQUESTER_KEY) {
+            runtime[vouch_tee::REQUESTER_KEY] = requester.clone();
+        }
+        let canon = |v: &Value| {
+            vouch_measure::canonicalize(v).map_err(|e| KbsError::InvalidRequest(e.to_string()))
+        };
+        if canon(&evidence.runtime_data)? != canon(&runtime)? {
+            return Err(KbsError::Binding);
+        }
+        verify_evidence(&evidence, &self.verify_options()).map_err(KbsError::Evidence)
+    }
+
+    /// Confidential Containers' evidence for the session's TEE, bound as CoCo binds it:
+    /// `{additional-evidence, nonce, tee-pubkey}`, and the init-data when the client sent it.
+    fn verify_coco(
+        &self,
+        tee: Tee,
+        nonce: &str,
+        tee_pubkey: &Value,
+        additional_evidence: &str,
+        init_data: Option<&kbs_types::InitData>,
+        primary: &Value,
+    ) -> Result<Verdict, KbsError> {
+        let coco_tee = match tee {
+            Tee::Sample => vouch_tee::coco::CocoTee::Sample,
+            Tee::Tdx => vouch_tee::coco::CocoTee::Tdx,
+            other => {
+                return Err(KbsError::EvidenceFormat(format!(
+                    "Confidential Containers' {other} evidence is not supported (sample and tdx are; for tpm, vouch's own evidence)"
+                )))
+            }
+        };
+        if !additional_evidence.is_empty() {
+            return Err(KbsError::EvidenceFormat(
+                "additional (device) evidence is not supported: send the TEE's evidence alone"
+                    .into(),
+            ));
+        }
+        let init = init_data
+            .map(|d| vouch_tee::coco::init_data_digest(&d.format, &d.body))
+            .transpose()
+            .map_err(|e| KbsError::InvalidRequest(e.to_string()))?;
+        let runtime = vouch_tee::coco::runtime_data(nonce, tee_pubkey, additional_evidence);
+        let verdict = vouch_tee::coco::verify_coco(
+            coco_tee,
+            primary,
+            &runtime,
+            init.as_ref(),
+            &self.verify_options(),
+        )
+        .map_err(KbsError::Evidence)?;
+        if verdict.tee == TeeType::Sample {
+            tracing::warn!("accepted Confidential Containers sample evidence: UNSIGNED, anyone can write it; development only");
+        }
+        Ok(verdict)
     }
 
     /// Claims and TEE key of an attested session or a bearer token.
@@ -614,7 +701,8 @@ impl Kbs {
         let mut input = claims;
         input["resource"] = json!({"repo": repo, "type": kind, "tag": tag, "path": path});
         input["reference"] = reference;
-        input["kbs"] = json!({"allow_sim": self.cfg.allow_sim});
+        input["kbs"] =
+            json!({"allow_sim": self.cfg.allow_sim, "allow_sample": self.cfg.allow_sample});
         let quick = self.cfg.quick.as_ref().filter(|_| path == QUICK_RESOURCE);
         let policy = match quick {
             Some(q) => q.policy(),
@@ -800,7 +888,7 @@ async fn set_resource(
         .put_resource(&path, &body)
         .map_err(KbsError::Storage)?;
     tracing::info!(resource = %path, bytes = body.len(), "resource stored");
-    Ok(StatusCode::NO_CONTENT.into_response())
+    Ok(StatusCode::OK.into_response())
 }
 
 async fn delete_resource(
@@ -814,7 +902,7 @@ async fn delete_resource(
         .delete_resource(&path)
         .map_err(KbsError::Storage)?
     {
-        Ok(StatusCode::NO_CONTENT.into_response())
+        Ok(StatusCode::OK.into_response())
     } else {
         Err(KbsError::NotFound(path))
     }
@@ -859,7 +947,19 @@ async fn set_policy(
         .put_policy(&key, &rego)
         .map_err(KbsError::Storage)?;
     tracing::info!(policy = %key, "policy stored");
-    Ok(StatusCode::NO_CONTENT.into_response())
+    Ok(StatusCode::OK.into_response())
+}
+
+/// Trustee's attestation policy has no counterpart here: the evidence is judged by vouch's
+/// verifiers, and what they find by the one resource policy. Said so, to an owner only.
+async fn set_attestation_policy(
+    State(k): State<Shared>,
+    headers: HeaderMap,
+) -> Result<Response, KbsError> {
+    k.admin(&headers)?;
+    Err(KbsError::InvalidRequest(
+        "vouch-kbs has no attestation policy: its verifiers check the evidence, and the resource policy (POST /kbs/v0/resource-policy) decides on their claims; put the rules there".into(),
+    ))
 }
 
 /// Body: a JSON object of reference values, e.g. `{"images": ["sha256:..."]}`.
@@ -878,7 +978,7 @@ async fn set_reference(
     k.storage
         .put_reference(&v.to_string())
         .map_err(KbsError::Storage)?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    Ok(StatusCode::OK.into_response())
 }
 
 pub fn router(kbs: Shared) -> Router {
@@ -892,6 +992,7 @@ pub fn router(kbs: Shared) -> Router {
                 .delete(delete_resource),
         )
         .route("/kbs/v0/resource-policy", post(set_policy))
+        .route("/kbs/v0/attestation-policy", post(set_attestation_policy))
         .route("/kbs/v0/reference-values", post(set_reference))
         .route("/metrics", get(metrics_handler))
         .fallback(|| async { KbsError::NoEndpoint })
@@ -1126,6 +1227,7 @@ mod tests {
         let storage = crate::store::RedbStorage::open(&dir.path().join("kbs.redb")).expect("db");
         let cfg = KbsConfig {
             allow_sim: true,
+            allow_sample: false,
             session_ttl,
             token_ttl: Duration::from_secs(60),
             max_sessions,

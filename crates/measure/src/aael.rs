@@ -85,31 +85,36 @@ pub fn parse_text(text: &str) -> Result<Vec<Record>, AaelError> {
     }
     let mut records = Vec::new();
     for (i, line) in lines.enumerate() {
-        let n = i + 2;
-        let line = line.trim_end();
-        let mut fields = line.split(' ');
-        let (Some(domain), Some(op), Some(content), None) =
-            (fields.next(), fields.next(), fields.next(), fields.next())
-        else {
-            return Err(AaelError::BadEvent { line: n });
-        };
-        let content = serde_json::from_str(content).map_err(|e| AaelError::BadContent {
-            line: n,
-            reason: e.to_string(),
-        })?;
-        let record = Record {
-            seq: i as u64,
-            domain: domain.to_string(),
-            op: op.to_string(),
-            content,
-        };
-        if record.aael_line()? != line {
-            return Err(AaelError::NotCanonical { line: n });
-        }
-        records.push(record);
+        records.push(parse_line(line.trim_end(), i as u64, i + 2)?);
     }
     validate_sequence(&records)?;
     Ok(records)
+}
+
+/// One event line of a vouch record, `<domain> <op> <content>`, read as record `seq` (line `n`
+/// in errors); it must be exactly the record's canonical line, so the record is what the line
+/// measures.
+pub fn parse_line(line: &str, seq: u64, n: usize) -> Result<Record, AaelError> {
+    let mut fields = line.split(' ');
+    let (Some(domain), Some(op), Some(content), None) =
+        (fields.next(), fields.next(), fields.next(), fields.next())
+    else {
+        return Err(AaelError::BadEvent { line: n });
+    };
+    let content = serde_json::from_str(content).map_err(|e| AaelError::BadContent {
+        line: n,
+        reason: e.to_string(),
+    })?;
+    let record = Record {
+        seq,
+        domain: domain.to_string(),
+        op: op.to_string(),
+        content,
+    };
+    if record.aael_line()? != line {
+        return Err(AaelError::NotCanonical { line: n });
+    }
+    Ok(record)
 }
 
 fn parse_init(line: &str) -> Result<Digest384, AaelError> {

@@ -15,6 +15,9 @@ pub enum TeeType {
     Tpm,
     Tdx,
     Snp,
+    /// Confidential Containers' `sample` evidence: unsigned, so weaker than `sim` (anyone can
+    /// write it); verified only where it is allowed explicitly, for development.
+    Sample,
 }
 
 impl fmt::Display for TeeType {
@@ -24,6 +27,7 @@ impl fmt::Display for TeeType {
             TeeType::Tpm => "tpm",
             TeeType::Tdx => "tdx",
             TeeType::Snp => "snp",
+            TeeType::Sample => "sample",
         })
     }
 }

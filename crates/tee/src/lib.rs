@@ -21,6 +21,7 @@ compile_error!("the `snp` backend only verifies (an SNP guest attests through it
 
 #[cfg(any(feature = "tpm", feature = "snp"))]
 mod asn1;
+pub mod coco;
 pub mod evidence;
 #[cfg(feature = "attest")]
 pub mod journal;

@@ -158,14 +158,17 @@ pub fn parse(bytes: &[u8]) -> Result<TcgLog, TcgError> {
             offset,
             reason,
         };
+        // Firmware writes one digest per declared algorithm; Confidential Containers'
+        // attestation agent appends its events with one (the register's), so fewer are
+        // accepted, each declared and none twice.
         let dcount = r.u32("digest count")?;
-        if dcount as usize != algorithms.len() {
+        if dcount == 0 || dcount as usize > algorithms.len() {
             return Err(bad(format!(
                 "{dcount} digests, the header declares {}",
                 algorithms.len()
             )));
         }
-        let mut digests = Vec::with_capacity(algorithms.len());
+        let mut digests: Vec<(u16, Vec<u8>)> = Vec::with_capacity(algorithms.len());
         for _ in 0..dcount {
             let alg = r.u16("digest algorithm")?;
             let len = algorithms
@@ -173,6 +176,9 @@ pub fn parse(bytes: &[u8]) -> Result<TcgLog, TcgError> {
                 .find(|(a, _)| *a == alg)
                 .map(|(_, l)| *l)
                 .ok_or_else(|| bad(format!("undeclared algorithm {alg:#06x}")))?;
+            if digests.iter().any(|(a, _)| *a == alg) {
+                return Err(bad(format!("two {alg:#06x} digests")));
+            }
             digests.push((alg, r.take(len as usize, "digest")?.to_vec()));
         }
         let dsize = r.u32("event size")?;

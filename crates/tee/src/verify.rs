@@ -17,6 +17,18 @@ pub enum VerifyError {
     Version(u32),
     #[error("evidence comes from the sim TEE, which is not hardware; it is accepted only where sim evidence is allowed, for development")]
     SimNotAllowed,
+    #[error("evidence is Confidential Containers' sample evidence, which is unsigned (anyone can write it); it is accepted only where sample evidence is allowed, for development")]
+    SampleNotAllowed,
+    #[error("{tee} evidence is not in the form Confidential Containers' attester sends: {reason}")]
+    CocoFormat { tee: TeeType, reason: String },
+    #[error("the init-data is not what the TEE was launched with: its digest padded to {register} is {expected}, the quote's {register} is {found}")]
+    InitDataMismatch {
+        register: &'static str,
+        expected: String,
+        found: String,
+    },
+    #[error("runtime event {index} of the event log is not a valid AAEL event: {reason}")]
+    AaelEvent { index: usize, reason: String },
     #[error("TDX evidence needs its collateral, and the verifier has none for this quote")]
     NoCollateral,
     #[error("verification of {0} evidence is not implemented in this build")]
@@ -71,6 +83,8 @@ pub enum VerifyError {
 pub struct VerifyOptions {
     /// Accept evidence from the software `sim` TEE. Never the default.
     pub allow_sim: bool,
+    /// Accept Confidential Containers' unsigned `sample` evidence. Never the default.
+    pub allow_sample: bool,
     /// Require the runtime data to carry exactly this nonce (lower-case hex).
     pub nonce: Option<String>,
     /// Accept sim evidence only from these sim instances (their public keys, hex); empty: any.
@@ -190,10 +204,50 @@ fn resolve_requester(
     Ok(Some(Requester { container, records }))
 }
 
+/// Whose evidence format a verdict was given on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EvidenceFormat {
+    /// vouch's own ([`Evidence`]).
+    Vouch,
+    /// What Confidential Containers' attesters send ([`crate::coco`]).
+    Coco,
+}
+
+/// An event of a runtime log (AAEL) that is not one of vouch's records, e.g. Confidential
+/// Containers' `github.com/confidential-containers PullImage {...}`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct AaelEvent {
+    pub domain: String,
+    pub operation: String,
+    pub content: String,
+}
+
+/// The init-data a client sent, and whether the TEE's evidence binds it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct InitDataClaim {
+    pub algorithm: String,
+    /// Lower-case hex.
+    pub digest: String,
+    /// Whether a register of the quote holds it (TDX: MRCONFIGID); sample evidence binds none.
+    pub bound: bool,
+}
+
+impl InitDataClaim {
+    pub(crate) fn of(d: &crate::coco::InitDataDigest, bound: bool) -> Self {
+        InitDataClaim {
+            algorithm: d.algorithm.to_string(),
+            digest: hex::encode(&d.digest),
+            bound,
+        }
+    }
+}
+
 /// The result of a successful verification.
 #[derive(Debug, Clone, Serialize)]
 pub struct Verdict {
     pub tee: TeeType,
+    pub format: EvidenceFormat,
     /// Whether the verifier required a nonce; when it did, the evidence carries exactly that
     /// one (a verdict is only given then), so `nonce_checked` is the same.
     pub nonce_required: bool,
@@ -209,6 +263,12 @@ pub struct Verdict {
     /// The container this evidence was fetched for, when the runtime data names one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub requester: Option<Requester>,
+    /// Runtime-log events of other writers than vouch (CoCo evidence's AAEL).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<AaelEvent>,
+    /// The init-data the client sent (CoCo evidence).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init_data: Option<InitDataClaim>,
     pub warnings: Vec<String>,
     /// Firmware log events replayed against the platform registers, when the evidence had a log.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -238,6 +298,46 @@ pub(crate) fn verifier_for<'a>(
             return Err(VerifyError::UnsupportedTee(other));
         }
     })
+}
+
+/// The containers a verified log launched, with what it says of each since.
+pub(crate) fn containers_of(log: &[vouch_measure::Record]) -> Vec<LaunchedContainer> {
+    let mut containers: Vec<LaunchedContainer> = Vec::new();
+    for record in log {
+        let c = &record.content;
+        let text = |k: &str| c.get(k).and_then(Value::as_str).map(str::to_string);
+        match record.op.as_str() {
+            "container.create" => containers.push(LaunchedContainer {
+                id: text("id").unwrap_or_default(),
+                name: text("name"),
+                image: text("image"),
+                image_digest: text("image_digest").unwrap_or_default(),
+                config_digest: text("config_digest").unwrap_or_default(),
+                exit_code: None,
+                create_seq: record.seq,
+                state: LaunchState::Running,
+                failure: None,
+            }),
+            "container.exit" => {
+                if let Some(id) = text("id") {
+                    if let Some(found) = containers.iter_mut().rev().find(|x| x.id == id) {
+                        found.exit_code = c.get("exit_code").and_then(Value::as_i64);
+                        found.state = LaunchState::Exited;
+                    }
+                }
+            }
+            "container.failed" => {
+                if let Some(id) = text("id") {
+                    if let Some(found) = containers.iter_mut().rev().find(|x| x.id == id) {
+                        found.state = LaunchState::Failed;
+                        found.failure = text("reason");
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    containers
 }
 
 /// Verify evidence completely, offline.
@@ -316,41 +416,7 @@ pub fn verify_evidence(evidence: &Evidence, opts: &VerifyOptions) -> Result<Verd
             quoted: quoted.to_hex(),
         });
     }
-    let mut containers: Vec<LaunchedContainer> = Vec::new();
-    for record in &evidence.event_log {
-        let c = &record.content;
-        let text = |k: &str| c.get(k).and_then(Value::as_str).map(str::to_string);
-        match record.op.as_str() {
-            "container.create" => containers.push(LaunchedContainer {
-                id: text("id").unwrap_or_default(),
-                name: text("name"),
-                image: text("image"),
-                image_digest: text("image_digest").unwrap_or_default(),
-                config_digest: text("config_digest").unwrap_or_default(),
-                exit_code: None,
-                create_seq: record.seq,
-                state: LaunchState::Running,
-                failure: None,
-            }),
-            "container.exit" => {
-                if let Some(id) = text("id") {
-                    if let Some(found) = containers.iter_mut().rev().find(|x| x.id == id) {
-                        found.exit_code = c.get("exit_code").and_then(Value::as_i64);
-                        found.state = LaunchState::Exited;
-                    }
-                }
-            }
-            "container.failed" => {
-                if let Some(id) = text("id") {
-                    if let Some(found) = containers.iter_mut().rev().find(|x| x.id == id) {
-                        found.state = LaunchState::Failed;
-                        found.failure = text("reason");
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
+    let containers = containers_of(&evidence.event_log);
     let requester = resolve_requester(&evidence.runtime_data, &evidence.event_log, &containers)?;
     let hardware = claims.tee != TeeType::Sim;
     let warnings = if hardware {
@@ -360,6 +426,7 @@ pub fn verify_evidence(evidence: &Evidence, opts: &VerifyOptions) -> Result<Verd
     };
     Ok(Verdict {
         tee: claims.tee,
+        format: EvidenceFormat::Vouch,
         nonce_required: opts.nonce.is_some(),
         nonce_checked: opts.nonce.is_some(),
         hardware,
@@ -370,6 +437,8 @@ pub fn verify_evidence(evidence: &Evidence, opts: &VerifyOptions) -> Result<Verd
         platform: claims.platform,
         containers,
         requester,
+        events: Vec::new(),
+        init_data: None,
         warnings,
         firmware_log_events,
     })
@@ -636,6 +705,7 @@ mod tests {
                 "kl",
                 "lass",
                 "migratable",
+                "mrconfigid",
                 "mrtd",
                 "perfmon",
                 "pks",
@@ -653,6 +723,7 @@ mod tests {
         assert_eq!(platform["sept_ve_disable"], "true");
         assert_eq!(platform["migratable"], "false");
         assert_eq!(platform["debug"], "false");
+        assert_eq!(platform["mrconfigid"], "0".repeat(96));
         assert_eq!(platform["tcb_status"], "UpToDate");
         assert_eq!(platform["advisories"], "");
         assert_eq!(platform["mrtd"], "91eb2b44d141d4ece09f0c75c2c53d247a3c68edd7fafe8a3520c942a604a407de03ae6dc5f87f27428b2538873118b7");

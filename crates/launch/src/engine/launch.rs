@@ -687,7 +687,7 @@ impl Engine {
         interrupt: &Arc<vouch_kbs_client::client::Interrupt>,
     ) -> Result<(), EngineError> {
         let tee = match lock(&self.journal).tee() {
-            TeeType::Sim => kbs_types::Tee::Sample,
+            TeeType::Sim | TeeType::Sample => kbs_types::Tee::Sample,
             TeeType::Tpm => kbs_types::Tee::Tpm,
             TeeType::Tdx => kbs_types::Tee::Tdx,
             TeeType::Snp => kbs_types::Tee::Snp,

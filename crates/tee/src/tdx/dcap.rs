@@ -123,6 +123,10 @@ pub struct DcapClaims {
     /// Each named TD attribute bit, set or not.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub td_attribute_bits: std::collections::BTreeMap<String, bool>,
+    /// MRCONFIGID (48 bytes, hex): what the host configured the TD with, e.g. the digest of
+    /// Confidential Containers' init-data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mr_config_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mr_enclave: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -146,6 +150,7 @@ fn claims_of(report: &Report) -> DcapClaims {
                 rtmrs: Vec::new(),
                 td_attributes: None,
                 td_attribute_bits: Default::default(),
+                mr_config_id: None,
                 mr_enclave: Some(hex::encode(e.mr_enclave)),
                 mr_signer: Some(hex::encode(e.mr_signer)),
             };
@@ -171,6 +176,7 @@ fn claims_of(report: &Report) -> DcapClaims {
                 (name.to_string(), set)
             })
             .collect(),
+        mr_config_id: Some(hex::encode(r.mr_config_id)),
         mr_enclave: None,
         mr_signer: None,
     }
@@ -179,8 +185,8 @@ fn claims_of(report: &Report) -> DcapClaims {
 impl DcapClaims {
     /// The claims a KBS policy reads (`input.tee.platform`), under the same names as in
     /// `vouch verify --json`: `mrtd`, `rtmr0`..`rtmr2` (RTMR3 is vouch's own, checked by replay),
-    /// `td_attributes` (hex), every named TD attribute bit as `"true"`/`"false"`, `tcb_status`
-    /// and `advisories` (comma-separated).
+    /// `td_attributes` (hex), every named TD attribute bit as `"true"`/`"false"`, `mrconfigid`,
+    /// `tcb_status` and `advisories` (comma-separated).
     pub fn platform_claims(&self) -> std::collections::BTreeMap<String, String> {
         let mut claims = std::collections::BTreeMap::new();
         if let Some(m) = &self.mrtd {
@@ -191,6 +197,9 @@ impl DcapClaims {
         }
         if let Some(a) = &self.td_attributes {
             claims.insert("td_attributes".to_string(), a.to_ascii_lowercase());
+        }
+        if let Some(m) = &self.mr_config_id {
+            claims.insert("mrconfigid".to_string(), m.to_ascii_lowercase());
         }
         for (name, set) in &self.td_attribute_bits {
             claims.insert(name.clone(), set.to_string());

@@ -3,6 +3,7 @@
 //! daemons, containers, registries and TPMs on loopback. The harness is `vouch-testkit`; it runs
 //! the binaries `cargo build --workspace --bins` made, and refuses stale ones.
 
+mod coco;
 mod conker;
 mod cosign_peer;
 mod crash;

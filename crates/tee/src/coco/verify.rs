@@ -1,0 +1,735 @@
+//! Verification of CoCo evidence through vouch's own verifiers, into the same [`Verdict`] (and
+//! so the same policy claims) as vouch's evidence.
+
+use base64::Engine as _;
+use serde_json::Value;
+use vouch_measure::{canonicalize, sha384, Digest384};
+
+use super::SampleEvidence;
+use crate::verify::{EvidenceFormat, InitDataClaim, Verdict};
+use crate::{TeeType, VerifyError, VerifyOptions};
+
+/// Which of CoCo's evidence formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CocoTee {
+    /// `sample`: unsigned, development only.
+    Sample,
+    /// `tdx`: a DCAP quote with the TCG2 event log.
+    Tdx,
+}
+
+/// What the warnings of a verdict on sample evidence say.
+pub const SAMPLE_WARNING: &str = "Confidential Containers sample evidence: UNSIGNED, anyone can write it (weaker than vouch's sim evidence, which its instance key signs); for development only";
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum InitDataError {
+    #[error("init-data format {0:?} is not supported (only \"toml\", as Confidential Containers writes it)")]
+    Format(String),
+    #[error("init-data is not TOML: {0}")]
+    Toml(String),
+    #[error("init-data names no `algorithm` (sha256, sha384 or sha512)")]
+    NoAlgorithm,
+    #[error("init-data algorithm {0:?} is not supported (sha256, sha384 or sha512)")]
+    Algorithm(String),
+}
+
+/// The digest of an init-data document, as CoCo computes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitDataDigest {
+    pub algorithm: &'static str,
+    pub digest: Vec<u8>,
+}
+
+/// The digest of CoCo init-data: its body, hashed whole with the algorithm its top-level
+/// `algorithm` key names.
+pub fn init_data_digest(format: &str, body: &str) -> Result<InitDataDigest, InitDataError> {
+    use sha2::Digest as _;
+    if format != "toml" {
+        return Err(InitDataError::Format(format.to_string()));
+    }
+    let doc = toml_edit::Document::parse(body).map_err(|e| {
+        InitDataError::Toml(e.message().lines().next().unwrap_or_default().to_string())
+    })?;
+    let algorithm = doc
+        .get("algorithm")
+        .and_then(|i| i.as_str())
+        .ok_or(InitDataError::NoAlgorithm)?;
+    let (algorithm, digest) = match algorithm {
+        "sha256" => ("sha256", sha2::Sha256::digest(body.as_bytes()).to_vec()),
+        "sha384" => ("sha384", sha2::Sha384::digest(body.as_bytes()).to_vec()),
+        "sha512" => ("sha512", sha2::Sha512::digest(body.as_bytes()).to_vec()),
+        other => return Err(InitDataError::Algorithm(other.to_string())),
+    };
+    Ok(InitDataDigest { algorithm, digest })
+}
+
+/// Verify CoCo evidence of `tee` for `runtime_data` (the JSON the client bound, see
+/// [`super::runtime_data`]) and, when the client sent init-data, its digest.
+pub fn verify_coco(
+    tee: CocoTee,
+    evidence: &Value,
+    runtime_data: &Value,
+    init_data: Option<&InitDataDigest>,
+    opts: &VerifyOptions,
+) -> Result<Verdict, VerifyError> {
+    let expected = sha384(&canonicalize(runtime_data).map_err(VerifyError::RuntimeData)?);
+    match tee {
+        CocoTee::Sample => sample(evidence, &expected, runtime_data, init_data, opts),
+        #[cfg(feature = "tdx")]
+        CocoTee::Tdx => tdx::tdx(evidence, &expected, runtime_data, init_data, opts),
+        #[cfg(not(feature = "tdx"))]
+        CocoTee::Tdx => Err(VerifyError::UnsupportedTee(TeeType::Tdx)),
+    }
+}
+
+fn format_error(tee: TeeType, reason: impl std::fmt::Display) -> VerifyError {
+    VerifyError::CocoFormat {
+        tee,
+        reason: reason.to_string(),
+    }
+}
+
+fn base64(tee: TeeType, what: &str, text: &str) -> Result<Vec<u8>, VerifyError> {
+    base64::engine::general_purpose::STANDARD
+        .decode(text.as_bytes())
+        .map_err(|_| format_error(tee, format!("{what} is not base64")))
+}
+
+fn sample(
+    evidence: &Value,
+    expected: &Digest384,
+    runtime_data: &Value,
+    init_data: Option<&InitDataDigest>,
+    opts: &VerifyOptions,
+) -> Result<Verdict, VerifyError> {
+    if !opts.allow_sample {
+        return Err(VerifyError::SampleNotAllowed);
+    }
+    let ev: SampleEvidence =
+        serde_json::from_value(evidence.clone()).map_err(|e| format_error(TeeType::Sample, e))?;
+    let rd = base64(TeeType::Sample, "report_data", &ev.report_data)?;
+    // The digest itself, or padded with zeros to a 64-byte report.
+    let bound = rd.len() >= 48 && rd.len() <= 64 && rd[48..].iter().all(|b| *b == 0);
+    if !bound || &rd[..48] != expected.as_bytes() {
+        return Err(VerifyError::ReportDataMismatch {
+            computed: expected.to_hex(),
+            quoted: hex::encode(&rd),
+        });
+    }
+    let mut platform = std::collections::BTreeMap::new();
+    platform.insert("svn".to_string(), ev.svn);
+    Ok(Verdict {
+        tee: TeeType::Sample,
+        format: EvidenceFormat::Coco,
+        nonce_required: false,
+        nonce_checked: false,
+        hardware: false,
+        signer: "none: sample evidence is unsigned".into(),
+        registers: Vec::new(),
+        records: 0,
+        runtime_data: runtime_data.clone(),
+        platform,
+        containers: Vec::new(),
+        requester: None,
+        events: Vec::new(),
+        // Nothing in sample evidence carries the init-data: it is reported, never bound.
+        init_data: init_data.map(|d| InitDataClaim::of(d, false)),
+        warnings: vec![SAMPLE_WARNING.to_string()],
+        firmware_log_events: None,
+    })
+}
+
+/// TDX: the quote through vouch's TDX verifier, the CCEL and the runtime log.
+#[cfg(feature = "tdx")]
+mod tdx {
+    use vouch_measure::{aael, Record, DOMAIN};
+
+    use super::*;
+    use crate::coco::{InitDataDigest, TdxEvidence, AAEL_TAGGED_EVENT_ID, EV_EVENT_TAG};
+    use crate::verify::{containers_of, AaelEvent};
+    use crate::Verifier;
+
+    pub(super) fn tdx(
+        evidence: &Value,
+        expected: &Digest384,
+        runtime_data: &Value,
+        init_data: Option<&InitDataDigest>,
+        opts: &VerifyOptions,
+    ) -> Result<Verdict, VerifyError> {
+        let ev: TdxEvidence =
+            serde_json::from_value(evidence.clone()).map_err(|e| format_error(TeeType::Tdx, e))?;
+        let quote = base64(TeeType::Tdx, "quote", &ev.quote)?;
+        let claims = crate::tdx::TdxVerifier { opts }.verify_quote(&quote)?;
+        if claims.report_data != *expected {
+            return Err(VerifyError::ReportDataMismatch {
+                computed: expected.to_hex(),
+                quoted: claims.report_data.to_hex(),
+            });
+        }
+        if let Some(d) = init_data {
+            check_init_data(d, &claims.platform)?;
+        }
+        let RuntimeLog {
+            records,
+            events,
+            firmware_log_events,
+        } = runtime_log(&ev, &claims.registers)?;
+        let containers = containers_of(&records);
+        Ok(Verdict {
+            tee: TeeType::Tdx,
+            format: EvidenceFormat::Coco,
+            nonce_required: false,
+            nonce_checked: false,
+            hardware: true,
+            signer: claims.signer,
+            registers: claims.registers,
+            records: records.len(),
+            runtime_data: runtime_data.clone(),
+            platform: claims.platform,
+            containers,
+            requester: None,
+            events,
+            init_data: init_data.map(|d| InitDataClaim::of(d, true)),
+            warnings: Vec::new(),
+            firmware_log_events,
+        })
+    }
+
+    /// CoCo's init-data binding on TDX: its digest, padded with zeros (or cut) to MRCONFIGID's
+    /// 48 bytes, is the quote's MRCONFIGID.
+    pub(super) fn check_init_data(
+        d: &InitDataDigest,
+        platform: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), VerifyError> {
+        let mut want = d.digest.clone();
+        want.resize(48, 0);
+        let found = platform.get("mrconfigid").cloned().unwrap_or_default();
+        if hex::encode(&want) != found {
+            return Err(VerifyError::InitDataMismatch {
+                register: "MRCONFIGID",
+                expected: hex::encode(&want),
+                found,
+            });
+        }
+        Ok(())
+    }
+
+    /// What the logs of TDX evidence say, checked against the quoted RTMR0..3.
+    #[derive(Debug)]
+    pub(super) struct RuntimeLog {
+        pub(super) records: Vec<Record>,
+        pub(super) events: Vec<AaelEvent>,
+        pub(super) firmware_log_events: Option<usize>,
+    }
+
+    /// The firmware log must replay to RTMR0..2, and the runtime log (AAEL records in the
+    /// TCG2 log, or AAEL text beside it) to RTMR3.
+    pub(super) fn runtime_log(
+        ev: &TdxEvidence,
+        registers: &[Digest384],
+    ) -> Result<RuntimeLog, VerifyError> {
+        // The runtime log: AAEL records in the TCG2 log (RTMR3), or AAEL text beside it.
+        let mut lines: Vec<String> = Vec::new();
+        let mut firmware_log_events = None;
+        let mut rtmr3_logged = false;
+        if let Some(b64) = ev.cc_eventlog.as_deref().filter(|s| !s.is_empty()) {
+            let bytes = base64(TeeType::Tdx, "cc_eventlog", b64)?;
+            let log = crate::tcg::parse(&bytes).map_err(VerifyError::FirmwareLog)?;
+            let replayed = log.rtmrs().map_err(VerifyError::FirmwareLog)?;
+            rtmr3_logged = log.events.iter().any(|e| e.index == 4);
+            let checked = if rtmr3_logged { 4 } else { 3 };
+            for (index, (r, q)) in replayed.iter().zip(registers).take(checked).enumerate() {
+                if r != q {
+                    return Err(VerifyError::FirmwareReplay {
+                        index,
+                        replayed: r.to_hex(),
+                        quoted: q.to_hex(),
+                    });
+                }
+            }
+            for (n, e) in log.events.iter().enumerate() {
+                if e.event_type == EV_EVENT_TAG
+                    && e.data.get(..4) == Some(&AAEL_TAGGED_EVENT_ID.to_le_bytes()[..])
+                {
+                    lines.push(aael_text(n + 1, e)?);
+                }
+            }
+            firmware_log_events = Some(log.events.len());
+        }
+        if let Some(text) = ev.aa_eventlog.as_deref().filter(|s| !s.is_empty()) {
+            if rtmr3_logged {
+                return Err(format_error(
+                    TeeType::Tdx,
+                    "both cc_eventlog and aa_eventlog log RTMR3: one runtime log only",
+                ));
+            }
+            let replayed = aael::replay_text(text).map_err(|e| format_error(TeeType::Tdx, e))?;
+            let quoted = registers.get(3).copied().unwrap_or(Digest384::ZERO);
+            if replayed != quoted {
+                return Err(VerifyError::ReplayMismatch {
+                    records: text.lines().count().saturating_sub(1),
+                    replayed: replayed.to_hex(),
+                    index: 3,
+                    quoted: quoted.to_hex(),
+                });
+            }
+            lines.extend(text.lines().map(|l| l.trim_end().to_string()));
+        }
+        let (records, events) = read_runtime_log(&lines)?;
+        Ok(RuntimeLog {
+            records,
+            events,
+            firmware_log_events,
+        })
+    }
+
+    /// The text of an AAEL record of a TCG2 log, whose SHA-384 digest must cover it: as CoCo's
+    /// attestation agent extends (the whole tagged event), or as AAEL's own rule does (the text).
+    fn aael_text(n: usize, e: &crate::tcg::TcgEvent) -> Result<String, VerifyError> {
+        let bad = |reason: String| VerifyError::AaelEvent { index: n, reason };
+        let size = e
+            .data
+            .get(4..8)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+            .ok_or_else(|| bad("truncated tag".into()))?;
+        let text = e.data.get(8..).filter(|t| t.len() == size).ok_or_else(|| {
+            bad(format!(
+                "its tag says {size} bytes of text, it holds {}",
+                e.data.len().saturating_sub(8)
+            ))
+        })?;
+        let digest = e
+            .digests
+            .iter()
+            .find(|(alg, _)| *alg == crate::tcg::ALG_SHA384)
+            .map(|(_, d)| d.as_slice())
+            .ok_or_else(|| bad("no SHA-384 digest".into()))?;
+        if digest != sha384(&e.data).as_bytes() && digest != sha384(text).as_bytes() {
+            return Err(bad("its digest is not the SHA-384 of its text".into()));
+        }
+        let text = std::str::from_utf8(text)
+            .ok()
+            .filter(|t| t.bytes().all(|b| (0x20..0x7f).contains(&b)))
+            .ok_or_else(|| bad("its text is not printable ASCII on one line".into()))?;
+        Ok(text.to_string())
+    }
+
+    /// AAEL lines as vouch records (domain `vouch`, in order) and others' events; INIT lines name
+    /// the register's start and are not events.
+    fn read_runtime_log(lines: &[String]) -> Result<(Vec<Record>, Vec<AaelEvent>), VerifyError> {
+        let mut records = Vec::new();
+        let mut events = Vec::new();
+        for (i, line) in lines.iter().enumerate() {
+            if line.starts_with("INIT ") || line.starts_with("INIT/") {
+                continue;
+            }
+            let mut fields = line.splitn(3, ' ');
+            let (Some(domain), Some(operation), Some(content)) =
+                (fields.next(), fields.next(), fields.next())
+            else {
+                return Err(VerifyError::AaelEvent {
+                    index: i + 1,
+                    reason: "not `<domain> <operation> <content>`".into(),
+                });
+            };
+            if domain == DOMAIN {
+                let seq = records.len() as u64;
+                records.push(aael::parse_line(line, seq, i + 1).map_err(|e| {
+                    VerifyError::AaelEvent {
+                        index: i + 1,
+                        reason: e.to_string(),
+                    }
+                })?);
+            } else {
+                events.push(AaelEvent {
+                    domain: domain.to_string(),
+                    operation: operation.to_string(),
+                    content: content.to_string(),
+                });
+            }
+        }
+        Ok((records, events))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::coco::EV_EVENT_TAG;
+    use crate::verify::AaelEvent;
+    use serde_json::json;
+    use vouch_testkit::corpus::vectors;
+
+    fn read(v: &std::path::Path, p: &str) -> Vec<u8> {
+        std::fs::read(v.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"))
+    }
+
+    fn allow_sample() -> VerifyOptions {
+        VerifyOptions {
+            allow_sample: true,
+            ..Default::default()
+        }
+    }
+
+    /// CoCo's own client's attest body verifies for its nonce and key, and for no other nonce,
+    /// key, additional evidence or report byte; and only where sample evidence is allowed.
+    #[test]
+    fn cocos_sample_attestation_verifies_for_its_nonce_and_key_only() {
+        let Some(v) = vectors() else {
+            return;
+        };
+        let attest: Value =
+            serde_json::from_slice(&read(&v, "coco/kbs-client-sample-attest.json")).expect("json");
+        let evidence = &attest["tee-evidence"]["primary_evidence"];
+        let rd = &attest["runtime-data"];
+        let nonce = rd["nonce"].as_str().expect("nonce");
+        let key = &rd["tee-pubkey"];
+        let good = super::super::runtime_data(nonce, key, "");
+        let verdict =
+            verify_coco(CocoTee::Sample, evidence, &good, None, &allow_sample()).expect("verify");
+        assert_eq!(verdict.tee, TeeType::Sample);
+        assert_eq!(verdict.format, EvidenceFormat::Coco);
+        assert!(!verdict.hardware);
+        assert_eq!(verdict.warnings, vec![SAMPLE_WARNING.to_string()]);
+        assert_eq!(verdict.platform["svn"], "1");
+        assert_eq!(verdict.signer, "none: sample evidence is unsigned");
+
+        let mut other_key = key.clone();
+        other_key["x"] = json!("I4HKmVXRM7alJZ2vSIxmpjQbHWoJtqKyvo94_eQ6WWZ");
+        for (what, runtime) in [
+            (
+                "another nonce",
+                super::super::runtime_data("dt1hjKQ+ZPwACfTZuLIkEAp7cR1ie5tnTHkifFmicmQ=", key, ""),
+            ),
+            (
+                "another key",
+                super::super::runtime_data(nonce, &other_key, ""),
+            ),
+            (
+                "other additional evidence",
+                super::super::runtime_data(nonce, key, "{}"),
+            ),
+        ] {
+            let err = verify_coco(CocoTee::Sample, evidence, &runtime, None, &allow_sample())
+                .expect_err(what);
+            assert!(
+                matches!(err, VerifyError::ReportDataMismatch { .. }),
+                "{what}: {err}"
+            );
+        }
+        // Any byte of the report data.
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(evidence["report_data"].as_str().expect("rd"))
+            .expect("b64");
+        for i in [0, 21, 47] {
+            let mut flipped = bytes.clone();
+            flipped[i] ^= 1;
+            let mut ev = evidence.clone();
+            ev["report_data"] = json!(base64::engine::general_purpose::STANDARD.encode(&flipped));
+            let err = verify_coco(CocoTee::Sample, &ev, &good, None, &allow_sample())
+                .expect_err("flipped byte");
+            assert!(
+                matches!(err, VerifyError::ReportDataMismatch { .. }),
+                "{err}"
+            );
+        }
+        // Padded to a 64-byte report it is the same binding; anything else after it is not.
+        let mut padded = bytes.clone();
+        padded.resize(64, 0);
+        let mut ev = evidence.clone();
+        ev["report_data"] = json!(base64::engine::general_purpose::STANDARD.encode(&padded));
+        verify_coco(CocoTee::Sample, &ev, &good, None, &allow_sample()).expect("padded");
+        padded[63] = 1;
+        ev["report_data"] = json!(base64::engine::general_purpose::STANDARD.encode(&padded));
+        assert!(matches!(
+            verify_coco(CocoTee::Sample, &ev, &good, None, &allow_sample()),
+            Err(VerifyError::ReportDataMismatch { .. })
+        ));
+
+        let err = verify_coco(
+            CocoTee::Sample,
+            evidence,
+            &good,
+            None,
+            &VerifyOptions::default(),
+        )
+        .expect_err("sample not allowed");
+        assert!(matches!(err, VerifyError::SampleNotAllowed), "{err}");
+        let err = verify_coco(
+            CocoTee::Sample,
+            &json!({"report_data": evidence["report_data"]}),
+            &good,
+            None,
+            &allow_sample(),
+        )
+        .expect_err("no svn");
+        assert!(
+            matches!(&err, VerifyError::CocoFormat { tee: TeeType::Sample, reason } if reason.contains("svn")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn init_data_is_digested_as_coco_does() {
+        use sha2::Digest as _;
+        let body = "algorithm = \"sha384\"\nversion = \"0.1.0\"\n\n[data]\n\"aa.toml\" = '''\n[token_configs]\n'''\n";
+        let d = init_data_digest("toml", body).expect("digest");
+        assert_eq!(d.algorithm, "sha384");
+        assert_eq!(d.digest, sha2::Sha384::digest(body.as_bytes()).to_vec());
+        let d = init_data_digest("toml", &body.replace("sha384", "sha256")).expect("digest");
+        assert_eq!(d.digest.len(), 32);
+        let d = init_data_digest("toml", &body.replace("sha384", "sha512")).expect("digest");
+        assert_eq!(d.digest.len(), 64);
+        for (format, body, want) in [
+            ("json", body, InitDataError::Format("json".into())),
+            ("toml", "version = \"0.1.0\"\n", InitDataError::NoAlgorithm),
+            (
+                "toml",
+                "algorithm = \"md5\"\n",
+                InitDataError::Algorithm("md5".into()),
+            ),
+            // Only a top-level key names the algorithm.
+            (
+                "toml",
+                "[data]\nalgorithm = \"sha384\"\n",
+                InitDataError::NoAlgorithm,
+            ),
+        ] {
+            assert_eq!(init_data_digest(format, body), Err(want));
+        }
+        assert!(matches!(
+            init_data_digest("toml", "algorithm = "),
+            Err(InitDataError::Toml(_))
+        ));
+    }
+
+    /// A real TDX quote through the CoCo path: DCAP verifies it within its collateral window
+    /// (and refuses it outside), then its report data is refused, since it is not a SHA-384
+    /// binding followed by zeros as CoCo's (and vouch's) attester write it.
+    #[cfg(feature = "tdx")]
+    #[test]
+    fn a_real_tdx_quote_goes_through_dcap_then_its_binding_is_checked() {
+        let Some(v) = vectors() else {
+            return;
+        };
+        let quote = read(&v, "tdx/tdx_quote");
+        let col = crate::tdx::dcap::load_collateral(&read(&v, "tdx/tdx_quote_collateral.json"))
+            .expect("collateral");
+        let opts = |at| VerifyOptions {
+            tdx_collateral: Some(col.clone()),
+            at: Some(at),
+            ..Default::default()
+        };
+        let ev = |q: &[u8]| json!({"quote": base64::engine::general_purpose::STANDARD.encode(q)});
+        let runtime = super::super::runtime_data("n", &json!({"kty": "EC"}), "");
+        let err = verify_coco(
+            CocoTee::Tdx,
+            &ev(&quote),
+            &runtime,
+            None,
+            &opts(1_750_400_000),
+        )
+        .expect_err("unbound report data");
+        assert!(
+            matches!(&err, VerifyError::Rejected { tee: TeeType::Tdx, reason } if reason == "report data is not a SHA-384 binding followed by zeros"),
+            "{err}"
+        );
+        let err = verify_coco(
+            CocoTee::Tdx,
+            &ev(&quote),
+            &runtime,
+            None,
+            &opts(1_790_000_000),
+        )
+        .expect_err("outside the collateral window");
+        assert!(
+            matches!(&err, VerifyError::Rejected { reason, .. } if !reason.contains("binding")),
+            "{err}"
+        );
+        // A flipped byte of the signed TD report.
+        let mut tampered = quote.clone();
+        tampered[48 + 16] ^= 1;
+        let err = verify_coco(
+            CocoTee::Tdx,
+            &ev(&tampered),
+            &runtime,
+            None,
+            &opts(1_750_400_000),
+        )
+        .expect_err("tampered");
+        assert!(
+            matches!(&err, VerifyError::Rejected { reason, .. } if !reason.contains("binding")),
+            "{err}"
+        );
+        for bad in [
+            json!({"quote": "not base64!"}),
+            json!({"cc_eventlog": ""}),
+            json!("x"),
+        ] {
+            let err = verify_coco(CocoTee::Tdx, &bad, &runtime, None, &opts(1_750_400_000))
+                .expect_err("malformed");
+            assert!(matches!(err, VerifyError::CocoFormat { .. }), "{err}");
+        }
+    }
+
+    #[cfg(feature = "tdx")]
+    #[test]
+    fn init_data_must_be_the_quoted_mrconfigid() {
+        let d = init_data_digest("toml", "algorithm = \"sha256\"\n").expect("digest");
+        let mut platform = std::collections::BTreeMap::new();
+        let mut padded = d.digest.clone();
+        padded.resize(48, 0);
+        platform.insert("mrconfigid".to_string(), hex::encode(&padded));
+        tdx::check_init_data(&d, &platform).expect("bound");
+        platform.insert("mrconfigid".to_string(), "0".repeat(96));
+        let err = tdx::check_init_data(&d, &platform).expect_err("other init-data");
+        assert!(
+            matches!(&err, VerifyError::InitDataMismatch { register: "MRCONFIGID", found, .. } if *found == "0".repeat(96)),
+            "{err}"
+        );
+    }
+
+    /// A TCG2 log as CoCo's attestation agent writes it: the events of `log` (the CCEL), then
+    /// `aael` lines as `EV_EVENT_TAG` records on RTMR3 with one SHA-384 digest each.
+    #[cfg(feature = "tdx")]
+    fn tcg2_with_aael(log: &crate::tcg::TcgLog, aael: &[&str]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut spec = b"Spec ID Event03\0".to_vec();
+        spec.extend_from_slice(&0u32.to_le_bytes());
+        spec.extend_from_slice(&[0, 2, 0, 2]);
+        spec.extend_from_slice(&(log.algorithms.len() as u32).to_le_bytes());
+        for (alg, len) in &log.algorithms {
+            spec.extend_from_slice(&alg.to_le_bytes());
+            spec.extend_from_slice(&len.to_le_bytes());
+        }
+        spec.push(0);
+        out.extend_from_slice(&0u32.to_le_bytes());
+        out.extend_from_slice(&crate::tcg::EV_NO_ACTION.to_le_bytes());
+        out.extend_from_slice(&[0u8; 20]);
+        out.extend_from_slice(&(spec.len() as u32).to_le_bytes());
+        out.extend_from_slice(&spec);
+        let mut event = |index: u32, ty: u32, digests: &[(u16, Vec<u8>)], data: &[u8]| {
+            out.extend_from_slice(&index.to_le_bytes());
+            out.extend_from_slice(&ty.to_le_bytes());
+            out.extend_from_slice(&(digests.len() as u32).to_le_bytes());
+            for (alg, d) in digests {
+                out.extend_from_slice(&alg.to_le_bytes());
+                out.extend_from_slice(d);
+            }
+            out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            out.extend_from_slice(data);
+        };
+        for e in &log.events {
+            event(e.index, e.event_type, &e.digests, &e.data);
+        }
+        for line in aael {
+            let data = super::super::aael_tagged_event(line);
+            let d = sha384(&data).as_bytes().to_vec();
+            event(4, EV_EVENT_TAG, &[(crate::tcg::ALG_SHA384, d)], &data);
+        }
+        out.extend_from_slice(&[0xff; 8]);
+        out
+    }
+
+    /// The real CCEL of a GCP TD replays to its quote's RTMR0..2; AAEL records appended as
+    /// CoCo's agent appends them replay to RTMR3 and read back as vouch records and others'
+    /// events; a changed text, digest or register is refused by name.
+    #[cfg(feature = "tdx")]
+    #[test]
+    fn ccel_and_aael_replay_to_the_quoted_rtmrs() {
+        use crate::coco::TdxEvidence;
+        let Some(v) = vectors() else {
+            return;
+        };
+        let claims =
+            crate::tdx::dcap::parse_quote(&read(&v, "ccel/cos-113-tdx-quote.dat")).expect("quote");
+        let quoted: Vec<Digest384> = claims
+            .rtmrs
+            .iter()
+            .map(|r| r.parse().expect("rtmr"))
+            .collect();
+        let ccel = read(&v, "ccel/ccel_data.dat");
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        let ev = |log: &[u8], aa: Option<String>| TdxEvidence {
+            cc_eventlog: Some(b64(log)),
+            quote: String::new(),
+            aa_eventlog: aa,
+        };
+        let log = tdx::runtime_log(&ev(&ccel, None), &quoted).expect("ccel replays");
+        assert_eq!(log.firmware_log_events, Some(43));
+        assert!(log.records.is_empty() && log.events.is_empty());
+
+        let records = vec![
+            vouch_measure::Record::new(0, "image.verified", json!({"image_digest": "sha256:ab"})),
+            vouch_measure::Record::new(
+                1,
+                "container.create",
+                json!({"id": "c1", "image_digest": "sha256:ab", "config_digest": "sha384:cd"}),
+            ),
+        ];
+        let vouch_lines: Vec<String> = vouch_measure::aael::to_text(&records)
+            .expect("text")
+            .lines()
+            .skip(1)
+            .map(str::to_string)
+            .collect();
+        let pull = r#"github.com/confidential-containers PullImage {"digest":"sha256:00","image":"alpine"}"#;
+        let lines: Vec<&str> = [pull]
+            .into_iter()
+            .chain(vouch_lines.iter().map(String::as_str))
+            .collect();
+        let parsed = crate::tcg::parse(&ccel).expect("ccel");
+        let with_aael = tcg2_with_aael(&parsed, &lines);
+        let mut registers = quoted.clone();
+        registers[3] = crate::tcg::parse(&with_aael)
+            .expect("log")
+            .rtmrs()
+            .expect("replay")[3];
+        let log = tdx::runtime_log(&ev(&with_aael, None), &registers).expect("replays");
+        assert_eq!(log.records, records);
+        assert_eq!(
+            log.events,
+            vec![AaelEvent {
+                domain: "github.com/confidential-containers".into(),
+                operation: "PullImage".into(),
+                content: r#"{"digest":"sha256:00","image":"alpine"}"#.into(),
+            }]
+        );
+        assert_eq!(crate::verify::containers_of(&log.records)[0].id, "c1");
+
+        // The quote's RTMR3 is not what the log replays to.
+        let err = tdx::runtime_log(&ev(&with_aael, None), &quoted).expect_err("rtmr3");
+        assert!(
+            matches!(err, VerifyError::FirmwareReplay { index: 3, .. }),
+            "{err}"
+        );
+        // A changed character of a record's text: its digest no longer covers it.
+        let at = with_aael
+            .windows(5)
+            .position(|w| w == b"alpin")
+            .expect("text");
+        let mut changed = with_aael.clone();
+        changed[at] = b'A';
+        let err = tdx::runtime_log(&ev(&changed, None), &registers).expect_err("text");
+        assert!(
+            matches!(&err, VerifyError::AaelEvent { reason, .. } if reason.contains("digest")),
+            "{err}"
+        );
+        // The runtime log twice (in the TCG2 log and as text) is refused.
+        let err = tdx::runtime_log(&ev(&with_aael, Some("INIT sha384/00\n".into())), &registers)
+            .expect_err("two logs");
+        assert!(matches!(err, VerifyError::CocoFormat { .. }), "{err}");
+
+        // The earlier form: the CCEL for RTMR0..2 and AAEL text for RTMR3.
+        let text = vouch_measure::aael::to_text(&records).expect("text");
+        let mut registers = quoted.clone();
+        registers[3] = vouch_measure::aael::replay_text(&text).expect("replay");
+        let log = tdx::runtime_log(&ev(&ccel, Some(text.clone())), &registers).expect("text log");
+        assert_eq!(log.records, records);
+        let err = tdx::runtime_log(&ev(&ccel, Some(text)), &quoted).expect_err("rtmr3");
+        assert!(
+            matches!(err, VerifyError::ReplayMismatch { index: 3, .. }),
+            "{err}"
+        );
+    }
+}
