@@ -640,6 +640,7 @@ mod tests {
             insecure_registries: Vec::new(),
             kbs_cas: Vec::new(),
             kbs_timeout: std::time::Duration::from_secs(30),
+            kbs_flavour: Default::default(),
         };
         let sim = std::sync::Arc::new(
             vouch_tee::sim::SimAttester::open(&dir.path().join("sim")).expect("sim"),

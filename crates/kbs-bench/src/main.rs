@@ -125,7 +125,7 @@ fn bench(
                     .into_iter()
                     .filter_map(|(t, c, j)| {
                         let ev = j
-                            .evidence(c.runtime_data().clone())
+                            .evidence(c.binding().runtime_data.clone())
                             .map_err(|e| e.to_string())
                             .and_then(|e| serde_json::to_value(e).map_err(|e| e.to_string()));
                         match ev.map_err(KbsClientError::Evidence).and_then(|ev| c.attest(ev, &path)) {

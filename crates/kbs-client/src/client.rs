@@ -326,9 +326,76 @@ impl std::fmt::Display for ResourcePath {
     }
 }
 
+/// Which evidence a KBS reads: vouch's own (a vouch-kbs), or Confidential Containers' (Trustee).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KbsFlavour {
+    Vouch,
+    Coco,
+}
+
+/// How the client picks the flavour: from the challenge (a vouch-kbs names itself in its
+/// `extra-params`; any other KBS is taken for a Confidential Containers one), or as told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FlavourChoice {
+    #[default]
+    Auto,
+    Vouch,
+    Coco,
+}
+
+impl std::str::FromStr for FlavourChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(FlavourChoice::Auto),
+            "vouch" => Ok(FlavourChoice::Vouch),
+            "coco" => Ok(FlavourChoice::Coco),
+            other => Err(format!("KBS flavour {other:?} is not auto, vouch or coco")),
+        }
+    }
+}
+
+/// The key a vouch-kbs puts in its challenge's `extra-params` (CoCo's clients ignore it).
+pub const VOUCH_KBS_MARK: &str = "vouch-kbs";
+
+/// What a round trip's evidence must bind, for the KBS it talks to.
+#[derive(Debug, Clone)]
+pub struct Binding {
+    pub flavour: KbsFlavour,
+    /// vouch: `{nonce, tee-pubkey}` (and vouchd adds the requester); CoCo:
+    /// `{additional-evidence: "", nonce, tee-pubkey}`, as CoCo's attester binds it.
+    pub runtime_data: Value,
+}
+
+/// The flavour of the KBS whose challenge this is, and a check of what it asks for.
+fn flavour_of(challenge: &Value, choice: FlavourChoice) -> Result<KbsFlavour, String> {
+    // Trustee sends `"extra-params": ""`; vouch-kbs an object.
+    let extra = challenge.get("extra-params");
+    if let Some(alg) = extra
+        .and_then(|e| e.get("selected-hash-algorithm"))
+        .and_then(Value::as_str)
+    {
+        if !alg.eq_ignore_ascii_case("sha384") {
+            return Err(format!(
+                "the KBS selects the {alg} hash for the binding; vouch binds with sha384 only"
+            ));
+        }
+    }
+    Ok(match choice {
+        FlavourChoice::Vouch => KbsFlavour::Vouch,
+        FlavourChoice::Coco => KbsFlavour::Coco,
+        FlavourChoice::Auto if extra.and_then(|e| e.get(VOUCH_KBS_MARK)).is_some() => {
+            KbsFlavour::Vouch
+        }
+        FlavourChoice::Auto => KbsFlavour::Coco,
+    })
+}
+
 #[derive(Debug, Clone)]
 pub struct KbsClient {
     addr: String,
+    /// Whose evidence the KBS reads, or how to tell.
+    flavour: FlavourChoice,
     /// For `kbss://`: how the KBS's certificate is checked.
     tls: Option<Arc<rustls::ClientConfig>>,
     timeout: Duration,
@@ -349,7 +416,15 @@ impl KbsClient {
             timeout: Duration::from_secs(5),
             round_trip: DEFAULT_ROUND_TRIP,
             idle: Arc::default(),
+            flavour: FlavourChoice::Auto,
         }
+    }
+
+    /// The same client, presenting the evidence of this flavour (or telling it from the
+    /// challenge).
+    pub fn with_flavour(mut self, flavour: FlavourChoice) -> Self {
+        self.flavour = flavour;
+        self
     }
 
     /// The same client with another bound on a whole round trip.
@@ -534,9 +609,27 @@ impl KbsClient {
         if (200..300).contains(&resp.status) {
             return Ok(resp);
         }
-        let detail = serde_json::from_slice::<Value>(&resp.body)
-            .ok()
+        let body = serde_json::from_slice::<Value>(&resp.body).ok();
+        let kind = body
+            .as_ref()
+            .and_then(|v| v.get("type"))
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        // Trustee answers every refused attestation alike ("RCAR handshake Attest failed"); the
+        // cause is in its own log.
+        let causeless = kind.ends_with("/AttestationError");
+        let detail = body
+            .as_ref()
             .and_then(|v| v.get("detail").and_then(Value::as_str).map(str::to_string))
+            .map(|d| {
+                if causeless {
+                    format!(
+                        "{d} (this KBS gives no cause; its log says why it refused the evidence)"
+                    )
+                } else {
+                    d
+                }
+            })
             .unwrap_or_else(|| {
                 String::from_utf8_lossy(&resp.body)
                     .chars()
@@ -682,7 +775,7 @@ impl KbsClient {
         &self,
         tee: Tee,
         path: &ResourcePath,
-        evidence: impl FnOnce(Value) -> Result<Value, String>,
+        evidence: impl FnOnce(&Binding) -> Result<Value, String>,
     ) -> Result<Zeroizing<Vec<u8>>, KbsClientError> {
         self.fetch(tee, path, evidence, None)
     }
@@ -693,7 +786,7 @@ impl KbsClient {
         &self,
         tee: Tee,
         path: &ResourcePath,
-        evidence: impl FnOnce(Value) -> Result<Value, String>,
+        evidence: impl FnOnce(&Binding) -> Result<Value, String>,
         interrupt: &Arc<Interrupt>,
     ) -> Result<Zeroizing<Vec<u8>>, KbsClientError> {
         self.fetch(tee, path, evidence, Some(interrupt))
@@ -703,14 +796,13 @@ impl KbsClient {
         &self,
         tee: Tee,
         path: &ResourcePath,
-        evidence: impl FnOnce(Value) -> Result<Value, String>,
+        evidence: impl FnOnce(&Binding) -> Result<Value, String>,
         interrupt: Option<&Arc<Interrupt>>,
     ) -> Result<Zeroizing<Vec<u8>>, KbsClientError> {
         let deadline = std::time::Instant::now() + self.round_trip;
         let r = (|| {
             let challenged = self.start_with(tee, interrupt.cloned())?.challenge()?;
-            let ev =
-                evidence(challenged.runtime_data().clone()).map_err(KbsClientError::Evidence)?;
+            let ev = evidence(challenged.binding()).map_err(KbsClientError::Evidence)?;
             challenged.attest(ev, path)?.finish()
         })();
         self.outcome(r, deadline, interrupt.map(|i| i.as_ref()))
@@ -807,14 +899,27 @@ impl<'a> AuthSent<'a> {
                     .map(str::to_string)
             })
             .ok_or_else(|| client.bad("auth", format!("no {SESSION_COOKIE} cookie")))?;
-        let runtime_data =
-            json!({"nonce": nonce, "tee-pubkey": jwe::public_jwk(self.key.public_key())});
+        let flavour = flavour_of(&challenge, client.flavour).map_err(|e| client.bad("auth", e))?;
+        let tee_pubkey = jwe::public_jwk(self.key.public_key());
+        let runtime_data = json!({"nonce": nonce, "tee-pubkey": tee_pubkey});
+        let binding = Binding {
+            flavour,
+            runtime_data: match flavour {
+                KbsFlavour::Vouch => runtime_data.clone(),
+                KbsFlavour::Coco => json!({
+                    "additional-evidence": "",
+                    "nonce": nonce,
+                    "tee-pubkey": tee_pubkey,
+                }),
+            },
+        };
         Ok(Challenged {
             client,
             conn,
             cookie,
             key: self.key,
             runtime_data,
+            binding,
         })
     }
 }
@@ -825,13 +930,15 @@ pub struct Challenged<'a> {
     conn: Conn,
     cookie: String,
     key: jwe::EphemeralKey,
+    /// What the attestation's `runtime-data` says: `{nonce, tee-pubkey}`.
     runtime_data: Value,
+    binding: Binding,
 }
 
 impl<'a> Challenged<'a> {
-    /// `{nonce, tee-pubkey}`: what the evidence's report data must bind.
-    pub fn runtime_data(&self) -> &Value {
-        &self.runtime_data
+    /// What the evidence's report data must bind, for the KBS's flavour.
+    pub fn binding(&self) -> &Binding {
+        &self.binding
     }
 
     /// Write the attestation with `evidence`, and the request for `path` pipelined behind it:
@@ -848,6 +955,7 @@ impl<'a> Challenged<'a> {
             cookie,
             key,
             runtime_data,
+            binding: _,
         } = self;
         let attestation = json!({
             "runtime-data": runtime_data,
@@ -892,6 +1000,45 @@ impl AttestSent<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A vouch-kbs names itself in its challenge; Trustee's challenge (`"extra-params": ""`,
+    /// as captured) and any other are taken for CoCo KBSs, unless told; a hash other than
+    /// SHA-384 for the binding is refused.
+    #[test]
+    fn the_flavour_comes_from_the_challenge_unless_told() {
+        let trustee =
+            json!({"nonce": "dt1hjKQ+ZPwACfTZuLIkEAp7cR1ie5tnTHkifFmicmQ=", "extra-params": ""});
+        let vouch = json!({"nonce": "n", "extra-params": {VOUCH_KBS_MARK: {"evidence": ["vouch", "coco"]}}});
+        let bare = json!({"nonce": "n"});
+        for (challenge, choice, want) in [
+            (&trustee, FlavourChoice::Auto, KbsFlavour::Coco),
+            (&bare, FlavourChoice::Auto, KbsFlavour::Coco),
+            (&vouch, FlavourChoice::Auto, KbsFlavour::Vouch),
+            (&vouch, FlavourChoice::Coco, KbsFlavour::Coco),
+            (&trustee, FlavourChoice::Vouch, KbsFlavour::Vouch),
+        ] {
+            assert_eq!(
+                flavour_of(challenge, choice),
+                Ok(want),
+                "{challenge} {choice:?}"
+            );
+        }
+        let sha384 = json!({"nonce": "n", "extra-params": {"selected-hash-algorithm": "SHA384"}});
+        assert_eq!(
+            flavour_of(&sha384, FlavourChoice::Auto),
+            Ok(KbsFlavour::Coco)
+        );
+        let sha512 = json!({"nonce": "n", "extra-params": {"selected-hash-algorithm": "sha512"}});
+        assert_eq!(
+            flavour_of(&sha512, FlavourChoice::Auto),
+            Err(
+                "the KBS selects the sha512 hash for the binding; vouch binds with sha384 only"
+                    .into()
+            )
+        );
+        assert_eq!("coco".parse(), Ok(FlavourChoice::Coco));
+        assert!("trustee".parse::<FlavourChoice>().is_err());
+    }
 
     #[test]
     fn urls() {

@@ -14,5 +14,8 @@ pub mod jwe;
 pub mod protocol;
 pub mod tls;
 
-pub use client::{KbsClient, KbsClientError, KbsTrust, ResourcePath, SecretRef};
+pub use client::{
+    Binding, FlavourChoice, KbsClient, KbsClientError, KbsFlavour, KbsTrust, ResourcePath,
+    SecretRef,
+};
 pub use protocol::{PROTOCOL_VERSION, QUICK_RESOURCE, SESSION_COOKIE};

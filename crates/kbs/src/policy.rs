@@ -173,9 +173,14 @@ reasons contains msg if {
     some msg in attribute_problems
 }
 
+requester_image := d if {
+    is_object(input.container)
+    d := object.get(input.container, "image_digest", "(none named)")
+} else := "(none named)"
+
 reasons contains msg if {
     not image_ok
-    msg := sprintf("the requesting container's image %s is not one of the reference images", [object.get(object.get(input, "container", {}), "image_digest", "(none named)")])
+    msg := sprintf("the requesting container's image %s is not one of the reference images", [requester_image])
 }
 "#;
 
@@ -403,6 +408,20 @@ mod tests {
         let mut sim = input(false, false, "sha256:a", json!({}));
         sim["kbs"]["allow_sample"] = json!(true);
         assert!(!evaluate(DEFAULT_POLICY, sim).expect("eval"));
+    }
+
+    /// Evidence that names no container (CoCo's, or vouch's fetched for no container) is
+    /// refused under reference images, and the refusal says none was named.
+    #[test]
+    fn reference_images_refuse_evidence_that_names_no_container() {
+        let refs = merged(tdx_refs(), json!({"images": ["sha256:good"]}));
+        let mut i = input(true, false, "sha256:good", refs);
+        i["container"] = Value::Null;
+        assert!(!evaluate(DEFAULT_POLICY, i.clone()).expect("eval"));
+        assert_eq!(
+            explain(DEFAULT_POLICY, regorus::Value::from(i)),
+            ["the requesting container's image (none named) is not one of the reference images"]
+        );
     }
 
     #[test]

@@ -446,7 +446,9 @@ impl Kbs {
             id,
             Challenge {
                 nonce,
-                extra_params: json!({}),
+                // vouch-kbs names itself, so vouchd presents vouch's evidence (which binds the
+                // requesting container); CoCo's clients ignore the key.
+                extra_params: json!({vouch_kbs_client::client::VOUCH_KBS_MARK: {"evidence": ["vouch", "coco"]}}),
             },
         ))
     }

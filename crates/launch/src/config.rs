@@ -30,6 +30,8 @@ pub struct DaemonConfig {
     pub kbs_cas: Vec<PathBuf>,
     /// How long one secret's whole exchange with its KBS may take.
     pub kbs_timeout: std::time::Duration,
+    /// Which evidence KBSs are given, or how to tell (see [`vouch_kbs_client::FlavourChoice`]).
+    pub kbs_flavour: vouch_kbs_client::FlavourChoice,
 }
 
 impl DaemonConfig {

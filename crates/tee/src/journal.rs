@@ -57,6 +57,10 @@ pub enum JournalError {
     Record(#[source] RecordError),
     #[error("TEE operation failed")]
     Tee(#[source] AttestError),
+    #[error("the {0} TEE cannot present its evidence in Confidential Containers' form (sim and tdx can): use a vouch-kbs")]
+    NoCocoForm(TeeType),
+    #[error("the firmware's event log is invalid")]
+    FirmwareLog(#[source] crate::tcg::TcgError),
     #[error("an earlier register extension failed; restart vouchd to recover the journal")]
     Poisoned,
 }
@@ -300,6 +304,35 @@ impl Journal {
                 .map(|b| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, b)),
             warning: (tee == TeeType::Sim).then(|| SIM_WARNING.to_string()),
         })
+    }
+
+    /// The primary evidence a Confidential Containers KBS (Trustee) reads, binding
+    /// `runtime_data` (CoCo's `{additional-evidence, nonce, tee-pubkey}`): for the sim TEE,
+    /// CoCo's unsigned sample evidence (development only, like the sim TEE); on TDX, the quote
+    /// and the CCEL with this log appended as AAEL records on RTMR3.
+    pub fn coco_evidence(&self, runtime_data: &Value) -> Result<Value, JournalError> {
+        use base64::Engine as _;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        let report_data = report_data_for(runtime_data)
+            .map_err(|e| JournalError::Record(RecordError::Canonical { seq: 0, source: e }))?;
+        match self.attester.tee() {
+            TeeType::Sim => Ok(serde_json::json!({
+                "svn": "1",
+                "report_data": b64(report_data.as_bytes()),
+            })),
+            TeeType::Tdx => {
+                let quote = self
+                    .attester
+                    .quote(&report_data)
+                    .map_err(JournalError::Tee)?;
+                let log = crate::coco::cc_eventlog(
+                    self.attester.firmware_log().as_deref(),
+                    &self.records,
+                )?;
+                Ok(serde_json::json!({"quote": b64(&quote), "cc_eventlog": b64(&log)}))
+            }
+            other => Err(JournalError::NoCocoForm(other)),
+        }
     }
 }
 

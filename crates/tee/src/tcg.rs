@@ -60,6 +60,8 @@ pub struct TcgLog {
     /// (algorithm id, digest size) from the Spec ID header.
     pub algorithms: Vec<(u16, u16)>,
     pub events: Vec<TcgEvent>,
+    /// Where the last event ends in the bytes parsed (the rest is padding or unused area).
+    pub end: usize,
 }
 
 struct Reader<'a> {
@@ -143,6 +145,7 @@ pub fn parse(bytes: &[u8]) -> Result<TcgLog, TcgError> {
     s.u8("vendor info size")?;
 
     let mut events = Vec::new();
+    let mut end = r.pos;
     while r.remaining() >= 8 {
         let offset = r.pos;
         let index = r.u32("index")?;
@@ -192,8 +195,13 @@ pub fn parse(bytes: &[u8]) -> Result<TcgLog, TcgError> {
             digests,
             data,
         });
+        end = r.pos;
     }
-    Ok(TcgLog { algorithms, events })
+    Ok(TcgLog {
+        algorithms,
+        events,
+        end,
+    })
 }
 
 /// Digest of the concatenation of `parts` with TPM algorithm `alg`; `None` when unsupported.

@@ -85,6 +85,12 @@ struct Args {
     /// a KBS that answers slowly or a byte at a time fails the launch after it.
     #[arg(long, default_value_t = 30, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=600))]
     kbs_timeout: u64,
+    /// Which evidence KBSs are given: `vouch` (a vouch-kbs; it names the requesting container),
+    /// `coco` (a Confidential Containers KBS such as Trustee: CoCo's evidence, which binds the
+    /// TEE but names no container), or `auto` (a vouch-kbs says so in its challenge; any other
+    /// KBS is given CoCo's evidence).
+    #[arg(long, default_value = "auto", value_name = "auto|vouch|coco")]
+    kbs_flavour: vouch_kbs_client::FlavourChoice,
     /// Log filter, e.g. info or debug.
     #[arg(long, env = "VOUCH_LOG", default_value = "info")]
     log_level: String,
@@ -206,6 +212,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         insecure_registries: args.insecure_registry.clone(),
         kbs_cas: args.kbs_ca.clone(),
         kbs_timeout: std::time::Duration::from_secs(args.kbs_timeout),
+        kbs_flavour: args.kbs_flavour,
     };
     let mut tee = vouch_tee::TeeOptions {
         sim_dir: cfg.tee_dir().join("sim"),

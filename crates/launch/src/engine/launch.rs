@@ -71,7 +71,10 @@ impl Engine {
             .map(|url| {
                 SecretRef::parse(url, &self.kbs_trust)
                     .map(|mut r| {
-                        r.client = r.client.with_round_trip(self.cfg.kbs_timeout);
+                        r.client = r
+                            .client
+                            .with_round_trip(self.cfg.kbs_timeout)
+                            .with_flavour(self.cfg.kbs_flavour);
                         r
                     })
                     .map_err(|e| EngineError::BadRequest(e.to_string()))
@@ -700,18 +703,31 @@ impl Engine {
         } in secrets
         {
             let started = Instant::now();
+            let flavour = std::cell::Cell::new(None);
             let fetched = client.get_resource_interruptible(
                 tee,
                 path,
-                |mut runtime_data| {
-                    runtime_data[vouch_tee::REQUESTER_KEY] =
-                        json!({"id": id, "create_seq": create_seq});
+                |binding| {
                     let quoted = Instant::now();
-                    let evidence = lock(&self.journal)
-                        .evidence(runtime_data)
-                        .map_err(|e| error_chain(&e))?;
+                    let evidence = match binding.flavour {
+                        vouch_kbs_client::KbsFlavour::Vouch => {
+                            let mut runtime_data = binding.runtime_data.clone();
+                            runtime_data[vouch_tee::REQUESTER_KEY] =
+                                json!({"id": id, "create_seq": create_seq});
+                            lock(&self.journal)
+                                .evidence(runtime_data)
+                                .map_err(|e| error_chain(&e))
+                                .and_then(|e| serde_json::to_value(&e).map_err(|e| e.to_string()))
+                        }
+                        // A CoCo KBS (Trustee) reads CoCo's evidence, which names no requester:
+                        // what it releases is bound to the TEE, not to this container.
+                        vouch_kbs_client::KbsFlavour::Coco => lock(&self.journal)
+                            .coco_evidence(&binding.runtime_data)
+                            .map_err(|e| error_chain(&e)),
+                    }?;
+                    flavour.set(Some(binding.flavour));
                     self.metrics.attestation.observe(quoted.elapsed());
-                    serde_json::to_value(&evidence).map_err(|e| e.to_string())
+                    Ok(evidence)
                 },
                 interrupt,
             );
@@ -732,10 +748,16 @@ impl Engine {
             })?;
             dir.write(target, &value, spec.uid, spec.gid)
                 .map_err(|e| EngineError::Internal(format!("cannot write secret {path}: {e}")))?;
+            let bound = match flavour.get() {
+                Some(vouch_kbs_client::KbsFlavour::Coco) => {
+                    " (a Confidential Containers KBS: its evidence names no container, so the secret is bound to the TEE)"
+                }
+                _ => "",
+            };
             self.update(
                 id,
                 Step::Note("SecretFetched"),
-                &format!("{url} from KBS {}", client.addr()),
+                &format!("{url} from KBS {}{bound}", client.addr()),
                 |_| {},
             )?;
         }

@@ -63,6 +63,61 @@ pub fn aael_tagged_event(text: &str) -> Vec<u8> {
     out
 }
 
+/// The CCEL measurement-register index of RTMR3, the register vouch's log extends on TDX.
+pub const RTMR3_MR_INDEX: u32 = 4;
+
+/// A TDX TCG2 event log as CoCo's attester sends it: the firmware's CCEL (cut where its events
+/// end) and, on RTMR3, vouch's log as AAEL records (the INIT line, then one per record), each
+/// with the SHA-384 of its line: what vouch extended, so the log replays to the register.
+#[cfg(feature = "attest")]
+pub fn cc_eventlog(
+    ccel: Option<&[u8]>,
+    records: &[vouch_measure::Record],
+) -> Result<Vec<u8>, crate::JournalError> {
+    use crate::tcg::{ALG_SHA384, EV_NO_ACTION};
+    let mut out = match ccel {
+        Some(bytes) => {
+            let log = crate::tcg::parse(bytes).map_err(crate::JournalError::FirmwareLog)?;
+            if !log.algorithms.iter().any(|(a, _)| *a == ALG_SHA384) {
+                return Err(crate::JournalError::FirmwareLog(
+                    crate::tcg::TcgError::NoSuchAlgorithm(ALG_SHA384),
+                ));
+            }
+            bytes[..log.end].to_vec()
+        }
+        None => {
+            // A Spec ID header of its own, declaring SHA-384.
+            let mut spec = b"Spec ID Event03\0".to_vec();
+            spec.extend_from_slice(&0u32.to_le_bytes()); // platform class
+            spec.extend_from_slice(&[0, 2, 0, 2]); // version 2.0, errata 0, uintn 8 bytes
+            spec.extend_from_slice(&1u32.to_le_bytes());
+            spec.extend_from_slice(&ALG_SHA384.to_le_bytes());
+            spec.extend_from_slice(&48u16.to_le_bytes());
+            spec.push(0);
+            let mut h = Vec::new();
+            h.extend_from_slice(&0u32.to_le_bytes());
+            h.extend_from_slice(&EV_NO_ACTION.to_le_bytes());
+            h.extend_from_slice(&[0u8; 20]);
+            h.extend_from_slice(&(spec.len() as u32).to_le_bytes());
+            h.extend_from_slice(&spec);
+            h
+        }
+    };
+    let text = vouch_measure::aael::to_text(records).map_err(crate::JournalError::Record)?;
+    for line in text.lines() {
+        let data = aael_tagged_event(line);
+        out.extend_from_slice(&RTMR3_MR_INDEX.to_le_bytes());
+        out.extend_from_slice(&EV_EVENT_TAG.to_le_bytes());
+        out.extend_from_slice(&1u32.to_le_bytes());
+        out.extend_from_slice(&ALG_SHA384.to_le_bytes());
+        out.extend_from_slice(vouch_measure::sha384(line.as_bytes()).as_bytes());
+        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        out.extend_from_slice(&data);
+    }
+    out.extend_from_slice(&[0xff; 8]);
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

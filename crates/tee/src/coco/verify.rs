@@ -732,4 +732,89 @@ mod tests {
             "{err}"
         );
     }
+
+    fn sim_journal(dir: &std::path::Path) -> crate::Journal {
+        let sim =
+            std::sync::Arc::new(crate::sim::SimAttester::open(&dir.join("sim")).expect("sim"));
+        let (mut j, _) =
+            crate::Journal::open(&dir.join("log"), sim, crate::VOUCH_REGISTER).expect("journal");
+        j.append("image.verified", json!({"image_digest": "sha256:ab"}))
+            .expect("append");
+        j.append(
+            "container.create",
+            json!({"id": "c1", "image_digest": "sha256:ab", "config_digest": "sha384:cd"}),
+        )
+        .expect("append");
+        j
+    }
+
+    /// vouchd on the sim TEE, asked by a CoCo KBS, presents sample evidence that binds CoCo's
+    /// runtime data: it verifies for that runtime data only.
+    #[test]
+    fn the_sim_tees_coco_evidence_is_sample_evidence_bound_as_coco_binds() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let j = sim_journal(dir.path());
+        let key =
+            json!({"kty": "EC", "crv": "P-256", "alg": "ECDH-ES+A256KW", "x": "AA", "y": "BB"});
+        let runtime = super::super::runtime_data("nonce-1", &key, "");
+        let ev = j.coco_evidence(&runtime).expect("evidence");
+        let v = verify_coco(CocoTee::Sample, &ev, &runtime, None, &allow_sample()).expect("verify");
+        assert_eq!(v.tee, TeeType::Sample);
+        let other = super::super::runtime_data("nonce-2", &key, "");
+        assert!(matches!(
+            verify_coco(CocoTee::Sample, &ev, &other, None, &allow_sample()),
+            Err(VerifyError::ReportDataMismatch { .. })
+        ));
+    }
+
+    /// vouch's log appended to the real CCEL as AAEL records replays to the quoted RTMR0..2 and
+    /// to vouch's register, and reads back as its records; without a CCEL, to the register alone.
+    #[cfg(feature = "tdx")]
+    #[test]
+    fn vouchs_log_in_the_tcg2_log_replays_to_its_register_and_reads_back() {
+        use crate::coco::TdxEvidence;
+        let Some(v) = vectors() else {
+            return;
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let j = sim_journal(dir.path());
+        let register = j.register().expect("register");
+        let claims =
+            crate::tdx::dcap::parse_quote(&read(&v, "ccel/cos-113-tdx-quote.dat")).expect("quote");
+        let mut registers: Vec<Digest384> = claims
+            .rtmrs
+            .iter()
+            .map(|r| r.parse().expect("rtmr"))
+            .collect();
+        registers[3] = register;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        let ev = |log: Vec<u8>| TdxEvidence {
+            cc_eventlog: Some(b64(&log)),
+            quote: String::new(),
+            aa_eventlog: None,
+        };
+        let ccel = read(&v, "ccel/ccel_data.dat");
+        let log = crate::coco::cc_eventlog(Some(&ccel), j.records()).expect("log");
+        let got = tdx::runtime_log(&ev(log), &registers).expect("replays");
+        assert_eq!(got.records, j.records());
+        assert_eq!(
+            got.firmware_log_events,
+            Some(43 + 3),
+            "43 firmware events, INIT and 2 records"
+        );
+        assert!(got.events.is_empty());
+
+        let alone = crate::coco::cc_eventlog(None, j.records()).expect("log");
+        let zero = vec![Digest384::ZERO, Digest384::ZERO, Digest384::ZERO, register];
+        let got = tdx::runtime_log(&ev(alone), &zero).expect("replays");
+        assert_eq!(got.records, j.records());
+        // A register the log does not replay to.
+        assert!(matches!(
+            tdx::runtime_log(
+                &ev(crate::coco::cc_eventlog(None, &j.records()[..1]).expect("log")),
+                &zero
+            ),
+            Err(VerifyError::FirmwareReplay { index: 3, .. })
+        ));
+    }
 }

@@ -8,7 +8,7 @@ use sha2::Digest as _;
 use vouch_kbs_client::jwe;
 use vouch_testkit::*;
 
-use super::kbs::{assert_refused, KbsProc, SECRET};
+use super::kbs::{assert_refused, secret_url, KbsProc, SECRET};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -374,4 +374,75 @@ fn cocos_admin_calls_answer_as_trustee_does() {
         Some(att_policy.to_string().as_bytes()),
     );
     assert_refused((s, b), 401, "AdminAuthFailed", "admin");
+}
+
+/// vouchd told its KBS is a Confidential Containers one presents CoCo's evidence (sample, on
+/// the sim TEE) bound as CoCo binds it, and its container reads the secret; the task says the
+/// secret is bound to the TEE. Since that evidence names no container, a KBS whose owner set
+/// reference images refuses it, saying so; and in `auto`, vouchd gives a vouch-kbs (which names
+/// itself in its challenge) vouch's own evidence.
+#[test]
+fn vouchd_presents_cocos_evidence_to_a_coco_kbs() {
+    if !require_root("vouchd_presents_cocos_evidence_to_a_coco_kbs") {
+        return;
+    }
+    let env = TestEnv::new();
+    let k = KbsProc::start(env.path(), &["--allow-sample"]);
+    k.put("default/key/app", SECRET, env.path());
+    let url = secret_url(&k, "default/key/app");
+    let d = env.start_with(&["--tee", "sim", "--kbs-flavour", "coco"]);
+    let image = load_busybox(&env, &d, "bb");
+    let out = d.vouch(&[
+        "run",
+        "--name",
+        "coco",
+        "--secret",
+        &url,
+        "bb",
+        "sha256sum",
+        "/secret/default/key/app",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let hash = hex::encode(sha2::Sha256::digest(SECRET));
+    assert_eq!(stdout(&out), format!("{hash}  /secret/default/key/app\n"));
+    let c = d.json(&["inspect", "coco"]);
+    let fetched = c[0]["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .find(|e| e["action"] == "SecretFetched")
+        .expect("SecretFetched")["message"]
+        .as_str()
+        .expect("message")
+        .to_string();
+    assert!(fetched.contains("bound to the TEE"), "{fetched}");
+    let log = std::fs::read_to_string(&k.log).expect("log");
+    assert!(log.contains("UNSIGNED sample evidence"), "{log}");
+
+    // The owner allows only this image: CoCo's evidence cannot say which container asks.
+    let refs = env.path().join("refs.json");
+    std::fs::write(&refs, json!({"images": [image]}).to_string()).expect("write");
+    assert!(k
+        .admin_cli(&["reference", "--file", refs.to_str().expect("utf8")])
+        .status
+        .success());
+    let out = d.vouch(&["run", "--secret", &url, "bb", "true"]);
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(
+            "the requesting container's image (none named) is not one of the reference images"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    drop(d);
+
+    // auto: this KBS names itself a vouch-kbs, so it gets vouch's sim evidence, which it
+    // refuses without --allow-sim.
+    let env2 = TestEnv::new();
+    let d2 = env2.start();
+    load_busybox(&env2, &d2, "bb");
+    let out = d2.vouch(&["run", "--secret", &url, "bb", "true"]);
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--allow-sim"), "{}", stderr(&out));
 }

@@ -315,7 +315,7 @@ fn client_reuses_one_connection_and_pipelines_attest_with_resource() {
     let tee = FakeTee::new("sha256:aa");
     let client = vouch_kbs_client::KbsClient::new(k.addr.clone());
     let path = vouch_kbs_client::ResourcePath::parse("default/key/app").expect("path");
-    let evidence = |rd: Value| tee.evidence(rd);
+    let evidence = |b: &vouch_kbs_client::Binding| tee.evidence(b.runtime_data.clone());
     let closed_before = closed_connections_to(port);
     for _ in 0..5 {
         let got = client
@@ -331,9 +331,10 @@ fn client_reuses_one_connection_and_pipelines_attest_with_resource() {
     // Evidence bound to another nonce: the KBS refuses the attestation; the resource request
     // pipelined behind it is refused too, but the error names the attestation.
     let err = client
-        .get_resource(kbs_types::Tee::Sample, &path, |mut rd: Value| {
+        .get_resource(kbs_types::Tee::Sample, &path, |b| {
+            let mut rd = b.runtime_data.clone();
             rd["nonce"] = json!("bm90LXRoZS1ub25jZQ==");
-            evidence(rd)
+            tee.evidence(rd)
         })
         .expect_err("refused");
     match &err {
@@ -358,7 +359,7 @@ fn client_recovers_when_the_kbs_closed_its_idle_connection() {
     let tee = FakeTee::new("sha256:aa");
     let client = vouch_kbs_client::KbsClient::new(k.addr.clone());
     let path = vouch_kbs_client::ResourcePath::parse("default/key/app").expect("path");
-    let evidence = |rd: Value| tee.evidence(rd);
+    let evidence = |b: &vouch_kbs_client::Binding| tee.evidence(b.runtime_data.clone());
     let got = client
         .get_resource(kbs_types::Tee::Sample, &path, evidence)
         .expect("released");
@@ -732,7 +733,7 @@ fn admin_api_requires_the_owners_token() {
     );
 }
 
-fn secret_url(k: &KbsProc, path: &str) -> String {
+pub(super) fn secret_url(k: &KbsProc, path: &str) -> String {
     format!("kbs://{}/{path}", k.addr)
 }
 
@@ -818,7 +819,7 @@ fn kbs_over_tls() {
 
     // The protocol over TLS, and a client that trusts another CA.
     let tee = FakeTee::new("sha256:aa");
-    let evidence = |rd: Value| tee.evidence(rd);
+    let evidence = |b: &vouch_kbs_client::Binding| tee.evidence(b.runtime_data.clone());
     let url = format!("kbss://{}/default/key/app", k.addr);
     let trust =
         vouch_kbs_client::KbsTrust::from_ca_files(std::slice::from_ref(&ca)).expect("trust");
@@ -1574,7 +1575,9 @@ fn fetch(
     let client = vouch_kbs_client::KbsClient::new(k.addr.clone());
     let path = vouch_kbs_client::ResourcePath::parse(path).expect("path");
     client
-        .get_resource(kbs_types::Tee::Sample, &path, |rd| tee.evidence(rd))
+        .get_resource(kbs_types::Tee::Sample, &path, |b| {
+            tee.evidence(b.runtime_data.clone())
+        })
         .map(|v| v.to_vec())
 }
 
