@@ -1040,6 +1040,34 @@ mod tests {
         assert!("trustee".parse::<FlavourChoice>().is_err());
     }
 
+    /// Trustee's answer to evidence it refused (captured) says where the cause is; a refusal
+    /// that gives its cause is passed on as it is.
+    #[test]
+    fn a_causeless_refusal_says_where_the_cause_is() {
+        let Some(v) = vouch_testkit::corpus::vectors() else {
+            return;
+        };
+        let client = KbsClient::new("127.0.0.1:1");
+        let refused = |body: Vec<u8>| match client.accepted(
+            "attest",
+            FullResponse {
+                status: 401,
+                headers: Vec::new(),
+                body,
+            },
+        ) {
+            Err(KbsClientError::Refused { detail, .. }) => detail,
+            other => panic!("not a refusal: {other:?}"),
+        };
+        let trustee = std::fs::read(v.join("coco/trustee-attest-error.json")).expect("vector");
+        assert_eq!(
+            refused(trustee),
+            "Attestation error: RCAR handshake Attest failed (this KBS gives no cause; its log says why it refused the evidence)"
+        );
+        let vouch = br#"{"type":"https://github.com/confidential-containers/kbs/errors/AttestationFailed","detail":"nonce mismatch"}"#;
+        assert_eq!(refused(vouch.to_vec()), "nonce mismatch");
+    }
+
     #[test]
     fn urls() {
         let trust = KbsTrust::default();

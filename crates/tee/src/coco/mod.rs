@@ -15,6 +15,8 @@ use serde_json::{json, Value};
 mod verify;
 #[cfg(feature = "verify")]
 pub use verify::{init_data_digest, verify_coco, CocoTee, InitDataDigest, InitDataError};
+#[cfg(all(feature = "verify", feature = "tdx"))]
+pub use verify::{tdx_runtime_log, RuntimeLog};
 
 /// The runtime data a CoCo client binds into its evidence, for this challenge's nonce, the
 /// client's key (its JWK as the protocol carries it) and its additional (device) evidence.

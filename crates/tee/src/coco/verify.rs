@@ -139,6 +139,9 @@ fn sample(
     })
 }
 
+#[cfg(feature = "tdx")]
+pub use tdx::{runtime_log as tdx_runtime_log, RuntimeLog};
+
 /// TDX: the quote through vouch's TDX verifier, the CCEL and the runtime log.
 #[cfg(feature = "tdx")]
 mod tdx {
@@ -216,15 +219,18 @@ mod tdx {
 
     /// What the logs of TDX evidence say, checked against the quoted RTMR0..3.
     #[derive(Debug)]
-    pub(super) struct RuntimeLog {
-        pub(super) records: Vec<Record>,
-        pub(super) events: Vec<AaelEvent>,
-        pub(super) firmware_log_events: Option<usize>,
+    pub struct RuntimeLog {
+        /// vouch's records (AAEL lines of domain `vouch`), in order.
+        pub records: Vec<Record>,
+        /// Other writers' AAEL events.
+        pub events: Vec<AaelEvent>,
+        /// Events of the TCG2 log, when there was one.
+        pub firmware_log_events: Option<usize>,
     }
 
     /// The firmware log must replay to RTMR0..2, and the runtime log (AAEL records in the
     /// TCG2 log, or AAEL text beside it) to RTMR3.
-    pub(super) fn runtime_log(
+    pub fn runtime_log(
         ev: &TdxEvidence,
         registers: &[Digest384],
     ) -> Result<RuntimeLog, VerifyError> {
