@@ -29,6 +29,7 @@ fn world() -> &'static World {
         let admin = ed25519_dalek::SigningKey::from_bytes(&[3u8; 32]).verifying_key();
         let cfg = KbsConfig {
             allow_sim: true,
+            allow_sample: true,
             session_ttl: Duration::from_secs(60),
             token_ttl: Duration::from_secs(60),
             max_sessions: 1024,
