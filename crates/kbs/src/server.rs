@@ -616,9 +616,10 @@ impl Kbs {
         let coco_tee = match tee {
             Tee::Sample => vouch_tee::coco::CocoTee::Sample,
             Tee::Tdx => vouch_tee::coco::CocoTee::Tdx,
+            Tee::Tpm => vouch_tee::coco::CocoTee::Tpm,
             other => {
                 return Err(KbsError::EvidenceFormat(format!(
-                    "Confidential Containers' {other} evidence is not supported (sample and tdx are; for tpm, vouch's own evidence)"
+                    "Confidential Containers' {other} evidence is not supported (sample, tdx and tpm are)"
                 )))
             }
         };

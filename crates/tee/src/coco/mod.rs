@@ -51,6 +51,25 @@ pub struct TdxEvidence {
     pub aa_eventlog: Option<String>,
 }
 
+/// CoCo `tpm` evidence as guest-components' TPM attester sends it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TpmEvidence {
+    pub tpm_quote: TpmQuoteForm,
+    /// The attestation key: a DER SubjectPublicKeyInfo, base64.
+    pub ak_public: String,
+}
+
+/// The quote of CoCo's TPM evidence.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TpmQuoteForm {
+    /// `TPMT_SIGNATURE`, marshalled, base64.
+    pub signature: String,
+    /// `TPMS_ATTEST`, marshalled, base64.
+    pub message: String,
+    /// The SHA-256 bank, PCR 0 first, hex.
+    pub pcrs: Vec<String>,
+}
+
 /// The TCG2 event type of AAEL records (`EV_EVENT_TAG`).
 pub const EV_EVENT_TAG: u32 = 0x6;
 /// The tagged-event id of an AAEL record: ASCII `AAEL`, as a little-endian `u32`.

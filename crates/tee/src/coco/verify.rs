@@ -16,6 +16,8 @@ pub enum CocoTee {
     Sample,
     /// `tdx`: a DCAP quote with the TCG2 event log.
     Tdx,
+    /// `tpm`: a TPM quote by a pinned attestation key, with the SHA-256 PCRs.
+    Tpm,
 }
 
 /// What the warnings of a verdict on sample evidence say.
@@ -79,6 +81,10 @@ pub fn verify_coco(
         CocoTee::Tdx => tdx::tdx(evidence, &expected, runtime_data, init_data, opts),
         #[cfg(not(feature = "tdx"))]
         CocoTee::Tdx => Err(VerifyError::UnsupportedTee(TeeType::Tdx)),
+        #[cfg(feature = "tpm")]
+        CocoTee::Tpm => tpm::tpm(evidence, &expected, runtime_data, init_data, opts),
+        #[cfg(not(feature = "tpm"))]
+        CocoTee::Tpm => Err(VerifyError::UnsupportedTee(TeeType::Tpm)),
     }
 }
 
@@ -137,6 +143,207 @@ fn sample(
         warnings: vec![SAMPLE_WARNING.to_string()],
         firmware_log_events: None,
     })
+}
+
+/// TPM: the quote (`TPMS_ATTEST`, `TPMT_SIGNATURE`) by an attestation key given as a
+/// SubjectPublicKeyInfo, which must be pinned (CoCo's form carries no AK certificate); the
+/// SHA-256 PCR values it covers; init-data through PCR 8.
+#[cfg(feature = "tpm")]
+mod tpm {
+    use super::*;
+    use crate::coco::TpmEvidence;
+    use crate::tcg::ALG_SHA256;
+
+    /// The PCR CoCo's TPM attester extends with the init-data digest.
+    const INIT_DATA_PCR: usize = 8;
+
+    /// The RSA key of a DER SubjectPublicKeyInfo (rsaEncryption), as a TPM AK.
+    pub(super) fn ak_of_spki(spki: &[u8]) -> Option<crate::tpm::AkPublic> {
+        use crate::asn1::der_tlv;
+        let (0x30, body, []) = der_tlv(spki)? else {
+            return None;
+        };
+        let (0x30, algorithm, rest) = der_tlv(body)? else {
+            return None;
+        };
+        // OID 1.2.840.113549.1.1.1 (rsaEncryption).
+        let (0x06, oid, _) = der_tlv(algorithm)? else {
+            return None;
+        };
+        if oid != [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01] {
+            return None;
+        }
+        let (0x03, bits, []) = der_tlv(rest)? else {
+            return None;
+        };
+        let (0, key) = bits.split_first()? else {
+            return None;
+        };
+        let (0x30, key, []) = der_tlv(key)? else {
+            return None;
+        };
+        let (0x02, n, rest) = der_tlv(key)? else {
+            return None;
+        };
+        let (0x02, e, []) = der_tlv(rest)? else {
+            return None;
+        };
+        let n = match n.split_first() {
+            Some((0, tail)) => tail,
+            _ => n,
+        };
+        let e = e.iter().try_fold(0u32, |acc, b| {
+            acc.checked_mul(256).map(|a| a | u32::from(*b))
+        })?;
+        let bits = n.len() * 8;
+        ((2048..=4096).contains(&bits) && e > 1).then(|| crate::tpm::AkPublic {
+            modulus: n.to_vec(),
+            exponent: e,
+            scheme_hash: ALG_SHA256,
+        })
+    }
+
+    pub(super) fn tpm(
+        evidence: &Value,
+        expected: &Digest384,
+        runtime_data: &Value,
+        init_data: Option<&InitDataDigest>,
+        opts: &VerifyOptions,
+    ) -> Result<Verdict, VerifyError> {
+        let ev: TpmEvidence =
+            serde_json::from_value(evidence.clone()).map_err(|e| format_error(TeeType::Tpm, e))?;
+        let spki = base64(TeeType::Tpm, "ak_public", &ev.ak_public)?;
+        let fingerprint = crate::tpm::spki_fingerprint(&spki);
+        let ak = ak_of_spki(&spki).ok_or_else(|| {
+            format_error(
+                TeeType::Tpm,
+                "ak_public is not an RSA SubjectPublicKeyInfo (2048 to 4096 bits)",
+            )
+        })?;
+        if !opts
+            .tpm_aks
+            .iter()
+            .any(|k| k.eq_ignore_ascii_case(&fingerprint))
+        {
+            return Err(VerifyError::UntrustedAk { fingerprint });
+        }
+        let pcrs = ev
+            .tpm_quote
+            .pcrs
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                hex::decode(h)
+                    .ok()
+                    .filter(|v| v.len() == 32)
+                    .ok_or_else(|| {
+                        format_error(TeeType::Tpm, format!("PCR {i} is not 32 bytes of hex"))
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let message = base64(TeeType::Tpm, "tpm_quote.message", &ev.tpm_quote.message)?;
+        let signature = base64(TeeType::Tpm, "tpm_quote.signature", &ev.tpm_quote.signature)?;
+        let quoted = check_quote(&message, &signature, &ak, &expected.as_bytes()[..32], &pcrs)?;
+        // Only the values the quote covers count: the others are dropped here.
+        let pcrs: Vec<Option<&Vec<u8>>> = pcrs
+            .iter()
+            .enumerate()
+            .map(|(i, v)| quoted.contains(&(i as u32)).then_some(v))
+            .collect();
+        if let Some(d) = init_data {
+            check_init_data(d, pcrs.get(INIT_DATA_PCR).copied().flatten())?;
+        }
+        let platform = pcrs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| v.map(|v| (format!("pcr{i}"), hex::encode(v))))
+            .collect();
+        Ok(Verdict {
+            tee: TeeType::Tpm,
+            format: EvidenceFormat::Coco,
+            nonce_required: false,
+            nonce_checked: false,
+            hardware: true,
+            signer: format!("TPM attestation key {fingerprint}"),
+            registers: Vec::new(),
+            records: 0,
+            runtime_data: runtime_data.clone(),
+            platform,
+            containers: Vec::new(),
+            requester: None,
+            events: Vec::new(),
+            init_data: init_data.map(|d| InitDataClaim::of(d, true)),
+            warnings: Vec::new(),
+            firmware_log_events: None,
+        })
+    }
+
+    /// The quote's signature by `ak`, the first 32 bytes of the binding as its qualifying data
+    /// (CoCo's TPM attester cuts it to 32), and the SHA-256 PCR values (index = PCR) hashing to
+    /// its PCR digest; every PCR it selects must be given, and only SHA-256 ones. The SHA-256
+    /// PCRs it covers.
+    pub(super) fn check_quote(
+        message: &[u8],
+        signature: &[u8],
+        ak: &crate::tpm::AkPublic,
+        nonce: &[u8],
+        pcrs: &[Vec<u8>],
+    ) -> Result<Vec<u32>, VerifyError> {
+        use crate::tpm::TpmError;
+        let lookup = |alg: u16, i: u32| {
+            (alg == ALG_SHA256)
+                .then(|| pcrs.get(i as usize).cloned())
+                .flatten()
+        };
+        crate::tpm::verify_quote(message, signature, ak, Some(nonce), Some(&lookup))
+            .map(|claims| {
+                claims
+                    .selection
+                    .into_iter()
+                    .filter(|(bank, _)| bank == crate::tpm::bank_name(ALG_SHA256))
+                    .flat_map(|(_, indexes)| indexes)
+                    .collect()
+            })
+            .map_err(|e| match e {
+                TpmError::BadSignature => VerifyError::BadSignature,
+                TpmError::Nonce { expected, found } => VerifyError::ReportDataMismatch {
+                    computed: expected,
+                    quoted: found,
+                },
+                other => VerifyError::Rejected {
+                    tee: TeeType::Tpm,
+                    reason: other.to_string(),
+                },
+            })
+    }
+
+    /// CoCo's init-data binding on a TPM: PCR 8 = SHA-256(32 zero bytes || the digest), which
+    /// takes a sha256 init-data digest.
+    pub(super) fn check_init_data(
+        d: &InitDataDigest,
+        pcr8: Option<&Vec<u8>>,
+    ) -> Result<(), VerifyError> {
+        use sha2::Digest as _;
+        if d.digest.len() != 32 {
+            return Err(format_error(
+                TeeType::Tpm,
+                format!("a TPM binds init-data through PCR 8 with a sha256 digest; this init-data names {}", d.algorithm),
+            ));
+        }
+        let mut input = [0u8; 64];
+        input[32..].copy_from_slice(&d.digest);
+        let want = sha2::Sha256::digest(input);
+        // Not covered by the quote: nothing binds it.
+        let found = pcr8.map(hex::encode).unwrap_or_default();
+        if hex::encode(want) != found {
+            return Err(VerifyError::InitDataMismatch {
+                register: "PCR8",
+                expected: hex::encode(want),
+                found,
+            });
+        }
+        Ok(())
+    }
 }
 
 #[cfg(feature = "tdx")]
@@ -822,5 +1029,189 @@ mod tests {
             ),
             Err(VerifyError::FirmwareReplay { index: 3, .. })
         ));
+    }
+
+    /// DER of an RSA SubjectPublicKeyInfo, written here from the key's modulus and exponent.
+    #[cfg(feature = "tpm")]
+    fn spki(ak: &crate::tpm::AkPublic) -> Vec<u8> {
+        fn tlv(tag: u8, body: &[u8]) -> Vec<u8> {
+            let mut out = vec![tag];
+            match body.len() {
+                n if n < 0x80 => out.push(n as u8),
+                n if n < 0x100 => out.extend([0x81, n as u8]),
+                n => out.extend([0x82, (n >> 8) as u8, n as u8]),
+            }
+            out.extend_from_slice(body);
+            out
+        }
+        let mut n = vec![0u8];
+        n.extend_from_slice(&ak.modulus);
+        let e: Vec<u8> = ak
+            .exponent
+            .to_be_bytes()
+            .into_iter()
+            .skip_while(|b| *b == 0)
+            .collect();
+        let key = tlv(0x30, &[tlv(0x02, &n), tlv(0x02, &e)].concat());
+        let algorithm = tlv(
+            0x30,
+            &[
+                tlv(
+                    0x06,
+                    &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01],
+                ),
+                vec![0x05, 0x00],
+            ]
+            .concat(),
+        );
+        tlv(
+            0x30,
+            &[algorithm, tlv(0x03, &[&[0u8][..], &key].concat())].concat(),
+        )
+    }
+
+    /// A real Google Cloud vTPM quote in CoCo's TPM form (its key as a SubjectPublicKeyInfo, the
+    /// SHA-256 PCRs as a list): its signature and PCR digest verify for its own nonce; for a
+    /// CoCo binding it is refused by the nonce, after the key's pin and the signature; an
+    /// unpinned key, a changed byte or PCR, and init-data not in PCR 8 are refused by name.
+    #[cfg(feature = "tpm")]
+    #[test]
+    fn a_real_vtpm_quote_in_cocos_tpm_form() {
+        use crate::coco::{TpmEvidence, TpmQuoteForm};
+        let Some(v) = vectors() else {
+            return;
+        };
+        let dir = "tpm/gce-vtpm-nonce9009";
+        let ak = crate::tpm::parse_ak(&read(&v, &format!("{dir}/ak_pub.tpmt_public"))).expect("ak");
+        let spki = spki(&ak);
+        let fingerprint = crate::tpm::spki_fingerprint(&spki);
+        let message = read(&v, &format!("{dir}/quote_sha256.tpms_attest"));
+        let signature = read(&v, &format!("{dir}/quote_sha256.tpmt_signature"));
+        let by_index: std::collections::BTreeMap<String, String> =
+            serde_json::from_slice(&read(&v, &format!("{dir}/quote_sha256.pcrs.json")))
+                .expect("pcrs");
+        let pcrs: Vec<String> = (0..24).map(|i| by_index[&i.to_string()].clone()).collect();
+        let raw: Vec<Vec<u8>> = pcrs.iter().map(|h| hex::decode(h).expect("hex")).collect();
+
+        let ours = tpm::ak_of_spki(&spki).expect("the SPKI reads back");
+        assert_eq!(ours, ak);
+        let covered = tpm::check_quote(&message, &signature, &ak, &[0x90, 0x09], &raw)
+            .expect("its own nonce");
+        assert_eq!(covered, (0..24).collect::<Vec<u32>>());
+
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        let evidence = |message: &[u8], pcrs: &[String]| {
+            serde_json::to_value(TpmEvidence {
+                tpm_quote: TpmQuoteForm {
+                    signature: b64(&signature),
+                    message: b64(message),
+                    pcrs: pcrs.to_vec(),
+                },
+                ak_public: b64(&spki),
+            })
+            .expect("json")
+        };
+        let runtime = super::super::runtime_data("n", &json!({"kty": "EC"}), "");
+        let pinned = VerifyOptions {
+            tpm_aks: vec![fingerprint.clone()],
+            ..Default::default()
+        };
+        let err = verify_coco(
+            CocoTee::Tpm,
+            &evidence(&message, &pcrs),
+            &runtime,
+            None,
+            &pinned,
+        )
+        .expect_err("bound to 9009");
+        assert!(
+            matches!(&err, VerifyError::ReportDataMismatch { quoted, .. } if quoted == "9009"),
+            "{err}"
+        );
+        let err = verify_coco(
+            CocoTee::Tpm,
+            &evidence(&message, &pcrs),
+            &runtime,
+            None,
+            &VerifyOptions::default(),
+        )
+        .expect_err("unpinned");
+        assert!(
+            matches!(&err, VerifyError::UntrustedAk { fingerprint: f } if *f == fingerprint),
+            "{err}"
+        );
+        let mut changed = message.clone();
+        changed[10] ^= 1;
+        let err = verify_coco(
+            CocoTee::Tpm,
+            &evidence(&changed, &pcrs),
+            &runtime,
+            None,
+            &pinned,
+        )
+        .expect_err("changed");
+        assert!(matches!(err, VerifyError::BadSignature), "{err}");
+        let mut other = raw.clone();
+        other[7][0] ^= 1;
+        let err = tpm::check_quote(&message, &signature, &ak, &[0x90, 0x09], &other)
+            .expect_err("another PCR 7");
+        assert!(
+            matches!(&err, VerifyError::Rejected { reason, .. } if reason.contains("PCR digest mismatch")),
+            "{err}"
+        );
+        let err = tpm::check_quote(&message, &signature, &ak, &[0x90, 0x09], &raw[..20])
+            .expect_err("PCRs missing");
+        assert!(
+            matches!(&err, VerifyError::Rejected { reason, .. } if reason.contains("not given")),
+            "{err}"
+        );
+
+        // Init-data: PCR 8 = SHA-256(zeros || digest), sha256 digests only.
+        use sha2::Digest as _;
+        let d = init_data_digest("toml", "algorithm = \"sha256\"\n").expect("digest");
+        let mut pcr8 = raw.clone();
+        let mut input = [0u8; 64];
+        input[32..].copy_from_slice(&d.digest);
+        pcr8[8] = sha2::Sha256::digest(input).to_vec();
+        tpm::check_init_data(&d, Some(&pcr8[8])).expect("bound");
+        assert!(matches!(
+            tpm::check_init_data(&d, None),
+            Err(VerifyError::InitDataMismatch {
+                register: "PCR8",
+                ..
+            })
+        ));
+        assert!(matches!(
+            tpm::check_init_data(&d, Some(&raw[8])),
+            Err(VerifyError::InitDataMismatch {
+                register: "PCR8",
+                ..
+            })
+        ));
+        let d384 = init_data_digest("toml", "algorithm = \"sha384\"\n").expect("digest");
+        assert!(matches!(
+            tpm::check_init_data(&d384, Some(&pcr8[8])),
+            Err(VerifyError::CocoFormat {
+                tee: TeeType::Tpm,
+                ..
+            })
+        ));
+        for bad in [
+            json!({"tpm_quote": {"signature": "", "message": "", "pcrs": []}, "ak_public": b64(b"not DER")}),
+            json!({"ak_public": b64(&spki)}),
+        ] {
+            let err =
+                verify_coco(CocoTee::Tpm, &bad, &runtime, None, &pinned).expect_err("malformed");
+            assert!(
+                matches!(
+                    err,
+                    VerifyError::CocoFormat {
+                        tee: TeeType::Tpm,
+                        ..
+                    }
+                ),
+                "{err}"
+            );
+        }
     }
 }

@@ -66,6 +66,13 @@ pub fn ak_fingerprint(tpmt_public: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(tpmt_public)))
 }
 
+/// The fingerprint of an attestation key given as a DER SubjectPublicKeyInfo, as Confidential
+/// Containers' TPM evidence carries it: `sha256:HEX` of those bytes (not of the `TPMT_PUBLIC`,
+/// so it differs from [`ak_fingerprint`] for the same key; pin the one the KBS names).
+pub fn spki_fingerprint(spki_der: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(spki_der)))
+}
+
 /// The SHA-256 bank's digest for a record: SHA-256 of its SHA-384 digest.
 pub(crate) fn sha256_bank_digest(d: &Digest384) -> [u8; 32] {
     Sha256::digest(d.as_bytes()).into()
