@@ -57,7 +57,7 @@ pub enum JournalError {
     Record(#[source] RecordError),
     #[error("TEE operation failed")]
     Tee(#[source] AttestError),
-    #[error("the {0} TEE cannot present its evidence in Confidential Containers' form (sim and tdx can): use a vouch-kbs")]
+    #[error("the {0} TEE cannot present its evidence in Confidential Containers' form (sim, tdx and tpm can): use a vouch-kbs")]
     NoCocoForm(TeeType),
     #[error("the firmware's event log is invalid")]
     FirmwareLog(#[source] crate::tcg::TcgError),
@@ -331,7 +331,15 @@ impl Journal {
                 )?;
                 Ok(serde_json::json!({"quote": b64(&quote), "cc_eventlog": b64(&log)}))
             }
-            other => Err(JournalError::NoCocoForm(other)),
+            other => {
+                let quote = self
+                    .attester
+                    .coco_quote(&report_data)
+                    .map_err(JournalError::Tee)?
+                    .ok_or(JournalError::NoCocoForm(other))?;
+                serde_json::from_slice(&quote)
+                    .map_err(|e| JournalError::Tee(AttestError::Device(format!("CoCo quote: {e}"))))
+            }
         }
     }
 }

@@ -89,6 +89,11 @@ pub trait Attester: Send + Sync {
     fn attestation_key(&self) -> Option<String> {
         None
     }
+    /// A quote in Confidential Containers' evidence form for this TEE (JSON), binding
+    /// `report_data`, for a backend whose CoCo form is its quote alone (TPM); `None` otherwise.
+    fn coco_quote(&self, _report_data: &Digest384) -> Result<Option<Vec<u8>>, AttestError> {
+        Ok(None)
+    }
 }
 
 /// Claims a verifier extracted from a quote whose signature checked out.

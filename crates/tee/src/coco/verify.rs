@@ -1095,6 +1095,11 @@ mod tests {
 
         let ours = tpm::ak_of_spki(&spki).expect("the SPKI reads back");
         assert_eq!(ours, ak);
+        assert_eq!(
+            crate::tpm::ak_spki(&ak),
+            spki,
+            "vouchd's encoding is this one"
+        );
         let covered = tpm::check_quote(&message, &signature, &ak, &[0x90, 0x09], &raw)
             .expect("its own nonce");
         assert_eq!(covered, (0..24).collect::<Vec<u32>>());

@@ -42,6 +42,7 @@ enum Request {
     Extend(Digest384, Reply<()>),
     Read(Reply<Digest384>),
     Quote(Digest384, Reply<Vec<u8>>),
+    CocoQuote(Vec<u8>, Reply<Vec<u8>>),
     NvRead(u32, Reply<Vec<u8>>),
 }
 
@@ -318,6 +319,50 @@ impl Device {
         };
         serde_json::to_vec(&quote).map_err(|e| e.to_string())
     }
+
+    /// A quote in Confidential Containers' TPM form: the whole SHA-256 bank (PCRs 0-23, as
+    /// CoCo's verifier hashes them), `nonce` as qualifying data, the AK as a
+    /// SubjectPublicKeyInfo.
+    fn coco_quote(&mut self, nonce: &[u8]) -> Result<Vec<u8>, String> {
+        let all: Vec<u8> = (0..24).collect();
+        let slots = all
+            .iter()
+            .map(|p| pcr_slot(*p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let selection = PcrSelectionListBuilder::new()
+            .with_selection(HashingAlgorithm::Sha256, &slots)
+            .build()
+            .map_err(tpm_err("PCR selection"))?;
+        let qualifying = Data::try_from(nonce.to_vec()).map_err(tpm_err("nonce"))?;
+        let ak = self.ak;
+        let (attest, signature) = self
+            .ctx
+            .execute_with_session(Some(AuthSession::Password), |c| {
+                c.quote(
+                    ak,
+                    qualifying,
+                    SignatureScheme::RsaSsa {
+                        hash_scheme: HashScheme::new(HashingAlgorithm::Sha256),
+                    },
+                    selection,
+                )
+            })
+            .map_err(tpm_err("quoting"))?;
+        let pcrs = self.read(HashingAlgorithm::Sha256, &all)?;
+        let spki = super::ak_spki(&super::parse_ak(&self.ak_public).map_err(|e| e.to_string())?);
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        let evidence = crate::coco::TpmEvidence {
+            tpm_quote: crate::coco::TpmQuoteForm {
+                signature: b64(&signature
+                    .marshall()
+                    .map_err(tpm_err("encoding the signature"))?),
+                message: b64(&attest.marshall().map_err(tpm_err("encoding the quote"))?),
+                pcrs: pcrs.iter().map(hex::encode).collect(),
+            },
+            ak_public: b64(&spki),
+        };
+        serde_json::to_vec(&evidence).map_err(|e| e.to_string())
+    }
 }
 
 impl TpmAttester {
@@ -355,6 +400,9 @@ impl TpmAttester {
                         }
                         Request::Quote(d, r) => {
                             let _ = r.send(dev.quote(&d));
+                        }
+                        Request::CocoQuote(nonce, r) => {
+                            let _ = r.send(dev.coco_quote(&nonce));
                         }
                         Request::NvRead(index, r) => {
                             let _ = r.send(dev.nv_read(index));
@@ -473,5 +521,11 @@ impl Attester for TpmAttester {
 
     fn attestation_key(&self) -> Option<String> {
         Some(self.ak_fingerprint.clone())
+    }
+
+    /// CoCo's TPM form binds the first 32 bytes of the binding (CoCo's attester cuts it so).
+    fn coco_quote(&self, report_data: &Digest384) -> Result<Option<Vec<u8>>, AttestError> {
+        let nonce = report_data.as_bytes()[..32].to_vec();
+        self.call(|r| Request::CocoQuote(nonce, r)).map(Some)
     }
 }

@@ -195,6 +195,52 @@ pub fn parse_ak(bytes: &[u8]) -> Result<AkPublic, TpmError> {
     })
 }
 
+/// The DER SubjectPublicKeyInfo (rsaEncryption) of an RSA attestation key, as Confidential
+/// Containers' TPM evidence carries it.
+pub fn ak_spki(ak: &AkPublic) -> Vec<u8> {
+    fn tlv(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        let n = body.len();
+        if n < 0x80 {
+            out.push(n as u8);
+        } else if n < 0x100 {
+            out.extend([0x81, n as u8]);
+        } else {
+            out.extend([0x82, (n >> 8) as u8, n as u8]);
+        }
+        out.extend_from_slice(body);
+        out
+    }
+    let uint = |b: &[u8]| {
+        let b: Vec<u8> = b.iter().copied().skip_while(|x| *x == 0).collect();
+        let mut v = Vec::with_capacity(b.len() + 1);
+        if b.first().is_none_or(|x| x & 0x80 != 0) {
+            v.push(0);
+        }
+        v.extend_from_slice(&b);
+        tlv(0x02, &v)
+    };
+    let key = tlv(
+        0x30,
+        &[uint(&ak.modulus), uint(&ak.exponent.to_be_bytes())].concat(),
+    );
+    let algorithm = tlv(
+        0x30,
+        &[
+            tlv(
+                0x06,
+                &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01],
+            ),
+            vec![0x05, 0x00],
+        ]
+        .concat(),
+    );
+    tlv(
+        0x30,
+        &[algorithm, tlv(0x03, &[&[0u8][..], &key].concat())].concat(),
+    )
+}
+
 /// RSASSA-PKCS1-v1_5 verification by construct-and-compare.
 fn rsa_pkcs1v15_verify(
     key: &AkPublic,

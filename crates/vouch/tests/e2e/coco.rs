@@ -446,3 +446,92 @@ fn vouchd_presents_cocos_evidence_to_a_coco_kbs() {
     assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
     assert!(stderr(&out).contains("--allow-sim"), "{}", stderr(&out));
 }
+
+/// vouchd on a TPM (a real swtpm), told its KBS is a CoCo one, presents CoCo's TPM form (the
+/// whole SHA-256 bank quoted, the AK as a SubjectPublicKeyInfo): vouch-kbs refuses it until that
+/// key is pinned, naming its fingerprint, then releases the secret to the container.
+#[test]
+fn vouchd_on_a_tpm_presents_cocos_tpm_form() {
+    if !require_root("vouchd_on_a_tpm_presents_cocos_tpm_form") {
+        return;
+    }
+    let Some(tpm) = vouch_testkit::Swtpm::start() else {
+        return;
+    };
+    let env = TestEnv::new();
+    let d = env.start_with(&[
+        "--tee",
+        "tpm",
+        "--tpm-tcti",
+        &tpm.tcti,
+        "--kbs-flavour",
+        "coco",
+    ]);
+    load_busybox(&env, &d, "bb");
+    // The AK's SubjectPublicKeyInfo fingerprint, from vouch's own evidence.
+    let ev = env.path().join("ev.json");
+    d.ok(&[
+        "attest",
+        "--nonce",
+        "00112233445566778899aabbccddeeff",
+        "-o",
+        ev.to_str().expect("utf8"),
+    ]);
+    let ev: Value = serde_json::from_slice(&std::fs::read(&ev).expect("ev")).expect("json");
+    let quote: Value = serde_json::from_slice(
+        &B64.decode(ev["quote"].as_str().expect("quote"))
+            .expect("base64"),
+    )
+    .expect("quote json");
+    let ak = vouch_tee::tpm::parse_ak(&B64.decode(quote["ak"].as_str().expect("ak")).expect("ak"))
+        .expect("ak");
+    let fingerprint = vouch_tee::tpm::spki_fingerprint(&vouch_tee::tpm::ak_spki(&ak));
+
+    let dir = env.path().join("kbs");
+    std::fs::create_dir(&dir).expect("mkdir");
+    let unpinned = KbsProc::start(&dir, &[]);
+    unpinned.put("default/key/tpm", SECRET, &dir);
+    let url = secret_url(&unpinned, "default/key/tpm");
+    let out = d.vouch(&["run", "--rm", "--secret", &url, "bb", "true"]);
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!(
+            "the TPM attestation key {fingerprint} is not trusted"
+        )),
+        "{}",
+        stderr(&out)
+    );
+    drop(unpinned);
+
+    let k = KbsProc::start(&dir, &["--tpm-ak", &fingerprint]);
+    let refs = dir.join("refs.json");
+    std::fs::write(
+        &refs,
+        json!({"boot_chain_optional": ["default/key/tpm"]}).to_string(),
+    )
+    .expect("write");
+    assert!(k
+        .admin_cli(&["reference", "--file", refs.to_str().expect("utf8")])
+        .status
+        .success());
+    let url = secret_url(&k, "default/key/tpm");
+    let out = d.vouch(&[
+        "run",
+        "--name",
+        "coco-tpm",
+        "--secret",
+        &url,
+        "bb",
+        "sha256sum",
+        "/secret/default/key/tpm",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let hash = hex::encode(sha2::Sha256::digest(SECRET));
+    assert_eq!(stdout(&out), format!("{hash}  /secret/default/key/tpm\n"));
+    let c = d.json(&["inspect", "coco-tpm"]);
+    assert!(
+        c[0]["events"].to_string().contains("bound to the TEE"),
+        "{}",
+        c[0]["events"]
+    );
+}
