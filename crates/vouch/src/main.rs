@@ -20,7 +20,7 @@ mod commands;
 mod format;
 mod hints;
 
-use commands::{golden::*, image::*, key::*, run::*, verify::*, volume::*};
+use commands::{golden::*, image::*, install::*, key::*, run::*, verify::*, volume::*};
 use hints::hint;
 
 use std::io::{self, Read, Write};
@@ -174,6 +174,13 @@ enum Cmd {
         #[arg(long)]
         password_stdin: bool,
     },
+    /// Add vouch's runtime to a container engine's configuration (containerd: runtime type
+    /// io.containerd.vouch.v2, handler `vouch`).
+    #[command(subcommand)]
+    Install(InstallCmd),
+    /// Remove what `vouch install` added, leaving the configuration as it was.
+    #[command(subcommand)]
+    Uninstall(UninstallCmd),
     /// Show the daemon's TEE and measurement state.
     Info {
         #[arg(long)]
@@ -314,6 +321,8 @@ fn run(cli: Cli) -> Result<u8> {
         Cmd::Image(cmd) => image(&client, cmd),
         Cmd::Pull(args) => pull(&client, args),
         Cmd::Key(cmd) => key(cmd),
+        Cmd::Install(cmd) => install_cmd(cmd),
+        Cmd::Uninstall(cmd) => uninstall_cmd(cmd),
         Cmd::Golden(cmd) => golden(&client, cmd),
         Cmd::Volume(cmd) => volume(&client, cmd),
         Cmd::Sign {

@@ -2,6 +2,7 @@
 
 pub(crate) mod golden;
 pub(crate) mod image;
+pub(crate) mod install;
 pub(crate) mod key;
 pub(crate) mod run;
 pub(crate) mod verify;

@@ -5,6 +5,7 @@
 
 mod coco;
 mod conker;
+mod containerd;
 mod cosign_peer;
 mod crash;
 mod escape;
