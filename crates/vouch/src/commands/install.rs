@@ -17,6 +17,13 @@ const BEGIN: &str =
 const BEGIN_CREATED: &str =
     "# vouch: `vouch install containerd` created this file; `vouch uninstall containerd` removes it";
 const END: &str = "# vouch: end";
+/// The binary containerd starts for runtime type io.containerd.vouch.v2.
+const SHIM: &str = "containerd-shim-vouch-v2";
+
+fn shim_on_path() -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(SHIM).is_file()))
+}
 
 #[derive(Subcommand)]
 pub(crate) enum InstallCmd {
@@ -283,6 +290,9 @@ fn apply(
             Some(r) => eprintln!("{}: {r}; nothing changed", path.display()),
             None => eprintln!("{}: vouch's runtime {done}; {next}", path.display()),
         }
+    }
+    if done == "installed" && !a.json && !shim_on_path() {
+        eprintln!("note: {SHIM} is not on PATH; containerd cannot start tasks for handler vouch until it is");
     }
     Ok(0)
 }
