@@ -30,6 +30,7 @@ fn world() -> &'static World {
         let cfg = KbsConfig {
             allow_sim: true,
             allow_sample: true,
+            snp_chain: None,
             session_ttl: Duration::from_secs(60),
             token_ttl: Duration::from_secs(60),
             max_sessions: 1024,

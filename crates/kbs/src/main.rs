@@ -79,6 +79,11 @@ enum Cmd {
         /// instance's key at least signs).
         #[arg(long)]
         allow_sample: bool,
+        /// The ASK and ARK (PEM, ASK first, as AMD's KDS serves them at
+        /// /vcek/v1/PRODUCT/cert_chain) for SEV-SNP evidence whose certificate chain holds only
+        /// the VCEK. The ARK must be one vouch pins.
+        #[arg(long, value_name = "FILE")]
+        snp_chain: Option<PathBuf>,
         /// The audience admin tokens must name (give each KBS its own, so that a token made for
         /// one is refused by the others).
         #[arg(long, default_value = vouch_kbs::token::DEFAULT_ADMIN_AUDIENCE, value_name = "NAME")]
@@ -278,6 +283,7 @@ fn run(cli: Cli) -> Result<()> {
             allow_sim,
             sim_key,
             allow_sample,
+            snp_chain,
             admin_audience,
             tls,
             tpm_ak,
@@ -370,6 +376,12 @@ fn run(cli: Cli) -> Result<()> {
                 metrics_token,
                 allow_sim,
                 allow_sample,
+                snp_chain: match &snp_chain {
+                    Some(p) => Some(
+                        std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?,
+                    ),
+                    None => None,
+                },
                 session_ttl: Duration::from_secs(session_ttl),
                 token_ttl: Duration::from_secs(token_ttl),
                 max_sessions,

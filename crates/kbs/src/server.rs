@@ -205,6 +205,8 @@ pub struct KbsConfig {
     pub allow_sim: bool,
     /// Accept Confidential Containers' unsigned sample evidence (development only).
     pub allow_sample: bool,
+    /// The ASK and ARK (PEM) for SEV-SNP reports whose certificate chain lacks them.
+    pub snp_chain: Option<Vec<u8>>,
     pub session_ttl: Duration,
     pub token_ttl: Duration,
     /// Open sessions kept at most; when full, a new session replaces the oldest.
@@ -563,6 +565,7 @@ impl Kbs {
             collateral: self.cfg.collateral.clone(),
             #[cfg(feature = "tpm")]
             tpm_ak_cas: self.cfg.tpm_ak_cas.clone(),
+            snp_chain: self.cfg.snp_chain.clone(),
             ..Default::default()
         }
     }
@@ -617,9 +620,10 @@ impl Kbs {
             Tee::Sample => vouch_tee::coco::CocoTee::Sample,
             Tee::Tdx => vouch_tee::coco::CocoTee::Tdx,
             Tee::Tpm => vouch_tee::coco::CocoTee::Tpm,
+            Tee::Snp => vouch_tee::coco::CocoTee::Snp,
             other => {
                 return Err(KbsError::EvidenceFormat(format!(
-                    "Confidential Containers' {other} evidence is not supported (sample, tdx and tpm are)"
+                    "Confidential Containers' {other} evidence is not supported (sample, tdx, tpm and snp are)"
                 )))
             }
         };
@@ -1231,6 +1235,7 @@ mod tests {
         let cfg = KbsConfig {
             allow_sim: true,
             allow_sample: false,
+            snp_chain: None,
             session_ttl,
             token_ttl: Duration::from_secs(60),
             max_sessions,

@@ -108,6 +108,12 @@ pub struct VerifyOptions {
     /// CA certificates (DER) trusted to certify TPM attestation keys: an AK whose certificate in
     /// the evidence chains to one of them is trusted without being pinned.
     pub tpm_ak_cas: Vec<Vec<u8>>,
+    #[cfg(feature = "snp")]
+    /// The ASK and ARK (PEM, ASK first) for SEV-SNP reports whose certificate chain lacks them.
+    pub snp_chain: Option<Vec<u8>>,
+    #[cfg(feature = "snp")]
+    /// Which SEV-SNP reports are acceptable (debug guests never, by default).
+    pub snp_policy: crate::snp::SnpPolicy,
 }
 
 /// A container the event log says was launched.

@@ -18,6 +18,8 @@ pub enum CocoTee {
     Tdx,
     /// `tpm`: a TPM quote by a pinned attestation key, with the SHA-256 PCRs.
     Tpm,
+    /// `snp`: an SEV-SNP report with its certificates.
+    Snp,
 }
 
 /// What the warnings of a verdict on sample evidence say.
@@ -85,6 +87,10 @@ pub fn verify_coco(
         CocoTee::Tpm => tpm::tpm(evidence, &expected, runtime_data, init_data, opts),
         #[cfg(not(feature = "tpm"))]
         CocoTee::Tpm => Err(VerifyError::UnsupportedTee(TeeType::Tpm)),
+        #[cfg(feature = "snp")]
+        CocoTee::Snp => snp::snp(evidence, &expected, runtime_data, init_data, opts),
+        #[cfg(not(feature = "snp"))]
+        CocoTee::Snp => Err(VerifyError::UnsupportedTee(TeeType::Snp)),
     }
 }
 
@@ -340,6 +346,314 @@ mod tpm {
                 register: "PCR8",
                 expected: hex::encode(want),
                 found,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// SEV-SNP: the report as the `sev` crate (6.x) serializes it, written back into the firmware's
+/// 1184 bytes and verified by vouch's SNP verifier against the VCEK (or VLEK) in the cert chain
+/// and the ASK/ARK (from the chain, or the verifier's), the ARK pinned; init-data in HOST_DATA.
+#[cfg(feature = "snp")]
+pub(crate) mod snp {
+    use super::*;
+    use crate::snp::REPORT_LEN;
+
+    /// What the report JSON holds, field by field, as `sev` names them.
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(crate) struct Report {
+        version: u32,
+        guest_svn: u32,
+        policy: u64,
+        family_id: Vec<u8>,
+        image_id: Vec<u8>,
+        vmpl: u32,
+        sig_algo: u32,
+        current_tcb: Tcb,
+        plat_info: u64,
+        key_info: u32,
+        report_data: Vec<u8>,
+        measurement: Vec<u8>,
+        host_data: Vec<u8>,
+        id_key_digest: Vec<u8>,
+        author_key_digest: Vec<u8>,
+        report_id: Vec<u8>,
+        report_id_ma: Vec<u8>,
+        reported_tcb: Tcb,
+        #[serde(default)]
+        cpuid_fam_id: Option<u8>,
+        #[serde(default)]
+        cpuid_mod_id: Option<u8>,
+        #[serde(default)]
+        cpuid_step: Option<u8>,
+        chip_id: Vec<u8>,
+        committed_tcb: Tcb,
+        current: Version,
+        committed: Version,
+        launch_tcb: Tcb,
+        #[serde(default)]
+        launch_mit_vector: Option<u64>,
+        #[serde(default)]
+        current_mit_vector: Option<u64>,
+        signature: Signature,
+    }
+
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Tcb {
+        #[serde(default)]
+        fmc: Option<u8>,
+        bootloader: u8,
+        tee: u8,
+        snp: u8,
+        microcode: u8,
+    }
+
+    impl Tcb {
+        /// Milan and Genoa's layout; Turin's (which has an FMC version) otherwise.
+        fn bytes(&self) -> [u8; 8] {
+            match self.fmc {
+                None => [
+                    self.bootloader,
+                    self.tee,
+                    0,
+                    0,
+                    0,
+                    0,
+                    self.snp,
+                    self.microcode,
+                ],
+                Some(fmc) => [
+                    fmc,
+                    self.bootloader,
+                    self.tee,
+                    self.snp,
+                    0,
+                    0,
+                    0,
+                    self.microcode,
+                ],
+            }
+        }
+    }
+
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Version {
+        major: u8,
+        minor: u8,
+        build: u8,
+    }
+
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Signature {
+        r: Vec<u8>,
+        s: Vec<u8>,
+    }
+
+    #[derive(serde::Deserialize)]
+    struct CertEntry {
+        cert_type: Value,
+        data: Vec<u8>,
+    }
+
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Evidence {
+        attestation_report: Report,
+        #[serde(default)]
+        cert_chain: Option<Vec<CertEntry>>,
+    }
+
+    /// The report in the firmware's layout (reserved bytes zero).
+    pub(crate) fn report_bytes(r: &Report) -> Result<Vec<u8>, String> {
+        let mut b = vec![0u8; REPORT_LEN];
+        let mut put = |at: usize, v: &[u8], len: usize, name: &str| {
+            if v.len() != len {
+                return Err(format!("{name} is {} bytes, not {len}", v.len()));
+            }
+            b[at..at + len].copy_from_slice(v);
+            Ok(())
+        };
+        put(0x00, &r.version.to_le_bytes(), 4, "version")?;
+        put(0x04, &r.guest_svn.to_le_bytes(), 4, "guest_svn")?;
+        put(0x08, &r.policy.to_le_bytes(), 8, "policy")?;
+        put(0x10, &r.family_id, 16, "family_id")?;
+        put(0x20, &r.image_id, 16, "image_id")?;
+        put(0x30, &r.vmpl.to_le_bytes(), 4, "vmpl")?;
+        put(0x34, &r.sig_algo.to_le_bytes(), 4, "sig_algo")?;
+        put(0x38, &r.current_tcb.bytes(), 8, "current_tcb")?;
+        put(0x40, &r.plat_info.to_le_bytes(), 8, "plat_info")?;
+        put(0x48, &r.key_info.to_le_bytes(), 4, "key_info")?;
+        put(0x50, &r.report_data, 64, "report_data")?;
+        put(0x90, &r.measurement, 48, "measurement")?;
+        put(0xC0, &r.host_data, 32, "host_data")?;
+        put(0xE0, &r.id_key_digest, 48, "id_key_digest")?;
+        put(0x110, &r.author_key_digest, 48, "author_key_digest")?;
+        put(0x140, &r.report_id, 32, "report_id")?;
+        put(0x160, &r.report_id_ma, 32, "report_id_ma")?;
+        put(0x180, &r.reported_tcb.bytes(), 8, "reported_tcb")?;
+        // Version 3 on: the CPUID family, model and stepping.
+        if r.version >= 3 {
+            let cpuid = [r.cpuid_fam_id, r.cpuid_mod_id, r.cpuid_step];
+            let cpuid: Option<Vec<u8>> = cpuid.into_iter().collect();
+            put(
+                0x188,
+                &cpuid.ok_or("a version 3 report names its CPUID")?,
+                3,
+                "cpuid",
+            )?;
+        }
+        put(0x1A0, &r.chip_id, 64, "chip_id")?;
+        put(0x1E0, &r.committed_tcb.bytes(), 8, "committed_tcb")?;
+        put(
+            0x1E8,
+            &[r.current.build, r.current.minor, r.current.major],
+            3,
+            "current",
+        )?;
+        put(
+            0x1EC,
+            &[r.committed.build, r.committed.minor, r.committed.major],
+            3,
+            "committed",
+        )?;
+        put(0x1F0, &r.launch_tcb.bytes(), 8, "launch_tcb")?;
+        // Version 5 on: the mitigation vectors.
+        if r.version >= 5 {
+            let (Some(l), Some(c)) = (r.launch_mit_vector, r.current_mit_vector) else {
+                return Err("a version 5 report names its mitigation vectors".into());
+            };
+            put(0x1F8, &l.to_le_bytes(), 8, "launch_mit_vector")?;
+            put(0x200, &c.to_le_bytes(), 8, "current_mit_vector")?;
+        }
+        put(0x2A0, &r.signature.r, 72, "signature.r")?;
+        put(0x2E8, &r.signature.s, 72, "signature.s")?;
+        Ok(b)
+    }
+
+    fn pem(der: &[u8]) -> String {
+        use base64::Engine as _;
+        let text = base64::engine::general_purpose::STANDARD.encode(der);
+        let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+        for chunk in text.as_bytes().chunks(64) {
+            out.push_str(&String::from_utf8_lossy(chunk));
+            out.push('\n');
+        }
+        out.push_str("-----END CERTIFICATE-----\n");
+        out
+    }
+
+    pub(super) fn snp(
+        evidence: &Value,
+        expected: &Digest384,
+        runtime_data: &Value,
+        init_data: Option<&InitDataDigest>,
+        opts: &VerifyOptions,
+    ) -> Result<Verdict, VerifyError> {
+        let ev: Evidence =
+            serde_json::from_value(evidence.clone()).map_err(|e| format_error(TeeType::Snp, e))?;
+        let report =
+            report_bytes(&ev.attestation_report).map_err(|e| format_error(TeeType::Snp, e))?;
+        let mut key = None;
+        let mut chain = String::new();
+        for c in ev.cert_chain.unwrap_or_default() {
+            match c.cert_type.as_str() {
+                Some("VCEK") | Some("VLEK") => key = Some(c.data),
+                Some("ASK") => chain.insert_str(0, &pem(&c.data)),
+                Some("ARK") => chain.push_str(&pem(&c.data)),
+                _ => {}
+            }
+        }
+        if chain.is_empty() {
+            chain =
+                String::from_utf8_lossy(opts.snp_chain.as_deref().unwrap_or_default()).into_owned();
+        }
+        let key = key.ok_or_else(|| {
+            format_error(
+                TeeType::Snp,
+                "its cert_chain has no VCEK or VLEK certificate",
+            )
+        })?;
+        if chain.is_empty() {
+            return Err(VerifyError::Rejected {
+                tee: TeeType::Snp,
+                reason:
+                    "the report's certificate chain has no ASK and ARK, and the verifier has none"
+                        .into(),
+            });
+        }
+        let claims = check_report(&report, &key, chain.as_bytes(), expected, opts)?;
+        if let Some(d) = init_data {
+            check_init_data(d, &claims.host_data)?;
+        }
+        Ok(Verdict {
+            tee: TeeType::Snp,
+            format: EvidenceFormat::Coco,
+            nonce_required: false,
+            nonce_checked: false,
+            hardware: true,
+            signer: format!(
+                "AMD SEV-SNP {} (reported TCB {})",
+                claims.signing_key.to_uppercase(),
+                claims.reported_tcb
+            ),
+            registers: Vec::new(),
+            records: 0,
+            runtime_data: runtime_data.clone(),
+            platform: claims.platform_claims(),
+            containers: Vec::new(),
+            requester: None,
+            events: Vec::new(),
+            init_data: init_data.map(|d| InitDataClaim::of(d, true)),
+            warnings: Vec::new(),
+            firmware_log_events: None,
+        })
+    }
+
+    /// The report's signature and chain (the ARK pinned), its TCB against the key's, the
+    /// verifier's SNP policy, then its report data: the binding followed by 16 zero bytes.
+    pub(crate) fn check_report(
+        report: &[u8],
+        key_der: &[u8],
+        chain_pem: &[u8],
+        expected: &Digest384,
+        opts: &VerifyOptions,
+    ) -> Result<crate::snp::SnpClaims, VerifyError> {
+        let rejected = |reason: String| VerifyError::Rejected {
+            tee: TeeType::Snp,
+            reason,
+        };
+        let now = opts.at.unwrap_or_else(vouch_base::clock::unix_secs);
+        let claims = crate::snp::verify_report(report, key_der, chain_pem, now)
+            .map_err(|e| rejected(e.to_string()))?;
+        opts.snp_policy
+            .check(&claims)
+            .map_err(|e| rejected(e.to_string()))?;
+        let mut want = expected.as_bytes().to_vec();
+        want.resize(64, 0);
+        if claims.report_data != hex::encode(&want) {
+            return Err(VerifyError::ReportDataMismatch {
+                computed: expected.to_hex(),
+                quoted: claims.report_data.clone(),
+            });
+        }
+        Ok(claims)
+    }
+
+    /// CoCo's init-data binding on SNP: its digest, padded with zeros (or cut) to HOST_DATA's
+    /// 32 bytes, is the report's HOST_DATA.
+    pub(crate) fn check_init_data(d: &InitDataDigest, host_data: &str) -> Result<(), VerifyError> {
+        let mut want = d.digest.clone();
+        want.resize(32, 0);
+        if hex::encode(&want) != host_data {
+            return Err(VerifyError::InitDataMismatch {
+                register: "HOST_DATA",
+                expected: hex::encode(&want),
+                found: host_data.to_string(),
             });
         }
         Ok(())
@@ -1218,5 +1532,183 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    /// An SEV-SNP report (bytes) as the `sev` crate serializes it into CoCo's evidence, written
+    /// here from the firmware layout.
+    #[cfg(feature = "snp")]
+    fn sev_json(b: &[u8]) -> Value {
+        let u32_at = |at: usize| u32::from_le_bytes(b[at..at + 4].try_into().expect("4"));
+        let u64_at = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8"));
+        let bytes = |at: usize, n: usize| json!(b[at..at + n].to_vec());
+        let tcb = |at: usize| json!({"fmc": null, "bootloader": b[at], "tee": b[at + 1], "snp": b[at + 6], "microcode": b[at + 7]});
+        let version = |at: usize| json!({"major": b[at + 2], "minor": b[at + 1], "build": b[at]});
+        json!({
+            "version": u32_at(0), "guest_svn": u32_at(4), "policy": u64_at(8),
+            "family_id": bytes(0x10, 16), "image_id": bytes(0x20, 16), "vmpl": u32_at(0x30),
+            "sig_algo": u32_at(0x34), "current_tcb": tcb(0x38), "plat_info": u64_at(0x40),
+            "key_info": u32_at(0x48), "report_data": bytes(0x50, 64), "measurement": bytes(0x90, 48),
+            "host_data": bytes(0xC0, 32), "id_key_digest": bytes(0xE0, 48),
+            "author_key_digest": bytes(0x110, 48), "report_id": bytes(0x140, 32),
+            "report_id_ma": bytes(0x160, 32), "reported_tcb": tcb(0x180),
+            "cpuid_fam_id": null, "cpuid_mod_id": null, "cpuid_step": null,
+            "chip_id": bytes(0x1A0, 64), "committed_tcb": tcb(0x1E0), "current": version(0x1E8),
+            "committed": version(0x1EC), "launch_tcb": tcb(0x1F0),
+            "launch_mit_vector": null, "current_mit_vector": null,
+            "signature": {"r": bytes(0x2A0, 72), "s": bytes(0x2E8, 72)},
+        })
+    }
+
+    /// A real SEV-SNP report (Milan) in CoCo's form: written back byte for byte, verified
+    /// against its VCEK and the ASK/ARK (from the cert chain or the verifier's), refused as a
+    /// debug guest by default, and for a binding it does not hold; a changed field or a missing
+    /// certificate is refused by name.
+    #[cfg(feature = "snp")]
+    #[test]
+    fn a_real_snp_report_in_cocos_form() {
+        let Some(v) = vectors() else {
+            return;
+        };
+        let bin = read(&v, "snp/attestation.bin");
+        let vcek = read(&v, "snp/vcek.der");
+        let chain = read(&v, "snp/ask_ark_milan.pem");
+        let certs = crate::pem::certificates(&chain);
+        let report = sev_json(&bin);
+        let parsed: snp::Report = serde_json::from_value(report.clone()).expect("sev's form");
+        assert_eq!(
+            snp::report_bytes(&parsed).expect("bytes"),
+            bin,
+            "written back byte for byte"
+        );
+
+        // Its own report data (0102030405, then zeros) as the binding: it verifies, once its
+        // debug policy is allowed.
+        let mut own = [0u8; 48];
+        own.copy_from_slice(&bin[0x50..0x80]);
+        let debug_ok = VerifyOptions {
+            at: Some(1_750_400_000),
+            snp_policy: crate::snp::SnpPolicy {
+                allow_debug: true,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let claims =
+            snp::check_report(&bin, &vcek, &chain, &Digest384(own), &debug_ok).expect("verifies");
+        assert_eq!(claims.version, 2);
+        let default = VerifyOptions {
+            at: Some(1_750_400_000),
+            ..Default::default()
+        };
+        let err = snp::check_report(&bin, &vcek, &chain, &Digest384(own), &default)
+            .expect_err("a debug guest");
+        assert!(
+            matches!(&err, VerifyError::Rejected { reason, .. } if reason.contains("debugging")),
+            "{err}"
+        );
+
+        let entry = |kind: &str, der: &[u8]| json!({"cert_type": kind, "data": der.to_vec()});
+        let evidence = |report: &Value, chain: Vec<Value>| json!({"attestation_report": report, "cert_chain": chain});
+        let full = vec![
+            entry("VCEK", &vcek),
+            entry("ASK", &certs[0]),
+            entry("ARK", &certs[1]),
+        ];
+        let runtime = super::super::runtime_data("n", &json!({"kty": "EC"}), "");
+        let err = verify_coco(
+            CocoTee::Snp,
+            &evidence(&report, full.clone()),
+            &runtime,
+            None,
+            &debug_ok,
+        )
+        .expect_err("another binding");
+        assert!(
+            matches!(&err, VerifyError::ReportDataMismatch { quoted, .. } if quoted.starts_with("0102030405")),
+            "{err}"
+        );
+        // The VCEK alone: the ASK and ARK come from the verifier, or the report is refused.
+        let vcek_only = vec![entry("VCEK", &vcek)];
+        let err = verify_coco(
+            CocoTee::Snp,
+            &evidence(&report, vcek_only.clone()),
+            &runtime,
+            None,
+            &debug_ok,
+        )
+        .expect_err("no chain");
+        assert!(
+            matches!(&err, VerifyError::Rejected { reason, .. } if reason.contains("no ASK and ARK")),
+            "{err}"
+        );
+        let with_chain = VerifyOptions {
+            snp_chain: Some(chain.clone()),
+            ..debug_ok.clone()
+        };
+        let err = verify_coco(
+            CocoTee::Snp,
+            &evidence(&report, vcek_only),
+            &runtime,
+            None,
+            &with_chain,
+        )
+        .expect_err("another binding");
+        assert!(
+            matches!(err, VerifyError::ReportDataMismatch { .. }),
+            "{err}"
+        );
+        // A changed measurement byte: the signature no longer covers it.
+        let mut changed = report.clone();
+        changed["measurement"][0] = json!(bin[0x90] ^ 1);
+        let err = verify_coco(
+            CocoTee::Snp,
+            &evidence(&changed, full.clone()),
+            &runtime,
+            None,
+            &debug_ok,
+        )
+        .expect_err("changed");
+        assert!(
+            matches!(&err, VerifyError::Rejected { reason, .. } if reason.contains("signature")),
+            "{err}"
+        );
+        for (bad, why) in [
+            (evidence(&report, vec![entry("ASK", &certs[0])]), "no VCEK"),
+            (
+                json!({"attestation_report": {"version": 2}}),
+                "missing field",
+            ),
+        ] {
+            let err = verify_coco(CocoTee::Snp, &bad, &runtime, None, &debug_ok).expect_err(why);
+            assert!(
+                matches!(&err, VerifyError::CocoFormat { tee: TeeType::Snp, reason } if reason.contains(why)),
+                "{err}"
+            );
+        }
+        let mut short = report.clone();
+        short["chip_id"] = json!([1, 2, 3]);
+        let err = verify_coco(
+            CocoTee::Snp,
+            &evidence(&short, full),
+            &runtime,
+            None,
+            &debug_ok,
+        )
+        .expect_err("short");
+        assert!(
+            matches!(&err, VerifyError::CocoFormat { reason, .. } if reason == "chip_id is 3 bytes, not 64"),
+            "{err}"
+        );
+
+        // Init-data: HOST_DATA holds its digest (padded or cut to 32 bytes).
+        let d = init_data_digest("toml", "algorithm = \"sha384\"\n").expect("digest");
+        snp::check_init_data(&d, &hex::encode(&d.digest[..32])).expect("bound");
+        assert!(matches!(
+            snp::check_init_data(&d, &claims.host_data),
+            Err(VerifyError::InitDataMismatch {
+                register: "HOST_DATA",
+                ..
+            })
+        ));
     }
 }

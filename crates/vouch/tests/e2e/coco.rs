@@ -301,21 +301,71 @@ fn coco_tdx_evidence_from_the_real_vectors_reaches_dcap() {
         "AttestationFailed",
         "tdx evidence is not in the form Confidential Containers' attester sends",
     );
-    // SNP in CoCo's form is not read yet: said so.
+    // SNP in CoCo's form: the real Milan report with its VCEK, ASK and ARK goes through the
+    // SNP verifier; it is a debug guest, which the default policy refuses, saying so.
+    let bin = std::fs::read(v.join("snp/attestation.bin")).expect("report");
+    let chain = std::fs::read(v.join("snp/ask_ark_milan.pem")).expect("chain");
+    let blocks: Vec<Vec<u8>> = String::from_utf8_lossy(&chain)
+        .split("-----BEGIN CERTIFICATE-----")
+        .skip(1)
+        .map(|b| {
+            let body: String = b
+                .split("-----END CERTIFICATE-----")
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .collect();
+            B64.decode(body).expect("pem")
+        })
+        .collect();
+    let vcek = std::fs::read(v.join("snp/vcek.der")).expect("vcek");
+    let u32_at = |at: usize| u32::from_le_bytes(bin[at..at + 4].try_into().expect("4"));
+    let u64_at = |at: usize| u64::from_le_bytes(bin[at..at + 8].try_into().expect("8"));
+    let bytes = |at: usize, n: usize| json!(bin[at..at + n].to_vec());
+    let tcb = |at: usize| json!({"fmc": null, "bootloader": bin[at], "tee": bin[at + 1], "snp": bin[at + 6], "microcode": bin[at + 7]});
+    let version = |at: usize| json!({"major": bin[at + 2], "minor": bin[at + 1], "build": bin[at]});
+    let report = json!({
+        "version": u32_at(0), "guest_svn": u32_at(4), "policy": u64_at(8),
+        "family_id": bytes(0x10, 16), "image_id": bytes(0x20, 16), "vmpl": u32_at(0x30),
+        "sig_algo": u32_at(0x34), "current_tcb": tcb(0x38), "plat_info": u64_at(0x40),
+        "key_info": u32_at(0x48), "report_data": bytes(0x50, 64), "measurement": bytes(0x90, 48),
+        "host_data": bytes(0xC0, 32), "id_key_digest": bytes(0xE0, 48),
+        "author_key_digest": bytes(0x110, 48), "report_id": bytes(0x140, 32),
+        "report_id_ma": bytes(0x160, 32), "reported_tcb": tcb(0x180),
+        "cpuid_fam_id": null, "cpuid_mod_id": null, "cpuid_step": null,
+        "chip_id": bytes(0x1A0, 64), "committed_tcb": tcb(0x1E0), "current": version(0x1E8),
+        "committed": version(0x1EC), "launch_tcb": tcb(0x1F0),
+        "launch_mit_vector": null, "current_mit_vector": null,
+        "signature": {"r": bytes(0x2A0, 72), "s": bytes(0x2E8, 72)},
+    });
+    let evidence = json!({"attestation_report": report, "cert_chain": [
+        {"cert_type": "VCEK", "data": vcek},
+        {"cert_type": "ASK", "data": blocks[0]},
+        {"cert_type": "ARK", "data": blocks[1]},
+    ]});
     let (nonce, cookie, _) = coco_auth(&k, &v, "snp");
     assert_refused(
         post_attest(
             &k,
             &cookie,
-            &client.attestation(
-                &nonce,
-                json!({"attestation_report": {}, "cert_chain": null}),
-                Value::Null,
-            ),
+            &client.attestation(&nonce, evidence, Value::Null),
         ),
         401,
         "AttestationFailed",
-        "Confidential Containers' snp evidence is not supported",
+        "snp quote rejected: policy refused the report: the guest policy allows debugging",
+    );
+    // Azure's vTPM forms are not read yet: refused at once, by name.
+    let (status, body, _) = k.http(
+        "POST",
+        "/kbs/v0/auth",
+        &[],
+        Some(br#"{"version":"0.4.0","tee":"az-snp-vtpm","extra-params":{}}"#),
+    );
+    assert_refused(
+        (status, body),
+        400,
+        "InvalidRequest",
+        "tee az-snp-vtpm is not supported",
     );
 }
 
