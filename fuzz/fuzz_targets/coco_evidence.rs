@@ -1,6 +1,7 @@
 //! Confidential Containers' evidence forms as a KBS receives them: init-data TOML (before the
-//! first NUL byte), then the primary evidence JSON, through the sample and TDX verifiers, and the
-//! TDX logs (CCEL, AAEL in the TCG2 log or as text) replayed against registers.
+//! first NUL byte), then the primary evidence JSON, through the sample, TDX, TPM (a key pinned)
+//! and SNP verifiers, and the TDX logs (CCEL, AAEL in the TCG2 log or as text) replayed against
+//! registers.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use serde_json::{json, Value};
@@ -27,6 +28,15 @@ fuzz_target!(|data: &[u8]| {
     };
     let _ = verify_coco(CocoTee::Sample, &evidence, &runtime, init.as_ref(), &opts);
     let _ = verify_coco(CocoTee::Tdx, &evidence, &runtime, init.as_ref(), &opts);
+    let _ = verify_coco(CocoTee::Snp, &evidence, &runtime, init.as_ref(), &opts);
+    #[cfg(feature = "tpm")]
+    {
+        let pinned = VerifyOptions {
+            tpm_aks: vec![format!("sha256:{}", "0".repeat(64))],
+            ..Default::default()
+        };
+        let _ = verify_coco(CocoTee::Tpm, &evidence, &runtime, init.as_ref(), &pinned);
+    }
     if let Ok(tdx) = serde_json::from_value::<TdxEvidence>(evidence) {
         let _ = tdx_runtime_log(&tdx, &[Digest384::ZERO; 4]);
     }
