@@ -1345,45 +1345,6 @@ mod tests {
         ));
     }
 
-    /// DER of an RSA SubjectPublicKeyInfo, written here from the key's modulus and exponent.
-    #[cfg(feature = "tpm")]
-    fn spki(ak: &crate::tpm::AkPublic) -> Vec<u8> {
-        fn tlv(tag: u8, body: &[u8]) -> Vec<u8> {
-            let mut out = vec![tag];
-            match body.len() {
-                n if n < 0x80 => out.push(n as u8),
-                n if n < 0x100 => out.extend([0x81, n as u8]),
-                n => out.extend([0x82, (n >> 8) as u8, n as u8]),
-            }
-            out.extend_from_slice(body);
-            out
-        }
-        let mut n = vec![0u8];
-        n.extend_from_slice(&ak.modulus);
-        let e: Vec<u8> = ak
-            .exponent
-            .to_be_bytes()
-            .into_iter()
-            .skip_while(|b| *b == 0)
-            .collect();
-        let key = tlv(0x30, &[tlv(0x02, &n), tlv(0x02, &e)].concat());
-        let algorithm = tlv(
-            0x30,
-            &[
-                tlv(
-                    0x06,
-                    &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01],
-                ),
-                vec![0x05, 0x00],
-            ]
-            .concat(),
-        );
-        tlv(
-            0x30,
-            &[algorithm, tlv(0x03, &[&[0u8][..], &key].concat())].concat(),
-        )
-    }
-
     /// A real Google Cloud vTPM quote in CoCo's TPM form (its key as a SubjectPublicKeyInfo, the
     /// SHA-256 PCRs as a list): its signature and PCR digest verify for its own nonce; for a
     /// CoCo binding it is refused by the nonce, after the key's pin and the signature; an
@@ -1397,7 +1358,7 @@ mod tests {
         };
         let dir = "tpm/gce-vtpm-nonce9009";
         let ak = crate::tpm::parse_ak(&read(&v, &format!("{dir}/ak_pub.tpmt_public"))).expect("ak");
-        let spki = spki(&ak);
+        let spki = crate::tpm::ak_spki(&ak);
         let fingerprint = crate::tpm::spki_fingerprint(&spki);
         let message = read(&v, &format!("{dir}/quote_sha256.tpms_attest"));
         let signature = read(&v, &format!("{dir}/quote_sha256.tpmt_signature"));
@@ -1409,11 +1370,10 @@ mod tests {
 
         let ours = tpm::ak_of_spki(&spki).expect("the SPKI reads back");
         assert_eq!(ours, ak);
-        assert_eq!(
-            crate::tpm::ak_spki(&ak),
-            spki,
-            "vouchd's encoding is this one"
-        );
+        // vouchd's encoding is a SubjectPublicKeyInfo to an independent DER reader too.
+        use der::Decode as _;
+        let read_back = x509_cert::spki::SubjectPublicKeyInfoOwned::from_der(&spki).expect("SPKI");
+        assert_eq!(read_back.algorithm.oid.to_string(), "1.2.840.113549.1.1.1");
         let covered = tpm::check_quote(&message, &signature, &ak, &[0x90, 0x09], &raw)
             .expect("its own nonce");
         assert_eq!(covered, (0..24).collect::<Vec<u32>>());
@@ -1534,31 +1494,6 @@ mod tests {
         }
     }
 
-    /// An SEV-SNP report (bytes) as the `sev` crate serializes it into CoCo's evidence, written
-    /// here from the firmware layout.
-    #[cfg(feature = "snp")]
-    fn sev_json(b: &[u8]) -> Value {
-        let u32_at = |at: usize| u32::from_le_bytes(b[at..at + 4].try_into().expect("4"));
-        let u64_at = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8"));
-        let bytes = |at: usize, n: usize| json!(b[at..at + n].to_vec());
-        let tcb = |at: usize| json!({"fmc": null, "bootloader": b[at], "tee": b[at + 1], "snp": b[at + 6], "microcode": b[at + 7]});
-        let version = |at: usize| json!({"major": b[at + 2], "minor": b[at + 1], "build": b[at]});
-        json!({
-            "version": u32_at(0), "guest_svn": u32_at(4), "policy": u64_at(8),
-            "family_id": bytes(0x10, 16), "image_id": bytes(0x20, 16), "vmpl": u32_at(0x30),
-            "sig_algo": u32_at(0x34), "current_tcb": tcb(0x38), "plat_info": u64_at(0x40),
-            "key_info": u32_at(0x48), "report_data": bytes(0x50, 64), "measurement": bytes(0x90, 48),
-            "host_data": bytes(0xC0, 32), "id_key_digest": bytes(0xE0, 48),
-            "author_key_digest": bytes(0x110, 48), "report_id": bytes(0x140, 32),
-            "report_id_ma": bytes(0x160, 32), "reported_tcb": tcb(0x180),
-            "cpuid_fam_id": null, "cpuid_mod_id": null, "cpuid_step": null,
-            "chip_id": bytes(0x1A0, 64), "committed_tcb": tcb(0x1E0), "current": version(0x1E8),
-            "committed": version(0x1EC), "launch_tcb": tcb(0x1F0),
-            "launch_mit_vector": null, "current_mit_vector": null,
-            "signature": {"r": bytes(0x2A0, 72), "s": bytes(0x2E8, 72)},
-        })
-    }
-
     /// A real SEV-SNP report (Milan) in CoCo's form: written back byte for byte, verified
     /// against its VCEK and the ASK/ARK (from the cert chain or the verifier's), refused as a
     /// debug guest by default, and for a binding it does not hold; a changed field or a missing
@@ -1573,7 +1508,7 @@ mod tests {
         let vcek = read(&v, "snp/vcek.der");
         let chain = read(&v, "snp/ask_ark_milan.pem");
         let certs = crate::pem::certificates(&chain);
-        let report = sev_json(&bin);
+        let report = vouch_testkit::corpus::sev_report_json(&bin);
         let parsed: snp::Report = serde_json::from_value(report.clone()).expect("sev's form");
         assert_eq!(
             snp::report_bytes(&parsed).expect("bytes"),

@@ -255,6 +255,34 @@ impl Device {
         Ok(Digest384(bytes))
     }
 
+    /// A quote of `selection` by the AK (RSASSA, SHA-256) with `nonce` as qualifying data.
+    fn sign_quote(
+        &mut self,
+        nonce: &[u8],
+        selection: tss_esapi::structures::PcrSelectionList,
+    ) -> Result<
+        (
+            tss_esapi::structures::Attest,
+            tss_esapi::structures::Signature,
+        ),
+        String,
+    > {
+        let qualifying = Data::try_from(nonce.to_vec()).map_err(tpm_err("nonce"))?;
+        let ak = self.ak;
+        self.ctx
+            .execute_with_session(Some(AuthSession::Password), |c| {
+                c.quote(
+                    ak,
+                    qualifying,
+                    SignatureScheme::RsaSsa {
+                        hash_scheme: HashScheme::new(HashingAlgorithm::Sha256),
+                    },
+                    selection,
+                )
+            })
+            .map_err(tpm_err("quoting"))
+    }
+
     fn quote(&mut self, report_data: &Digest384) -> Result<Vec<u8>, String> {
         let mut platform: Vec<u8> = PLATFORM_PCRS.to_vec();
         platform.push(self.pcr);
@@ -270,22 +298,7 @@ impl Device {
             .with_selection(HashingAlgorithm::Sha384, &slots(&[self.pcr])?)
             .build()
             .map_err(tpm_err("PCR selection"))?;
-        let qualifying =
-            Data::try_from(report_data.as_bytes().to_vec()).map_err(tpm_err("nonce"))?;
-        let ak = self.ak;
-        let (attest, signature) = self
-            .ctx
-            .execute_with_session(Some(AuthSession::Password), |c| {
-                c.quote(
-                    ak,
-                    qualifying,
-                    SignatureScheme::RsaSsa {
-                        hash_scheme: HashScheme::new(HashingAlgorithm::Sha256),
-                    },
-                    selection,
-                )
-            })
-            .map_err(tpm_err("quoting"))?;
+        let (attest, signature) = self.sign_quote(report_data.as_bytes(), selection)?;
         // The values the quote covers, read right after it. A PCR extended in between would
         // make the digest check fail at the verifier, so the journal serializes the two.
         let sha256 = self.read(HashingAlgorithm::Sha256, &platform)?;
@@ -333,21 +346,7 @@ impl Device {
             .with_selection(HashingAlgorithm::Sha256, &slots)
             .build()
             .map_err(tpm_err("PCR selection"))?;
-        let qualifying = Data::try_from(nonce.to_vec()).map_err(tpm_err("nonce"))?;
-        let ak = self.ak;
-        let (attest, signature) = self
-            .ctx
-            .execute_with_session(Some(AuthSession::Password), |c| {
-                c.quote(
-                    ak,
-                    qualifying,
-                    SignatureScheme::RsaSsa {
-                        hash_scheme: HashScheme::new(HashingAlgorithm::Sha256),
-                    },
-                    selection,
-                )
-            })
-            .map_err(tpm_err("quoting"))?;
+        let (attest, signature) = self.sign_quote(nonce, selection)?;
         let pcrs = self.read(HashingAlgorithm::Sha256, &all)?;
         let spki = super::ak_spki(&super::parse_ak(&self.ak_public).map_err(|e| e.to_string())?);
         let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);

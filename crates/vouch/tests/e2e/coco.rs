@@ -8,7 +8,7 @@ use sha2::Digest as _;
 use vouch_kbs_client::jwe;
 use vouch_testkit::*;
 
-use super::kbs::{assert_refused, secret_url, KbsProc, SECRET};
+use super::kbs::{assert_refused, attest, secret_url, KbsProc, SECRET};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -81,16 +81,6 @@ fn coco_auth(k: &KbsProc, v: &std::path::Path, tee: &str) -> (String, String, Va
     )
 }
 
-fn post_attest(k: &KbsProc, cookie: &str, att: &Value) -> (u16, Value) {
-    let (s, b, _) = k.http(
-        "POST",
-        "/kbs/v0/attest",
-        &[("Cookie", cookie.to_string())],
-        Some(att.to_string().as_bytes()),
-    );
-    (s, b)
-}
-
 /// The claims of an attestation token (its payload; the KBS checks its signature).
 fn token_claims(token: &str) -> Value {
     let payload = token.split('.').nth(1).expect("JWS payload");
@@ -118,7 +108,7 @@ fn a_coco_client_with_sample_evidence_gets_its_resource_only_under_allow_sample(
     let client = CocoClient::new();
 
     let (nonce, cookie, _) = coco_auth(&k, &v, "sample");
-    let (status, body) = post_attest(
+    let (status, body) = attest(
         &k,
         &cookie,
         &client.attestation(&nonce, client.sample(&nonce), Value::Null),
@@ -166,7 +156,7 @@ fn a_coco_client_with_sample_evidence_gets_its_resource_only_under_allow_sample(
     // The same attestation again: its nonce is spent.
     let again = client.attestation(&nonce, client.sample(&nonce), Value::Null);
     assert_refused(
-        post_attest(&k, &cookie, &again),
+        attest(&k, &cookie, &again),
         401,
         "AttestationFailed",
         "nonce",
@@ -175,7 +165,7 @@ fn a_coco_client_with_sample_evidence_gets_its_resource_only_under_allow_sample(
     let (nonce2, cookie2, _) = coco_auth(&k, &v, "sample");
     let stale = client.attestation(&nonce2, client.sample(&nonce), Value::Null);
     assert_refused(
-        post_attest(&k, &cookie2, &stale),
+        attest(&k, &cookie2, &stale),
         401,
         "AttestationFailed",
         "runtime data does not match",
@@ -185,7 +175,7 @@ fn a_coco_client_with_sample_evidence_gets_its_resource_only_under_allow_sample(
     let mut with_device = client.attestation(&nonce3, client.sample(&nonce3), Value::Null);
     with_device["tee-evidence"]["additional_evidence"] = json!("{\"nvidia\":{}}");
     assert_refused(
-        post_attest(&k, &cookie3, &with_device),
+        attest(&k, &cookie3, &with_device),
         401,
         "AttestationFailed",
         "additional (device) evidence is not supported",
@@ -194,7 +184,7 @@ fn a_coco_client_with_sample_evidence_gets_its_resource_only_under_allow_sample(
     // Init-data: reported with its digest, and said to be unbound (sample binds nothing).
     let body = "algorithm = \"sha384\"\nversion = \"0.1.0\"\n\n[data]\n\"aa.toml\" = ''\n";
     let (nonce4, cookie4, _) = coco_auth(&k, &v, "sample");
-    let (status, resp) = post_attest(
+    let (status, resp) = attest(
         &k,
         &cookie4,
         &client.attestation(
@@ -212,7 +202,7 @@ fn a_coco_client_with_sample_evidence_gets_its_resource_only_under_allow_sample(
     );
     let (nonce5, cookie5, _) = coco_auth(&k, &v, "sample");
     assert_refused(
-        post_attest(
+        attest(
             &k,
             &cookie5,
             &client.attestation(
@@ -232,7 +222,7 @@ fn a_coco_client_with_sample_evidence_gets_its_resource_only_under_allow_sample(
     let strict = KbsProc::start(dir2.path(), &["--allow-sim"]);
     let (nonce, cookie, _) = coco_auth(&strict, &v, "sample");
     assert_refused(
-        post_attest(
+        attest(
             &strict,
             &cookie,
             &client.attestation(&nonce, client.sample(&nonce), Value::Null),
@@ -269,7 +259,7 @@ fn coco_tdx_evidence_from_the_real_vectors_reaches_dcap() {
     let ccel = std::fs::read(v.join("ccel/ccel_data.dat")).expect("ccel");
     let (nonce, cookie, _) = coco_auth(&k, &v, "tdx");
     let evidence = json!({"quote": B64.encode(&quote), "cc_eventlog": B64.encode(&ccel)});
-    let (status, body) = post_attest(
+    let (status, body) = attest(
         &k,
         &cookie,
         &client.attestation(&nonce, evidence, Value::Null),
@@ -292,7 +282,7 @@ fn coco_tdx_evidence_from_the_real_vectors_reaches_dcap() {
     // Not CoCo's TDX shape.
     let (nonce, cookie, _) = coco_auth(&k, &v, "tdx");
     assert_refused(
-        post_attest(
+        attest(
             &k,
             &cookie,
             &client.attestation(&nonce, json!({"td_quote": "AA"}), Value::Null),
@@ -305,39 +295,9 @@ fn coco_tdx_evidence_from_the_real_vectors_reaches_dcap() {
     // SNP verifier; it is a debug guest, which the default policy refuses, saying so.
     let bin = std::fs::read(v.join("snp/attestation.bin")).expect("report");
     let chain = std::fs::read(v.join("snp/ask_ark_milan.pem")).expect("chain");
-    let blocks: Vec<Vec<u8>> = String::from_utf8_lossy(&chain)
-        .split("-----BEGIN CERTIFICATE-----")
-        .skip(1)
-        .map(|b| {
-            let body: String = b
-                .split("-----END CERTIFICATE-----")
-                .next()
-                .unwrap_or("")
-                .split_whitespace()
-                .collect();
-            B64.decode(body).expect("pem")
-        })
-        .collect();
+    let blocks = vouch_tee::pem::certificates(&chain);
     let vcek = std::fs::read(v.join("snp/vcek.der")).expect("vcek");
-    let u32_at = |at: usize| u32::from_le_bytes(bin[at..at + 4].try_into().expect("4"));
-    let u64_at = |at: usize| u64::from_le_bytes(bin[at..at + 8].try_into().expect("8"));
-    let bytes = |at: usize, n: usize| json!(bin[at..at + n].to_vec());
-    let tcb = |at: usize| json!({"fmc": null, "bootloader": bin[at], "tee": bin[at + 1], "snp": bin[at + 6], "microcode": bin[at + 7]});
-    let version = |at: usize| json!({"major": bin[at + 2], "minor": bin[at + 1], "build": bin[at]});
-    let report = json!({
-        "version": u32_at(0), "guest_svn": u32_at(4), "policy": u64_at(8),
-        "family_id": bytes(0x10, 16), "image_id": bytes(0x20, 16), "vmpl": u32_at(0x30),
-        "sig_algo": u32_at(0x34), "current_tcb": tcb(0x38), "plat_info": u64_at(0x40),
-        "key_info": u32_at(0x48), "report_data": bytes(0x50, 64), "measurement": bytes(0x90, 48),
-        "host_data": bytes(0xC0, 32), "id_key_digest": bytes(0xE0, 48),
-        "author_key_digest": bytes(0x110, 48), "report_id": bytes(0x140, 32),
-        "report_id_ma": bytes(0x160, 32), "reported_tcb": tcb(0x180),
-        "cpuid_fam_id": null, "cpuid_mod_id": null, "cpuid_step": null,
-        "chip_id": bytes(0x1A0, 64), "committed_tcb": tcb(0x1E0), "current": version(0x1E8),
-        "committed": version(0x1EC), "launch_tcb": tcb(0x1F0),
-        "launch_mit_vector": null, "current_mit_vector": null,
-        "signature": {"r": bytes(0x2A0, 72), "s": bytes(0x2E8, 72)},
-    });
+    let report = vouch_testkit::corpus::sev_report_json(&bin);
     let evidence = json!({"attestation_report": report, "cert_chain": [
         {"cert_type": "VCEK", "data": vcek},
         {"cert_type": "ASK", "data": blocks[0]},
@@ -345,7 +305,7 @@ fn coco_tdx_evidence_from_the_real_vectors_reaches_dcap() {
     ]});
     let (nonce, cookie, _) = coco_auth(&k, &v, "snp");
     assert_refused(
-        post_attest(
+        attest(
             &k,
             &cookie,
             &client.attestation(&nonce, evidence, Value::Null),

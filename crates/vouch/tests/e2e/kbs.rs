@@ -213,7 +213,7 @@ fn attestation(tee: &FakeTee, nonce: &str, key: &p256::SecretKey) -> Value {
     json!({"runtime-data": runtime, "tee-evidence": {"primary_evidence": ev, "additional_evidence": ""}})
 }
 
-fn attest(k: &KbsProc, cookie: &str, att: &Value) -> (u16, Value) {
+pub(super) fn attest(k: &KbsProc, cookie: &str, att: &Value) -> (u16, Value) {
     let (s, b, _) = k.http(
         "POST",
         "/kbs/v0/attest",

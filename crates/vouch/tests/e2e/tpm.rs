@@ -156,19 +156,6 @@ fn containers_on_a_tpm_are_attested_and_get_their_secret() {
     assert_eq!(out.stdout, SECRET);
 }
 
-/// DER length.
-fn der_len(n: usize) -> Vec<u8> {
-    match n {
-        0..=0x7f => vec![n as u8],
-        0x80..=0xff => vec![0x81, n as u8],
-        _ => vec![0x82, (n >> 8) as u8, n as u8],
-    }
-}
-
-fn der(tag: u8, body: &[u8]) -> Vec<u8> {
-    [&[tag][..], &der_len(body.len()), body].concat()
-}
-
 /// The attestation key of TPM evidence as a PEM public key (for a CA to certify).
 fn ak_public_pem(evidence: &serde_json::Value) -> String {
     use base64::Engine as _;
@@ -179,32 +166,7 @@ fn ak_public_pem(evidence: &serde_json::Value) -> String {
     let quote: serde_json::Value = serde_json::from_slice(&quote_json).expect("quote json");
     let ak = vouch_tee::tpm::parse_ak(&b64.decode(quote["ak"].as_str().expect("ak")).expect("ak"))
         .expect("parse ak");
-    let uint = |b: &[u8]| {
-        let mut v = b.to_vec();
-        if v[0] & 0x80 != 0 {
-            v.insert(0, 0);
-        }
-        der(0x02, &v)
-    };
-    let rsa = der(
-        0x30,
-        &[uint(&ak.modulus), uint(&ak.exponent.to_be_bytes()[1..])].concat(),
-    );
-    let alg = der(
-        0x30,
-        &[
-            der(
-                0x06,
-                &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01],
-            ),
-            vec![0x05, 0x00],
-        ]
-        .concat(),
-    );
-    let spki = der(
-        0x30,
-        &[alg, der(0x03, &[&[0u8][..], &rsa].concat())].concat(),
-    );
+    let spki = vouch_tee::tpm::ak_spki(&ak);
     let text = b64.encode(spki);
     let lines: Vec<&str> = text
         .as_bytes()
