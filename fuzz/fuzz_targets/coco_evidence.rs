@@ -1,7 +1,7 @@
 //! Confidential Containers' evidence forms as a KBS receives them: init-data TOML (before the
-//! first NUL byte), then the primary evidence JSON, through the sample, TDX, TPM (a key pinned)
-//! and SNP verifiers, and the TDX logs (CCEL, AAEL in the TCG2 log or as text) replayed against
-//! registers.
+//! first NUL byte), then the primary evidence JSON, through the sample, TDX, TPM (a key pinned),
+//! SNP and Azure vTPM (SNP, TDX; the HCL report and its variable data) verifiers, and the TDX
+//! logs (CCEL, AAEL in the TCG2 log or as text) replayed against registers.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use serde_json::{json, Value};
@@ -36,6 +36,8 @@ fuzz_target!(|data: &[u8]| {
             ..Default::default()
         };
         let _ = verify_coco(CocoTee::Tpm, &evidence, &runtime, init.as_ref(), &pinned);
+        let _ = verify_coco(CocoTee::AzSnpVtpm, &evidence, &runtime, init.as_ref(), &opts);
+        let _ = verify_coco(CocoTee::AzTdxVtpm, &evidence, &runtime, init.as_ref(), &opts);
     }
     if let Ok(tdx) = serde_json::from_value::<TdxEvidence>(evidence) {
         let _ = tdx_runtime_log(&tdx, &[Digest384::ZERO; 4]);

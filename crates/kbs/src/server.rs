@@ -412,9 +412,9 @@ impl Kbs {
         if req.version != PROTOCOL_VERSION {
             return Err(KbsError::Version(req.version));
         }
-        if tee_type(req.tee).is_none() {
+        if tee_type(req.tee).is_none() && !matches!(req.tee, Tee::AzSnpVtpm | Tee::AzTdxVtpm) {
             return Err(KbsError::InvalidRequest(format!(
-                "tee {} is not supported (sample, tpm, tdx, snp)",
+                "tee {} is not supported (sample, tpm, tdx, snp, az-snp-vtpm, az-tdx-vtpm)",
                 req.tee
             )));
         }
@@ -512,8 +512,10 @@ impl Kbs {
             .map_err(|e| KbsError::InvalidRequest(e.to_string()))?;
         jwe::parse_jwk(&tee_pubkey).map_err(KbsError::Key)?;
         let primary = att.tee_evidence.primary_evidence;
-        // vouch's evidence names its format version; none of CoCo's formats has the key.
-        let verdict = if primary.get("version").is_some() {
+        // vouch's evidence names its format version; of CoCo's formats only Azure's vTPM ones
+        // have the key, and their sessions (az-snp-vtpm, az-tdx-vtpm) are CoCo's alone.
+        let vouch_form = tee_type(tee).is_some() && primary.get("version").is_some();
+        let verdict = if vouch_form {
             if att.init_data.is_some() {
                 return Err(KbsError::EvidenceFormat(
                     "init-data comes with Confidential Containers' evidence, which binds it; vouch's evidence does not".into(),
@@ -623,9 +625,11 @@ impl Kbs {
             Tee::Tdx => vouch_tee::coco::CocoTee::Tdx,
             Tee::Tpm => vouch_tee::coco::CocoTee::Tpm,
             Tee::Snp => vouch_tee::coco::CocoTee::Snp,
+            Tee::AzSnpVtpm => vouch_tee::coco::CocoTee::AzSnpVtpm,
+            Tee::AzTdxVtpm => vouch_tee::coco::CocoTee::AzTdxVtpm,
             other => {
                 return Err(KbsError::EvidenceFormat(format!(
-                    "Confidential Containers' {other} evidence is not supported (sample, tdx, tpm and snp are)"
+                    "Confidential Containers' {other} evidence is not supported (sample, tdx, tpm, snp, az-snp-vtpm and az-tdx-vtpm are)"
                 )))
             }
         };

@@ -237,6 +237,9 @@ pub struct InitDataClaim {
     pub digest: String,
     /// Whether a register of the quote holds it (TDX: MRCONFIGID); sample evidence binds none.
     pub bound: bool,
+    /// What the document says (its `data` table, as Trustee's `init_data_claims`), only when
+    /// it is bound: null otherwise, so that a policy cannot read claims nothing attests.
+    pub claims: serde_json::Value,
 }
 
 impl InitDataClaim {
@@ -245,6 +248,11 @@ impl InitDataClaim {
             algorithm: d.algorithm.to_string(),
             digest: hex::encode(&d.digest),
             bound,
+            claims: if bound {
+                d.claims.clone()
+            } else {
+                serde_json::Value::Null
+            },
         }
     }
 }

@@ -11,6 +11,12 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+#[cfg(all(
+    feature = "verify",
+    feature = "tpm",
+    any(feature = "snp", feature = "tdx")
+))]
+mod azure;
 #[cfg(feature = "verify")]
 mod verify;
 #[cfg(feature = "verify")]

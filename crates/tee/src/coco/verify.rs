@@ -20,6 +20,12 @@ pub enum CocoTee {
     Tpm,
     /// `snp`: an SEV-SNP report with its certificates.
     Snp,
+    /// `az-snp-vtpm`: an Azure SNP VM's vTPM quote, its key certified by the paravisor's SNP
+    /// report.
+    AzSnpVtpm,
+    /// `az-tdx-vtpm`: an Azure TDX VM's vTPM quote, its key certified by the paravisor's TD
+    /// quote.
+    AzTdxVtpm,
 }
 
 /// What the warnings of a verdict on sample evidence say.
@@ -42,6 +48,8 @@ pub enum InitDataError {
 pub struct InitDataDigest {
     pub algorithm: &'static str,
     pub digest: Vec<u8>,
+    /// What the document says (see [`init_data_claims`]).
+    pub claims: Value,
 }
 
 /// The digest of CoCo init-data: its body, hashed whole with the algorithm its top-level
@@ -64,7 +72,86 @@ pub fn init_data_digest(format: &str, body: &str) -> Result<InitDataDigest, Init
         "sha512" => ("sha512", sha2::Sha512::digest(body.as_bytes()).to_vec()),
         other => return Err(InitDataError::Algorithm(other.to_string())),
     };
-    Ok(InitDataDigest { algorithm, digest })
+    Ok(InitDataDigest {
+        algorithm,
+        digest,
+        claims: init_data_claims(&doc),
+    })
+}
+
+/// What an init-data document says, as a policy reads it (the same shape as Trustee's
+/// `init_data_claims`): its `data` table as JSON; the `aa.toml` and `cdh.toml` entries, TOML
+/// documents in a string, as JSON too when they parse; and when a `policy.rego` entry declares
+/// `policy_data := {...}`, that object as `agent_policy_claims` (the entry itself is dropped).
+/// Null when the document has no `data` table.
+fn init_data_claims(doc: &toml_edit::Document<&str>) -> Value {
+    let Some(data) = doc.get("data") else {
+        return Value::Null;
+    };
+    let mut claims = toml_item_json(data);
+    if let Value::Object(map) = &mut claims {
+        for key in ["aa.toml", "cdh.toml"] {
+            let parsed = map
+                .get(key)
+                .and_then(Value::as_str)
+                .and_then(|text| toml_edit::Document::parse(text).ok())
+                .map(|d| toml_table_json(d.as_table()));
+            if let Some(v) = parsed {
+                map.insert(key.to_string(), v);
+            }
+        }
+        let policy_data = map
+            .get("policy.rego")
+            .and_then(Value::as_str)
+            .and_then(|rego| {
+                let at = rego.find("policy_data := {")? + "policy_data := ".len();
+                serde_json::Deserializer::from_str(&rego[at..])
+                    .into_iter::<Value>()
+                    .next()?
+                    .ok()
+            });
+        if let Some(v) = policy_data {
+            map.remove("policy.rego");
+            map.insert("agent_policy_claims".to_string(), v);
+        }
+    }
+    claims
+}
+
+fn toml_table_json(t: &toml_edit::Table) -> Value {
+    Value::Object(
+        t.iter()
+            .map(|(k, v)| (k.to_string(), toml_item_json(v)))
+            .collect(),
+    )
+}
+
+fn toml_item_json(item: &toml_edit::Item) -> Value {
+    match item {
+        toml_edit::Item::None => Value::Null,
+        toml_edit::Item::Value(v) => toml_value_json(v),
+        toml_edit::Item::Table(t) => toml_table_json(t),
+        toml_edit::Item::ArrayOfTables(a) => Value::Array(a.iter().map(toml_table_json).collect()),
+    }
+}
+
+fn toml_value_json(v: &toml_edit::Value) -> Value {
+    use toml_edit::Value as T;
+    match v {
+        T::String(s) => Value::String(s.value().clone()),
+        T::Integer(i) => Value::from(*i.value()),
+        T::Float(f) => serde_json::Number::from_f64(*f.value())
+            .map(Value::Number)
+            .unwrap_or(Value::Null),
+        T::Boolean(b) => Value::Bool(*b.value()),
+        T::Datetime(d) => Value::String(d.value().to_string()),
+        T::Array(a) => Value::Array(a.iter().map(toml_value_json).collect()),
+        T::InlineTable(t) => Value::Object(
+            t.iter()
+                .map(|(k, v)| (k.to_string(), toml_value_json(v)))
+                .collect(),
+        ),
+    }
 }
 
 /// Verify CoCo evidence of `tee` for `runtime_data` (the JSON the client bound, see
@@ -91,10 +178,32 @@ pub fn verify_coco(
         CocoTee::Snp => snp::snp(evidence, &expected, runtime_data, init_data, opts),
         #[cfg(not(feature = "snp"))]
         CocoTee::Snp => Err(VerifyError::UnsupportedTee(TeeType::Snp)),
+        #[cfg(all(feature = "tpm", feature = "snp"))]
+        CocoTee::AzSnpVtpm => super::azure::verify_azure(
+            super::azure::HwReport::Snp,
+            evidence,
+            expected.as_bytes(),
+            runtime_data,
+            init_data,
+            opts,
+        ),
+        #[cfg(not(all(feature = "tpm", feature = "snp")))]
+        CocoTee::AzSnpVtpm => Err(VerifyError::UnsupportedTee(TeeType::Snp)),
+        #[cfg(all(feature = "tpm", feature = "tdx"))]
+        CocoTee::AzTdxVtpm => super::azure::verify_azure(
+            super::azure::HwReport::Tdx,
+            evidence,
+            expected.as_bytes(),
+            runtime_data,
+            init_data,
+            opts,
+        ),
+        #[cfg(not(all(feature = "tpm", feature = "tdx")))]
+        CocoTee::AzTdxVtpm => Err(VerifyError::UnsupportedTee(TeeType::Tdx)),
     }
 }
 
-fn format_error(tee: TeeType, reason: impl std::fmt::Display) -> VerifyError {
+pub(super) fn format_error(tee: TeeType, reason: impl std::fmt::Display) -> VerifyError {
     VerifyError::CocoFormat {
         tee,
         reason: reason.to_string(),
@@ -155,13 +264,13 @@ fn sample(
 /// SubjectPublicKeyInfo, which must be pinned (CoCo's form carries no AK certificate); the
 /// SHA-256 PCR values it covers; init-data through PCR 8.
 #[cfg(feature = "tpm")]
-mod tpm {
+pub(super) mod tpm {
     use super::*;
     use crate::coco::TpmEvidence;
     use crate::tcg::ALG_SHA256;
 
     /// The PCR CoCo's TPM attester extends with the init-data digest.
-    const INIT_DATA_PCR: usize = 8;
+    pub(crate) const INIT_DATA_PCR: usize = 8;
 
     /// The RSA key of a DER SubjectPublicKeyInfo (rsaEncryption), as a TPM AK.
     pub(super) fn ak_of_spki(spki: &[u8]) -> Option<crate::tpm::AkPublic> {
@@ -249,7 +358,13 @@ mod tpm {
             .collect::<Result<Vec<_>, _>>()?;
         let message = base64(TeeType::Tpm, "tpm_quote.message", &ev.tpm_quote.message)?;
         let signature = base64(TeeType::Tpm, "tpm_quote.signature", &ev.tpm_quote.signature)?;
-        let quoted = check_quote(&message, &signature, &ak, &expected.as_bytes()[..32], &pcrs)?;
+        let quoted = check_quote(
+            &message,
+            QuoteSignature::Tpmt(&signature),
+            &ak,
+            &expected.as_bytes()[..32],
+            &pcrs,
+        )?;
         // Only the values the quote covers count: the others are dropped here.
         let pcrs: Vec<Option<&Vec<u8>>> = pcrs
             .iter()
@@ -284,13 +399,23 @@ mod tpm {
         })
     }
 
+    /// How a quote's signature is given.
+    #[derive(Clone, Copy)]
+    pub(crate) enum QuoteSignature<'a> {
+        /// A marshalled `TPMT_SIGNATURE` (CoCo's `tpm` evidence).
+        Tpmt(&'a [u8]),
+        /// The bare RSASSA-PKCS1-v1_5 SHA-256 signature (Azure's vTPM evidence).
+        #[cfg_attr(not(any(feature = "snp", feature = "tdx")), allow(dead_code))]
+        RsassaSha256(&'a [u8]),
+    }
+
     /// The quote's signature by `ak`, the first 32 bytes of the binding as its qualifying data
     /// (CoCo's TPM attester cuts it to 32), and the SHA-256 PCR values (index = PCR) hashing to
     /// its PCR digest; every PCR it selects must be given, and only SHA-256 ones. The SHA-256
     /// PCRs it covers.
-    pub(super) fn check_quote(
+    pub(crate) fn check_quote(
         message: &[u8],
-        signature: &[u8],
+        signature: QuoteSignature<'_>,
         ak: &crate::tpm::AkPublic,
         nonce: &[u8],
         pcrs: &[Vec<u8>],
@@ -301,31 +426,43 @@ mod tpm {
                 .then(|| pcrs.get(i as usize).cloned())
                 .flatten()
         };
-        crate::tpm::verify_quote(message, signature, ak, Some(nonce), Some(&lookup))
-            .map(|claims| {
-                claims
-                    .selection
-                    .into_iter()
-                    .filter(|(bank, _)| bank == crate::tpm::bank_name(ALG_SHA256))
-                    .flat_map(|(_, indexes)| indexes)
-                    .collect()
-            })
-            .map_err(|e| match e {
-                TpmError::BadSignature => VerifyError::BadSignature,
-                TpmError::Nonce { expected, found } => VerifyError::ReportDataMismatch {
-                    computed: expected,
-                    quoted: found,
-                },
-                other => VerifyError::Rejected {
-                    tee: TeeType::Tpm,
-                    reason: other.to_string(),
-                },
-            })
+        match signature {
+            QuoteSignature::Tpmt(sig) => {
+                crate::tpm::verify_quote(message, sig, ak, Some(nonce), Some(&lookup))
+            }
+            QuoteSignature::RsassaSha256(sig) => crate::tpm::verify_quote_rsassa(
+                message,
+                ALG_SHA256,
+                sig,
+                ak,
+                Some(nonce),
+                Some(&lookup),
+            ),
+        }
+        .map(|claims| {
+            claims
+                .selection
+                .into_iter()
+                .filter(|(bank, _)| bank == crate::tpm::bank_name(ALG_SHA256))
+                .flat_map(|(_, indexes)| indexes)
+                .collect()
+        })
+        .map_err(|e| match e {
+            TpmError::BadSignature => VerifyError::BadSignature,
+            TpmError::Nonce { expected, found } => VerifyError::ReportDataMismatch {
+                computed: expected,
+                quoted: found,
+            },
+            other => VerifyError::Rejected {
+                tee: TeeType::Tpm,
+                reason: other.to_string(),
+            },
+        })
     }
 
     /// CoCo's init-data binding on a TPM: PCR 8 = SHA-256(32 zero bytes || the digest), which
     /// takes a sha256 init-data digest.
-    pub(super) fn check_init_data(
+    pub(crate) fn check_init_data(
         d: &InitDataDigest,
         pcr8: Option<&Vec<u8>>,
     ) -> Result<(), VerifyError> {
@@ -623,6 +760,26 @@ pub(crate) mod snp {
         expected: &Digest384,
         opts: &VerifyOptions,
     ) -> Result<crate::snp::SnpClaims, VerifyError> {
+        let claims = check_signed_report(report, key_der, chain_pem, opts)?;
+        let mut want = expected.as_bytes().to_vec();
+        want.resize(64, 0);
+        if claims.report_data != hex::encode(&want) {
+            return Err(VerifyError::ReportDataMismatch {
+                computed: expected.to_hex(),
+                quoted: claims.report_data.clone(),
+            });
+        }
+        Ok(claims)
+    }
+
+    /// The report's signature and chain (the ARK pinned), its TCB against the key's, and the
+    /// verifier's SNP policy: the claims of a genuine report, its report data not yet looked at.
+    pub(crate) fn check_signed_report(
+        report: &[u8],
+        key_der: &[u8],
+        chain_pem: &[u8],
+        opts: &VerifyOptions,
+    ) -> Result<crate::snp::SnpClaims, VerifyError> {
         let rejected = |reason: String| VerifyError::Rejected {
             tee: TeeType::Snp,
             reason,
@@ -633,14 +790,6 @@ pub(crate) mod snp {
         opts.snp_policy
             .check(&claims)
             .map_err(|e| rejected(e.to_string()))?;
-        let mut want = expected.as_bytes().to_vec();
-        want.resize(64, 0);
-        if claims.report_data != hex::encode(&want) {
-            return Err(VerifyError::ReportDataMismatch {
-                computed: expected.to_hex(),
-                quoted: claims.report_data.clone(),
-            });
-        }
         Ok(claims)
     }
 
@@ -665,7 +814,7 @@ pub use tdx::{runtime_log as tdx_runtime_log, RuntimeLog};
 
 /// TDX: the quote through vouch's TDX verifier, the CCEL and the runtime log.
 #[cfg(feature = "tdx")]
-mod tdx {
+pub(super) mod tdx {
     use vouch_measure::{aael, Record, DOMAIN};
 
     use super::*;
@@ -1030,6 +1179,63 @@ mod tests {
         ));
     }
 
+    /// What an init-data document says reaches the policy as Trustee gives it: the `data`
+    /// table, its TOML entries as JSON, a Rego entry's `policy_data` as `agent_policy_claims`;
+    /// only when a register binds the document.
+    #[test]
+    fn init_data_claims_are_its_data_table_and_only_when_bound() {
+        let body = r#"version = "0.1.0"
+algorithm = "sha384"
+
+[data]
+"aa.toml" = '''
+[token_configs.kbs]
+url = "https://kbs.example:8080"
+'''
+"cdh.toml" = "not = = toml"
+"policy.rego" = '''
+package agent_policy
+default CreateContainerRequest := false
+policy_data := {
+  "containers": [{"OCI": {"Version": "1.1.0"}}]
+}
+'''
+extra = { port = 8080, on = true, ratio = 0.5, list = [1, "two"] }
+"#;
+        let d = init_data_digest("toml", body).expect("digest");
+        let c = &d.claims;
+        assert_eq!(
+            c["aa.toml"]["token_configs"]["kbs"]["url"],
+            "https://kbs.example:8080"
+        );
+        // Not TOML: kept as the string it is.
+        assert_eq!(c["cdh.toml"], "not = = toml");
+        assert_eq!(
+            c["agent_policy_claims"]["containers"][0]["OCI"]["Version"],
+            "1.1.0"
+        );
+        assert!(c.get("policy.rego").is_none());
+        assert_eq!(
+            c["extra"],
+            json!({"port": 8080, "on": true, "ratio": 0.5, "list": [1, "two"]})
+        );
+        // A Rego entry without policy_data stays as it is; no data table, no claims.
+        let plain = body.replace("policy_data := {", "other := {");
+        let d2 = init_data_digest("toml", &plain).expect("digest");
+        assert!(d2.claims["policy.rego"]
+            .as_str()
+            .expect("kept")
+            .contains("other := {"));
+        assert!(init_data_digest("toml", "algorithm = \"sha256\"\n")
+            .expect("digest")
+            .claims
+            .is_null());
+        // Unbound (sample evidence): the digest is reported, the claims are not.
+        let unbound = InitDataClaim::of(&d, false);
+        assert!(unbound.claims.is_null());
+        assert_eq!(InitDataClaim::of(&d, true).claims, d.claims);
+    }
+
     /// A real TDX quote through the CoCo path: DCAP verifies it within its collateral window
     /// (and refuses it outside), then its report data is refused, since it is not a SHA-384
     /// binding followed by zeros as CoCo's (and vouch's) attester write it.
@@ -1374,8 +1580,14 @@ mod tests {
         use der::Decode as _;
         let read_back = x509_cert::spki::SubjectPublicKeyInfoOwned::from_der(&spki).expect("SPKI");
         assert_eq!(read_back.algorithm.oid.to_string(), "1.2.840.113549.1.1.1");
-        let covered = tpm::check_quote(&message, &signature, &ak, &[0x90, 0x09], &raw)
-            .expect("its own nonce");
+        let covered = tpm::check_quote(
+            &message,
+            tpm::QuoteSignature::Tpmt(&signature),
+            &ak,
+            &[0x90, 0x09],
+            &raw,
+        )
+        .expect("its own nonce");
         assert_eq!(covered, (0..24).collect::<Vec<u32>>());
 
         let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
@@ -1432,14 +1644,26 @@ mod tests {
         assert!(matches!(err, VerifyError::BadSignature), "{err}");
         let mut other = raw.clone();
         other[7][0] ^= 1;
-        let err = tpm::check_quote(&message, &signature, &ak, &[0x90, 0x09], &other)
-            .expect_err("another PCR 7");
+        let err = tpm::check_quote(
+            &message,
+            tpm::QuoteSignature::Tpmt(&signature),
+            &ak,
+            &[0x90, 0x09],
+            &other,
+        )
+        .expect_err("another PCR 7");
         assert!(
             matches!(&err, VerifyError::Rejected { reason, .. } if reason.contains("PCR digest mismatch")),
             "{err}"
         );
-        let err = tpm::check_quote(&message, &signature, &ak, &[0x90, 0x09], &raw[..20])
-            .expect_err("PCRs missing");
+        let err = tpm::check_quote(
+            &message,
+            tpm::QuoteSignature::Tpmt(&signature),
+            &ak,
+            &[0x90, 0x09],
+            &raw[..20],
+        )
+        .expect_err("PCRs missing");
         assert!(
             matches!(&err, VerifyError::Rejected { reason, .. } if reason.contains("not given")),
             "{err}"

@@ -12,12 +12,10 @@ pub(crate) struct TdxVerifier<'a> {
     pub(crate) opts: &'a VerifyOptions,
 }
 
-impl Verifier for TdxVerifier<'_> {
-    fn tee(&self) -> TeeType {
-        TeeType::Tdx
-    }
-
-    fn verify_quote(&self, quote: &[u8]) -> Result<QuoteClaims, VerifyError> {
+impl TdxVerifier<'_> {
+    /// The quote through DCAP (with the options' collateral) and the TD policy: the claims of a
+    /// genuine TD quote, its report data not yet looked at.
+    pub(crate) fn dcap(&self, quote: &[u8]) -> Result<super::dcap::DcapClaims, VerifyError> {
         let rejected = |reason: String| VerifyError::Rejected {
             tee: TeeType::Tdx,
             reason,
@@ -43,6 +41,21 @@ impl Verifier for TdxVerifier<'_> {
             .dcap_policy
             .check(&claims)
             .map_err(|e| rejected(e.to_string()))?;
+        Ok(claims)
+    }
+}
+
+impl Verifier for TdxVerifier<'_> {
+    fn tee(&self) -> TeeType {
+        TeeType::Tdx
+    }
+
+    fn verify_quote(&self, quote: &[u8]) -> Result<QuoteClaims, VerifyError> {
+        let rejected = |reason: String| VerifyError::Rejected {
+            tee: TeeType::Tdx,
+            reason,
+        };
+        let claims = self.dcap(quote)?;
         let digest = |h: &str| -> Result<Digest384, VerifyError> {
             h.parse().map_err(|_| rejected(format!("bad register {h}")))
         };

@@ -21,7 +21,10 @@ pub(crate) mod verifier;
 
 #[cfg(feature = "attest")]
 pub use device::TpmAttester;
-pub use quote::{ak_spki, bank_name, parse_ak, verify_quote, AkPublic, TpmError, TpmQuoteClaims};
+pub use quote::{
+    ak_spki, bank_name, parse_ak, verify_quote, verify_quote_rsassa, AkPublic, TpmError,
+    TpmQuoteClaims,
+};
 #[cfg(feature = "verify")]
 pub(crate) use verifier::TpmVerifier;
 #[cfg(feature = "verify")]

@@ -379,6 +379,20 @@ pub fn verify_quote(
     let sig_hash = s.u16()?;
     let sig = s.tpm2b()?;
     s.end()?;
+    verify_quote_rsassa(attest, sig_hash, sig, ak, nonce, pcr_value)
+}
+
+/// [`verify_quote`] for a bare RSASSA-PKCS1-v1_5 signature (not wrapped in a
+/// `TPMT_SIGNATURE`) with hash `sig_hash` (a TPM algorithm id), as Azure's vTPM evidence
+/// carries it.
+pub fn verify_quote_rsassa(
+    attest: &[u8],
+    sig_hash: u16,
+    sig: &[u8],
+    ak: &AkPublic,
+    nonce: Option<&[u8]>,
+    pcr_value: Option<&dyn Fn(u16, u32) -> Option<Vec<u8>>>,
+) -> Result<TpmQuoteClaims, TpmError> {
     rsa_pkcs1v15_verify(ak, sig_hash, attest, sig)?;
     let a = parse_attest(attest)?;
     if let Some(nonce) = nonce {

@@ -198,7 +198,8 @@ fn a_coco_client_with_sample_evidence_gets_its_resource_only_under_allow_sample(
         ["ear.veraison.annotated-evidence"]["tee"]["init_data"];
     assert_eq!(
         init,
-        &json!({"algorithm": "sha384", "digest": hex::encode(sha2::Sha384::digest(body.as_bytes())), "bound": false})
+        &json!({"algorithm": "sha384", "digest": hex::encode(sha2::Sha384::digest(body.as_bytes())), "bound": false, "claims": null}),
+        "sample evidence binds no init-data, so its claims are not given to the policy"
     );
     let (nonce5, cookie5, _) = coco_auth(&k, &v, "sample");
     assert_refused(
@@ -235,8 +236,9 @@ fn a_coco_client_with_sample_evidence_gets_its_resource_only_under_allow_sample(
 
 /// CoCo's TDX evidence, with a real quote from the vectors, goes through vouch's DCAP verifier:
 /// the KBS verifies now, past the collateral's window, so the quote is refused as such, with
-/// the reason in the answer. Formats CoCo does not send, or vouch-kbs does not read yet, are
-/// refused by name.
+/// the reason in the answer. Formats CoCo does not send are refused by name. SNP, in CoCo's
+/// form and in Azure's vTPM form, reaches the SNP verifier and its policy; Azure's TDX form,
+/// DCAP.
 #[test]
 fn coco_tdx_evidence_from_the_real_vectors_reaches_dcap() {
     let Some(v) = vectors("coco_tdx_evidence_from_the_real_vectors_reaches_dcap") else {
@@ -252,10 +254,16 @@ fn coco_tdx_evidence_from_the_real_vectors_reaches_dcap() {
     .expect("copy");
     let k = KbsProc::start(
         dir.path(),
-        &["--collateral-dir", collateral.to_str().expect("utf8")],
+        &[
+            "--collateral-dir",
+            collateral.to_str().expect("utf8"),
+            "--snp-chain",
+            v.join("snp/ask_ark_milan.pem").to_str().expect("utf8"),
+        ],
     );
     let client = CocoClient::new();
     let quote = std::fs::read(v.join("tdx/tdx_quote")).expect("quote");
+    let quote_bytes = quote.clone();
     let ccel = std::fs::read(v.join("ccel/ccel_data.dat")).expect("ccel");
     let (nonce, cookie, _) = coco_auth(&k, &v, "tdx");
     let evidence = json!({"quote": B64.encode(&quote), "cc_eventlog": B64.encode(&ccel)});
@@ -314,18 +322,75 @@ fn coco_tdx_evidence_from_the_real_vectors_reaches_dcap() {
         "AttestationFailed",
         "snp quote rejected: policy refused the report: the guest policy allows debugging",
     );
-    // Azure's vTPM forms are not read yet: refused at once, by name.
-    let (status, body, _) = k.http(
-        "POST",
-        "/kbs/v0/auth",
-        &[],
-        Some(br#"{"version":"0.4.0","tee":"az-snp-vtpm","extra-params":{}}"#),
+    // Azure's vTPM forms: the paravisor's HCL report (written here from its layout: header,
+    // hardware report, IGVM request data, the variable data naming the AK), the VCEK, a quote.
+    // The real Milan report inside goes through the VCEK and the --snp-chain's ASK/ARK, then
+    // the policy, which refuses the debug guest: the KBS read every layer to get there.
+    let n = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([0xc5u8; 256]);
+    let var = format!(r#"{{"keys":[{{"kid":"HCLAkPub","kty":"RSA","e":"AQAB","n":"{n}"}}]}}"#);
+    let var = var.as_bytes();
+    let hcl = |report_type: u32, hw: &[u8]| {
+        let mut b = Vec::new();
+        for w in [0x414c_4348u32, 2, 0, 2, 0, 0, 0, 0] {
+            b.extend_from_slice(&w.to_le_bytes());
+        }
+        let mut slot = hw.to_vec();
+        slot.resize(1184, 0);
+        b.extend_from_slice(&slot);
+        for w in [20 + var.len() as u32, 1, report_type, 1, var.len() as u32] {
+            b.extend_from_slice(&w.to_le_bytes());
+        }
+        b.extend_from_slice(var);
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+    };
+    let quote = json!({"signature": "00", "message": "00", "pcrs": []});
+    let b64url = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let (nonce, cookie, _) = coco_auth(&k, &v, "az-snp-vtpm");
+    let evidence = json!({"version": 2, "tpm_quote": quote, "hcl_report": hcl(2, &bin), "vcek": b64url(&vcek)});
+    assert_refused(
+        attest(
+            &k,
+            &cookie,
+            &client.attestation(&nonce, evidence, Value::Null),
+        ),
+        401,
+        "AttestationFailed",
+        "snp quote rejected: policy refused the report: the guest policy allows debugging",
+    );
+    // az-tdx-vtpm: the TD quote goes through DCAP (refused for its collateral's age).
+    let (nonce, cookie, _) = coco_auth(&k, &v, "az-tdx-vtpm");
+    let evidence = json!({"version": 2, "tpm_quote": quote, "hcl_report": hcl(4, &[0; 1024]),
+        "td_quote": b64url(&quote_bytes)});
+    let (status, body) = attest(
+        &k,
+        &cookie,
+        &client.attestation(&nonce, evidence, Value::Null),
     );
     assert_refused(
-        (status, body),
-        400,
-        "InvalidRequest",
-        "tee az-snp-vtpm is not supported",
+        (status, body.clone()),
+        401,
+        "AttestationFailed",
+        "tdx quote rejected: quote verification failed",
+    );
+    assert!(
+        body["detail"].as_str().unwrap_or("").contains("Expired"),
+        "{body}"
+    );
+    // Version 0 (bincode) is refused by name.
+    let (nonce, cookie, _) = coco_auth(&k, &v, "az-snp-vtpm");
+    assert_refused(
+        attest(
+            &k,
+            &cookie,
+            &client.attestation(
+                &nonce,
+                json!({"quote": {}, "report": [], "vcek": ""}),
+                Value::Null,
+            ),
+        ),
+        401,
+        "AttestationFailed",
+        "evidence without a version (the first, bincode form) is not supported",
     );
 }
 
