@@ -89,6 +89,16 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ),
     (
         "post",
+        "/v1/containers/{id}/start",
+        "Start a container created with wait_for_start (created and measured, its process held)",
+    ),
+    (
+        "post",
+        "/v1/containers/{id}/kill",
+        "Send a signal to a container's process: signal= a number or a name such as SIGTERM (default SIGKILL)",
+    ),
+    (
+        "post",
         "/v1/containers/{id}/stop",
         "Stop a container: SIGTERM, then SIGKILL after timeout seconds",
     ),

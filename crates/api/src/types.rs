@@ -87,6 +87,10 @@ pub struct CreateContainer {
     /// Command; empty means the image's default.
     #[serde(default)]
     pub cmd: Vec<String>,
+    /// Replaces the image's entrypoint (docker's `--entrypoint`); an empty list runs `cmd`
+    /// alone, exactly as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<Vec<String>>,
     /// `KEY=VALUE` entries, overriding the image's.
     #[serde(default)]
     pub env: Vec<String>,
@@ -118,6 +122,11 @@ pub struct CreateContainer {
     /// no wait comes, it is removed [`crate::ATTACH_HOLD_SECS`] seconds after its end.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub attach: bool,
+    /// Create the container (verified, measured, its secrets delivered) and wait for a start
+    /// request (`POST /v1/containers/{id}/start`) before its process runs: docker's `create`,
+    /// and containerd's Create before Start. The create answers once the container is created.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub wait_for_start: bool,
     /// Secrets to fetch from a KBS with fresh evidence, as `kbs://HOST:PORT/REPO/TYPE/TAG`;
     /// each appears read-only at `/secret/REPO/TYPE/TAG`.
     #[serde(default)]

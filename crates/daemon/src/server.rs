@@ -121,6 +121,8 @@ pub fn router(engine: Shared) -> Router {
         .route("/v1/containers/{id}/wait", post(wait))
         .route("/v1/containers/{id}/spec", get(runtime_spec))
         .route("/v1/containers/{id}/stop", post(stop))
+        .route("/v1/containers/{id}/start", post(start))
+        .route("/v1/containers/{id}/kill", post(kill))
         .route("/v1/events", get(events))
         .route("/v1/images", get(images))
         .route("/v1/images/load", post(load_image))
@@ -178,8 +180,55 @@ async fn create(State(e): State<Shared>, body: Bytes) -> Result<Response, ApiErr
     if req.image.is_empty() {
         return Err(bad_request("an image is required"));
     }
-    let view = blocking(move || e.create(req)).await?;
+    let view = if req.wait_for_start {
+        e.create_held(req).await?
+    } else {
+        blocking(move || e.create(req)).await?
+    };
     Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+async fn start(
+    State(e): State<Shared>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Response, ApiError> {
+    blocking(move || e.start(&id))
+        .await
+        .map(|v| Json(v).into_response())
+}
+
+/// A signal by number (`9`) or name (`KILL`, `SIGKILL`).
+fn parse_signal(text: &str) -> Option<i32> {
+    if let Ok(n) = text.parse::<i32>() {
+        return nix::sys::signal::Signal::try_from(n).ok().map(|s| s as i32);
+    }
+    let upper = text.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    name.parse::<nix::sys::signal::Signal>()
+        .ok()
+        .map(|s| s as i32)
+}
+
+async fn kill(
+    State(e): State<Shared>,
+    UrlPath(id): UrlPath<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let signal = match q.get("signal") {
+        Some(t) => parse_signal(t).ok_or_else(|| {
+            bad_request(format!(
+                "signal {t:?} is not a signal: give a number or a name such as SIGTERM"
+            ))
+        })?,
+        None => nix::sys::signal::Signal::SIGKILL as i32,
+    };
+    blocking(move || e.kill(&id, signal))
+        .await
+        .map(|v| Json(v).into_response())
 }
 
 async fn inspect(

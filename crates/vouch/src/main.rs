@@ -60,6 +60,22 @@ struct Cli {
 enum Cmd {
     /// Run a command in a new container (measured before it starts).
     Run(RunArgs),
+    /// Create a container (verified, measured, its secrets delivered) whose process waits for
+    /// `vouch start`; prints its id.
+    Create(RunArgs),
+    /// Start created containers.
+    Start {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Send a signal to containers' processes (default SIGKILL).
+    Kill {
+        /// The signal: a name (TERM, SIGTERM) or a number.
+        #[arg(short, long, default_value = "KILL")]
+        signal: String,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
     /// List containers.
     Ps {
         /// Show all containers (default shows running ones).
@@ -230,6 +246,25 @@ fn run(cli: Cli) -> Result<u8> {
     let client = Client::new(&cli.socket);
     match cli.command {
         Cmd::Run(args) => run_container(&client, args),
+        Cmd::Create(args) => commands::run::create_container(&client, args),
+        Cmd::Start { containers } => Ok(for_each(containers, |c| {
+            client.call::<Container>(
+                "POST",
+                &format!("/v1/containers/{}/start", seg(c)),
+                None::<&()>,
+            )?;
+            println!("{c}");
+            Ok(())
+        })),
+        Cmd::Kill { signal, containers } => Ok(for_each(containers, |c| {
+            client.call::<Container>(
+                "POST",
+                &format!("/v1/containers/{}/kill?signal={}", seg(c), seg(&signal)),
+                None::<&()>,
+            )?;
+            println!("{c}");
+            Ok(())
+        })),
         Cmd::Ps { all, quiet, json } => {
             let list: Vec<Container> =
                 client.call("GET", &format!("/v1/containers?all={all}"), None::<&()>)?;

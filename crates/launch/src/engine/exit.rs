@@ -140,6 +140,29 @@ impl Engine {
         self.is_final(id)
     }
 
+    /// Send `signal` to a running container's process (docker's `kill`); a container that
+    /// has not started yet is cancelled instead, as a stop would. Blocking.
+    pub fn kill(&self, reference: &str, signal: i32) -> Result<Container, EngineError> {
+        let id = self.resolve(reference)?;
+        let sig = Signal::try_from(signal)
+            .map_err(|_| EngineError::BadRequest(format!("{signal} is not a signal")))?;
+        if self.launching(&id) {
+            if let Some(gone) = self.abort_launch(&id)? {
+                return Ok(gone);
+            }
+            return self.get(&id);
+        }
+        if self.is_final(&id) {
+            return Err(EngineError::BadRequest(format!(
+                "container {} is not running",
+                &id[..12]
+            )));
+        }
+        self.update_anyway(&id, Step::Note("Killed"), sig.as_str(), |_| {});
+        self.signal(&id, sig);
+        self.get(&id)
+    }
+
     /// SIGTERM, then SIGKILL after `timeout`. Blocking.
     pub fn stop(&self, reference: &str, timeout: Duration) -> Result<Container, EngineError> {
         let id = self.resolve(reference)?;

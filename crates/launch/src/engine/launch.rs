@@ -95,8 +95,13 @@ impl Engine {
             ),
             None => image.golden.clone(),
         };
-        let args =
-            spec::resolve_command(&image.defaults.entrypoint, &image.defaults.cmd, &req.cmd)?;
+        // docker's `--entrypoint`: the image's entrypoint and its default command give way.
+        let args = match &req.entrypoint {
+            Some(entrypoint) => spec::resolve_command(entrypoint, &[], &req.cmd)?,
+            None => {
+                spec::resolve_command(&image.defaults.entrypoint, &image.defaults.cmd, &req.cmd)?
+            }
+        };
         let env = spec::merge_env(&image.defaults.env, &req.env)?;
         let user = req
             .user
@@ -215,6 +220,11 @@ impl Engine {
             volumes,
             publish,
         };
+        let gate = req.wait_for_start.then(|| {
+            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+            lock(&self.start_gates).insert(id.clone(), tx);
+            rx
+        });
         Ok(Pending {
             golden,
             id,
@@ -224,6 +234,7 @@ impl Engine {
             spec,
             secrets,
             auto_remove: req.auto_remove,
+            gate,
         })
     }
 
@@ -238,8 +249,10 @@ impl Engine {
             image: &p.image,
             spec: &p.spec,
             secrets: &p.secrets,
+            gate: p.gate.as_ref(),
         };
         let result = self.launch(&launch);
+        lock(&self.start_gates).remove(&id);
         let cancel_requested = lock(&self.cancels).remove(&id);
         match result {
             Ok(view) => {
@@ -298,6 +311,69 @@ impl Engine {
         }
     }
 
+    /// Create a container and wait until it is created (verified, measured, secrets
+    /// delivered), its process held for [`Engine::start`]: the create half of docker's
+    /// create/start, and containerd's Create. A launch that fails answers its failure.
+    pub async fn create_held(
+        self: &Arc<Self>,
+        mut req: CreateContainer,
+    ) -> Result<Container, EngineError> {
+        req.wait_for_start = true;
+        let engine = Arc::clone(self);
+        let pending = tokio::task::spawn_blocking(move || engine.begin(req, None))
+            .await
+            .map_err(|e| EngineError::Internal(format!("create: {e}")))??;
+        let id = pending.id.clone();
+        let mut watch = self.watch(&id)?;
+        let engine = Arc::clone(self);
+        let launch = std::thread::spawn(move || engine.run(pending));
+        loop {
+            let state = watch.borrow_and_update().state;
+            if state == TaskState::Created {
+                return self.get(&id);
+            }
+            if state.is_final() {
+                break;
+            }
+            if watch.changed().await.is_err() {
+                break;
+            }
+        }
+        // Ended before it was created: the launch's own error says why.
+        match tokio::task::spawn_blocking(move || launch.join()).await {
+            Ok(Ok(Err(e))) => Err(e),
+            _ => self.get(&id),
+        }
+    }
+
+    /// Start a container created with `wait_for_start`; answers once it runs (or failed to).
+    /// Blocking.
+    pub fn start(&self, reference: &str) -> Result<Container, EngineError> {
+        let id = self.resolve(reference)?;
+        let Some(gate) = lock(&self.start_gates).remove(&id) else {
+            let view = self.get(&id)?;
+            return Err(EngineError::BadRequest(format!(
+                "container {} is {}, not created and waiting for a start",
+                &id[..12],
+                view.state.as_str()
+            )));
+        };
+        let _ = gate.send(());
+        let deadline = Instant::now() + LAUNCH_ABORT_WAIT;
+        while Instant::now() < deadline {
+            let view = self.get(&id)?;
+            if view.pid.is_some() || view.state.is_final() {
+                return Ok(view);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Err(EngineError::Internal(format!(
+            "container {} did not start within {}s",
+            &id[..12],
+            LAUNCH_ABORT_WAIT.as_secs()
+        )))
+    }
+
     /// Ask a task that has not started its container yet to stop launching.
     pub fn cancel(&self, reference: &str) -> Result<Container, EngineError> {
         let id = self.resolve(reference)?;
@@ -322,9 +398,11 @@ impl Engine {
         self.get(&id)
     }
 
-    /// Make a launch stop: at its next step, and at once if it is waiting on a KBS.
+    /// Make a launch stop: at its next step, and at once if it is waiting on a KBS or for its
+    /// start.
     pub(super) fn cancel_launch(&self, id: &str) {
         lock(&self.cancels).insert(id.to_string());
+        lock(&self.start_gates).remove(id);
         if let Some(i) = lock(&self.fetches).get(id) {
             i.interrupt();
         }
@@ -431,6 +509,15 @@ impl Engine {
             return Err(e);
         }
 
+        // Created with `wait_for_start`: created and measured, the process waits for a start
+        // request (or a cancel, which drops the gate).
+        if let Some(gate) = launch.gate {
+            if gate.recv().is_err() {
+                drop(child.stdin.take());
+                let _ = child.wait();
+                return Err(EngineError::Cancelled);
+            }
+        }
         if let Err(e) = self.check_cancel(id) {
             drop(child.stdin.take());
             let _ = child.wait();
@@ -508,6 +595,7 @@ impl Engine {
             image,
             spec,
             secrets,
+            gate: _,
         } = *launch;
         let runtime_spec =
             vouch_runtime::projection::prepare(&spec.to_spec()?, &self.host_local(id))?;

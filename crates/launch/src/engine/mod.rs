@@ -106,6 +106,7 @@ struct Launch<'a> {
     image: &'a ImageRecord,
     spec: &'a ContainerSpec,
     secrets: &'a [SecretRef],
+    gate: Option<&'a std::sync::mpsc::Receiver<()>>,
 }
 
 /// What an update does to a task's state: move it along the transition table, or leave it and
@@ -167,6 +168,8 @@ struct Pending {
     spec: ContainerSpec,
     secrets: Vec<SecretRef>,
     auto_remove: bool,
+    /// Created with `wait_for_start`: the start request comes through here.
+    gate: Option<std::sync::mpsc::Receiver<()>>,
 }
 
 pub struct Engine {
@@ -196,6 +199,9 @@ pub struct Engine {
     /// `--rm` tasks created with `attach`: once ended they are removed by the wait that returns
     /// their end (or ATTACH_HOLD_SECS later), not at once, so an attached caller finds them.
     held: Mutex<std::collections::HashSet<String>>,
+    /// Tasks created with `wait_for_start`, created and waiting: a start request sends on its
+    /// gate; a cancel drops it.
+    start_gates: Mutex<HashMap<String, std::sync::mpsc::SyncSender<()>>>,
 }
 
 /// Why a launch cancelled before its start ended, as its task and its `container.failed` say.
@@ -319,6 +325,7 @@ impl Engine {
             metrics: Default::default(),
             held: Mutex::new(Default::default()),
             removed: Mutex::new(Default::default()),
+            start_gates: Mutex::new(Default::default()),
         });
         engine.reconcile();
         Ok(engine)

@@ -41,6 +41,10 @@ pub(crate) struct RunArgs {
     /// Working directory inside the container.
     #[arg(short, long)]
     pub(crate) workdir: Option<String>,
+    /// Run this instead of the image's entrypoint (its default command is then not used);
+    /// "" runs the command given alone.
+    #[arg(long, value_name = "COMMAND")]
+    pub(crate) entrypoint: Option<String>,
     /// A secret released by a KBS to this container only after attestation:
     /// kbs://HOST:PORT/REPO/TYPE/TAG (kbss:// for a KBS serving TLS), readable at
     /// /secret/REPO/TYPE/TAG
@@ -102,12 +106,33 @@ pub(crate) fn parse_env(args: &RunArgs) -> Result<Vec<String>> {
     Ok(env)
 }
 
-pub(crate) fn run_container(client: &Client, args: RunArgs) -> Result<u8> {
-    let env = parse_env(&args)?;
-    let req = CreateContainer {
+/// `vouch create`: the container is verified, measured and created; its process waits for
+/// `vouch start`.
+pub(crate) fn create_container(client: &Client, args: RunArgs) -> Result<u8> {
+    if args.rm || args.detach {
+        bail!("--rm and --detach are for `vouch run`: a created container waits for `vouch start`, then `vouch rm` removes it");
+    }
+    let mut req = request(&args)?;
+    req.wait_for_start = true;
+    req.attach = false;
+    let created = create_pulling(client, &args, &req)?;
+    println!("{}", created.id);
+    Ok(0)
+}
+
+fn request(args: &RunArgs) -> Result<CreateContainer> {
+    let env = parse_env(args)?;
+    Ok(CreateContainer {
         image: args.image.clone(),
         name: args.name.clone(),
         cmd: args.command.clone(),
+        entrypoint: args.entrypoint.as_ref().map(|e| {
+            if e.is_empty() {
+                Vec::new()
+            } else {
+                vec![e.clone()]
+            }
+        }),
         env,
         memory: args.memory.clone(),
         pids_limit: args.pids_limit,
@@ -138,7 +163,18 @@ pub(crate) fn run_container(client: &Client, args: RunArgs) -> Result<u8> {
             }
             None => None,
         },
-    };
+        ..Default::default()
+    })
+}
+
+pub(crate) fn run_container(client: &Client, args: RunArgs) -> Result<u8> {
+    let req = request(&args)?;
+    let created = create_pulling(client, &args, &req)?;
+    follow_and_wait(client, &args, created)
+}
+
+/// Create, pulling the image first when `--pull` says so.
+fn create_pulling(client: &Client, args: &RunArgs, req: &CreateContainer) -> Result<Container> {
     // `host[:port]/...` or `localhost/...` names a registry (as docker decides it).
     let from_registry = vouch_image::registry::registry_host(&args.image).is_some();
     let pull_args = || PullArgs {
@@ -153,15 +189,18 @@ pub(crate) fn run_container(client: &Client, args: RunArgs) -> Result<u8> {
     if args.pull == "always" {
         pull(client, pull_args())?;
     }
-    let created: Container = match client.call("POST", "/v1/containers", Some(&req)) {
+    Ok(match client.call("POST", "/v1/containers", Some(req)) {
         Err(vouch_api::ClientError::Api { message, .. })
             if args.pull == "missing" && from_registry && message.starts_with("no such image") =>
         {
             pull(client, pull_args())?;
-            client.call("POST", "/v1/containers", Some(&req))?
+            client.call("POST", "/v1/containers", Some(req))?
         }
         other => other?,
-    };
+    })
+}
+
+fn follow_and_wait(client: &Client, args: &RunArgs, created: Container) -> Result<u8> {
     if args.detach {
         println!("{}", created.id);
         return Ok(0);

@@ -771,3 +771,108 @@ fn metrics_count_launches_failures_and_attestations() {
         .expect("event log gauge");
     assert!(records >= 5, "{records} records");
 }
+
+/// docker's create/start/kill: a created container is verified and measured (its create
+/// record in the log) while its process waits; start runs it; kill signals it (by name or
+/// number); --entrypoint replaces the image's; what cannot be started says why.
+#[test]
+fn create_then_start_then_kill() {
+    if !require_root("create_then_start_then_kill") {
+        return;
+    }
+    let env = TestEnv::new();
+    let d = env.start();
+    load_busybox(&env, &d, "bb");
+    // PID 1 of a container ignores signals it has no handler for: this one handles TERM.
+    let id = d.ok(&[
+        "create",
+        "--name",
+        "held",
+        "bb",
+        "sh",
+        "-c",
+        "trap 'exit 7' TERM; echo started; while :; do sleep 0.1; done",
+    ]);
+    let id = id.trim();
+    let c = d.json(&["inspect", "held"]);
+    assert_eq!(c[0]["state"], "Created", "{c}");
+    assert!(c[0]["pid"].is_null(), "nothing runs before the start: {c}");
+    assert!(c[0]["config_digest"].is_string(), "measured at create: {c}");
+    // The log has its create record, and no start record yet.
+    let mine = |log: &str| -> Vec<String> {
+        log.lines()
+            .filter(|l| l.contains(id))
+            .filter_map(|l| l.split_whitespace().nth(1).map(String::from))
+            .collect()
+    };
+    let log = d.ok(&["attest", "--format", "aael"]);
+    assert_eq!(mine(&log), ["image.verified", "container.create"], "{log}");
+    // A second start is refused by name; so is a start of a running container.
+    assert_eq!(d.ok(&["start", "held"]).trim(), "held");
+    let out = d.vouch(&["start", "held"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("not created and waiting for a start"),
+        "{}",
+        stderr(&out)
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !d.ok(&["logs", "held"]).contains("started") {
+        assert!(Instant::now() < deadline, "the started container prints");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = d.vouch(&["kill", "-s", "NOPE", "held"]);
+    assert!(stderr(&out).contains("is not a signal"), "{}", stderr(&out));
+    assert_eq!(d.ok(&["kill", "-s", "TERM", "held"]).trim(), "held");
+    let out = d.vouch(&["wait", "held"]);
+    assert_eq!(
+        stdout(&out).trim(),
+        "7",
+        "the TERM handler's exit code: {} {}",
+        stderr(&out),
+        d.json(&["inspect", "held"])
+    );
+    let log = d.ok(&["attest", "--format", "aael"]);
+    assert_eq!(
+        mine(&log),
+        [
+            "image.verified",
+            "container.create",
+            "container.start",
+            "container.exit"
+        ],
+        "{log}"
+    );
+    let out = d.vouch(&["kill", "held"]);
+    assert!(stderr(&out).contains("is not running"), "{}", stderr(&out));
+    d.ok(&["rm", id]);
+
+    // A created container that is removed never runs: its launch is cancelled.
+    d.ok(&[
+        "create",
+        "--name",
+        "never",
+        "bb",
+        "sh",
+        "-c",
+        "echo must-not-run",
+    ]);
+    d.ok(&["rm", "-f", "never"]);
+    let out = d.vouch(&["inspect", "never"]);
+    assert!(!out.status.success());
+    // --entrypoint: the image's entrypoint and default command give way.
+    let out = d.vouch(&[
+        "run",
+        "--rm",
+        "--entrypoint",
+        "/bin/echo",
+        "bb",
+        "via",
+        "entrypoint",
+    ]);
+    assert_eq!(stdout(&out), "via entrypoint\n", "{}", stderr(&out));
+    let out = d.vouch(&["run", "--rm", "--entrypoint", "", "bb", "echo", "alone"]);
+    assert_eq!(stdout(&out), "alone\n", "{}", stderr(&out));
+    let out = d.vouch(&["create", "--rm", "bb"]);
+    assert!(stderr(&out).contains("--rm and --detach are for `vouch run`"));
+}
