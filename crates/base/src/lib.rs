@@ -1,6 +1,9 @@
 //! What every vouch crate needs and nothing else: one clock, one way to put an error and its
-//! causes on a line, and the Prometheus text the services' `/metrics` write. No I/O beyond
+//! causes on a line, the Prometheus text the services' `/metrics` write, and the framing of
+//! container logs ([`logframe`]). No I/O beyond
 //! reading the system clock; no dependency on another vouch crate.
+
+pub mod logframe;
 
 pub mod clock {
     //! The system clock, read in one place.

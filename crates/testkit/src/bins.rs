@@ -94,6 +94,7 @@ binary!(vouch, "vouch");
 binary!(vouchd, "vouchd");
 binary!(vouch_kbs, "vouch-kbs");
 binary!(vouch_kbs_bench, "vouch-kbs-bench");
+binary!(containerd_shim_vouch, "containerd-shim-vouch-v2");
 
 #[cfg(test)]
 mod tests {

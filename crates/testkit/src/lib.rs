@@ -8,6 +8,7 @@
 //!   on the fly (hostile ones too), registries and KBSs on loopback.
 
 pub mod bins;
+pub mod containerd;
 pub mod corpus;
 pub mod harness;
 pub mod swtpm;

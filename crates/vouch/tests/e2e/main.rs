@@ -18,5 +18,6 @@ mod openpgp_peer;
 mod registry;
 mod registry_faults;
 mod run;
+mod shim;
 mod tpm;
 mod umoci;

@@ -4,13 +4,13 @@
 
 use std::io::{self, Write};
 
-pub(crate) const STDOUT: u8 = 1;
+pub const STDOUT: u8 = 1;
 pub const STDERR: u8 = 2;
 /// The largest frame a reader accepts.
-pub(crate) const MAX_FRAME: usize = 1 << 20;
+pub const MAX_FRAME: usize = 1 << 20;
 pub const CONTENT_TYPE: &str = "application/vnd.docker.multiplexed-stream";
 
-pub(crate) fn write_frame<W: Write>(w: &mut W, stream: u8, data: &[u8]) -> io::Result<()> {
+pub fn write_frame<W: Write>(w: &mut W, stream: u8, data: &[u8]) -> io::Result<()> {
     for chunk in data.chunks(MAX_FRAME) {
         let mut header = [0u8; 8];
         header[0] = stream;

@@ -1,0 +1,539 @@
+//! The shim's two faces: the `start`/`delete` actions containerd runs it with, and the Task
+//! service it then serves, each call a vouchd API call.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+use containerd_shim as shim;
+use containerd_shim_protos::events::task::{TaskCreate, TaskDelete, TaskExit, TaskIO, TaskStart};
+use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
+use containerd_shim_protos::protobuf::{EnumOrUnknown, MessageDyn, MessageField};
+use containerd_shim_protos::ttrpc::{self, Code};
+use containerd_shim_protos::types::task::ProcessInfo;
+use containerd_shim_protos::{api, topics};
+use shim::publisher::RemotePublisher;
+use shim::{ExitSignal, TtrpcContext, TtrpcResult};
+use vouch_api::{Client, ClientError, Container, WaitResponse};
+use vouch_base::logframe::{FrameDecoder, STDERR, STDOUT};
+
+use crate::spec;
+
+/// The file in a bundle that names the vouchd container of containerd's, for the `delete`
+/// action that cleans up after a shim that died.
+const VOUCH_ID_FILE: &str = "vouch-container-id";
+
+fn client() -> Client {
+    Client::new(
+        std::env::var_os(vouch_api::SOCKET_ENV)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(vouch_api::DEFAULT_SOCKET)),
+    )
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn status(code: Code, message: impl ToString) -> ttrpc::Error {
+    ttrpc::Error::RpcStatus(ttrpc::get_status(code, message))
+}
+
+/// A vouchd answer as containerd's status: its message, which `ctr` and `kubectl describe`
+/// show, with a code containerd maps to its own errors.
+fn from_vouchd(e: ClientError) -> ttrpc::Error {
+    let code = match &e {
+        ClientError::Api { status: 404, .. } => Code::NOT_FOUND,
+        ClientError::Api { status: 409, .. } => Code::FAILED_PRECONDITION,
+        ClientError::Api {
+            status: 400..=499, ..
+        } => Code::FAILED_PRECONDITION,
+        ClientError::NotRunning { .. } | ClientError::PermissionDenied { .. } => Code::UNAVAILABLE,
+        _ => Code::INTERNAL,
+    };
+    status(code, format!("vouch: {e}"))
+}
+
+fn now() -> Timestamp {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+        ..Default::default()
+    }
+}
+
+/// What the `delete` action answers after the serving shim died: its vouchd container (named
+/// in the bundle) is removed, so it does not outlive its shim unseen.
+pub(crate) fn delete_after_crash(bundle: &Path) -> api::DeleteResponse {
+    if let Ok(id) = std::fs::read_to_string(bundle.join(VOUCH_ID_FILE)) {
+        let _ = client().call::<Container>(
+            "DELETE",
+            &format!("/v1/containers/{}?force=true", id.trim()),
+            None::<&()>,
+        );
+        let _ = std::fs::remove_file(bundle.join(VOUCH_ID_FILE));
+    }
+    api::DeleteResponse {
+        exit_status: 137,
+        exited_at: MessageField::some(now()),
+        ..Default::default()
+    }
+}
+
+/// How a task ended: containerd's exit status and time.
+#[derive(Clone)]
+struct Ended {
+    status: u32,
+    at: Timestamp,
+}
+
+/// One container of this shim.
+struct Task {
+    /// vouchd's id.
+    vouch_id: String,
+    bundle: String,
+    stdin: String,
+    stdout: String,
+    stderr: String,
+    pid: u32,
+    /// Set once, when the container ended; Wait blocks on it.
+    ended: Arc<(Mutex<Option<Ended>>, Condvar)>,
+}
+
+impl Task {
+    fn ended(&self) -> Option<Ended> {
+        lock(&self.ended.0).clone()
+    }
+}
+
+pub(crate) struct Tasks {
+    client: Client,
+    namespace: String,
+    exit: Arc<ExitSignal>,
+    publisher: Arc<RemotePublisher>,
+    tasks: Mutex<HashMap<String, Task>>,
+}
+
+impl Tasks {
+    pub(crate) fn new(namespace: &str, exit: Arc<ExitSignal>, publisher: RemotePublisher) -> Self {
+        Tasks {
+            client: client(),
+            namespace: namespace.to_string(),
+            exit,
+            publisher: Arc::new(publisher),
+            tasks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn publish(&self, topic: &str, event: Box<dyn MessageDyn>) {
+        let _ = self.publisher.publish(
+            ttrpc::context::with_timeout(0),
+            topic,
+            &self.namespace,
+            event,
+        );
+    }
+
+    fn with_task<T>(&self, id: &str, f: impl FnOnce(&mut Task) -> T) -> TtrpcResult<T> {
+        let mut tasks = lock(&self.tasks);
+        let task = tasks
+            .get_mut(id)
+            .ok_or_else(|| status(Code::NOT_FOUND, format!("container {id} not found")))?;
+        Ok(f(task))
+    }
+
+    fn no_exec(exec_id: &str) -> TtrpcResult<()> {
+        if exec_id.is_empty() {
+            Ok(())
+        } else {
+            Err(status(
+                Code::UNIMPLEMENTED,
+                "vouch's shim does not run exec'd processes yet",
+            ))
+        }
+    }
+}
+
+/// Copy a container's log stream (vouchd's framed stdout/stderr) into containerd's FIFOs until
+/// the container ends.
+fn relay(client: Client, vouch_id: String, stdout: String, stderr: String) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let open = |path: &str| -> Option<File> {
+            (!path.is_empty())
+                .then(|| OpenOptions::new().write(true).open(path).ok())
+                .flatten()
+        };
+        let mut out = open(&stdout);
+        let mut err = if stderr == stdout {
+            None
+        } else {
+            open(&stderr)
+        };
+        let Ok(resp) = client.stream(
+            "GET",
+            &format!("/v1/containers/{vouch_id}/logs?follow=true"),
+        ) else {
+            return;
+        };
+        let mut body = resp.body;
+        let mut dec = FrameDecoder::default();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match body.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            dec.push(&buf[..n]);
+            while let Ok(Some((stream, data))) = dec.next_frame() {
+                let target = match stream {
+                    STDOUT => out.as_mut(),
+                    STDERR => err.as_mut().or(out.as_mut()),
+                    _ => None,
+                };
+                if let Some(f) = target {
+                    // A reader that went away loses the rest of the output, not the container.
+                    if f.write_all(&data).is_err() {
+                        if stream == STDOUT {
+                            out = None;
+                        } else {
+                            err = None;
+                        }
+                    }
+                }
+            }
+        }
+    })
+}
+
+impl shim::Task for Tasks {
+    fn create(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::CreateTaskRequest,
+    ) -> TtrpcResult<api::CreateTaskResponse> {
+        if lock(&self.tasks).contains_key(&req.id) {
+            return Err(status(
+                Code::ALREADY_EXISTS,
+                format!("container {} already exists in this shim", req.id),
+            ));
+        }
+        let bundle = Path::new(&req.bundle);
+        let config = std::fs::read(bundle.join("config.json")).map_err(|e| {
+            status(
+                Code::INVALID_ARGUMENT,
+                format!("cannot read the bundle's config.json: {e}"),
+            )
+        })?;
+        let oci: serde_json::Value = serde_json::from_slice(&config).map_err(|e| {
+            status(
+                Code::INVALID_ARGUMENT,
+                spec::SpecError::Json(e.to_string()).to_string(),
+            )
+        })?;
+        if req.terminal {
+            return Err(status(
+                Code::UNIMPLEMENTED,
+                spec::SpecError::Terminal.to_string(),
+            ));
+        }
+        let create = spec::request(&oci, &spec::vouch_name(&self.namespace, &req.id))
+            .map_err(|e| status(Code::FAILED_PRECONDITION, e.to_string()))?;
+        let created: Container = self
+            .client
+            .call("POST", "/v1/containers", Some(&create))
+            .map_err(from_vouchd)?;
+        // For the `delete` action, should this shim die.
+        let _ = std::fs::write(bundle.join(VOUCH_ID_FILE), &created.id);
+        lock(&self.tasks).insert(
+            req.id.clone(),
+            Task {
+                vouch_id: created.id,
+                bundle: req.bundle.clone(),
+                stdin: req.stdin.clone(),
+                stdout: req.stdout.clone(),
+                stderr: req.stderr.clone(),
+                pid: 0,
+                ended: Arc::new((Mutex::new(None), Condvar::new())),
+            },
+        );
+        self.publish(
+            topics::TASK_CREATE_EVENT_TOPIC,
+            Box::new(TaskCreate {
+                container_id: req.id.clone(),
+                bundle: req.bundle.clone(),
+                io: MessageField::some(TaskIO {
+                    stdin: req.stdin,
+                    stdout: req.stdout,
+                    stderr: req.stderr,
+                    terminal: req.terminal,
+                    ..Default::default()
+                }),
+                pid: 0,
+                ..Default::default()
+            }),
+        );
+        Ok(api::CreateTaskResponse {
+            pid: 0,
+            ..Default::default()
+        })
+    }
+
+    fn start(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::StartRequest,
+    ) -> TtrpcResult<api::StartResponse> {
+        Self::no_exec(&req.exec_id)?;
+        let (vouch_id, stdout, stderr, ended) = self.with_task(&req.id, |t| {
+            (
+                t.vouch_id.clone(),
+                t.stdout.clone(),
+                t.stderr.clone(),
+                Arc::clone(&t.ended),
+            )
+        })?;
+        let started: Container = self
+            .client
+            .call(
+                "POST",
+                &format!("/v1/containers/{vouch_id}/start"),
+                None::<&()>,
+            )
+            .map_err(from_vouchd)?;
+        let pid = started.pid.unwrap_or(0).max(0) as u32;
+        self.with_task(&req.id, |t| t.pid = pid)?;
+        let output = relay(self.client.clone(), vouch_id.clone(), stdout, stderr);
+        // The waiter: once the container ends and its output is all relayed, the exit is
+        // known to Wait and to containerd.
+        let client = self.client.clone();
+        let publisher = Arc::clone(&self.publisher);
+        let namespace = self.namespace.clone();
+        let id = req.id.clone();
+        std::thread::spawn(move || {
+            let done: Result<WaitResponse, _> = client.call(
+                "POST",
+                &format!("/v1/containers/{vouch_id}/wait"),
+                None::<&()>,
+            );
+            let _ = output.join();
+            let code = done
+                .ok()
+                .and_then(|w| w.exit_code)
+                .map(|c| c.clamp(0, 255) as u32)
+                .unwrap_or(255);
+            let at = now();
+            *lock(&ended.0) = Some(Ended {
+                status: code,
+                at: at.clone(),
+            });
+            ended.1.notify_all();
+            let _ = publisher.publish(
+                ttrpc::context::with_timeout(0),
+                topics::TASK_EXIT_EVENT_TOPIC,
+                &namespace,
+                Box::new(TaskExit {
+                    container_id: id.clone(),
+                    id,
+                    pid,
+                    exit_status: code,
+                    exited_at: MessageField::some(at),
+                    ..Default::default()
+                }),
+            );
+        });
+        self.publish(
+            topics::TASK_START_EVENT_TOPIC,
+            Box::new(TaskStart {
+                container_id: req.id,
+                pid,
+                ..Default::default()
+            }),
+        );
+        Ok(api::StartResponse {
+            pid,
+            ..Default::default()
+        })
+    }
+
+    fn state(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::StateRequest,
+    ) -> TtrpcResult<api::StateResponse> {
+        Self::no_exec(&req.exec_id)?;
+        self.with_task(&req.id, |t| {
+            let ended = t.ended();
+            let state = match (&ended, t.pid) {
+                (Some(_), _) => api::Status::STOPPED,
+                (None, 0) => api::Status::CREATED,
+                (None, _) => api::Status::RUNNING,
+            };
+            api::StateResponse {
+                id: req.id.clone(),
+                bundle: t.bundle.clone(),
+                pid: t.pid,
+                status: EnumOrUnknown::new(state),
+                stdin: t.stdin.clone(),
+                stdout: t.stdout.clone(),
+                stderr: t.stderr.clone(),
+                terminal: false,
+                exit_status: ended.as_ref().map_or(0, |e| e.status),
+                exited_at: ended.map_or_else(MessageField::none, |e| MessageField::some(e.at)),
+                ..Default::default()
+            }
+        })
+    }
+
+    fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<api::Empty> {
+        Self::no_exec(&req.exec_id)?;
+        let (vouch_id, ended) = self.with_task(&req.id, |t| (t.vouch_id.clone(), t.ended()))?;
+        if ended.is_some() {
+            return Err(status(Code::NOT_FOUND, "process already finished"));
+        }
+        self.client
+            .call::<Container>(
+                "POST",
+                &format!("/v1/containers/{vouch_id}/kill?signal={}", req.signal),
+                None::<&()>,
+            )
+            .map_err(|e| match e {
+                ClientError::Api { ref message, .. } if message.contains("is not running") => {
+                    status(Code::NOT_FOUND, "process already finished")
+                }
+                other => from_vouchd(other),
+            })?;
+        Ok(api::Empty::new())
+    }
+
+    fn delete(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::DeleteRequest,
+    ) -> TtrpcResult<api::DeleteResponse> {
+        Self::no_exec(&req.exec_id)?;
+        let (vouch_id, pid, ended, bundle) = self.with_task(&req.id, |t| {
+            (t.vouch_id.clone(), t.pid, t.ended(), t.bundle.clone())
+        })?;
+        if pid != 0 && ended.is_none() {
+            return Err(status(
+                Code::FAILED_PRECONDITION,
+                format!("container {} is running: kill it first", req.id),
+            ));
+        }
+        // A created container that never started is cancelled by the forced removal.
+        self.client
+            .call::<Container>(
+                "DELETE",
+                &format!("/v1/containers/{vouch_id}?force={}", pid == 0),
+                None::<&()>,
+            )
+            .map_err(from_vouchd)?;
+        let _ = std::fs::remove_file(Path::new(&bundle).join(VOUCH_ID_FILE));
+        lock(&self.tasks).remove(&req.id);
+        let ended = ended.unwrap_or(Ended {
+            status: 0,
+            at: now(),
+        });
+        self.publish(
+            topics::TASK_DELETE_EVENT_TOPIC,
+            Box::new(TaskDelete {
+                container_id: req.id.clone(),
+                id: req.id,
+                pid,
+                exit_status: ended.status,
+                exited_at: MessageField::some(ended.at.clone()),
+                ..Default::default()
+            }),
+        );
+        Ok(api::DeleteResponse {
+            pid,
+            exit_status: ended.status,
+            exited_at: MessageField::some(ended.at),
+            ..Default::default()
+        })
+    }
+
+    fn wait(&self, _ctx: &TtrpcContext, req: api::WaitRequest) -> TtrpcResult<api::WaitResponse> {
+        Self::no_exec(&req.exec_id)?;
+        let ended = self.with_task(&req.id, |t| Arc::clone(&t.ended))?;
+        let mut guard = lock(&ended.0);
+        while guard.is_none() {
+            guard = ended.1.wait(guard).unwrap_or_else(|p| p.into_inner());
+        }
+        let e = guard.clone().unwrap_or(Ended {
+            status: 255,
+            at: now(),
+        });
+        Ok(api::WaitResponse {
+            exit_status: e.status,
+            exited_at: MessageField::some(e.at),
+            ..Default::default()
+        })
+    }
+
+    fn pids(&self, _ctx: &TtrpcContext, req: api::PidsRequest) -> TtrpcResult<api::PidsResponse> {
+        let pid = self.with_task(&req.id, |t| t.pid)?;
+        Ok(api::PidsResponse {
+            processes: (pid != 0)
+                .then(|| ProcessInfo {
+                    pid,
+                    ..Default::default()
+                })
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        })
+    }
+
+    fn close_io(&self, _ctx: &TtrpcContext, req: api::CloseIORequest) -> TtrpcResult<api::Empty> {
+        // vouch gives containers no stdin yet: there is nothing to close.
+        self.with_task(&req.id, |_| ())?;
+        Ok(api::Empty::new())
+    }
+
+    fn connect(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::ConnectRequest,
+    ) -> TtrpcResult<api::ConnectResponse> {
+        let pid = lock(&self.tasks).get(&req.id).map_or(0, |t| t.pid);
+        Ok(api::ConnectResponse {
+            shim_pid: std::process::id(),
+            task_pid: pid,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            ..Default::default()
+        })
+    }
+
+    fn shutdown(&self, _ctx: &TtrpcContext, _req: api::ShutdownRequest) -> TtrpcResult<api::Empty> {
+        // The shim serves its pod's containers: it goes when the last is deleted.
+        if lock(&self.tasks).is_empty() {
+            self.exit.signal();
+        }
+        Ok(api::Empty::new())
+    }
+
+    fn exec(&self, _ctx: &TtrpcContext, _req: api::ExecProcessRequest) -> TtrpcResult<api::Empty> {
+        Err(status(
+            Code::UNIMPLEMENTED,
+            "vouch's shim does not run exec'd processes yet",
+        ))
+    }
+
+    fn resize_pty(
+        &self,
+        _ctx: &TtrpcContext,
+        _req: api::ResizePtyRequest,
+    ) -> TtrpcResult<api::Empty> {
+        Err(status(
+            Code::UNIMPLEMENTED,
+            spec::SpecError::Terminal.to_string(),
+        ))
+    }
+}

@@ -1,0 +1,265 @@
+//! What vouch takes from the OCI spec containerd hands over: the image the container is of, and
+//! its process (args, env, cwd, user, groups). The rest of containerd's spec (mounts,
+//! namespaces, capabilities, cgroups, devices) is not taken: vouch builds its own hardened spec,
+//! and measures that.
+
+use serde_json::Value;
+use vouch_api::CreateContainer;
+
+/// The annotation the CRI plugin puts the pod's image name in.
+pub(crate) const CRI_IMAGE: &str = "io.kubernetes.cri.image-name";
+/// The annotation that names the image otherwise (`ctr run --annotation io.vouch.image=REF`).
+pub(crate) const VOUCH_IMAGE: &str = "io.vouch.image";
+/// The CRI's container type: `sandbox` (the pod's pause container) or `container`.
+pub(crate) const CRI_CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
+/// The pod a CRI container belongs to: its shim is the pod's.
+pub(crate) const CRI_SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
+
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum SpecError {
+    Json(String),
+    NoImage,
+    Terminal,
+    Sandbox,
+    Field(&'static str),
+}
+
+impl std::fmt::Display for SpecError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SpecError::Json(e) => write!(f, "the bundle's config.json is not an OCI spec: {e}"),
+            SpecError::NoImage => write!(
+                f,
+                "vouch runs images from its own verified store and this container names none: give it with the annotation {VOUCH_IMAGE}=REF (ctr run --annotation {VOUCH_IMAGE}=REF; the CRI sets {CRI_IMAGE})"
+            ),
+            SpecError::Terminal => write!(
+                f,
+                "vouch's shim does not give containers a terminal yet: run without a TTY (no -t)"
+            ),
+            SpecError::Sandbox => write!(
+                f,
+                "vouch's shim does not run pod sandboxes yet (the CRI's pause container)"
+            ),
+            SpecError::Field(what) => write!(f, "the OCI spec's {what} is malformed"),
+        }
+    }
+}
+
+/// The annotations of an OCI spec.
+pub(crate) fn annotation<'a>(spec: &'a Value, key: &str) -> Option<&'a str> {
+    spec.get("annotations")?.get(key)?.as_str()
+}
+
+/// The vouchd create request for the container of `spec`, named `name`: created and held
+/// until containerd's Start.
+pub(crate) fn request(spec: &Value, name: &str) -> Result<CreateContainer, SpecError> {
+    if !spec.is_object() {
+        return Err(SpecError::Json("not a JSON object".into()));
+    }
+    if annotation(spec, CRI_CONTAINER_TYPE) == Some("sandbox") {
+        return Err(SpecError::Sandbox);
+    }
+    // The CRI's own annotation first: it is the image the kubelet asked containerd for, where
+    // io.vouch.image could come through from a pod's annotations.
+    let image = annotation(spec, CRI_IMAGE)
+        .or_else(|| annotation(spec, VOUCH_IMAGE))
+        .filter(|s| !s.is_empty())
+        .ok_or(SpecError::NoImage)?;
+    let process = spec.get("process").ok_or(SpecError::Field("process"))?;
+    if process.get("terminal").and_then(Value::as_bool) == Some(true) {
+        return Err(SpecError::Terminal);
+    }
+    let strings = |v: Option<&Value>, what: &'static str| -> Result<Vec<String>, SpecError> {
+        match v {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|s| s.as_str().map(String::from).ok_or(SpecError::Field(what)))
+                .collect(),
+            Some(_) => Err(SpecError::Field(what)),
+        }
+    };
+    let args = strings(process.get("args"), "process.args")?;
+    if args.is_empty() {
+        return Err(SpecError::Field("process.args (empty)"));
+    }
+    let env = strings(process.get("env"), "process.env")?;
+    let cwd = process
+        .get("cwd")
+        .and_then(Value::as_str)
+        .filter(|c| !c.is_empty() && *c != "/")
+        .map(String::from);
+    let id = |v: Option<&Value>, what: &'static str| -> Result<Option<u32>, SpecError> {
+        match v {
+            None | Some(Value::Null) => Ok(None),
+            Some(n) => n
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .map(Some)
+                .ok_or(SpecError::Field(what)),
+        }
+    };
+    let user = process.get("user");
+    let uid = id(user.and_then(|u| u.get("uid")), "process.user.uid")?;
+    let gid = id(user.and_then(|u| u.get("gid")), "process.user.gid")?;
+    let groups = match user.and_then(|u| u.get("additionalGids")) {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|g| {
+                g.as_u64()
+                    .and_then(|n| u32::try_from(n).ok())
+                    .map(|n| n.to_string())
+                    .ok_or(SpecError::Field("process.user.additionalGids"))
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(SpecError::Field("process.user.additionalGids")),
+    };
+    // The primary group is given; supplementary groups the spec lists too (without the primary
+    // one, which vouch adds itself).
+    let primary = gid.unwrap_or(0).to_string();
+    let group_add = groups.into_iter().filter(|g| *g != primary).collect();
+    Ok(CreateContainer {
+        image: image.to_string(),
+        name: Some(name.to_string()),
+        entrypoint: Some(Vec::new()),
+        cmd: args,
+        env,
+        workdir: cwd,
+        user: Some(format!("{}:{}", uid.unwrap_or(0), gid.unwrap_or(0))),
+        group_add,
+        wait_for_start: true,
+        ..Default::default()
+    })
+}
+
+/// The vouch name of containerd's container `id` in `namespace`: vouch names are one flat
+/// space, containerd's ids are unique per namespace. containerd allows no two separators in a
+/// row in either, so `--` between them cannot be read two ways.
+pub(crate) fn vouch_name(namespace: &str, id: &str) -> String {
+    if namespace == "default" {
+        id.to_string()
+    } else {
+        format!("{namespace}--{id}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn spec(change: impl FnOnce(&mut Value)) -> Value {
+        let mut s = json!({
+            "ociVersion": "1.0.2",
+            "process": {
+                "terminal": false,
+                "user": {"uid": 1000, "gid": 1000, "additionalGids": [1000, 10]},
+                "args": ["/bin/sh", "-c", "echo hi"],
+                "env": ["PATH=/bin", "A=b"],
+                "cwd": "/work",
+            },
+            "root": {"path": "rootfs"},
+            "annotations": {VOUCH_IMAGE: "localhost/bb:bb"},
+            "mounts": [{"destination": "/host", "source": "/", "type": "bind", "options": ["rbind"]}],
+            "linux": {"namespaces": [{"type": "pid"}]},
+        });
+        change(&mut s);
+        s
+    }
+
+    #[test]
+    fn the_process_comes_from_containerds_spec_and_nothing_else() {
+        let r = request(&spec(|_| {}), "c1").expect("request");
+        assert_eq!(r.image, "localhost/bb:bb");
+        assert_eq!(r.name.as_deref(), Some("c1"));
+        // Exactly the args: the image's entrypoint gives way.
+        assert_eq!(r.entrypoint, Some(Vec::new()));
+        assert_eq!(r.cmd, ["/bin/sh", "-c", "echo hi"]);
+        assert_eq!(r.env, ["PATH=/bin", "A=b"]);
+        assert_eq!(r.workdir.as_deref(), Some("/work"));
+        assert_eq!(r.user.as_deref(), Some("1000:1000"));
+        assert_eq!(r.group_add, ["10"]);
+        assert!(r.wait_for_start);
+        // The host mount and namespaces of containerd's spec are not in the request: vouch's
+        // spec has its own.
+        let text = serde_json::to_string(&r).expect("json");
+        assert!(!text.contains("/host") && !text.contains("rbind"), "{text}");
+        // The CRI's annotation names the image too, and wins when both are there (a pod's own
+        // annotations may reach the spec; the CRI's is what the kubelet asked for).
+        let cri = spec(|s| s["annotations"] = json!({CRI_IMAGE: "docker.io/library/bb:1"}));
+        assert_eq!(
+            request(&cri, "c").expect("cri").image,
+            "docker.io/library/bb:1"
+        );
+        let both = spec(|s| s["annotations"][CRI_IMAGE] = json!("docker.io/library/bb:1"));
+        assert_eq!(
+            request(&both, "c").expect("both").image,
+            "docker.io/library/bb:1"
+        );
+        // cwd "/" and no user: defaults.
+        let plain = spec(|s| {
+            s["process"]["cwd"] = json!("/");
+            s["process"]
+                .as_object_mut()
+                .expect("process")
+                .remove("user");
+        });
+        let r = request(&plain, "c").expect("plain");
+        assert_eq!((r.workdir, r.user.as_deref()), (None, Some("0:0")));
+    }
+
+    #[test]
+    fn what_vouch_cannot_run_is_refused_saying_what_to_do() {
+        let err = |s: Value| request(&s, "c").expect_err("refused");
+        assert_eq!(
+            err(spec(|s| s["annotations"] = json!({}))),
+            SpecError::NoImage
+        );
+        assert!(SpecError::NoImage
+            .to_string()
+            .contains("--annotation io.vouch.image=REF"));
+        assert_eq!(
+            err(spec(|s| s["process"]["terminal"] = json!(true))),
+            SpecError::Terminal
+        );
+        assert_eq!(
+            err(spec(
+                |s| s["annotations"][CRI_CONTAINER_TYPE] = json!("sandbox")
+            )),
+            SpecError::Sandbox
+        );
+        assert_eq!(
+            err(spec(|s| s["process"]["args"] = json!([]))),
+            SpecError::Field("process.args (empty)")
+        );
+        assert_eq!(
+            err(spec(|s| s["process"]["args"] = json!(["/bin/sh", 3]))),
+            SpecError::Field("process.args")
+        );
+        assert_eq!(
+            err(spec(|s| s["process"]["user"]["uid"] = json!(-1))),
+            SpecError::Field("process.user.uid")
+        );
+        assert_eq!(
+            err(spec(|s| s["process"]["user"]["uid"] = json!(1u64 << 40))),
+            SpecError::Field("process.user.uid")
+        );
+        assert_eq!(
+            err(spec(|s| {
+                s.as_object_mut().expect("spec").remove("process");
+            })),
+            SpecError::Field("process")
+        );
+        assert!(matches!(err(json!([1])), SpecError::Json(_)));
+    }
+
+    #[test]
+    fn names_are_unique_across_namespaces() {
+        assert_eq!(vouch_name("default", "web"), "web");
+        assert_eq!(vouch_name("k8s.io", "abc"), "k8s.io--abc");
+        // Names containerd accepts (one separator between alphanumerics) do not collide.
+        assert_ne!(vouch_name("a", "b.c"), vouch_name("a.b", "c"));
+        assert_ne!(vouch_name("a-b", "c"), vouch_name("a", "b-c"));
+    }
+}

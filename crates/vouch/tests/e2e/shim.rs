@@ -1,0 +1,206 @@
+//! `containerd-shim-vouch-v2` under a real containerd 1.6: `ctr run --runtime
+//! io.containerd.vouch.v2` runs the container as a vouchd task, measured like `vouch run`'s.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use vouch_testkit::containerd::Containerd;
+use vouch_testkit::*;
+
+const RUNTIME: &str = "io.containerd.vouch.v2";
+
+/// The busybox image in vouchd (as `bb`) and in containerd (as `localhost/bb:bb`).
+fn images(env: &TestEnv, d: &Daemon, c: &Containerd) {
+    load_busybox(env, d, "bb");
+    let layout = env.path().join("img-bb");
+    let tar = env.path().join("bb.tar");
+    let out = Command::new("tar")
+        .arg("-C")
+        .arg(&layout)
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .output()
+        .expect("tar");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = c.ctr(&[
+        "images",
+        "import",
+        "--base-name",
+        "localhost/bb",
+        tar.to_str().expect("utf8"),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// The lifecycle records of vouchd's log for its container `id`.
+fn records_of(d: &Daemon, id: &str) -> Vec<String> {
+    d.ok(&["attest", "--format", "aael"])
+        .lines()
+        .filter(|l| l.contains(id))
+        .filter_map(|l| l.split_whitespace().nth(1).map(String::from))
+        .collect()
+}
+
+fn task_status(c: &Containerd, id: &str) -> Option<String> {
+    let out = c.ctr(&["task", "ls"]);
+    stdout(&out)
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(id))
+        .and_then(|l| l.split_whitespace().nth(2).map(String::from))
+}
+
+#[test]
+fn ctr_runs_a_container_through_vouchd_measured() {
+    if !require_root("ctr_runs_a_container_through_vouchd_measured") {
+        return;
+    }
+    let env = TestEnv::new();
+    let d = env.start();
+    let Some(c) = Containerd::start(&env.path().join("containerd"), &env.socket(), "") else {
+        return;
+    };
+    images(&env, &d, &c);
+
+    // Output, stderr and the exit code reach ctr; the container is vouchd's, named by its id.
+    let out = c.ctr(&[
+        "run",
+        "--runtime",
+        RUNTIME,
+        "--annotation",
+        "io.vouch.image=bb",
+        "localhost/bb:bb",
+        "c1",
+        "/bin/sh",
+        "-c",
+        "echo hello from ctr; echo to-err >&2; exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{} {}", stderr(&out), c.log());
+    assert_eq!(stdout(&out), "hello from ctr\n");
+    assert_eq!(stderr(&out), "to-err\n");
+    // `ctr run` deletes the task when it ends, and with it vouchd's container; the log keeps
+    // the records of its life, under its id.
+    assert!(!d.vouch(&["inspect", "c1"]).status.success());
+    let log = d.ok(&["attest", "--format", "aael"]);
+    let id = log
+        .lines()
+        .find(|l| l.contains("container.create") && l.contains("\"name\":\"c1\""))
+        .and_then(|l| l.split("\"id\":\"").nth(1))
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no create record of c1: {log}"))
+        .to_string();
+    assert_eq!(
+        records_of(&d, &id),
+        [
+            "image.verified",
+            "container.create",
+            "container.start",
+            "container.exit"
+        ]
+    );
+    assert!(
+        log.lines().any(|l| l.contains("container.exit")
+            && l.contains(&id)
+            && l.contains("\"exit_code\":3")),
+        "{log}"
+    );
+    c.ctr(&["container", "rm", "c1"]);
+
+    // Detached, then killed: ctr sees it run with vouchd's pid, then stop with 137.
+    let out = c.ctr(&[
+        "run",
+        "-d",
+        "--runtime",
+        RUNTIME,
+        "--annotation",
+        "io.vouch.image=bb",
+        "localhost/bb:bb",
+        "c2",
+        "sleep",
+        "600",
+    ]);
+    assert!(out.status.success(), "{} {}", stderr(&out), c.log());
+    assert_eq!(task_status(&c, "c2").as_deref(), Some("RUNNING"));
+    let v = d.json(&["inspect", "c2"]);
+    let pid = v[0]["pid"].as_i64().expect("pid");
+    let listed = stdout(&c.ctr(&["task", "ls"]));
+    assert!(
+        listed.contains(&format!("c2 {pid} ")) || listed.contains(&pid.to_string()),
+        "{listed}"
+    );
+    // A running task cannot be deleted.
+    assert!(!c.ctr(&["task", "delete", "c2"]).status.success());
+    let out = c.ctr(&["task", "kill", "-s", "SIGKILL", "c2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while task_status(&c, "c2").as_deref() != Some("STOPPED") {
+        assert!(Instant::now() < deadline, "{:?}", task_status(&c, "c2"));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(d.json(&["inspect", "c2"])[0]["exit_code"], 137);
+    // containerd's delete removes it from vouchd too.
+    assert!(c.ctr(&["task", "delete", "c2"]).status.success());
+    assert!(!d.vouch(&["inspect", "c2"]).status.success());
+    c.ctr(&["container", "rm", "c2"]);
+
+    // ctr run --rm: nothing is left in vouchd or containerd.
+    let out = c.ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        "--annotation",
+        "io.vouch.image=bb",
+        "localhost/bb:bb",
+        "c3",
+        "true",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(d.ok(&["ps", "-aq"]), "");
+    assert!(c.shim_pids().is_empty(), "every shim is gone");
+}
+
+/// What vouchd refuses, containerd reports with vouchd's reason, and nothing is left: no task
+/// in vouchd, no record in its log beyond the refusal.
+#[test]
+fn a_refused_create_reaches_ctr_with_its_reason_and_leaves_nothing() {
+    if !require_root("a_refused_create_reaches_ctr_with_its_reason_and_leaves_nothing") {
+        return;
+    }
+    let env = TestEnv::new();
+    let d = env.start();
+    let Some(c) = Containerd::start(&env.path().join("containerd"), &env.socket(), "") else {
+        return;
+    };
+    images(&env, &d, &c);
+    let before = d.ok(&["attest", "--format", "aael"]).lines().count();
+    let out = c.ctr(&[
+        "run",
+        "--runtime",
+        RUNTIME,
+        "--annotation",
+        "io.vouch.image=missing",
+        "localhost/bb:bb",
+        "r1",
+        "true",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no such image: missing"),
+        "{}",
+        stderr(&out)
+    );
+    // No image named at all: what to do.
+    let out = c.ctr(&["run", "--runtime", RUNTIME, "localhost/bb:bb", "r2", "true"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("--annotation io.vouch.image=REF"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(d.ok(&["ps", "-aq"]), "");
+    assert_eq!(
+        d.ok(&["attest", "--format", "aael"]).lines().count(),
+        before
+    );
+}
