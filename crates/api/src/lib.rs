@@ -80,7 +80,7 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     (
         "get",
         "/v1/containers/{id}/logs",
-        "Container output as a multiplexed stream (query follow=true)",
+        "Container output as a multiplexed stream (query follow=true; offset= a byte offset into the stream, to take it up again)",
     ),
     (
         "post",

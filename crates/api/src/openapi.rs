@@ -73,7 +73,7 @@ pub fn document(version: &str) -> Value {
                 params.push(json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}));
             }
         }
-        for q in ["all", "follow", "force", "timeout", "signal"] {
+        for q in ["all", "follow", "force", "timeout", "signal", "offset"] {
             if summary.contains(&format!("{q}=")) || summary.contains(&format!("after {q}")) {
                 params.push(json!({"name": q, "in": "query", "required": false, "schema": {"type": "string"}}));
             }

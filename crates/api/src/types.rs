@@ -122,6 +122,10 @@ pub struct CreateContainer {
     /// no wait comes, it is removed [`crate::ATTACH_HOLD_SECS`] seconds after its end.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub attach: bool,
+    /// The Kubernetes pod the container belongs to (containerd's shim gives it, from the CRI's
+    /// annotations); measured in its `container.create` record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodRef>,
     /// Create the container (verified, measured, its secrets delivered) and wait for a start
     /// request (`POST /v1/containers/{id}/start`) before its process runs: docker's `create`,
     /// and containerd's Create before Start. The create answers once the container is created.
@@ -143,6 +147,37 @@ pub struct CreateContainer {
     /// one attached to the image in its registry, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub golden: Option<serde_json::Value>,
+}
+
+/// A Kubernetes pod and a container's name in it, as the CRI names them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PodRef {
+    pub namespace: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub uid: String,
+    /// The CRI's sandbox id of the pod.
+    pub sandbox_id: String,
+    /// The container's name in the pod spec.
+    pub container: String,
+}
+
+impl PodRef {
+    /// Every field is short printable text without control characters (at most 253 bytes, a
+    /// Kubernetes name's limit; a uid or sandbox id fits).
+    pub fn is_valid(&self) -> bool {
+        [
+            &self.namespace,
+            &self.name,
+            &self.uid,
+            &self.sandbox_id,
+            &self.container,
+        ]
+        .iter()
+        .all(|f| f.len() <= 253 && !f.chars().any(char::is_control))
+            && !self.name.is_empty()
+    }
 }
 
 /// A container as the API shows it.
@@ -174,6 +209,9 @@ pub struct Container {
     /// Published ports, as `IP:HOST->CONTAINER/tcp`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<String>,
+    /// The Kubernetes pod it belongs to, when containerd's CRI started it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodRef>,
     pub events: Vec<TaskEvent>,
 }
 

@@ -293,17 +293,31 @@ async fn logs(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let follow = flag(&q, "follow")?;
+    // Where a reader that was cut off (vouchd restarted) takes up the stream again: a byte
+    // offset into it, which is one of the frame boundaries it had read up to.
+    let offset = match q.get("offset") {
+        Some(o) => o
+            .parse::<u64>()
+            .map_err(|_| bad_request(format!("offset {o:?} must be a byte count")))?,
+        None => 0,
+    };
     let id = e.resolve(&id)?;
     let mut watch = e.watch(&id)?;
     let path = e.log_path(&id);
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(async move {
+        use tokio::io::AsyncSeekExt as _;
         let mut file: Option<tokio::fs::File> = None;
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             let finished = !follow || watch.borrow().state.is_final();
             if file.is_none() {
                 file = tokio::fs::File::open(&path).await.ok();
+                if let Some(f) = file.as_mut() {
+                    if offset > 0 && f.seek(io::SeekFrom::Start(offset)).await.is_err() {
+                        return;
+                    }
+                }
             }
             if let Some(f) = file.as_mut() {
                 loop {

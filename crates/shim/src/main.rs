@@ -75,6 +75,13 @@ fn start(flags: &shim::Flags) -> Result<(), String> {
     // Returns once the serving shim listens (it then releases its stdout).
     let (_pid, address) = shim::spawn(opts, &grouping, Vec::new()).map_err(|e| e.to_string())?;
     std::fs::write("address", &address).map_err(|e| format!("cannot write address: {e}"))?;
+    // containerd reads the serving shim's PID from the bundle; the pod's shim wrote it beside
+    // its socket.
+    let socket = address.strip_prefix("unix://").unwrap_or(&address);
+    if let Ok(pid) = std::fs::read_to_string(format!("{socket}.pid")) {
+        std::fs::write("shim.pid", pid.trim())
+            .map_err(|e| format!("cannot write shim.pid: {e}"))?;
+    }
     // The plain address: what containerd 1.6 reads, and what later containerd reads as a
     // task API v2 shim.
     print!("{address}");
@@ -150,10 +157,14 @@ fn serve(flags: &shim::Flags) -> Result<(), String> {
         .map_err(|e| e.to_string())?
         .register_service(methods);
     server.start().map_err(|e| e.to_string())?;
+    let pid_file = format!("{path}.pid");
+    std::fs::write(&pid_file, std::process::id().to_string())
+        .map_err(|e| format!("cannot write {pid_file}: {e}"))?;
     release_stdout();
     exit.wait();
     server.shutdown();
     let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_file(&pid_file);
     Ok(())
 }
 

@@ -148,6 +148,34 @@ impl Tasks {
         Ok(f(task))
     }
 
+    /// The container as vouchd reports it once it is reachable again (bounded), if it runs.
+    fn after_restart(&self, vouch_id: &str) -> TtrpcResult<Container> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            match self.client.call::<Container>(
+                "GET",
+                &format!("/v1/containers/{vouch_id}"),
+                None::<&()>,
+            ) {
+                Ok(c) if c.pid.is_some() => return Ok(c),
+                Ok(c) => {
+                    return Err(status(
+                        Code::FAILED_PRECONDITION,
+                        format!(
+                            "vouchd restarted during the start, and the container is {}: {}",
+                            c.state.as_str(),
+                            c.error.unwrap_or_default()
+                        ),
+                    ))
+                }
+                Err(e) if unreachable(&e) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(RECONNECT)
+                }
+                Err(e) => return Err(from_vouchd(e)),
+            }
+        }
+    }
+
     fn no_exec(exec_id: &str) -> TtrpcResult<()> {
         if exec_id.is_empty() {
             Ok(())
@@ -160,8 +188,17 @@ impl Tasks {
     }
 }
 
+/// How long the shim waits between attempts to reach a vouchd that is restarting.
+const RECONNECT: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Whether an error means vouchd is (for now) unreachable, not that it refused.
+fn unreachable(e: &ClientError) -> bool {
+    !matches!(e, ClientError::Api { .. })
+}
+
 /// Copy a container's log stream (vouchd's framed stdout/stderr) into containerd's FIFOs until
-/// the container ends.
+/// the container ends. A vouchd that restarts meanwhile is reconnected to, the stream taken up
+/// where it was cut (its byte offset), so no output is lost or repeated.
 fn relay(client: Client, vouch_id: String, stdout: String, stderr: String) -> JoinHandle<()> {
     std::thread::spawn(move || {
         let open = |path: &str| -> Option<File> {
@@ -175,40 +212,70 @@ fn relay(client: Client, vouch_id: String, stdout: String, stderr: String) -> Jo
         } else {
             open(&stderr)
         };
-        let Ok(resp) = client.stream(
-            "GET",
-            &format!("/v1/containers/{vouch_id}/logs?follow=true"),
-        ) else {
-            return;
-        };
-        let mut body = resp.body;
         let mut dec = FrameDecoder::default();
         let mut buf = vec![0u8; 64 * 1024];
+        let mut offset: u64 = 0;
         loop {
-            let n = match body.read(&mut buf) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => n,
+            let resp = match client.stream(
+                "GET",
+                &format!("/v1/containers/{vouch_id}/logs?follow=true&offset={offset}"),
+            ) {
+                Ok(r) => r,
+                Err(e) if unreachable(&e) => {
+                    std::thread::sleep(RECONNECT);
+                    continue;
+                }
+                Err(_) => return,
             };
-            dec.push(&buf[..n]);
-            while let Ok(Some((stream, data))) = dec.next_frame() {
-                let target = match stream {
-                    STDOUT => out.as_mut(),
-                    STDERR => err.as_mut().or(out.as_mut()),
-                    _ => None,
+            let mut body = resp.body;
+            loop {
+                let n = match body.read(&mut buf) {
+                    // The stream's end: the container ended and all it wrote was sent.
+                    Ok(0) => return,
+                    Ok(n) => n,
+                    // Cut off (vouchd went away): take it up again from here.
+                    Err(_) => break,
                 };
-                if let Some(f) = target {
-                    // A reader that went away loses the rest of the output, not the container.
-                    if f.write_all(&data).is_err() {
-                        if stream == STDOUT {
-                            out = None;
-                        } else {
-                            err = None;
+                offset += n as u64;
+                dec.push(&buf[..n]);
+                while let Ok(Some((stream, data))) = dec.next_frame() {
+                    let target = match stream {
+                        STDOUT => out.as_mut(),
+                        STDERR => err.as_mut().or(out.as_mut()),
+                        _ => None,
+                    };
+                    if let Some(f) = target {
+                        // A reader that went away loses the rest of the output, not the
+                        // container.
+                        if f.write_all(&data).is_err() {
+                            if stream == STDOUT {
+                                out = None;
+                            } else {
+                                err = None;
+                            }
                         }
                     }
                 }
             }
+            std::thread::sleep(RECONNECT);
         }
     })
+}
+
+/// The container's end as vouchd reports it, waiting through vouchd restarts (its monitor keeps
+/// the container and its exit status while vouchd is down). None if vouchd no longer knows it.
+fn wait_end(client: &Client, vouch_id: &str) -> Option<WaitResponse> {
+    loop {
+        match client.call::<WaitResponse>(
+            "POST",
+            &format!("/v1/containers/{vouch_id}/wait"),
+            None::<&()>,
+        ) {
+            Ok(w) => return Some(w),
+            Err(e) if unreachable(&e) => std::thread::sleep(RECONNECT),
+            Err(_) => return None,
+        }
+    }
 }
 
 impl shim::Task for Tasks {
@@ -298,14 +365,17 @@ impl shim::Task for Tasks {
                 Arc::clone(&t.ended),
             )
         })?;
-        let started: Container = self
-            .client
-            .call(
-                "POST",
-                &format!("/v1/containers/{vouch_id}/start"),
-                None::<&()>,
-            )
-            .map_err(from_vouchd)?;
+        let started: Container = match self.client.call(
+            "POST",
+            &format!("/v1/containers/{vouch_id}/start"),
+            None::<&()>,
+        ) {
+            Ok(c) => c,
+            // vouchd went away before it answered: once it is back, the container says
+            // whether it started.
+            Err(e) if unreachable(&e) => self.after_restart(&vouch_id)?,
+            Err(e) => return Err(from_vouchd(e)),
+        };
         let pid = started.pid.unwrap_or(0).max(0) as u32;
         self.with_task(&req.id, |t| t.pid = pid)?;
         let output = relay(self.client.clone(), vouch_id.clone(), stdout, stderr);
@@ -316,14 +386,9 @@ impl shim::Task for Tasks {
         let namespace = self.namespace.clone();
         let id = req.id.clone();
         std::thread::spawn(move || {
-            let done: Result<WaitResponse, _> = client.call(
-                "POST",
-                &format!("/v1/containers/{vouch_id}/wait"),
-                None::<&()>,
-            );
+            let done = wait_end(&client, &vouch_id);
             let _ = output.join();
             let code = done
-                .ok()
                 .and_then(|w| w.exit_code)
                 .map(|c| c.clamp(0, 255) as u32)
                 .unwrap_or(255);

@@ -14,6 +14,24 @@ pub(crate) const VOUCH_IMAGE: &str = "io.vouch.image";
 pub(crate) const CRI_CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
 /// The pod a CRI container belongs to: its shim is the pod's.
 pub(crate) const CRI_SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
+/// The pod's name, namespace and uid, and the container's name in it, as the CRI names them.
+const CRI_SANDBOX_NAME: &str = "io.kubernetes.cri.sandbox-name";
+const CRI_SANDBOX_NAMESPACE: &str = "io.kubernetes.cri.sandbox-namespace";
+const CRI_SANDBOX_UID: &str = "io.kubernetes.cri.sandbox-uid";
+const CRI_CONTAINER_NAME: &str = "io.kubernetes.cri.container-name";
+
+/// The pod of a container the CRI started, from its annotations.
+pub(crate) fn pod(spec: &Value) -> Option<vouch_api::PodRef> {
+    let text = |k: &str| annotation(spec, k).unwrap_or_default().to_string();
+    let name = annotation(spec, CRI_SANDBOX_NAME)?;
+    Some(vouch_api::PodRef {
+        namespace: text(CRI_SANDBOX_NAMESPACE),
+        name: name.to_string(),
+        uid: text(CRI_SANDBOX_UID),
+        sandbox_id: text(CRI_SANDBOX_ID),
+        container: text(CRI_CONTAINER_NAME),
+    })
+}
 
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum SpecError {
@@ -128,6 +146,7 @@ pub(crate) fn request(spec: &Value, name: &str) -> Result<CreateContainer, SpecE
         workdir: cwd,
         user: Some(format!("{}:{}", uid.unwrap_or(0), gid.unwrap_or(0))),
         group_add,
+        pod: pod(spec),
         wait_for_start: true,
         ..Default::default()
     })
@@ -207,6 +226,32 @@ mod tests {
         });
         let r = request(&plain, "c").expect("plain");
         assert_eq!((r.workdir, r.user.as_deref()), (None, Some("0:0")));
+    }
+
+    #[test]
+    fn the_pod_comes_from_the_cris_annotations() {
+        assert_eq!(request(&spec(|_| {}), "c").expect("ctr").pod, None);
+        let cri = spec(|s| {
+            s["annotations"] = json!({
+                CRI_IMAGE: "docker.io/library/bb:1",
+                CRI_CONTAINER_TYPE: "container",
+                CRI_SANDBOX_ID: "0123abcd",
+                "io.kubernetes.cri.sandbox-name": "web-0",
+                "io.kubernetes.cri.sandbox-namespace": "shop",
+                "io.kubernetes.cri.sandbox-uid": "5f0c-11",
+                "io.kubernetes.cri.container-name": "nginx",
+            })
+        });
+        assert_eq!(
+            request(&cri, "c").expect("cri").pod,
+            Some(vouch_api::PodRef {
+                namespace: "shop".into(),
+                name: "web-0".into(),
+                uid: "5f0c-11".into(),
+                sandbox_id: "0123abcd".into(),
+                container: "nginx".into(),
+            })
+        );
     }
 
     #[test]

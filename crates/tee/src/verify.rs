@@ -134,6 +134,10 @@ pub struct LaunchedContainer {
     /// Why a failed launch failed, as its `container.failed` record says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<String>,
+    /// The Kubernetes pod its `container.create` names (`namespace`, `name`, `uid`,
+    /// `sandbox_id`, `container`), when containerd's CRI started it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<Value>,
 }
 
 /// Where a launched container is, as far as the log goes.
@@ -331,6 +335,7 @@ pub(crate) fn containers_of(log: &[vouch_measure::Record]) -> Vec<LaunchedContai
                 create_seq: record.seq,
                 state: LaunchState::Running,
                 failure: None,
+                pod: c.get("pod").filter(|p| p.is_object()).cloned(),
             }),
             "container.exit" => {
                 if let Some(id) = text("id") {

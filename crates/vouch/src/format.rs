@@ -189,6 +189,16 @@ pub(crate) fn verdict(v: &Verdict, nonce_checked: bool) -> String {
             "      config digest: {}\n",
             field(&c.config_digest)
         ));
+        if let Some(pod) = &c.pod {
+            let text = |k: &str| pod.get(k).and_then(|v| v.as_str()).unwrap_or("-");
+            out.push_str(&format!(
+                "      pod:           {}/{} container {} (sandbox {})\n",
+                field(text("namespace")),
+                field(text("name")),
+                field(text("container")),
+                field(text("sandbox_id"))
+            ));
+        }
         use vouch_tee::verify::LaunchState;
         let state = match (c.state, c.exit_code) {
             (LaunchState::Running, _) => "running (no exit recorded)".to_string(),

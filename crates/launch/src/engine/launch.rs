@@ -134,6 +134,13 @@ impl Engine {
             )));
         }
 
+        if let Some(pod) = &req.pod {
+            if !pod.is_valid() {
+                return Err(EngineError::BadRequest(
+                    "the pod reference must be short text without control characters, with a pod name".into(),
+                ));
+            }
+        }
         let id = random_hex(32)?;
         let name = {
             let _g = lock(&self.create_lock);
@@ -170,6 +177,7 @@ impl Engine {
                 config_digest: None,
                 auto_remove: req.auto_remove,
                 ports: publish.iter().map(ToString::to_string).collect(),
+                pod: req.pod.clone(),
                 events: vec![TaskEvent {
                     time: now,
                     action: crate::task::INITIAL.as_str().into(),
@@ -694,16 +702,17 @@ impl Engine {
         // reads (the digest was computed before the file is written).
         write_private(&bundle.join("config.json"), &runtime_spec.config_json)?;
         let config_digest = runtime_spec.measured.digest.clone();
-        let create_seq = self.measure(
-            "container.create",
-            json!({
-                "id": id,
-                "name": name,
-                "image": reference,
-                "image_digest": image.manifest_digest.to_string(),
-                "config_digest": config_digest,
-            }),
-        )?;
+        let mut create = json!({
+            "id": id,
+            "name": name,
+            "image": reference,
+            "image_digest": image.manifest_digest.to_string(),
+            "config_digest": config_digest,
+        });
+        if let Some(pod) = self.get(id).ok().and_then(|v| v.pod) {
+            create["pod"] = json!(pod);
+        }
+        let create_seq = self.measure("container.create", create)?;
         self.check_cancel(id)?;
         if !secrets.is_empty() {
             self.deliver_secrets(id, create_seq, spec, secrets)?;

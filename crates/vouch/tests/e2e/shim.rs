@@ -1,6 +1,7 @@
 //! `containerd-shim-vouch-v2` under a real containerd 1.6: `ctr run --runtime
 //! io.containerd.vouch.v2` runs the container as a vouchd task, measured like `vouch run`'s.
 
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -62,13 +63,22 @@ fn ctr_runs_a_container_through_vouchd_measured() {
     };
     images(&env, &d, &c);
 
-    // Output, stderr and the exit code reach ctr; the container is vouchd's, named by its id.
+    // Output, stderr and the exit code reach ctr; the container is vouchd's, named by its id,
+    // its pod (the CRI's annotations, given by hand here) in its create record.
     let out = c.ctr(&[
         "run",
         "--runtime",
         RUNTIME,
         "--annotation",
         "io.vouch.image=bb",
+        "--annotation",
+        "io.kubernetes.cri.sandbox-name=web-0",
+        "--annotation",
+        "io.kubernetes.cri.sandbox-namespace=shop",
+        "--annotation",
+        "io.kubernetes.cri.sandbox-id=0123abcd",
+        "--annotation",
+        "io.kubernetes.cri.container-name=nginx",
         "localhost/bb:bb",
         "c1",
         "/bin/sh",
@@ -104,6 +114,30 @@ fn ctr_runs_a_container_through_vouchd_measured() {
             && l.contains("\"exit_code\":3")),
         "{log}"
     );
+    let create = log
+        .lines()
+        .find(|l| l.contains("container.create") && l.contains(&id))
+        .expect("create record");
+    assert!(
+        create.contains(r#""pod":{"container":"nginx","name":"web-0","namespace":"shop","sandbox_id":"0123abcd"}"#),
+        "{create}"
+    );
+    let ev = env.path().join("evidence.json");
+    let nonce = "0123456789abcdef0123456789abcdef";
+    d.ok(&["attest", "--nonce", nonce, "-o", ev.to_str().expect("utf8")]);
+    let verdict = d.vouch(&[
+        "verify",
+        ev.to_str().expect("utf8"),
+        "--nonce",
+        nonce,
+        "--allow-sim",
+    ]);
+    assert!(verdict.status.success(), "{}", stderr(&verdict));
+    assert!(
+        stdout(&verdict).contains("pod:           shop/web-0 container nginx (sandbox 0123abcd)"),
+        "{}",
+        stdout(&verdict)
+    );
     c.ctr(&["container", "rm", "c1"]);
 
     // Detached, then killed: ctr sees it run with vouchd's pid, then stop with 137.
@@ -121,6 +155,8 @@ fn ctr_runs_a_container_through_vouchd_measured() {
     ]);
     assert!(out.status.success(), "{} {}", stderr(&out), c.log());
     assert_eq!(task_status(&c, "c2").as_deref(), Some("RUNNING"));
+    let shims = c.shim_pids();
+    assert_eq!(shims.len(), 1, "containerd knows c2's shim: {shims:?}");
     let v = d.json(&["inspect", "c2"]);
     let pid = v[0]["pid"].as_i64().expect("pid");
     let listed = stdout(&c.ctr(&["task", "ls"]));
@@ -157,7 +193,15 @@ fn ctr_runs_a_container_through_vouchd_measured() {
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(d.ok(&["ps", "-aq"]), "");
-    assert!(c.shim_pids().is_empty(), "every shim is gone");
+    // Every shim is gone once its container is deleted.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while shims
+        .iter()
+        .any(|p| Path::new(&format!("/proc/{p}")).exists())
+    {
+        assert!(Instant::now() < deadline, "c2's shim {shims:?} outlived c2");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// What vouchd refuses, containerd reports with vouchd's reason, and nothing is left: no task
@@ -203,4 +247,111 @@ fn a_refused_create_reaches_ctr_with_its_reason_and_leaves_nothing() {
         d.ok(&["attest", "--format", "aael"]).lines().count(),
         before
     );
+}
+
+/// vouchd killed with SIGKILL while a container runs under containerd: the shim waits for it to
+/// come back, and ctr gets all the output (none lost, none twice) and the real exit code. The
+/// shim killed with SIGKILL: containerd's cleanup removes the vouchd task, so the container does
+/// not outlive its shim unseen. The log replays to the register after both.
+#[test]
+fn vouchd_or_the_shim_killed_mid_life_leave_a_consistent_state() {
+    if !require_root("vouchd_or_the_shim_killed_mid_life_leave_a_consistent_state") {
+        return;
+    }
+    let env = TestEnv::new();
+    let mut d = env.start();
+    let Some(c) = Containerd::start(&env.path().join("containerd"), &env.socket(), "") else {
+        return;
+    };
+    images(&env, &d, &c);
+    let mut run = Command::new("ctr");
+    run.arg("--address")
+        .arg(&c.address)
+        .args([
+            "run",
+            "--runtime",
+            RUNTIME,
+            "--annotation",
+            "io.vouch.image=bb",
+            "localhost/bb:bb",
+            "k1",
+            "sh",
+            "-c",
+            "trap 'echo after; exit 5' USR1; echo before; while :; do sleep 0.05; done",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = run.spawn().expect("ctr run");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    // Started as containerd sees it (the shim's Start answered), and printing.
+    while task_status(&c, "k1").as_deref() != Some("RUNNING")
+        || d.vouch(&["logs", "k1"]).stdout != b"before\n"
+    {
+        assert!(Instant::now() < deadline, "k1 did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    d.kill9();
+    std::thread::sleep(Duration::from_millis(500));
+    let d = env.start();
+    // The container ran on while vouchd was down; now it is told to finish.
+    d.ok(&["kill", "-s", "USR1", "k1"]);
+    let out = child.wait_with_output().expect("ctr run");
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "before\nafter\n");
+    c.ctr(&["container", "rm", "k1"]);
+
+    let out = c.ctr(&[
+        "run",
+        "-d",
+        "--runtime",
+        RUNTIME,
+        "--annotation",
+        "io.vouch.image=bb",
+        "localhost/bb:bb",
+        "k2",
+        "sleep",
+        "600",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = d.json(&["inspect", "k2"])[0]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let shims = c.shim_pids();
+    assert_eq!(shims.len(), 1, "{shims:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(shims[0]),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the shim");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while d.vouch(&["inspect", "k2"]).status.success() {
+        assert!(
+            Instant::now() < deadline,
+            "k2 outlived its shim: {}",
+            c.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_ne!(task_status(&c, "k2").as_deref(), Some("RUNNING"));
+    let _ = c.ctr(&["task", "delete", "k2"]);
+    assert!(c.ctr(&["container", "rm", "k2"]).status.success());
+    let log = d.ok(&["attest", "--format", "aael"]);
+    assert!(
+        log.lines()
+            .any(|l| l.contains("container.exit") && l.contains(&id)),
+        "the killed container's end is measured: {log}"
+    );
+    let ev = env.path().join("evidence.json");
+    let nonce = "0123456789abcdef0123456789abcdef";
+    d.ok(&["attest", "--nonce", nonce, "-o", ev.to_str().expect("utf8")]);
+    let out = d.vouch(&[
+        "verify",
+        ev.to_str().expect("utf8"),
+        "--nonce",
+        nonce,
+        "--allow-sim",
+    ]);
+    assert!(out.status.success(), "the log replays: {}", stderr(&out));
 }
