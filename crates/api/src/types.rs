@@ -131,6 +131,12 @@ pub struct CreateContainer {
     /// and containerd's Create before Start. The create answers once the container is created.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub wait_for_start: bool,
+    /// With `wait_for_start`: a launch refused before it is created (the image policy, the
+    /// golden values, a secret) is removed at once, its refusal staying in the log as its
+    /// `container.failed` record. containerd's shim asks for it, so that a kubelet's retries
+    /// leave no failed tasks behind.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub remove_if_refused: bool,
     /// Secrets to fetch from a KBS with fresh evidence, as `kbs://HOST:PORT/REPO/TYPE/TAG`;
     /// each appears read-only at `/secret/REPO/TYPE/TAG`.
     #[serde(default)]

@@ -14,6 +14,7 @@
 //! process serves the Task API on `-socket` (under both its v2 and v3 service names, so
 //! containerd 1.6 and 2.x both find it) until its last container is gone.
 
+mod sandbox;
 mod service;
 mod spec;
 

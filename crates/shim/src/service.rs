@@ -20,6 +20,7 @@ use shim::{ExitSignal, TtrpcContext, TtrpcResult};
 use vouch_api::{Client, ClientError, Container, WaitResponse};
 use vouch_base::logframe::{FrameDecoder, STDERR, STDOUT};
 
+use crate::sandbox::Pause;
 use crate::spec;
 
 /// The file in a bundle that names the vouchd container of containerd's, for the `delete`
@@ -95,8 +96,10 @@ struct Ended {
 
 /// One container of this shim.
 struct Task {
-    /// vouchd's id.
+    /// vouchd's id; empty for the pod's sandbox, which is the shim's own.
     vouch_id: String,
+    /// The pod's sandbox (the CRI's pause container): its waiting process, once started.
+    sandbox: Option<Option<Arc<Pause>>>,
     bundle: String,
     stdin: String,
     stdout: String,
@@ -110,6 +113,42 @@ impl Task {
     fn ended(&self) -> Option<Ended> {
         lock(&self.ended.0).clone()
     }
+}
+
+/// Record how a task ended, for Wait, and tell containerd.
+fn finish(
+    ended: &(Mutex<Option<Ended>>, Condvar),
+    publisher: &RemotePublisher,
+    namespace: &str,
+    id: String,
+    pid: u32,
+    code: u32,
+) {
+    let at = now();
+    {
+        let mut e = lock(&ended.0);
+        if e.is_some() {
+            return;
+        }
+        *e = Some(Ended {
+            status: code,
+            at: at.clone(),
+        });
+    }
+    ended.1.notify_all();
+    let _ = publisher.publish(
+        ttrpc::context::with_timeout(0),
+        topics::TASK_EXIT_EVENT_TOPIC,
+        namespace,
+        Box::new(TaskExit {
+            container_id: id.clone(),
+            id,
+            pid,
+            exit_status: code,
+            exited_at: MessageField::some(at),
+            ..Default::default()
+        }),
+    );
 }
 
 pub(crate) struct Tasks {
@@ -174,6 +213,85 @@ impl Tasks {
                 Err(e) => return Err(from_vouchd(e)),
             }
         }
+    }
+
+    /// Create the container in vouchd, pulling vouch's own verified copy of its image first
+    /// when vouchd has none (containerd's pull is not used: what runs is what vouchd pulled,
+    /// checked against its image policy). A launch vouchd refuses is removed by vouchd
+    /// (`remove_if_refused`): the refusal stays in the log (its `container.failed` record) and
+    /// reaches containerd, and a kubelet's retries leave no failed tasks behind.
+    fn create_pulling(&self, create: &vouch_api::CreateContainer) -> TtrpcResult<Container> {
+        let attempt = || {
+            self.client
+                .call::<Container>("POST", "/v1/containers", Some(create))
+        };
+        let result = match attempt() {
+            Err(ClientError::Api { message, .. })
+                if message.starts_with("no such image") && spec::names_registry(&create.image) =>
+            {
+                let pull = vouch_api::PullImage {
+                    reference: create.image.clone(),
+                    ..Default::default()
+                };
+                self.client
+                    .call::<serde_json::Value>("POST", "/v1/images/pull", Some(&pull))
+                    .map_err(|e| {
+                        status(
+                            Code::FAILED_PRECONDITION,
+                            format!("vouch: cannot pull {}: {e}", create.image),
+                        )
+                    })?;
+                attempt()
+            }
+            other => other,
+        };
+        result.map_err(from_vouchd)
+    }
+
+    /// Start the pod's sandbox: its waiting process, reaped by a thread that then records
+    /// its end.
+    fn start_sandbox(
+        &self,
+        id: &str,
+        started: bool,
+        ended: Arc<(Mutex<Option<Ended>>, Condvar)>,
+    ) -> TtrpcResult<api::StartResponse> {
+        if started || lock(&ended.0).is_some() {
+            return Err(status(
+                Code::FAILED_PRECONDITION,
+                format!("sandbox {id} was started already"),
+            ));
+        }
+        let pause = Arc::new(Pause::spawn().map_err(|e| {
+            status(
+                Code::INTERNAL,
+                format!("cannot start the pod's sandbox process: {e}"),
+            )
+        })?);
+        let pid = pause.pid;
+        self.with_task(id, |t| {
+            t.pid = pid;
+            t.sandbox = Some(Some(Arc::clone(&pause)));
+        })?;
+        let publisher = Arc::clone(&self.publisher);
+        let namespace = self.namespace.clone();
+        let task = id.to_string();
+        std::thread::spawn(move || {
+            let code = Pause::wait(pid);
+            finish(&ended, &publisher, &namespace, task, pid, code);
+        });
+        self.publish(
+            topics::TASK_START_EVENT_TOPIC,
+            Box::new(TaskStart {
+                container_id: id.to_string(),
+                pid,
+                ..Default::default()
+            }),
+        );
+        Ok(api::StartResponse {
+            pid,
+            ..Default::default()
+        })
     }
 
     fn no_exec(exec_id: &str) -> TtrpcResult<()> {
@@ -309,18 +427,21 @@ impl shim::Task for Tasks {
                 spec::SpecError::Terminal.to_string(),
             ));
         }
-        let create = spec::request(&oci, &spec::vouch_name(&self.namespace, &req.id))
-            .map_err(|e| status(Code::FAILED_PRECONDITION, e.to_string()))?;
-        let created: Container = self
-            .client
-            .call("POST", "/v1/containers", Some(&create))
-            .map_err(from_vouchd)?;
-        // For the `delete` action, should this shim die.
-        let _ = std::fs::write(bundle.join(VOUCH_ID_FILE), &created.id);
+        let (vouch_id, sandbox) = if spec::is_sandbox(&oci) {
+            (String::new(), Some(None))
+        } else {
+            let create = spec::request(&oci, &spec::vouch_name(&self.namespace, &req.id))
+                .map_err(|e| status(Code::FAILED_PRECONDITION, e.to_string()))?;
+            let created = self.create_pulling(&create)?;
+            // For the `delete` action, should this shim die.
+            let _ = std::fs::write(bundle.join(VOUCH_ID_FILE), &created.id);
+            (created.id, None)
+        };
         lock(&self.tasks).insert(
             req.id.clone(),
             Task {
-                vouch_id: created.id,
+                vouch_id,
+                sandbox,
                 bundle: req.bundle.clone(),
                 stdin: req.stdin.clone(),
                 stdout: req.stdout.clone(),
@@ -357,14 +478,18 @@ impl shim::Task for Tasks {
         req: api::StartRequest,
     ) -> TtrpcResult<api::StartResponse> {
         Self::no_exec(&req.exec_id)?;
-        let (vouch_id, stdout, stderr, ended) = self.with_task(&req.id, |t| {
+        let (vouch_id, stdout, stderr, ended, sandbox) = self.with_task(&req.id, |t| {
             (
                 t.vouch_id.clone(),
                 t.stdout.clone(),
                 t.stderr.clone(),
                 Arc::clone(&t.ended),
+                t.sandbox.clone(),
             )
         })?;
+        if let Some(pause) = sandbox {
+            return self.start_sandbox(&req.id, pause.is_some(), ended);
+        }
         let started: Container = match self.client.call(
             "POST",
             &format!("/v1/containers/{vouch_id}/start"),
@@ -392,25 +517,7 @@ impl shim::Task for Tasks {
                 .and_then(|w| w.exit_code)
                 .map(|c| c.clamp(0, 255) as u32)
                 .unwrap_or(255);
-            let at = now();
-            *lock(&ended.0) = Some(Ended {
-                status: code,
-                at: at.clone(),
-            });
-            ended.1.notify_all();
-            let _ = publisher.publish(
-                ttrpc::context::with_timeout(0),
-                topics::TASK_EXIT_EVENT_TOPIC,
-                &namespace,
-                Box::new(TaskExit {
-                    container_id: id.clone(),
-                    id,
-                    pid,
-                    exit_status: code,
-                    exited_at: MessageField::some(at),
-                    ..Default::default()
-                }),
-            );
+            finish(&ended, &publisher, &namespace, id, pid, code);
         });
         self.publish(
             topics::TASK_START_EVENT_TOPIC,
@@ -457,9 +564,37 @@ impl shim::Task for Tasks {
 
     fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<api::Empty> {
         Self::no_exec(&req.exec_id)?;
-        let (vouch_id, ended) = self.with_task(&req.id, |t| (t.vouch_id.clone(), t.ended()))?;
+        let (vouch_id, ended, sandbox, done) = self.with_task(&req.id, |t| {
+            (
+                t.vouch_id.clone(),
+                t.ended(),
+                t.sandbox.clone(),
+                Arc::clone(&t.ended),
+            )
+        })?;
         if ended.is_some() {
             return Err(status(Code::NOT_FOUND, "process already finished"));
+        }
+        match sandbox {
+            Some(Some(pause)) => {
+                return pause
+                    .signal(req.signal)
+                    .map(|()| api::Empty::new())
+                    .map_err(|_| status(Code::NOT_FOUND, "process already finished"));
+            }
+            // A sandbox that never started ends with the signal, as runc's created init would.
+            Some(None) => {
+                finish(
+                    &done,
+                    &self.publisher,
+                    &self.namespace,
+                    req.id,
+                    0,
+                    128 + req.signal.min(127),
+                );
+                return Ok(api::Empty::new());
+            }
+            None => {}
         }
         self.client
             .call::<Container>(
@@ -482,8 +617,14 @@ impl shim::Task for Tasks {
         req: api::DeleteRequest,
     ) -> TtrpcResult<api::DeleteResponse> {
         Self::no_exec(&req.exec_id)?;
-        let (vouch_id, pid, ended, bundle) = self.with_task(&req.id, |t| {
-            (t.vouch_id.clone(), t.pid, t.ended(), t.bundle.clone())
+        let (vouch_id, pid, ended, bundle, sandbox) = self.with_task(&req.id, |t| {
+            (
+                t.vouch_id.clone(),
+                t.pid,
+                t.ended(),
+                t.bundle.clone(),
+                t.sandbox.is_some(),
+            )
         })?;
         if pid != 0 && ended.is_none() {
             return Err(status(
@@ -492,13 +633,15 @@ impl shim::Task for Tasks {
             ));
         }
         // A created container that never started is cancelled by the forced removal.
-        self.client
-            .call::<Container>(
-                "DELETE",
-                &format!("/v1/containers/{vouch_id}?force={}", pid == 0),
-                None::<&()>,
-            )
-            .map_err(from_vouchd)?;
+        if !sandbox {
+            self.client
+                .call::<Container>(
+                    "DELETE",
+                    &format!("/v1/containers/{vouch_id}?force={}", pid == 0),
+                    None::<&()>,
+                )
+                .map_err(from_vouchd)?;
+        }
         let _ = std::fs::remove_file(Path::new(&bundle).join(VOUCH_ID_FILE));
         lock(&self.tasks).remove(&req.id);
         let ended = ended.unwrap_or(Ended {

@@ -38,7 +38,6 @@ pub(crate) enum SpecError {
     Json(String),
     NoImage,
     Terminal,
-    Sandbox,
     Field(&'static str),
 }
 
@@ -54,10 +53,6 @@ impl std::fmt::Display for SpecError {
                 f,
                 "vouch's shim does not give containers a terminal yet: run without a TTY (no -t)"
             ),
-            SpecError::Sandbox => write!(
-                f,
-                "vouch's shim does not run pod sandboxes yet (the CRI's pause container)"
-            ),
             SpecError::Field(what) => write!(f, "the OCI spec's {what} is malformed"),
         }
     }
@@ -68,14 +63,25 @@ pub(crate) fn annotation<'a>(spec: &'a Value, key: &str) -> Option<&'a str> {
     spec.get("annotations")?.get(key)?.as_str()
 }
 
+/// Whether an image reference names its registry, as docker decides it (`host.domain/...`,
+/// `host:port/...`, `localhost/...`): vouchd can then pull it. The CRI's image names always do.
+pub(crate) fn names_registry(reference: &str) -> bool {
+    match reference.split_once('/') {
+        Some((first, _)) => first.contains('.') || first.contains(':') || first == "localhost",
+        None => false,
+    }
+}
+
+/// Whether `spec` is a pod's sandbox (the CRI's pause container), which the shim holds itself.
+pub(crate) fn is_sandbox(spec: &Value) -> bool {
+    annotation(spec, CRI_CONTAINER_TYPE) == Some("sandbox")
+}
+
 /// The vouchd create request for the container of `spec`, named `name`: created and held
 /// until containerd's Start.
 pub(crate) fn request(spec: &Value, name: &str) -> Result<CreateContainer, SpecError> {
     if !spec.is_object() {
         return Err(SpecError::Json("not a JSON object".into()));
-    }
-    if annotation(spec, CRI_CONTAINER_TYPE) == Some("sandbox") {
-        return Err(SpecError::Sandbox);
     }
     // The CRI's own annotation first: it is the image the kubelet asked containerd for, where
     // io.vouch.image could come through from a pod's annotations.
@@ -148,6 +154,7 @@ pub(crate) fn request(spec: &Value, name: &str) -> Result<CreateContainer, SpecE
         group_add,
         pod: pod(spec),
         wait_for_start: true,
+        remove_if_refused: true,
         ..Default::default()
     })
 }
@@ -269,12 +276,6 @@ mod tests {
             SpecError::Terminal
         );
         assert_eq!(
-            err(spec(
-                |s| s["annotations"][CRI_CONTAINER_TYPE] = json!("sandbox")
-            )),
-            SpecError::Sandbox
-        );
-        assert_eq!(
             err(spec(|s| s["process"]["args"] = json!([]))),
             SpecError::Field("process.args (empty)")
         );
@@ -297,6 +298,26 @@ mod tests {
             SpecError::Field("process")
         );
         assert!(matches!(err(json!([1])), SpecError::Json(_)));
+    }
+
+    #[test]
+    fn only_a_reference_that_names_its_registry_is_pulled() {
+        assert!(names_registry("docker.io/library/busybox:latest"));
+        assert!(names_registry("127.0.0.1:5000/app/bb:1"));
+        assert!(names_registry("localhost/bb:bb"));
+        assert!(!names_registry("bb"));
+        assert!(!names_registry("library/busybox"));
+    }
+
+    #[test]
+    fn the_cris_pause_container_is_told_apart() {
+        assert!(is_sandbox(&spec(|s| s["annotations"]
+            [CRI_CONTAINER_TYPE] =
+            json!("sandbox"))));
+        assert!(!is_sandbox(&spec(|s| s["annotations"]
+            [CRI_CONTAINER_TYPE] =
+            json!("container"))));
+        assert!(!is_sandbox(&spec(|_| {})));
     }
 
     #[test]

@@ -34,6 +34,37 @@ impl Containerd {
     /// Start containerd in `dir` (with `extra` appended to its config), its shims talking to
     /// the vouchd at `vouchd_socket`. None when containerd is not installed.
     pub fn start(dir: &Path, vouchd_socket: &Path, extra: &str) -> Option<Containerd> {
+        Self::launch(dir, vouchd_socket, false, extra)
+    }
+
+    /// Start containerd with its CRI plugin, as a node's kubelet talks to it: runtime handlers
+    /// `vouch` (`io.containerd.vouch.v2`) and `runc` (the default), the sandbox image `localhost/pause:bb`, no CNI
+    /// network (pods use the node's), and each of `plain_http_registries` (`HOST:PORT`)
+    /// reached over plain HTTP.
+    pub fn start_cri(
+        dir: &Path,
+        vouchd_socket: &Path,
+        plain_http_registries: &[&str],
+    ) -> Option<Containerd> {
+        let cri = "    [plugins.\"io.containerd.grpc.v1.cri\"]";
+        let mut extra = format!(
+            "{cri}\n      sandbox_image = \"localhost/pause:bb\"\n      restrict_oom_score_adj = true\n      [plugins.\"io.containerd.grpc.v1.cri\".cni]\n        bin_dir = \"/usr/lib/cni\"\n        conf_dir = \"{cni}\"\n      [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.vouch]\n        runtime_type = \"io.containerd.vouch.v2\"\n      [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc]\n        runtime_type = \"io.containerd.runc.v2\"\n",
+            cni = dir.join("cni").display(),
+        );
+        for r in plain_http_registries {
+            extra.push_str(&format!(
+                "      [plugins.\"io.containerd.grpc.v1.cri\".registry.mirrors.\"{r}\"]\n        endpoint = [\"http://{r}\"]\n"
+            ));
+        }
+        Self::launch(dir, vouchd_socket, true, &extra)
+    }
+
+    /// The CRI's socket (containerd's own gRPC socket).
+    pub fn cri_socket(&self) -> &Path {
+        &self.address
+    }
+
+    fn launch(dir: &Path, vouchd_socket: &Path, cri: bool, extra: &str) -> Option<Containerd> {
         if !available() {
             return None;
         }
@@ -45,11 +76,12 @@ impl Containerd {
         std::fs::write(
             &config,
             format!(
-                "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"{sock}\"\n[ttrpc]\n  address = \"{sock}.ttrpc\"\n[plugins]\n  [plugins.\"io.containerd.internal.v1.opt\"]\n    path = \"{opt}\"\n{extra}",
+                "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\ndisabled_plugins = [{disabled}]\n[grpc]\n  address = \"{sock}\"\n[ttrpc]\n  address = \"{sock}.ttrpc\"\n[plugins]\n  [plugins.\"io.containerd.internal.v1.opt\"]\n    path = \"{opt}\"\n{extra}",
                 root = dir.join("root").display(),
                 state = dir.join("state").display(),
                 sock = address.display(),
                 opt = dir.join("opt").display(),
+                disabled = if cri { "" } else { "\"io.containerd.grpc.v1.cri\"" },
             ),
         )
         .expect("containerd config");
@@ -106,7 +138,8 @@ impl Containerd {
         std::fs::read_to_string(self.dir.join("containerd.log")).unwrap_or_default()
     }
 
-    /// The PIDs of the shims containerd started (from the `shim.pid` files in its state).
+    /// The PIDs of the shims containerd started (from the `shim.pid` files in its state), each
+    /// once.
     pub fn shim_pids(&self) -> Vec<i32> {
         let mut out = Vec::new();
         let tasks = self.dir.join("state/io.containerd.runtime.v2.task");
@@ -120,6 +153,9 @@ impl Containerd {
                 }
             }
         }
+        // A pod's containers share its shim: each bundle names it.
+        out.sort_unstable();
+        out.dedup();
         out
     }
 }

@@ -327,6 +327,7 @@ impl Engine {
         mut req: CreateContainer,
     ) -> Result<Container, EngineError> {
         req.wait_for_start = true;
+        let remove_if_refused = req.remove_if_refused;
         let engine = Arc::clone(self);
         let pending = tokio::task::spawn_blocking(move || engine.begin(req, None))
             .await
@@ -348,10 +349,18 @@ impl Engine {
             }
         }
         // Ended before it was created: the launch's own error says why.
-        match tokio::task::spawn_blocking(move || launch.join()).await {
+        let result = match tokio::task::spawn_blocking(move || launch.join()).await {
             Ok(Ok(Err(e))) => Err(e),
             _ => self.get(&id),
+        };
+        if remove_if_refused {
+            let engine = Arc::clone(self);
+            let _ = tokio::task::spawn_blocking(move || engine.remove(&id, true)).await;
+            return Err(result.err().unwrap_or_else(|| {
+                EngineError::BadRequest("the launch ended before it was created".into())
+            }));
         }
+        result
     }
 
     /// Start a container created with `wait_for_start`; answers once it runs (or failed to).

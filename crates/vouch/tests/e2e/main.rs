@@ -8,6 +8,7 @@ mod conker;
 mod containerd;
 mod cosign_peer;
 mod crash;
+mod cri;
 mod escape;
 mod evidence;
 mod golden;

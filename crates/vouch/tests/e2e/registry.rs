@@ -168,7 +168,7 @@ fn a_corrupted_blob_fails_the_pull_and_leaves_nothing() {
     store_is_clean(&env, &d);
 }
 
-fn keygen(env: &TestEnv, d: &Daemon, prefix: &str) -> (PathBuf, String) {
+pub(crate) fn keygen(env: &TestEnv, d: &Daemon, prefix: &str) -> (PathBuf, String) {
     let p = env.path().join(prefix);
     let out = d.vouch_env(
         &[

@@ -1,0 +1,489 @@
+//! The kubelet's path: containerd's CRI plugin (a real containerd 1.6) driven over gRPC with a
+//! CRI client, runtime handler `vouch`. A pod's sandbox is the shim's own; its containers are
+//! vouchd tasks, pulled, verified and measured by vouchd with their pod's names.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use hyper_util::rt::TokioIo;
+use k8s_cri::v1::image_service_client::ImageServiceClient;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use k8s_cri::v1::*;
+use tonic::transport::{Channel, Endpoint, Uri};
+use vouch_testkit::containerd::Containerd;
+use vouch_testkit::*;
+
+/// A CRI client on containerd's socket, each call bounded in time.
+struct Cri {
+    rt: tokio::runtime::Runtime,
+    runtime: RuntimeServiceClient<Channel>,
+    images: ImageServiceClient<Channel>,
+}
+
+impl Cri {
+    fn connect(socket: &Path) -> Cri {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let path = socket.to_path_buf();
+        let channel = rt
+            .block_on(
+                Endpoint::try_from("http://[::]:50051")
+                    .expect("endpoint")
+                    .connect_with_connector(tower::service_fn(move |_: Uri| {
+                        let path = path.clone();
+                        async move {
+                            Ok::<_, std::io::Error>(TokioIo::new(
+                                tokio::net::UnixStream::connect(path).await?,
+                            ))
+                        }
+                    })),
+            )
+            .expect("connect to the CRI");
+        Cri {
+            rt,
+            runtime: RuntimeServiceClient::new(channel.clone()),
+            images: ImageServiceClient::new(channel),
+        }
+    }
+
+    fn call<T, F>(&self, f: F) -> Result<T, tonic::Status>
+    where
+        F: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.rt
+            .block_on(async { tokio::time::timeout(Duration::from_secs(120), f).await })
+            .map_err(|_| tonic::Status::deadline_exceeded("the CRI call took over 120 s"))?
+            .map(tonic::Response::into_inner)
+    }
+
+    fn rs(&self) -> RuntimeServiceClient<Channel> {
+        self.runtime.clone()
+    }
+
+    fn is(&self) -> ImageServiceClient<Channel> {
+        self.images.clone()
+    }
+
+    /// Pull as the kubelet does; the image's id, which the kubelet then names the image by.
+    fn pull(&self, image: &str) -> String {
+        self.call(self.is().pull_image(PullImageRequest {
+            image: Some(ImageSpec {
+                image: image.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+        .unwrap_or_else(|e| panic!("PullImage {image}: {e}"))
+        .image_ref
+    }
+
+    fn container_state(&self, id: &str) -> ContainerStatus {
+        self.call(self.rs().container_status(ContainerStatusRequest {
+            container_id: id.into(),
+            verbose: false,
+        }))
+        .expect("ContainerStatus")
+        .status
+        .expect("status")
+    }
+}
+
+/// A pod as the kubelet describes it: the node's network (no CNI here), its own PID namespace.
+fn pod_config(name: &str, logs: &Path) -> PodSandboxConfig {
+    PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            namespace: "shop".into(),
+            attempt: 0,
+        }),
+        log_directory: logs.to_str().expect("utf8").into(),
+        linux: Some(LinuxPodSandboxConfig {
+            security_context: Some(LinuxSandboxSecurityContext {
+                namespace_options: Some(NamespaceOption {
+                    network: NamespaceMode::Node as i32,
+                    pid: NamespaceMode::Container as i32,
+                    ipc: NamespaceMode::Pod as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn container_config(name: &str, image: &str, command: &[&str]) -> ContainerConfig {
+    ContainerConfig {
+        metadata: Some(ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        command: command.iter().map(|s| s.to_string()).collect(),
+        envs: vec![KeyValue {
+            key: "GREETING".into(),
+            value: "hello from cri".into(),
+        }],
+        log_path: format!("{name}/0.log"),
+        ..Default::default()
+    }
+}
+
+/// The pause image (the busybox layout) in containerd's `k8s.io` namespace: the CRI needs
+/// one, vouch's shim never runs it.
+fn setup(env: &TestEnv, c: &Containerd) {
+    let layout = env.path().join("layout");
+    let tar = env.path().join("pause.tar");
+    let out = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(&layout)
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .output()
+        .expect("tar");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = c.ctr(&[
+        "-n",
+        "k8s.io",
+        "images",
+        "import",
+        "--base-name",
+        "localhost/pause",
+        tar.to_str().expect("utf8"),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// The lines a container wrote, as the CRI's log file has them (`TIME STREAM F LINE`).
+fn log_lines(path: &Path) -> Vec<(String, String)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.splitn(4, ' ');
+            let (_time, stream, _tag, text) = (f.next()?, f.next()?, f.next()?, f.next()?);
+            Some((stream.to_string(), text.to_string()))
+        })
+        .collect()
+}
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn pid_alive(pid: i32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// A pod through the kubelet's calls: its sandbox, a container pulled, verified and measured
+/// by vouchd, its output in the CRI's log, stopped and removed; the node's evidence then lists
+/// the container with its pod, and verifies. Nothing is left: no vouchd task, no shim.
+#[test]
+fn a_pod_runs_through_the_cri_measured_with_its_names() {
+    if !require_root("a_pod_runs_through_the_cri_measured_with_its_names") {
+        return;
+    }
+    let env = TestEnv::new();
+    let Some(reg) = Registry::start(env.path()) else {
+        return;
+    };
+    let (layout, _) = busybox_layout(&env);
+    reg.push(&layout, "bb", "app/bb:1");
+    let image = format!("{}/app/bb:1", reg.addr);
+    let d = env.start_with(&["--tee", "sim", "--insecure-registry", &reg.addr]);
+    let Some(c) = Containerd::start_cri(
+        &env.path().join("containerd"),
+        &env.socket(),
+        &[reg.addr.as_str()],
+    ) else {
+        return;
+    };
+    setup(&env, &c);
+    let cri = Cri::connect(c.cri_socket());
+    let image_id = cri.pull(&image);
+    assert!(image_id.starts_with("sha256:"), "{image_id}");
+
+    let logs = env.path().join("pod-logs");
+    std::fs::create_dir_all(&logs).expect("logs");
+    let config = pod_config("web-0", &logs);
+    let sandbox = cri
+        .call(cri.rs().run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: "vouch".into(),
+        }))
+        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", c.log()))
+        .pod_sandbox_id;
+    let status = cri
+        .call(cri.rs().pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: sandbox.clone(),
+            verbose: false,
+        }))
+        .expect("PodSandboxStatus")
+        .status
+        .expect("status");
+    assert_eq!(status.state, PodSandboxState::SandboxReady as i32);
+    assert_eq!(status.runtime_handler, "vouch");
+    let shims = c.shim_pids();
+    assert_eq!(shims.len(), 1, "one shim for the pod");
+
+    // The kubelet names the image by the id PullImage returned.
+    let created = cri
+        .call(cri.rs().create_container(CreateContainerRequest {
+            pod_sandbox_id: sandbox.clone(),
+            config: Some(container_config(
+                "app",
+                &image_id,
+                &[
+                    "/bin/sh",
+                    "-c",
+                    "echo $GREETING; echo to-err >&2; exec sleep 60",
+                ],
+            )),
+            sandbox_config: Some(config.clone()),
+        }))
+        .unwrap_or_else(|e| panic!("CreateContainer: {e}\n{}", c.log()))
+        .container_id;
+    assert_eq!(
+        cri.container_state(&created).state,
+        ContainerState::ContainerCreated as i32
+    );
+    cri.call(cri.rs().start_container(StartContainerRequest {
+        container_id: created.clone(),
+    }))
+    .unwrap_or_else(|e| panic!("StartContainer: {e}\n{}", c.log()));
+    assert_eq!(
+        cri.container_state(&created).state,
+        ContainerState::ContainerRunning as i32
+    );
+    // The pod's containers share its shim.
+    assert_eq!(c.shim_pids(), shims);
+    let log_file = logs.join("app/0.log");
+    wait_for(
+        "the container's output in the CRI's log",
+        Duration::from_secs(20),
+        || log_lines(&log_file).len() >= 2,
+    );
+    let mut lines = log_lines(&log_file);
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            ("stderr".to_string(), "to-err".to_string()),
+            ("stdout".to_string(), "hello from cri".to_string())
+        ]
+    );
+    // It is a vouchd task, listed with the rest.
+    let vouch_name = format!("k8s.io--{created}");
+    let ps: serde_json::Value = serde_json::from_str(&d.ok(&["ps", "--json"])).expect("ps");
+    assert!(
+        ps.as_array()
+            .is_some_and(|a| a.iter().any(|c| c["name"] == vouch_name.as_str())),
+        "{ps}"
+    );
+
+    cri.call(cri.rs().stop_container(StopContainerRequest {
+        container_id: created.clone(),
+        timeout: 2,
+    }))
+    .unwrap_or_else(|e| panic!("StopContainer: {e}\n{}", c.log()));
+    let stopped = cri.container_state(&created);
+    assert_eq!(stopped.state, ContainerState::ContainerExited as i32);
+    // sleep, the container's first process, ignores SIGTERM: the CRI's SIGKILL after the
+    // timeout ends it.
+    assert_eq!(stopped.exit_code, 137);
+    cri.call(cri.rs().remove_container(RemoveContainerRequest {
+        container_id: created.clone(),
+    }))
+    .expect("RemoveContainer");
+    cri.call(cri.rs().stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: sandbox.clone(),
+    }))
+    .unwrap_or_else(|e| panic!("StopPodSandbox: {e}\n{}", c.log()));
+    cri.call(cri.rs().remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: sandbox.clone(),
+    }))
+    .unwrap_or_else(|e| panic!("RemovePodSandbox: {e}\n{}", c.log()));
+    wait_for("the pod's shim to end", Duration::from_secs(20), || {
+        !shims.iter().any(|p| pid_alive(*p))
+    });
+    assert_eq!(d.ok(&["ps", "-aq"]), "");
+
+    // The node's evidence: the container's life, with its pod, replays and verifies.
+    let log = d.ok(&["attest", "--format", "aael"]);
+    let ops: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(&vouch_name) || l.contains(&created))
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    assert!(ops.contains(&"container.create"), "{log}");
+    let create = log
+        .lines()
+        .find(|l| l.contains("container.create") && l.contains(&vouch_name))
+        .expect("create record");
+    assert!(
+        create.contains(&format!(
+            r#""pod":{{"container":"app","name":"web-0","namespace":"shop","sandbox_id":"{sandbox}","uid":"uid-web-0"}}"#
+        )),
+        "{create}"
+    );
+    let id = create
+        .split("\"id\":\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("id");
+    let life: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(id))
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    assert_eq!(
+        life,
+        [
+            "image.verified",
+            "container.create",
+            "container.start",
+            "container.exit"
+        ]
+    );
+    let ev = env.path().join("evidence.json");
+    let nonce = "00112233445566778899aabbccddeeff";
+    d.ok(&["attest", "--nonce", nonce, "-o", ev.to_str().expect("utf8")]);
+    let verdict = d.vouch(&[
+        "verify",
+        ev.to_str().expect("utf8"),
+        "--nonce",
+        nonce,
+        "--allow-sim",
+    ]);
+    assert!(verdict.status.success(), "{}", stderr(&verdict));
+    assert!(
+        stdout(&verdict).contains(&format!(
+            "pod:           shop/web-0 container app (sandbox {sandbox})"
+        )),
+        "{}",
+        stdout(&verdict)
+    );
+}
+
+/// Under an image policy that requires signatures, an unsigned image fails to start with
+/// vouch's reason (what `kubectl describe` shows), and nothing is left: no vouchd task, no
+/// record, and once the kubelet removes the container, nothing in the CRI.
+#[test]
+fn an_unsigned_image_fails_to_start_with_the_policys_reason() {
+    if !require_root("an_unsigned_image_fails_to_start_with_the_policys_reason") {
+        return;
+    }
+    let env = TestEnv::new();
+    let Some(reg) = Registry::start(env.path()) else {
+        return;
+    };
+    let (layout, _) = busybox_layout(&env);
+    reg.push(&layout, "bb", "app/bb:1");
+    let image = format!("{}/app/bb:1", reg.addr);
+    let plain = env.start();
+    let (key, _) = crate::registry::keygen(&env, &plain, "release");
+    drop(plain);
+    let policy = env.path().join("policy.json");
+    std::fs::write(
+        &policy,
+        serde_json::json!({
+            "default": [{"type": "reject"}],
+            "transports": {"docker": {
+                format!("{}/app", reg.addr): [{"type": "sigstoreSigned", "keyPath": key.with_extension("pub")}]
+            }}
+        })
+        .to_string(),
+    )
+    .expect("policy");
+    let d = env.start_with(&[
+        "--tee",
+        "sim",
+        "--insecure-registry",
+        &reg.addr,
+        "--image-policy",
+        policy.to_str().expect("utf8"),
+    ]);
+    let Some(c) = Containerd::start_cri(
+        &env.path().join("containerd"),
+        &env.socket(),
+        &[reg.addr.as_str()],
+    ) else {
+        return;
+    };
+    setup(&env, &c);
+    let cri = Cri::connect(c.cri_socket());
+    // containerd's own pull takes it (containerd does not judge images for vouch).
+    let image_id = cri.pull(&image);
+    let before = d.ok(&["attest", "--format", "aael"]);
+    let logs = env.path().join("pod-logs");
+    std::fs::create_dir_all(&logs).expect("logs");
+    let config = pod_config("refused-0", &logs);
+    let sandbox = cri
+        .call(cri.rs().run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: "vouch".into(),
+        }))
+        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", c.log()))
+        .pod_sandbox_id;
+    // containerd's CRI makes the task (the shim's Create) at StartContainer: that is where
+    // vouchd is first asked, and refuses.
+    let created = cri
+        .call(cri.rs().create_container(CreateContainerRequest {
+            pod_sandbox_id: sandbox.clone(),
+            config: Some(container_config("app", &image_id, &["/bin/true"])),
+            sandbox_config: Some(config),
+        }))
+        .expect("CreateContainer");
+    let refused = cri
+        .call(cri.rs().start_container(StartContainerRequest {
+            container_id: created.container_id.clone(),
+        }))
+        .expect_err("an unsigned image is refused");
+    assert!(
+        refused.message().contains("no signature attached"),
+        "{}",
+        refused.message()
+    );
+    // The kubelet's view: the container did not start, and why.
+    let status = cri.container_state(&created.container_id);
+    assert_eq!(status.state, ContainerState::ContainerExited as i32);
+    assert_eq!(status.reason, "StartError");
+    assert!(
+        status.message.contains("no signature attached"),
+        "{}",
+        status.message
+    );
+    assert_eq!(d.ok(&["ps", "-aq"]), "");
+    assert_eq!(d.ok(&["attest", "--format", "aael"]), before);
+    cri.call(cri.rs().remove_container(RemoveContainerRequest {
+        container_id: created.container_id,
+    }))
+    .expect("RemoveContainer");
+    let listed = cri
+        .call(
+            cri.rs()
+                .list_containers(ListContainersRequest { filter: None }),
+        )
+        .expect("ListContainers");
+    assert!(listed.containers.is_empty(), "{listed:?}");
+    cri.call(cri.rs().stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: sandbox.clone(),
+    }))
+    .expect("StopPodSandbox");
+    cri.call(cri.rs().remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: sandbox,
+    }))
+    .expect("RemovePodSandbox");
+}
