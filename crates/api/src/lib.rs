@@ -37,6 +37,8 @@ pub mod codes {
     pub const PIDS_LIMIT: &str = "pids-limit";
     /// vouchd requires a golden value and the launch has none.
     pub const GOLDEN_REQUIRED: &str = "golden-required";
+    /// Exec is forbidden here: by the node (`vouchd --exec deny`) or the image's label.
+    pub const EXEC_DENIED: &str = "exec-denied";
 }
 
 /// Every route vouchd serves: (method, path template, summary).
@@ -101,6 +103,27 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
         "post",
         "/v1/containers/{id}/stop",
         "Stop a container: SIGTERM, then SIGKILL after timeout seconds",
+    ),
+    (
+        "post",
+        "/v1/containers/{id}/exec",
+        "Run a process in a running container (measured as container.exec first); answers once it runs",
+    ),
+    ("get", "/v1/execs/{id}", "Inspect an exec'd process"),
+    (
+        "get",
+        "/v1/execs/{id}/logs",
+        "An exec'd process's output as a multiplexed stream (query follow=true)",
+    ),
+    (
+        "post",
+        "/v1/execs/{id}/wait",
+        "Wait until an exec'd process ends; returns it with its exit status",
+    ),
+    (
+        "post",
+        "/v1/execs/{id}/kill",
+        "Send a signal to an exec'd process: signal= a number or a name (default SIGKILL)",
     ),
     (
         "get",

@@ -14,6 +14,7 @@ fn request_schema(method: &str, path: &str) -> Option<&'static str> {
         ("post", "/v1/images/load-path") => Some("LoadImage"),
         ("post", "/v1/images/pull") => Some("PullImage"),
         ("post", "/v1/attest") => Some("AttestRequest"),
+        ("post", "/v1/containers/{id}/exec") => Some("ExecRequest"),
         _ => None,
     }
 }
@@ -43,7 +44,11 @@ fn response(method: &str, path: &str) -> Value {
         ("get", "/v1/tee") => json_of(json!({"type": "object", "properties": {
             "tee": {"type": "string"}, "hardware": {"type": "boolean"}, "register_index": {"type": "integer"},
             "registers": {"type": "array", "items": {"type": "string"}}, "warning": {"type": "string", "nullable": true}}})),
-        ("get", "/v1/containers/{id}/logs") => {
+        ("post", "/v1/containers/{id}/exec")
+        | ("get", "/v1/execs/{id}")
+        | ("post", "/v1/execs/{id}/wait")
+        | ("post", "/v1/execs/{id}/kill") => json_of(schema_ref("Exec")),
+        ("get", "/v1/containers/{id}/logs") | ("get", "/v1/execs/{id}/logs") => {
             json!({"application/vnd.docker.multiplexed-stream": {"schema": {"type": "string", "format": "binary"}}})
         }
         ("get", "/v1/events") => {
@@ -134,6 +139,13 @@ pub fn document(version: &str) -> Value {
                 "username": {"type": "string", "nullable": true}, "password": {"type": "string", "nullable": true}}},
             "LoadImage": {"type": "object", "required": ["path"], "additionalProperties": false, "properties": {
                 "path": {"type": "string"}, "name": {"type": "string", "nullable": true}}},
+            "ExecRequest": {"type": "object", "required": ["cmd"], "additionalProperties": false, "properties": {
+                "cmd": {"type": "array", "items": {"type": "string"}}, "env": {"type": "array", "items": {"type": "string"}},
+                "user": {"type": "string"}, "additional_gids": {"type": "array", "items": {"type": "integer"}},
+                "workdir": {"type": "string"}, "tty": {"type": "boolean"}, "stdin": {"type": "boolean"}}},
+            "Exec": {"type": "object", "required": ["id", "container", "running", "process_digest"], "properties": {
+                "id": {"type": "string"}, "container": {"type": "string"}, "pid": {"type": "integer"},
+                "running": {"type": "boolean"}, "exit_code": {"type": "integer"}, "process_digest": {"type": "string"}}},
             "AttestRequest": {"type": "object", "required": ["nonce"], "additionalProperties": false, "properties": {"nonce": {"type": "string", "pattern": "^([0-9a-f]{2}){8,64}$"}}},
             "Info": {"type": "object", "properties": {
                 "version": {"type": "string"}, "tee": {"type": "string"}, "hardware": {"type": "boolean"},

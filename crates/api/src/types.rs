@@ -328,3 +328,48 @@ pub struct TeeInfo {
     #[serde(default)]
     pub warning: Option<String>,
 }
+
+/// A process to run inside a running container: `vouch exec`, containerd's Exec. Measured as a
+/// `container.exec` record before it runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecRequest {
+    /// The program and its arguments, exactly (no shell).
+    pub cmd: Vec<String>,
+    /// `KEY=VALUE` entries over the container's environment.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<String>,
+    /// `UID[:GID]`; by default the container's user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Supplementary group ids, with `user`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub additional_gids: Vec<u32>,
+    /// By default the container's working directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
+    /// A terminal for the process (not yet: refused).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tty: bool,
+    /// Keep the process's stdin open (not yet: refused).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stdin: bool,
+}
+
+/// An exec'd process as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exec {
+    pub id: String,
+    /// The container's id.
+    pub container: String,
+    /// The process's PID on the host, once it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+    pub running: bool,
+    /// Its exit status once it ended (128 + the signal that killed it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// SHA-384 of the canonical JSON of the process as run (args, env, cwd, user, groups,
+    /// tty), as its `container.exec` record has it.
+    pub process_digest: String,
+}

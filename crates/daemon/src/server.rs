@@ -54,7 +54,7 @@ impl IntoResponse for ApiError {
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         let status = match &e {
-            EngineError::NoSuchContainer(_) => StatusCode::NOT_FOUND,
+            EngineError::NoSuchContainer(_) | EngineError::NoSuchExec(_) => StatusCode::NOT_FOUND,
             EngineError::Store(StoreError::NoSuchImage(_)) => StatusCode::NOT_FOUND,
             EngineError::AmbiguousContainer(_)
             | EngineError::Store(StoreError::Ambiguous { .. })
@@ -123,6 +123,11 @@ pub fn router(engine: Shared) -> Router {
         .route("/v1/containers/{id}/stop", post(stop))
         .route("/v1/containers/{id}/start", post(start))
         .route("/v1/containers/{id}/kill", post(kill))
+        .route("/v1/containers/{id}/exec", post(exec))
+        .route("/v1/execs/{id}", get(exec_inspect))
+        .route("/v1/execs/{id}/logs", get(exec_logs))
+        .route("/v1/execs/{id}/wait", post(exec_wait))
+        .route("/v1/execs/{id}/kill", post(exec_kill))
         .route("/v1/events", get(events))
         .route("/v1/images", get(images))
         .route("/v1/images/load", post(load_image))
@@ -218,17 +223,22 @@ async fn kill(
     UrlPath(id): UrlPath<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let signal = match q.get("signal") {
+    let signal = signal_of(&q)?;
+    blocking(move || e.kill(&id, signal))
+        .await
+        .map(|v| Json(v).into_response())
+}
+
+/// The `signal=` of a kill: a number or a name; SIGKILL by default.
+fn signal_of(q: &HashMap<String, String>) -> Result<i32, ApiError> {
+    match q.get("signal") {
         Some(t) => parse_signal(t).ok_or_else(|| {
             bad_request(format!(
                 "signal {t:?} is not a signal: give a number or a name such as SIGTERM"
             ))
-        })?,
-        None => nix::sys::signal::Signal::SIGKILL as i32,
-    };
-    blocking(move || e.kill(&id, signal))
-        .await
-        .map(|v| Json(v).into_response())
+        }),
+        None => Ok(nix::sys::signal::Signal::SIGKILL as i32),
+    }
 }
 
 async fn inspect(
@@ -287,6 +297,15 @@ fn stream_body(rx: mpsc::Receiver<Result<Bytes, io::Error>>) -> Body {
     }))
 }
 
+fn offset_of(q: &HashMap<String, String>) -> Result<u64, ApiError> {
+    match q.get("offset") {
+        Some(o) => o
+            .parse::<u64>()
+            .map_err(|_| bad_request(format!("offset {o:?} must be a byte count"))),
+        None => Ok(0),
+    }
+}
+
 async fn logs(
     State(e): State<Shared>,
     UrlPath(id): UrlPath<String>,
@@ -295,22 +314,48 @@ async fn logs(
     let follow = flag(&q, "follow")?;
     // Where a reader that was cut off (vouchd restarted) takes up the stream again: a byte
     // offset into it, which is one of the frame boundaries it had read up to.
-    let offset = match q.get("offset") {
-        Some(o) => o
-            .parse::<u64>()
-            .map_err(|_| bad_request(format!("offset {o:?} must be a byte count")))?,
-        None => 0,
-    };
+    let offset = offset_of(&q)?;
     let id = e.resolve(&id)?;
-    let mut watch = e.watch(&id)?;
-    let path = e.log_path(&id);
+    let watch = e.watch(&id)?;
+    Ok(follow_log(e.log_path(&id), offset, follow, watch, |c| {
+        c.state.is_final()
+    }))
+}
+
+async fn exec_logs(
+    State(e): State<Shared>,
+    UrlPath(id): UrlPath<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let follow = flag(&q, "follow")?;
+    let offset = offset_of(&q)?;
+    let watch = e.exec_watch(&id)?;
+    Ok(follow_log(
+        e.exec_log_path(&id)?,
+        offset,
+        follow,
+        watch,
+        |end| end.is_some(),
+    ))
+}
+
+/// A framed log file as a stream: what it holds from `offset`, and with `follow` what is
+/// appended until `ended` says the writer is done (checked before the last read, so
+/// everything written before the end is delivered).
+fn follow_log<T: Send + Sync + 'static>(
+    path: std::path::PathBuf,
+    offset: u64,
+    follow: bool,
+    mut watch: tokio::sync::watch::Receiver<T>,
+    ended: fn(&T) -> bool,
+) -> Response {
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(async move {
         use tokio::io::AsyncSeekExt as _;
         let mut file: Option<tokio::fs::File> = None;
         let mut buf = vec![0u8; 64 * 1024];
         loop {
-            let finished = !follow || watch.borrow().state.is_final();
+            let finished = !follow || ended(&watch.borrow());
             if file.is_none() {
                 file = tokio::fs::File::open(&path).await.ok();
                 if let Some(f) = file.as_mut() {
@@ -339,7 +384,6 @@ async fn logs(
                     }
                 }
             }
-            // Checked before the last read: everything written before the exit is delivered.
             if finished {
                 return;
             }
@@ -350,11 +394,53 @@ async fn logs(
             }
         }
     });
-    Ok((
+    (
         [(header::CONTENT_TYPE, logframe::CONTENT_TYPE)],
         stream_body(rx),
     )
-        .into_response())
+        .into_response()
+}
+
+async fn exec(
+    State(e): State<Shared>,
+    UrlPath(id): UrlPath<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: vouch_api::ExecRequest = parse_body(&body)?;
+    blocking(move || e.exec(&id, &req))
+        .await
+        .map(|v| Json(v).into_response())
+}
+
+async fn exec_inspect(
+    State(e): State<Shared>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Response, ApiError> {
+    Ok(Json(e.exec_get(&id)?).into_response())
+}
+
+async fn exec_wait(
+    State(e): State<Shared>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Response, ApiError> {
+    let mut watch = e.exec_watch(&id)?;
+    while watch.borrow_and_update().is_none() {
+        if watch.changed().await.is_err() {
+            break;
+        }
+    }
+    Ok(Json(e.exec_get(&id)?).into_response())
+}
+
+async fn exec_kill(
+    State(e): State<Shared>,
+    UrlPath(id): UrlPath<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let signal = signal_of(&q)?;
+    blocking(move || e.exec_kill(&id, signal))
+        .await
+        .map(|v| Json(v).into_response())
 }
 
 async fn events(
@@ -704,6 +790,7 @@ mod tests {
             kbs_cas: Vec::new(),
             kbs_timeout: std::time::Duration::from_secs(30),
             kbs_flavour: Default::default(),
+            exec_denied: false,
         };
         let sim = std::sync::Arc::new(
             vouch_tee::sim::SimAttester::open(&dir.path().join("sim")).expect("sim"),

@@ -309,6 +309,7 @@ mod tests {
                 env: vec!["PATH=/bin".into()],
                 working_dir: String::new(),
                 user: String::new(),
+                exec: None,
             },
             size: 1,
             loaded_at: "0".into(),

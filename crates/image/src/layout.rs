@@ -304,6 +304,7 @@ pub(crate) fn load_manifest(
     parallel(&work, |(desc, rec)| dir.fetch_layer(store, desc, rec))?;
     let c = config.config.unwrap_or_default();
     let defaults = RuntimeDefaults {
+        exec: c.exec_policy(),
         entrypoint: c.entrypoint.unwrap_or_default(),
         cmd: c.cmd.unwrap_or_default(),
         env: c.env.unwrap_or_default(),

@@ -77,6 +77,21 @@ pub struct ContainerConfig {
     pub working_dir: Option<String>,
     #[serde(rename = "User", default)]
     pub user: Option<String>,
+    /// Read only for vouch's own labels; anything else in it is ignored.
+    #[serde(rename = "Labels", default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<serde_json::Value>,
+}
+
+/// The image label that sets its containers' exec policy: `deny` forbids `vouch exec` and
+/// containerd's Exec (the image's launch policy; covered by its digest and signature).
+pub const EXEC_LABEL: &str = "io.vouch.exec";
+
+impl ContainerConfig {
+    /// The image's exec policy label, if it has one (a non-string value counts as `deny`).
+    pub fn exec_policy(&self) -> Option<String> {
+        let v = self.labels.as_ref()?.get(EXEC_LABEL)?;
+        Some(v.as_str().unwrap_or("deny").to_string())
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -559,6 +559,7 @@ impl Registry<'_> {
                 })
                 .collect(),
             defaults: crate::store::RuntimeDefaults {
+                exec: c.exec_policy(),
                 entrypoint: c.entrypoint.unwrap_or_default(),
                 cmd: c.cmd.unwrap_or_default(),
                 env: c.env.unwrap_or_default(),

@@ -86,6 +86,9 @@ pub struct RuntimeDefaults {
     pub env: Vec<String>,
     pub working_dir: String,
     pub user: String,
+    /// The image's `io.vouch.exec` label: `deny` forbids exec into its containers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -32,6 +32,8 @@ pub struct DaemonConfig {
     pub kbs_timeout: std::time::Duration,
     /// Which evidence KBSs are given, or how to tell (see [`vouch_kbs_client::FlavourChoice`]).
     pub kbs_flavour: vouch_kbs_client::FlavourChoice,
+    /// Refuse every exec into a container (`--exec deny`).
+    pub exec_denied: bool,
 }
 
 impl DaemonConfig {

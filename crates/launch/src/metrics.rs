@@ -34,6 +34,7 @@ pub fn reason(e: &EngineError) -> &'static str {
         EngineError::StartFailed { .. } => "start",
         EngineError::Transition { .. } => "transition",
         EngineError::NoSuchContainer(_)
+        | EngineError::NoSuchExec(_)
         | EngineError::AmbiguousContainer(_)
         | EngineError::NameInUse { .. }
         | EngineError::Running(_)

@@ -7,6 +7,7 @@
 //! container must outlive a daemon crash with its exit status still recorded.
 
 pub mod cgroup;
+pub mod exec;
 pub use vouch_base::logframe;
 pub mod monitor;
 pub mod net;

@@ -59,7 +59,7 @@ pub struct ExitRecord {
     pub finished_at_ms: u64,
 }
 
-fn report(r: &MonitorReport) {
+pub(crate) fn report(r: &MonitorReport) {
     let mut line =
         serde_json::to_vec(r).unwrap_or_else(|_| b"{\"failed\":{\"error\":\"report\"}}".to_vec());
     line.push(b'\n');
@@ -69,14 +69,14 @@ fn report(r: &MonitorReport) {
 }
 
 /// Point fd 1 at /dev/null so the daemon sees EOF on the report pipe.
-fn close_report_pipe() {
+pub(crate) fn close_report_pipe() {
     if let Ok(null) = File::open("/dev/null") {
         // SAFETY: dup2 on two valid descriptors; fd 1 is replaced atomically.
         unsafe { libc::dup2(null.as_raw_fd(), 1) };
     }
 }
 
-fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)
 }
 
@@ -194,7 +194,7 @@ fn network_setup(pid: Pid, publish: &[PortMapping]) -> Result<Option<Network>, S
     Ok(Some((ns, listeners)))
 }
 
-fn wait_for(pid: Pid) -> (i32, Option<i32>) {
+pub(crate) fn wait_for(pid: Pid) -> (i32, Option<i32>) {
     loop {
         match waitpid(pid, None) {
             Ok(WaitStatus::Exited(_, code)) => return (code, None),
@@ -206,7 +206,7 @@ fn wait_for(pid: Pid) -> (i32, Option<i32>) {
 }
 
 /// Reap any processes re-parented to this subreaper.
-fn reap_adopted() {
+pub(crate) fn reap_adopted() {
     while let Ok(status) = waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
         if status == WaitStatus::StillAlive {
             break;
@@ -214,7 +214,7 @@ fn reap_adopted() {
     }
 }
 
-fn write_exit(path: &Path, record: &ExitRecord) -> io::Result<()> {
+pub(crate) fn write_exit(path: &Path, record: &ExitRecord) -> io::Result<()> {
     let tmp = path.with_extension("tmp");
     let mut f = OpenOptions::new()
         .write(true)
@@ -257,7 +257,7 @@ fn oom_kills(cgroup_path: &str) -> u64 {
 }
 
 /// Copy both pipes into the log until both reach end of file.
-fn relay(out_r: OwnedFd, err_r: OwnedFd, log_path: &Path) -> io::Result<()> {
+pub(crate) fn relay(out_r: OwnedFd, err_r: OwnedFd, log_path: &Path) -> io::Result<()> {
     let mut log = OpenOptions::new()
         .append(true)
         .create(true)

@@ -138,6 +138,10 @@ pub struct LaunchedContainer {
     /// `sandbox_id`, `container`), when containerd's CRI started it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<Value>,
+    /// The processes exec'd into it after its start, in the log's order: each
+    /// `container.exec` record's `exec_id`, `process_digest` and `seq`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub execs: Vec<Value>,
 }
 
 /// Where a launched container is, as far as the log goes.
@@ -336,7 +340,19 @@ pub(crate) fn containers_of(log: &[vouch_measure::Record]) -> Vec<LaunchedContai
                 state: LaunchState::Running,
                 failure: None,
                 pod: c.get("pod").filter(|p| p.is_object()).cloned(),
+                execs: Vec::new(),
             }),
+            "container.exec" => {
+                if let Some(id) = text("id") {
+                    if let Some(found) = containers.iter_mut().rev().find(|x| x.id == id) {
+                        found.execs.push(serde_json::json!({
+                            "exec_id": text("exec_id"),
+                            "process_digest": text("process_digest"),
+                            "seq": record.seq,
+                        }));
+                    }
+                }
+            }
             "container.exit" => {
                 if let Some(id) = text("id") {
                     if let Some(found) = containers.iter_mut().rev().find(|x| x.id == id) {

@@ -432,6 +432,19 @@ pub fn write_layout_with(
     env: &[&str],
     zstd: bool,
 ) -> String {
+    write_layout_labelled(dir, name, layers, cmd, env, zstd, &[])
+}
+
+/// Like [`write_layout_with`], the image's config carrying these labels.
+pub fn write_layout_labelled(
+    dir: &Path,
+    name: &str,
+    layers: &[Vec<u8>],
+    cmd: &[&str],
+    env: &[&str],
+    zstd: bool,
+    labels: &[(&str, &str)],
+) -> String {
     let blobs = dir.join("blobs/sha256");
     fs::create_dir_all(&blobs).expect("blobs");
     let put = |data: &[u8]| -> String {
@@ -457,7 +470,11 @@ pub fn write_layout_with(
     }
     let config = serde_json::to_vec(&json!({
         "architecture": "amd64", "os": "linux",
-        "config": {"Cmd": cmd, "Env": env},
+        "config": if labels.is_empty() {
+            json!({"Cmd": cmd, "Env": env})
+        } else {
+            json!({"Cmd": cmd, "Env": env, "Labels": labels.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>()})
+        },
         "rootfs": {"type": "layers", "diff_ids": diff_ids}
     }))
     .expect("config");

@@ -199,6 +199,14 @@ pub(crate) fn verdict(v: &Verdict, nonce_checked: bool) -> String {
                 field(text("sandbox_id"))
             ));
         }
+        for x in &c.execs {
+            let text = |k: &str| x.get(k).and_then(|v| v.as_str()).unwrap_or("-");
+            out.push_str(&format!(
+                "      exec:          {} (record {})\n",
+                field(text("process_digest")),
+                x.get("seq").and_then(|v| v.as_u64()).unwrap_or(0)
+            ));
+        }
         use vouch_tee::verify::LaunchState;
         let state = match (c.state, c.exit_code) {
             (LaunchState::Running, _) => "running (no exit recorded)".to_string(),

@@ -76,6 +76,35 @@ enum Cmd {
         #[arg(required = true)]
         containers: Vec<String>,
     },
+    /// Run a command in a running container (measured as a container.exec record before it
+    /// runs); exits with the command's exit code.
+    #[command(
+        trailing_var_arg = true,
+        after_help = "The command runs in the container's namespaces and cgroup, with its seccomp filter and\ncapabilities, as its user in its working directory unless -u or -w say otherwise.\nExamples:\n  vouch exec web cat /etc/os-release\n  vouch exec -u 1000:1000 -e DEBUG=1 web /bin/sh -c 'id; env'"
+    )]
+    Exec {
+        /// Set an environment variable (KEY=VALUE); repeatable.
+        #[arg(short, long = "env", value_name = "KEY=VALUE")]
+        env: Vec<String>,
+        /// Run as UID[:GID] (default: the container's user).
+        #[arg(short, long, value_name = "UID[:GID]")]
+        user: Option<String>,
+        /// Working directory inside the container (default: the container's).
+        #[arg(short, long, value_name = "DIR")]
+        workdir: Option<String>,
+        /// Keep stdin open (not yet supported).
+        #[arg(short, long)]
+        interactive: bool,
+        /// Allocate a terminal (not yet supported).
+        #[arg(short, long)]
+        tty: bool,
+        /// Print the exec's id and return at once.
+        #[arg(short, long)]
+        detach: bool,
+        container: String,
+        #[arg(required = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
     /// List containers.
     Ps {
         /// Show all containers (default shows running ones).
@@ -230,7 +259,7 @@ fn main() -> ExitCode {
 }
 
 /// Percent-encode one path segment.
-fn seg(s: &str) -> String {
+pub(crate) fn seg(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
@@ -265,6 +294,29 @@ fn run(cli: Cli) -> Result<u8> {
             println!("{c}");
             Ok(())
         })),
+        Cmd::Exec {
+            env,
+            user,
+            workdir,
+            interactive,
+            tty,
+            detach,
+            container,
+            command,
+        } => commands::run::exec(
+            &client,
+            &container,
+            &vouch_api::ExecRequest {
+                cmd: command,
+                env,
+                user,
+                workdir,
+                tty,
+                stdin: interactive,
+                ..Default::default()
+            },
+            detach,
+        ),
         Cmd::Ps { all, quiet, json } => {
             let list: Vec<Container> =
                 client.call("GET", &format!("/v1/containers?all={all}"), None::<&()>)?;

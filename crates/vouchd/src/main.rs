@@ -91,6 +91,11 @@ struct Args {
     /// KBS is given CoCo's evidence).
     #[arg(long, default_value = "auto", value_name = "auto|vouch|coco")]
     kbs_flavour: vouch_kbs_client::FlavourChoice,
+    /// Whether processes may be exec'd into running containers (`vouch exec`, containerd's
+    /// Exec, `kubectl exec`): each is measured as a container.exec record; `deny` refuses them
+    /// all (an image can refuse them for its own containers with the label io.vouch.exec=deny).
+    #[arg(long = "exec", value_name = "allow|deny", default_value = "allow", value_parser = ["allow", "deny"])]
+    exec_policy: String,
     /// Log filter, e.g. info or debug.
     #[arg(long, env = "VOUCH_LOG", default_value = "info")]
     log_level: String,
@@ -120,12 +125,48 @@ enum Sub {
         #[arg(long)]
         publish: Vec<String>,
     },
+    /// Internal: the monitor of a process exec'd into a running container.
+    #[command(hide = true)]
+    ExecMonitor {
+        #[arg(long)]
+        container_id: String,
+        #[arg(long)]
+        runtime_root: PathBuf,
+        #[arg(long)]
+        bundle: PathBuf,
+        #[arg(long)]
+        process: PathBuf,
+        #[arg(long)]
+        log: PathBuf,
+        #[arg(long)]
+        exit_file: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
     // SAFETY: umask only changes this process's file-creation mask.
     unsafe { libc::umask(0o077) };
     let args = Args::parse();
+    if let Some(Sub::ExecMonitor {
+        container_id,
+        runtime_root,
+        bundle,
+        process,
+        log,
+        exit_file,
+    }) = args.command
+    {
+        // Single-threaded from here on: libcontainer forks.
+        let code = vouch_runtime::exec::run(&vouch_runtime::exec::ExecArgs {
+            container_id,
+            runtime_root,
+            bundle,
+            process,
+            log_path: log,
+            exit_path: exit_file,
+        });
+        return ExitCode::from(code as u8);
+    }
     if let Some(Sub::Monitor {
         id,
         bundle,
@@ -213,6 +254,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         kbs_cas: args.kbs_ca.clone(),
         kbs_timeout: std::time::Duration::from_secs(args.kbs_timeout),
         kbs_flavour: args.kbs_flavour,
+        exec_denied: args.exec_policy == "deny",
     };
     let mut tee = vouch_tee::TeeOptions {
         sim_dir: cfg.tee_dir().join("sim"),

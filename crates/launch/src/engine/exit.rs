@@ -234,6 +234,7 @@ impl Engine {
     }
 
     pub(super) fn remove_task(&self, id: &str) -> Result<Container, EngineError> {
+        self.forget_execs(id);
         let dir = self.container_dir(id);
         Overlay::for_container(&dir).unmount()?;
         SecretsDir::for_container(&dir).unmount();

@@ -31,6 +31,7 @@ use vouch_runtime::spec::{self, ContainerSpec, Resources, SpecError};
 use vouch_tee::{Journal, JournalError, TeeType, VOUCH_REGISTER};
 
 mod conker;
+mod exec;
 mod exit;
 mod launch;
 mod process;
@@ -45,6 +46,10 @@ use crate::db::{Db, DbError};
 pub enum EngineError {
     #[error("no such container: {0}")]
     NoSuchContainer(String),
+    #[error(
+        "no such exec: {0} (vouchd forgets execs when it restarts or their container is removed)"
+    )]
+    NoSuchExec(String),
     #[error("container reference {0:?} is ambiguous; use more characters of the id")]
     AmbiguousContainer(String),
     #[error("container name {name:?} is already in use by container {id}")]
@@ -202,6 +207,8 @@ pub struct Engine {
     /// Tasks created with `wait_for_start`, created and waiting: a start request sends on its
     /// gate; a cancel drops it.
     start_gates: Mutex<HashMap<String, std::sync::mpsc::SyncSender<()>>>,
+    /// Processes exec'd into running containers, by exec id.
+    execs: Mutex<HashMap<String, exec::ExecEntry>>,
 }
 
 /// Why a launch cancelled before its start ended, as its task and its `container.failed` say.
@@ -326,6 +333,7 @@ impl Engine {
             held: Mutex::new(Default::default()),
             removed: Mutex::new(Default::default()),
             start_gates: Mutex::new(Default::default()),
+            execs: Mutex::new(Default::default()),
         });
         engine.reconcile();
         Ok(engine)

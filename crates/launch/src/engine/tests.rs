@@ -30,6 +30,7 @@ fn fixture(exe: PathBuf) -> Fixture {
         kbs_cas: Vec::new(),
         kbs_timeout: Duration::from_secs(5),
         kbs_flavour: Default::default(),
+        exec_denied: false,
     };
     let sim = vouch_tee::sim::SimAttester::open(&state.join("tee").join("sim")).expect("sim");
     let engine = Engine::open(cfg, Arc::new(sim)).expect("engine");

@@ -200,6 +200,38 @@ fn create_pulling(client: &Client, args: &RunArgs, req: &CreateContainer) -> Res
     })
 }
 
+/// `vouch exec`: run the process, relay its output, exit with its exit code.
+pub(crate) fn exec(
+    client: &Client,
+    container: &str,
+    req: &vouch_api::ExecRequest,
+    detach: bool,
+) -> Result<u8> {
+    let started: vouch_api::Exec = client.call(
+        "POST",
+        &format!("/v1/containers/{}/exec", crate::seg(container)),
+        Some(req),
+    )?;
+    if detach {
+        println!("{}", started.id);
+        return Ok(0);
+    }
+    let resp = client.stream("GET", &format!("/v1/execs/{}/logs?follow=true", started.id))?;
+    demux(resp.body)?;
+    let done: vouch_api::Exec = client.call(
+        "POST",
+        &format!("/v1/execs/{}/wait", started.id),
+        None::<&()>,
+    )?;
+    match done.exit_code {
+        Some(code) => Ok(code.clamp(0, 255) as u8),
+        None => bail!(
+            "exec {} ended without an exit status",
+            format::short_id(&done.id)
+        ),
+    }
+}
+
 fn follow_and_wait(client: &Client, args: &RunArgs, created: Container) -> Result<u8> {
     if args.detach {
         println!("{}", created.id);

@@ -11,6 +11,7 @@ mod crash;
 mod cri;
 mod escape;
 mod evidence;
+mod exec;
 mod golden;
 mod hostile;
 mod kbs;

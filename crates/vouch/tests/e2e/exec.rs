@@ -1,0 +1,215 @@
+//! `vouch exec`: a process run inside a running container, measured as `container.exec` before
+//! it runs, with the container's seccomp filter, capabilities, user and namespaces.
+
+use vouch_testkit::*;
+
+fn exec_records(d: &Daemon, id: &str) -> Vec<serde_json::Value> {
+    let ev = d.ok(&["attest", "--format", "aael"]);
+    ev.lines()
+        .filter(|l| l.split_whitespace().nth(1) == Some("container.exec"))
+        .filter_map(|l| l.split_once(" {").map(|(_, j)| format!("{{{j}")))
+        .filter_map(|j| serde_json::from_str::<serde_json::Value>(&j).ok())
+        .filter(|v| v["id"] == id)
+        .collect()
+}
+
+/// The field `name` of /proc/self/status as a process sees it.
+fn status_field(text: &str, name: &str) -> String {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}:")))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
+#[test]
+fn an_exec_runs_inside_the_container_sealed_as_its_process_and_measured_first() {
+    if !require_root("an_exec_runs_inside_the_container_sealed_as_its_process_and_measured_first") {
+        return;
+    }
+    let env = TestEnv::new();
+    let d = env.start();
+    load_busybox(&env, &d, "bb");
+    let id = d
+        .ok(&[
+            "run",
+            "-d",
+            "--name",
+            "web",
+            "--user",
+            "1000:1000",
+            "bb",
+            "/bin/sh",
+            "-c",
+            "cat /proc/self/status; exec sleep 60",
+        ])
+        .trim()
+        .to_string();
+
+    // Output, stderr and the exit code come back.
+    let out = d.vouch(&[
+        "exec",
+        "web",
+        "/bin/sh",
+        "-c",
+        "echo out; echo err >&2; exit 7",
+    ]);
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "out\n");
+    assert_eq!(stderr(&out), "err\n");
+
+    // The container's user by default; another when asked. Its PID namespace: PID 1 is the
+    // container's own process.
+    assert_eq!(d.ok(&["exec", "web", "id", "-u"]).trim(), "1000");
+    assert_eq!(d.ok(&["exec", "-u", "0:0", "web", "id", "-u"]).trim(), "0");
+    assert_eq!(
+        d.ok(&["exec", "web", "cat", "/proc/1/cmdline"]),
+        "sleep\u{0}60\u{0}"
+    );
+    assert_eq!(
+        d.ok(&[
+            "exec",
+            "-e",
+            "GREETING=hi",
+            "-w",
+            "/tmp",
+            "web",
+            "/bin/sh",
+            "-c",
+            "echo $GREETING $PWD"
+        ]),
+        "hi /tmp\n"
+    );
+
+    // Sealed like the container's first process: the same seccomp filter (mode 2), the same
+    // capability sets, no new privileges, even as root.
+    let first = d.ok(&["logs", "web"]);
+    let exec = d.ok(&["exec", "-u", "0:0", "web", "cat", "/proc/self/status"]);
+    assert_eq!(status_field(&exec, "Seccomp"), "2", "{exec}");
+    assert_eq!(status_field(&exec, "NoNewPrivs"), "1", "{exec}");
+    for f in ["CapBnd", "Seccomp", "NoNewPrivs"] {
+        assert_eq!(status_field(&exec, f), status_field(&first, f), "{f}");
+    }
+    // A call the filter refuses is refused for the exec'd process too (unshare needs
+    // namespace flags on clone/unshare, which the filter denies).
+    let denied = d.vouch(&["exec", "-u", "0:0", "web", "unshare", "-n", "true"]);
+    assert!(!denied.status.success(), "unshare was allowed");
+
+    // Every exec is in the log before it ran, by its process's digest; the digest is the
+    // canonical JSON of the process as asked.
+    let records = exec_records(&d, &id);
+    assert_eq!(records.len(), 7, "{records:?}");
+    let want = vouch_measure::canonical::canonical_sha384(&serde_json::json!({
+        "args": ["id", "-u"], "env": [], "cwd": null, "uid": null, "gid": null,
+        "additional_gids": [], "tty": false,
+    }))
+    .expect("digest");
+    assert_eq!(records[1]["process_digest"], want.as_str());
+    assert_eq!(records[1]["tty"], false);
+
+    // vouch verify lists them with their container.
+    let ev = env.path().join("ev.json");
+    let nonce = "00112233445566778899aabbccddeeff";
+    d.ok(&["attest", "--nonce", nonce, "-o", ev.to_str().expect("utf8")]);
+    let verdict = d.ok(&[
+        "verify",
+        ev.to_str().expect("utf8"),
+        "--nonce",
+        nonce,
+        "--allow-sim",
+    ]);
+    assert_eq!(
+        verdict.matches("      exec:          sha384:").count(),
+        7,
+        "{verdict}"
+    );
+    assert!(
+        verdict.contains(&format!("      exec:          {want} (record ")),
+        "{verdict}"
+    );
+
+    // What exec refuses, it says, and nothing is measured for it.
+    let before = exec_records(&d, &id).len();
+    for (args, want) in [
+        (vec!["exec", "-t", "web", "sh"], "no terminal"),
+        (vec!["exec", "-i", "web", "sh"], "no stdin"),
+        (vec!["exec", "-u", "root", "web", "id"], "UID or UID:GID"),
+        (vec!["exec", "-w", "tmp", "web", "pwd"], "absolute path"),
+        (vec!["exec", "nosuch", "true"], "no such container: nosuch"),
+    ] {
+        let out = d.vouch(&args);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(stderr(&out).contains(want), "{args:?}: {}", stderr(&out));
+    }
+    // A program that does not exist fails the exec, after its record (it could have run).
+    let missing = d.vouch(&["exec", "web", "/no/such/program"]);
+    assert!(!missing.status.success());
+    assert_eq!(exec_records(&d, &id).len(), before + 1);
+    d.ok(&["stop", "-t", "0", "web"]);
+    let stopped = d.vouch(&["exec", "web", "true"]);
+    assert!(
+        stderr(&stopped).contains("not running"),
+        "{}",
+        stderr(&stopped)
+    );
+    assert_eq!(exec_records(&d, &id).len(), before + 1);
+}
+
+/// The node (`vouchd --exec deny`) and the image (its label `io.vouch.exec=deny`) can each
+/// forbid exec; the refusal names which, and nothing is measured.
+#[test]
+fn exec_is_refused_where_the_node_or_the_image_forbids_it() {
+    if !require_root("exec_is_refused_where_the_node_or_the_image_forbids_it") {
+        return;
+    }
+    let env = TestEnv::new();
+    let mut d = env.start();
+    load_busybox(&env, &d, "bb");
+    let sealed = env.path().join("img-sealed");
+    write_layout_labelled(
+        &sealed,
+        "sealed",
+        &[busybox_layer()],
+        &["/bin/sh"],
+        &["PATH=/bin"],
+        false,
+        &[("io.vouch.exec", "deny")],
+    );
+    d.ok(&[
+        "image",
+        "load",
+        "-i",
+        sealed.to_str().expect("utf8"),
+        "--name",
+        "sealed",
+    ]);
+    d.ok(&["run", "-d", "--name", "open", "bb", "sleep", "60"]);
+    d.ok(&["run", "-d", "--name", "closed", "sealed", "sleep", "60"]);
+    let records = |d: &Daemon| {
+        d.ok(&["attest", "--format", "aael"])
+            .lines()
+            .filter(|l| l.contains("container.exec"))
+            .count()
+    };
+    assert_eq!(d.ok(&["exec", "open", "echo", "ok"]), "ok\n");
+    let out = d.vouch(&["exec", "closed", "echo", "no"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("exec is denied by the image sealed (its label io.vouch.exec=deny)"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(records(&d), 1);
+    d.kill9();
+
+    // The node's flag: vouchd restarted with --exec deny (its containers run on).
+    let d = env.start_with(&["--tee", "sim", "--exec", "deny"]);
+    let out = d.vouch(&["exec", "open", "echo", "no"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("exec is denied on this node (vouchd --exec deny)"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(records(&d), 1);
+    d.ok(&["rm", "-f", "open", "closed"]);
+}
