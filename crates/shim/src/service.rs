@@ -9,7 +9,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use containerd_shim as shim;
-use containerd_shim_protos::events::task::{TaskCreate, TaskDelete, TaskExit, TaskIO, TaskStart};
+use containerd_shim_protos::events::task::{
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskStart,
+};
 use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim_protos::protobuf::{EnumOrUnknown, MessageDyn, MessageField};
 use containerd_shim_protos::ttrpc::{self, Code};
@@ -17,7 +19,7 @@ use containerd_shim_protos::types::task::ProcessInfo;
 use containerd_shim_protos::{api, topics};
 use shim::publisher::RemotePublisher;
 use shim::{ExitSignal, TtrpcContext, TtrpcResult};
-use vouch_api::{Client, ClientError, Container, WaitResponse};
+use vouch_api::{Client, ClientError, Container, Exec, ExecRequest, WaitResponse};
 use vouch_base::logframe::{FrameDecoder, STDERR, STDOUT};
 
 use crate::sandbox::Pause;
@@ -107,6 +109,20 @@ struct Task {
     pid: u32,
     /// Set once, when the container ended; Wait blocks on it.
     ended: Arc<(Mutex<Option<Ended>>, Condvar)>,
+    /// Processes exec'd into it, by containerd's exec id.
+    execs: HashMap<String, ExecProc>,
+}
+
+/// A process containerd exec'd into one of this shim's containers: a vouchd exec, measured
+/// as `container.exec` when it starts.
+struct ExecProc {
+    request: ExecRequest,
+    stdout: String,
+    stderr: String,
+    /// vouchd's exec id, once started.
+    vouch_id: Option<String>,
+    pid: u32,
+    ended: Arc<(Mutex<Option<Ended>>, Condvar)>,
 }
 
 impl Task {
@@ -115,12 +131,19 @@ impl Task {
     }
 }
 
-/// Record how a task ended, for Wait, and tell containerd.
+impl ExecProc {
+    fn ended(&self) -> Option<Ended> {
+        lock(&self.ended.0).clone()
+    }
+}
+
+/// Record how a task (or, with an exec id, an exec'd process) ended, for Wait, and tell
+/// containerd.
 fn finish(
     ended: &(Mutex<Option<Ended>>, Condvar),
     publisher: &RemotePublisher,
     namespace: &str,
-    id: String,
+    (container_id, id): (String, String),
     pid: u32,
     code: u32,
 ) {
@@ -141,7 +164,7 @@ fn finish(
         topics::TASK_EXIT_EVENT_TOPIC,
         namespace,
         Box::new(TaskExit {
-            container_id: id.clone(),
+            container_id,
             id,
             pid,
             exit_status: code,
@@ -248,6 +271,152 @@ impl Tasks {
         result.map_err(from_vouchd)
     }
 
+    fn with_exec<T>(
+        &self,
+        id: &str,
+        exec_id: &str,
+        f: impl FnOnce(&mut ExecProc) -> T,
+    ) -> TtrpcResult<T> {
+        self.with_task(id, |t| t.execs.get_mut(exec_id).map(f))?
+            .ok_or_else(|| status(Code::NOT_FOUND, format!("exec {exec_id} not found")))
+    }
+
+    /// Start an exec'd process: vouchd measures it (`container.exec`) and runs it; its output
+    /// goes to containerd's FIFOs, its end to Wait and containerd.
+    fn start_exec(&self, id: &str, exec_id: &str) -> TtrpcResult<api::StartResponse> {
+        let container = self.with_task(id, |t| t.vouch_id.clone())?;
+        let (request, stdout, stderr, ended, started) = self.with_exec(id, exec_id, |e| {
+            (
+                e.request.clone(),
+                e.stdout.clone(),
+                e.stderr.clone(),
+                Arc::clone(&e.ended),
+                e.vouch_id.is_some(),
+            )
+        })?;
+        if started {
+            return Err(status(
+                Code::FAILED_PRECONDITION,
+                format!("exec {exec_id} was started already"),
+            ));
+        }
+        let exec: Exec = self
+            .client
+            .call(
+                "POST",
+                &format!("/v1/containers/{container}/exec"),
+                Some(&request),
+            )
+            .map_err(from_vouchd)?;
+        let pid = exec.pid.unwrap_or(0).max(0) as u32;
+        self.with_exec(id, exec_id, |e| {
+            e.vouch_id = Some(exec.id.clone());
+            e.pid = pid;
+        })?;
+        let output = relay(
+            self.client.clone(),
+            format!("/v1/execs/{}/logs", exec.id),
+            stdout,
+            stderr,
+        );
+        let client = self.client.clone();
+        let publisher = Arc::clone(&self.publisher);
+        let namespace = self.namespace.clone();
+        let ids = (id.to_string(), exec_id.to_string());
+        let vouch_exec = exec.id.clone();
+        std::thread::spawn(move || {
+            let done =
+                client.call::<Exec>("POST", &format!("/v1/execs/{vouch_exec}/wait"), None::<&()>);
+            let _ = output.join();
+            let code = done
+                .ok()
+                .and_then(|e| e.exit_code)
+                .map(|c| c.clamp(0, 255) as u32)
+                .unwrap_or(255);
+            finish(&ended, &publisher, &namespace, ids, pid, code);
+        });
+        self.publish(
+            topics::TASK_EXEC_STARTED_EVENT_TOPIC,
+            Box::new(TaskExecStarted {
+                container_id: id.to_string(),
+                exec_id: exec_id.to_string(),
+                pid,
+                ..Default::default()
+            }),
+        );
+        Ok(api::StartResponse {
+            pid,
+            ..Default::default()
+        })
+    }
+
+    fn exec_state(&self, id: &str, exec_id: &str) -> TtrpcResult<api::StateResponse> {
+        let bundle = self.with_task(id, |t| t.bundle.clone())?;
+        self.with_exec(id, exec_id, |e| {
+            let ended = e.ended();
+            let state = match (&ended, e.vouch_id.is_some()) {
+                (Some(_), _) => api::Status::STOPPED,
+                (None, false) => api::Status::CREATED,
+                (None, true) => api::Status::RUNNING,
+            };
+            api::StateResponse {
+                id: exec_id.to_string(),
+                bundle,
+                pid: e.pid,
+                status: EnumOrUnknown::new(state),
+                stdout: e.stdout.clone(),
+                stderr: e.stderr.clone(),
+                exec_id: exec_id.to_string(),
+                exit_status: ended.as_ref().map_or(0, |x| x.status),
+                exited_at: ended.map_or_else(MessageField::none, |x| MessageField::some(x.at)),
+                ..Default::default()
+            }
+        })
+    }
+
+    fn kill_exec(&self, id: &str, exec_id: &str, signal: u32) -> TtrpcResult<api::Empty> {
+        let (vouch_exec, ended) =
+            self.with_exec(id, exec_id, |e| (e.vouch_id.clone(), e.ended()))?;
+        let Some(vouch_exec) = vouch_exec.filter(|_| ended.is_none()) else {
+            return Err(status(Code::NOT_FOUND, "process already finished"));
+        };
+        self.client
+            .call::<Exec>(
+                "POST",
+                &format!("/v1/execs/{vouch_exec}/kill?signal={signal}"),
+                None::<&()>,
+            )
+            .map_err(|e| match e {
+                ClientError::Api { ref message, .. } if message.contains("is not running") => {
+                    status(Code::NOT_FOUND, "process already finished")
+                }
+                other => from_vouchd(other),
+            })?;
+        Ok(api::Empty::new())
+    }
+
+    fn delete_exec(&self, id: &str, exec_id: &str) -> TtrpcResult<api::DeleteResponse> {
+        let (pid, started, ended) =
+            self.with_exec(id, exec_id, |e| (e.pid, e.vouch_id.is_some(), e.ended()))?;
+        if started && ended.is_none() {
+            return Err(status(
+                Code::FAILED_PRECONDITION,
+                format!("exec {exec_id} is running: kill it first"),
+            ));
+        }
+        self.with_task(id, |t| t.execs.remove(exec_id))?;
+        let ended = ended.unwrap_or(Ended {
+            status: 0,
+            at: now(),
+        });
+        Ok(api::DeleteResponse {
+            pid,
+            exit_status: ended.status,
+            exited_at: MessageField::some(ended.at),
+            ..Default::default()
+        })
+    }
+
     /// Start the pod's sandbox: its waiting process, reaped by a thread that then records
     /// its end.
     fn start_sandbox(
@@ -278,7 +447,14 @@ impl Tasks {
         let task = id.to_string();
         std::thread::spawn(move || {
             let code = Pause::wait(pid);
-            finish(&ended, &publisher, &namespace, task, pid, code);
+            finish(
+                &ended,
+                &publisher,
+                &namespace,
+                (task.clone(), task),
+                pid,
+                code,
+            );
         });
         self.publish(
             topics::TASK_START_EVENT_TOPIC,
@@ -293,17 +469,6 @@ impl Tasks {
             ..Default::default()
         })
     }
-
-    fn no_exec(exec_id: &str) -> TtrpcResult<()> {
-        if exec_id.is_empty() {
-            Ok(())
-        } else {
-            Err(status(
-                Code::UNIMPLEMENTED,
-                "vouch's shim does not run exec'd processes yet",
-            ))
-        }
-    }
 }
 
 /// How long the shim waits between attempts to reach a vouchd that is restarting.
@@ -317,7 +482,7 @@ fn unreachable(e: &ClientError) -> bool {
 /// Copy a container's log stream (vouchd's framed stdout/stderr) into containerd's FIFOs until
 /// the container ends. A vouchd that restarts meanwhile is reconnected to, the stream taken up
 /// where it was cut (its byte offset), so no output is lost or repeated.
-fn relay(client: Client, vouch_id: String, stdout: String, stderr: String) -> JoinHandle<()> {
+fn relay(client: Client, logs: String, stdout: String, stderr: String) -> JoinHandle<()> {
     std::thread::spawn(move || {
         let open = |path: &str| -> Option<File> {
             (!path.is_empty())
@@ -334,10 +499,7 @@ fn relay(client: Client, vouch_id: String, stdout: String, stderr: String) -> Jo
         let mut buf = vec![0u8; 64 * 1024];
         let mut offset: u64 = 0;
         loop {
-            let resp = match client.stream(
-                "GET",
-                &format!("/v1/containers/{vouch_id}/logs?follow=true&offset={offset}"),
-            ) {
+            let resp = match client.stream("GET", &format!("{logs}?follow=true&offset={offset}")) {
                 Ok(r) => r,
                 Err(e) if unreachable(&e) => {
                     std::thread::sleep(RECONNECT);
@@ -448,6 +610,7 @@ impl shim::Task for Tasks {
                 stderr: req.stderr.clone(),
                 pid: 0,
                 ended: Arc::new((Mutex::new(None), Condvar::new())),
+                execs: HashMap::new(),
             },
         );
         self.publish(
@@ -477,7 +640,9 @@ impl shim::Task for Tasks {
         _ctx: &TtrpcContext,
         req: api::StartRequest,
     ) -> TtrpcResult<api::StartResponse> {
-        Self::no_exec(&req.exec_id)?;
+        if !req.exec_id.is_empty() {
+            return self.start_exec(&req.id, &req.exec_id);
+        }
         let (vouch_id, stdout, stderr, ended, sandbox) = self.with_task(&req.id, |t| {
             (
                 t.vouch_id.clone(),
@@ -503,7 +668,12 @@ impl shim::Task for Tasks {
         };
         let pid = started.pid.unwrap_or(0).max(0) as u32;
         self.with_task(&req.id, |t| t.pid = pid)?;
-        let output = relay(self.client.clone(), vouch_id.clone(), stdout, stderr);
+        let output = relay(
+            self.client.clone(),
+            format!("/v1/containers/{vouch_id}/logs"),
+            stdout,
+            stderr,
+        );
         // The waiter: once the container ends and its output is all relayed, the exit is
         // known to Wait and to containerd.
         let client = self.client.clone();
@@ -517,7 +687,7 @@ impl shim::Task for Tasks {
                 .and_then(|w| w.exit_code)
                 .map(|c| c.clamp(0, 255) as u32)
                 .unwrap_or(255);
-            finish(&ended, &publisher, &namespace, id, pid, code);
+            finish(&ended, &publisher, &namespace, (id.clone(), id), pid, code);
         });
         self.publish(
             topics::TASK_START_EVENT_TOPIC,
@@ -538,7 +708,9 @@ impl shim::Task for Tasks {
         _ctx: &TtrpcContext,
         req: api::StateRequest,
     ) -> TtrpcResult<api::StateResponse> {
-        Self::no_exec(&req.exec_id)?;
+        if !req.exec_id.is_empty() {
+            return self.exec_state(&req.id, &req.exec_id);
+        }
         self.with_task(&req.id, |t| {
             let ended = t.ended();
             let state = match (&ended, t.pid) {
@@ -563,7 +735,9 @@ impl shim::Task for Tasks {
     }
 
     fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<api::Empty> {
-        Self::no_exec(&req.exec_id)?;
+        if !req.exec_id.is_empty() {
+            return self.kill_exec(&req.id, &req.exec_id, req.signal);
+        }
         let (vouch_id, ended, sandbox, done) = self.with_task(&req.id, |t| {
             (
                 t.vouch_id.clone(),
@@ -588,7 +762,7 @@ impl shim::Task for Tasks {
                     &done,
                     &self.publisher,
                     &self.namespace,
-                    req.id,
+                    (req.id.clone(), req.id),
                     0,
                     128 + req.signal.min(127),
                 );
@@ -616,7 +790,9 @@ impl shim::Task for Tasks {
         _ctx: &TtrpcContext,
         req: api::DeleteRequest,
     ) -> TtrpcResult<api::DeleteResponse> {
-        Self::no_exec(&req.exec_id)?;
+        if !req.exec_id.is_empty() {
+            return self.delete_exec(&req.id, &req.exec_id);
+        }
         let (vouch_id, pid, ended, bundle, sandbox) = self.with_task(&req.id, |t| {
             (
                 t.vouch_id.clone(),
@@ -668,8 +844,11 @@ impl shim::Task for Tasks {
     }
 
     fn wait(&self, _ctx: &TtrpcContext, req: api::WaitRequest) -> TtrpcResult<api::WaitResponse> {
-        Self::no_exec(&req.exec_id)?;
-        let ended = self.with_task(&req.id, |t| Arc::clone(&t.ended))?;
+        let ended = if req.exec_id.is_empty() {
+            self.with_task(&req.id, |t| Arc::clone(&t.ended))?
+        } else {
+            self.with_exec(&req.id, &req.exec_id, |e| Arc::clone(&e.ended))?
+        };
         let mut guard = lock(&ended.0);
         while guard.is_none() {
             guard = ended.1.wait(guard).unwrap_or_else(|p| p.into_inner());
@@ -686,14 +865,24 @@ impl shim::Task for Tasks {
     }
 
     fn pids(&self, _ctx: &TtrpcContext, req: api::PidsRequest) -> TtrpcResult<api::PidsResponse> {
-        let pid = self.with_task(&req.id, |t| t.pid)?;
+        let pids = self.with_task(&req.id, |t| {
+            std::iter::once(t.pid)
+                .chain(
+                    t.execs
+                        .values()
+                        .filter(|e| e.ended().is_none())
+                        .map(|e| e.pid),
+                )
+                .filter(|p| *p != 0)
+                .collect::<Vec<_>>()
+        })?;
         Ok(api::PidsResponse {
-            processes: (pid != 0)
-                .then(|| ProcessInfo {
+            processes: pids
+                .into_iter()
+                .map(|pid| ProcessInfo {
                     pid,
                     ..Default::default()
                 })
-                .into_iter()
                 .collect(),
             ..Default::default()
         })
@@ -727,11 +916,51 @@ impl shim::Task for Tasks {
         Ok(api::Empty::new())
     }
 
-    fn exec(&self, _ctx: &TtrpcContext, _req: api::ExecProcessRequest) -> TtrpcResult<api::Empty> {
-        Err(status(
-            Code::UNIMPLEMENTED,
-            "vouch's shim does not run exec'd processes yet",
-        ))
+    fn exec(&self, _ctx: &TtrpcContext, req: api::ExecProcessRequest) -> TtrpcResult<api::Empty> {
+        if req.terminal {
+            return Err(status(
+                Code::UNIMPLEMENTED,
+                spec::SpecError::Terminal.to_string(),
+            ));
+        }
+        let process = req.spec.as_ref().map(|a| a.value.as_slice()).unwrap_or(&[]);
+        let request = spec::exec_request(process)
+            .map_err(|e| status(Code::INVALID_ARGUMENT, format!("exec {}: {e}", req.exec_id)))?;
+        self.with_task(&req.id, |t| {
+            if t.sandbox.is_some() {
+                return Err(status(
+                    Code::FAILED_PRECONDITION,
+                    "a pod's sandbox runs no processes: exec into one of its containers",
+                ));
+            }
+            if t.execs.contains_key(&req.exec_id) {
+                return Err(status(
+                    Code::ALREADY_EXISTS,
+                    format!("exec {} already exists", req.exec_id),
+                ));
+            }
+            t.execs.insert(
+                req.exec_id.clone(),
+                ExecProc {
+                    request,
+                    stdout: req.stdout.clone(),
+                    stderr: req.stderr.clone(),
+                    vouch_id: None,
+                    pid: 0,
+                    ended: Arc::new((Mutex::new(None), Condvar::new())),
+                },
+            );
+            Ok(())
+        })??;
+        self.publish(
+            topics::TASK_EXEC_ADDED_EVENT_TOPIC,
+            Box::new(TaskExecAdded {
+                container_id: req.id,
+                exec_id: req.exec_id,
+                ..Default::default()
+            }),
+        );
+        Ok(api::Empty::new())
     }
 
     fn resize_pty(

@@ -77,19 +77,17 @@ pub(crate) fn is_sandbox(spec: &Value) -> bool {
     annotation(spec, CRI_CONTAINER_TYPE) == Some("sandbox")
 }
 
-/// The vouchd create request for the container of `spec`, named `name`: created and held
-/// until containerd's Start.
-pub(crate) fn request(spec: &Value, name: &str) -> Result<CreateContainer, SpecError> {
-    if !spec.is_object() {
-        return Err(SpecError::Json("not a JSON object".into()));
-    }
-    // The CRI's own annotation first: it is the image the kubelet asked containerd for, where
-    // io.vouch.image could come through from a pod's annotations.
-    let image = annotation(spec, CRI_IMAGE)
-        .or_else(|| annotation(spec, VOUCH_IMAGE))
-        .filter(|s| !s.is_empty())
-        .ok_or(SpecError::NoImage)?;
-    let process = spec.get("process").ok_or(SpecError::Field("process"))?;
+/// What vouch takes of an OCI process (a container's, or an exec's).
+struct Process {
+    args: Vec<String>,
+    env: Vec<String>,
+    cwd: Option<String>,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    groups: Vec<u32>,
+}
+
+fn process_of(process: &Value) -> Result<Process, SpecError> {
     if process.get("terminal").and_then(Value::as_bool) == Some(true) {
         return Err(SpecError::Terminal);
     }
@@ -133,16 +131,72 @@ pub(crate) fn request(spec: &Value, name: &str) -> Result<CreateContainer, SpecE
             .map(|g| {
                 g.as_u64()
                     .and_then(|n| u32::try_from(n).ok())
-                    .map(|n| n.to_string())
                     .ok_or(SpecError::Field("process.user.additionalGids"))
             })
             .collect::<Result<_, _>>()?,
         Some(_) => return Err(SpecError::Field("process.user.additionalGids")),
     };
+    Ok(Process {
+        args,
+        env,
+        cwd,
+        uid,
+        gid,
+        groups,
+    })
+}
+
+/// The vouchd exec request for containerd's Exec, from its OCI process (JSON).
+pub(crate) fn exec_request(process: &[u8]) -> Result<vouch_api::ExecRequest, SpecError> {
+    let process: Value =
+        serde_json::from_slice(process).map_err(|e| SpecError::Json(e.to_string()))?;
+    if !process.is_object() {
+        return Err(SpecError::Json(
+            "the exec's process is not a JSON object".into(),
+        ));
+    }
+    let p = process_of(&process)?;
+    let uid = p.uid.unwrap_or(0);
+    let gid = p.gid.unwrap_or(0);
+    Ok(vouch_api::ExecRequest {
+        cmd: p.args,
+        env: p.env,
+        user: Some(format!("{uid}:{gid}")),
+        additional_gids: p.groups.into_iter().filter(|g| *g != gid).collect(),
+        workdir: p.cwd,
+        ..Default::default()
+    })
+}
+
+/// The vouchd create request for the container of `spec`, named `name`: created and held
+/// until containerd's Start.
+pub(crate) fn request(spec: &Value, name: &str) -> Result<CreateContainer, SpecError> {
+    if !spec.is_object() {
+        return Err(SpecError::Json("not a JSON object".into()));
+    }
+    // The CRI's own annotation first: it is the image the kubelet asked containerd for, where
+    // io.vouch.image could come through from a pod's annotations.
+    let image = annotation(spec, CRI_IMAGE)
+        .or_else(|| annotation(spec, VOUCH_IMAGE))
+        .filter(|s| !s.is_empty())
+        .ok_or(SpecError::NoImage)?;
+    let process = spec.get("process").ok_or(SpecError::Field("process"))?;
+    let Process {
+        args,
+        env,
+        cwd,
+        uid,
+        gid,
+        groups,
+    } = process_of(process)?;
     // The primary group is given; supplementary groups the spec lists too (without the primary
     // one, which vouch adds itself).
     let primary = gid.unwrap_or(0).to_string();
-    let group_add = groups.into_iter().filter(|g| *g != primary).collect();
+    let group_add = groups
+        .into_iter()
+        .map(|g| g.to_string())
+        .filter(|g| *g != primary)
+        .collect();
     Ok(CreateContainer {
         image: image.to_string(),
         name: Some(name.to_string()),
@@ -298,6 +352,42 @@ mod tests {
             SpecError::Field("process")
         );
         assert!(matches!(err(json!([1])), SpecError::Json(_)));
+    }
+
+    #[test]
+    fn an_exec_takes_the_process_containerd_gives() {
+        let p = json!({
+            "terminal": false,
+            "user": {"uid": 1000, "gid": 1000, "additionalGids": [1000, 10]},
+            "args": ["/bin/sh", "-c", "id"],
+            "env": ["PATH=/bin"],
+            "cwd": "/work",
+            "capabilities": {"bounding": ["CAP_SYS_ADMIN"]},
+        });
+        let r = exec_request(p.to_string().as_bytes()).expect("exec");
+        assert_eq!(r.cmd, ["/bin/sh", "-c", "id"]);
+        assert_eq!(r.env, ["PATH=/bin"]);
+        assert_eq!(r.user.as_deref(), Some("1000:1000"));
+        assert_eq!(r.additional_gids, [10]);
+        assert_eq!(r.workdir.as_deref(), Some("/work"));
+        // Capabilities are not taken: the container's own apply (vouchd's exec keeps them).
+        assert!(!serde_json::to_string(&r)
+            .expect("json")
+            .contains("CAP_SYS_ADMIN"));
+        let err = |v: Value| exec_request(v.to_string().as_bytes()).expect_err("refused");
+        assert_eq!(
+            err(json!({"args": []})),
+            SpecError::Field("process.args (empty)")
+        );
+        assert_eq!(
+            err(json!({"args": ["sh"], "terminal": true})),
+            SpecError::Terminal
+        );
+        assert!(matches!(err(json!("sh")), SpecError::Json(_)));
+        assert!(matches!(
+            exec_request(b"not json").expect_err("refused"),
+            SpecError::Json(_)
+        ));
     }
 
     #[test]

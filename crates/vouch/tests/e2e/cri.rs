@@ -284,6 +284,24 @@ fn a_pod_runs_through_the_cri_measured_with_its_names() {
             ("stdout".to_string(), "hello from cri".to_string())
         ]
     );
+    // ExecSync, as `kubectl exec` without a terminal: output, exit code, measured.
+    let exec = cri
+        .call(cri.rs().exec_sync(ExecSyncRequest {
+            container_id: created.clone(),
+            cmd: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "echo from exec $GREETING; echo exec-err >&2; exit 3".into(),
+            ],
+            timeout: 20,
+        }))
+        .unwrap_or_else(|e| panic!("ExecSync: {e}\n{}", c.log()));
+    assert_eq!(
+        String::from_utf8_lossy(&exec.stdout),
+        "from exec hello from cri\n"
+    );
+    assert_eq!(String::from_utf8_lossy(&exec.stderr), "exec-err\n");
+    assert_eq!(exec.exit_code, 3);
     // It is a vouchd task, listed with the rest.
     let vouch_name = format!("k8s.io--{created}");
     let ps: serde_json::Value = serde_json::from_str(&d.ok(&["ps", "--json"])).expect("ps");
@@ -354,6 +372,7 @@ fn a_pod_runs_through_the_cri_measured_with_its_names() {
             "image.verified",
             "container.create",
             "container.start",
+            "container.exec",
             "container.exit"
         ]
     );

@@ -164,6 +164,23 @@ fn ctr_runs_a_container_through_vouchd_measured() {
         listed.contains(&format!("c2 {pid} ")) || listed.contains(&pid.to_string()),
         "{listed}"
     );
+    // ctr task exec: output, stderr, exit code; measured as container.exec of c2's vouchd
+    // container.
+    let out = c.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "e1",
+        "c2",
+        "/bin/sh",
+        "-c",
+        "echo exec-out; echo exec-err >&2; exit 4",
+    ]);
+    assert_eq!(out.status.code(), Some(4), "{} {}", stderr(&out), c.log());
+    assert_eq!(stdout(&out), "exec-out\n");
+    assert_eq!(stderr(&out), "exec-err\n");
+    let c2 = v[0]["id"].as_str().expect("id").to_string();
+    assert!(records_of(&d, &c2).contains(&"container.exec".to_string()));
     // A running task cannot be deleted.
     assert!(!c.ctr(&["task", "delete", "c2"]).status.success());
     let out = c.ctr(&["task", "kill", "-s", "SIGKILL", "c2"]);
