@@ -12,7 +12,7 @@ fn vouch_cmd(args: &[&str]) -> std::process::Output {
 }
 
 /// The vouch runtime as containerd itself reads `config`.
-fn containerd_runtime_type(config: &Path) -> Option<String> {
+pub(crate) fn containerd_runtime_type(config: &Path) -> Option<String> {
     let out = run_bounded(
         Command::new("containerd")
             .arg("--config")
