@@ -122,6 +122,16 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ),
     (
         "post",
+        "/v1/execs/{id}/stdin",
+        "Feed an exec'd process's stdin: the request body, streamed as it comes (chunked); its end closes stdin",
+    ),
+    (
+        "post",
+        "/v1/execs/{id}/resize",
+        "Resize an exec'd process's terminal: cols= and rows=",
+    ),
+    (
+        "post",
         "/v1/execs/{id}/kill",
         "Send a signal to an exec'd process: signal= a number or a name (default SIGKILL)",
     ),

@@ -47,7 +47,9 @@ fn response(method: &str, path: &str) -> Value {
         ("post", "/v1/containers/{id}/exec")
         | ("get", "/v1/execs/{id}")
         | ("post", "/v1/execs/{id}/wait")
-        | ("post", "/v1/execs/{id}/kill") => json_of(schema_ref("Exec")),
+        | ("post", "/v1/execs/{id}/kill")
+        | ("post", "/v1/execs/{id}/stdin")
+        | ("post", "/v1/execs/{id}/resize") => json_of(schema_ref("Exec")),
         ("get", "/v1/containers/{id}/logs") | ("get", "/v1/execs/{id}/logs") => {
             json!({"application/vnd.docker.multiplexed-stream": {"schema": {"type": "string", "format": "binary"}}})
         }
@@ -78,7 +80,9 @@ pub fn document(version: &str) -> Value {
                 params.push(json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}));
             }
         }
-        for q in ["all", "follow", "force", "timeout", "signal", "offset"] {
+        for q in [
+            "all", "follow", "force", "timeout", "signal", "offset", "cols", "rows",
+        ] {
             if summary.contains(&format!("{q}=")) || summary.contains(&format!("after {q}")) {
                 params.push(json!({"name": q, "in": "query", "required": false, "schema": {"type": "string"}}));
             }
@@ -142,10 +146,12 @@ pub fn document(version: &str) -> Value {
             "ExecRequest": {"type": "object", "required": ["cmd"], "additionalProperties": false, "properties": {
                 "cmd": {"type": "array", "items": {"type": "string"}}, "env": {"type": "array", "items": {"type": "string"}},
                 "user": {"type": "string"}, "additional_gids": {"type": "array", "items": {"type": "integer"}},
-                "workdir": {"type": "string"}, "tty": {"type": "boolean"}, "stdin": {"type": "boolean"}}},
+                "workdir": {"type": "string"}, "tty": {"type": "boolean"}, "stdin": {"type": "boolean"},
+                "cols": {"type": "integer"}, "rows": {"type": "integer"}}},
             "Exec": {"type": "object", "required": ["id", "container", "running", "process_digest"], "properties": {
                 "id": {"type": "string"}, "container": {"type": "string"}, "pid": {"type": "integer"},
-                "running": {"type": "boolean"}, "exit_code": {"type": "integer"}, "process_digest": {"type": "string"}}},
+                "running": {"type": "boolean"}, "exit_code": {"type": "integer"}, "process_digest": {"type": "string"},
+                "tty": {"type": "boolean"}, "stdin": {"type": "boolean"}}},
             "AttestRequest": {"type": "object", "required": ["nonce"], "additionalProperties": false, "properties": {"nonce": {"type": "string", "pattern": "^([0-9a-f]{2}){8,64}$"}}},
             "Info": {"type": "object", "properties": {
                 "version": {"type": "string"}, "tee": {"type": "string"}, "hardware": {"type": "boolean"},

@@ -348,12 +348,17 @@ pub struct ExecRequest {
     /// By default the container's working directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workdir: Option<String>,
-    /// A terminal for the process (not yet: refused).
+    /// A terminal for the process (its stdin, stdout and stderr; the output is all stdout).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub tty: bool,
-    /// Keep the process's stdin open (not yet: refused).
+    /// Keep the process's stdin open: fed by `POST /v1/execs/{id}/stdin`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stdin: bool,
+    /// The terminal's first size; `POST /v1/execs/{id}/resize` changes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cols: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u16>,
 }
 
 /// An exec'd process as the API shows it.
@@ -369,6 +374,10 @@ pub struct Exec {
     /// Its exit status once it ended (128 + the signal that killed it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tty: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stdin: bool,
     /// SHA-384 of the canonical JSON of the process as run (args, env, cwd, user, groups,
     /// tty), as its `container.exec` record has it.
     pub process_digest: String,

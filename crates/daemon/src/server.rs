@@ -128,6 +128,8 @@ pub fn router(engine: Shared) -> Router {
         .route("/v1/execs/{id}/logs", get(exec_logs))
         .route("/v1/execs/{id}/wait", post(exec_wait))
         .route("/v1/execs/{id}/kill", post(exec_kill))
+        .route("/v1/execs/{id}/stdin", post(exec_stdin))
+        .route("/v1/execs/{id}/resize", post(exec_resize))
         .route("/v1/events", get(events))
         .route("/v1/images", get(images))
         .route("/v1/images/load", post(load_image))
@@ -429,6 +431,93 @@ async fn exec_wait(
             break;
         }
     }
+    Ok(Json(e.exec_get(&id)?).into_response())
+}
+
+/// The frame the exec's monitor reads, as bytes.
+fn input_frame(stream: u8, data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + data.len());
+    let _ = logframe::write_frame(&mut out, stream, data);
+    out
+}
+
+async fn exec_stdin(
+    State(e): State<Shared>,
+    UrlPath(id): UrlPath<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    use http_body_util::BodyExt as _;
+    use tokio::io::AsyncWriteExt as _;
+    let path = e.exec_input(&id)?;
+    let mut conn = tokio::net::UnixStream::connect(&path)
+        .await
+        .map_err(|err| {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                format!("the exec's input is gone (it ended?): {err}"),
+            )
+        })?;
+    let mut body = body;
+    // Until the client ends its body (stdin closed) or the process is gone (its monitor
+    // closed the socket).
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { break };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let mut sent = true;
+        for piece in data.chunks(logframe::MAX_FRAME) {
+            if conn
+                .write_all(&input_frame(logframe::STDIN, piece))
+                .await
+                .is_err()
+            {
+                sent = false;
+                break;
+            }
+        }
+        if !sent {
+            return Ok(Json(e.exec_get(&id)?).into_response());
+        }
+    }
+    let _ = conn
+        .write_all(&input_frame(logframe::CLOSE_STDIN, &[]))
+        .await;
+    Ok(Json(e.exec_get(&id)?).into_response())
+}
+
+async fn exec_resize(
+    State(e): State<Shared>,
+    UrlPath(id): UrlPath<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    use tokio::io::AsyncWriteExt as _;
+    let size = |k: &str| -> Result<u16, ApiError> {
+        q.get(k)
+            .and_then(|v| v.parse::<u16>().ok())
+            .filter(|n| *n > 0)
+            .ok_or_else(|| bad_request(format!("{k}= must be a number from 1 to 65535")))
+    };
+    let (cols, rows) = (size("cols")?, size("rows")?);
+    if !e.exec_get(&id)?.tty {
+        return Err(bad_request(
+            "the exec has no terminal to resize".to_string(),
+        ));
+    }
+    let path = e.exec_input(&id)?;
+    let mut conn = tokio::net::UnixStream::connect(&path)
+        .await
+        .map_err(|err| {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                format!("the exec's input is gone (it ended?): {err}"),
+            )
+        })?;
+    let mut data = cols.to_be_bytes().to_vec();
+    data.extend_from_slice(&rows.to_be_bytes());
+    conn.write_all(&input_frame(logframe::RESIZE, &data))
+        .await
+        .map_err(|err| ApiError::new(StatusCode::CONFLICT, format!("cannot resize: {err}")))?;
     Ok(Json(e.exec_get(&id)?).into_response())
 }
 

@@ -43,6 +43,18 @@ pub struct ExecProcess {
     pub gid: Option<u32>,
     #[serde(default)]
     pub additional_gids: Vec<u32>,
+    /// A terminal: the process's stdin, stdout and stderr are a pty's, its controlling
+    /// terminal; the output is all stdout.
+    #[serde(default)]
+    pub tty: bool,
+    /// Keep stdin open, fed through the attach socket.
+    #[serde(default)]
+    pub stdin: bool,
+    /// The terminal's first size (columns, rows).
+    #[serde(default)]
+    pub cols: u16,
+    #[serde(default)]
+    pub rows: u16,
 }
 
 #[derive(Debug, Clone)]
@@ -57,16 +69,31 @@ pub struct ExecArgs {
     pub process: PathBuf,
     pub log_path: PathBuf,
     pub exit_path: PathBuf,
+    /// Where the monitor listens for the process's input (stdin, resizes) when it has any.
+    pub attach: Option<PathBuf>,
 }
 
-/// Runs the program with the container's seccomp filter loaded first.
+/// Runs the program with the container's seccomp filter loaded first (and, for a terminal,
+/// with its stdin as the controlling terminal of its session).
 #[derive(Clone)]
 struct Sealed {
     seccomp: Option<LinuxSeccomp>,
+    tty: bool,
 }
 
 impl Executor for Sealed {
     fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
+        if self.tty {
+            // libcontainer's init has made the process a session leader already (setsid).
+            // SAFETY: TIOCSCTTY on fd 0 (the pty's side this process was given) with 0: take
+            // it as the controlling terminal, without stealing one another session has.
+            if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } != 0 {
+                return Err(ExecutorError::Other(format!(
+                    "cannot take the terminal: {}",
+                    io::Error::last_os_error()
+                )));
+            }
+        }
         if let Some(filter) = &self.seccomp {
             libcontainer::seccomp::initialize_seccomp(filter).map_err(|e| {
                 ExecutorError::Other(format!("cannot load the seccomp filter: {e}"))
@@ -80,7 +107,16 @@ impl Executor for Sealed {
     }
 }
 
-fn setup(args: &ExecArgs) -> Result<(i32, OwnedFd, OwnedFd), String> {
+/// Where the process's input goes: a pty's master side, or its stdin pipe.
+enum Input {
+    Tty(File),
+    Pipe(File),
+}
+
+/// What runs: the process's PID, its output (descriptor, stream) and its input, if any.
+type Running = (i32, Vec<(OwnedFd, u8)>, Option<Input>);
+
+fn setup(args: &ExecArgs) -> Result<Running, String> {
     let process: ExecProcess = serde_json::from_slice(
         &std::fs::read(&args.process).map_err(|e| format!("cannot read the process: {e}"))?,
     )
@@ -111,16 +147,53 @@ fn setup(args: &ExecArgs) -> Result<(i32, OwnedFd, OwnedFd), String> {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
         })
         .collect();
-    let (out_r, out_w) = monitor::pipe().map_err(|e| format!("cannot create a pipe: {e}"))?;
-    let (err_r, err_w) = monitor::pipe().map_err(|e| format!("cannot create a pipe: {e}"))?;
-    let devnull = File::open("/dev/null").map_err(|e| format!("cannot open /dev/null: {e}"))?;
+    let pipe = || monitor::pipe().map_err(|e| format!("cannot create a pipe: {e}"));
+    let dup = |fd: &OwnedFd| fd.try_clone().map_err(|e| format!("cannot dup: {e}"));
+    let (stdin, stdout, stderr, outputs, input) = if process.tty {
+        let size = nix::pty::Winsize {
+            ws_row: if process.rows == 0 { 24 } else { process.rows },
+            ws_col: if process.cols == 0 { 80 } else { process.cols },
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        let pty = nix::pty::openpty(Some(&size), None)
+            .map_err(|e| format!("cannot open a terminal: {e}"))?;
+        let outputs = vec![(dup(&pty.master)?, crate::logframe::STDOUT)];
+        let input = Some(Input::Tty(File::from(pty.master)));
+        (
+            dup(&pty.slave)?,
+            dup(&pty.slave)?,
+            pty.slave,
+            outputs,
+            input,
+        )
+    } else {
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        let (stdin, input) = if process.stdin {
+            let (r, w) = pipe()?;
+            (r, Some(Input::Pipe(File::from(w))))
+        } else {
+            let devnull =
+                File::open("/dev/null").map_err(|e| format!("cannot open /dev/null: {e}"))?;
+            (OwnedFd::from(devnull), None)
+        };
+        let outputs = vec![
+            (out_r, crate::logframe::STDOUT),
+            (err_r, crate::logframe::STDERR),
+        ];
+        (stdin, out_w, err_w, outputs, input)
+    };
     let pid = ContainerBuilder::new(args.container_id.clone(), SyscallType::default())
         .with_root_path(&args.runtime_root)
         .map_err(|e| vouch_base::error_chain(&e))?
-        .with_stdin(OwnedFd::from(devnull))
-        .with_stdout(out_w)
-        .with_stderr(err_w)
-        .with_executor(Sealed { seccomp })
+        .with_stdin(stdin)
+        .with_stdout(stdout)
+        .with_stderr(stderr)
+        .with_executor(Sealed {
+            seccomp,
+            tty: process.tty,
+        })
         .as_tenant()
         .with_container_args(process.args.clone())
         .with_env(env)
@@ -131,7 +204,67 @@ fn setup(args: &ExecArgs) -> Result<(i32, OwnedFd, OwnedFd), String> {
         .with_detach(true)
         .build()
         .map_err(|e| vouch_base::error_chain(&e))?;
-    Ok((pid.as_raw(), out_r, err_r))
+    Ok((pid.as_raw(), outputs, input))
+}
+
+/// Serve the process's input on the attach socket: each connection sends frames (stdin data,
+/// a resize, the end of stdin); several may come (vouchd opens one per request).
+fn serve_input(listener: std::os::unix::net::UnixListener, input: Input) {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    use std::sync::{Arc, Mutex};
+    let input = Arc::new(Mutex::new(Some(input)));
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let input = Arc::clone(&input);
+            std::thread::spawn(move || {
+                let mut dec = crate::logframe::FrameDecoder::for_input();
+                let mut buf = vec![0u8; 32 * 1024];
+                loop {
+                    let n = match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    dec.push(&buf[..n]);
+                    loop {
+                        let (stream, data) = match dec.next_frame() {
+                            Ok(Some(f)) => f,
+                            Ok(None) => break,
+                            // A malformed or oversized frame ends this connection.
+                            Err(_) => return,
+                        };
+                        let mut guard = input.lock().unwrap_or_else(|p| p.into_inner());
+                        match (stream, guard.as_mut()) {
+                            (crate::logframe::STDIN, Some(Input::Tty(f) | Input::Pipe(f)))
+                                if (&*f).write_all(&data).is_err() =>
+                            {
+                                *guard = None;
+                            }
+                            (crate::logframe::RESIZE, Some(Input::Tty(f))) if data.len() == 4 => {
+                                let size = libc::winsize {
+                                    ws_col: u16::from_be_bytes([data[0], data[1]]),
+                                    ws_row: u16::from_be_bytes([data[2], data[3]]),
+                                    ws_xpixel: 0,
+                                    ws_ypixel: 0,
+                                };
+                                // SAFETY: TIOCSWINSZ on the pty's master with a winsize that
+                                // lives across the call.
+                                unsafe { libc::ioctl(f.as_raw_fd(), libc::TIOCSWINSZ, &size) };
+                            }
+                            // The end of stdin: a pipe is closed; a terminal gets its EOF
+                            // character, as a user typing ^D would send.
+                            (crate::logframe::CLOSE_STDIN, Some(Input::Pipe(_))) => *guard = None,
+                            (crate::logframe::CLOSE_STDIN, Some(Input::Tty(f))) => {
+                                let _ = f.write_all(&[4]);
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            });
+        }
+    });
 }
 
 /// Run an exec's monitor: wait for [`GO`], run the process, report, relay, wait, record.
@@ -147,16 +280,35 @@ pub fn run(args: &ExecArgs) -> i32 {
     unsafe { libc::umask(0o022) };
     // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes an integer argument and no pointers.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    let (pid, out_r, err_r) = match setup(args) {
+    // Listening before the process runs, so input sent as soon as it started is not lost.
+    let listener = match &args.attach {
+        Some(path) => {
+            let _ = std::fs::remove_file(path);
+            match std::os::unix::net::UnixListener::bind(path) {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    monitor::report(&MonitorReport::Failed {
+                        error: format!("cannot listen for the exec's input: {e}"),
+                    });
+                    return 1;
+                }
+            }
+        }
+        None => None,
+    };
+    let (pid, outputs, input) = match setup(args) {
         Ok(v) => v,
         Err(error) => {
             monitor::report(&MonitorReport::Failed { error });
             return 1;
         }
     };
+    if let (Some(listener), Some(input)) = (listener, input) {
+        serve_input(listener, input);
+    }
     monitor::report(&MonitorReport::Started { pid });
     monitor::close_report_pipe();
-    let relayed = monitor::relay(out_r, err_r, &args.log_path);
+    let relayed = monitor::relay_streams(outputs, &args.log_path);
     let (exit_code, signal) = monitor::wait_for(nix::unistd::Pid::from_raw(pid));
     monitor::reap_adopted();
     if let Err(e) = relayed {
@@ -168,6 +320,9 @@ pub fn run(args: &ExecArgs) -> i32 {
         oom_killed: false,
         finished_at_ms: vouch_base::clock::unix_millis(),
     };
+    if let Some(path) = &args.attach {
+        let _ = std::fs::remove_file(path);
+    }
     if let Err(e) = monitor::write_exit(&args.exit_path, &record) {
         eprintln!("exec monitor: writing the exit record: {e}");
         return 1;

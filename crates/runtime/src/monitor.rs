@@ -258,15 +258,21 @@ fn oom_kills(cgroup_path: &str) -> u64 {
 
 /// Copy both pipes into the log until both reach end of file.
 pub(crate) fn relay(out_r: OwnedFd, err_r: OwnedFd, log_path: &Path) -> io::Result<()> {
+    relay_streams(vec![(out_r, STDOUT), (err_r, STDERR)], log_path)
+}
+
+/// Copy each descriptor into the log as its stream until each reaches end of file (or, for a
+/// terminal's master side, EIO once the process's side is closed).
+pub(crate) fn relay_streams(fds: Vec<(OwnedFd, u8)>, log_path: &Path) -> io::Result<()> {
     let mut log = OpenOptions::new()
         .append(true)
         .create(true)
         .mode(0o600)
         .open(log_path)?;
-    let mut streams: Vec<(File, u8, bool)> = vec![
-        (File::from(out_r), STDOUT, true),
-        (File::from(err_r), STDERR, true),
-    ];
+    let mut streams: Vec<(File, u8, bool)> = fds
+        .into_iter()
+        .map(|(fd, stream)| (File::from(fd), stream, true))
+        .collect();
     let mut buf = vec![0u8; 64 * 1024];
     while streams.iter().any(|s| s.2) {
         let mut fds: Vec<libc::pollfd> = streams

@@ -117,6 +117,8 @@ struct Task {
 /// as `container.exec` when it starts.
 struct ExecProc {
     request: ExecRequest,
+    /// containerd's FIFO for the process's stdin, if it has one.
+    stdin: String,
     stdout: String,
     stderr: String,
     /// vouchd's exec id, once started.
@@ -285,15 +287,17 @@ impl Tasks {
     /// goes to containerd's FIFOs, its end to Wait and containerd.
     fn start_exec(&self, id: &str, exec_id: &str) -> TtrpcResult<api::StartResponse> {
         let container = self.with_task(id, |t| t.vouch_id.clone())?;
-        let (request, stdout, stderr, ended, started) = self.with_exec(id, exec_id, |e| {
-            (
-                e.request.clone(),
-                e.stdout.clone(),
-                e.stderr.clone(),
-                Arc::clone(&e.ended),
-                e.vouch_id.is_some(),
-            )
-        })?;
+        let (request, stdin, stdout, stderr, ended, started) =
+            self.with_exec(id, exec_id, |e| {
+                (
+                    e.request.clone(),
+                    e.stdin.clone(),
+                    e.stdout.clone(),
+                    e.stderr.clone(),
+                    Arc::clone(&e.ended),
+                    e.vouch_id.is_some(),
+                )
+            })?;
         if started {
             return Err(status(
                 Code::FAILED_PRECONDITION,
@@ -319,6 +323,9 @@ impl Tasks {
             stdout,
             stderr,
         );
+        if !stdin.is_empty() {
+            feed_stdin(self.client.clone(), exec.id.clone(), stdin);
+        }
         let client = self.client.clone();
         let publisher = Arc::clone(&self.publisher);
         let namespace = self.namespace.clone();
@@ -364,8 +371,10 @@ impl Tasks {
                 bundle,
                 pid: e.pid,
                 status: EnumOrUnknown::new(state),
+                stdin: e.stdin.clone(),
                 stdout: e.stdout.clone(),
                 stderr: e.stderr.clone(),
+                terminal: e.request.tty,
                 exec_id: exec_id.to_string(),
                 exit_status: ended.as_ref().map_or(0, |x| x.status),
                 exited_at: ended.map_or_else(MessageField::none, |x| MessageField::some(x.at)),
@@ -540,6 +549,32 @@ fn relay(client: Client, logs: String, stdout: String, stderr: String) -> JoinHa
             std::thread::sleep(RECONNECT);
         }
     })
+}
+
+/// Copy containerd's stdin FIFO into an exec's stdin (vouchd's `/stdin`, streamed) until
+/// containerd closes it.
+fn feed_stdin(client: Client, vouch_exec: String, fifo: String) {
+    std::thread::spawn(move || {
+        // Blocks until containerd opens its side.
+        let Ok(mut input) = File::open(&fifo) else {
+            return;
+        };
+        let _ = client.upload::<Exec>(
+            &format!("/v1/execs/{vouch_exec}/stdin"),
+            "application/octet-stream",
+            |w| {
+                let mut buf = [0u8; 4096];
+                loop {
+                    let n = input.read(&mut buf)?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    w.write_all(&buf[..n])?;
+                    w.flush()?;
+                }
+            },
+        );
+    });
 }
 
 /// The container's end as vouchd reports it, waiting through vouchd restarts (its monitor keeps
@@ -889,8 +924,20 @@ impl shim::Task for Tasks {
     }
 
     fn close_io(&self, _ctx: &TtrpcContext, req: api::CloseIORequest) -> TtrpcResult<api::Empty> {
-        // vouch gives containers no stdin yet: there is nothing to close.
-        self.with_task(&req.id, |_| ())?;
+        if req.exec_id.is_empty() {
+            // vouch gives a container's own process no stdin yet: there is nothing to close.
+            self.with_task(&req.id, |_| ())?;
+            return Ok(api::Empty::new());
+        }
+        let vouch_exec = self.with_exec(&req.id, &req.exec_id, |e| e.vouch_id.clone())?;
+        if let Some(vouch_exec) = vouch_exec.filter(|_| req.stdin) {
+            // An empty stdin request: its end is the end of the exec's stdin.
+            let _ = self.client.upload::<Exec>(
+                &format!("/v1/execs/{vouch_exec}/stdin"),
+                "application/octet-stream",
+                |_| Ok(()),
+            );
+        }
         Ok(api::Empty::new())
     }
 
@@ -917,15 +964,10 @@ impl shim::Task for Tasks {
     }
 
     fn exec(&self, _ctx: &TtrpcContext, req: api::ExecProcessRequest) -> TtrpcResult<api::Empty> {
-        if req.terminal {
-            return Err(status(
-                Code::UNIMPLEMENTED,
-                spec::SpecError::Terminal.to_string(),
-            ));
-        }
         let process = req.spec.as_ref().map(|a| a.value.as_slice()).unwrap_or(&[]);
-        let request = spec::exec_request(process)
+        let mut request = spec::exec_request(process, !req.stdin.is_empty())
             .map_err(|e| status(Code::INVALID_ARGUMENT, format!("exec {}: {e}", req.exec_id)))?;
+        request.tty |= req.terminal;
         self.with_task(&req.id, |t| {
             if t.sandbox.is_some() {
                 return Err(status(
@@ -943,6 +985,7 @@ impl shim::Task for Tasks {
                 req.exec_id.clone(),
                 ExecProc {
                     request,
+                    stdin: req.stdin.clone(),
                     stdout: req.stdout.clone(),
                     stderr: req.stderr.clone(),
                     vouch_id: None,
@@ -966,11 +1009,39 @@ impl shim::Task for Tasks {
     fn resize_pty(
         &self,
         _ctx: &TtrpcContext,
-        _req: api::ResizePtyRequest,
+        req: api::ResizePtyRequest,
     ) -> TtrpcResult<api::Empty> {
-        Err(status(
-            Code::UNIMPLEMENTED,
-            spec::SpecError::Terminal.to_string(),
-        ))
+        if req.exec_id.is_empty() {
+            return Err(status(
+                Code::UNIMPLEMENTED,
+                spec::SpecError::Terminal.to_string(),
+            ));
+        }
+        let (vouch_exec, tty) = self.with_exec(&req.id, &req.exec_id, |e| {
+            (e.vouch_id.clone(), e.request.tty)
+        })?;
+        let Some(vouch_exec) = vouch_exec.filter(|_| tty) else {
+            return Err(status(
+                Code::FAILED_PRECONDITION,
+                format!("exec {} has no terminal running", req.exec_id),
+            ));
+        };
+        if req.width == 0 || req.height == 0 || req.width > 65535 || req.height > 65535 {
+            return Err(status(
+                Code::INVALID_ARGUMENT,
+                "a terminal size of 0 or over 65535",
+            ));
+        }
+        self.client
+            .call::<Exec>(
+                "POST",
+                &format!(
+                    "/v1/execs/{vouch_exec}/resize?cols={}&rows={}",
+                    req.width, req.height
+                ),
+                None::<&()>,
+            )
+            .map_err(from_vouchd)?;
+        Ok(api::Empty::new())
     }
 }

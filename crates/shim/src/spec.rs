@@ -51,7 +51,7 @@ impl std::fmt::Display for SpecError {
             ),
             SpecError::Terminal => write!(
                 f,
-                "vouch's shim does not give containers a terminal yet: run without a TTY (no -t)"
+                "vouch's shim does not give a container's own process a terminal yet: run it without a TTY (no -t); exec gives one"
             ),
             SpecError::Field(what) => write!(f, "the OCI spec's {what} is malformed"),
         }
@@ -88,9 +88,6 @@ struct Process {
 }
 
 fn process_of(process: &Value) -> Result<Process, SpecError> {
-    if process.get("terminal").and_then(Value::as_bool) == Some(true) {
-        return Err(SpecError::Terminal);
-    }
     let strings = |v: Option<&Value>, what: &'static str| -> Result<Vec<String>, SpecError> {
         match v {
             None | Some(Value::Null) => Ok(Vec::new()),
@@ -146,8 +143,12 @@ fn process_of(process: &Value) -> Result<Process, SpecError> {
     })
 }
 
-/// The vouchd exec request for containerd's Exec, from its OCI process (JSON).
-pub(crate) fn exec_request(process: &[u8]) -> Result<vouch_api::ExecRequest, SpecError> {
+/// The vouchd exec request for containerd's Exec, from its OCI process (JSON); `stdin` when
+/// containerd gives the process a stdin.
+pub(crate) fn exec_request(
+    process: &[u8],
+    stdin: bool,
+) -> Result<vouch_api::ExecRequest, SpecError> {
     let process: Value =
         serde_json::from_slice(process).map_err(|e| SpecError::Json(e.to_string()))?;
     if !process.is_object() {
@@ -164,6 +165,8 @@ pub(crate) fn exec_request(process: &[u8]) -> Result<vouch_api::ExecRequest, Spe
         user: Some(format!("{uid}:{gid}")),
         additional_gids: p.groups.into_iter().filter(|g| *g != gid).collect(),
         workdir: p.cwd,
+        tty: process.get("terminal").and_then(Value::as_bool) == Some(true),
+        stdin,
         ..Default::default()
     })
 }
@@ -181,6 +184,9 @@ pub(crate) fn request(spec: &Value, name: &str) -> Result<CreateContainer, SpecE
         .filter(|s| !s.is_empty())
         .ok_or(SpecError::NoImage)?;
     let process = spec.get("process").ok_or(SpecError::Field("process"))?;
+    if process.get("terminal").and_then(Value::as_bool) == Some(true) {
+        return Err(SpecError::Terminal);
+    }
     let Process {
         args,
         env,
@@ -364,7 +370,8 @@ mod tests {
             "cwd": "/work",
             "capabilities": {"bounding": ["CAP_SYS_ADMIN"]},
         });
-        let r = exec_request(p.to_string().as_bytes()).expect("exec");
+        let r = exec_request(p.to_string().as_bytes(), false).expect("exec");
+        assert!(!r.tty && !r.stdin);
         assert_eq!(r.cmd, ["/bin/sh", "-c", "id"]);
         assert_eq!(r.env, ["PATH=/bin"]);
         assert_eq!(r.user.as_deref(), Some("1000:1000"));
@@ -374,18 +381,22 @@ mod tests {
         assert!(!serde_json::to_string(&r)
             .expect("json")
             .contains("CAP_SYS_ADMIN"));
-        let err = |v: Value| exec_request(v.to_string().as_bytes()).expect_err("refused");
+        let tty = exec_request(
+            json!({"args": ["sh"], "terminal": true})
+                .to_string()
+                .as_bytes(),
+            true,
+        )
+        .expect("tty");
+        assert!(tty.tty && tty.stdin);
+        let err = |v: Value| exec_request(v.to_string().as_bytes(), false).expect_err("refused");
         assert_eq!(
             err(json!({"args": []})),
             SpecError::Field("process.args (empty)")
         );
-        assert_eq!(
-            err(json!({"args": ["sh"], "terminal": true})),
-            SpecError::Terminal
-        );
         assert!(matches!(err(json!("sh")), SpecError::Json(_)));
         assert!(matches!(
-            exec_request(b"not json").expect_err("refused"),
+            exec_request(b"not json", false).expect_err("refused"),
             SpecError::Json(_)
         ));
     }

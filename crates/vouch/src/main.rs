@@ -92,10 +92,11 @@ enum Cmd {
         /// Working directory inside the container (default: the container's).
         #[arg(short, long, value_name = "DIR")]
         workdir: Option<String>,
-        /// Keep stdin open (not yet supported).
+        /// Keep stdin open and feed it to the command.
         #[arg(short, long)]
         interactive: bool,
-        /// Allocate a terminal (not yet supported).
+        /// Give the command a terminal (this one's size, following it; the output is all
+        /// stdout). Needs a terminal here.
         #[arg(short, long)]
         tty: bool,
         /// Print the exec's id and return at once.

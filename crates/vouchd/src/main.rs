@@ -140,6 +140,8 @@ enum Sub {
         log: PathBuf,
         #[arg(long)]
         exit_file: PathBuf,
+        #[arg(long)]
+        attach: Option<PathBuf>,
     },
 }
 
@@ -154,10 +156,12 @@ fn main() -> ExitCode {
         process,
         log,
         exit_file,
+        attach,
     }) = args.command
     {
         // Single-threaded from here on: libcontainer forks.
         let code = vouch_runtime::exec::run(&vouch_runtime::exec::ExecArgs {
+            attach,
             container_id,
             runtime_root,
             bundle,

@@ -24,6 +24,9 @@ pub(crate) struct ExecEntry {
     pid: i32,
     start: Option<u64>,
     digest: String,
+    tty: bool,
+    /// The monitor's input socket, when the process has a stdin or a terminal.
+    attach: Option<PathBuf>,
     /// The exit status once it ended.
     end: watch::Sender<Option<i32>>,
 }
@@ -38,6 +41,8 @@ impl ExecEntry {
             running: end.is_none(),
             exit_code: end,
             process_digest: self.digest.clone(),
+            tty: self.tty,
+            stdin: self.attach.is_some(),
         }
     }
 }
@@ -76,9 +81,9 @@ pub(crate) fn process_of(req: &ExecRequest) -> Result<ExecProcess, EngineError> 
             "an exec needs a command: give the program and its arguments".into(),
         ));
     }
-    if req.tty || req.stdin {
+    if !req.tty && (req.cols.is_some() || req.rows.is_some()) {
         return Err(EngineError::BadRequest(
-            "vouch's exec gives no terminal and no stdin yet: run without -t and -i".into(),
+            "a terminal size needs a terminal (tty)".into(),
         ));
     }
     for a in &req.cmd {
@@ -119,6 +124,10 @@ pub(crate) fn process_of(req: &ExecRequest) -> Result<ExecProcess, EngineError> 
         uid,
         gid,
         additional_gids: req.additional_gids.clone(),
+        tty: req.tty,
+        stdin: req.stdin,
+        cols: req.cols.unwrap_or(0),
+        rows: req.rows.unwrap_or(0),
     })
 }
 
@@ -196,9 +205,35 @@ impl Engine {
             .map_err(|e| {
                 EngineError::Internal(format!("cannot open the exec's monitor log: {e}"))
             })?;
+        // Short: a socket's path has at most 107 bytes, and the exec's own directory is deep.
+        let attach = if req.tty || req.stdin {
+            let sockets = self.cfg.state_dir.join("x");
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&sockets)
+                .map_err(|e| {
+                    EngineError::Internal(format!("cannot create {}: {e}", sockets.display()))
+                })?;
+            let path = sockets.join(&exec_id[..32]);
+            if path.as_os_str().len() > 100 {
+                return Err(EngineError::Internal(format!(
+                    "vouchd's state directory {} is too deep for the socket of an exec's input",
+                    self.cfg.state_dir.display()
+                )));
+            }
+            Some(path)
+        } else {
+            None
+        };
         let mut child = Command::new(&self.cfg.exe)
             .arg0("vouchd")
             .arg("exec-monitor")
+            .args(
+                attach
+                    .iter()
+                    .flat_map(|a| [std::ffi::OsStr::new("--attach"), a.as_os_str()]),
+            )
             .arg("--container-id")
             .arg(&id)
             .arg("--runtime-root")
@@ -243,6 +278,8 @@ impl Engine {
                     pid,
                     start: start_time(pid),
                     digest,
+                    tty: req.tty,
+                    attach,
                     end: end.clone(),
                 };
                 let view = entry.view(&exec_id);
@@ -264,7 +301,8 @@ impl Engine {
                 std::thread::spawn(move || {
                     let _ = child.wait();
                     let code = read_exit(&exit_path).map_or(255, |r| r.exit_code);
-                    let _ = end.send(Some(code));
+                    // send_replace: the value is kept even when no one follows it yet.
+                    end.send_replace(Some(code));
                 });
                 Ok(view)
             }
@@ -309,6 +347,23 @@ impl Engine {
         self.exec_entry(exec_id, |e| e.dir.join("exec.log"))
     }
 
+    /// The socket the exec's monitor takes its input on, if it has a stdin or a terminal.
+    pub fn exec_input(&self, exec_id: &str) -> Result<PathBuf, EngineError> {
+        let (attach, ended) =
+            self.exec_entry(exec_id, |e| (e.attach.clone(), e.end.borrow().is_some()))?;
+        match attach {
+            _ if ended => Err(EngineError::BadRequest(format!(
+                "exec {} has ended",
+                &exec_id[..exec_id.len().min(12)]
+            ))),
+            Some(a) => Ok(a),
+            None => Err(EngineError::BadRequest(format!(
+                "exec {} has no stdin and no terminal: run it with stdin or tty",
+                &exec_id[..exec_id.len().min(12)]
+            ))),
+        }
+    }
+
     pub fn exec_kill(&self, exec_id: &str, signal: i32) -> Result<Exec, EngineError> {
         let sig = Signal::try_from(signal)
             .map_err(|_| EngineError::BadRequest(format!("{signal} is not a signal")))?;
@@ -351,17 +406,10 @@ mod tests {
         bad(req(&["/bin/sh", "a\0b"]), "NUL byte");
         bad(
             ExecRequest {
-                tty: true,
+                cols: Some(80),
                 ..req(&["sh"])
             },
-            "no terminal",
-        );
-        bad(
-            ExecRequest {
-                stdin: true,
-                ..req(&["sh"])
-            },
-            "no stdin",
+            "needs a terminal",
         );
         bad(
             ExecRequest {

@@ -200,21 +200,115 @@ fn create_pulling(client: &Client, args: &RunArgs, req: &CreateContainer) -> Res
     })
 }
 
-/// `vouch exec`: run the process, relay its output, exit with its exit code.
+/// The terminal's size (columns, rows), if fd is a terminal.
+fn terminal_size(fd: i32) -> Option<(u16, u16)> {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes a winsize into the struct it is given, which lives across it.
+    let ok = unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) } == 0;
+    (ok && ws.ws_col > 0 && ws.ws_row > 0).then_some((ws.ws_col, ws.ws_row))
+}
+
+/// The local terminal in raw mode while an exec's terminal is attached; restored on drop.
+struct RawTerminal(nix::sys::termios::Termios);
+
+impl RawTerminal {
+    fn enter() -> Result<RawTerminal> {
+        use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
+        let stdin = io::stdin();
+        let saved = tcgetattr(&stdin).context("cannot read the terminal's settings")?;
+        let mut raw = saved.clone();
+        cfmakeraw(&mut raw);
+        tcsetattr(&stdin, SetArg::TCSANOW, &raw).context("cannot set the terminal raw")?;
+        Ok(RawTerminal(saved))
+    }
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        use nix::sys::termios::{tcsetattr, SetArg};
+        let _ = tcsetattr(io::stdin(), SetArg::TCSANOW, &self.0);
+    }
+}
+
+/// `vouch exec`: run the process, relay its output (and with -i its input, with -t through a
+/// terminal that follows this one's size), exit with its exit code.
 pub(crate) fn exec(
     client: &Client,
     container: &str,
     req: &vouch_api::ExecRequest,
     detach: bool,
 ) -> Result<u8> {
+    use std::io::IsTerminal as _;
+    let mut req = req.clone();
+    if req.tty {
+        if !io::stdin().is_terminal() {
+            bail!("the input device is not a TTY: run without -t, or from a terminal");
+        }
+        if let Some((cols, rows)) = terminal_size(1).or_else(|| terminal_size(0)) {
+            req.cols = Some(cols);
+            req.rows = Some(rows);
+        }
+        // Taken by the resize thread alone: blocked here before any thread starts.
+        let mut winch = nix::sys::signal::SigSet::empty();
+        winch.add(nix::sys::signal::Signal::SIGWINCH);
+        let _ = winch.thread_block();
+    }
+    if detach && (req.tty || req.stdin) {
+        bail!("-d does not go with -i or -t: nothing would feed the process's input");
+    }
     let started: vouch_api::Exec = client.call(
         "POST",
         &format!("/v1/containers/{}/exec", crate::seg(container)),
-        Some(req),
+        Some(&req),
     )?;
     if detach {
         println!("{}", started.id);
         return Ok(0);
+    }
+    let raw = if req.tty {
+        Some(RawTerminal::enter()?)
+    } else {
+        None
+    };
+    if req.stdin {
+        let client = client.clone();
+        let path = format!("/v1/execs/{}/stdin", started.id);
+        std::thread::spawn(move || {
+            let _ = client.upload::<vouch_api::Exec>(&path, "application/octet-stream", |w| {
+                let mut buf = [0u8; 4096];
+                let mut stdin = io::stdin().lock();
+                loop {
+                    let n = stdin.read(&mut buf)?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    w.write_all(&buf[..n])?;
+                    w.flush()?;
+                }
+            });
+        });
+    }
+    if req.tty {
+        let client = client.clone();
+        let id = started.id.clone();
+        std::thread::spawn(move || {
+            let mut winch = nix::sys::signal::SigSet::empty();
+            winch.add(nix::sys::signal::Signal::SIGWINCH);
+            while winch.wait().is_ok() {
+                if let Some((cols, rows)) = terminal_size(1).or_else(|| terminal_size(0)) {
+                    let _ = client.call::<vouch_api::Exec>(
+                        "POST",
+                        &format!("/v1/execs/{id}/resize?cols={cols}&rows={rows}"),
+                        None::<&()>,
+                    );
+                }
+            }
+        });
     }
     let resp = client.stream("GET", &format!("/v1/execs/{}/logs?follow=true", started.id))?;
     demux(resp.body)?;
@@ -223,6 +317,7 @@ pub(crate) fn exec(
         &format!("/v1/execs/{}/wait", started.id),
         None::<&()>,
     )?;
+    drop(raw);
     match done.exit_code {
         Some(code) => Ok(code.clamp(0, 255) as u8),
         None => bail!(

@@ -130,8 +130,6 @@ fn an_exec_runs_inside_the_container_sealed_as_its_process_and_measured_first() 
     // What exec refuses, it says, and nothing is measured for it.
     let before = exec_records(&d, &id).len();
     for (args, want) in [
-        (vec!["exec", "-t", "web", "sh"], "no terminal"),
-        (vec!["exec", "-i", "web", "sh"], "no stdin"),
         (vec!["exec", "-u", "root", "web", "id"], "UID or UID:GID"),
         (vec!["exec", "-w", "tmp", "web", "pwd"], "absolute path"),
         (vec!["exec", "nosuch", "true"], "no such container: nosuch"),
@@ -212,4 +210,173 @@ fn exec_is_refused_where_the_node_or_the_image_forbids_it() {
     );
     assert_eq!(records(&d), 1);
     d.ok(&["rm", "-f", "open", "closed"]);
+}
+
+/// Everything read from a terminal's master side, gathered by a thread.
+pub(crate) fn gather(master: std::fs::File) -> std::sync::Arc<std::sync::Mutex<String>> {
+    use std::io::Read;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let out = std::sync::Arc::clone(&seen);
+    std::thread::spawn(move || {
+        let mut master = master;
+        let mut buf = [0u8; 4096];
+        // EIO once the last of the terminal's other side is closed.
+        while let Ok(n) = master.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            out.lock()
+                .expect("lock")
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    seen
+}
+
+pub(crate) fn wait_for_text(seen: &std::sync::Mutex<String>, want: &str, mut again: impl FnMut()) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let mut next = std::time::Instant::now();
+    while !seen.lock().expect("lock").contains(want) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {want:?} in {:?}",
+            seen.lock().expect("lock")
+        );
+        if std::time::Instant::now() >= next {
+            again();
+            next = std::time::Instant::now() + std::time::Duration::from_millis(500);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// `vouch exec -i` feeds stdin and closes it at its end; `-it` gives the process a terminal of
+/// the caller's size that follows the caller's resizes, with the exit code coming back.
+#[test]
+fn exec_feeds_stdin_and_gives_a_terminal_that_follows_the_callers() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    if !require_root("exec_feeds_stdin_and_gives_a_terminal_that_follows_the_callers") {
+        return;
+    }
+    let env = TestEnv::new();
+    let d = env.start();
+    load_busybox(&env, &d, "bb");
+    d.ok(&["run", "-d", "--name", "web", "bb", "sleep", "60"]);
+    let socket = env.socket();
+    let vouch_at = |args: &[&str]| {
+        let mut c = Command::new(vouch());
+        c.arg("--socket").arg(&socket).args(args);
+        c
+    };
+
+    // -i: what is written reaches the process; the end of input ends `cat`.
+    let mut child = vouch_at(&["exec", "-i", "web", "/bin/sh", "-c", "cat; echo done"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("vouch exec -i");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"hello\nworld\n")
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\nworld\ndone\n");
+
+    // -t needs a terminal here.
+    let out = d.vouch(&["exec", "-t", "web", "true"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("not a TTY"), "{}", stderr(&out));
+
+    // -it from a terminal of 111 columns and 33 rows.
+    let (mut child, master) = in_terminal(vouch_at(&["exec", "-it", "web", "/bin/sh"]), 111, 33);
+    let mut input = master.try_clone().expect("dup");
+    let seen = gather(master.try_clone().expect("dup"));
+    input
+        .write_all(b"[ -t 0 ] && echo TTY-YES; stty size\n")
+        .expect("write");
+    wait_for_text(&seen, "TTY-YES", || {});
+    wait_for_text(&seen, "33 111", || {});
+    // The caller's terminal is resized: SIGWINCH reaches vouch, which resizes the process's.
+    resize(&master, 120, 40);
+    wait_for_text(&seen, "40 120", || {
+        let _ = input.write_all(b"stty size\n");
+    });
+    input.write_all(b"exit 3\n").expect("write");
+    let status = wait_bounded(&mut child);
+    assert_eq!(status.code(), Some(3), "{:?}", seen.lock().expect("lock"));
+    // Each was measured, with its terminal.
+    let log = d.ok(&["attest", "--format", "aael"]);
+    assert!(
+        log.lines()
+            .any(|l| l.contains("container.exec") && l.contains("\"tty\":true")),
+        "{log}"
+    );
+}
+
+/// Run `cmd` with a new terminal of `cols` x `rows` as its stdin, stdout, stderr and
+/// controlling terminal, as from a shell; the child and the terminal's master side.
+pub(crate) fn in_terminal(
+    mut cmd: std::process::Command,
+    cols: u16,
+    rows: u16,
+) -> (std::process::Child, std::fs::File) {
+    use std::os::unix::process::CommandExt;
+    let size = nix::pty::Winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let pty = nix::pty::openpty(Some(&size), None).expect("openpty");
+    let slave = std::fs::File::from(pty.slave);
+    cmd.stdin(slave.try_clone().expect("dup"))
+        .stdout(slave.try_clone().expect("dup"))
+        .stderr(slave);
+    // SAFETY: setsid and TIOCSCTTY between fork and exec: async-signal-safe calls that make the
+    // terminal the child's controlling terminal, as a shell's would be.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().expect("spawn in a terminal");
+    // The parent's copies of the other side go with `cmd`.
+    drop(cmd);
+    (child, std::fs::File::from(pty.master))
+}
+
+/// Resize a terminal from its master side (its session's foreground gets SIGWINCH).
+pub(crate) fn resize(master: &std::fs::File, cols: u16, rows: u16) {
+    use std::os::fd::AsRawFd;
+    let size = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ on our master with a winsize that lives across the call.
+    let r = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size) };
+    assert_eq!(r, 0);
+}
+
+/// The child's exit status, within 15 seconds.
+pub(crate) fn wait_bounded(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            return s;
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("the command in a terminal did not end");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }

@@ -1,6 +1,7 @@
 //! `containerd-shim-vouch-v2` under a real containerd 1.6: `ctr run --runtime
 //! io.containerd.vouch.v2` runs the container as a vouchd task, measured like `vouch run`'s.
 
+use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -181,6 +182,37 @@ fn ctr_runs_a_container_through_vouchd_measured() {
     assert_eq!(stderr(&out), "exec-err\n");
     let c2 = v[0]["id"].as_str().expect("id").to_string();
     assert!(records_of(&d, &c2).contains(&"container.exec".to_string()));
+    // ctr task exec -t from a terminal: containerd's Exec with a terminal, its stdin FIFO and
+    // ResizePty reach vouchd's exec.
+    let mut ctr = Command::new("ctr");
+    ctr.arg("--address").arg(&c.address).args([
+        "task",
+        "exec",
+        "-t",
+        "--exec-id",
+        "e2",
+        "c2",
+        "/bin/sh",
+    ]);
+    let (mut child, master) = crate::exec::in_terminal(ctr, 111, 33);
+    let mut input = master.try_clone().expect("dup");
+    let seen = crate::exec::gather(master.try_clone().expect("dup"));
+    input
+        .write_all(b"[ -t 0 ] && echo TTY-YES; stty size\n")
+        .expect("write");
+    crate::exec::wait_for_text(&seen, "TTY-YES", || {});
+    crate::exec::wait_for_text(&seen, "33 111", || {});
+    crate::exec::resize(&master, 120, 40);
+    crate::exec::wait_for_text(&seen, "40 120", || {
+        let _ = input.write_all(b"stty size\n");
+    });
+    input.write_all(b"exit 5\n").expect("write");
+    assert_eq!(
+        crate::exec::wait_bounded(&mut child).code(),
+        Some(5),
+        "{:?}",
+        seen.lock().expect("lock")
+    );
     // A running task cannot be deleted.
     assert!(!c.ctr(&["task", "delete", "c2"]).status.success());
     let out = c.ctr(&["task", "kill", "-s", "SIGKILL", "c2"]);
