@@ -469,6 +469,26 @@ impl Client {
             .map_err(|e| ClientError::Protocol(format!("{e} in {path} response")))
     }
 
+    /// [`Client::upload`] of everything `input` gives until its end, each read sent at once
+    /// (a process's stdin, typed as it comes).
+    pub fn upload_stream<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        mut input: impl Read,
+    ) -> Result<T, ClientError> {
+        self.upload(path, "application/octet-stream", |w| {
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = input.read(&mut buf)?;
+                if n == 0 {
+                    return Ok(());
+                }
+                w.write_all(&buf[..n])?;
+                w.flush()?;
+            }
+        })
+    }
+
     /// Like [`Client::send`], turning non-2xx statuses into errors.
     pub fn stream(&self, method: &str, path: &str) -> Result<Response, ClientError> {
         let resp = self.send(method, path, None)?;

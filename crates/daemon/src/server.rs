@@ -434,6 +434,17 @@ async fn exec_wait(
     Ok(Json(e.exec_get(&id)?).into_response())
 }
 
+/// A connection to the exec's monitor, which takes its input.
+async fn exec_input(e: &Shared, id: &str) -> Result<tokio::net::UnixStream, ApiError> {
+    let path = e.exec_input(id)?;
+    tokio::net::UnixStream::connect(&path).await.map_err(|err| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            format!("the exec's input is gone (it ended?): {err}"),
+        )
+    })
+}
+
 /// The frame the exec's monitor reads, as bytes.
 fn input_frame(stream: u8, data: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(8 + data.len());
@@ -448,15 +459,7 @@ async fn exec_stdin(
 ) -> Result<Response, ApiError> {
     use http_body_util::BodyExt as _;
     use tokio::io::AsyncWriteExt as _;
-    let path = e.exec_input(&id)?;
-    let mut conn = tokio::net::UnixStream::connect(&path)
-        .await
-        .map_err(|err| {
-            ApiError::new(
-                StatusCode::CONFLICT,
-                format!("the exec's input is gone (it ended?): {err}"),
-            )
-        })?;
+    let mut conn = exec_input(&e, &id).await?;
     let mut body = body;
     // Until the client ends its body (stdin closed) or the process is gone (its monitor
     // closed the socket).
@@ -504,15 +507,7 @@ async fn exec_resize(
             "the exec has no terminal to resize".to_string(),
         ));
     }
-    let path = e.exec_input(&id)?;
-    let mut conn = tokio::net::UnixStream::connect(&path)
-        .await
-        .map_err(|err| {
-            ApiError::new(
-                StatusCode::CONFLICT,
-                format!("the exec's input is gone (it ended?): {err}"),
-            )
-        })?;
+    let mut conn = exec_input(&e, &id).await?;
     let mut data = cols.to_be_bytes().to_vec();
     data.extend_from_slice(&rows.to_be_bytes());
     conn.write_all(&input_frame(logframe::RESIZE, &data))

@@ -25,7 +25,7 @@ use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 use oci_spec::runtime::{LinuxSeccomp, Spec};
 use serde::{Deserialize, Serialize};
 
-use crate::monitor::{self, ExitRecord, MonitorReport, GO};
+use crate::monitor::{self, ExitRecord, MonitorReport};
 
 /// What an exec runs: the request as vouchd resolved it, written to the exec's directory.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -267,19 +267,12 @@ fn serve_input(listener: std::os::unix::net::UnixListener, input: Input) {
     });
 }
 
-/// Run an exec's monitor: wait for [`GO`], run the process, report, relay, wait, record.
+/// Run an exec's monitor: wait for [`monitor::GO`], run the process, report, relay, wait, record.
 /// Returns the monitor's exit code.
 pub fn run(args: &ExecArgs) -> i32 {
-    let mut go = [0u8; 1];
-    match io::stdin().read(&mut go) {
-        Ok(1) if go[0] == GO => {}
-        _ => return 0,
+    if !monitor::await_go() {
+        return 0;
     }
-    let _ = nix::unistd::setsid();
-    // SAFETY: umask only changes this process's file-creation mask.
-    unsafe { libc::umask(0o022) };
-    // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes an integer argument and no pointers.
-    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     // Listening before the process runs, so input sent as soon as it started is not lost.
     let listener = match &args.attach {
         Some(path) => {

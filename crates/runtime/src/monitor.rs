@@ -80,13 +80,13 @@ pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)
 }
 
-/// Run the monitor. Returns the process exit code.
-pub fn run(args: &MonitorArgs) -> i32 {
+/// Wait for [`GO`] on stdin (false: end of file, the launch was abandoned), then become what
+/// a monitor runs as: a session of its own, umask 022, the subreaper of what it starts.
+pub(crate) fn await_go() -> bool {
     let mut go = [0u8; 1];
     match io::stdin().read(&mut go) {
         Ok(1) if go[0] == GO => {}
-        // The launch was abandoned before the container was started.
-        _ => return 0,
+        _ => return false,
     }
     let _ = nix::unistd::setsid();
     // vouchd runs with umask 077; what libcontainer creates in the container (mount points,
@@ -95,6 +95,15 @@ pub fn run(args: &MonitorArgs) -> i32 {
     unsafe { libc::umask(0o022) };
     // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes an integer argument and no pointers.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    true
+}
+
+/// Run the monitor. Returns the process exit code.
+pub fn run(args: &MonitorArgs) -> i32 {
+    if !await_go() {
+        // The launch was abandoned before the container was started.
+        return 0;
+    }
 
     let setup = (|| -> Result<_, String> {
         let (out_r, out_w) = pipe().map_err(|e| format!("cannot create stdout pipe: {e}"))?;

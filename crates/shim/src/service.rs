@@ -60,6 +60,16 @@ fn from_vouchd(e: ClientError) -> ttrpc::Error {
     status(code, format!("vouch: {e}"))
 }
 
+/// A kill vouchd refused: a process that already ended is what containerd calls not found.
+fn kill_error(e: ClientError) -> ttrpc::Error {
+    match e {
+        ClientError::Api { ref message, .. } if message.contains("is not running") => {
+            status(Code::NOT_FOUND, "process already finished")
+        }
+        other => from_vouchd(other),
+    }
+}
+
 fn now() -> Timestamp {
     let d = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -395,12 +405,7 @@ impl Tasks {
                 &format!("/v1/execs/{vouch_exec}/kill?signal={signal}"),
                 None::<&()>,
             )
-            .map_err(|e| match e {
-                ClientError::Api { ref message, .. } if message.contains("is not running") => {
-                    status(Code::NOT_FOUND, "process already finished")
-                }
-                other => from_vouchd(other),
-            })?;
+            .map_err(kill_error)?;
         Ok(api::Empty::new())
     }
 
@@ -556,24 +561,10 @@ fn relay(client: Client, logs: String, stdout: String, stderr: String) -> JoinHa
 fn feed_stdin(client: Client, vouch_exec: String, fifo: String) {
     std::thread::spawn(move || {
         // Blocks until containerd opens its side.
-        let Ok(mut input) = File::open(&fifo) else {
+        let Ok(input) = File::open(&fifo) else {
             return;
         };
-        let _ = client.upload::<Exec>(
-            &format!("/v1/execs/{vouch_exec}/stdin"),
-            "application/octet-stream",
-            |w| {
-                let mut buf = [0u8; 4096];
-                loop {
-                    let n = input.read(&mut buf)?;
-                    if n == 0 {
-                        return Ok(());
-                    }
-                    w.write_all(&buf[..n])?;
-                    w.flush()?;
-                }
-            },
-        );
+        let _ = client.upload_stream::<Exec>(&format!("/v1/execs/{vouch_exec}/stdin"), input);
     });
 }
 
@@ -811,12 +802,7 @@ impl shim::Task for Tasks {
                 &format!("/v1/containers/{vouch_id}/kill?signal={}", req.signal),
                 None::<&()>,
             )
-            .map_err(|e| match e {
-                ClientError::Api { ref message, .. } if message.contains("is not running") => {
-                    status(Code::NOT_FOUND, "process already finished")
-                }
-                other => from_vouchd(other),
-            })?;
+            .map_err(kill_error)?;
         Ok(api::Empty::new())
     }
 
@@ -932,11 +918,9 @@ impl shim::Task for Tasks {
         let vouch_exec = self.with_exec(&req.id, &req.exec_id, |e| e.vouch_id.clone())?;
         if let Some(vouch_exec) = vouch_exec.filter(|_| req.stdin) {
             // An empty stdin request: its end is the end of the exec's stdin.
-            let _ = self.client.upload::<Exec>(
-                &format!("/v1/execs/{vouch_exec}/stdin"),
-                "application/octet-stream",
-                |_| Ok(()),
-            );
+            let _ = self
+                .client
+                .upload_stream::<Exec>(&format!("/v1/execs/{vouch_exec}/stdin"), std::io::empty());
         }
         Ok(api::Empty::new())
     }

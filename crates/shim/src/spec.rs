@@ -79,6 +79,7 @@ pub(crate) fn is_sandbox(spec: &Value) -> bool {
 
 /// What vouch takes of an OCI process (a container's, or an exec's).
 struct Process {
+    terminal: bool,
     args: Vec<String>,
     env: Vec<String>,
     cwd: Option<String>,
@@ -134,6 +135,7 @@ fn process_of(process: &Value) -> Result<Process, SpecError> {
         Some(_) => return Err(SpecError::Field("process.user.additionalGids")),
     };
     Ok(Process {
+        terminal: process.get("terminal").and_then(Value::as_bool) == Some(true),
         args,
         env,
         cwd,
@@ -165,7 +167,7 @@ pub(crate) fn exec_request(
         user: Some(format!("{uid}:{gid}")),
         additional_gids: p.groups.into_iter().filter(|g| *g != gid).collect(),
         workdir: p.cwd,
-        tty: process.get("terminal").and_then(Value::as_bool) == Some(true),
+        tty: p.terminal,
         stdin,
         ..Default::default()
     })
@@ -184,10 +186,8 @@ pub(crate) fn request(spec: &Value, name: &str) -> Result<CreateContainer, SpecE
         .filter(|s| !s.is_empty())
         .ok_or(SpecError::NoImage)?;
     let process = spec.get("process").ok_or(SpecError::Field("process"))?;
-    if process.get("terminal").and_then(Value::as_bool) == Some(true) {
-        return Err(SpecError::Terminal);
-    }
     let Process {
+        terminal,
         args,
         env,
         cwd,
@@ -195,6 +195,9 @@ pub(crate) fn request(spec: &Value, name: &str) -> Result<CreateContainer, SpecE
         gid,
         groups,
     } = process_of(process)?;
+    if terminal {
+        return Err(SpecError::Terminal);
+    }
     // The primary group is given; supplementary groups the spec lists too (without the primary
     // one, which vouch adds itself).
     let primary = gid.unwrap_or(0).to_string();

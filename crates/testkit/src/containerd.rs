@@ -121,6 +121,44 @@ impl Containerd {
         }
     }
 
+    /// Import an OCI image layout into containerd's `namespace`, its tags under `base_name`
+    /// (`BASE:TAG`), as `ctr images import --base-name` does with the layout's archive.
+    pub fn import_layout(&self, namespace: &str, layout: &Path, base_name: &str) {
+        let tar = self
+            .dir
+            .join(format!("import-{}.tar", base_name.replace('/', "_")));
+        let out = run_bounded(
+            Command::new("tar")
+                .arg("-C")
+                .arg(layout)
+                .arg("-cf")
+                .arg(&tar)
+                .arg("."),
+            Duration::from_secs(60),
+        )
+        .expect("tar");
+        assert!(
+            out.status.success(),
+            "tar: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let tar = tar.to_str().expect("utf8");
+        let out = self.ctr(&[
+            "-n",
+            namespace,
+            "images",
+            "import",
+            "--base-name",
+            base_name,
+            tar,
+        ]);
+        assert!(
+            out.status.success(),
+            "ctr images import: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// `ctr --address ...`, bounded in time.
     pub fn ctr(&self, args: &[&str]) -> Output {
         run_bounded(

@@ -165,6 +165,26 @@ impl Daemon {
     }
 
     /// SIGKILL the daemon, as a crash would.
+    /// Evidence for a fresh nonce (written to `dir/evidence.json`), verified by `vouch verify
+    /// --allow-sim`, which must accept it; its report.
+    pub fn attest_and_verify(&self, dir: &Path) -> String {
+        let ev = dir.join("evidence.json");
+        let ev = ev.to_str().expect("utf8");
+        let mut nonce = [0u8; 16];
+        fs::File::open("/dev/urandom")
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut nonce))
+            .expect("urandom");
+        let nonce = hex::encode(nonce);
+        self.ok(&["attest", "--nonce", &nonce, "-o", ev]);
+        let out = self.vouch(&["verify", ev, "--nonce", &nonce, "--allow-sim"]);
+        assert!(
+            out.status.success(),
+            "the evidence does not verify: {}",
+            stderr(&out)
+        );
+        stdout(&out)
+    }
+
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = nix::sys::signal::kill(

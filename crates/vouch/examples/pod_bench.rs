@@ -7,35 +7,17 @@
 
 use std::time::{Duration, Instant};
 
-use hyper_util::rt::TokioIo;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::*;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
+
+#[path = "../tests/e2e/cri_client.rs"]
+mod cri_client;
 
 type Rs = RuntimeServiceClient<Channel>;
 
 async fn pod(rs: &mut Rs, handler: &str, image: &str, n: usize) -> Result<Duration, String> {
-    let config = PodSandboxConfig {
-        metadata: Some(PodSandboxMetadata {
-            name: format!("bench-{handler}-{n}"),
-            uid: format!("uid-{handler}-{n}"),
-            namespace: "bench".into(),
-            attempt: 0,
-        }),
-        linux: Some(LinuxPodSandboxConfig {
-            security_context: Some(LinuxSandboxSecurityContext {
-                namespace_options: Some(NamespaceOption {
-                    network: NamespaceMode::Node as i32,
-                    pid: NamespaceMode::Container as i32,
-                    ipc: NamespaceMode::Pod as i32,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+    let config = cri_client::pod_config("bench", &format!("bench-{handler}-{n}"), None);
     let t0 = Instant::now();
     let sandbox = rs
         .run_pod_sandbox(RunPodSandboxRequest {
@@ -107,23 +89,11 @@ async fn main() -> Result<(), String> {
     if args.len() < 6 {
         return Err("usage: pod_bench CRI_SOCKET IMAGE RUNS WARMUP HANDLER...".into());
     }
-    let socket = args[1].clone();
     let image = &args[2];
     let runs: usize = args[3].parse().map_err(|_| "RUNS must be a number")?;
     let warmup: usize = args[4].parse().map_err(|_| "WARMUP must be a number")?;
     let handlers = &args[5..];
-    let channel = Endpoint::try_from("http://[::]:50051")
-        .map_err(|e| e.to_string())?
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let socket = socket.clone();
-            async move {
-                Ok::<_, std::io::Error>(TokioIo::new(
-                    tokio::net::UnixStream::connect(socket).await?,
-                ))
-            }
-        }))
-        .await
-        .map_err(|e| format!("cannot reach the CRI: {e}"))?;
+    let channel = cri_client::channel(std::path::Path::new(&args[1])).await?;
     let mut rs = RuntimeServiceClient::new(channel);
     let mut times: Vec<Vec<Duration>> = vec![Vec::new(); handlers.len()];
     for n in 0..warmup + runs {

@@ -47,6 +47,11 @@ impl ExecEntry {
     }
 }
 
+/// The first 12 characters of an id, as messages show it.
+fn short(id: &str) -> &str {
+    id.char_indices().nth(12).map_or(id, |(i, _)| &id[..i])
+}
+
 fn no_nul(what: &str, s: &str) -> Result<(), EngineError> {
     if s.contains('\0') {
         return Err(EngineError::BadRequest(format!(
@@ -354,12 +359,12 @@ impl Engine {
         match attach {
             _ if ended => Err(EngineError::BadRequest(format!(
                 "exec {} has ended",
-                &exec_id[..exec_id.len().min(12)]
+                short(exec_id)
             ))),
             Some(a) => Ok(a),
             None => Err(EngineError::BadRequest(format!(
                 "exec {} has no stdin and no terminal: run it with stdin or tty",
-                &exec_id[..exec_id.len().min(12)]
+                short(exec_id)
             ))),
         }
     }
@@ -372,7 +377,7 @@ impl Engine {
         if ended || !signal_process(pid, start, sig) {
             return Err(EngineError::BadRequest(format!(
                 "exec {} is not running",
-                &exec_id[..exec_id.len().min(12)]
+                short(exec_id)
             )));
         }
         self.exec_get(exec_id)

@@ -279,18 +279,7 @@ pub(crate) fn exec(
         let client = client.clone();
         let path = format!("/v1/execs/{}/stdin", started.id);
         std::thread::spawn(move || {
-            let _ = client.upload::<vouch_api::Exec>(&path, "application/octet-stream", |w| {
-                let mut buf = [0u8; 4096];
-                let mut stdin = io::stdin().lock();
-                loop {
-                    let n = stdin.read(&mut buf)?;
-                    if n == 0 {
-                        return Ok(());
-                    }
-                    w.write_all(&buf[..n])?;
-                    w.flush()?;
-                }
-            });
+            let _ = client.upload_stream::<vouch_api::Exec>(&path, io::stdin().lock());
         });
     }
     if req.tty {

@@ -5,11 +5,10 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use hyper_util::rt::TokioIo;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::*;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 use vouch_testkit::containerd::Containerd;
 use vouch_testkit::*;
 
@@ -26,20 +25,8 @@ impl Cri {
             .enable_all()
             .build()
             .expect("runtime");
-        let path = socket.to_path_buf();
         let channel = rt
-            .block_on(
-                Endpoint::try_from("http://[::]:50051")
-                    .expect("endpoint")
-                    .connect_with_connector(tower::service_fn(move |_: Uri| {
-                        let path = path.clone();
-                        async move {
-                            Ok::<_, std::io::Error>(TokioIo::new(
-                                tokio::net::UnixStream::connect(path).await?,
-                            ))
-                        }
-                    })),
-            )
+            .block_on(crate::cri_client::channel(socket))
             .expect("connect to the CRI");
         Cri {
             rt,
@@ -79,6 +66,28 @@ impl Cri {
         .image_ref
     }
 
+    /// RunPodSandbox with runtime handler `vouch`: the sandbox's id.
+    fn run_pod(&self, config: &PodSandboxConfig, c: &Containerd) -> String {
+        self.call(self.rs().run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: "vouch".into(),
+        }))
+        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", c.log()))
+        .pod_sandbox_id
+    }
+
+    /// StopPodSandbox, then RemovePodSandbox, as the kubelet ends a pod.
+    fn end_pod(&self, sandbox: &str, c: &Containerd) {
+        self.call(self.rs().stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: sandbox.into(),
+        }))
+        .unwrap_or_else(|e| panic!("StopPodSandbox: {e}\n{}", c.log()));
+        self.call(self.rs().remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: sandbox.into(),
+        }))
+        .unwrap_or_else(|e| panic!("RemovePodSandbox: {e}\n{}", c.log()));
+    }
+
     fn container_state(&self, id: &str) -> ContainerStatus {
         self.call(self.rs().container_status(ContainerStatusRequest {
             container_id: id.into(),
@@ -90,30 +99,8 @@ impl Cri {
     }
 }
 
-/// A pod as the kubelet describes it: the node's network (no CNI here), its own PID namespace.
 fn pod_config(name: &str, logs: &Path) -> PodSandboxConfig {
-    PodSandboxConfig {
-        metadata: Some(PodSandboxMetadata {
-            name: name.into(),
-            uid: format!("uid-{name}"),
-            namespace: "shop".into(),
-            attempt: 0,
-        }),
-        log_directory: logs.to_str().expect("utf8").into(),
-        linux: Some(LinuxPodSandboxConfig {
-            security_context: Some(LinuxSandboxSecurityContext {
-                namespace_options: Some(NamespaceOption {
-                    network: NamespaceMode::Node as i32,
-                    pid: NamespaceMode::Container as i32,
-                    ipc: NamespaceMode::Pod as i32,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    crate::cri_client::pod_config("shop", name, Some(logs))
 }
 
 fn container_config(name: &str, image: &str, command: &[&str]) -> ContainerConfig {
@@ -136,30 +123,19 @@ fn container_config(name: &str, image: &str, command: &[&str]) -> ContainerConfi
     }
 }
 
-/// The pause image (the busybox layout) in containerd's `k8s.io` namespace: the CRI needs
-/// one, vouch's shim never runs it.
-fn setup(env: &TestEnv, c: &Containerd) {
-    let layout = env.path().join("layout");
-    let tar = env.path().join("pause.tar");
-    let out = std::process::Command::new("tar")
-        .arg("-C")
-        .arg(&layout)
-        .arg("-cf")
-        .arg(&tar)
-        .arg(".")
-        .output()
-        .expect("tar");
-    assert!(out.status.success(), "{}", stderr(&out));
-    let out = c.ctr(&[
-        "-n",
-        "k8s.io",
-        "images",
-        "import",
-        "--base-name",
-        "localhost/pause",
-        tar.to_str().expect("utf8"),
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
+/// A node's containerd with its CRI, its shims talking to the test's vouchd, `reg` reached
+/// over plain HTTP, and the pause image (the busybox layout) in its `k8s.io` namespace (the
+/// CRI needs one; vouch's shim never runs it); a CRI client on it. None when containerd is not
+/// installed.
+fn node(env: &TestEnv, reg: &Registry) -> Option<(Containerd, Cri)> {
+    let c = Containerd::start_cri(
+        &env.path().join("containerd"),
+        &env.socket(),
+        &[reg.addr.as_str()],
+    )?;
+    c.import_layout("k8s.io", &env.path().join("layout"), "localhost/pause");
+    let cri = Cri::connect(c.cri_socket());
+    Some((c, cri))
 }
 
 /// The lines a container wrote, as the CRI's log file has them (`TIME STREAM F LINE`).
@@ -203,28 +179,16 @@ fn a_pod_runs_through_the_cri_measured_with_its_names() {
     reg.push(&layout, "bb", "app/bb:1");
     let image = format!("{}/app/bb:1", reg.addr);
     let d = env.start_with(&["--tee", "sim", "--insecure-registry", &reg.addr]);
-    let Some(c) = Containerd::start_cri(
-        &env.path().join("containerd"),
-        &env.socket(),
-        &[reg.addr.as_str()],
-    ) else {
+    let Some((c, cri)) = node(&env, &reg) else {
         return;
     };
-    setup(&env, &c);
-    let cri = Cri::connect(c.cri_socket());
     let image_id = cri.pull(&image);
     assert!(image_id.starts_with("sha256:"), "{image_id}");
 
     let logs = env.path().join("pod-logs");
     std::fs::create_dir_all(&logs).expect("logs");
     let config = pod_config("web-0", &logs);
-    let sandbox = cri
-        .call(cri.rs().run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(config.clone()),
-            runtime_handler: "vouch".into(),
-        }))
-        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", c.log()))
-        .pod_sandbox_id;
+    let sandbox = cri.run_pod(&config, &c);
     let status = cri
         .call(cri.rs().pod_sandbox_status(PodSandboxStatusRequest {
             pod_sandbox_id: sandbox.clone(),
@@ -325,14 +289,7 @@ fn a_pod_runs_through_the_cri_measured_with_its_names() {
         container_id: created.clone(),
     }))
     .expect("RemoveContainer");
-    cri.call(cri.rs().stop_pod_sandbox(StopPodSandboxRequest {
-        pod_sandbox_id: sandbox.clone(),
-    }))
-    .unwrap_or_else(|e| panic!("StopPodSandbox: {e}\n{}", c.log()));
-    cri.call(cri.rs().remove_pod_sandbox(RemovePodSandboxRequest {
-        pod_sandbox_id: sandbox.clone(),
-    }))
-    .unwrap_or_else(|e| panic!("RemovePodSandbox: {e}\n{}", c.log()));
+    cri.end_pod(&sandbox, &c);
     wait_for("the pod's shim to end", Duration::from_secs(20), || {
         !shims.iter().any(|p| pid_alive(*p))
     });
@@ -376,23 +333,12 @@ fn a_pod_runs_through_the_cri_measured_with_its_names() {
             "container.exit"
         ]
     );
-    let ev = env.path().join("evidence.json");
-    let nonce = "00112233445566778899aabbccddeeff";
-    d.ok(&["attest", "--nonce", nonce, "-o", ev.to_str().expect("utf8")]);
-    let verdict = d.vouch(&[
-        "verify",
-        ev.to_str().expect("utf8"),
-        "--nonce",
-        nonce,
-        "--allow-sim",
-    ]);
-    assert!(verdict.status.success(), "{}", stderr(&verdict));
+    let verdict = d.attest_and_verify(env.path());
     assert!(
-        stdout(&verdict).contains(&format!(
+        verdict.contains(&format!(
             "pod:           shop/web-0 container app (sandbox {sandbox})"
         )),
-        "{}",
-        stdout(&verdict)
+        "{verdict}"
     );
 }
 
@@ -414,18 +360,7 @@ fn an_unsigned_image_fails_to_start_with_the_policys_reason() {
     let plain = env.start();
     let (key, _) = crate::registry::keygen(&env, &plain, "release");
     drop(plain);
-    let policy = env.path().join("policy.json");
-    std::fs::write(
-        &policy,
-        serde_json::json!({
-            "default": [{"type": "reject"}],
-            "transports": {"docker": {
-                format!("{}/app", reg.addr): [{"type": "sigstoreSigned", "keyPath": key.with_extension("pub")}]
-            }}
-        })
-        .to_string(),
-    )
-    .expect("policy");
+    let policy = crate::registry::signature_policy(&env, &format!("{}/app", reg.addr), &key);
     let d = env.start_with(&[
         "--tee",
         "sim",
@@ -434,28 +369,16 @@ fn an_unsigned_image_fails_to_start_with_the_policys_reason() {
         "--image-policy",
         policy.to_str().expect("utf8"),
     ]);
-    let Some(c) = Containerd::start_cri(
-        &env.path().join("containerd"),
-        &env.socket(),
-        &[reg.addr.as_str()],
-    ) else {
+    let Some((c, cri)) = node(&env, &reg) else {
         return;
     };
-    setup(&env, &c);
-    let cri = Cri::connect(c.cri_socket());
     // containerd's own pull takes it (containerd does not judge images for vouch).
     let image_id = cri.pull(&image);
     let before = d.ok(&["attest", "--format", "aael"]);
     let logs = env.path().join("pod-logs");
     std::fs::create_dir_all(&logs).expect("logs");
     let config = pod_config("refused-0", &logs);
-    let sandbox = cri
-        .call(cri.rs().run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(config.clone()),
-            runtime_handler: "vouch".into(),
-        }))
-        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", c.log()))
-        .pod_sandbox_id;
+    let sandbox = cri.run_pod(&config, &c);
     // containerd's CRI makes the task (the shim's Create) at StartContainer: that is where
     // vouchd is first asked, and refuses.
     let created = cri
@@ -497,12 +420,5 @@ fn an_unsigned_image_fails_to_start_with_the_policys_reason() {
         )
         .expect("ListContainers");
     assert!(listed.containers.is_empty(), "{listed:?}");
-    cri.call(cri.rs().stop_pod_sandbox(StopPodSandboxRequest {
-        pod_sandbox_id: sandbox.clone(),
-    }))
-    .expect("StopPodSandbox");
-    cri.call(cri.rs().remove_pod_sandbox(RemovePodSandboxRequest {
-        pod_sandbox_id: sandbox,
-    }))
-    .expect("RemovePodSandbox");
+    cri.end_pod(&sandbox, &c);
 }

@@ -107,16 +107,7 @@ fn an_exec_runs_inside_the_container_sealed_as_its_process_and_measured_first() 
     assert_eq!(records[1]["tty"], false);
 
     // vouch verify lists them with their container.
-    let ev = env.path().join("ev.json");
-    let nonce = "00112233445566778899aabbccddeeff";
-    d.ok(&["attest", "--nonce", nonce, "-o", ev.to_str().expect("utf8")]);
-    let verdict = d.ok(&[
-        "verify",
-        ev.to_str().expect("utf8"),
-        "--nonce",
-        nonce,
-        "--allow-sim",
-    ]);
+    let verdict = d.attest_and_verify(env.path());
     assert_eq!(
         verdict.matches("      exec:          sha384:").count(),
         7,

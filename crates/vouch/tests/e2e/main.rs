@@ -9,6 +9,7 @@ mod containerd;
 mod cosign_peer;
 mod crash;
 mod cri;
+mod cri_client;
 mod deploy;
 mod escape;
 mod evidence;

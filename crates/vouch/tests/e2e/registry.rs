@@ -168,6 +168,24 @@ fn a_corrupted_blob_fails_the_pull_and_leaves_nothing() {
     store_is_clean(&env, &d);
 }
 
+/// An image policy (`policy.json` in the test's directory) that rejects everything but images
+/// under `scope` signed by `key` (a prefix from [`keygen`]) with a cosign signature.
+pub(crate) fn signature_policy(env: &TestEnv, scope: &str, key: &Path) -> PathBuf {
+    let policy = env.path().join("policy.json");
+    std::fs::write(
+        &policy,
+        serde_json::json!({
+            "default": [{"type": "reject"}],
+            "transports": {"docker": {
+                scope: [{"type": "sigstoreSigned", "keyPath": key.with_extension("pub")}]
+            }}
+        })
+        .to_string(),
+    )
+    .expect("policy");
+    policy
+}
+
 pub(crate) fn keygen(env: &TestEnv, d: &Daemon, prefix: &str) -> (PathBuf, String) {
     let p = env.path().join(prefix);
     let out = d.vouch_env(
@@ -243,18 +261,7 @@ fn signed_images_pass_the_policy_and_others_are_refused_before_unpacking() {
     );
     drop(plain);
 
-    let policy = env.path().join("policy.json");
-    std::fs::write(
-        &policy,
-        serde_json::json!({
-            "default": [{"type": "reject"}],
-            "transports": {"docker": {
-                format!("{}/test", reg.addr): [{"type": "sigstoreSigned", "keyPath": key.with_extension("pub")}]
-            }}
-        })
-        .to_string(),
-    )
-    .expect("policy");
+    let policy = signature_policy(&env, &format!("{}/test", reg.addr), &key);
     let state_images = env.state().join("images");
     let _ = std::fs::remove_dir_all(&state_images);
     let d = env.start_with(&[

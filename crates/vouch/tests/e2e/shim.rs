@@ -14,25 +14,7 @@ const RUNTIME: &str = "io.containerd.vouch.v2";
 /// The busybox image in vouchd (as `bb`) and in containerd (as `localhost/bb:bb`).
 fn images(env: &TestEnv, d: &Daemon, c: &Containerd) {
     load_busybox(env, d, "bb");
-    let layout = env.path().join("img-bb");
-    let tar = env.path().join("bb.tar");
-    let out = Command::new("tar")
-        .arg("-C")
-        .arg(&layout)
-        .arg("-cf")
-        .arg(&tar)
-        .arg(".")
-        .output()
-        .expect("tar");
-    assert!(out.status.success(), "{}", stderr(&out));
-    let out = c.ctr(&[
-        "images",
-        "import",
-        "--base-name",
-        "localhost/bb",
-        tar.to_str().expect("utf8"),
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    c.import_layout("default", &env.path().join("img-bb"), "localhost/bb");
 }
 
 /// The lifecycle records of vouchd's log for its container `id`.
@@ -123,21 +105,10 @@ fn ctr_runs_a_container_through_vouchd_measured() {
         create.contains(r#""pod":{"container":"nginx","name":"web-0","namespace":"shop","sandbox_id":"0123abcd"}"#),
         "{create}"
     );
-    let ev = env.path().join("evidence.json");
-    let nonce = "0123456789abcdef0123456789abcdef";
-    d.ok(&["attest", "--nonce", nonce, "-o", ev.to_str().expect("utf8")]);
-    let verdict = d.vouch(&[
-        "verify",
-        ev.to_str().expect("utf8"),
-        "--nonce",
-        nonce,
-        "--allow-sim",
-    ]);
-    assert!(verdict.status.success(), "{}", stderr(&verdict));
+    let verdict = d.attest_and_verify(env.path());
     assert!(
-        stdout(&verdict).contains("pod:           shop/web-0 container nginx (sandbox 0123abcd)"),
-        "{}",
-        stdout(&verdict)
+        verdict.contains("pod:           shop/web-0 container nginx (sandbox 0123abcd)"),
+        "{verdict}"
     );
     c.ctr(&["container", "rm", "c1"]);
 
@@ -392,15 +363,6 @@ fn vouchd_or_the_shim_killed_mid_life_leave_a_consistent_state() {
             .any(|l| l.contains("container.exit") && l.contains(&id)),
         "the killed container's end is measured: {log}"
     );
-    let ev = env.path().join("evidence.json");
-    let nonce = "0123456789abcdef0123456789abcdef";
-    d.ok(&["attest", "--nonce", nonce, "-o", ev.to_str().expect("utf8")]);
-    let out = d.vouch(&[
-        "verify",
-        ev.to_str().expect("utf8"),
-        "--nonce",
-        nonce,
-        "--allow-sim",
-    ]);
-    assert!(out.status.success(), "the log replays: {}", stderr(&out));
+    // The log replays.
+    d.attest_and_verify(env.path());
 }
