@@ -40,7 +40,7 @@ fn an_exec_runs_inside_the_container_sealed_as_its_process_and_measured_first() 
             "bb",
             "/bin/sh",
             "-c",
-            "cat /proc/self/status; exec sleep 60",
+            "cat /proc/self/status /proc/self/limits; exec sleep 60",
         ])
         .trim()
         .to_string();
@@ -89,6 +89,16 @@ fn an_exec_runs_inside_the_container_sealed_as_its_process_and_measured_first() 
     for f in ["CapBnd", "Seccomp", "NoNewPrivs"] {
         assert_eq!(status_field(&exec, f), status_field(&first, f), "{f}");
     }
+    // And the same resource limits (the container's 1024 open files, not the monitor's).
+    let limits = d.ok(&["exec", "-u", "0:0", "web", "cat", "/proc/self/limits"]);
+    let open_files = |text: &str| {
+        text.lines()
+            .find(|l| l.starts_with("Max open files"))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .unwrap_or_else(|| panic!("no open-file limit in {text}"))
+    };
+    assert_eq!(open_files(&limits), open_files(&first));
+    assert_eq!(open_files(&limits), "Max open files 1024 1024 files");
     // A call the filter refuses is refused for the exec'd process too (unshare needs
     // namespace flags on clone/unshare, which the filter denies).
     let denied = d.vouch(&["exec", "-u", "0:0", "web", "unshare", "-n", "true"]);
@@ -97,7 +107,7 @@ fn an_exec_runs_inside_the_container_sealed_as_its_process_and_measured_first() 
     // Every exec is in the log before it ran, by its process's digest; the digest is the
     // canonical JSON of the process as asked.
     let records = exec_records(&d, &id);
-    assert_eq!(records.len(), 7, "{records:?}");
+    assert_eq!(records.len(), 8, "{records:?}");
     let want = vouch_measure::canonical::canonical_sha384(&serde_json::json!({
         "args": ["id", "-u"], "env": [], "cwd": null, "uid": null, "gid": null,
         "additional_gids": [], "tty": false,
@@ -110,7 +120,7 @@ fn an_exec_runs_inside_the_container_sealed_as_its_process_and_measured_first() 
     let verdict = d.attest_and_verify(env.path());
     assert_eq!(
         verdict.matches("      exec:          sha384:").count(),
-        7,
+        8,
         "{verdict}"
     );
     assert!(
