@@ -104,10 +104,31 @@ fn an_exec_runs_inside_the_container_sealed_as_its_process_and_measured_first() 
     let denied = d.vouch(&["exec", "-u", "0:0", "web", "unshare", "-n", "true"]);
     assert!(!denied.status.success(), "unshare was allowed");
 
+    // An exec that ended before anyone asked how: its end is kept for the wait that comes later.
+    let detached = d
+        .ok(&["exec", "-d", "web", "/bin/sh", "-c", "exit 6"])
+        .trim()
+        .to_string();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let socket = env.socket();
+    std::thread::spawn(move || {
+        let done: Result<vouch_api::Exec, _> = vouch_api::Client::new(socket).call(
+            "POST",
+            &format!("/v1/execs/{detached}/wait"),
+            None::<&()>,
+        );
+        let _ = tx.send(done.map(|e| e.exit_code));
+    });
+    let waited = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("the wait for an exec that had ended never returned");
+    assert_eq!(waited.expect("wait"), Some(6));
+
     // Every exec is in the log before it ran, by its process's digest; the digest is the
     // canonical JSON of the process as asked.
     let records = exec_records(&d, &id);
-    assert_eq!(records.len(), 8, "{records:?}");
+    assert_eq!(records.len(), 9, "{records:?}");
     let want = vouch_measure::canonical::canonical_sha384(&serde_json::json!({
         "args": ["id", "-u"], "env": [], "cwd": null, "uid": null, "gid": null,
         "additional_gids": [], "tty": false,
@@ -120,7 +141,7 @@ fn an_exec_runs_inside_the_container_sealed_as_its_process_and_measured_first() 
     let verdict = d.attest_and_verify(env.path());
     assert_eq!(
         verdict.matches("      exec:          sha384:").count(),
-        8,
+        9,
         "{verdict}"
     );
     assert!(
