@@ -109,6 +109,16 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
         "/v1/containers/{id}/exec",
         "Run a process in a running container (measured as container.exec first); answers once it runs",
     ),
+    (
+        "post",
+        "/v1/containers/{id}/stdin",
+        "Feed the stdin of a container created with stdin: the request body, streamed as it comes (chunked); its end closes stdin",
+    ),
+    (
+        "post",
+        "/v1/containers/{id}/resize",
+        "Resize the terminal of a container created with tty: cols= and rows=",
+    ),
     ("get", "/v1/execs/{id}", "Inspect an exec'd process"),
     (
         "get",

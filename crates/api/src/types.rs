@@ -153,6 +153,19 @@ pub struct CreateContainer {
     /// one attached to the image in its registry, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub golden: Option<serde_json::Value>,
+    /// A terminal for the container's process (docker's `-t`): a pty libcontainer makes in the
+    /// container, its output all stdout; `process.terminal` in the measured spec.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tty: bool,
+    /// Keep the process's stdin open (docker's `-i`), fed by `POST
+    /// /v1/containers/{id}/stdin`; measured (the spec's `io.vouch.stdin` annotation).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stdin: bool,
+    /// The terminal's first size; `POST /v1/containers/{id}/resize` changes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cols: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u16>,
 }
 
 /// A Kubernetes pod and a container's name in it, as the CRI names them.
@@ -218,6 +231,12 @@ pub struct Container {
     /// The Kubernetes pod it belongs to, when containerd's CRI started it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<PodRef>,
+    /// Its process has a terminal.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tty: bool,
+    /// Its process's stdin is open, fed by `POST /v1/containers/{id}/stdin`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stdin: bool,
     pub events: Vec<TaskEvent>,
 }
 

@@ -124,6 +124,8 @@ pub fn router(engine: Shared) -> Router {
         .route("/v1/containers/{id}/start", post(start))
         .route("/v1/containers/{id}/kill", post(kill))
         .route("/v1/containers/{id}/exec", post(exec))
+        .route("/v1/containers/{id}/stdin", post(container_stdin))
+        .route("/v1/containers/{id}/resize", post(container_resize))
         .route("/v1/execs/{id}", get(exec_inspect))
         .route("/v1/execs/{id}/logs", get(exec_logs))
         .route("/v1/execs/{id}/wait", post(exec_wait))
@@ -434,22 +436,69 @@ async fn exec_wait(
     Ok(Json(e.exec_get(&id)?).into_response())
 }
 
-/// A connection to the exec's monitor, which takes its input.
-async fn exec_input(e: &Shared, id: &str) -> Result<tokio::net::UnixStream, ApiError> {
-    let path = e.exec_input(id)?;
-    tokio::net::UnixStream::connect(&path).await.map_err(|err| {
+/// A connection to the monitor that takes a process's input.
+async fn input_conn(path: &Path) -> Result<tokio::net::UnixStream, ApiError> {
+    tokio::net::UnixStream::connect(path).await.map_err(|err| {
         ApiError::new(
             StatusCode::CONFLICT,
-            format!("the exec's input is gone (it ended?): {err}"),
+            format!("the process's input is gone (it ended?): {err}"),
         )
     })
 }
 
-/// The frame the exec's monitor reads, as bytes.
+/// The frame a monitor's input socket reads, as bytes.
 fn input_frame(stream: u8, data: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(8 + data.len());
     let _ = logframe::write_frame(&mut out, stream, data);
     out
+}
+
+/// Stream a request body to a process's stdin; the body's end closes it. Until the client
+/// ends its body (stdin closed) or the process is gone (its monitor closed the socket).
+async fn feed_stdin(mut conn: tokio::net::UnixStream, mut body: Body) {
+    use http_body_util::BodyExt as _;
+    use tokio::io::AsyncWriteExt as _;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { break };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        for piece in data.chunks(logframe::MAX_FRAME) {
+            if conn
+                .write_all(&input_frame(logframe::STDIN, piece))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+    let _ = conn
+        .write_all(&input_frame(logframe::CLOSE_STDIN, &[]))
+        .await;
+}
+
+/// `cols=` and `rows=` of a resize request, as the input frame carries them.
+fn resize_frame(q: &HashMap<String, String>) -> Result<Vec<u8>, ApiError> {
+    let size = |k: &str| -> Result<u16, ApiError> {
+        q.get(k)
+            .and_then(|v| v.parse::<u16>().ok())
+            .filter(|n| *n > 0)
+            .ok_or_else(|| bad_request(format!("{k}= must be a number from 1 to 65535")))
+    };
+    let (cols, rows) = (size("cols")?, size("rows")?);
+    let mut data = cols.to_be_bytes().to_vec();
+    data.extend_from_slice(&rows.to_be_bytes());
+    Ok(input_frame(logframe::RESIZE, &data))
+}
+
+async fn send_resize(path: &Path, frame: &[u8]) -> Result<(), ApiError> {
+    use tokio::io::AsyncWriteExt as _;
+    input_conn(path)
+        .await?
+        .write_all(frame)
+        .await
+        .map_err(|err| ApiError::new(StatusCode::CONFLICT, format!("cannot resize: {err}")))
 }
 
 async fn exec_stdin(
@@ -457,35 +506,8 @@ async fn exec_stdin(
     UrlPath(id): UrlPath<String>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    use http_body_util::BodyExt as _;
-    use tokio::io::AsyncWriteExt as _;
-    let mut conn = exec_input(&e, &id).await?;
-    let mut body = body;
-    // Until the client ends its body (stdin closed) or the process is gone (its monitor
-    // closed the socket).
-    while let Some(frame) = body.frame().await {
-        let Ok(frame) = frame else { break };
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        let mut sent = true;
-        for piece in data.chunks(logframe::MAX_FRAME) {
-            if conn
-                .write_all(&input_frame(logframe::STDIN, piece))
-                .await
-                .is_err()
-            {
-                sent = false;
-                break;
-            }
-        }
-        if !sent {
-            return Ok(Json(e.exec_get(&id)?).into_response());
-        }
-    }
-    let _ = conn
-        .write_all(&input_frame(logframe::CLOSE_STDIN, &[]))
-        .await;
+    let conn = input_conn(&e.exec_input(&id)?).await?;
+    feed_stdin(conn, body).await;
     Ok(Json(e.exec_get(&id)?).into_response())
 }
 
@@ -494,26 +516,47 @@ async fn exec_resize(
     UrlPath(id): UrlPath<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    use tokio::io::AsyncWriteExt as _;
-    let size = |k: &str| -> Result<u16, ApiError> {
-        q.get(k)
-            .and_then(|v| v.parse::<u16>().ok())
-            .filter(|n| *n > 0)
-            .ok_or_else(|| bad_request(format!("{k}= must be a number from 1 to 65535")))
-    };
-    let (cols, rows) = (size("cols")?, size("rows")?);
+    let frame = resize_frame(&q)?;
     if !e.exec_get(&id)?.tty {
         return Err(bad_request(
             "the exec has no terminal to resize".to_string(),
         ));
     }
-    let mut conn = exec_input(&e, &id).await?;
-    let mut data = cols.to_be_bytes().to_vec();
-    data.extend_from_slice(&rows.to_be_bytes());
-    conn.write_all(&input_frame(logframe::RESIZE, &data))
-        .await
-        .map_err(|err| ApiError::new(StatusCode::CONFLICT, format!("cannot resize: {err}")))?;
+    send_resize(&e.exec_input(&id)?, &frame).await?;
     Ok(Json(e.exec_get(&id)?).into_response())
+}
+
+async fn container_stdin(
+    State(e): State<Shared>,
+    UrlPath(id): UrlPath<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let (path, view) = e.container_input(&id)?;
+    if !view.stdin {
+        return Err(bad_request(format!(
+            "container {} was created without stdin: run it with -i",
+            &view.id[..12]
+        )));
+    }
+    feed_stdin(input_conn(&path).await?, body).await;
+    Ok(Json(e.get(&view.id)?).into_response())
+}
+
+async fn container_resize(
+    State(e): State<Shared>,
+    UrlPath(id): UrlPath<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let frame = resize_frame(&q)?;
+    let (path, view) = e.container_input(&id)?;
+    if !view.tty {
+        return Err(bad_request(format!(
+            "container {} has no terminal to resize",
+            &view.id[..12]
+        )));
+    }
+    send_resize(&path, &frame).await?;
+    Ok(Json(e.get(&view.id)?).into_response())
 }
 
 async fn exec_kill(

@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
@@ -107,11 +107,7 @@ impl Executor for Sealed {
     }
 }
 
-/// Where the process's input goes: a pty's master side, or its stdin pipe.
-enum Input {
-    Tty(File),
-    Pipe(File),
-}
+use crate::input::Input;
 
 /// What runs: the process's PID, its output (descriptor, stream) and its input, if any.
 type Running = (i32, Vec<(OwnedFd, u8)>, Option<Input>);
@@ -159,7 +155,10 @@ fn setup(args: &ExecArgs) -> Result<Running, String> {
         let pty = nix::pty::openpty(Some(&size), None)
             .map_err(|e| format!("cannot open a terminal: {e}"))?;
         let outputs = vec![(dup(&pty.master)?, crate::logframe::STDOUT)];
-        let input = Some(Input::Tty(File::from(pty.master)));
+        let input = Some(Input::Tty {
+            master: File::from(pty.master),
+            stdin: true,
+        });
         (
             dup(&pty.slave)?,
             dup(&pty.slave)?,
@@ -207,66 +206,6 @@ fn setup(args: &ExecArgs) -> Result<Running, String> {
     Ok((pid.as_raw(), outputs, input))
 }
 
-/// Serve the process's input on the attach socket: each connection sends frames (stdin data,
-/// a resize, the end of stdin); several may come (vouchd opens one per request).
-fn serve_input(listener: std::os::unix::net::UnixListener, input: Input) {
-    use std::io::Write;
-    use std::os::fd::AsRawFd;
-    use std::sync::{Arc, Mutex};
-    let input = Arc::new(Mutex::new(Some(input)));
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            let input = Arc::clone(&input);
-            std::thread::spawn(move || {
-                let mut dec = crate::logframe::FrameDecoder::for_input();
-                let mut buf = vec![0u8; 32 * 1024];
-                loop {
-                    let n = match conn.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => n,
-                    };
-                    dec.push(&buf[..n]);
-                    loop {
-                        let (stream, data) = match dec.next_frame() {
-                            Ok(Some(f)) => f,
-                            Ok(None) => break,
-                            // A malformed or oversized frame ends this connection.
-                            Err(_) => return,
-                        };
-                        let mut guard = input.lock().unwrap_or_else(|p| p.into_inner());
-                        match (stream, guard.as_mut()) {
-                            (crate::logframe::STDIN, Some(Input::Tty(f) | Input::Pipe(f)))
-                                if (&*f).write_all(&data).is_err() =>
-                            {
-                                *guard = None;
-                            }
-                            (crate::logframe::RESIZE, Some(Input::Tty(f))) if data.len() == 4 => {
-                                let size = libc::winsize {
-                                    ws_col: u16::from_be_bytes([data[0], data[1]]),
-                                    ws_row: u16::from_be_bytes([data[2], data[3]]),
-                                    ws_xpixel: 0,
-                                    ws_ypixel: 0,
-                                };
-                                // SAFETY: TIOCSWINSZ on the pty's master with a winsize that
-                                // lives across the call.
-                                unsafe { libc::ioctl(f.as_raw_fd(), libc::TIOCSWINSZ, &size) };
-                            }
-                            // The end of stdin: a pipe is closed; a terminal gets its EOF
-                            // character, as a user typing ^D would send.
-                            (crate::logframe::CLOSE_STDIN, Some(Input::Pipe(_))) => *guard = None,
-                            (crate::logframe::CLOSE_STDIN, Some(Input::Tty(f))) => {
-                                let _ = f.write_all(&[4]);
-                            }
-                            _ => {}
-                        }
-                    }
-                }
-            });
-        }
-    });
-}
-
 /// Run an exec's monitor: wait for [`monitor::GO`], run the process, report, relay, wait, record.
 /// Returns the monitor's exit code.
 pub fn run(args: &ExecArgs) -> i32 {
@@ -275,18 +214,15 @@ pub fn run(args: &ExecArgs) -> i32 {
     }
     // Listening before the process runs, so input sent as soon as it started is not lost.
     let listener = match &args.attach {
-        Some(path) => {
-            let _ = std::fs::remove_file(path);
-            match std::os::unix::net::UnixListener::bind(path) {
-                Ok(l) => Some(l),
-                Err(e) => {
-                    monitor::report(&MonitorReport::Failed {
-                        error: format!("cannot listen for the exec's input: {e}"),
-                    });
-                    return 1;
-                }
+        Some(path) => match crate::input::listen(path) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                monitor::report(&MonitorReport::Failed {
+                    error: format!("cannot listen for the exec's input: {e}"),
+                });
+                return 1;
             }
-        }
+        },
         None => None,
     };
     let (pid, outputs, input) = match setup(args) {
@@ -297,7 +233,7 @@ pub fn run(args: &ExecArgs) -> i32 {
         }
     };
     if let (Some(listener), Some(input)) = (listener, input) {
-        serve_input(listener, input);
+        crate::input::serve(listener, input);
     }
     monitor::report(&MonitorReport::Started { pid });
     monitor::close_report_pipe();

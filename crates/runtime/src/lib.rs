@@ -8,6 +8,7 @@
 
 pub mod cgroup;
 pub mod exec;
+mod input;
 pub use vouch_base::logframe;
 pub mod monitor;
 pub mod net;

@@ -36,6 +36,20 @@ pub struct MonitorArgs {
     pub private_net: bool,
     /// Host ports relayed into the container's network namespace.
     pub publish: Vec<PortMapping>,
+    /// The process has a terminal (its spec's `process.terminal`): libcontainer's init makes
+    /// the pty and sends its master on the console socket, `ATTACH.tty`.
+    pub terminal: bool,
+    /// The process's stdin is open, fed through the attach socket.
+    pub stdin: bool,
+    /// Where the monitor takes the process's input (with `terminal` or `stdin`).
+    pub attach: Option<PathBuf>,
+    /// The terminal's first size (columns, rows; 0 for 80x24).
+    pub size: (u16, u16),
+}
+
+/// The console socket of a container whose input is at `attach`.
+pub fn console_socket(attach: &Path) -> PathBuf {
+    attach.with_extension("tty")
 }
 
 /// The byte vouchd sends on the monitor's stdin once the bundle is ready and measured.
@@ -106,13 +120,70 @@ pub fn run(args: &MonitorArgs) -> i32 {
     }
 
     let setup = (|| -> Result<_, String> {
+        // Listening before the process exists, so that no input sent once it runs is lost.
+        let listener = match &args.attach {
+            Some(path) if args.terminal || args.stdin => Some(
+                crate::input::listen(path)
+                    .map_err(|e| format!("cannot listen for the container's input: {e}"))?,
+            ),
+            _ => None,
+        };
+        let builder = ContainerBuilder::new(args.id.clone(), SyscallType::default())
+            .with_root_path(&args.runtime_root)
+            .map_err(|e| vouch_base::error_chain(&e))?;
+        if args.terminal {
+            let Some(attach) = &args.attach else {
+                return Err("a terminal needs an attach socket".into());
+            };
+            let path = console_socket(attach);
+            let console = crate::input::listen(&path)
+                .map_err(|e| format!("cannot listen for the container's terminal: {e}"))?;
+            let built = builder
+                .with_console_socket(Some(&path))
+                .as_init(&args.bundle)
+                .with_systemd(false)
+                .with_detach(true)
+                .build()
+                .map_err(|e| vouch_base::error_chain(&e));
+            let master = built.as_ref().ok().map(|_| {
+                crate::input::receive_console(&console, std::time::Duration::from_secs(10))
+            });
+            let _ = fs::remove_file(&path);
+            let mut container = built?;
+            let master = match master {
+                Some(Ok(m)) => File::from(m),
+                Some(Err(e)) => {
+                    let _ = container.delete(true);
+                    return Err(format!("cannot take the container's terminal: {e}"));
+                }
+                None => return Err("the container was not built".into()),
+            };
+            crate::input::set_size(&master, args.size.0, args.size.1);
+            let output = master
+                .try_clone()
+                .map_err(|e| format!("cannot dup the terminal: {e}"))?;
+            let input = crate::input::Input::Tty {
+                master,
+                stdin: args.stdin,
+            };
+            return Ok((
+                container,
+                vec![(OwnedFd::from(output), STDOUT)],
+                listener.map(|l| (l, input)),
+            ));
+        }
         let (out_r, out_w) = pipe().map_err(|e| format!("cannot create stdout pipe: {e}"))?;
         let (err_r, err_w) = pipe().map_err(|e| format!("cannot create stderr pipe: {e}"))?;
-        let devnull = File::open("/dev/null").map_err(|e| format!("cannot open /dev/null: {e}"))?;
-        let container = ContainerBuilder::new(args.id.clone(), SyscallType::default())
-            .with_root_path(&args.runtime_root)
-            .map_err(|e| vouch_base::error_chain(&e))?
-            .with_stdin(OwnedFd::from(devnull))
+        let (stdin, input) = if args.stdin {
+            let (r, w) = pipe().map_err(|e| format!("cannot create stdin pipe: {e}"))?;
+            (r, Some(crate::input::Input::Pipe(File::from(w))))
+        } else {
+            let devnull =
+                File::open("/dev/null").map_err(|e| format!("cannot open /dev/null: {e}"))?;
+            (OwnedFd::from(devnull), None)
+        };
+        let container = builder
+            .with_stdin(stdin)
             .with_stdout(out_w)
             .with_stderr(err_w)
             .as_init(&args.bundle)
@@ -120,9 +191,13 @@ pub fn run(args: &MonitorArgs) -> i32 {
             .with_detach(true)
             .build()
             .map_err(|e| vouch_base::error_chain(&e))?;
-        Ok((container, out_r, err_r))
+        Ok((
+            container,
+            vec![(out_r, STDOUT), (err_r, STDERR)],
+            listener.zip(input),
+        ))
     })();
-    let (mut container, out_r, err_r) = match setup {
+    let (mut container, outputs, input) = match setup {
         Ok(v) => v,
         Err(error) => {
             report(&MonitorReport::Failed { error });
@@ -160,10 +235,13 @@ pub fn run(args: &MonitorArgs) -> i32 {
     if let Some((ns, listeners)) = network {
         net::relay(listeners, ns);
     }
+    if let Some((listener, input)) = input {
+        crate::input::serve(listener, input);
+    }
     report(&MonitorReport::Started { pid: pid.as_raw() });
     close_report_pipe();
 
-    let relay_result = relay(out_r, err_r, &args.log_path);
+    let relay_result = relay_streams(outputs, &args.log_path);
     let status = wait_for(pid);
     reap_adopted();
     let oom = oom_kills(&args.cgroup_path) > 0;
@@ -185,6 +263,9 @@ pub fn run(args: &MonitorArgs) -> i32 {
         oom_killed: oom && signal == Some(libc::SIGKILL),
         finished_at_ms: vouch_base::clock::unix_millis(),
     };
+    if let Some(path) = &args.attach {
+        let _ = fs::remove_file(path);
+    }
     if let Err(e) = write_exit(&args.exit_path, &record) {
         eprintln!("monitor: writing exit record for {}: {e}", args.id);
         return 1;
@@ -263,11 +344,6 @@ fn oom_kills(cgroup_path: &str) -> u64 {
         }
     }
     0
-}
-
-/// Copy both pipes into the log until both reach end of file.
-pub(crate) fn relay(out_r: OwnedFd, err_r: OwnedFd, log_path: &Path) -> io::Result<()> {
-    relay_streams(vec![(out_r, STDOUT), (err_r, STDERR)], log_path)
 }
 
 /// Copy each descriptor into the log as its stream until each reaches end of file (or, for a

@@ -179,6 +179,8 @@ mod tests {
                 std::net::IpAddr::from([127, 0, 0, 1]),
             )
             .expect("port")],
+            terminal: true,
+            stdin: true,
         }
     }
 

@@ -133,6 +133,12 @@ pub struct ContainerSpec {
     pub volumes: Vec<Volume>,
     /// Published ports, relayed into the private network namespace by the monitor.
     pub publish: Vec<crate::net::PortMapping>,
+    /// A terminal for the process (`process.terminal`): libcontainer makes a pty in the
+    /// container's devpts and hands its master to the monitor.
+    pub terminal: bool,
+    /// The process's stdin stays open, fed through vouchd (docker's `-i`); measured as the
+    /// [`STDIN_ANNOTATION`].
+    pub stdin: bool,
 }
 
 /// Docker's default capability set.
@@ -1000,6 +1006,9 @@ pub(crate) const SECRETS_ANNOTATION: &str = "io.vouch.secrets";
 /// Annotation naming the published ports (a JSON array of `IP:HOST->CONTAINER/tcp`): relayed
 /// by the monitor, measured with the spec.
 pub(crate) const PORTS_ANNOTATION: &str = "io.vouch.ports";
+/// Annotation present (`open`) when the container's process takes input through vouchd: who
+/// may write to it is part of what runs, so it is measured with the spec.
+pub const STDIN_ANNOTATION: &str = "io.vouch.stdin";
 
 impl ContainerSpec {
     fn namespaces(&self) -> Vec<typed::LinuxNamespaceType> {
@@ -1031,7 +1040,7 @@ impl ContainerSpec {
             .build()
             .map_err(oci_err)?;
         let mut process = ProcessBuilder::default()
-            .terminal(false)
+            .terminal(self.terminal)
             .user(user)
             .args(self.args.clone())
             .env(self.env.clone())
@@ -1145,6 +1154,9 @@ impl ContainerSpec {
         if !self.publish.is_empty() {
             let ports: Vec<String> = self.publish.iter().map(ToString::to_string).collect();
             annotations.insert(PORTS_ANNOTATION.to_string(), json!(ports).to_string());
+        }
+        if self.stdin {
+            annotations.insert(STDIN_ANNOTATION.to_string(), "open".to_string());
         }
         let mut spec = SpecBuilder::default()
             .version("1.0.2")

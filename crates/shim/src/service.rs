@@ -116,6 +116,8 @@ struct Task {
     stdin: String,
     stdout: String,
     stderr: String,
+    /// The copy of `stdin` into vouchd, while it runs (see [`feed_stdin`]).
+    feeding: Option<Feeding>,
     pid: u32,
     /// Set once, when the container ended; Wait blocks on it.
     ended: Arc<(Mutex<Option<Ended>>, Condvar)>,
@@ -133,6 +135,7 @@ struct ExecProc {
     stderr: String,
     /// vouchd's exec id, once started.
     vouch_id: Option<String>,
+    feeding: Option<Feeding>,
     pid: u32,
     ended: Arc<(Mutex<Option<Ended>>, Condvar)>,
 }
@@ -334,7 +337,12 @@ impl Tasks {
             stderr,
         );
         if !stdin.is_empty() {
-            feed_stdin(self.client.clone(), exec.id.clone(), stdin);
+            let feeding = feed_stdin(
+                self.client.clone(),
+                format!("/v1/execs/{}/stdin", exec.id),
+                stdin,
+            );
+            self.with_exec(id, exec_id, |e| e.feeding = Some(feeding))?;
         }
         let client = self.client.clone();
         let publisher = Arc::clone(&self.publisher);
@@ -556,16 +564,38 @@ fn relay(client: Client, logs: String, stdout: String, stderr: String) -> JoinHa
     })
 }
 
-/// Copy containerd's stdin FIFO into an exec's stdin (vouchd's `/stdin`, streamed) until
+/// A copy of containerd's stdin FIFO into vouchd: its sender is dropped when the copy ends.
+type Feeding = std::sync::mpsc::Receiver<()>;
+
+/// containerd's CloseIO: the end of a process's stdin at `path`. The copy from the FIFO ends
+/// by itself once containerd closes its side, and then closes the process's stdin after the
+/// last byte: it is given a moment, so that no input still on its way is cut off by a close
+/// that overtakes it; only a copy that does not end (containerd keeps its side open) is cut.
+fn close_stdin(client: &Client, path: &str, feeding: Option<Feeding>) {
+    if let Some(f) = feeding {
+        if f.recv_timeout(std::time::Duration::from_secs(2))
+            != Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+        {
+            return;
+        }
+    }
+    // An empty stdin request: its end is the end of the process's stdin.
+    let _ = client.upload_stream::<serde_json::Value>(path, std::io::empty());
+}
+
+/// Copy containerd's stdin FIFO into a process's stdin (vouchd's `/stdin`, streamed) until
 /// containerd closes it.
-fn feed_stdin(client: Client, vouch_exec: String, fifo: String) {
+fn feed_stdin(client: Client, path: String, fifo: String) -> Feeding {
+    let (done, feeding) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
+        let _done = done;
         // Blocks until containerd opens its side.
         let Ok(input) = File::open(&fifo) else {
             return;
         };
-        let _ = client.upload_stream::<Exec>(&format!("/v1/execs/{vouch_exec}/stdin"), input);
+        let _ = client.upload_stream::<serde_json::Value>(&path, input);
     });
+    feeding
 }
 
 /// The container's end as vouchd reports it, waiting through vouchd restarts (its monitor keeps
@@ -609,17 +639,28 @@ impl shim::Task for Tasks {
                 spec::SpecError::Json(e.to_string()).to_string(),
             )
         })?;
-        if req.terminal {
-            return Err(status(
-                Code::UNIMPLEMENTED,
-                spec::SpecError::Terminal.to_string(),
-            ));
-        }
         let (vouch_id, sandbox) = if spec::is_sandbox(&oci) {
             (String::new(), Some(None))
         } else {
-            let create = spec::request(&oci, &spec::vouch_name(&self.namespace, &req.id))
+            let mut create = spec::request(&oci, &spec::vouch_name(&self.namespace, &req.id))
                 .map_err(|e| status(Code::FAILED_PRECONDITION, e.to_string()))?;
+            // The spec's `process.terminal` is what is measured and what runs: the task's
+            // I/O must be of the same kind.
+            if create.tty != req.terminal {
+                return Err(status(
+                    Code::INVALID_ARGUMENT,
+                    format!(
+                        "the task asks for {} but its spec's process.terminal is {}",
+                        if req.terminal {
+                            "a terminal"
+                        } else {
+                            "no terminal"
+                        },
+                        create.tty
+                    ),
+                ));
+            }
+            create.stdin = !req.stdin.is_empty();
             let created = self.create_pulling(&create)?;
             // For the `delete` action, should this shim die.
             let _ = std::fs::write(bundle.join(VOUCH_ID_FILE), &created.id);
@@ -634,6 +675,7 @@ impl shim::Task for Tasks {
                 stdin: req.stdin.clone(),
                 stdout: req.stdout.clone(),
                 stderr: req.stderr.clone(),
+                feeding: None,
                 pid: 0,
                 ended: Arc::new((Mutex::new(None), Condvar::new())),
                 execs: HashMap::new(),
@@ -669,9 +711,10 @@ impl shim::Task for Tasks {
         if !req.exec_id.is_empty() {
             return self.start_exec(&req.id, &req.exec_id);
         }
-        let (vouch_id, stdout, stderr, ended, sandbox) = self.with_task(&req.id, |t| {
+        let (vouch_id, stdin, stdout, stderr, ended, sandbox) = self.with_task(&req.id, |t| {
             (
                 t.vouch_id.clone(),
+                t.stdin.clone(),
                 t.stdout.clone(),
                 t.stderr.clone(),
                 Arc::clone(&t.ended),
@@ -694,6 +737,14 @@ impl shim::Task for Tasks {
         };
         let pid = started.pid.unwrap_or(0).max(0) as u32;
         self.with_task(&req.id, |t| t.pid = pid)?;
+        if !stdin.is_empty() {
+            let feeding = feed_stdin(
+                self.client.clone(),
+                format!("/v1/containers/{vouch_id}/stdin"),
+                stdin,
+            );
+            self.with_task(&req.id, |t| t.feeding = Some(feeding))?;
+        }
         let output = relay(
             self.client.clone(),
             format!("/v1/containers/{vouch_id}/logs"),
@@ -911,16 +962,29 @@ impl shim::Task for Tasks {
 
     fn close_io(&self, _ctx: &TtrpcContext, req: api::CloseIORequest) -> TtrpcResult<api::Empty> {
         if req.exec_id.is_empty() {
-            // vouch gives a container's own process no stdin yet: there is nothing to close.
-            self.with_task(&req.id, |_| ())?;
+            let (vouch_id, stdin, feeding) = self.with_task(&req.id, |t| {
+                let feeding = if req.stdin { t.feeding.take() } else { None };
+                (t.vouch_id.clone(), !t.stdin.is_empty(), feeding)
+            })?;
+            if stdin && req.stdin && !vouch_id.is_empty() {
+                close_stdin(
+                    &self.client,
+                    &format!("/v1/containers/{vouch_id}/stdin"),
+                    feeding,
+                );
+            }
             return Ok(api::Empty::new());
         }
-        let vouch_exec = self.with_exec(&req.id, &req.exec_id, |e| e.vouch_id.clone())?;
+        let (vouch_exec, feeding) = self.with_exec(&req.id, &req.exec_id, |e| {
+            let feeding = if req.stdin { e.feeding.take() } else { None };
+            (e.vouch_id.clone(), feeding)
+        })?;
         if let Some(vouch_exec) = vouch_exec.filter(|_| req.stdin) {
-            // An empty stdin request: its end is the end of the exec's stdin.
-            let _ = self
-                .client
-                .upload_stream::<Exec>(&format!("/v1/execs/{vouch_exec}/stdin"), std::io::empty());
+            close_stdin(
+                &self.client,
+                &format!("/v1/execs/{vouch_exec}/stdin"),
+                feeding,
+            );
         }
         Ok(api::Empty::new())
     }
@@ -973,6 +1037,7 @@ impl shim::Task for Tasks {
                     stdout: req.stdout.clone(),
                     stderr: req.stderr.clone(),
                     vouch_id: None,
+                    feeding: None,
                     pid: 0,
                     ended: Arc::new((Mutex::new(None), Condvar::new())),
                 },
@@ -995,11 +1060,31 @@ impl shim::Task for Tasks {
         _ctx: &TtrpcContext,
         req: api::ResizePtyRequest,
     ) -> TtrpcResult<api::Empty> {
-        if req.exec_id.is_empty() {
+        if req.width == 0 || req.height == 0 || req.width > 65535 || req.height > 65535 {
             return Err(status(
-                Code::UNIMPLEMENTED,
-                spec::SpecError::Terminal.to_string(),
+                Code::INVALID_ARGUMENT,
+                "a terminal size of 0 or over 65535",
             ));
+        }
+        if req.exec_id.is_empty() {
+            let vouch_id = self.with_task(&req.id, |t| t.vouch_id.clone())?;
+            if vouch_id.is_empty() {
+                return Err(status(
+                    Code::FAILED_PRECONDITION,
+                    format!("{} is a pod sandbox: it has no terminal", req.id),
+                ));
+            }
+            self.client
+                .call::<Container>(
+                    "POST",
+                    &format!(
+                        "/v1/containers/{vouch_id}/resize?cols={}&rows={}",
+                        req.width, req.height
+                    ),
+                    None::<&()>,
+                )
+                .map_err(from_vouchd)?;
+            return Ok(api::Empty::new());
         }
         let (vouch_exec, tty) = self.with_exec(&req.id, &req.exec_id, |e| {
             (e.vouch_id.clone(), e.request.tty)
@@ -1010,12 +1095,6 @@ impl shim::Task for Tasks {
                 format!("exec {} has no terminal running", req.exec_id),
             ));
         };
-        if req.width == 0 || req.height == 0 || req.width > 65535 || req.height > 65535 {
-            return Err(status(
-                Code::INVALID_ARGUMENT,
-                "a terminal size of 0 or over 65535",
-            ));
-        }
         self.client
             .call::<Exec>(
                 "POST",

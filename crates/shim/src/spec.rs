@@ -37,7 +37,6 @@ pub(crate) fn pod(spec: &Value) -> Option<vouch_api::PodRef> {
 pub(crate) enum SpecError {
     Json(String),
     NoImage,
-    Terminal,
     Field(&'static str),
 }
 
@@ -48,10 +47,6 @@ impl std::fmt::Display for SpecError {
             SpecError::NoImage => write!(
                 f,
                 "vouch runs images from its own verified store and this container names none: give it with the annotation {VOUCH_IMAGE}=REF (ctr run --annotation {VOUCH_IMAGE}=REF; the CRI sets {CRI_IMAGE})"
-            ),
-            SpecError::Terminal => write!(
-                f,
-                "vouch's shim does not give a container's own process a terminal yet: run it without a TTY (no -t); exec gives one"
             ),
             SpecError::Field(what) => write!(f, "the OCI spec's {what} is malformed"),
         }
@@ -195,9 +190,6 @@ pub(crate) fn request(spec: &Value, name: &str) -> Result<CreateContainer, SpecE
         gid,
         groups,
     } = process_of(process)?;
-    if terminal {
-        return Err(SpecError::Terminal);
-    }
     // The primary group is given; supplementary groups the spec lists too (without the primary
     // one, which vouch adds itself).
     let primary = gid.unwrap_or(0).to_string();
@@ -218,6 +210,7 @@ pub(crate) fn request(spec: &Value, name: &str) -> Result<CreateContainer, SpecE
         pod: pod(spec),
         wait_for_start: true,
         remove_if_refused: true,
+        tty: terminal,
         ..Default::default()
     })
 }
@@ -334,10 +327,6 @@ mod tests {
         assert!(SpecError::NoImage
             .to_string()
             .contains("--annotation io.vouch.image=REF"));
-        assert_eq!(
-            err(spec(|s| s["process"]["terminal"] = json!(true))),
-            SpecError::Terminal
-        );
         assert_eq!(
             err(spec(|s| s["process"]["args"] = json!([]))),
             SpecError::Field("process.args (empty)")

@@ -124,6 +124,16 @@ enum Sub {
         private_net: bool,
         #[arg(long)]
         publish: Vec<String>,
+        #[arg(long)]
+        tty: bool,
+        #[arg(long)]
+        stdin: bool,
+        #[arg(long)]
+        attach: Option<PathBuf>,
+        #[arg(long, default_value_t = 0)]
+        cols: u16,
+        #[arg(long, default_value_t = 0)]
+        rows: u16,
     },
     /// Internal: the monitor of a process exec'd into a running container.
     #[command(hide = true)]
@@ -180,6 +190,11 @@ fn main() -> ExitCode {
         cgroup_path,
         private_net,
         publish,
+        tty,
+        stdin,
+        attach,
+        cols,
+        rows,
     }) = args.command
     {
         let any = std::net::IpAddr::from([0u8, 0, 0, 0]);
@@ -204,6 +219,10 @@ fn main() -> ExitCode {
             cgroup_path,
             private_net,
             publish,
+            terminal: tty,
+            stdin,
+            attach,
+            size: (cols, rows),
         });
         return ExitCode::from(code as u8);
     }

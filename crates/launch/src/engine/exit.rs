@@ -238,6 +238,10 @@ impl Engine {
         let dir = self.container_dir(id);
         Overlay::for_container(&dir).unmount()?;
         SecretsDir::for_container(&dir).unmount();
+        // The input sockets of a monitor that did not end by itself (killed).
+        let input = self.input_path(id);
+        let _ = fs::remove_file(vouch_runtime::monitor::console_socket(&input));
+        let _ = fs::remove_file(input);
         if dir.exists() {
             fs::remove_dir_all(&dir).map_err(|e| {
                 EngineError::Internal(format!("cannot remove {}: {e}", dir.display()))

@@ -178,6 +178,8 @@ impl Engine {
                 auto_remove: req.auto_remove,
                 ports: publish.iter().map(ToString::to_string).collect(),
                 pod: req.pod.clone(),
+                tty: req.tty,
+                stdin: req.stdin,
                 events: vec![TaskEvent {
                     time: now,
                     action: crate::task::INITIAL.as_str().into(),
@@ -227,6 +229,8 @@ impl Engine {
                 .then(|| SecretsDir::for_container(&self.container_dir(&id)).path),
             volumes,
             publish,
+            terminal: req.tty,
+            stdin: req.stdin,
         };
         let gate = req.wait_for_start.then(|| {
             let (tx, rx) = std::sync::mpsc::sync_channel(1);
@@ -243,6 +247,7 @@ impl Engine {
             secrets,
             auto_remove: req.auto_remove,
             gate,
+            size: (req.cols.unwrap_or(0), req.rows.unwrap_or(0)),
         })
     }
 
@@ -258,6 +263,7 @@ impl Engine {
             spec: &p.spec,
             secrets: &p.secrets,
             gate: p.gate.as_ref(),
+            size: p.size,
         };
         let result = self.launch(&launch);
         lock(&self.start_gates).remove(&id);
@@ -475,6 +481,28 @@ impl Engine {
             .mode(0o600)
             .open(dir.join("monitor.log"))
             .map_err(|e| EngineError::Internal(format!("cannot open monitor log: {e}")))?;
+        let attach = if launch.spec.terminal || launch.spec.stdin {
+            let path = self.input_path(id);
+            if let Some(parent) = path.parent() {
+                std::os::unix::fs::DirBuilderExt::mode(
+                    fs::DirBuilder::new().recursive(true),
+                    0o700,
+                )
+                .create(parent)
+                .map_err(|e| {
+                    EngineError::Internal(format!("cannot create {}: {e}", parent.display()))
+                })?;
+            }
+            if path.as_os_str().len() > 100 {
+                return Err(EngineError::Internal(format!(
+                    "vouchd's state directory {} is too deep for the socket of a container's input",
+                    self.cfg.state_dir.display()
+                )));
+            }
+            Some(path)
+        } else {
+            None
+        };
         // The monitor starts now so its start-up overlaps the work below; it waits for GO.
         let mut child = Command::new(&self.cfg.exe)
             .arg0("vouchd")
@@ -502,6 +530,28 @@ impl Engine {
                     .publish
                     .iter()
                     .flat_map(|p| ["--publish".to_string(), p.to_arg()]),
+            )
+            .args(launch.spec.terminal.then_some("--tty"))
+            .args(launch.spec.stdin.then_some("--stdin"))
+            .args(
+                attach
+                    .iter()
+                    .flat_map(|a| [std::ffi::OsStr::new("--attach"), a.as_os_str()]),
+            )
+            .args(
+                launch
+                    .spec
+                    .terminal
+                    .then(|| {
+                        [
+                            "--cols".to_string(),
+                            launch.size.0.to_string(),
+                            "--rows".to_string(),
+                            launch.size.1.to_string(),
+                        ]
+                    })
+                    .into_iter()
+                    .flatten(),
             )
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -613,6 +663,7 @@ impl Engine {
             spec,
             secrets,
             gate: _,
+            size: _,
         } = *launch;
         let runtime_spec =
             vouch_runtime::projection::prepare(&spec.to_spec()?, &self.host_local(id))?;

@@ -112,6 +112,8 @@ struct Launch<'a> {
     spec: &'a ContainerSpec,
     secrets: &'a [SecretRef],
     gate: Option<&'a std::sync::mpsc::Receiver<()>>,
+    /// The terminal's first size (columns, rows), when it has one.
+    size: (u16, u16),
 }
 
 /// What an update does to a task's state: move it along the transition table, or leave it and
@@ -175,6 +177,7 @@ struct Pending {
     auto_remove: bool,
     /// Created with `wait_for_start`: the start request comes through here.
     gate: Option<std::sync::mpsc::Receiver<()>>,
+    size: (u16, u16),
 }
 
 pub struct Engine {
@@ -383,6 +386,12 @@ impl Engine {
         self.container_dir(id).join("exit.json")
     }
 
+    /// The socket a container's monitor takes its input on (with a terminal or stdin). Short:
+    /// a socket's path has at most 107 bytes, and the container's directory is deep.
+    pub(super) fn input_path(&self, id: &str) -> PathBuf {
+        self.cfg.state_dir.join("c").join(&id[..32.min(id.len())])
+    }
+
     /// Write a task to the state database; the caller decides what a failed write means.
     fn persist(&self, rec: &TaskRecord) -> Result<(), EngineError> {
         Ok(self.db.put(&rec.view.id, rec)?)
@@ -520,6 +529,26 @@ impl Engine {
             .get(&id)
             .map(|t| t.view.clone())
             .ok_or(EngineError::NoSuchContainer(reference.to_string()))
+    }
+
+    /// The socket a running container's monitor takes its input on (stdin, terminal resizes),
+    /// with the container: it must have been created with a terminal or stdin.
+    pub fn container_input(&self, reference: &str) -> Result<(PathBuf, Container), EngineError> {
+        let view = self.get(reference)?;
+        if !view.tty && !view.stdin {
+            return Err(EngineError::BadRequest(format!(
+                "container {} has no stdin and no terminal: create it with stdin or tty (vouch run -i, -t)",
+                &view.id[..12]
+            )));
+        }
+        if view.state != TaskState::Running {
+            return Err(EngineError::BadRequest(format!(
+                "container {} is not running ({})",
+                &view.id[..12],
+                view.state.as_str()
+            )));
+        }
+        Ok((self.input_path(&view.id), view))
     }
 
     pub fn list(&self, all: bool) -> Vec<Container> {

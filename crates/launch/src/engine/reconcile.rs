@@ -11,6 +11,12 @@ impl Engine {
     /// crash between any two steps of the way out) is released, so that no secret, mount,
     /// process or stale task outlives a crash.
     pub(super) fn reconcile(self: &Arc<Self>) {
+        // Execs are not kept across a restart: their input sockets are no one's now.
+        if let Ok(entries) = fs::read_dir(self.cfg.state_dir.join("x")) {
+            for e in entries.flatten() {
+                let _ = fs::remove_file(e.path());
+            }
+        }
         let tasks: Vec<TaskRecord> = lock(&self.tasks).values().cloned().collect();
         for t in tasks {
             let id = t.view.id.clone();

@@ -10,6 +10,13 @@ pub(crate) struct RunArgs {
     /// Remove the container when it ends.
     #[arg(long)]
     pub(crate) rm: bool,
+    /// Keep the process's stdin open and feed it this one's (with -d: open, fed by nobody).
+    #[arg(short, long)]
+    pub(crate) interactive: bool,
+    /// Give the process a terminal (this one's size, following it; the output is all stdout);
+    /// measured, as `process.terminal` in its spec. Needs a terminal here, unless with -d.
+    #[arg(short, long)]
+    pub(crate) tty: bool,
     #[arg(long)]
     pub(crate) name: Option<String>,
     /// Set an environment variable (KEY=VALUE, or KEY to pass this shell's value).
@@ -146,6 +153,8 @@ fn request(args: &RunArgs) -> Result<CreateContainer> {
         secrets: args.secret.clone(),
         publish: args.publish.clone(),
         volumes: args.volume.clone(),
+        tty: args.tty,
+        stdin: args.interactive,
         golden: match &args.golden {
             Some(p) => {
                 let text = p.to_string_lossy();
@@ -168,7 +177,10 @@ fn request(args: &RunArgs) -> Result<CreateContainer> {
 }
 
 pub(crate) fn run_container(client: &Client, args: RunArgs) -> Result<u8> {
-    let req = request(&args)?;
+    let mut req = request(&args)?;
+    if req.tty && !args.detach {
+        (req.cols, req.rows) = local_terminal(req.stdin)?.unzip();
+    }
     let created = create_pulling(client, &args, &req)?;
     follow_and_wait(client, &args, created)
 }
@@ -213,7 +225,67 @@ fn terminal_size(fd: i32) -> Option<(u16, u16)> {
     (ok && ws.ws_col > 0 && ws.ws_row > 0).then_some((ws.ws_col, ws.ws_row))
 }
 
-/// The local terminal in raw mode while an exec's terminal is attached; restored on drop.
+/// Check that this process has a terminal to lend a remote one that takes input (as docker,
+/// a remote terminal without input needs none here), and block SIGWINCH for the resize thread
+/// (before any thread starts); this terminal's size, if it has one.
+fn local_terminal(input: bool) -> Result<Option<(u16, u16)>> {
+    use std::io::IsTerminal as _;
+    if !io::stdin().is_terminal() {
+        if input {
+            bail!("the input device is not a TTY: run without -t, or from a terminal");
+        }
+        return Ok(None);
+    }
+    let mut winch = nix::sys::signal::SigSet::empty();
+    winch.add(nix::sys::signal::Signal::SIGWINCH);
+    let _ = winch.thread_block();
+    Ok(terminal_size(1).or_else(|| terminal_size(0)))
+}
+
+/// Feed this process's stdin to the process at `base` (`/v1/execs/ID` or
+/// `/v1/containers/ID`), and with a terminal, this terminal's size as it changes; the local
+/// terminal is raw until the guard returned drops.
+fn attach_input(
+    client: &Client,
+    base: &str,
+    tty: bool,
+    stdin: bool,
+) -> Result<Option<RawTerminal>> {
+    use std::io::IsTerminal as _;
+    let tty = tty && io::stdin().is_terminal();
+    let raw = if tty {
+        Some(RawTerminal::enter()?)
+    } else {
+        None
+    };
+    if stdin {
+        let client = client.clone();
+        let path = format!("{base}/stdin");
+        std::thread::spawn(move || {
+            let _ = client.upload_stream::<serde_json::Value>(&path, io::stdin().lock());
+        });
+    }
+    if tty {
+        let client = client.clone();
+        let base = base.to_string();
+        std::thread::spawn(move || {
+            let mut winch = nix::sys::signal::SigSet::empty();
+            winch.add(nix::sys::signal::Signal::SIGWINCH);
+            while winch.wait().is_ok() {
+                if let Some((cols, rows)) = terminal_size(1).or_else(|| terminal_size(0)) {
+                    let _ = client.call::<serde_json::Value>(
+                        "POST",
+                        &format!("{base}/resize?cols={cols}&rows={rows}"),
+                        None::<&()>,
+                    );
+                }
+            }
+        });
+    }
+    Ok(raw)
+}
+
+/// The local terminal in raw mode while a remote terminal is attached; restored on drop.
 struct RawTerminal(nix::sys::termios::Termios);
 
 impl RawTerminal {
@@ -243,20 +315,9 @@ pub(crate) fn exec(
     req: &vouch_api::ExecRequest,
     detach: bool,
 ) -> Result<u8> {
-    use std::io::IsTerminal as _;
     let mut req = req.clone();
     if req.tty {
-        if !io::stdin().is_terminal() {
-            bail!("the input device is not a TTY: run without -t, or from a terminal");
-        }
-        if let Some((cols, rows)) = terminal_size(1).or_else(|| terminal_size(0)) {
-            req.cols = Some(cols);
-            req.rows = Some(rows);
-        }
-        // Taken by the resize thread alone: blocked here before any thread starts.
-        let mut winch = nix::sys::signal::SigSet::empty();
-        winch.add(nix::sys::signal::Signal::SIGWINCH);
-        let _ = winch.thread_block();
+        (req.cols, req.rows) = local_terminal(req.stdin)?.unzip();
     }
     if detach && (req.tty || req.stdin) {
         bail!("-d does not go with -i or -t: nothing would feed the process's input");
@@ -270,35 +331,12 @@ pub(crate) fn exec(
         println!("{}", started.id);
         return Ok(0);
     }
-    let raw = if req.tty {
-        Some(RawTerminal::enter()?)
-    } else {
-        None
-    };
-    if req.stdin {
-        let client = client.clone();
-        let path = format!("/v1/execs/{}/stdin", started.id);
-        std::thread::spawn(move || {
-            let _ = client.upload_stream::<vouch_api::Exec>(&path, io::stdin().lock());
-        });
-    }
-    if req.tty {
-        let client = client.clone();
-        let id = started.id.clone();
-        std::thread::spawn(move || {
-            let mut winch = nix::sys::signal::SigSet::empty();
-            winch.add(nix::sys::signal::Signal::SIGWINCH);
-            while winch.wait().is_ok() {
-                if let Some((cols, rows)) = terminal_size(1).or_else(|| terminal_size(0)) {
-                    let _ = client.call::<vouch_api::Exec>(
-                        "POST",
-                        &format!("/v1/execs/{id}/resize?cols={cols}&rows={rows}"),
-                        None::<&()>,
-                    );
-                }
-            }
-        });
-    }
+    let raw = attach_input(
+        client,
+        &format!("/v1/execs/{}", started.id),
+        req.tty,
+        req.stdin,
+    )?;
     let resp = client.stream("GET", &format!("/v1/execs/{}/logs?follow=true", started.id))?;
     demux(resp.body)?;
     let done: vouch_api::Exec = client.call(
@@ -321,6 +359,12 @@ fn follow_and_wait(client: &Client, args: &RunArgs, created: Container) -> Resul
         println!("{}", created.id);
         return Ok(0);
     }
+    let raw = attach_input(
+        client,
+        &format!("/v1/containers/{}", created.id),
+        args.tty,
+        args.interactive,
+    )?;
     let resp = client.stream(
         "GET",
         &format!("/v1/containers/{}/logs?follow=true", created.id),
@@ -331,6 +375,7 @@ fn follow_and_wait(client: &Client, args: &RunArgs, created: Container) -> Resul
         &format!("/v1/containers/{}/wait", created.id),
         None::<&()>,
     )?;
+    drop(raw);
     if done.oom_killed {
         eprintln!(
             "vouch: container {} was killed by the OOM killer (memory limit reached)",

@@ -308,10 +308,19 @@ fn exec_feeds_stdin_and_gives_a_terminal_that_follows_the_callers() {
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\nworld\ndone\n");
 
-    // -t needs a terminal here.
-    let out = d.vouch(&["exec", "-t", "web", "true"]);
+    // -it needs a terminal here; -t alone does not (as docker's).
+    let out = d.vouch(&["exec", "-it", "web", "true"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("not a TTY"), "{}", stderr(&out));
+    let out = d.ok(&[
+        "exec",
+        "-t",
+        "web",
+        "/bin/sh",
+        "-c",
+        "[ -t 1 ] && echo TTY-YES",
+    ]);
+    assert_eq!(out, "TTY-YES\r\n", "a terminal's output (onlcr)");
 
     // -it from a terminal of 111 columns and 33 rows.
     let (mut child, master) = in_terminal(vouch_at(&["exec", "-it", "web", "/bin/sh"]), 111, 33);
@@ -401,4 +410,135 @@ pub(crate) fn wait_bounded(child: &mut std::process::Child) -> std::process::Exi
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+}
+
+/// `vouch run -i` feeds the container's own process stdin; `-t` gives it a terminal that libcontainer
+/// makes inside the container (its `process.terminal`, measured), of the caller's size and
+/// following it; `-dit` keeps a shell waiting on its terminal; the API refuses input to a
+/// container created without stdin.
+#[test]
+fn run_gives_the_containers_process_stdin_and_a_terminal_measured() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    if !require_root("run_gives_the_containers_process_stdin_and_a_terminal_measured") {
+        return;
+    }
+    let env = TestEnv::new();
+    let d = env.start();
+    load_busybox(&env, &d, "bb");
+    let socket = env.socket();
+    let vouch_at = |args: &[&str]| {
+        let mut c = Command::new(vouch());
+        c.arg("--socket").arg(&socket).args(args);
+        c
+    };
+
+    // -i: what is written reaches the process; the end of input ends `cat`.
+    let mut child = vouch_at(&["run", "--rm", "-i", "bb", "/bin/sh", "-c", "cat; echo done"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("vouch run -i");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"hello\nworld\n")
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\nworld\ndone\n");
+
+    // Without -i the process's stdin is empty, whatever this one holds.
+    let out = d.ok(&["run", "--rm", "bb", "/bin/sh", "-c", "cat; echo end"]);
+    assert_eq!(out, "end\n");
+
+    // -it needs a terminal here; -t alone does not.
+    let out = d.vouch(&["run", "--rm", "-it", "bb", "true"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("not a TTY"), "{}", stderr(&out));
+    let out = d.ok(&[
+        "run",
+        "--rm",
+        "-t",
+        "bb",
+        "/bin/sh",
+        "-c",
+        "[ -t 0 ] && [ -t 1 ] && tty && stty size && [ /dev/console -ef /dev/pts/0 ] && echo console",
+    ]);
+    // The first terminal of the container's own devpts, also its /dev/console (as runc's).
+    assert_eq!(out, "/dev/pts/0\r\n24 80\r\nconsole\r\n");
+
+    // -it from a terminal of 111 columns and 33 rows: the container's process is a session
+    // leader with it as its controlling terminal (job control works: `sh` reads it).
+    let (mut child, master) = in_terminal(
+        vouch_at(&["run", "--rm", "-it", "--name", "t", "bb", "/bin/sh"]),
+        111,
+        33,
+    );
+    let mut input = master.try_clone().expect("dup");
+    let seen = gather(master.try_clone().expect("dup"));
+    wait_for_text(&seen, "# ", || {});
+    input
+        .write_all(b"[ -t 0 ] && echo TTY-YES; stty size\n")
+        .expect("write");
+    wait_for_text(&seen, "TTY-YES", || {});
+    wait_for_text(&seen, "33 111", || {});
+    resize(&master, 120, 40);
+    wait_for_text(&seen, "40 120", || {
+        let _ = input.write_all(b"stty size\n");
+    });
+    // Its measured spec says it has a terminal and open stdin.
+    let spec = d.json(&["inspect", "--spec", "t"]);
+    let spec = &spec[0]["spec"];
+    assert_eq!(spec["process"]["terminal"], true, "{spec}");
+    assert_eq!(spec["annotations"]["io.vouch.stdin"], "open", "{spec}");
+    input.write_all(b"exit 3\n").expect("write");
+    let status = wait_bounded(&mut child);
+    assert_eq!(status.code(), Some(3), "{:?}", seen.lock().expect("lock"));
+
+    // The same container without them is measured differently.
+    let plain = d.ok(&["run", "-d", "--name", "plain", "bb", "sleep", "30"]);
+    let plain_spec = d.json(&["inspect", "--spec", "plain"]);
+    assert_eq!(plain_spec[0]["spec"]["process"]["terminal"], false);
+    assert!(plain_spec[0]["spec"]["annotations"]
+        .get("io.vouch.stdin")
+        .is_none());
+
+    // -dit: a shell on a terminal nobody types into waits, as docker's `run -dit` does; its
+    // terminal can still be resized and fed through the API.
+    let sh = d.ok(&["run", "-dit", "--name", "sh", "bb", "/bin/sh"]);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(d.json(&["inspect", "sh"])[0]["state"], "Running");
+    let client = vouch_api::Client::new(&socket);
+    let resized: Result<vouch_api::Container, _> = client.call(
+        "POST",
+        &format!("/v1/containers/{}/resize?cols=90&rows=20", sh.trim()),
+        None::<&()>,
+    );
+    assert!(resized.is_ok(), "{resized:?}");
+    let fed: Result<vouch_api::Container, _> = client.upload_stream(
+        &format!("/v1/containers/{}/stdin", sh.trim()),
+        &b"stty size > /tmp/size; exit 4\n"[..],
+    );
+    assert!(fed.is_ok(), "{fed:?}");
+    assert_eq!(
+        d.ok(&["wait", "sh"]).trim(),
+        "4",
+        "the shell read what was fed to its terminal"
+    );
+
+    // Input for a container created without stdin or terminal is refused by name.
+    let refused: Result<vouch_api::Container, _> =
+        client.upload_stream(&format!("/v1/containers/{}/stdin", plain.trim()), &b"x"[..]);
+    let err = refused.expect_err("no stdin").to_string();
+    assert!(err.contains("has no stdin and no terminal"), "{err}");
+    let refused: Result<vouch_api::Container, _> = client.call(
+        "POST",
+        &format!("/v1/containers/{}/resize?cols=90&rows=20", plain.trim()),
+        None::<&()>,
+    );
+    let err = refused.expect_err("no terminal").to_string();
+    assert!(err.contains("has no stdin and no terminal"), "{err}");
+    d.ok(&["rm", "-f", "plain", "sh"]);
 }

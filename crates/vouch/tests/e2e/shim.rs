@@ -222,6 +222,77 @@ fn ctr_runs_a_container_through_vouchd_measured() {
         assert!(Instant::now() < deadline, "c2's shim {shims:?} outlived c2");
         std::thread::sleep(Duration::from_millis(50));
     }
+
+    // ctr run's stdin reaches the container's own process, its end closes it.
+    let mut ctr = Command::new("ctr");
+    ctr.arg("--address").arg(&c.address).args([
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        "--annotation",
+        "io.vouch.image=bb",
+        "localhost/bb:bb",
+        "c4",
+        "/bin/sh",
+        "-c",
+        "cat; echo done",
+    ]);
+    let mut child = ctr
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("ctr run");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"fed by ctr\n")
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success(), "{}", c.log());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "fed by ctr\ndone\n");
+
+    // ctr run -t from a terminal: the container's own process gets one (libcontainer's, in
+    // the container), with containerd's ResizePty, and the exit code comes back.
+    let mut ctr = Command::new("ctr");
+    ctr.arg("--address").arg(&c.address).args([
+        "run",
+        "-t",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        "--annotation",
+        "io.vouch.image=bb",
+        "localhost/bb:bb",
+        "c5",
+        "/bin/sh",
+    ]);
+    let (mut child, master) = crate::exec::in_terminal(ctr, 111, 33);
+    let mut input = master.try_clone().expect("dup");
+    let seen = crate::exec::gather(master.try_clone().expect("dup"));
+    crate::exec::wait_for_text(&seen, "# ", || {});
+    input
+        .write_all(b"[ -t 0 ] && echo TTY-YES; stty size\n")
+        .expect("write");
+    crate::exec::wait_for_text(&seen, "TTY-YES", || {});
+    crate::exec::wait_for_text(&seen, "33 111", || {});
+    crate::exec::resize(&master, 120, 40);
+    crate::exec::wait_for_text(&seen, "40 120", || {
+        let _ = input.write_all(b"stty size\n");
+    });
+    input.write_all(b"exit 6\n").expect("write");
+    assert_eq!(
+        crate::exec::wait_bounded(&mut child).code(),
+        Some(6),
+        "{:?} {}",
+        seen.lock().expect("lock"),
+        c.log()
+    );
+    // Measured with its terminal.
+    let log = d.ok(&["attest", "--format", "aael"]);
+    assert!(log.contains("\"name\":\"c5\""), "{log}");
+    assert_eq!(d.ok(&["ps", "-aq"]), "");
 }
 
 /// What vouchd refuses, containerd reports with vouchd's reason, and nothing is left: no task
