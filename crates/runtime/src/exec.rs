@@ -212,6 +212,7 @@ pub fn run(args: &ExecArgs) -> i32 {
     if !monitor::await_go() {
         return 0;
     }
+    let unlink = args.attach.clone().map(crate::input::Unlink);
     // Listening before the process runs, so input sent as soon as it started is not lost.
     let listener = match &args.attach {
         Some(path) => match crate::input::listen(path) {
@@ -249,9 +250,7 @@ pub fn run(args: &ExecArgs) -> i32 {
         oom_killed: false,
         finished_at_ms: vouch_base::clock::unix_millis(),
     };
-    if let Some(path) = &args.attach {
-        let _ = std::fs::remove_file(path);
-    }
+    drop(unlink);
     if let Err(e) = monitor::write_exit(&args.exit_path, &record) {
         eprintln!("exec monitor: writing the exit record: {e}");
         return 1;

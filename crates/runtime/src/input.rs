@@ -33,6 +33,15 @@ pub(crate) fn set_size(master: &impl AsRawFd, cols: u16, rows: u16) {
     unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size) };
 }
 
+/// Removes a socket's path when dropped, so that a monitor leaves none behind on any return.
+pub(crate) struct Unlink(pub(crate) std::path::PathBuf);
+
+impl Drop for Unlink {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// Bind a listening socket at `path`, replacing a stale one.
 pub(crate) fn listen(path: &Path) -> io::Result<UnixListener> {
     let _ = std::fs::remove_file(path);

@@ -118,6 +118,7 @@ pub fn run(args: &MonitorArgs) -> i32 {
         // The launch was abandoned before the container was started.
         return 0;
     }
+    let unlink = args.attach.clone().map(crate::input::Unlink);
 
     let setup = (|| -> Result<_, String> {
         // Listening before the process exists, so that no input sent once it runs is lost.
@@ -138,25 +139,23 @@ pub fn run(args: &MonitorArgs) -> i32 {
             let path = console_socket(attach);
             let console = crate::input::listen(&path)
                 .map_err(|e| format!("cannot listen for the container's terminal: {e}"))?;
-            let built = builder
+            let unlink_console = crate::input::Unlink(path.clone());
+            let mut container = builder
                 .with_console_socket(Some(&path))
                 .as_init(&args.bundle)
                 .with_systemd(false)
                 .with_detach(true)
                 .build()
-                .map_err(|e| vouch_base::error_chain(&e));
-            let master = built.as_ref().ok().map(|_| {
-                crate::input::receive_console(&console, std::time::Duration::from_secs(10))
-            });
-            let _ = fs::remove_file(&path);
-            let mut container = built?;
+                .map_err(|e| vouch_base::error_chain(&e))?;
+            let master =
+                crate::input::receive_console(&console, std::time::Duration::from_secs(10));
+            drop(unlink_console);
             let master = match master {
-                Some(Ok(m)) => File::from(m),
-                Some(Err(e)) => {
+                Ok(m) => File::from(m),
+                Err(e) => {
                     let _ = container.delete(true);
                     return Err(format!("cannot take the container's terminal: {e}"));
                 }
-                None => return Err("the container was not built".into()),
             };
             crate::input::set_size(&master, args.size.0, args.size.1);
             let output = master
@@ -263,9 +262,7 @@ pub fn run(args: &MonitorArgs) -> i32 {
         oom_killed: oom && signal == Some(libc::SIGKILL),
         finished_at_ms: vouch_base::clock::unix_millis(),
     };
-    if let Some(path) = &args.attach {
-        let _ = fs::remove_file(path);
-    }
+    drop(unlink);
     if let Err(e) = write_exit(&args.exit_path, &record) {
         eprintln!("monitor: writing exit record for {}: {e}", args.id);
         return 1;

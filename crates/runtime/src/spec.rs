@@ -137,7 +137,7 @@ pub struct ContainerSpec {
     /// container's devpts and hands its master to the monitor.
     pub terminal: bool,
     /// The process's stdin stays open, fed through vouchd (docker's `-i`); measured as the
-    /// [`STDIN_ANNOTATION`].
+    /// annotation `io.vouch.stdin: open`.
     pub stdin: bool,
 }
 
@@ -1008,7 +1008,7 @@ pub(crate) const SECRETS_ANNOTATION: &str = "io.vouch.secrets";
 pub(crate) const PORTS_ANNOTATION: &str = "io.vouch.ports";
 /// Annotation present (`open`) when the container's process takes input through vouchd: who
 /// may write to it is part of what runs, so it is measured with the spec.
-pub const STDIN_ANNOTATION: &str = "io.vouch.stdin";
+pub(crate) const STDIN_ANNOTATION: &str = "io.vouch.stdin";
 
 impl ContainerSpec {
     fn namespaces(&self) -> Vec<typed::LinuxNamespaceType> {

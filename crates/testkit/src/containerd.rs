@@ -162,14 +162,17 @@ impl Containerd {
     /// `ctr --address ...`, bounded in time.
     pub fn ctr(&self, args: &[&str]) -> Output {
         run_bounded(
-            Command::new("ctr")
-                .arg("--address")
-                .arg(&self.address)
-                .args(args)
-                .stdin(Stdio::null()),
+            self.ctr_command(args).stdin(Stdio::null()),
             Duration::from_secs(60),
         )
         .expect("ctr")
+    }
+
+    /// `ctr --address ...` to run as the caller wants (a terminal, stdin, in the background).
+    pub fn ctr_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("ctr");
+        cmd.arg("--address").arg(&self.address).args(args);
+        cmd
     }
 
     pub fn log(&self) -> String {

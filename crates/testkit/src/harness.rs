@@ -283,6 +283,18 @@ pub fn run_bounded(cmd: &mut Command, limit: Duration) -> std::io::Result<Output
     })
 }
 
+/// Run a command with `input` written to its stdin (then closed) and its stdout captured;
+/// its stderr stays as the caller set it.
+pub fn run_fed(cmd: &mut Command, input: &[u8]) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), input).expect("write");
+    child.wait_with_output().expect("wait")
+}
+
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }

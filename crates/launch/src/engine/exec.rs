@@ -212,22 +212,8 @@ impl Engine {
             })?;
         // Short: a socket's path has at most 107 bytes, and the exec's own directory is deep.
         let attach = if req.tty || req.stdin {
-            let sockets = self.cfg.state_dir.join("x");
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&sockets)
-                .map_err(|e| {
-                    EngineError::Internal(format!("cannot create {}: {e}", sockets.display()))
-                })?;
-            let path = sockets.join(&exec_id[..32]);
-            if path.as_os_str().len() > 100 {
-                return Err(EngineError::Internal(format!(
-                    "vouchd's state directory {} is too deep for the socket of an exec's input",
-                    self.cfg.state_dir.display()
-                )));
-            }
-            Some(path)
+            let path = self.cfg.state_dir.join("x").join(&exec_id[..32]);
+            Some(self.input_socket(path, "an exec's input")?)
         } else {
             None
         };

@@ -482,24 +482,7 @@ impl Engine {
             .open(dir.join("monitor.log"))
             .map_err(|e| EngineError::Internal(format!("cannot open monitor log: {e}")))?;
         let attach = if launch.spec.terminal || launch.spec.stdin {
-            let path = self.input_path(id);
-            if let Some(parent) = path.parent() {
-                std::os::unix::fs::DirBuilderExt::mode(
-                    fs::DirBuilder::new().recursive(true),
-                    0o700,
-                )
-                .create(parent)
-                .map_err(|e| {
-                    EngineError::Internal(format!("cannot create {}: {e}", parent.display()))
-                })?;
-            }
-            if path.as_os_str().len() > 100 {
-                return Err(EngineError::Internal(format!(
-                    "vouchd's state directory {} is too deep for the socket of a container's input",
-                    self.cfg.state_dir.display()
-                )));
-            }
-            Some(path)
+            Some(self.input_socket(self.input_path(id), "a container's input")?)
         } else {
             None
         };

@@ -392,6 +392,25 @@ impl Engine {
         self.cfg.state_dir.join("c").join(&id[..32.min(id.len())])
     }
 
+    /// Make the private directory of the input socket `path` (of `what`: "a container's
+    /// input", "an exec's input"), and refuse a path longer than a socket's address holds.
+    pub(super) fn input_socket(&self, path: PathBuf, what: &str) -> Result<PathBuf, EngineError> {
+        if let Some(parent) = path.parent() {
+            std::os::unix::fs::DirBuilderExt::mode(fs::DirBuilder::new().recursive(true), 0o700)
+                .create(parent)
+                .map_err(|e| {
+                    EngineError::Internal(format!("cannot create {}: {e}", parent.display()))
+                })?;
+        }
+        if path.as_os_str().len() > 100 {
+            return Err(EngineError::Internal(format!(
+                "vouchd's state directory {} is too deep for the socket of {what}",
+                self.cfg.state_dir.display()
+            )));
+        }
+        Ok(path)
+    }
+
     /// Write a task to the state database; the caller decides what a failed write means.
     fn persist(&self, rec: &TaskRecord) -> Result<(), EngineError> {
         Ok(self.db.put(&rec.view.id, rec)?)

@@ -236,10 +236,20 @@ fn local_terminal(input: bool) -> Result<Option<(u16, u16)>> {
         }
         return Ok(None);
     }
-    let mut winch = nix::sys::signal::SigSet::empty();
-    winch.add(nix::sys::signal::Signal::SIGWINCH);
-    let _ = winch.thread_block();
-    Ok(terminal_size(1).or_else(|| terminal_size(0)))
+    let _ = winch().thread_block();
+    Ok(local_size())
+}
+
+/// This terminal's size, from stdout or else stdin.
+fn local_size() -> Option<(u16, u16)> {
+    terminal_size(1).or_else(|| terminal_size(0))
+}
+
+/// The signal a terminal's size change sends.
+fn winch() -> nix::sys::signal::SigSet {
+    let mut set = nix::sys::signal::SigSet::empty();
+    set.add(nix::sys::signal::Signal::SIGWINCH);
+    set
 }
 
 /// Feed this process's stdin to the process at `base` (`/v1/execs/ID` or
@@ -269,10 +279,9 @@ fn attach_input(
         let client = client.clone();
         let base = base.to_string();
         std::thread::spawn(move || {
-            let mut winch = nix::sys::signal::SigSet::empty();
-            winch.add(nix::sys::signal::Signal::SIGWINCH);
+            let winch = winch();
             while winch.wait().is_ok() {
-                if let Some((cols, rows)) = terminal_size(1).or_else(|| terminal_size(0)) {
+                if let Some((cols, rows)) = local_size() {
                     let _ = client.call::<serde_json::Value>(
                         "POST",
                         &format!("{base}/resize?cols={cols}&rows={rows}"),

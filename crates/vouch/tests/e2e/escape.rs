@@ -483,7 +483,6 @@ fn image_load_streams_and_the_daemon_opens_no_client_path() {
     if !require_root("image_load_streams_and_the_daemon_opens_no_client_path") {
         return;
     }
-    use std::io::Write as _;
     let env = TestEnv::new();
     let d = env.start();
     let (layout, digest) = busybox_layout(&env);
@@ -516,22 +515,14 @@ fn image_load_streams_and_the_daemon_opens_no_client_path() {
         "--name",
         "from-file",
     ]);
-    let mut child = Command::new(vouch())
-        .arg("--socket")
-        .arg(env.socket())
-        .args(["image", "load", "--name", "from-stdin"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("vouch");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(&std::fs::read(&archive).expect("read"))
-        .expect("write");
-    let out = child.wait_with_output().expect("wait");
+    let out = run_fed(
+        Command::new(vouch())
+            .arg("--socket")
+            .arg(env.socket())
+            .args(["image", "load", "--name", "from-stdin"])
+            .stderr(std::process::Stdio::piped()),
+        &std::fs::read(&archive).expect("read"),
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let names: Vec<String> = d.json(&["image", "ls", "--json"])[0]["names"]
         .as_array()

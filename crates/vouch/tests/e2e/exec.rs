@@ -277,7 +277,7 @@ pub(crate) fn wait_for_text(seen: &std::sync::Mutex<String>, want: &str, mut aga
 #[test]
 fn exec_feeds_stdin_and_gives_a_terminal_that_follows_the_callers() {
     use std::io::Write;
-    use std::process::{Command, Stdio};
+    use std::process::Command;
     if !require_root("exec_feeds_stdin_and_gives_a_terminal_that_follows_the_callers") {
         return;
     }
@@ -293,18 +293,10 @@ fn exec_feeds_stdin_and_gives_a_terminal_that_follows_the_callers() {
     };
 
     // -i: what is written reaches the process; the end of input ends `cat`.
-    let mut child = vouch_at(&["exec", "-i", "web", "/bin/sh", "-c", "cat; echo done"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("vouch exec -i");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(b"hello\nworld\n")
-        .expect("write");
-    let out = child.wait_with_output().expect("wait");
+    let out = run_fed(
+        &mut vouch_at(&["exec", "-i", "web", "/bin/sh", "-c", "cat; echo done"]),
+        b"hello\nworld\n",
+    );
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\nworld\ndone\n");
 
@@ -419,7 +411,7 @@ pub(crate) fn wait_bounded(child: &mut std::process::Child) -> std::process::Exi
 #[test]
 fn run_gives_the_containers_process_stdin_and_a_terminal_measured() {
     use std::io::Write;
-    use std::process::{Command, Stdio};
+    use std::process::Command;
     if !require_root("run_gives_the_containers_process_stdin_and_a_terminal_measured") {
         return;
     }
@@ -434,18 +426,10 @@ fn run_gives_the_containers_process_stdin_and_a_terminal_measured() {
     };
 
     // -i: what is written reaches the process; the end of input ends `cat`.
-    let mut child = vouch_at(&["run", "--rm", "-i", "bb", "/bin/sh", "-c", "cat; echo done"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("vouch run -i");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(b"hello\nworld\n")
-        .expect("write");
-    let out = child.wait_with_output().expect("wait");
+    let out = run_fed(
+        &mut vouch_at(&["run", "--rm", "-i", "bb", "/bin/sh", "-c", "cat; echo done"]),
+        b"hello\nworld\n",
+    );
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\nworld\ndone\n");
 

@@ -3,7 +3,6 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use vouch_testkit::containerd::Containerd;
@@ -155,16 +154,7 @@ fn ctr_runs_a_container_through_vouchd_measured() {
     assert!(records_of(&d, &c2).contains(&"container.exec".to_string()));
     // ctr task exec -t from a terminal: containerd's Exec with a terminal, its stdin FIFO and
     // ResizePty reach vouchd's exec.
-    let mut ctr = Command::new("ctr");
-    ctr.arg("--address").arg(&c.address).args([
-        "task",
-        "exec",
-        "-t",
-        "--exec-id",
-        "e2",
-        "c2",
-        "/bin/sh",
-    ]);
+    let ctr = c.ctr_command(&["task", "exec", "-t", "--exec-id", "e2", "c2", "/bin/sh"]);
     let (mut child, master) = crate::exec::in_terminal(ctr, 111, 33);
     let mut input = master.try_clone().expect("dup");
     let seen = crate::exec::gather(master.try_clone().expect("dup"));
@@ -224,8 +214,7 @@ fn ctr_runs_a_container_through_vouchd_measured() {
     }
 
     // ctr run's stdin reaches the container's own process, its end closes it.
-    let mut ctr = Command::new("ctr");
-    ctr.arg("--address").arg(&c.address).args([
+    let mut ctr = c.ctr_command(&[
         "run",
         "--rm",
         "--runtime",
@@ -238,25 +227,13 @@ fn ctr_runs_a_container_through_vouchd_measured() {
         "-c",
         "cat; echo done",
     ]);
-    let mut child = ctr
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("ctr run");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(b"fed by ctr\n")
-        .expect("write");
-    let out = child.wait_with_output().expect("wait");
+    let out = run_fed(&mut ctr, b"fed by ctr\n");
     assert!(out.status.success(), "{}", c.log());
     assert_eq!(String::from_utf8_lossy(&out.stdout), "fed by ctr\ndone\n");
 
     // ctr run -t from a terminal: the container's own process gets one (libcontainer's, in
     // the container), with containerd's ResizePty, and the exit code comes back.
-    let mut ctr = Command::new("ctr");
-    ctr.arg("--address").arg(&c.address).args([
+    let ctr = c.ctr_command(&[
         "run",
         "-t",
         "--rm",
@@ -355,22 +332,19 @@ fn vouchd_or_the_shim_killed_mid_life_leave_a_consistent_state() {
         return;
     };
     images(&env, &d, &c);
-    let mut run = Command::new("ctr");
-    run.arg("--address")
-        .arg(&c.address)
-        .args([
-            "run",
-            "--runtime",
-            RUNTIME,
-            "--annotation",
-            "io.vouch.image=bb",
-            "localhost/bb:bb",
-            "k1",
-            "sh",
-            "-c",
-            "trap 'echo after; exit 5' USR1; echo before; while :; do sleep 0.05; done",
-        ])
-        .stdin(std::process::Stdio::null())
+    let mut run = c.ctr_command(&[
+        "run",
+        "--runtime",
+        RUNTIME,
+        "--annotation",
+        "io.vouch.image=bb",
+        "localhost/bb:bb",
+        "k1",
+        "sh",
+        "-c",
+        "trap 'echo after; exit 5' USR1; echo before; while :; do sleep 0.05; done",
+    ]);
+    run.stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
     let child = run.spawn().expect("ctr run");
