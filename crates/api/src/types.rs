@@ -102,7 +102,8 @@ pub struct CreateContainer {
     /// CPU count such as `0.5`.
     #[serde(default)]
     pub cpus: Option<String>,
-    /// `none` (default: private network namespace) or `host`.
+    /// `none` (default: private network namespace), `host`, `container:NAME` (another running
+    /// container's namespace) or `ns:/PATH` (a network namespace by path, such as a pod's).
     #[serde(default)]
     pub network: Option<String>,
     #[serde(default)]
@@ -228,6 +229,10 @@ pub struct Container {
     /// Published ports, as `IP:HOST->CONTAINER/tcp`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<String>,
+    /// Its network when not a namespace of its own: `host`, or the one it joined as measured
+    /// (`container:ID`, the namespace's owner; `ns`, one vouchd did not make).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
     /// The Kubernetes pod it belongs to, when containerd's CRI started it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<PodRef>,

@@ -11,10 +11,20 @@ use vouch_runtime::spec;
 
 use crate::engine::EngineError;
 
+/// The network namespace a request asks to join instead of one of its own.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Join {
+    /// Another container's (`container:NAME`, docker's and podman's convention).
+    Container(String),
+    /// The namespace at a path (`ns:PATH`, podman's): a pod's, bind-mounted or `/proc/PID/ns/net`.
+    Path(std::path::PathBuf),
+}
+
 /// What a request asks for, checked.
 #[derive(Debug)]
 pub(crate) struct Checked {
     pub host_network: bool,
+    pub join: Option<Join>,
     pub publish: Vec<PortMapping>,
     pub volumes: Vec<spec::Volume>,
     pub memory_bytes: Option<u64>,
@@ -28,14 +38,20 @@ pub(crate) fn check(
     publish_address: IpAddr,
     volumes_dir: &Path,
 ) -> Result<Checked, EngineError> {
-    let host_network = match req.network.as_deref() {
-        None | Some("none") | Some("") => false,
-        Some("host") => true,
-        Some(other) => {
-            return Err(EngineError::BadRequest(format!(
-                "unknown network mode {other:?}: use none or host"
-            )))
-        }
+    let (host_network, join) = match req.network.as_deref() {
+        None | Some("none") | Some("") => (false, None),
+        Some("host") => (true, None),
+        Some(other) => match other.split_once(':') {
+            Some(("container", name)) if !name.is_empty() => {
+                (false, Some(Join::Container(name.to_string())))
+            }
+            Some(("ns", path)) if path.starts_with('/') => (false, Some(Join::Path(path.into()))),
+            _ => {
+                return Err(EngineError::BadRequest(format!(
+                    "unknown network mode {other:?}: use none, host, container:NAME or ns:/PATH"
+                )))
+            }
+        },
     };
     let publish = req
         .publish
@@ -50,6 +66,11 @@ pub(crate) fn check(
             code: vouch_api::codes::PORTS_WITH_HOST_NETWORK,
             message: "published ports need the private network namespace; on the host's network the container's ports are the host's already".into(),
         });
+    }
+    if join.is_some() && !publish.is_empty() {
+        return Err(EngineError::BadRequest(
+            "published ports need a network namespace of the container's own; publish them on the container whose network it joins".into(),
+        ));
     }
     for (i, p) in publish.iter().enumerate() {
         if publish[..i].iter().any(|q| {
@@ -91,6 +112,7 @@ pub(crate) fn check(
     }
     Ok(Checked {
         host_network,
+        join,
         publish,
         volumes,
         memory_bytes,
@@ -161,14 +183,39 @@ mod tests {
         )
         .expect("host");
         assert!(c.host_network);
+        for (mode, join) in [
+            ("container:web", Join::Container("web".into())),
+            ("ns:/run/netns/pod", Join::Path("/run/netns/pod".into())),
+        ] {
+            let c = check(
+                &req(|r| r.network = Some(mode.into())),
+                "127.0.0.1".parse().expect("ip"),
+                Path::new("/v"),
+            )
+            .expect(mode);
+            assert!(!c.host_network);
+            assert_eq!(c.join, Some(join));
+        }
     }
 
     #[test]
     fn each_bad_request_is_refused_with_its_reason() {
         assert_eq!(
             refusal(req(|r| r.network = Some("bridge".into()))),
-            "unknown network mode \"bridge\": use none or host"
+            "unknown network mode \"bridge\": use none, host, container:NAME or ns:/PATH"
         );
+        for bad in ["container:", "ns:", "ns:relative/path", "pod:x"] {
+            assert!(
+                refusal(req(|r| r.network = Some(bad.into())))
+                    .starts_with(&format!("unknown network mode {bad:?}")),
+                "{bad}"
+            );
+        }
+        assert!(refusal(req(|r| {
+            r.network = Some("container:web".into());
+            r.publish = vec!["80:80".into()];
+        }))
+        .starts_with("published ports need a network namespace of the container's own"));
         assert!(refusal(req(|r| {
             r.network = Some("host".into());
             r.publish = vec!["80:80".into()];

@@ -34,6 +34,9 @@ pub struct MonitorArgs {
     pub cgroup_path: String,
     /// The container has a network namespace of its own: bring its loopback interface up.
     pub private_net: bool,
+    /// The network namespace vouchd checked for a container that joins one: the container
+    /// is started only if that is the namespace its process is in.
+    pub joined_network: Option<crate::net::NamespaceId>,
     /// Host ports relayed into the container's network namespace.
     pub publish: Vec<PortMapping>,
     /// The process has a terminal (its spec's `process.terminal`): libcontainer's init makes
@@ -205,8 +208,9 @@ pub fn run(args: &MonitorArgs) -> i32 {
     };
     // The container's process exists now, waiting to be started: set up its network first, so
     // the loopback interface is up and published ports are bound before its program runs.
-    let network = match container.pid() {
-        Some(pid) if args.private_net => network_setup(pid, &args.publish),
+    let network = match (container.pid(), args.joined_network) {
+        (Some(pid), Some(checked)) => joined_check(pid, checked).map(|()| None),
+        (Some(pid), None) if args.private_net => network_setup(pid, &args.publish),
         _ => Ok(None),
     };
     let network = match network {
@@ -271,6 +275,19 @@ pub fn run(args: &MonitorArgs) -> i32 {
 }
 
 type Network = (File, Vec<(PortMapping, std::net::TcpListener)>);
+
+/// The container's process is in the network namespace vouchd checked (and measured as
+/// joined), not in one that took its path since.
+fn joined_check(pid: Pid, checked: crate::net::NamespaceId) -> Result<(), String> {
+    let now = crate::net::network_namespace_of(&pid.to_string())?;
+    if now != checked {
+        return Err(
+            "the network namespace the container was to join changed after vouchd checked it"
+                .into(),
+        );
+    }
+    Ok(())
+}
 
 /// Loopback up in the container's namespace, published ports bound on the host.
 fn network_setup(pid: Pid, publish: &[PortMapping]) -> Result<Option<Network>, String> {

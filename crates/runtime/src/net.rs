@@ -122,6 +122,33 @@ fn enter(ns: &File) -> io::Result<()> {
     Ok(())
 }
 
+/// A network namespace's identity: the device and inode of its nsfs file.
+pub type NamespaceId = (u64, u64);
+
+/// The identity of the network namespace at `path` (a `/proc/PID/ns/net` or a bind mount of
+/// one); an error that says so when the path is not a network namespace.
+pub fn network_namespace(path: &std::path::Path) -> Result<NamespaceId, String> {
+    use std::os::unix::fs::MetadataExt as _;
+    let file = File::open(path)
+        .map_err(|e| format!("cannot open the network namespace {}: {e}", path.display()))?;
+    // NS_GET_NSTYPE, _IO(0xb7, 0x3): the namespace type of an nsfs descriptor.
+    const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+    // SAFETY: an ioctl with no argument on a descriptor owned here; it fails on any other file.
+    let typ = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE as _) };
+    if typ != libc::CLONE_NEWNET {
+        return Err(format!("{} is not a network namespace", path.display()));
+    }
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Ok((meta.dev(), meta.ino()))
+}
+
+/// The network namespace of process `pid` (`self` for this one).
+pub fn network_namespace_of(pid: &str) -> Result<NamespaceId, String> {
+    network_namespace(std::path::Path::new(&format!("/proc/{pid}/ns/net")))
+}
+
 /// Bring up the loopback interface of the network namespace `ns`.
 pub(crate) fn loopback_up(ns: &File) -> io::Result<()> {
     let ns = ns.try_clone()?;

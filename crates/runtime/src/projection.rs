@@ -13,6 +13,9 @@
 //!    `$ROOT/volumes/NAME` and the secrets directory `$ROOT/containers/$ID/secrets` on every
 //!    launch. Any other source (a host path bound in by a foreign spec) stays as it is.
 //! 4. Capability sets (`process.capabilities.*`) are sets: sorted.
+//! 5. The path of a namespace the container joins (`linux.namespaces[].path`: a
+//!    `/proc/PID/ns/net` or a bind mount, host-local) is written as `$JOINED`; which namespace
+//!    it is, vouchd measures in the `io.vouch.network` annotation (`container:ID` or `ns`).
 //!
 //! Everything else is in: args, env, cwd, user and groups, umask, capabilities, rlimits,
 //! `noNewPrivileges`, the complete seccomp profile, namespaces, mounts with their options,
@@ -29,6 +32,9 @@ use crate::spec::{for_libcontainer, Spec, SpecError};
 pub(crate) const ROOT_PLACEHOLDER: &str = "$ROOT";
 /// Stands for the container's id in a projected mount source.
 pub(crate) const ID_PLACEHOLDER: &str = "$ID";
+/// Stands for the path of a namespace the container joins (host-local: a `/proc/PID/ns/...`
+/// or a bind mount); what it joined is measured in the `io.vouch.network` annotation.
+pub(crate) const JOINED_PLACEHOLDER: &str = "$JOINED";
 /// The fields the projection removes, as JSON pointers.
 pub const REMOVED: &[&str] = &["/root/path", "/linux/cgroupsPath", "/hostname"];
 
@@ -66,6 +72,13 @@ pub(crate) fn project(spec: &Spec, host: &HostLocal<'_>) -> Result<Value, SpecEr
                     }
                     *source = out;
                 }
+            }
+        }
+    }
+    if let Some(Value::Array(namespaces)) = v.pointer_mut("/linux/namespaces") {
+        for ns in namespaces {
+            if let Some(path) = ns.get_mut("path") {
+                *path = Value::String(JOINED_PLACEHOLDER.into());
             }
         }
     }
@@ -160,6 +173,7 @@ mod tests {
             additional_gids: vec![10, 20],
             hostname: ID[..12].into(),
             host_network: false,
+            joined_network: None,
             resources: Resources {
                 memory_bytes: Some(64 << 20),
                 pids_limit: Some(100),
@@ -252,9 +266,15 @@ mod tests {
     /// not. Every leaf of a spec that uses every feature vouch sets is tried.
     #[test]
     fn every_projected_field_changes_the_digest() {
-        for host_network in [false, true] {
+        let joined = crate::spec::JoinedNetwork {
+            path: "/proc/4242/ns/net".into(),
+            label: format!("container:{ID}"),
+            id: (4, 4026531840),
+        };
+        for (host_network, joined_network) in [(false, None), (true, None), (false, Some(joined))] {
             let mut cs = full_spec();
             cs.host_network = host_network;
+            cs.joined_network = joined_network;
             let spec = cs.to_spec().expect("spec");
             let base = digest(&spec, &host()).expect("digest");
             let v = serde_json::to_value(&spec).expect("json");
@@ -263,7 +283,8 @@ mod tests {
             assert!(all.len() > 400, "{} leaves", all.len());
             let mut tried = 0;
             for pointer in &all {
-                let removed = REMOVED.iter().any(|r| pointer == r);
+                let removed = REMOVED.iter().any(|r| pointer == r)
+                    || (pointer.starts_with("/linux/namespaces/") && pointer.ends_with("/path"));
                 let changed = mutate(&v, pointer)
                     .filter(|s| s != &spec)
                     .or_else(|| drop_element(&v, pointer))
@@ -330,6 +351,48 @@ mod tests {
             p["annotations"][crate::spec::PORTS_ANNOTATION],
             json!(json!(["127.0.0.1:8080->80/tcp"]).to_string())
         );
+    }
+
+    /// A joined network namespace: the runtime is given its path, the measurement says what
+    /// it is (the annotation) and not where it happened to be (the path is host-local).
+    #[test]
+    fn a_joined_network_is_measured_by_what_it_is_not_where() {
+        let with = |path: &str, label: &str| {
+            let mut cs = full_spec();
+            cs.joined_network = Some(crate::spec::JoinedNetwork {
+                path: path.into(),
+                label: label.into(),
+                id: (4, 1),
+            });
+            cs.to_spec().expect("spec")
+        };
+        let spec = with("/proc/4242/ns/net", "container:abc");
+        let net = |v: &Value| {
+            v["linux"]["namespaces"]
+                .as_array()
+                .expect("namespaces")
+                .iter()
+                .find(|n| n["type"] == "network")
+                .cloned()
+                .expect("network namespace")
+        };
+        assert_eq!(
+            net(&serde_json::to_value(&spec).expect("json"))["path"],
+            "/proc/4242/ns/net"
+        );
+        let p = project(&spec, &host()).expect("projection");
+        assert_eq!(net(&p)["path"], "$JOINED");
+        assert_eq!(p["annotations"]["io.vouch.network"], "container:abc");
+        let d = |s: &Spec| digest(s, &host()).expect("digest");
+        assert_eq!(d(&spec), d(&with("/proc/7/ns/net", "container:abc")));
+        assert_ne!(d(&spec), d(&with("/proc/4242/ns/net", "container:def")));
+        assert_ne!(d(&spec), d(&full_spec().to_spec().expect("spec")));
+        assert!(full_spec()
+            .to_spec()
+            .expect("spec")
+            .annotations()
+            .as_ref()
+            .is_some_and(|a| !a.contains_key("io.vouch.network")));
     }
 
     /// The file handed to libcontainer says the spec that was hashed: recomputing the digest

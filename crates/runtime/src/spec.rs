@@ -111,6 +111,19 @@ pub struct Resources {
     pub cpu_quota: Option<i64>,
 }
 
+/// A network namespace a container joins instead of one of its own, checked by vouchd.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JoinedNetwork {
+    /// Where the runtime opens it: the spec's namespace path (host-local, projected as
+    /// `$JOINED`).
+    pub path: std::path::PathBuf,
+    /// What it is, measured as the `io.vouch.network` annotation: `container:ID` (the
+    /// container whose own namespace it is) or `ns` (one vouchd did not make, such as a pod's).
+    pub label: String,
+    /// Its identity when vouchd checked it: the monitor starts the container in no other.
+    pub id: crate::net::NamespaceId,
+}
+
 /// Everything needed to write a container's `config.json`.
 #[derive(Debug, Clone, Default)]
 pub struct ContainerSpec {
@@ -124,6 +137,8 @@ pub struct ContainerSpec {
     pub additional_gids: Vec<u32>,
     pub hostname: String,
     pub host_network: bool,
+    /// The network namespace joined instead of one of the container's own.
+    pub joined_network: Option<JoinedNetwork>,
     pub resources: Resources,
     pub cgroup_parent: String,
     /// Secret references (`kbs://...`) delivered at `/secret`.
@@ -1009,6 +1024,9 @@ pub(crate) const PORTS_ANNOTATION: &str = "io.vouch.ports";
 /// Annotation present (`open`) when the container's process takes input through vouchd: who
 /// may write to it is part of what runs, so it is measured with the spec.
 pub(crate) const STDIN_ANNOTATION: &str = "io.vouch.stdin";
+/// Annotation naming the network namespace a container joined (`container:ID` or `ns`): the
+/// namespace's path is host-local and projected away, what it is stays measured.
+pub(crate) const NETWORK_ANNOTATION: &str = "io.vouch.network";
 
 impl ContainerSpec {
     fn namespaces(&self) -> Vec<typed::LinuxNamespaceType> {
@@ -1105,12 +1123,11 @@ impl ContainerSpec {
         }
         let mut namespaces = Vec::new();
         for typ in self.namespaces() {
-            namespaces.push(
-                LinuxNamespaceBuilder::default()
-                    .typ(typ)
-                    .build()
-                    .map_err(oci_err)?,
-            );
+            let mut ns = LinuxNamespaceBuilder::default().typ(typ);
+            if let (LinuxNamespaceType::Network, Some(joined)) = (typ, &self.joined_network) {
+                ns = ns.path(joined.path.clone());
+            }
+            namespaces.push(ns.build().map_err(oci_err)?);
         }
         let mut mounts = base_mounts()?;
         for v in &self.volumes {
@@ -1157,6 +1174,9 @@ impl ContainerSpec {
         }
         if self.stdin {
             annotations.insert(STDIN_ANNOTATION.to_string(), "open".to_string());
+        }
+        if let Some(joined) = &self.joined_network {
+            annotations.insert(NETWORK_ANNOTATION.to_string(), joined.label.clone());
         }
         let mut spec = SpecBuilder::default()
             .version("1.0.2")

@@ -22,7 +22,7 @@ use shim::{ExitSignal, TtrpcContext, TtrpcResult};
 use vouch_api::{Client, ClientError, Container, Exec, ExecRequest, WaitResponse};
 use vouch_base::logframe::{FrameDecoder, STDERR, STDOUT};
 
-use crate::sandbox::Pause;
+use crate::sandbox::{Pause, PodNetwork};
 use crate::spec;
 
 /// The file in a bundle that names the vouchd container of containerd's, for the `delete`
@@ -112,6 +112,8 @@ struct Task {
     vouch_id: String,
     /// The pod's sandbox (the CRI's pause container): its waiting process, once started.
     sandbox: Option<Option<Arc<Pause>>>,
+    /// The network the sandbox's spec asks for (its process enters it at Start).
+    sandbox_network: spec::Network,
     bundle: String,
     stdin: String,
     stdout: String,
@@ -223,6 +225,27 @@ impl Tasks {
             .get_mut(id)
             .ok_or_else(|| status(Code::NOT_FOUND, format!("container {id} not found")))?;
         Ok(f(task))
+    }
+
+    /// vouchd's network mode for a container whose spec asks for `network`: the host's, one of
+    /// its own, or the namespace at a path, which for a CRI container is its pod sandbox's
+    /// (`/proc/PID/ns/net` of the sandbox's process in this shim): the pod's network, or, for
+    /// a pod on the node's network, the host's.
+    fn network_of(&self, network: &spec::Network) -> Option<String> {
+        match network {
+            spec::Network::Host => Some("host".into()),
+            spec::Network::Own => None,
+            spec::Network::Join(path) => {
+                let pod_on_host = lock(&self.tasks).values().any(|t| {
+                    matches!(&t.sandbox, Some(Some(p)) if p.host_network && p.netns_path() == *path)
+                });
+                Some(if pod_on_host {
+                    "host".into()
+                } else {
+                    format!("ns:{path}")
+                })
+            }
+        }
     }
 
     /// The container as vouchd reports it once it is reachable again (bounded), if it runs.
@@ -453,7 +476,19 @@ impl Tasks {
                 format!("sandbox {id} was started already"),
             ));
         }
-        let pause = Arc::new(Pause::spawn().map_err(|e| {
+        let network = match self.with_task(id, |t| t.sandbox_network.clone())? {
+            spec::Network::Host => PodNetwork::Host,
+            spec::Network::Own => PodNetwork::Own,
+            spec::Network::Join(path) => {
+                PodNetwork::Join(std::fs::File::open(&path).map_err(|e| {
+                    status(
+                        Code::FAILED_PRECONDITION,
+                        format!("cannot open the pod's network namespace {path}: {e}"),
+                    )
+                })?)
+            }
+        };
+        let pause = Arc::new(Pause::spawn(network).map_err(|e| {
             status(
                 Code::INTERNAL,
                 format!("cannot start the pod's sandbox process: {e}"),
@@ -639,11 +674,14 @@ impl shim::Task for Tasks {
                 spec::SpecError::Json(e.to_string()).to_string(),
             )
         })?;
+        let network =
+            spec::network(&oci).map_err(|e| status(Code::INVALID_ARGUMENT, e.to_string()))?;
         let (vouch_id, sandbox) = if spec::is_sandbox(&oci) {
             (String::new(), Some(None))
         } else {
             let mut create = spec::request(&oci, &spec::vouch_name(&self.namespace, &req.id))
                 .map_err(|e| status(Code::FAILED_PRECONDITION, e.to_string()))?;
+            create.network = self.network_of(&network);
             // The spec's `process.terminal` is what is measured and what runs: the task's
             // I/O must be of the same kind.
             if create.tty != req.terminal {
@@ -671,6 +709,7 @@ impl shim::Task for Tasks {
             Task {
                 vouch_id,
                 sandbox,
+                sandbox_network: network,
                 bundle: req.bundle.clone(),
                 stdin: req.stdin.clone(),
                 stdout: req.stdout.clone(),

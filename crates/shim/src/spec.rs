@@ -1,7 +1,7 @@
-//! What vouch takes from the OCI spec containerd hands over: the image the container is of, and
-//! its process (args, env, cwd, user, groups). The rest of containerd's spec (mounts,
-//! namespaces, capabilities, cgroups, devices) is not taken: vouch builds its own hardened spec,
-//! and measures that.
+//! What vouch takes from the OCI spec containerd hands over: the image the container is of, its
+//! process (args, env, cwd, user, groups) and its network (the host's, its own, or its pod's).
+//! The rest of containerd's spec (mounts, other namespaces, capabilities, cgroups, devices) is
+//! not taken: vouch builds its own hardened spec, and measures that.
 
 use serde_json::Value;
 use vouch_api::CreateContainer;
@@ -215,6 +215,39 @@ pub(crate) fn request(spec: &Value, name: &str) -> Result<CreateContainer, SpecE
     })
 }
 
+/// The network an OCI spec asks for, as its `linux.namespaces` say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Network {
+    /// No network namespace: the host's (ctr run --net-host; a CRI pod on the node's network).
+    Host,
+    /// A network namespace of its own.
+    Own,
+    /// The network namespace at a path (a CRI pod's, containerd's `/proc/PID/ns/net` of the
+    /// pod's sandbox; ctr run --with-ns network:PATH).
+    Join(String),
+}
+
+/// The network of `spec`.
+pub(crate) fn network(spec: &Value) -> Result<Network, SpecError> {
+    let namespaces = match spec.pointer("/linux/namespaces") {
+        None | Some(Value::Null) => return Ok(Network::Host),
+        Some(Value::Array(a)) => a,
+        Some(_) => return Err(SpecError::Field("linux.namespaces")),
+    };
+    let Some(net) = namespaces
+        .iter()
+        .find(|n| n.get("type") == Some(&"network".into()))
+    else {
+        return Ok(Network::Host);
+    };
+    match net.get("path") {
+        None | Some(Value::Null) => Ok(Network::Own),
+        Some(Value::String(p)) if p.is_empty() => Ok(Network::Own),
+        Some(Value::String(p)) if p.starts_with('/') => Ok(Network::Join(p.clone())),
+        Some(_) => Err(SpecError::Field("network namespace's path")),
+    }
+}
+
 /// The vouch name of containerd's container `id` in `namespace`: vouch names are one flat
 /// space, containerd's ids are unique per namespace. containerd allows no two separators in a
 /// row in either, so `--` between them cannot be read two ways.
@@ -289,6 +322,35 @@ mod tests {
         });
         let r = request(&plain, "c").expect("plain");
         assert_eq!((r.workdir, r.user.as_deref()), (None, Some("0:0")));
+    }
+
+    #[test]
+    fn the_network_comes_from_the_specs_namespaces() {
+        let with = |ns: Value| spec(|s| s["linux"]["namespaces"] = ns);
+        assert_eq!(network(&spec(|_| {})), Ok(Network::Host));
+        assert_eq!(
+            network(&spec(|s| {
+                s.as_object_mut().expect("spec").remove("linux");
+            })),
+            Ok(Network::Host)
+        );
+        assert_eq!(
+            network(&with(json!([{"type": "pid"}, {"type": "network"}]))),
+            Ok(Network::Own)
+        );
+        assert_eq!(
+            network(&with(
+                json!([{"type": "network", "path": "/proc/42/ns/net"}])
+            )),
+            Ok(Network::Join("/proc/42/ns/net".into()))
+        );
+        for bad in [
+            json!({"type": "network"}),
+            json!([{"type": "network", "path": "relative"}]),
+            json!([{"type": "network", "path": 7}]),
+        ] {
+            assert!(matches!(network(&with(bad)), Err(SpecError::Field(_))));
+        }
     }
 
     #[test]

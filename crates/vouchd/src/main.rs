@@ -122,6 +122,9 @@ enum Sub {
         cgroup_path: String,
         #[arg(long)]
         private_net: bool,
+        /// The network namespace (DEV:INO) vouchd checked, for a container that joins one.
+        #[arg(long)]
+        netns: Option<String>,
         #[arg(long)]
         publish: Vec<String>,
         #[arg(long)]
@@ -189,6 +192,7 @@ fn main() -> ExitCode {
         exit_file,
         cgroup_path,
         private_net,
+        netns,
         publish,
         tty,
         stdin,
@@ -197,6 +201,18 @@ fn main() -> ExitCode {
         rows,
     }) = args.command
     {
+        let joined_network = match netns.as_deref().map(|n| {
+            n.split_once(':')
+                .and_then(|(d, i)| Some((d.parse().ok()?, i.parse().ok()?)))
+                .ok_or_else(|| format!("invalid --netns {n:?}: DEV:INO"))
+        }) {
+            None => None,
+            Some(Ok(id)) => Some(id),
+            Some(Err(e)) => {
+                eprintln!("vouchd monitor: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
         let any = std::net::IpAddr::from([0u8, 0, 0, 0]);
         let publish = match publish
             .iter()
@@ -218,6 +234,7 @@ fn main() -> ExitCode {
             exit_path: exit_file,
             cgroup_path,
             private_net,
+            joined_network,
             publish,
             terminal: tty,
             stdin,

@@ -60,6 +60,7 @@ impl Engine {
         // Everything that can be checked without side effects is checked first.
         let crate::requests::Checked {
             host_network,
+            join,
             publish,
             volumes,
             memory_bytes,
@@ -80,6 +81,7 @@ impl Engine {
                     .map_err(|e| EngineError::BadRequest(e.to_string()))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let joined_network = join.map(|j| self.joined_network(j)).transpose()?;
         vouch_image::reference::check("image reference", &req.image)
             .map_err(EngineError::BadRequest)?;
         let image = self.images.find(&req.image).map_err(|e| match e {
@@ -177,6 +179,10 @@ impl Engine {
                 config_digest: None,
                 auto_remove: req.auto_remove,
                 ports: publish.iter().map(ToString::to_string).collect(),
+                network: match &joined_network {
+                    Some(j) => Some(j.label.clone()),
+                    None => host_network.then(|| "host".to_string()),
+                },
                 pod: req.pod.clone(),
                 tty: req.tty,
                 stdin: req.stdin,
@@ -218,6 +224,7 @@ impl Engine {
             additional_gids: resolved.additional_gids,
             hostname: id[..12].to_string(),
             host_network,
+            joined_network,
             resources: Resources {
                 memory_bytes,
                 pids_limit: req.pids_limit,
@@ -252,6 +259,77 @@ impl Engine {
     }
 
     /// Launch a recorded task; on failure (or cancellation) record why and clean up.
+    /// The network namespace a request joins, checked: a network namespace, not vouchd's
+    /// own (that is `--network host`, said as such), and for `container:NAME` that running
+    /// container's. Its identity goes to the monitor, which starts the container in no other.
+    fn joined_network(&self, join: crate::requests::Join) -> Result<JoinedNetwork, EngineError> {
+        use crate::requests::Join;
+        let (path, owner) = match join {
+            Join::Path(path) => (path, None),
+            Join::Container(reference) => {
+                let id = self.resolve(&reference)?;
+                let (pid, start, state) = lock(&self.tasks)
+                    .get(&id)
+                    .map(|t| (t.view.pid, t.pid_start, t.view.state))
+                    .ok_or_else(|| EngineError::NoSuchContainer(reference.clone()))?;
+                let pid = pid.filter(|_| state == TaskState::Running).ok_or_else(|| {
+                    EngineError::BadRequest(format!(
+                        "container {reference} is not running ({}): start it before joining its network",
+                        state.as_str()
+                    ))
+                })?;
+                (
+                    PathBuf::from(format!("/proc/{pid}/ns/net")),
+                    Some((reference, pid, start)),
+                )
+            }
+        };
+        let ns = vouch_runtime::net::network_namespace(&path).map_err(EngineError::BadRequest)?;
+        if let Some((reference, pid, start)) = &owner {
+            // Still that container's process after the open: the namespace opened was its.
+            if !process_is(*pid, *start) {
+                return Err(EngineError::BadRequest(format!(
+                    "container {reference} stopped while its network was being joined"
+                )));
+            }
+        }
+        let own =
+            vouch_runtime::net::network_namespace_of("self").map_err(EngineError::Internal)?;
+        if ns == own {
+            let what = match &owner {
+                Some((reference, ..)) => format!("the network of container {reference}"),
+                None => format!("the network namespace {}", path.display()),
+            };
+            return Err(EngineError::BadRequest(format!(
+                "{what} is the host's: ask for --network host to share the host's network"
+            )));
+        }
+        // Measured as its owner, however it was named (by path, or through a container that
+        // joined it): a verifier of that container sees who shares its network.
+        let label = match self.network_owner(ns) {
+            Some(id) => format!("container:{id}"),
+            None => "ns".to_string(),
+        };
+        Ok(JoinedNetwork {
+            path,
+            label,
+            id: ns,
+        })
+    }
+
+    /// The running container whose own network namespace (made for it by vouchd) is `ns`.
+    fn network_owner(&self, ns: vouch_runtime::net::NamespaceId) -> Option<String> {
+        let candidates: Vec<(String, i32, Option<u64>)> = lock(&self.tasks)
+            .values()
+            .filter(|t| t.view.state == TaskState::Running && t.view.network.is_none())
+            .filter_map(|t| Some((t.view.id.clone(), t.view.pid?, t.pid_start)))
+            .collect();
+        candidates.into_iter().find_map(|(id, pid, start)| {
+            let theirs = vouch_runtime::net::network_namespace_of(&pid.to_string()).ok()?;
+            (theirs == ns && process_is(pid, start)).then_some(id)
+        })
+    }
+
     pub(super) fn run(self: &Arc<Self>, p: Pending) -> Result<Container, EngineError> {
         let id = p.id.clone();
         let launch = Launch {
@@ -502,11 +580,17 @@ impl Engine {
             .arg(self.exit_path(id))
             .arg("--cgroup-path")
             .arg(format!("{}/{}", self.cfg.cgroup_parent, id))
-            .args(if launch.spec.host_network {
-                None
-            } else {
-                Some("--private-net")
-            })
+            .args(
+                (!launch.spec.host_network && launch.spec.joined_network.is_none())
+                    .then_some("--private-net"),
+            )
+            .args(
+                launch
+                    .spec
+                    .joined_network
+                    .iter()
+                    .flat_map(|j| ["--netns".to_string(), format!("{}:{}", j.id.0, j.id.1)]),
+            )
             .args(
                 launch
                     .spec

@@ -27,7 +27,7 @@ use vouch_kbs_client::SecretRef;
 use vouch_runtime::monitor::{self, read_exit, ExitRecord, MonitorReport};
 use vouch_runtime::rootfs::{Overlay, RootfsError};
 use vouch_runtime::secrets::SecretsDir;
-use vouch_runtime::spec::{self, ContainerSpec, Resources, SpecError};
+use vouch_runtime::spec::{self, ContainerSpec, JoinedNetwork, Resources, SpecError};
 use vouch_tee::{Journal, JournalError, TeeType, VOUCH_REGISTER};
 
 mod conker;

@@ -34,8 +34,9 @@ pub(crate) struct RunArgs {
     /// CPU limit, e.g. 0.5.
     #[arg(long)]
     pub(crate) cpus: Option<String>,
-    /// Network: none (default, private namespace) or host.
-    #[arg(long, value_parser = ["none", "host"])]
+    /// Network: none (default: a namespace of its own, loopback only), host, container:NAME
+    /// (another running container's namespace) or ns:/PATH (a namespace such as a pod's).
+    #[arg(long, value_parser = network_mode)]
     pub(crate) network: Option<String>,
     /// User: NAME, UID, NAME:GROUP or UID:GID (names from the image's /etc/passwd and /etc/group;
     /// a NAME alone also gets the groups that list it as a member).
@@ -238,6 +239,16 @@ fn local_terminal(input: bool) -> Result<Option<(u16, u16)>> {
     }
     let _ = winch().thread_block();
     Ok(local_size())
+}
+
+/// A `--network` value of a form vouchd knows (vouchd checks what it names).
+fn network_mode(s: &str) -> Result<String, String> {
+    match s.split_once(':') {
+        None if s == "none" || s == "host" => Ok(s.to_string()),
+        Some(("container", name)) if !name.is_empty() => Ok(s.to_string()),
+        Some(("ns", path)) if path.starts_with('/') => Ok(s.to_string()),
+        _ => Err("use none, host, container:NAME or ns:/PATH".into()),
+    }
 }
 
 /// This terminal's size, from stdout or else stdin.

@@ -422,3 +422,208 @@ fn an_unsigned_image_fails_to_start_with_the_policys_reason() {
     assert!(listed.containers.is_empty(), "{listed:?}");
     cri.end_pod(&sandbox, &c);
 }
+
+/// A CNI bridge of a test's own (its name and subnet from the test's PID, its addresses kept
+/// in the test's directory), deleted when dropped.
+struct Bridge(String);
+
+impl Bridge {
+    /// Write the CNI configuration containerd's CRI reads from `conf_dir`.
+    fn configure(conf_dir: &Path, data_dir: &Path) -> Bridge {
+        let pid = std::process::id();
+        let name = format!("vouch{:05x}", pid & 0xfffff);
+        let subnet = format!("10.231.{}.0/24", pid % 250);
+        std::fs::create_dir_all(conf_dir).expect("cni dir");
+        let conf = serde_json::json!({
+            "cniVersion": "0.4.0",
+            "name": "vouch-test",
+            "plugins": [{
+                "type": "bridge",
+                "bridge": name,
+                "isGateway": true,
+                "ipMasq": false,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": subnet}]],
+                    "dataDir": data_dir,
+                },
+            }],
+        });
+        std::fs::write(conf_dir.join("10-vouch-test.conflist"), conf.to_string()).expect("conf");
+        Bridge(name)
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.0])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// An HTTP GET of `/` at `addr`: the response's body.
+fn http_get(addr: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(
+        &addr.parse().map_err(|e| format!("{addr}: {e}"))?,
+        Duration::from_secs(5),
+    )
+    .map_err(|e| format!("connect {addr}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).map_err(|e| e.to_string())?;
+    Ok(text
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string())
+}
+
+/// A pod with a network of its own (containerd's namespace, set up by a real CNI bridge): the
+/// sandbox's process is in it, and each of the pod's vouchd containers joins it, so they share
+/// one loopback and the pod's address, which the node reaches; their measured specs say they
+/// joined a namespace vouchd did not make. A pod on the node's network has its containers on
+/// the host's, as runc's handler does, measured without a network namespace.
+#[test]
+fn a_pods_containers_share_its_network_and_a_node_network_pod_is_on_the_hosts() {
+    if !require_root("a_pods_containers_share_its_network_and_a_node_network_pod_is_on_the_hosts") {
+        return;
+    }
+    let env = TestEnv::new();
+    let Some(reg) = Registry::start(env.path()) else {
+        return;
+    };
+    let (layout, _) = busybox_layout(&env);
+    reg.push(&layout, "bb", "app/bb:1");
+    let image = format!("{}/app/bb:1", reg.addr);
+    let d = env.start_with(&["--tee", "sim", "--insecure-registry", &reg.addr]);
+    let _bridge = Bridge::configure(
+        &env.path().join("containerd/cni"),
+        &env.path().join("cni-addresses"),
+    );
+    let Some((c, cri)) = node(&env, &reg) else {
+        return;
+    };
+    let image_id = cri.pull(&image);
+    let logs = env.path().join("pod-logs");
+    std::fs::create_dir_all(&logs).expect("logs");
+    let mut config = pod_config("net-0", &logs);
+    if let Some(ns) = config
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+        .and_then(|s| s.namespace_options.as_mut())
+    {
+        ns.network = NamespaceMode::Pod as i32;
+    }
+    let sandbox = cri.run_pod(&config, &c);
+    let ip = cri
+        .call(cri.rs().pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: sandbox.clone(),
+            verbose: false,
+        }))
+        .expect("PodSandboxStatus")
+        .status
+        .and_then(|s| s.network)
+        .map(|n| n.ip)
+        .unwrap_or_default();
+    assert!(ip.starts_with("10.231."), "the pod's address: {ip:?}");
+    let start = |name: &str, command: &[&str], config: &PodSandboxConfig, sandbox: &str| {
+        let id = cri
+            .call(cri.rs().create_container(CreateContainerRequest {
+                pod_sandbox_id: sandbox.into(),
+                config: Some(container_config(name, &image_id, command)),
+                sandbox_config: Some(config.clone()),
+            }))
+            .unwrap_or_else(|e| panic!("CreateContainer {name}: {e}\n{}", c.log()))
+            .container_id;
+        cri.call(cri.rs().start_container(StartContainerRequest {
+            container_id: id.clone(),
+        }))
+        .unwrap_or_else(|e| panic!("StartContainer {name}: {e}\n{}", c.log()));
+        id
+    };
+    let web = start(
+        "web",
+        &[
+            "/bin/sh",
+            "-c",
+            "mkdir -p /tmp/www && echo pod-network > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www",
+        ],
+        &config,
+        &sandbox,
+    );
+    let probe = start("probe", &["/bin/sleep", "60"], &config, &sandbox);
+    // The probe reaches web's listener on its own loopback: one network namespace.
+    let exec = cri
+        .call(cri.rs().exec_sync(ExecSyncRequest {
+            container_id: probe.clone(),
+            cmd: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "for i in $(seq 100); do wget -q -O - http://127.0.0.1:8080/ && exit 0; sleep 0.1; done; exit 1".into(),
+            ],
+            timeout: 30,
+        }))
+        .unwrap_or_else(|e| panic!("ExecSync: {e}\n{}", c.log()));
+    assert_eq!(
+        (
+            exec.exit_code,
+            String::from_utf8_lossy(&exec.stdout).as_ref()
+        ),
+        (0, "pod-network\n"),
+        "{}",
+        String::from_utf8_lossy(&exec.stderr)
+    );
+    // The node reaches the pod at the address CNI gave it.
+    assert_eq!(
+        http_get(&format!("{ip}:8080")).as_deref(),
+        Ok("pod-network\n")
+    );
+    // The pod's namespace, not the host's, for both; measured as joined.
+    let netns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/net")).expect("netns");
+    let pid_of = |id: &str| {
+        d.json(&["inspect", &format!("k8s.io--{id}")])[0]["pid"]
+            .as_i64()
+            .expect("pid")
+            .to_string()
+    };
+    assert_ne!(netns(&pid_of(&web)), netns("self"));
+    assert_eq!(netns(&pid_of(&web)), netns(&pid_of(&probe)));
+    for id in [&web, &probe] {
+        let spec = d.json(&["inspect", "--spec", &format!("k8s.io--{id}")]);
+        assert_eq!(spec[0]["spec"]["annotations"]["io.vouch.network"], "ns");
+    }
+    cri.end_pod(&sandbox, &c);
+
+    // A pod on the node's network: its container is on the host's, measured as such.
+    let config = pod_config("node-net-0", &logs);
+    let sandbox = cri.run_pod(&config, &c);
+    let on_host = start("app", &["/bin/sleep", "60"], &config, &sandbox);
+    assert_eq!(netns(&pid_of(&on_host)), netns("self"));
+    let spec = d.json(&["inspect", "--spec", &format!("k8s.io--{on_host}")]);
+    let spec = &spec[0]["spec"];
+    assert!(
+        spec["annotations"].get("io.vouch.network").is_none(),
+        "{spec}"
+    );
+    assert!(
+        !spec["linux"]["namespaces"]
+            .as_array()
+            .expect("namespaces")
+            .iter()
+            .any(|n| n["type"] == "network"),
+        "{spec}"
+    );
+    cri.end_pod(&sandbox, &c);
+    wait_for(
+        "the pods' containers to go",
+        Duration::from_secs(20),
+        || d.ok(&["ps", "-aq"]).is_empty(),
+    );
+}

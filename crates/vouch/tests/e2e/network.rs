@@ -1,5 +1,6 @@
 //! Networking of the private namespace and named volumes: loopback, published ports relayed from
-//! the host, volumes kept across containers, read-only mounts, and the refusals.
+//! the host, a network namespace joined (another container's, one by path), volumes kept across
+//! containers, read-only mounts, and the refusals.
 
 use std::time::Duration;
 
@@ -85,6 +86,202 @@ fn published_ports_reach_the_container_and_only_while_it_runs() {
     };
     assert!(digest(&a).is_string());
     assert_ne!(digest(&a), digest(&b));
+}
+
+/// docker's `--network container:NAME` and podman's `ns:PATH`: a container joins another's
+/// network namespace (its loopback, its listeners), measured as what it joined and not where
+/// that lay; the host's namespace by path, a container on the host's network, a file that is
+/// not a namespace, a container that is not running and published ports are each refused with
+/// their reason, and leave no container behind.
+#[test]
+fn a_container_joins_anothers_network_measured_never_the_hosts_unasked() {
+    if !require_root("a_container_joins_anothers_network_measured_never_the_hosts_unasked") {
+        return;
+    }
+    let env = TestEnv::new();
+    let d = env.start();
+    load_busybox(&env, &d, "bb");
+    let port = free_port();
+    let publish = format!("127.0.0.1:{port}:8080");
+    let web = d.ok(&[
+        "run", "-d", "--name", "web", "-p", &publish, "bb", "nc", "-ll", "-p", "8080", "-e",
+        "echo", "from-web",
+    ]);
+    let web = web.trim();
+    let addr = format!("127.0.0.1:{port}");
+    // Listening (through its published port) before anyone joins.
+    assert_eq!(
+        read_from(&addr, Duration::from_secs(10))
+            .expect("web")
+            .trim(),
+        "from-web"
+    );
+    // On web's network, its listener is on this container's loopback too.
+    let out = d.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "container:web",
+        "bb",
+        "nc",
+        "127.0.0.1",
+        "8080",
+    ]);
+    assert_eq!(out.trim(), "from-web");
+    // The same namespace by path.
+    let pid = d.json(&["inspect", "web"])[0]["pid"].as_i64().expect("pid");
+    let by_path = format!("ns:/proc/{pid}/ns/net");
+    let out = d.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        &by_path,
+        "bb",
+        "nc",
+        "127.0.0.1",
+        "8080",
+    ]);
+    assert_eq!(out.trim(), "from-web");
+
+    // Really web's namespace, and measured as such: the annotation names web, the path is
+    // host-local and projected away; a second join measures the same.
+    let netns = |pid: i64| std::fs::read_link(format!("/proc/{pid}/ns/net")).expect("netns");
+    let joined = d.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "container:web",
+        "bb",
+        "sleep",
+        "30",
+    ]);
+    let joined = joined.trim();
+    let joined_pid = d.json(&["inspect", joined])[0]["pid"]
+        .as_i64()
+        .expect("pid");
+    assert_eq!(netns(joined_pid), netns(pid));
+    let spec = d.json(&["inspect", "--spec", joined]);
+    let spec = &spec[0]["spec"];
+    assert_eq!(
+        spec["annotations"]["io.vouch.network"],
+        format!("container:{web}"),
+        "{spec}"
+    );
+    let net: Vec<&serde_json::Value> = spec["linux"]["namespaces"]
+        .as_array()
+        .expect("namespaces")
+        .iter()
+        .filter(|n| n["type"] == "network")
+        .collect();
+    assert_eq!(net.len(), 1, "{spec}");
+    assert_eq!(net[0]["path"], "$JOINED", "{spec}");
+    assert_eq!(
+        d.json(&["inspect", joined])[0]["network"],
+        format!("container:{web}")
+    );
+    // However it is named (by path, through a container that joined it), the namespace is
+    // measured as its owner's, so web's verifier sees who shares its network; and a second
+    // join measures the same.
+    let again = d.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "container:web",
+        "bb",
+        "sleep",
+        "30",
+    ]);
+    let by_path = d.ok(&["run", "-d", "--network", &by_path, "bb", "sleep", "30"]);
+    let through = d.ok(&[
+        "run",
+        "-d",
+        "--network",
+        &format!("container:{joined}"),
+        "bb",
+        "sleep",
+        "30",
+    ]);
+    let digest = |id: &str| d.json(&["inspect", id.trim()])[0]["config_digest"].clone();
+    for other in [&again, &by_path, &through] {
+        assert_eq!(digest(joined), digest(other));
+        let spec = d.json(&["inspect", "--spec", other.trim()]);
+        assert_eq!(
+            spec[0]["spec"]["annotations"]["io.vouch.network"],
+            format!("container:{web}")
+        );
+    }
+    let own = d.ok(&["run", "-d", "bb", "sleep", "30"]);
+    assert_ne!(digest(joined), digest(&own));
+
+    // The refusals.
+    d.ok(&["create", "--name", "idle", "bb", "true"]);
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "on-host",
+        "--network",
+        "host",
+        "bb",
+        "sleep",
+        "30",
+    ]);
+    let before = d
+        .json(&["ps", "-a", "--json"])
+        .as_array()
+        .expect("ps")
+        .len();
+    for (network, extra, want) in [
+        ("container:nope", None, "no such container: nope"),
+        (
+            "container:idle",
+            None,
+            "container idle is not running (Created): start it before joining its network",
+        ),
+        (
+            "container:on-host",
+            None,
+            "the network of container on-host is the host's: ask for --network host to share the host's network",
+        ),
+        (
+            "ns:/proc/self/ns/net",
+            None,
+            "the network namespace /proc/self/ns/net is the host's",
+        ),
+        (
+            "ns:/etc/hostname",
+            None,
+            "/etc/hostname is not a network namespace",
+        ),
+        (
+            "ns:/nonexistent",
+            None,
+            "cannot open the network namespace /nonexistent",
+        ),
+        (
+            "container:web",
+            Some("-p"),
+            "published ports need a network namespace of the container's own",
+        ),
+        ("bridge", None, "use none, host, container:NAME or ns:/PATH"),
+    ] {
+        let mut args = vec!["run", "--rm", "--network", network];
+        if extra.is_some() {
+            args.extend(["-p", "127.0.0.1:1:1"]);
+        }
+        args.extend(["bb", "true"]);
+        let out = d.vouch(&args);
+        assert!(!out.status.success(), "{network} accepted");
+        assert!(stderr(&out).contains(want), "{network}: {}", stderr(&out));
+    }
+    assert_eq!(
+        d.json(&["ps", "-a", "--json"])
+            .as_array()
+            .expect("ps")
+            .len(),
+        before,
+        "a refused request left a container"
+    );
 }
 
 #[test]
