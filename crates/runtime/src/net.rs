@@ -129,7 +129,13 @@ pub type NamespaceId = (u64, u64);
 /// one); an error that says so when the path is not a network namespace.
 pub fn network_namespace(path: &std::path::Path) -> Result<NamespaceId, String> {
     use std::os::unix::fs::MetadataExt as _;
-    let file = File::open(path)
+    use std::os::unix::fs::OpenOptionsExt as _;
+    // Non-blocking and never a controlling terminal: whatever the path names (a FIFO, a
+    // device), opening it neither waits nor takes it over.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
         .map_err(|e| format!("cannot open the network namespace {}: {e}", path.display()))?;
     // NS_GET_NSTYPE, _IO(0xb7, 0x3): the namespace type of an nsfs descriptor.
     const NS_GET_NSTYPE: libc::c_ulong = 0xb703;

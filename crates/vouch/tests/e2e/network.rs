@@ -231,6 +231,14 @@ fn a_container_joins_anothers_network_measured_never_the_hosts_unasked() {
         .as_array()
         .expect("ps")
         .len();
+    // A FIFO nobody writes to: refused at once, not waited on.
+    let fifo_path = env.path().join("fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo_path)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    let fifo = format!("ns:{}", fifo_path.display());
     for (network, extra, want) in [
         ("container:nope", None, "no such container: nope"),
         (
@@ -253,6 +261,7 @@ fn a_container_joins_anothers_network_measured_never_the_hosts_unasked() {
             None,
             "/etc/hostname is not a network namespace",
         ),
+        (fifo.as_str(), None, "is not a network namespace"),
         (
             "ns:/nonexistent",
             None,
