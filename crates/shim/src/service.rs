@@ -999,6 +999,52 @@ impl shim::Task for Tasks {
         })
     }
 
+    /// The cgroup metrics of the container's process (containerd's `ctr task metrics`, the
+    /// CRI's ContainerStats): v2's where the unified hierarchy is mounted, v1's otherwise.
+    fn stats(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::StatsRequest,
+    ) -> TtrpcResult<api::StatsResponse> {
+        let (pid, ended) = self.with_task(&req.id, |t| (t.pid, Arc::clone(&t.ended)))?;
+        if pid == 0 || lock(&ended.0).is_some() {
+            return Err(status(
+                Code::FAILED_PRECONDITION,
+                format!("container {} is not running: it has no metrics", req.id),
+            ));
+        }
+        let failed = |e: shim::Error| {
+            status(
+                Code::INTERNAL,
+                format!("cannot read the cgroup of container {}: {e}", req.id),
+            )
+        };
+        let cgroup = shim::cgroup::get_cgroup(pid).map_err(failed)?;
+        let metrics: Box<dyn MessageDyn> =
+            if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+                Box::new(shim::cgroup::collect_metrics_v2(&cgroup).map_err(failed)?)
+            } else {
+                Box::new(shim::cgroup::collect_metrics(&cgroup).map_err(failed)?)
+            };
+        Ok(api::StatsResponse {
+            stats: MessageField::some(shim::util::convert_to_any(metrics).map_err(failed)?),
+            ..Default::default()
+        })
+    }
+
+    /// Refused: a container's resources are in its measured spec, so they do not change after
+    /// its create (a verifier would otherwise see limits that no longer hold).
+    fn update(&self, _ctx: &TtrpcContext, req: api::UpdateTaskRequest) -> TtrpcResult<api::Empty> {
+        self.with_task(&req.id, |_| ())?;
+        Err(status(
+            Code::FAILED_PRECONDITION,
+            format!(
+                "container {}: vouch measures a container's resources with its spec at its create, so they do not change while it runs; recreate it with the new resources",
+                req.id
+            ),
+        ))
+    }
+
     fn close_io(&self, _ctx: &TtrpcContext, req: api::CloseIORequest) -> TtrpcResult<api::Empty> {
         if req.exec_id.is_empty() {
             let (vouch_id, stdin, feeding) = self.with_task(&req.id, |t| {

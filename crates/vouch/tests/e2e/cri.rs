@@ -266,6 +266,44 @@ fn a_pod_runs_through_the_cri_measured_with_its_names() {
     );
     assert_eq!(String::from_utf8_lossy(&exec.stderr), "exec-err\n");
     assert_eq!(exec.exit_code, 3);
+    // ContainerStats: the container's cgroup, through the shim's Stats.
+    let stats = cri
+        .call(cri.rs().container_stats(ContainerStatsRequest {
+            container_id: created.clone(),
+        }))
+        .unwrap_or_else(|e| panic!("ContainerStats: {e}\n{}", c.log()))
+        .stats
+        .expect("stats");
+    let memory = stats
+        .memory
+        .and_then(|m| m.working_set_bytes)
+        .map(|v| v.value)
+        .unwrap_or(0);
+    assert!(memory > 0, "working set {memory}");
+    assert!(stats
+        .cpu
+        .is_some_and(|c| c.usage_core_nano_seconds.is_some()));
+    // UpdateContainerResources: refused with the reason, the limits being measured.
+    let refused = cri
+        .call(
+            cri.rs()
+                .update_container_resources(UpdateContainerResourcesRequest {
+                    container_id: created.clone(),
+                    linux: Some(LinuxContainerResources {
+                        memory_limit_in_bytes: 100 << 20,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+        )
+        .expect_err("an update is refused");
+    assert!(
+        refused
+            .message()
+            .contains("vouch measures a container's resources with its spec at its create"),
+        "{}",
+        refused.message()
+    );
     // It is a vouchd task, listed with the rest.
     let vouch_name = format!("k8s.io--{created}");
     let ps: serde_json::Value = serde_json::from_str(&d.ok(&["ps", "--json"])).expect("ps");

@@ -135,6 +135,16 @@ fn ctr_runs_a_container_through_vouchd_measured() {
         listed.contains(&format!("c2 {pid} ")) || listed.contains(&pid.to_string()),
         "{listed}"
     );
+    // ctr task metrics: the cgroup of c2's container (its one process, sleep).
+    let out = c.ctr(&["task", "metrics", "--format", "json", "c2"]);
+    assert!(out.status.success(), "{} {}", stderr(&out), c.log());
+    let metrics: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("metrics json");
+    assert_eq!(metrics["pids"]["current"], 1, "{metrics}");
+    assert!(
+        metrics["memory"]["usage"]["usage"].as_u64().unwrap_or(0) > 0
+            || metrics["memory"]["usage"].as_u64().unwrap_or(0) > 0,
+        "{metrics}"
+    );
     // ctr task exec: output, stderr, exit code; measured as container.exec of c2's vouchd
     // container.
     let out = c.ctr(&[
