@@ -665,3 +665,235 @@ fn a_pods_containers_share_its_network_and_a_node_network_pod_is_on_the_hosts() 
         || d.ok(&["ps", "-aq"]).is_empty(),
     );
 }
+
+/// The client side of the kubelet's streaming protocol over a WebSocket, as `kubectl exec` and
+/// `kubectl attach` speak it through the API server: `v4.channel.k8s.io`, each binary frame's
+/// first byte its channel (0 stdin, 1 stdout, 2 stderr, 3 the status, 4 terminal resizes).
+struct Stream {
+    socket: std::net::TcpStream,
+    buffered: Vec<u8>,
+}
+
+impl Stream {
+    /// Open the stream at `url` (`http://HOST:PORT/PATH`, as the CRI's Exec and Attach answer).
+    fn open(url: &str) -> Stream {
+        use std::io::{Read, Write};
+        let rest = url.strip_prefix("http://").expect("an http URL");
+        let (addr, path) = rest.split_at(rest.find('/').expect("a path"));
+        let mut socket = std::net::TcpStream::connect(addr).expect("the streaming server");
+        socket
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        write!(
+            socket,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dm91Y2gtc3RyZWFtLXRlc3Q=\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: v4.channel.k8s.io\r\n\r\n"
+        )
+        .expect("handshake");
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            socket
+                .read_exact(&mut byte)
+                .expect("the handshake's answer");
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head);
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        assert!(head.contains("v4.channel.k8s.io"), "{head}");
+        Stream {
+            socket,
+            buffered: Vec::new(),
+        }
+    }
+
+    /// Send `data` on `channel`, as a masked binary frame.
+    fn send(&mut self, channel: u8, data: &[u8]) {
+        use std::io::Write;
+        let mut payload = vec![channel];
+        payload.extend_from_slice(data);
+        let mut frame = vec![0x82u8];
+        match payload.len() {
+            n if n < 126 => frame.push(0x80 | n as u8),
+            n => {
+                frame.push(0x80 | 126);
+                frame.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+        }
+        let mask = [0x5a, 0x17, 0xc3, 0x9e];
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        self.socket.write_all(&frame).expect("send");
+    }
+
+    /// The next data frame: (channel, bytes); None once the server closed the stream.
+    fn receive(&mut self) -> Option<(u8, Vec<u8>)> {
+        use std::io::Read;
+        loop {
+            let mut head = [0u8; 2];
+            self.socket.read_exact(&mut head).ok()?;
+            let mut len = u64::from(head[1] & 0x7f);
+            if len == 126 {
+                let mut b = [0u8; 2];
+                self.socket.read_exact(&mut b).ok()?;
+                len = u64::from(u16::from_be_bytes(b));
+            } else if len == 127 {
+                let mut b = [0u8; 8];
+                self.socket.read_exact(&mut b).ok()?;
+                len = u64::from_be_bytes(b);
+            }
+            let mut payload = vec![0u8; len as usize];
+            self.socket.read_exact(&mut payload).ok()?;
+            match head[0] & 0x0f {
+                8 => return None,
+                1 | 2 if !payload.is_empty() => {
+                    let channel = payload.remove(0);
+                    return Some((channel, payload));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Everything until the status (channel 3): the output (channels 1 and 2) and the status.
+    fn finish(&mut self, mut seen: impl FnMut(&[u8], &mut Stream)) -> (Vec<u8>, String) {
+        let mut status = String::new();
+        while let Some((channel, data)) = self.receive() {
+            match channel {
+                1 | 2 => {
+                    self.buffered.extend_from_slice(&data);
+                    let all = self.buffered.clone();
+                    seen(&all, self);
+                }
+                3 => status.push_str(&String::from_utf8_lossy(&data)),
+                _ => {}
+            }
+            if !status.is_empty() {
+                break;
+            }
+        }
+        (self.buffered.clone(), status)
+    }
+}
+
+/// `kubectl exec -it` and `kubectl attach -it`: the CRI's Exec and Attach answer a URL on
+/// containerd's streaming server, and the stream behind it reaches the container through the
+/// shim: a terminal that takes the client's size and its resizes, stdin, the exit code in the
+/// status; the exec measured with its terminal.
+#[test]
+fn kubectl_exec_and_attach_reach_the_container_through_the_streaming_server() {
+    if !require_root("kubectl_exec_and_attach_reach_the_container_through_the_streaming_server") {
+        return;
+    }
+    let env = TestEnv::new();
+    let Some(reg) = Registry::start(env.path()) else {
+        return;
+    };
+    let (layout, _) = busybox_layout(&env);
+    reg.push(&layout, "bb", "app/bb:1");
+    let image = format!("{}/app/bb:1", reg.addr);
+    let d = env.start_with(&["--tee", "sim", "--insecure-registry", &reg.addr]);
+    let Some((c, cri)) = node(&env, &reg) else {
+        return;
+    };
+    let image_id = cri.pull(&image);
+    let logs = env.path().join("pod-logs");
+    std::fs::create_dir_all(&logs).expect("logs");
+    let config = pod_config("term-0", &logs);
+    let sandbox = cri.run_pod(&config, &c);
+    // A container with a terminal and stdin, as `kubectl run -it` makes one.
+    let mut app = container_config("app", &image_id, &["/bin/sh"]);
+    app.tty = true;
+    app.stdin = true;
+    let id = cri
+        .call(cri.rs().create_container(CreateContainerRequest {
+            pod_sandbox_id: sandbox.clone(),
+            config: Some(app),
+            sandbox_config: Some(config.clone()),
+        }))
+        .unwrap_or_else(|e| panic!("CreateContainer: {e}\n{}", c.log()))
+        .container_id;
+    cri.call(cri.rs().start_container(StartContainerRequest {
+        container_id: id.clone(),
+    }))
+    .unwrap_or_else(|e| panic!("StartContainer: {e}\n{}", c.log()));
+
+    // kubectl exec -it: a shell on a terminal of the client's size, resized, its exit code.
+    let url = cri
+        .call(cri.rs().exec(ExecRequest {
+            container_id: id.clone(),
+            cmd: vec!["/bin/sh".into()],
+            tty: true,
+            stdin: true,
+            stdout: true,
+            stderr: false,
+        }))
+        .unwrap_or_else(|e| panic!("Exec: {e}\n{}", c.log()))
+        .url;
+    let mut exec = Stream::open(&url);
+    exec.send(4, br#"{"Width":101,"Height":31}"#);
+    exec.send(0, b"[ -t 0 ] && echo TTY-YES; stty size\n");
+    let mut resized = false;
+    let mut exited = false;
+    let (out, status) = exec.finish(|all, s| {
+        let text = String::from_utf8_lossy(all);
+        if !resized && text.contains("31 101") {
+            resized = true;
+            s.send(4, br#"{"Width":120,"Height":40}"#);
+            s.send(0, b"stty size\n");
+        } else if resized && !exited && text.contains("40 120") {
+            exited = true;
+            s.send(0, b"exit 7\n");
+        }
+    });
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.contains("TTY-YES"), "{text}");
+    assert!(text.contains("40 120"), "{text}");
+    assert!(
+        status.contains("NonZeroExitCode") && status.contains(r#""message":"7""#),
+        "{status}"
+    );
+    // Measured: a container.exec of the container, with its terminal.
+    let log = d.ok(&["attest", "--format", "aael"]);
+    let vouch_id = d.json(&["inspect", &format!("k8s.io--{id}")])[0]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    assert!(
+        log.lines().any(|l| l.contains("container.exec")
+            && l.contains(&vouch_id)
+            && l.contains(r#""tty":true"#)),
+        "{log}"
+    );
+
+    // kubectl attach -it: the container's own shell, through containerd's hold of its I/O.
+    let url = cri
+        .call(cri.rs().attach(AttachRequest {
+            container_id: id.clone(),
+            stdin: true,
+            tty: true,
+            stdout: true,
+            stderr: false,
+        }))
+        .unwrap_or_else(|e| panic!("Attach: {e}\n{}", c.log()))
+        .url;
+    let mut attach = Stream::open(&url);
+    attach.send(4, br#"{"Width":90,"Height":20}"#);
+    attach.send(0, b"stty size\n");
+    let mut done = false;
+    let (out, _status) = attach.finish(|all, s| {
+        if !done && String::from_utf8_lossy(all).contains("20 90") {
+            done = true;
+            s.send(0, b"exit 5\n");
+        }
+    });
+    assert!(String::from_utf8_lossy(&out).contains("20 90"));
+    wait_for("the attached shell to end", Duration::from_secs(20), || {
+        cri.container_state(&id).state == ContainerState::ContainerExited as i32
+    });
+    assert_eq!(cri.container_state(&id).exit_code, 5);
+    cri.call(cri.rs().remove_container(RemoveContainerRequest {
+        container_id: id.clone(),
+    }))
+    .expect("RemoveContainer");
+    cri.end_pod(&sandbox, &c);
+}
