@@ -106,6 +106,10 @@ pub struct CreateContainer {
     /// container's namespace) or `ns:/PATH` (a network namespace by path, such as a pod's).
     #[serde(default)]
     pub network: Option<String>,
+    /// The container's hostname (docker's `--hostname`; a CRI pod's): measured, as the
+    /// workload sees it. By default the first 12 characters of its id, which are not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
     #[serde(default)]
     pub user: Option<String>,
     /// More groups for the container's process (docker's `--group-add`): names from the image's

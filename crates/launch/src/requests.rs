@@ -100,6 +100,19 @@ pub(crate) fn check(
             readonly,
         });
     }
+    if let Some(h) = &req.hostname {
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        };
+        if h.len() > 64 || !h.split('.').all(label_ok) {
+            return Err(EngineError::BadRequest(format!(
+                "invalid hostname {h:?}: labels of letters, digits and '-' joined by '.', at most 64 bytes"
+            )));
+        }
+    }
     let memory_bytes = req.memory.as_deref().map(spec::parse_memory).transpose()?;
     let cpu_quota = req.cpus.as_deref().map(spec::parse_cpus).transpose()?;
     if let Some(p) = req.pids_limit {
@@ -204,6 +217,21 @@ mod tests {
             refusal(req(|r| r.network = Some("bridge".into()))),
             "unknown network mode \"bridge\": use none, host, container:NAME or ns:/PATH"
         );
+        for bad in ["", "-a", "a-", "a..b", "a_b", "a b", "a/b", &"x".repeat(65)] {
+            assert!(
+                refusal(req(|r| r.hostname = Some(bad.to_string())))
+                    .starts_with(&format!("invalid hostname {bad:?}")),
+                "{bad}"
+            );
+        }
+        for good in ["db-1", "web-0.shop", "A1", &"x".repeat(63)] {
+            check(
+                &req(|r| r.hostname = Some(good.to_string())),
+                "127.0.0.1".parse().expect("ip"),
+                Path::new("/v"),
+            )
+            .expect(good);
+        }
         for bad in ["container:", "ns:", "ns:relative/path", "pod:x"] {
             assert!(
                 refusal(req(|r| r.network = Some(bad.into())))

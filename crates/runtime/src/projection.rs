@@ -7,7 +7,8 @@
 //! 1. The spec is serialized as the OCI runtime spec says (camelCase keys).
 //! 2. Removed, because they are host-local and say nothing about the workload:
 //!    `root.path` (where the bundle's root filesystem lies), `linux.cgroupsPath` (where the
-//!    host accounts for it) and `hostname` (chosen by the host per container: its id).
+//!    host accounts for it) and `hostname` (by default its id; a hostname chosen for the
+//!    workload, such as a pod's, vouchd measures in the `io.vouch.hostname` annotation).
 //! 3. Mount sources under the daemon's state directory are written relative to it, as
 //!    `$ROOT/...`, and a path component equal to the container's id as `$ID`: a volume is
 //!    `$ROOT/volumes/NAME` and the secrets directory `$ROOT/containers/$ID/secrets` on every
@@ -172,6 +173,7 @@ mod tests {
             gid: 1000,
             additional_gids: vec![10, 20],
             hostname: ID[..12].into(),
+            hostname_measured: false,
             host_network: false,
             joined_network: None,
             resources: Resources {
@@ -271,10 +273,18 @@ mod tests {
             label: format!("container:{ID}"),
             id: (4, 4026531840),
         };
-        for (host_network, joined_network) in [(false, None), (true, None), (false, Some(joined))] {
+        for (host_network, joined_network, chosen) in [
+            (false, None, false),
+            (true, None, true),
+            (false, Some(joined), false),
+        ] {
             let mut cs = full_spec();
             cs.host_network = host_network;
             cs.joined_network = joined_network;
+            if chosen {
+                cs.hostname = "db-1".into();
+                cs.hostname_measured = true;
+            }
             let spec = cs.to_spec().expect("spec");
             let base = digest(&spec, &host()).expect("digest");
             let v = serde_json::to_value(&spec).expect("json");

@@ -136,6 +136,9 @@ pub struct ContainerSpec {
     /// Supplementary groups (the groups of the image's `/etc/group` that list the user).
     pub additional_gids: Vec<u32>,
     pub hostname: String,
+    /// The hostname was chosen for the workload (not the id's default): measured as the
+    /// `io.vouch.hostname` annotation (the spec's `hostname` is projected away).
+    pub hostname_measured: bool,
     pub host_network: bool,
     /// The network namespace joined instead of one of the container's own.
     pub joined_network: Option<JoinedNetwork>,
@@ -1027,6 +1030,9 @@ pub(crate) const STDIN_ANNOTATION: &str = "io.vouch.stdin";
 /// Annotation naming the network namespace a container joined (`container:ID` or `ns`): the
 /// namespace's path is host-local and projected away, what it is stays measured.
 pub(crate) const NETWORK_ANNOTATION: &str = "io.vouch.network";
+/// Annotation holding a hostname chosen for the workload (`--hostname`, a pod's): the spec's
+/// own `hostname` is host-local and projected away, a chosen one is what the workload sees.
+pub(crate) const HOSTNAME_ANNOTATION: &str = "io.vouch.hostname";
 
 impl ContainerSpec {
     fn namespaces(&self) -> Vec<typed::LinuxNamespaceType> {
@@ -1177,6 +1183,9 @@ impl ContainerSpec {
         }
         if let Some(joined) = &self.joined_network {
             annotations.insert(NETWORK_ANNOTATION.to_string(), joined.label.clone());
+        }
+        if self.hostname_measured {
+            annotations.insert(HOSTNAME_ANNOTATION.to_string(), self.hostname.clone());
         }
         let mut spec = SpecBuilder::default()
             .version("1.0.2")

@@ -114,6 +114,8 @@ struct Task {
     sandbox: Option<Option<Arc<Pause>>>,
     /// The network the sandbox's spec asks for (its process enters it at Start).
     sandbox_network: spec::Network,
+    /// The hostname its spec gives: a sandbox's is its pod's, which its containers take.
+    hostname: Option<String>,
     bundle: String,
     stdin: String,
     stdout: String,
@@ -682,6 +684,12 @@ impl shim::Task for Tasks {
             let mut create = spec::request(&oci, &spec::vouch_name(&self.namespace, &req.id))
                 .map_err(|e| status(Code::FAILED_PRECONDITION, e.to_string()))?;
             create.network = self.network_of(&network);
+            // The pod's hostname, as its containers share the sandbox's UTS namespace under
+            // runc: the container's spec's own if it has one, else its sandbox's.
+            create.hostname = spec::hostname(&oci).or_else(|| {
+                let sandbox = spec::annotation(&oci, spec::CRI_SANDBOX_ID)?;
+                lock(&self.tasks).get(sandbox)?.hostname.clone()
+            });
             // The spec's `process.terminal` is what is measured and what runs: the task's
             // I/O must be of the same kind.
             if create.tty != req.terminal {
@@ -710,6 +718,7 @@ impl shim::Task for Tasks {
                 vouch_id,
                 sandbox,
                 sandbox_network: network,
+                hostname: spec::hostname(&oci),
                 bundle: req.bundle.clone(),
                 stdin: req.stdin.clone(),
                 stdout: req.stdout.clone(),

@@ -227,6 +227,14 @@ pub(crate) enum Network {
     Join(String),
 }
 
+/// The hostname `spec` gives, if any.
+pub(crate) fn hostname(spec: &Value) -> Option<String> {
+    spec.get("hostname")
+        .and_then(Value::as_str)
+        .filter(|h| !h.is_empty())
+        .map(str::to_string)
+}
+
 /// The network of `spec`.
 pub(crate) fn network(spec: &Value) -> Result<Network, SpecError> {
     let namespaces = match spec.pointer("/linux/namespaces") {

@@ -222,7 +222,8 @@ impl Engine {
             uid: resolved.uid,
             gid: resolved.gid,
             additional_gids: resolved.additional_gids,
-            hostname: id[..12].to_string(),
+            hostname: req.hostname.clone().unwrap_or_else(|| id[..12].to_string()),
+            hostname_measured: req.hostname.is_some(),
             host_network,
             joined_network,
             resources: Resources {

@@ -38,6 +38,9 @@ pub(crate) struct RunArgs {
     /// (another running container's namespace) or ns:/PATH (a namespace such as a pod's).
     #[arg(long, value_parser = network_mode)]
     pub(crate) network: Option<String>,
+    /// The container's hostname (measured); by default the first 12 characters of its id.
+    #[arg(long)]
+    pub(crate) hostname: Option<String>,
     /// User: NAME, UID, NAME:GROUP or UID:GID (names from the image's /etc/passwd and /etc/group;
     /// a NAME alone also gets the groups that list it as a member).
     #[arg(short, long)]
@@ -146,6 +149,7 @@ fn request(args: &RunArgs) -> Result<CreateContainer> {
         pids_limit: args.pids_limit,
         cpus: args.cpus.clone(),
         network: args.network.clone(),
+        hostname: args.hostname.clone(),
         user: args.user.clone(),
         group_add: args.group_add.clone(),
         workdir: args.workdir.clone(),

@@ -559,6 +559,7 @@ fn a_pods_containers_share_its_network_and_a_node_network_pod_is_on_the_hosts() 
     {
         ns.network = NamespaceMode::Pod as i32;
     }
+    config.hostname = "net-0-host".into();
     let sandbox = cri.run_pod(&config, &c);
     let ip = cri
         .call(cri.rs().pod_sandbox_status(PodSandboxStatusRequest {
@@ -618,6 +619,15 @@ fn a_pods_containers_share_its_network_and_a_node_network_pod_is_on_the_hosts() 
         "{}",
         String::from_utf8_lossy(&exec.stderr)
     );
+    // The pod's hostname, as its containers see it under runc's handler.
+    let named = cri
+        .call(cri.rs().exec_sync(ExecSyncRequest {
+            container_id: probe.clone(),
+            cmd: vec!["/bin/hostname".into()],
+            timeout: 10,
+        }))
+        .expect("ExecSync hostname");
+    assert_eq!(String::from_utf8_lossy(&named.stdout), "net-0-host\n");
     // The node reaches the pod at the address CNI gave it.
     assert_eq!(
         http_get(&format!("{ip}:8080")).as_deref(),
@@ -636,6 +646,10 @@ fn a_pods_containers_share_its_network_and_a_node_network_pod_is_on_the_hosts() 
     for id in [&web, &probe] {
         let spec = d.json(&["inspect", "--spec", &format!("k8s.io--{id}")]);
         assert_eq!(spec[0]["spec"]["annotations"]["io.vouch.network"], "ns");
+        assert_eq!(
+            spec[0]["spec"]["annotations"]["io.vouch.hostname"],
+            "net-0-host"
+        );
     }
     cri.end_pod(&sandbox, &c);
 

@@ -293,6 +293,64 @@ fn a_container_joins_anothers_network_measured_never_the_hosts_unasked() {
     );
 }
 
+/// docker's `--hostname`: what the container sees, and measured (the default, the id's first
+/// 12 characters, is not); a name that is not a hostname is refused.
+#[test]
+fn a_chosen_hostname_is_what_the_container_sees_and_is_measured() {
+    if !require_root("a_chosen_hostname_is_what_the_container_sees_and_is_measured") {
+        return;
+    }
+    let env = TestEnv::new();
+    let d = env.start();
+    load_busybox(&env, &d, "bb");
+    let id = d.ok(&[
+        "run",
+        "-d",
+        "--hostname",
+        "db-1",
+        "bb",
+        "sh",
+        "-c",
+        "hostname; sleep 30",
+    ]);
+    let id = id.trim();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while d.ok(&["logs", id]).trim() != "db-1" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            d.ok(&["logs", id])
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let spec = d.json(&["inspect", "--spec", id]);
+    assert_eq!(spec[0]["spec"]["annotations"]["io.vouch.hostname"], "db-1");
+    let plain = d.ok(&["run", "-d", "bb", "sleep", "30"]);
+    let spec = d.json(&["inspect", "--spec", plain.trim()]);
+    assert!(spec[0]["spec"]["annotations"]
+        .get("io.vouch.hostname")
+        .is_none());
+    let digest = |id: &str| d.json(&["inspect", id])[0]["config_digest"].clone();
+    let other = d.ok(&[
+        "run",
+        "-d",
+        "--hostname",
+        "db-2",
+        "bb",
+        "sh",
+        "-c",
+        "hostname; sleep 30",
+    ]);
+    assert_ne!(digest(id), digest(other.trim()));
+    let out = d.vouch(&["run", "--rm", "--hostname", "no_underscores", "bb", "true"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("invalid hostname \"no_underscores\""),
+        "{}",
+        stderr(&out)
+    );
+}
+
 #[test]
 fn bad_port_and_volume_requests_are_refused_clearly() {
     if !require_root("bad_port_and_volume_requests_are_refused_clearly") {
