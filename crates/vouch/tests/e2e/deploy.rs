@@ -274,3 +274,62 @@ fn the_payload_image_installs_vouch_into_containerds_config_and_uninstalls_it() 
         assert!(!host.join("usr/local/bin").join(b).exists(), "{b} is left");
     }
 }
+
+/// deploy/kbs.yaml's image: scripts/kbs-image builds it as an OCI layout (vouch-kbs, the C
+/// libraries it links, a nonroot user, no shell), and it runs: under vouch itself, as the
+/// nonroot user the Deployment asks for.
+#[test]
+fn the_kbs_image_is_built_as_a_layout_and_runs_as_nonroot() {
+    if !require_root("the_kbs_image_is_built_as_a_layout_and_runs_as_nonroot") {
+        return;
+    }
+    let env = TestEnv::new();
+    let d = env.start();
+    let layout = env.path().join("kbs-image");
+    let bin_dir = vouch().parent().expect("bin dir").to_path_buf();
+    run(Command::new(deploy_dir().join("../scripts/kbs-image"))
+        .arg("--bin-dir")
+        .arg(&bin_dir)
+        .arg("--out")
+        .arg(&layout)
+        .args(["--tag", "test"]));
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).expect("index"))
+            .expect("json");
+    let blob = |digest: &str| -> Value {
+        let hex = digest.strip_prefix("sha256:").expect("sha256");
+        serde_json::from_slice(&std::fs::read(layout.join("blobs/sha256").join(hex)).expect("blob"))
+            .expect("json")
+    };
+    let manifest = blob(index["manifests"][0]["digest"].as_str().expect("manifest"));
+    let config = blob(manifest["config"]["digest"].as_str().expect("config"));
+    assert_eq!(
+        config["config"]["Entrypoint"],
+        serde_json::json!(["/usr/local/bin/vouch-kbs"])
+    );
+    assert_eq!(config["config"]["User"], "65532:65532");
+    // The manifest's image is the one deploy/kbs.yaml runs, with its user.
+    let manifests = std::fs::read_to_string(deploy_dir().join("kbs.yaml")).expect("kbs.yaml");
+    assert!(manifests.contains("image: vouch-kbs:") && manifests.contains("runAsUser: 65532"));
+
+    d.ok(&[
+        "image",
+        "load",
+        "-i",
+        layout.to_str().expect("utf8"),
+        "--name",
+        "kbs",
+    ]);
+    let version = d.ok(&["run", "--rm", "kbs", "--version"]);
+    assert!(version.starts_with("vouch-kbs "), "{version}");
+    // It writes as its nonroot user where it may, and not where only root may.
+    let out = d.ok(&["run", "--rm", "kbs", "keygen", "--out-dir", "/tmp"]);
+    assert_eq!(out.trim(), "/tmp/admin.pub");
+    let refused = d.vouch(&["run", "--rm", "kbs", "keygen", "--out-dir", "/etc"]);
+    assert!(!refused.status.success(), "nonroot wrote to /etc");
+    let said = stdout(&refused) + &stderr(&refused);
+    assert!(
+        said.contains("cannot create /etc/admin.key") && said.contains("Permission denied"),
+        "{said}"
+    );
+}
