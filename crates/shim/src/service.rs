@@ -230,24 +230,56 @@ impl Tasks {
     }
 
     /// vouchd's network mode for a container whose spec asks for `network`: the host's, one of
-    /// its own, or the namespace at a path, which for a CRI container is its pod sandbox's
-    /// (`/proc/PID/ns/net` of the sandbox's process in this shim): the pod's network, or, for
-    /// a pod on the node's network, the host's.
-    fn network_of(&self, network: &spec::Network) -> Option<String> {
-        match network {
-            spec::Network::Host => Some("host".into()),
-            spec::Network::Own => None,
-            spec::Network::Join(path) => {
-                let pod_on_host = lock(&self.tasks).values().any(|t| {
-                    matches!(&t.sandbox, Some(Some(p)) if p.host_network && p.netns_path() == *path)
-                });
-                Some(if pod_on_host {
-                    "host".into()
-                } else {
-                    format!("ns:{path}")
-                })
+    /// its own, or the namespace at a path. A CRI container's path must be its pod sandbox's
+    /// (`/proc/PID/ns/net` of the sandbox's process in this shim, still running: a PID the
+    /// kernel has given to another process since names another namespace): the pod's network,
+    /// or, for a pod on the node's network, the host's.
+    fn network_of(
+        &self,
+        oci: &serde_json::Value,
+        network: &spec::Network,
+    ) -> TtrpcResult<Option<String>> {
+        let path = match network {
+            spec::Network::Host => return Ok(Some("host".into())),
+            spec::Network::Own => return Ok(None),
+            spec::Network::Join(path) => path,
+        };
+        let Some(sandbox) = spec::annotation(oci, spec::CRI_SANDBOX_ID) else {
+            return Ok(Some(format!("ns:{path}")));
+        };
+        let tasks = lock(&self.tasks);
+        let pause = match tasks
+            .get(sandbox)
+            .map(|t| (&t.sandbox, lock(&t.ended.0).is_some()))
+        {
+            Some((Some(Some(p)), false)) => Arc::clone(p),
+            Some((Some(_), true)) => return Err(status(
+                Code::FAILED_PRECONDITION,
+                format!(
+                    "the pod's sandbox {sandbox} has ended: its containers cannot join its network"
+                ),
+            )),
+            _ => {
+                return Err(status(
+                    Code::FAILED_PRECONDITION,
+                    format!("the pod's sandbox {sandbox} is not running in this shim"),
+                ))
             }
+        };
+        if pause.netns_path() != *path {
+            return Err(status(
+                Code::INVALID_ARGUMENT,
+                format!(
+                    "the container's network namespace {path} is not its pod's ({})",
+                    pause.netns_path()
+                ),
+            ));
         }
+        Ok(Some(if pause.host_network {
+            "host".into()
+        } else {
+            format!("ns:{path}")
+        }))
     }
 
     /// The container as vouchd reports it once it is reachable again (bounded), if it runs.
@@ -683,7 +715,7 @@ impl shim::Task for Tasks {
         } else {
             let mut create = spec::request(&oci, &spec::vouch_name(&self.namespace, &req.id))
                 .map_err(|e| status(Code::FAILED_PRECONDITION, e.to_string()))?;
-            create.network = self.network_of(&network);
+            create.network = self.network_of(&oci, &network)?;
             // The pod's hostname, as its containers share the sandbox's UTS namespace under
             // runc: the container's spec's own if it has one, else its sandbox's.
             create.hostname = spec::hostname(&oci).or_else(|| {
