@@ -104,6 +104,42 @@ pub fn document(version: &str) -> Value {
     let state_enum: Vec<&str> = crate::TaskState::ALL.iter().map(|s| s.as_str()).collect();
     let event = json!({"type": "object", "required": ["time", "action", "message"], "properties": {
         "time": {"type": "string"}, "action": {"type": "string"}, "message": {"type": "string"}}});
+    let pod_ref = json!({"type": "object", "required": ["namespace", "name", "uid", "sandbox_id", "container"], "properties": {
+                "namespace": {"type": "string"}, "name": {"type": "string"}, "uid": {"type": "string"},
+                "sandbox_id": {"type": "string"}, "container": {"type": "string"}}});
+    let create_container = json!({"type": "object", "required": ["image"], "additionalProperties": false, "properties": {
+                "image": {"type": "string"}, "name": {"type": "string", "nullable": true},
+                "cmd": {"type": "array", "items": {"type": "string"}},
+                "entrypoint": {"type": "array", "items": {"type": "string"}, "nullable": true},
+                "env": {"type": "array", "items": {"type": "string"}},
+                "memory": {"type": "string", "nullable": true}, "pids_limit": {"type": "integer", "nullable": true},
+                "cpus": {"type": "string", "nullable": true},
+                "network": {"type": "string", "pattern": "^(none|host|container:.+|ns:/.*)$", "nullable": true},
+                "hostname": {"type": "string", "maxLength": 64, "nullable": true},
+                "user": {"type": "string", "nullable": true},
+                "group_add": {"type": "array", "items": {"type": "string"}},
+                "workdir": {"type": "string", "nullable": true},
+                "auto_remove": {"type": "boolean"}, "attach": {"type": "boolean"},
+                "pod": {"allOf": [schema_ref("PodRef")], "nullable": true},
+                "wait_for_start": {"type": "boolean"}, "remove_if_refused": {"type": "boolean"},
+                "secrets": {"type": "array", "items": {"type": "string", "pattern": "^kbs://"}},
+                "publish": {"type": "array", "items": {"type": "string"}},
+                "volumes": {"type": "array", "items": {"type": "string"}},
+                "golden": {"type": "object", "nullable": true},
+                "tty": {"type": "boolean"}, "stdin": {"type": "boolean"},
+                "cols": {"type": "integer", "nullable": true}, "rows": {"type": "integer", "nullable": true}}});
+    let container = json!({"type": "object", "required": ["id", "name", "image", "image_digest", "command", "state", "created_at", "auto_remove", "events"], "properties": {
+                "id": {"type": "string"}, "name": {"type": "string"}, "image": {"type": "string"}, "image_digest": {"type": "string"},
+                "command": {"type": "array", "items": {"type": "string"}}, "state": schema_ref("TaskState"),
+                "created_at": {"type": "string"}, "started_at": {"type": "string", "nullable": true},
+                "finished_at": {"type": "string", "nullable": true}, "exit_code": {"type": "integer", "nullable": true},
+                "oom_killed": {"type": "boolean"}, "error": {"type": "string", "nullable": true},
+                "pid": {"type": "integer", "nullable": true}, "config_digest": {"type": "string", "nullable": true},
+                "auto_remove": {"type": "boolean"}, "ports": {"type": "array", "items": {"type": "string"}},
+                "network": {"type": "string", "nullable": true},
+                "pod": {"allOf": [schema_ref("PodRef")], "nullable": true},
+                "tty": {"type": "boolean"}, "stdin": {"type": "boolean"},
+                "events": {"type": "array", "items": schema_ref("TaskEvent")}}});
     json!({
         "openapi": "3.0.3",
         "info": {"title": "vouchd", "version": version, "description": "The vouch daemon API, served on a unix socket."},
@@ -113,22 +149,9 @@ pub fn document(version: &str) -> Value {
             "TaskState": {"type": "string", "enum": state_enum},
             "TaskEvent": event,
             "EventMessage": {"allOf": [event, {"type": "object", "properties": {"id": {"type": "string"}, "name": {"type": "string"}}}]},
-            "CreateContainer": {"type": "object", "required": ["image"], "additionalProperties": false, "properties": {
-                "image": {"type": "string"}, "name": {"type": "string", "nullable": true},
-                "cmd": {"type": "array", "items": {"type": "string"}}, "env": {"type": "array", "items": {"type": "string"}},
-                "memory": {"type": "string", "nullable": true}, "pids_limit": {"type": "integer", "nullable": true},
-                "cpus": {"type": "string", "nullable": true}, "network": {"type": "string", "enum": ["none", "host"], "nullable": true},
-                "user": {"type": "string", "nullable": true}, "workdir": {"type": "string", "nullable": true},
-                "auto_remove": {"type": "boolean"}, "attach": {"type": "boolean"},
-                "secrets": {"type": "array", "items": {"type": "string", "pattern": "^kbs://"}}}},
-            "Container": {"type": "object", "required": ["id", "name", "image", "image_digest", "command", "state", "created_at", "auto_remove", "events"], "properties": {
-                "id": {"type": "string"}, "name": {"type": "string"}, "image": {"type": "string"}, "image_digest": {"type": "string"},
-                "command": {"type": "array", "items": {"type": "string"}}, "state": schema_ref("TaskState"),
-                "created_at": {"type": "string"}, "started_at": {"type": "string", "nullable": true},
-                "finished_at": {"type": "string", "nullable": true}, "exit_code": {"type": "integer", "nullable": true},
-                "oom_killed": {"type": "boolean"}, "error": {"type": "string", "nullable": true},
-                "pid": {"type": "integer", "nullable": true}, "config_digest": {"type": "string", "nullable": true},
-                "auto_remove": {"type": "boolean"}, "events": {"type": "array", "items": schema_ref("TaskEvent")}}},
+            "PodRef": pod_ref,
+            "CreateContainer": create_container,
+            "Container": container,
             "RuntimeSpec": {"type": "object", "required": ["id", "config_digest", "spec"], "properties": {
                 "id": {"type": "string"}, "config_digest": {"type": "string"}, "spec": {"type": "object"}}},
             "WaitResponse": {"type": "object", "required": ["id", "state", "oom_killed"], "properties": {
@@ -182,5 +205,93 @@ mod tests {
             .map(|v| v.as_object().map_or(0, |o| o.len()))
             .sum();
         assert_eq!(count, ROUTES.len());
+    }
+
+    /// Every field the API's create request and container carry is in their schemas (and the
+    /// create request's, which allows no other property, holds nothing else).
+    #[test]
+    fn the_schemas_name_every_field() {
+        let doc = document("test");
+        let schema = |name: &str| doc["components"]["schemas"][name]["properties"].clone();
+        let pod = crate::PodRef {
+            namespace: "n".into(),
+            name: "p".into(),
+            uid: "u".into(),
+            sandbox_id: "s".into(),
+            container: "c".into(),
+        };
+        let create = crate::CreateContainer {
+            image: "i".into(),
+            name: Some("n".into()),
+            cmd: vec!["c".into()],
+            entrypoint: Some(vec!["e".into()]),
+            env: vec!["A=b".into()],
+            memory: Some("1m".into()),
+            pids_limit: Some(1),
+            cpus: Some("1".into()),
+            network: Some("host".into()),
+            hostname: Some("h".into()),
+            user: Some("0".into()),
+            group_add: vec!["g".into()],
+            workdir: Some("/".into()),
+            auto_remove: true,
+            attach: true,
+            pod: Some(pod.clone()),
+            wait_for_start: true,
+            remove_if_refused: true,
+            secrets: vec!["kbs://x".into()],
+            publish: vec!["1:1".into()],
+            volumes: vec!["v:/v".into()],
+            golden: Some(serde_json::json!({})),
+            tty: true,
+            stdin: true,
+            cols: Some(1),
+            rows: Some(1),
+        };
+        let container = crate::Container {
+            id: "i".into(),
+            name: "n".into(),
+            image: "i".into(),
+            image_digest: "d".into(),
+            command: vec!["c".into()],
+            state: crate::TaskState::Running,
+            created_at: "t".into(),
+            started_at: Some("t".into()),
+            finished_at: Some("t".into()),
+            exit_code: Some(0),
+            oom_killed: false,
+            error: Some("e".into()),
+            pid: Some(1),
+            config_digest: Some("d".into()),
+            auto_remove: true,
+            ports: vec!["p".into()],
+            network: Some("host".into()),
+            pod: Some(pod.clone()),
+            tty: true,
+            stdin: true,
+            events: Vec::new(),
+        };
+        for (name, value) in [
+            (
+                "CreateContainer",
+                serde_json::to_value(&create).expect("json"),
+            ),
+            ("Container", serde_json::to_value(&container).expect("json")),
+            ("PodRef", serde_json::to_value(&pod).expect("json")),
+        ] {
+            let properties = schema(name);
+            for key in value.as_object().expect("object").keys() {
+                assert!(
+                    properties.get(key).is_some(),
+                    "{name}.{key} is not in its schema"
+                );
+            }
+            let documented = properties.as_object().expect("properties").len();
+            assert_eq!(
+                documented,
+                value.as_object().expect("object").len(),
+                "{name}"
+            );
+        }
     }
 }

@@ -253,12 +253,14 @@ impl Tasks {
             .map(|t| (&t.sandbox, lock(&t.ended.0).is_some()))
         {
             Some((Some(Some(p)), false)) => Arc::clone(p),
-            Some((Some(_), true)) => return Err(status(
-                Code::FAILED_PRECONDITION,
-                format!(
+            Some((Some(_), true)) => {
+                return Err(status(
+                    Code::FAILED_PRECONDITION,
+                    format!(
                     "the pod's sandbox {sandbox} has ended: its containers cannot join its network"
                 ),
-            )),
+                ))
+            }
             _ => {
                 return Err(status(
                     Code::FAILED_PRECONDITION,
