@@ -383,7 +383,10 @@ impl Tasks {
                 &format!("/v1/containers/{container}/exec"),
                 Some(&request),
             )
-            .map_err(from_vouchd)?;
+            .map_err(|e| {
+                never_started(&ended, &stdin, &stdout, &stderr);
+                from_vouchd(e)
+            })?;
         let pid = exec.pid.unwrap_or(0).max(0) as u32;
         self.with_exec(id, exec_id, |e| {
             e.vouch_id = Some(exec.id.clone());
@@ -575,6 +578,39 @@ fn unreachable(e: &ClientError) -> bool {
 /// Copy a container's log stream (vouchd's framed stdout/stderr) into containerd's FIFOs until
 /// the container ends. A vouchd that restarts meanwhile is reconnected to, the stream taken up
 /// where it was cut (its byte offset), so no output is lost or repeated.
+/// A process whose Start failed: ended (status 255, as runc's shim has it), so that
+/// containerd's Wait, which it called before the Start, returns and its Delete does not wait for
+/// an exit that never comes; and its FIFOs released.
+fn never_started(ended: &(Mutex<Option<Ended>>, Condvar), stdin: &str, stdout: &str, stderr: &str) {
+    {
+        let mut e = lock(&ended.0);
+        if e.is_none() {
+            *e = Some(Ended {
+                status: 255,
+                at: now(),
+            });
+        }
+    }
+    ended.1.notify_all();
+    release_fifos(stdin, stdout, stderr);
+}
+
+/// Open and close a process's FIFOs once, for a process that will never use them: containerd's
+/// copies (reading stdout and stderr, writing stdin) see their end instead of waiting for it.
+fn release_fifos(stdin: &str, stdout: &str, stderr: &str) {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    for (path, write) in [(stdout, true), (stderr, true), (stdin, false)] {
+        if !path.is_empty() {
+            // Non-blocking: an open fails at once where nobody holds the other end.
+            let _ = OpenOptions::new()
+                .read(!write)
+                .write(write)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(path);
+        }
+    }
+}
+
 fn relay(client: Client, logs: String, stdout: String, stderr: String) -> JoinHandle<()> {
     std::thread::spawn(move || {
         let open = |path: &str| -> Option<File> {
@@ -815,8 +851,26 @@ impl shim::Task for Tasks {
             // vouchd went away before it answered: once it is back, the container says
             // whether it started.
             Err(e) if unreachable(&e) => self.after_restart(&vouch_id)?,
-            Err(e) => return Err(from_vouchd(e)),
+            Err(e) => {
+                never_started(&ended, &stdin, &stdout, &stderr);
+                return Err(from_vouchd(e));
+            }
         };
+        // A process that could not be started (its program missing, say) is an error of the
+        // Start, as runc's is: containerd and `kubectl describe` show the reason.
+        if started.pid.is_none() && started.state == vouch_api::TaskState::Failed {
+            never_started(&ended, &stdin, &stdout, &stderr);
+            return Err(status(
+                Code::FAILED_PRECONDITION,
+                format!(
+                    "vouch: {}",
+                    started
+                        .error
+                        .as_deref()
+                        .unwrap_or("the container failed to start")
+                ),
+            ));
+        }
         let pid = started.pid.unwrap_or(0).max(0) as u32;
         self.with_task(&req.id, |t| t.pid = pid)?;
         if !stdin.is_empty() {

@@ -879,6 +879,60 @@ fn kubectl_exec_and_attach_reach_the_container_through_the_streaming_server() {
         "{log}"
     );
 
+    // A program that is not there: ExecSync fails at once with the reason (containerd's Wait
+    // and Delete of the exec return, rather than holding the call until containerd gives up
+    // on them after a minute), and so does a container's Start, as runc's handler does.
+    let asked = Instant::now();
+    let missing = cri
+        .call(cri.rs().exec_sync(ExecSyncRequest {
+            container_id: id.clone(),
+            cmd: vec!["/no/such/program".into()],
+            timeout: 10,
+        }))
+        .expect_err("a missing program");
+    assert!(
+        missing.message().contains("'/no/such/program' not found"),
+        "{}",
+        missing.message()
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(30),
+        "ExecSync of a missing program took {:?}",
+        asked.elapsed()
+    );
+    let broken = cri
+        .call(cri.rs().create_container(CreateContainerRequest {
+            pod_sandbox_id: sandbox.clone(),
+            config: Some(container_config("broken", &image_id, &["/no/such/program"])),
+            sandbox_config: Some(config.clone()),
+        }))
+        .expect("CreateContainer")
+        .container_id;
+    let asked = Instant::now();
+    let refused = cri
+        .call(cri.rs().start_container(StartContainerRequest {
+            container_id: broken.clone(),
+        }))
+        .expect_err("a missing program does not start");
+    assert!(
+        refused.message().contains("'/no/such/program' not found"),
+        "{}",
+        refused.message()
+    );
+    assert!(asked.elapsed() < Duration::from_secs(30));
+    let status = cri.container_state(&broken);
+    assert_eq!(status.state, ContainerState::ContainerExited as i32);
+    assert_eq!(status.reason, "StartError");
+    assert!(
+        status.message.contains("'/no/such/program' not found"),
+        "{}",
+        status.message
+    );
+    cri.call(cri.rs().remove_container(RemoveContainerRequest {
+        container_id: broken.clone(),
+    }))
+    .expect("RemoveContainer of the one that did not start");
+
     // kubectl attach -it: the container's own shell, through containerd's hold of its I/O.
     let url = cri
         .call(cri.rs().attach(AttachRequest {
