@@ -127,7 +127,12 @@ pub fn document(version: &str) -> Value {
                 "volumes": {"type": "array", "items": {"type": "string"}},
                 "golden": {"type": "object", "nullable": true},
                 "tty": {"type": "boolean"}, "stdin": {"type": "boolean"},
-                "cols": {"type": "integer", "nullable": true}, "rows": {"type": "integer", "nullable": true}}});
+                "cols": {"type": "integer", "nullable": true}, "rows": {"type": "integer", "nullable": true},
+                "read_only": {"type": "boolean"},
+                "cap_drop": {"type": "array", "items": {"type": "string"}},
+                "masked_paths": {"type": "array", "items": {"type": "string"}},
+                "readonly_paths": {"type": "array", "items": {"type": "string"}},
+                "resolv_conf": {"type": "string", "maxLength": 4096, "nullable": true}}});
     let container = json!({"type": "object", "required": ["id", "name", "image", "image_digest", "command", "state", "created_at", "auto_remove", "events"], "properties": {
                 "id": {"type": "string"}, "name": {"type": "string"}, "image": {"type": "string"}, "image_digest": {"type": "string"},
                 "command": {"type": "array", "items": {"type": "string"}}, "state": schema_ref("TaskState"),
@@ -247,6 +252,11 @@ mod tests {
             stdin: true,
             cols: Some(1),
             rows: Some(1),
+            read_only: true,
+            cap_drop: vec!["NET_RAW".into()],
+            masked_paths: vec!["/m".into()],
+            readonly_paths: vec!["/r".into()],
+            resolv_conf: Some("nameserver 10.0.0.1\n".into()),
         };
         let container = crate::Container {
             id: "i".into(),

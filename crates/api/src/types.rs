@@ -171,6 +171,22 @@ pub struct CreateContainer {
     pub cols: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rows: Option<u16>,
+    /// The root filesystem read-only (docker's `--read-only`; a pod's `readOnlyRootFilesystem`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
+    /// Capabilities removed from the default set (docker's `--cap-drop`, `ALL` for every one).
+    /// None is ever added to it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_drop: Vec<String>,
+    /// More paths masked or made read-only in the container, beyond vouch's own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub masked_paths: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub readonly_paths: Vec<String>,
+    /// The container's `/etc/resolv.conf` (docker's `--dns`, `--dns-search`, `--dns-option`;
+    /// a pod's DNS config): bound read-only over the image's, its text measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolv_conf: Option<String>,
 }
 
 /// A Kubernetes pod and a container's name in it, as the CRI names them.

@@ -1,9 +1,29 @@
 //! What every vouch crate needs and nothing else: one clock, one way to put an error and its
-//! causes on a line, the Prometheus text the services' `/metrics` write, and the framing of
-//! container logs ([`logframe`]). No I/O beyond
+//! causes on a line, the Prometheus text the services' `/metrics` write, the framing of
+//! container logs ([`logframe`]), and the capability set containers hold ([`DEFAULT_CAPS`]). No I/O beyond
 //! reading the system clock; no dependency on another vouch crate.
 
 pub mod logframe;
+
+/// Docker's default capability set: all a vouch container's process ever holds (a request may
+/// drop some; none is added). The runtime builds specs with it, the containerd shim checks
+/// containerd's specs against it.
+pub const DEFAULT_CAPS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
 
 pub mod clock {
     //! The system clock, read in one place.

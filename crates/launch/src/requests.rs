@@ -29,6 +29,7 @@ pub(crate) struct Checked {
     pub volumes: Vec<spec::Volume>,
     pub memory_bytes: Option<u64>,
     pub cpu_quota: Option<i64>,
+    pub cap_drop: Vec<String>,
 }
 
 /// Check a create request; `publish_address` is where a port published without an address
@@ -113,6 +114,24 @@ pub(crate) fn check(
             )));
         }
     }
+    if let Some(text) = &req.resolv_conf {
+        if text.len() > 4096
+            || text
+                .chars()
+                .any(|c| c.is_control() && c != '\n' && c != '\t')
+        {
+            return Err(EngineError::BadRequest(
+                "invalid resolv.conf: at most 4096 bytes of text lines".into(),
+            ));
+        }
+    }
+    let cap_drop = spec::parse_cap_drop(&req.cap_drop)?;
+    for p in &req.masked_paths {
+        spec::check_container_path("masked", p)?;
+    }
+    for p in &req.readonly_paths {
+        spec::check_container_path("read-only", p)?;
+    }
     let memory_bytes = req.memory.as_deref().map(spec::parse_memory).transpose()?;
     let cpu_quota = req.cpus.as_deref().map(spec::parse_cpus).transpose()?;
     if let Some(p) = req.pids_limit {
@@ -130,6 +149,7 @@ pub(crate) fn check(
         volumes,
         memory_bytes,
         cpu_quota,
+        cap_drop,
     })
 }
 
@@ -232,6 +252,47 @@ mod tests {
             )
             .expect(good);
         }
+        for (r, says) in [
+            (
+                req(|r| r.cap_drop = vec!["NOPE".into()]),
+                "unknown capability \"NOPE\"",
+            ),
+            (
+                req(|r| r.masked_paths = vec!["relative".into()]),
+                "invalid masked path \"relative\"",
+            ),
+            (
+                req(|r| r.readonly_paths = vec!["/a/../etc".into()]),
+                "invalid read-only path \"/a/../etc\"",
+            ),
+        ] {
+            let got = refusal(r);
+            assert!(got.contains(says), "{got}");
+        }
+        for bad in [
+            "x".repeat(4097),
+            "nameserver 1.1.1.1\0".into(),
+            "a\rb".into(),
+        ] {
+            assert_eq!(
+                refusal(req(|r| r.resolv_conf = Some(bad.clone()))),
+                "invalid resolv.conf: at most 4096 bytes of text lines"
+            );
+        }
+        let c = check(
+            &req(|r| r.cap_drop = vec!["net_raw".into(), "CAP_CHOWN".into(), "NET_RAW".into()]),
+            "127.0.0.1".parse().expect("ip"),
+            Path::new("/v"),
+        )
+        .expect("cap drop");
+        assert_eq!(c.cap_drop, ["CAP_NET_RAW", "CAP_CHOWN"]);
+        let c = check(
+            &req(|r| r.cap_drop = vec!["CHOWN".into(), "all".into()]),
+            "127.0.0.1".parse().expect("ip"),
+            Path::new("/v"),
+        )
+        .expect("all");
+        assert_eq!(c.cap_drop, ["ALL"]);
         for bad in ["container:", "ns:", "ns:relative/path", "pod:x"] {
             assert!(
                 refusal(req(|r| r.network = Some(bad.into())))

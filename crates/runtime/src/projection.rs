@@ -197,6 +197,14 @@ mod tests {
             .expect("port")],
             terminal: true,
             stdin: true,
+            readonly_rootfs: true,
+            cap_drop: vec!["CAP_NET_RAW".into()],
+            masked_paths: vec!["/proc/secret-place".into()],
+            readonly_paths: vec!["/proc/other-place".into()],
+            resolv_conf: Some((
+                format!("{ROOT}/containers/{ID}/resolv.conf").into(),
+                "nameserver 10.96.0.10\nsearch shop.svc.cluster.local\n".into(),
+            )),
         }
     }
 
@@ -317,7 +325,7 @@ mod tests {
         let spec = full_spec().to_spec().expect("spec");
         let p = project(&spec, &host()).expect("projection");
         assert!(p.pointer("/root/path").is_none());
-        assert_eq!(p.pointer("/root/readonly"), Some(&json!(false)));
+        assert_eq!(p.pointer("/root/readonly"), Some(&json!(true)));
         assert!(p.pointer("/linux/cgroupsPath").is_none());
         assert!(p.get("hostname").is_none());
         let sources: Vec<&str> = p["mounts"]
@@ -331,6 +339,10 @@ mod tests {
             sources.contains(&"$ROOT/containers/$ID/secrets"),
             "{sources:?}"
         );
+        assert!(
+            sources.contains(&"$ROOT/containers/$ID/resolv.conf"),
+            "{sources:?}"
+        );
         assert!(!p.to_string().contains(ID), "the id appears nowhere");
         // Two launches of the same workload measure the same, whatever their ids.
         let other = "f".repeat(64);
@@ -338,6 +350,9 @@ mod tests {
         cs.id = other.clone();
         cs.hostname = other[..12].into();
         cs.secrets_dir = Some(format!("{ROOT}/containers/{other}/secrets").into());
+        if let Some((file, _)) = cs.resolv_conf.as_mut() {
+            *file = format!("{ROOT}/containers/{other}/resolv.conf").into();
+        }
         let d2 = digest(
             &cs.to_spec().expect("spec"),
             &HostLocal {

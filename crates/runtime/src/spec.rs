@@ -29,6 +29,10 @@ pub enum SpecError {
     BadCpus(String),
     #[error("the memory limit must be at least 6 MiB")]
     MemoryTooSmall,
+    #[error("unknown capability {0:?}: use a name such as NET_RAW or CAP_NET_RAW, or ALL")]
+    BadCapability(String),
+    #[error("invalid {what} path {path:?}: an absolute path without '..'")]
+    BadPath { what: &'static str, path: String },
     #[error("cannot serialize the runtime config")]
     Serialize,
     #[error("cannot build the runtime spec: {0}")]
@@ -157,25 +161,20 @@ pub struct ContainerSpec {
     /// The process's stdin stays open, fed through vouchd (docker's `-i`); measured as the
     /// annotation `io.vouch.stdin: open`.
     pub stdin: bool,
+    /// The root filesystem mounted read-only (`root.readonly`).
+    pub readonly_rootfs: bool,
+    /// Capabilities removed from [`DEFAULT_CAPS`] (as `CAP_NAME`; `ALL` for every one).
+    pub cap_drop: Vec<String>,
+    /// Paths masked or made read-only beyond vouch's own.
+    pub masked_paths: Vec<String>,
+    pub readonly_paths: Vec<String>,
+    /// The container's `/etc/resolv.conf`: the host file bound read-only over the image's, and
+    /// its text, measured as the `io.vouch.resolv-conf` annotation.
+    pub resolv_conf: Option<(std::path::PathBuf, String)>,
 }
 
 /// Docker's default capability set.
-pub(crate) const DEFAULT_CAPS: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
+pub(crate) use vouch_base::DEFAULT_CAPS;
 
 /// System calls the default seccomp profile never allows: the ones Docker's default profile
 /// leaves out because they reach kernel-global state, load code into the kernel, or escape
@@ -793,6 +792,36 @@ pub fn add_groups(
     Ok(())
 }
 
+/// Capabilities to drop (docker's `--cap-drop`): each as `CAP_NAME`, or `ALL` alone.
+pub fn parse_cap_drop(items: &[String]) -> Result<Vec<String>, SpecError> {
+    let mut out: Vec<String> = Vec::new();
+    for item in items {
+        let upper = item.trim().to_ascii_uppercase();
+        if upper == "ALL" {
+            return Ok(vec!["ALL".into()]);
+        }
+        let name = upper.trim_start_matches("CAP_");
+        name.parse::<oci_spec::runtime::Capability>()
+            .map_err(|_| SpecError::BadCapability(item.clone()))?;
+        let full = format!("CAP_{name}");
+        if !out.contains(&full) {
+            out.push(full);
+        }
+    }
+    Ok(out)
+}
+
+/// A path to mask or make read-only in the container: absolute, no `..`.
+pub fn check_container_path(what: &'static str, path: &str) -> Result<(), SpecError> {
+    if !path.starts_with('/') || path.contains('\0') || path.split('/').any(|c| c == "..") {
+        return Err(SpecError::BadPath {
+            what,
+            path: path.to_string(),
+        });
+    }
+    Ok(())
+}
+
 /// Parse `512m`, `1g`, `1048576`, as docker's `--memory`.
 pub fn parse_memory(s: &str) -> Result<u64, SpecError> {
     let bad = || SpecError::BadMemory(s.to_string());
@@ -874,6 +903,17 @@ fn swap_masked(a: typed::LinuxSeccompArg) -> Result<typed::LinuxSeccompArg, Spec
 /// Owned copies of a list of names.
 fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()
+}
+
+/// vouch's own paths, then each of `more` not among them.
+fn with_more(own: &[&str], more: &[String]) -> Vec<String> {
+    let mut out = strings(own);
+    for m in more {
+        if !out.contains(m) {
+            out.push(m.clone());
+        }
+    }
+    out
 }
 
 /// Typed pieces of the runtime spec.
@@ -1033,6 +1073,9 @@ pub(crate) const NETWORK_ANNOTATION: &str = "io.vouch.network";
 /// Annotation holding a hostname chosen for the workload (`--hostname`, a pod's): the spec's
 /// own `hostname` is host-local and projected away, a chosen one is what the workload sees.
 pub(crate) const HOSTNAME_ANNOTATION: &str = "io.vouch.hostname";
+/// Annotation holding the text of the container's `/etc/resolv.conf` when vouchd gives it one
+/// (the file is bound from the state directory; what it says is measured here).
+pub(crate) const RESOLV_CONF_ANNOTATION: &str = "io.vouch.resolv-conf";
 
 impl ContainerSpec {
     fn namespaces(&self) -> Vec<typed::LinuxNamespaceType> {
@@ -1048,8 +1091,10 @@ impl ContainerSpec {
     /// [`crate::projection`]) and handed to the runtime (through [`for_libcontainer`]).
     pub fn to_spec(&self) -> Result<typed::Spec, SpecError> {
         use typed::*;
+        let drop_all = self.cap_drop.iter().any(|c| c == "ALL");
         let caps: std::collections::HashSet<Capability> = DEFAULT_CAPS
             .iter()
+            .filter(|c| !drop_all && !self.cap_drop.iter().any(|d| d == *c))
             .map(|c| {
                 c.trim_start_matches("CAP_")
                     .parse::<Capability>()
@@ -1150,6 +1195,14 @@ impl ContainerSpec {
                 ],
             )?);
         }
+        if let Some((file, _)) = &self.resolv_conf {
+            mounts.push(mount(
+                "/etc/resolv.conf",
+                "bind",
+                &file.to_string_lossy(),
+                &["bind", "ro", "nosuid", "nodev", "noexec"],
+            )?);
+        }
         if let Some(dir) = &self.secrets_dir {
             mounts.push(mount(
                 crate::secrets::MOUNT_POINT,
@@ -1162,8 +1215,8 @@ impl ContainerSpec {
             .cgroups_path(format!("{}/{}", self.cgroup_parent, self.id))
             .resources(resources.build().map_err(oci_err)?)
             .namespaces(namespaces)
-            .masked_paths(strings(MASKED_PATHS))
-            .readonly_paths(strings(READONLY_PATHS))
+            .masked_paths(with_more(MASKED_PATHS, &self.masked_paths))
+            .readonly_paths(with_more(READONLY_PATHS, &self.readonly_paths))
             .seccomp(seccomp()?)
             .build()
             .map_err(oci_err)?;
@@ -1184,6 +1237,9 @@ impl ContainerSpec {
         if let Some(joined) = &self.joined_network {
             annotations.insert(NETWORK_ANNOTATION.to_string(), joined.label.clone());
         }
+        if let Some((_, text)) = &self.resolv_conf {
+            annotations.insert(RESOLV_CONF_ANNOTATION.to_string(), text.clone());
+        }
         if self.hostname_measured {
             annotations.insert(HOSTNAME_ANNOTATION.to_string(), self.hostname.clone());
         }
@@ -1193,7 +1249,7 @@ impl ContainerSpec {
             .root(
                 RootBuilder::default()
                     .path("rootfs")
-                    .readonly(false)
+                    .readonly(self.readonly_rootfs)
                     .build()
                     .map_err(oci_err)?,
             )

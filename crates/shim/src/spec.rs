@@ -38,6 +38,10 @@ pub(crate) enum SpecError {
     Json(String),
     NoImage,
     Field(&'static str),
+    /// Capabilities beyond the default set.
+    Capabilities(Vec<String>),
+    /// The resolv.conf containerd names cannot be read.
+    ResolvConf(String),
 }
 
 impl std::fmt::Display for SpecError {
@@ -49,6 +53,12 @@ impl std::fmt::Display for SpecError {
                 "vouch runs images from its own verified store and this container names none: give it with the annotation {VOUCH_IMAGE}=REF (ctr run --annotation {VOUCH_IMAGE}=REF; the CRI sets {CRI_IMAGE})"
             ),
             SpecError::Field(what) => write!(f, "the OCI spec's {what} is malformed"),
+            SpecError::ResolvConf(e) => write!(f, "cannot read the container's resolv.conf: {e}"),
+            SpecError::Capabilities(extra) => write!(
+                f,
+                "vouch grants no capability beyond docker's default set, and this container asks for {} (a privileged container asks for all): drop them from its securityContext",
+                extra.join(", ")
+            ),
         }
     }
 }
@@ -168,6 +178,94 @@ pub(crate) fn exec_request(
     })
 }
 
+/// What of containerd's security settings vouch takes: only what tightens its own (a read-only
+/// root, capabilities dropped, more paths masked or read-only); a capability beyond the default
+/// set is refused, never granted.
+struct Tightening {
+    resolv_conf: Option<String>,
+    read_only: bool,
+    cap_drop: Vec<String>,
+    masked_paths: Vec<String>,
+    readonly_paths: Vec<String>,
+}
+
+/// The text of the file containerd binds at `/etc/resolv.conf` (the pod's DNS config, which
+/// the CRI writes for the sandbox), if its spec has one: vouchd gives the container the same
+/// text, measured. containerd names the file; it is read here, at most 4 KiB.
+fn resolv_conf(spec: &Value) -> Result<Option<String>, SpecError> {
+    let Some(Value::Array(mounts)) = spec.get("mounts") else {
+        return Ok(None);
+    };
+    let Some(source) = mounts
+        .iter()
+        .find(|m| m.get("destination").and_then(Value::as_str) == Some("/etc/resolv.conf"))
+        .and_then(|m| m.get("source").and_then(Value::as_str))
+    else {
+        return Ok(None);
+    };
+    let file =
+        std::fs::File::open(source).map_err(|e| SpecError::ResolvConf(format!("{source}: {e}")))?;
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut std::io::Read::take(file, 4097), &mut text)
+        .map_err(|e| SpecError::ResolvConf(format!("{source}: {e}")))?;
+    if text.len() > 4096 {
+        return Err(SpecError::ResolvConf(format!("{source} is over 4 KiB")));
+    }
+    Ok(Some(text))
+}
+
+fn tightening(spec: &Value) -> Result<Tightening, SpecError> {
+    let strings = |v: Option<&Value>, what: &'static str| -> Result<Vec<String>, SpecError> {
+        match v {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|s| s.as_str().map(String::from).ok_or(SpecError::Field(what)))
+                .collect(),
+            Some(_) => Err(SpecError::Field(what)),
+        }
+    };
+    let read_only = match spec.pointer("/root/readonly") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(SpecError::Field("root.readonly")),
+    };
+    // The bounding set caps every other: what it lacks, the process cannot hold. No
+    // capabilities at all is none of them.
+    let cap_drop = match spec.pointer("/process/capabilities") {
+        None | Some(Value::Null) => vec!["ALL".to_string()],
+        Some(caps) => {
+            let bounding = strings(caps.get("bounding"), "process.capabilities.bounding")?;
+            let mut extra: Vec<String> = bounding
+                .iter()
+                .filter(|c| !vouch_base::DEFAULT_CAPS.contains(&c.as_str()))
+                .cloned()
+                .collect();
+            if !extra.is_empty() {
+                extra.sort();
+                return Err(SpecError::Capabilities(extra));
+            }
+            let dropped: Vec<String> = vouch_base::DEFAULT_CAPS
+                .iter()
+                .filter(|c| !bounding.iter().any(|b| b == *c))
+                .map(|c| c.to_string())
+                .collect();
+            if dropped.len() == vouch_base::DEFAULT_CAPS.len() {
+                vec!["ALL".to_string()]
+            } else {
+                dropped
+            }
+        }
+    };
+    Ok(Tightening {
+        resolv_conf: resolv_conf(spec)?,
+        read_only,
+        cap_drop,
+        masked_paths: strings(spec.pointer("/linux/maskedPaths"), "linux.maskedPaths")?,
+        readonly_paths: strings(spec.pointer("/linux/readonlyPaths"), "linux.readonlyPaths")?,
+    })
+}
+
 /// The vouchd create request for the container of `spec`, named `name`: created and held
 /// until containerd's Start.
 pub(crate) fn request(spec: &Value, name: &str) -> Result<CreateContainer, SpecError> {
@@ -192,6 +290,13 @@ pub(crate) fn request(spec: &Value, name: &str) -> Result<CreateContainer, SpecE
     } = process_of(process)?;
     // The primary group is given; supplementary groups the spec lists too (without the primary
     // one, which vouch adds itself).
+    let Tightening {
+        resolv_conf,
+        read_only,
+        cap_drop,
+        masked_paths,
+        readonly_paths,
+    } = tightening(spec)?;
     let primary = gid.unwrap_or(0).to_string();
     let group_add = groups
         .into_iter()
@@ -211,6 +316,11 @@ pub(crate) fn request(spec: &Value, name: &str) -> Result<CreateContainer, SpecE
         wait_for_start: true,
         remove_if_refused: true,
         tty: terminal,
+        read_only,
+        cap_drop,
+        masked_paths,
+        readonly_paths,
+        resolv_conf,
         ..Default::default()
     })
 }
@@ -330,6 +440,66 @@ mod tests {
         });
         let r = request(&plain, "c").expect("plain");
         assert_eq!((r.workdir, r.user.as_deref()), (None, Some("0:0")));
+    }
+
+    #[test]
+    fn only_what_tightens_vouchs_security_is_taken_and_no_capability_is_added() {
+        let default: Vec<&str> = vouch_base::DEFAULT_CAPS.to_vec();
+        let with_caps = |bounding: Vec<&str>| {
+            spec(|s| {
+                s["process"]["capabilities"] = json!({"bounding": bounding, "effective": bounding})
+            })
+        };
+        let r = request(&with_caps(default.clone()), "c").expect("default");
+        assert!(r.cap_drop.is_empty() && !r.read_only);
+        // Dropped from the default set, in its order.
+        let fewer: Vec<&str> = default
+            .iter()
+            .copied()
+            .filter(|c| *c != "CAP_NET_RAW" && *c != "CAP_CHOWN")
+            .collect();
+        let r = request(&with_caps(fewer), "c").expect("fewer");
+        assert_eq!(r.cap_drop, ["CAP_CHOWN", "CAP_NET_RAW"]);
+        // None at all, or no capabilities object: every one dropped.
+        assert_eq!(
+            request(&with_caps(vec![]), "c").expect("none").cap_drop,
+            ["ALL"]
+        );
+        assert_eq!(
+            request(&spec(|_| {}), "c").expect("absent").cap_drop,
+            ["ALL"]
+        );
+        // More than the default set: refused, naming them.
+        let mut more = default.clone();
+        more.extend(["CAP_SYS_ADMIN", "CAP_NET_ADMIN"]);
+        let err = request(&with_caps(more), "c").expect_err("more");
+        assert_eq!(
+            err,
+            SpecError::Capabilities(vec!["CAP_NET_ADMIN".into(), "CAP_SYS_ADMIN".into()])
+        );
+        assert!(err
+            .to_string()
+            .contains("asks for CAP_NET_ADMIN, CAP_SYS_ADMIN"));
+        // A read-only root, more masked and read-only paths.
+        let r = request(
+            &spec(|s| {
+                s["root"]["readonly"] = json!(true);
+                s["linux"]["maskedPaths"] = json!(["/proc/kcore", "/secret-place"]);
+                s["linux"]["readonlyPaths"] = json!(["/proc/sys"]);
+            }),
+            "c",
+        )
+        .expect("tight");
+        assert!(r.read_only);
+        assert_eq!(r.masked_paths, ["/proc/kcore", "/secret-place"]);
+        assert_eq!(r.readonly_paths, ["/proc/sys"]);
+        for bad in [
+            spec(|s| s["root"]["readonly"] = json!("yes")),
+            spec(|s| s["linux"]["maskedPaths"] = json!("/x")),
+            spec(|s| s["process"]["capabilities"] = json!({"bounding": "CAP_KILL"})),
+        ] {
+            assert!(matches!(request(&bad, "c"), Err(SpecError::Field(_))));
+        }
     }
 
     #[test]

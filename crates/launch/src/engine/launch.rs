@@ -65,6 +65,7 @@ impl Engine {
             volumes,
             memory_bytes,
             cpu_quota,
+            cap_drop,
         } = crate::requests::check(&req, self.cfg.publish_address, &self.cfg.volumes_dir())?;
         let secrets = req
             .secrets
@@ -239,6 +240,14 @@ impl Engine {
             publish,
             terminal: req.tty,
             stdin: req.stdin,
+            readonly_rootfs: req.read_only,
+            cap_drop,
+            masked_paths: req.masked_paths.clone(),
+            readonly_paths: req.readonly_paths.clone(),
+            resolv_conf: req
+                .resolv_conf
+                .clone()
+                .map(|text| (self.container_dir(&id).join("resolv.conf"), text)),
         };
         let gate = req.wait_for_start.then(|| {
             let (tx, rx) = std::sync::mpsc::sync_channel(1);
@@ -829,6 +838,14 @@ impl Engine {
         // One spec value: its projection is measured, and the same value is what libcontainer
         // reads (the digest was computed before the file is written).
         write_private(&bundle.join("config.json"), &runtime_spec.config_json)?;
+        if let Some((file, text)) = &spec.resolv_conf {
+            // Read by the container's user through the bind mount: world-readable, as
+            // /etc/resolv.conf is (its directory stays vouchd's alone).
+            write_private(file, text.as_bytes())?;
+            fs::set_permissions(file, fs::Permissions::from_mode(0o644)).map_err(|e| {
+                EngineError::Internal(format!("cannot set the mode of {}: {e}", file.display()))
+            })?;
+        }
         let config_digest = runtime_spec.measured.digest.clone();
         let mut create = json!({
             "id": id,

@@ -41,6 +41,24 @@ pub(crate) struct RunArgs {
     /// The container's hostname (measured); by default the first 12 characters of its id.
     #[arg(long)]
     pub(crate) hostname: Option<String>,
+    /// Mount the container's root filesystem read-only.
+    #[arg(long)]
+    pub(crate) read_only: bool,
+    /// Drop a capability from the default set (NET_RAW, CAP_CHOWN, ALL). Repeatable.
+    #[arg(long = "cap-drop", value_name = "CAP")]
+    pub(crate) cap_drop: Vec<String>,
+    /// A DNS server for the container's /etc/resolv.conf (measured). Repeatable.
+    #[arg(long, value_name = "IP")]
+    pub(crate) dns: Vec<std::net::IpAddr>,
+    /// A DNS search domain for the container's /etc/resolv.conf. Repeatable.
+    #[arg(long = "dns-search", value_name = "DOMAIN")]
+    pub(crate) dns_search: Vec<String>,
+    /// A resolver option for the container's /etc/resolv.conf (ndots:5). Repeatable.
+    #[arg(long = "dns-option", value_name = "OPTION")]
+    pub(crate) dns_option: Vec<String>,
+    /// Not supported: vouch grants no capability beyond the default set.
+    #[arg(long = "cap-add", value_name = "CAP", hide = true)]
+    pub(crate) cap_add: Vec<String>,
     /// User: NAME, UID, NAME:GROUP or UID:GID (names from the image's /etc/passwd and /etc/group;
     /// a NAME alone also gets the groups that list it as a member).
     #[arg(short, long)]
@@ -132,6 +150,9 @@ pub(crate) fn create_container(client: &Client, args: RunArgs) -> Result<u8> {
 }
 
 fn request(args: &RunArgs) -> Result<CreateContainer> {
+    if let Some(cap) = args.cap_add.first() {
+        bail!("--cap-add {cap}: vouch grants no capability beyond docker's default set (its seccomp profile and measurement assume it); drop --cap-add");
+    }
     let env = parse_env(args)?;
     Ok(CreateContainer {
         image: args.image.clone(),
@@ -150,6 +171,9 @@ fn request(args: &RunArgs) -> Result<CreateContainer> {
         cpus: args.cpus.clone(),
         network: args.network.clone(),
         hostname: args.hostname.clone(),
+        read_only: args.read_only,
+        cap_drop: args.cap_drop.clone(),
+        resolv_conf: resolv_conf(args)?,
         user: args.user.clone(),
         group_add: args.group_add.clone(),
         workdir: args.workdir.clone(),
@@ -243,6 +267,29 @@ fn local_terminal(input: bool) -> Result<Option<(u16, u16)>> {
     }
     let _ = winch().thread_block();
     Ok(local_size())
+}
+
+/// The /etc/resolv.conf that `--dns`, `--dns-search` and `--dns-option` say, if any do.
+fn resolv_conf(args: &RunArgs) -> Result<Option<String>> {
+    if args.dns.is_empty() && args.dns_search.is_empty() && args.dns_option.is_empty() {
+        return Ok(None);
+    }
+    for word in args.dns_search.iter().chain(&args.dns_option) {
+        if word.is_empty() || word.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            bail!("--dns-search and --dns-option take one word each, got {word:?}");
+        }
+    }
+    let mut text = String::new();
+    for ip in &args.dns {
+        text.push_str(&format!("nameserver {ip}\n"));
+    }
+    if !args.dns_search.is_empty() {
+        text.push_str(&format!("search {}\n", args.dns_search.join(" ")));
+    }
+    if !args.dns_option.is_empty() {
+        text.push_str(&format!("options {}\n", args.dns_option.join(" ")));
+    }
+    Ok(Some(text))
 }
 
 /// A `--network` value of a form vouchd knows (vouchd checks what it names).

@@ -560,6 +560,11 @@ fn a_pods_containers_share_its_network_and_a_node_network_pod_is_on_the_hosts() 
         ns.network = NamespaceMode::Pod as i32;
     }
     config.hostname = "net-0-host".into();
+    config.dns_config = Some(DnsConfig {
+        servers: vec!["10.96.0.10".into()],
+        searches: vec!["shop.svc.cluster.local".into()],
+        options: vec!["ndots:5".into()],
+    });
     let sandbox = cri.run_pod(&config, &c);
     let ip = cri
         .call(cri.rs().pod_sandbox_status(PodSandboxStatusRequest {
@@ -628,6 +633,22 @@ fn a_pods_containers_share_its_network_and_a_node_network_pod_is_on_the_hosts() 
         }))
         .expect("ExecSync hostname");
     assert_eq!(String::from_utf8_lossy(&named.stdout), "net-0-host\n");
+    // The pod's DNS config, as the CRI wrote it for the sandbox.
+    let resolv = cri
+        .call(cri.rs().exec_sync(ExecSyncRequest {
+            container_id: probe.clone(),
+            cmd: vec!["/bin/cat".into(), "/etc/resolv.conf".into()],
+            timeout: 10,
+        }))
+        .expect("ExecSync resolv.conf");
+    let resolv = String::from_utf8_lossy(&resolv.stdout).into_owned();
+    for line in [
+        "nameserver 10.96.0.10",
+        "search shop.svc.cluster.local",
+        "options ndots:5",
+    ] {
+        assert!(resolv.lines().any(|l| l == line), "{resolv}");
+    }
     // The node reaches the pod at the address CNI gave it.
     assert_eq!(
         http_get(&format!("{ip}:8080")).as_deref(),
@@ -649,6 +670,10 @@ fn a_pods_containers_share_its_network_and_a_node_network_pod_is_on_the_hosts() 
         assert_eq!(
             spec[0]["spec"]["annotations"]["io.vouch.hostname"],
             "net-0-host"
+        );
+        assert_eq!(
+            spec[0]["spec"]["annotations"]["io.vouch.resolv-conf"],
+            resolv.as_str()
         );
     }
     cri.end_pod(&sandbox, &c);
@@ -932,6 +957,79 @@ fn kubectl_exec_and_attach_reach_the_container_through_the_streaming_server() {
         container_id: broken.clone(),
     }))
     .expect("RemoveContainer of the one that did not start");
+
+    // A pod's securityContext: what tightens vouch's own is taken (a read-only root,
+    // capabilities dropped), a capability added is refused with the reason.
+    let secured = |name: &str, drop: &[&str], add: &[&str]| {
+        let mut container = container_config(name, &image_id, &["/bin/sleep", "60"]);
+        container.linux = Some(LinuxContainerConfig {
+            security_context: Some(LinuxContainerSecurityContext {
+                readonly_rootfs: true,
+                capabilities: Some(Capability {
+                    drop_capabilities: drop.iter().map(|c| c.to_string()).collect(),
+                    add_capabilities: add.iter().map(|c| c.to_string()).collect(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        cri.call(cri.rs().create_container(CreateContainerRequest {
+            pod_sandbox_id: sandbox.clone(),
+            config: Some(container),
+            sandbox_config: Some(config.clone()),
+        }))
+        .expect("CreateContainer")
+        .container_id
+    };
+    let tight = secured("tight", &["NET_RAW"], &[]);
+    cri.call(cri.rs().start_container(StartContainerRequest {
+        container_id: tight.clone(),
+    }))
+    .unwrap_or_else(|e| panic!("StartContainer: {e}\n{}", c.log()));
+    let status = cri
+        .call(cri.rs().exec_sync(ExecSyncRequest {
+            container_id: tight.clone(),
+            cmd: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "grep CapBnd /proc/self/status; touch /x || echo read-only".into(),
+            ],
+            timeout: 10,
+        }))
+        .expect("ExecSync");
+    let out = String::from_utf8_lossy(&status.stdout);
+    let bnd = out
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .map(|h| u64::from_str_radix(h.trim(), 16).expect("hex"))
+        .expect("CapBnd");
+    assert_eq!(bnd & (1 << 13), 0, "NET_RAW dropped: {out}");
+    assert_ne!(bnd & (1 << 5), 0, "KILL kept: {out}");
+    assert!(out.contains("read-only"), "{out}");
+    let wide = secured("wide", &[], &["SYS_ADMIN"]);
+    let refused = cri
+        .call(cri.rs().start_container(StartContainerRequest {
+            container_id: wide.clone(),
+        }))
+        .expect_err("a capability added is refused");
+    assert!(
+        refused
+            .message()
+            .contains("vouch grants no capability beyond docker's default set, and this container asks for CAP_SYS_ADMIN"),
+        "{}",
+        refused.message()
+    );
+    for id in [&tight, &wide] {
+        let _ = cri.call(cri.rs().stop_container(StopContainerRequest {
+            container_id: id.to_string(),
+            timeout: 0,
+        }));
+        cri.call(cri.rs().remove_container(RemoveContainerRequest {
+            container_id: id.to_string(),
+        }))
+        .expect("RemoveContainer");
+    }
 
     // kubectl attach -it: the container's own shell, through containerd's hold of its I/O.
     let url = cri

@@ -351,6 +351,60 @@ fn a_chosen_hostname_is_what_the_container_sees_and_is_measured() {
     );
 }
 
+/// docker's `--dns`, `--dns-search`, `--dns-option`: the container's /etc/resolv.conf, bound
+/// read-only over the image's (readable by any user, on a read-only root too), its text
+/// measured.
+#[test]
+fn dns_flags_give_the_container_its_resolv_conf_measured() {
+    if !require_root("dns_flags_give_the_container_its_resolv_conf_measured") {
+        return;
+    }
+    let env = TestEnv::new();
+    let d = env.start();
+    load_busybox(&env, &d, "bb");
+    let dns = [
+        "--dns",
+        "10.0.0.53",
+        "--dns",
+        "fd00::53",
+        "--dns-search",
+        "shop.example",
+        "--dns-option",
+        "ndots:2",
+    ];
+    let want = "nameserver 10.0.0.53\nnameserver fd00::53\nsearch shop.example\noptions ndots:2\n";
+    let mut args = vec!["run", "-d", "--read-only", "--user", "1000:1000"];
+    args.extend(dns);
+    args.extend(["bb", "sleep", "30"]);
+    let id = d.ok(&args);
+    let id = id.trim();
+    assert_eq!(d.ok(&["exec", id, "cat", "/etc/resolv.conf"]), want);
+    let out = d.vouch(&[
+        "exec",
+        "-u",
+        "0",
+        id,
+        "sh",
+        "-c",
+        "echo x > /etc/resolv.conf",
+    ]);
+    assert!(!out.status.success(), "resolv.conf is written to");
+    let spec = d.json(&["inspect", "--spec", id]);
+    assert_eq!(spec[0]["spec"]["annotations"]["io.vouch.resolv-conf"], want);
+    assert!(spec[0]["spec"]["mounts"]
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .any(|m| m["destination"] == "/etc/resolv.conf"
+            && m["source"] == "$ROOT/containers/$ID/resolv.conf"));
+    let out = d.vouch(&["run", "--rm", "--dns-search", "two words", "bb", "true"]);
+    assert!(
+        stderr(&out).contains("--dns-search and --dns-option take one word each"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 #[test]
 fn bad_port_and_volume_requests_are_refused_clearly() {
     if !require_root("bad_port_and_volume_requests_are_refused_clearly") {

@@ -267,6 +267,104 @@ fn hardening_setuid_stripped_no_mount_no_new_privileges() {
     );
 }
 
+/// docker's `--read-only` and `--cap-drop`: settings that only tighten vouch's own, measured
+/// with the spec, and holding for a process exec'd later too; `--cap-add` is refused, since no
+/// capability beyond the default set is ever granted.
+#[test]
+fn read_only_and_cap_drop_tighten_the_container_measured_and_cap_add_is_refused() {
+    if !require_root("read_only_and_cap_drop_tighten_the_container_measured_and_cap_add_is_refused")
+    {
+        return;
+    }
+    let env = TestEnv::new();
+    let d = env.start();
+    load_busybox(&env, &d, "bb");
+    let bits = |status: &str, field: &str| {
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(field))
+            .unwrap_or_else(|| panic!("{field} in {status}"));
+        u64::from_str_radix(line.split_whitespace().nth(1).expect("hex"), 16).expect("hex")
+    };
+    const NET_RAW: u64 = 1 << 13;
+    const CHOWN: u64 = 1;
+    let plain = d.ok(&["run", "--rm", "bb", "cat", "/proc/self/status"]);
+    assert_ne!(bits(&plain, "CapBnd:") & NET_RAW, 0);
+    let id = d.ok(&[
+        "run",
+        "-d",
+        "--read-only",
+        "--cap-drop",
+        "net_raw",
+        "--cap-drop",
+        "CAP_CHOWN",
+        "bb",
+        "sleep",
+        "30",
+    ]);
+    let id = id.trim();
+    // Neither the container's process nor an exec'd one holds them.
+    let exec_status = d.ok(&["exec", id, "cat", "/proc/self/status"]);
+    let first_status = d.ok(&["exec", id, "cat", "/proc/1/status"]);
+    for status in [&exec_status, &first_status] {
+        for field in ["CapBnd:", "CapEff:", "CapPrm:"] {
+            let b = bits(status, field);
+            assert_eq!(b & (NET_RAW | CHOWN), 0, "{field} {b:x}");
+        }
+        assert_eq!(
+            bits(status, "CapBnd:"),
+            bits(&plain, "CapBnd:") & !(NET_RAW | CHOWN)
+        );
+    }
+    // The root filesystem is read-only; /tmp of the image too (no tmpfs is added).
+    let out = d.vouch(&["exec", id, "touch", "/new-file"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("Read-only file system"),
+        "{}",
+        stderr(&out)
+    );
+    // Measured: the spec says both.
+    let spec = d.json(&["inspect", "--spec", id]);
+    let spec = &spec[0]["spec"];
+    assert_eq!(spec["root"]["readonly"], true, "{spec}");
+    let bounding: Vec<&str> = spec["process"]["capabilities"]["bounding"]
+        .as_array()
+        .expect("bounding")
+        .iter()
+        .filter_map(|c| c.as_str())
+        .collect();
+    assert!(!bounding.contains(&"CAP_NET_RAW") && !bounding.contains(&"CAP_CHOWN"));
+    assert!(bounding.contains(&"CAP_KILL"), "{bounding:?}");
+    // ALL: none at all.
+    let none = d.ok(&[
+        "run",
+        "--rm",
+        "--cap-drop",
+        "ALL",
+        "bb",
+        "cat",
+        "/proc/self/status",
+    ]);
+    assert_eq!(bits(&none, "CapBnd:"), 0);
+    // No capability is added, and bad names say what is wrong.
+    let out = d.vouch(&["run", "--rm", "--cap-add", "SYS_ADMIN", "bb", "true"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(
+            "--cap-add SYS_ADMIN: vouch grants no capability beyond docker's default set"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    let out = d.vouch(&["run", "--rm", "--cap-drop", "NOPE", "bb", "true"]);
+    assert!(
+        stderr(&out).contains("unknown capability \"NOPE\""),
+        "{}",
+        stderr(&out)
+    );
+}
+
 #[test]
 fn detached_container_stop_and_remove() {
     if !require_root("detached_container_stop_and_remove") {
