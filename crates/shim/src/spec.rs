@@ -203,8 +203,16 @@ fn resolv_conf(spec: &Value) -> Result<Option<String>, SpecError> {
     else {
         return Ok(None);
     };
-    let file =
-        std::fs::File::open(source).map_err(|e| SpecError::ResolvConf(format!("{source}: {e}")))?;
+    // Not waited on, whatever the path names (a FIFO): a regular file only.
+    let file = std::os::unix::fs::OpenOptionsExt::custom_flags(
+        std::fs::OpenOptions::new().read(true),
+        libc::O_NONBLOCK | libc::O_NOCTTY,
+    )
+    .open(source)
+    .map_err(|e| SpecError::ResolvConf(format!("{source}: {e}")))?;
+    if !file.metadata().is_ok_and(|m| m.is_file()) {
+        return Err(SpecError::ResolvConf(format!("{source} is not a file")));
+    }
     let mut text = String::new();
     std::io::Read::read_to_string(&mut std::io::Read::take(file, 4097), &mut text)
         .map_err(|e| SpecError::ResolvConf(format!("{source}: {e}")))?;
@@ -500,6 +508,44 @@ mod tests {
         ] {
             assert!(matches!(request(&bad, "c"), Err(SpecError::Field(_))));
         }
+    }
+
+    /// The pod's resolv.conf: the text of the file containerd binds there; a FIFO or a
+    /// directory is refused at once, not waited on.
+    #[test]
+    fn the_resolv_conf_is_the_text_of_the_file_containerd_binds() {
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("resolv.conf");
+        std::fs::write(&file, "nameserver 10.96.0.10\n").expect("write");
+        let with = |source: &std::path::Path| {
+            spec(|s| {
+                s["mounts"] =
+                    json!([{"destination": "/etc/resolv.conf", "source": source, "type": "bind"}])
+            })
+        };
+        assert_eq!(
+            request(&with(&file), "c")
+                .expect("file")
+                .resolv_conf
+                .as_deref(),
+            Some("nameserver 10.96.0.10\n")
+        );
+        assert_eq!(request(&spec(|_| {}), "c").expect("none").resolv_conf, None);
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo");
+        assert!(made.success());
+        for bad in [fifo.as_path(), dir.path()] {
+            let err = request(&with(bad), "c")
+                .expect_err("not a file")
+                .to_string();
+            assert!(err.ends_with("is not a file"), "{err}");
+        }
+        std::fs::write(&file, "#".repeat(4097)).expect("write");
+        let err = request(&with(&file), "c").expect_err("big").to_string();
+        assert!(err.ends_with("is over 4 KiB"), "{err}");
     }
 
     #[test]
