@@ -93,17 +93,19 @@ struct Process {
     groups: Vec<u32>,
 }
 
+/// An array of strings of an OCI spec (absent or null: none); `what` names it in the error.
+fn strings(v: Option<&Value>, what: &'static str) -> Result<Vec<String>, SpecError> {
+    match v {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|s| s.as_str().map(String::from).ok_or(SpecError::Field(what)))
+            .collect(),
+        Some(_) => Err(SpecError::Field(what)),
+    }
+}
+
 fn process_of(process: &Value) -> Result<Process, SpecError> {
-    let strings = |v: Option<&Value>, what: &'static str| -> Result<Vec<String>, SpecError> {
-        match v {
-            None | Some(Value::Null) => Ok(Vec::new()),
-            Some(Value::Array(a)) => a
-                .iter()
-                .map(|s| s.as_str().map(String::from).ok_or(SpecError::Field(what)))
-                .collect(),
-            Some(_) => Err(SpecError::Field(what)),
-        }
-    };
     let args = strings(process.get("args"), "process.args")?;
     if args.is_empty() {
         return Err(SpecError::Field("process.args (empty)"));
@@ -223,16 +225,6 @@ fn resolv_conf(spec: &Value) -> Result<Option<String>, SpecError> {
 }
 
 fn tightening(spec: &Value) -> Result<Tightening, SpecError> {
-    let strings = |v: Option<&Value>, what: &'static str| -> Result<Vec<String>, SpecError> {
-        match v {
-            None | Some(Value::Null) => Ok(Vec::new()),
-            Some(Value::Array(a)) => a
-                .iter()
-                .map(|s| s.as_str().map(String::from).ok_or(SpecError::Field(what)))
-                .collect(),
-            Some(_) => Err(SpecError::Field(what)),
-        }
-    };
     let read_only = match spec.pointer("/root/readonly") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,

@@ -138,6 +138,39 @@ fn node(env: &TestEnv, reg: &Registry) -> Option<(Containerd, Cri)> {
     Some((c, cri))
 }
 
+/// What a pod's test runs against: a registry holding busybox as `app/bb:1`, a vouchd that
+/// pulls from it, a node (containerd with its CRI) and a client, the image pulled as the
+/// kubelet does (`image_id`, what the kubelet names it by), and a directory for the pods' logs.
+struct Pod {
+    _reg: Registry,
+    d: Daemon,
+    c: Containerd,
+    cri: Cri,
+    image_id: String,
+    logs: std::path::PathBuf,
+}
+
+/// A [`Pod`] node in `env`; None when a part is not installed.
+fn pod_node(env: &TestEnv) -> Option<Pod> {
+    let reg = Registry::start(env.path())?;
+    let (layout, _) = busybox_layout(env);
+    reg.push(&layout, "bb", "app/bb:1");
+    let image = format!("{}/app/bb:1", reg.addr);
+    let d = env.start_with(&["--tee", "sim", "--insecure-registry", &reg.addr]);
+    let (c, cri) = node(env, &reg)?;
+    let image_id = cri.pull(&image);
+    let logs = env.path().join("pod-logs");
+    std::fs::create_dir_all(&logs).expect("logs");
+    Some(Pod {
+        _reg: reg,
+        d,
+        c,
+        cri,
+        image_id,
+        logs,
+    })
+}
+
 /// The lines a container wrote, as the CRI's log file has them (`TIME STREAM F LINE`).
 fn log_lines(path: &Path) -> Vec<(String, String)> {
     std::fs::read_to_string(path)
@@ -172,21 +205,19 @@ fn a_pod_runs_through_the_cri_measured_with_its_names() {
         return;
     }
     let env = TestEnv::new();
-    let Some(reg) = Registry::start(env.path()) else {
+    let Some(Pod {
+        _reg,
+        d,
+        c,
+        cri,
+        image_id,
+        logs,
+    }) = pod_node(&env)
+    else {
         return;
     };
-    let (layout, _) = busybox_layout(&env);
-    reg.push(&layout, "bb", "app/bb:1");
-    let image = format!("{}/app/bb:1", reg.addr);
-    let d = env.start_with(&["--tee", "sim", "--insecure-registry", &reg.addr]);
-    let Some((c, cri)) = node(&env, &reg) else {
-        return;
-    };
-    let image_id = cri.pull(&image);
     assert!(image_id.starts_with("sha256:"), "{image_id}");
 
-    let logs = env.path().join("pod-logs");
-    std::fs::create_dir_all(&logs).expect("logs");
     let config = pod_config("web-0", &logs);
     let sandbox = cri.run_pod(&config, &c);
     let status = cri
@@ -533,23 +564,21 @@ fn a_pods_containers_share_its_network_and_a_node_network_pod_is_on_the_hosts() 
         return;
     }
     let env = TestEnv::new();
-    let Some(reg) = Registry::start(env.path()) else {
-        return;
-    };
-    let (layout, _) = busybox_layout(&env);
-    reg.push(&layout, "bb", "app/bb:1");
-    let image = format!("{}/app/bb:1", reg.addr);
-    let d = env.start_with(&["--tee", "sim", "--insecure-registry", &reg.addr]);
     let _bridge = Bridge::configure(
         &env.path().join("containerd/cni"),
         &env.path().join("cni-addresses"),
     );
-    let Some((c, cri)) = node(&env, &reg) else {
+    let Some(Pod {
+        _reg,
+        d,
+        c,
+        cri,
+        image_id,
+        logs,
+    }) = pod_node(&env)
+    else {
         return;
     };
-    let image_id = cri.pull(&image);
-    let logs = env.path().join("pod-logs");
-    std::fs::create_dir_all(&logs).expect("logs");
     let mut config = pod_config("net-0", &logs);
     if let Some(ns) = config
         .linux
@@ -824,19 +853,17 @@ fn kubectl_exec_and_attach_reach_the_container_through_the_streaming_server() {
         return;
     }
     let env = TestEnv::new();
-    let Some(reg) = Registry::start(env.path()) else {
+    let Some(Pod {
+        _reg,
+        d,
+        c,
+        cri,
+        image_id,
+        logs,
+    }) = pod_node(&env)
+    else {
         return;
     };
-    let (layout, _) = busybox_layout(&env);
-    reg.push(&layout, "bb", "app/bb:1");
-    let image = format!("{}/app/bb:1", reg.addr);
-    let d = env.start_with(&["--tee", "sim", "--insecure-registry", &reg.addr]);
-    let Some((c, cri)) = node(&env, &reg) else {
-        return;
-    };
-    let image_id = cri.pull(&image);
-    let logs = env.path().join("pod-logs");
-    std::fs::create_dir_all(&logs).expect("logs");
     let config = pod_config("term-0", &logs);
     let sandbox = cri.run_pod(&config, &c);
     // A container with a terminal and stdin, as `kubectl run -it` makes one.

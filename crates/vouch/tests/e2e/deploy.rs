@@ -167,6 +167,20 @@ fn run(cmd: &mut Command) -> std::process::Output {
     out
 }
 
+/// The config of the one image in the OCI layout at `layout`.
+fn image_config(layout: &Path) -> Value {
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).expect("index"))
+            .expect("json");
+    let blob = |digest: &str| -> Value {
+        let hex = digest.strip_prefix("sha256:").expect("sha256");
+        serde_json::from_slice(&std::fs::read(layout.join("blobs/sha256").join(hex)).expect("blob"))
+            .expect("json")
+    };
+    let manifest = blob(index["manifests"][0]["digest"].as_str().expect("manifest"));
+    blob(manifest["config"]["digest"].as_str().expect("config"))
+}
+
 #[test]
 fn the_payload_image_installs_vouch_into_containerds_config_and_uninstalls_it() {
     if !require_root("the_payload_image_installs_vouch_into_containerds_config_and_uninstalls_it") {
@@ -193,16 +207,7 @@ fn the_payload_image_installs_vouch_into_containerds_config_and_uninstalls_it() 
         .arg(&layout)
         .args(["--tag", "test"]));
     // An OCI layout whose image runs the install script.
-    let index: Value =
-        serde_json::from_slice(&std::fs::read(layout.join("index.json")).expect("index"))
-            .expect("json");
-    let blob = |digest: &str| -> Value {
-        let hex = digest.strip_prefix("sha256:").expect("sha256");
-        serde_json::from_slice(&std::fs::read(layout.join("blobs/sha256").join(hex)).expect("blob"))
-            .expect("json")
-    };
-    let manifest = blob(index["manifests"][0]["digest"].as_str().expect("manifest"));
-    let config = blob(manifest["config"]["digest"].as_str().expect("config"));
+    let config = image_config(&layout);
     assert_eq!(
         config["config"]["Entrypoint"],
         serde_json::json!(["/opt/vouch/scripts/install.sh"])
@@ -293,16 +298,7 @@ fn the_kbs_image_is_built_as_a_layout_and_runs_as_nonroot() {
         .arg("--out")
         .arg(&layout)
         .args(["--tag", "test"]));
-    let index: Value =
-        serde_json::from_slice(&std::fs::read(layout.join("index.json")).expect("index"))
-            .expect("json");
-    let blob = |digest: &str| -> Value {
-        let hex = digest.strip_prefix("sha256:").expect("sha256");
-        serde_json::from_slice(&std::fs::read(layout.join("blobs/sha256").join(hex)).expect("blob"))
-            .expect("json")
-    };
-    let manifest = blob(index["manifests"][0]["digest"].as_str().expect("manifest"));
-    let config = blob(manifest["config"]["digest"].as_str().expect("config"));
+    let config = image_config(&layout);
     assert_eq!(
         config["config"]["Entrypoint"],
         serde_json::json!(["/usr/local/bin/vouch-kbs"])
