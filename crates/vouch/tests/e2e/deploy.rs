@@ -167,6 +167,19 @@ fn run(cmd: &mut Command) -> std::process::Output {
     out
 }
 
+/// Run `scripts/SCRIPT` on the binaries the tests run, writing the OCI layout `layout` (tag
+/// `test`); the binaries' directory.
+fn build_image(script: &str, layout: &Path) -> PathBuf {
+    let bin_dir = vouch().parent().expect("bin dir").to_path_buf();
+    run(Command::new(deploy_dir().join("../scripts").join(script))
+        .arg("--bin-dir")
+        .arg(&bin_dir)
+        .arg("--out")
+        .arg(layout)
+        .args(["--tag", "test"]));
+    bin_dir
+}
+
 /// The config of the one image in the OCI layout at `layout`.
 fn image_config(layout: &Path) -> Value {
     let index: Value =
@@ -199,13 +212,7 @@ fn the_payload_image_installs_vouch_into_containerds_config_and_uninstalls_it() 
     let env = TestEnv::new();
     let _d = env.start();
     let layout = env.path().join("payload");
-    let bin_dir = vouch().parent().expect("bin dir").to_path_buf();
-    run(Command::new(deploy_dir().join("../scripts/payload"))
-        .arg("--bin-dir")
-        .arg(&bin_dir)
-        .arg("--out")
-        .arg(&layout)
-        .args(["--tag", "test"]));
+    let bin_dir = build_image("payload", &layout);
     // An OCI layout whose image runs the install script.
     let config = image_config(&layout);
     assert_eq!(
@@ -291,13 +298,7 @@ fn the_kbs_image_is_built_as_a_layout_and_runs_as_nonroot() {
     let env = TestEnv::new();
     let d = env.start();
     let layout = env.path().join("kbs-image");
-    let bin_dir = vouch().parent().expect("bin dir").to_path_buf();
-    run(Command::new(deploy_dir().join("../scripts/kbs-image"))
-        .arg("--bin-dir")
-        .arg(&bin_dir)
-        .arg("--out")
-        .arg(&layout)
-        .args(["--tag", "test"]));
+    build_image("kbs-image", &layout);
     let config = image_config(&layout);
     assert_eq!(
         config["config"]["Entrypoint"],
