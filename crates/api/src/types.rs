@@ -426,3 +426,31 @@ pub struct Exec {
     /// tty), as its `container.exec` record has it.
     pub process_digest: String,
 }
+
+/// A create request's `network`, parsed: what vouchd and the CLI both read it as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetworkMode {
+    /// A network namespace of the container's own (`none`, or no mode).
+    Own,
+    /// The host's (`host`).
+    Host,
+    /// Another container's (`container:NAME`).
+    Container(String),
+    /// The namespace at a path (`ns:/PATH`).
+    Path(String),
+}
+
+impl NetworkMode {
+    /// Parse a `network` value; the error says which forms there are.
+    pub fn parse(s: &str) -> Result<NetworkMode, String> {
+        match s.split_once(':') {
+            None if s == "none" => Ok(NetworkMode::Own),
+            None if s == "host" => Ok(NetworkMode::Host),
+            Some(("container", name)) if !name.is_empty() => {
+                Ok(NetworkMode::Container(name.to_string()))
+            }
+            Some(("ns", path)) if path.starts_with('/') => Ok(NetworkMode::Path(path.to_string())),
+            _ => Err("use none, host, container:NAME or ns:/PATH".into()),
+        }
+    }
+}

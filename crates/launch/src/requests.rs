@@ -39,20 +39,17 @@ pub(crate) fn check(
     publish_address: IpAddr,
     volumes_dir: &Path,
 ) -> Result<Checked, EngineError> {
-    let (host_network, join) = match req.network.as_deref() {
-        None | Some("none") | Some("") => (false, None),
-        Some("host") => (true, None),
-        Some(other) => match other.split_once(':') {
-            Some(("container", name)) if !name.is_empty() => {
-                (false, Some(Join::Container(name.to_string())))
-            }
-            Some(("ns", path)) if path.starts_with('/') => (false, Some(Join::Path(path.into()))),
-            _ => {
-                return Err(EngineError::BadRequest(format!(
-                    "unknown network mode {other:?}: use none, host, container:NAME or ns:/PATH"
-                )))
-            }
-        },
+    let mode = match req.network.as_deref() {
+        None | Some("") => "none",
+        Some(m) => m,
+    };
+    let (host_network, join) = match vouch_api::NetworkMode::parse(mode)
+        .map_err(|e| EngineError::BadRequest(format!("unknown network mode {mode:?}: {e}")))?
+    {
+        vouch_api::NetworkMode::Own => (false, None),
+        vouch_api::NetworkMode::Host => (true, None),
+        vouch_api::NetworkMode::Container(name) => (false, Some(Join::Container(name))),
+        vouch_api::NetworkMode::Path(path) => (false, Some(Join::Path(path.into()))),
     };
     let publish = req
         .publish

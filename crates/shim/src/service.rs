@@ -515,12 +515,17 @@ impl Tasks {
                 format!("sandbox {id} was started already"),
             ));
         }
+        // A sandbox that cannot start ends here, as a container does (see `never_started`).
+        let failed = |code: Code, message: String| {
+            never_started(&ended, "", "", "");
+            status(code, message)
+        };
         let network = match self.with_task(id, |t| t.sandbox_network.clone())? {
             spec::Network::Host => PodNetwork::Host,
             spec::Network::Own => PodNetwork::Own,
             spec::Network::Join(path) => {
-                PodNetwork::Join(std::fs::File::open(&path).map_err(|e| {
-                    status(
+                PodNetwork::Join(spec::open_nonblocking(&path).map_err(|e| {
+                    failed(
                         Code::FAILED_PRECONDITION,
                         format!("cannot open the pod's network namespace {path}: {e}"),
                     )
@@ -528,7 +533,7 @@ impl Tasks {
             }
         };
         let pause = Arc::new(Pause::spawn(network).map_err(|e| {
-            status(
+            failed(
                 Code::INTERNAL,
                 format!("cannot start the pod's sandbox process: {e}"),
             )
@@ -850,7 +855,9 @@ impl shim::Task for Tasks {
             Ok(c) => c,
             // vouchd went away before it answered: once it is back, the container says
             // whether it started.
-            Err(e) if unreachable(&e) => self.after_restart(&vouch_id)?,
+            Err(e) if unreachable(&e) => self.after_restart(&vouch_id).inspect_err(|_| {
+                never_started(&ended, &stdin, &stdout, &stderr);
+            })?,
             Err(e) => {
                 never_started(&ended, &stdin, &stdout, &stderr);
                 return Err(from_vouchd(e));

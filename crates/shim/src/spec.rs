@@ -191,6 +191,16 @@ struct Tightening {
     readonly_paths: Vec<String>,
 }
 
+/// Open a path containerd's spec names for reading, without waiting on it whatever it names (a
+/// FIFO) and never as a controlling terminal.
+pub(crate) fn open_nonblocking(path: &str) -> std::io::Result<std::fs::File> {
+    std::os::unix::fs::OpenOptionsExt::custom_flags(
+        std::fs::OpenOptions::new().read(true),
+        libc::O_NONBLOCK | libc::O_NOCTTY,
+    )
+    .open(path)
+}
+
 /// The text of the file containerd binds at `/etc/resolv.conf` (the pod's DNS config, which
 /// the CRI writes for the sandbox), if its spec has one: vouchd gives the container the same
 /// text, measured. containerd names the file; it is read here, at most 4 KiB.
@@ -205,13 +215,9 @@ fn resolv_conf(spec: &Value) -> Result<Option<String>, SpecError> {
     else {
         return Ok(None);
     };
-    // Not waited on, whatever the path names (a FIFO): a regular file only.
-    let file = std::os::unix::fs::OpenOptionsExt::custom_flags(
-        std::fs::OpenOptions::new().read(true),
-        libc::O_NONBLOCK | libc::O_NOCTTY,
-    )
-    .open(source)
-    .map_err(|e| SpecError::ResolvConf(format!("{source}: {e}")))?;
+    // A regular file only.
+    let file =
+        open_nonblocking(source).map_err(|e| SpecError::ResolvConf(format!("{source}: {e}")))?;
     if !file.metadata().is_ok_and(|m| m.is_file()) {
         return Err(SpecError::ResolvConf(format!("{source} is not a file")));
     }

@@ -294,12 +294,7 @@ fn resolv_conf(args: &RunArgs) -> Result<Option<String>> {
 
 /// A `--network` value of a form vouchd knows (vouchd checks what it names).
 fn network_mode(s: &str) -> Result<String, String> {
-    match s.split_once(':') {
-        None if s == "none" || s == "host" => Ok(s.to_string()),
-        Some(("container", name)) if !name.is_empty() => Ok(s.to_string()),
-        Some(("ns", path)) if path.starts_with('/') => Ok(s.to_string()),
-        _ => Err("use none, host, container:NAME or ns:/PATH".into()),
-    }
+    vouch_api::NetworkMode::parse(s).map(|_| s.to_string())
 }
 
 /// This terminal's size, from stdout or else stdin.
