@@ -27,6 +27,8 @@ pub(crate) struct Checked {
     pub join: Option<Join>,
     pub publish: Vec<PortMapping>,
     pub volumes: Vec<spec::Volume>,
+    /// Read-only copies of host paths: (host path, container path).
+    pub copies: Vec<(std::path::PathBuf, String)>,
     pub memory_bytes: Option<u64>,
     pub cpu_quota: Option<i64>,
     pub cap_drop: Vec<String>,
@@ -84,19 +86,30 @@ pub(crate) fn check(
         }
     }
     let mut volumes: Vec<spec::Volume> = Vec::new();
+    let mut copies: Vec<(std::path::PathBuf, String)> = Vec::new();
     for v in &req.volumes {
-        let (name, target, readonly) = spec::parse_volume(v)?;
-        if volumes.iter().any(|o| o.target == target) {
+        let arg = spec::parse_volume_arg(v)?;
+        let target = match &arg {
+            spec::VolumeArg::Named { target, .. } | spec::VolumeArg::Copy { target, .. } => target,
+        };
+        if volumes.iter().any(|o| o.target == *target) || copies.iter().any(|c| c.1 == *target) {
             return Err(EngineError::BadRequest(format!(
                 "two volumes are mounted at {target}"
             )));
         }
-        volumes.push(spec::Volume {
-            source: volumes_dir.join(&name),
-            name,
-            target,
-            readonly,
-        });
+        match arg {
+            spec::VolumeArg::Named {
+                name,
+                target,
+                readonly,
+            } => volumes.push(spec::Volume {
+                source: volumes_dir.join(&name),
+                name,
+                target,
+                readonly,
+            }),
+            spec::VolumeArg::Copy { source, target } => copies.push((source, target)),
+        }
     }
     if let Some(h) = &req.hostname {
         let label_ok = |l: &str| {
@@ -144,6 +157,7 @@ pub(crate) fn check(
         join,
         publish,
         volumes,
+        copies,
         memory_bytes,
         cpu_quota,
         cap_drop,
@@ -341,7 +355,23 @@ mod tests {
             ),
             (
                 req(|r| r.volumes = vec!["/host:/d".into()]),
-                "only named volumes are supported",
+                "a host path is given to a container only read-only",
+            ),
+            (
+                req(|r| r.volumes = vec!["./host:/d:ro".into()]),
+                "an absolute /HOST/PATH:/PATH:ro",
+            ),
+            (
+                req(|r| r.volumes = vec!["/a/../etc:/d:ro".into()]),
+                "the host path must be absolute and normalized",
+            ),
+            (
+                req(|r| r.volumes = vec!["/etc:/proc/x:ro".into()]),
+                "the container path is reserved",
+            ),
+            (
+                req(|r| r.volumes = vec!["data:/d".into(), "/etc:/d:ro".into()]),
+                "two volumes are mounted at /d",
             ),
         ] {
             let got = refusal(r);

@@ -7,6 +7,7 @@
 //! container must outlive a daemon crash with its exit status still recorded.
 
 pub mod cgroup;
+pub mod copies;
 pub mod exec;
 mod input;
 pub use vouch_base::logframe;

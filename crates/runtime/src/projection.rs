@@ -190,6 +190,12 @@ mod tests {
                 target: "/data".into(),
                 readonly: false,
             }],
+            copies: vec![crate::spec::CopyMount {
+                source: "/etc/app".into(),
+                dir: format!("{ROOT}/containers/{ID}/copies/0").into(),
+                target: "/etc/app".into(),
+                digest: format!("sha384:{}", "ab".repeat(48)),
+            }],
             publish: vec![crate::net::PortMapping::parse(
                 "8080:80",
                 std::net::IpAddr::from([127, 0, 0, 1]),
@@ -343,6 +349,10 @@ mod tests {
             sources.contains(&"$ROOT/containers/$ID/resolv.conf"),
             "{sources:?}"
         );
+        assert!(
+            sources.contains(&"$ROOT/containers/$ID/copies/0"),
+            "{sources:?}"
+        );
         assert!(!p.to_string().contains(ID), "the id appears nowhere");
         // Two launches of the same workload measure the same, whatever their ids.
         let other = "f".repeat(64);
@@ -353,6 +363,7 @@ mod tests {
         if let Some((file, _)) = cs.resolv_conf.as_mut() {
             *file = format!("{ROOT}/containers/{other}/resolv.conf").into();
         }
+        cs.copies[0].dir = format!("{ROOT}/containers/{other}/copies/0").into();
         let d2 = digest(
             &cs.to_spec().expect("spec"),
             &HostLocal {

@@ -105,7 +105,7 @@ impl SecretsDir {
 }
 
 /// Zero and remove every file under `dir` (never following a link), then its directories.
-fn wipe(dir: &Path) {
+pub(crate) fn wipe(dir: &Path) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };

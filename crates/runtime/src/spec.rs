@@ -53,6 +53,96 @@ pub struct Volume {
     pub readonly: bool,
 }
 
+/// A read-only copy of a host file or directory (`/HOST/PATH:/PATH:ro`), made by vouchd when
+/// the container is created (see [`crate::copies`]): the host path is not in the spec, the
+/// digest of what was copied is (the `io.vouch.copies` annotation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyMount {
+    /// The host file or directory copied.
+    pub source: std::path::PathBuf,
+    /// The copy, on the container's copies tmpfs.
+    pub dir: std::path::PathBuf,
+    pub target: String,
+    /// `sha384:<hex>` of what was copied ([`crate::copies::Copied::digest`]).
+    pub digest: String,
+}
+
+/// What `-v` asks for: a named volume, or a read-only copy of a host path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VolumeArg {
+    Named {
+        name: String,
+        target: String,
+        readonly: bool,
+    },
+    Copy {
+        source: std::path::PathBuf,
+        target: String,
+    },
+}
+
+/// An absolute, normalized path other than `/`.
+fn clean_absolute(path: &str) -> bool {
+    path.starts_with('/')
+        && path.len() > 1
+        && !path.ends_with('/')
+        && path[1..]
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..")
+}
+
+/// Parse `NAME:/PATH[:ro|:rw]` (a named volume) or `/HOST/PATH:/PATH:ro` (a read-only copy of
+/// a host file or directory, measured by its content; a host path is never shared writable).
+pub fn parse_volume_arg(spec: &str) -> Result<VolumeArg, SpecError> {
+    let Some(source) = spec.split(':').next().filter(|s| s.starts_with('/')) else {
+        let (name, target, readonly) = parse_volume(spec)?;
+        return Ok(VolumeArg::Named {
+            name,
+            target,
+            readonly,
+        });
+    };
+    let bad = |reason: &str| SpecError::BadVolume {
+        spec: spec.to_string(),
+        reason: reason.to_string(),
+    };
+    let parts: Vec<&str> = spec.split(':').collect();
+    let target = match parts.as_slice() {
+        [_, t, "ro"] => *t,
+        [_, _] | [_, _, "rw"] => {
+            return Err(bad(
+                "a host path is given to a container only read-only, as a copy measured by its content (add :ro), or use a named volume for data the container writes",
+            ))
+        }
+        [_, _, o] => return Err(bad(&format!("option {o:?} is not ro or rw"))),
+        _ => return Err(bad("expected /HOST/PATH:/PATH:ro")),
+    };
+    if !clean_absolute(source) {
+        return Err(bad(
+            "the host path must be absolute and normalized, and not /",
+        ));
+    }
+    check_target(target).map_err(bad)?;
+    Ok(VolumeArg::Copy {
+        source: source.into(),
+        target: target.to_string(),
+    })
+}
+
+/// Why a container path may not take a volume or a copy, if it may not.
+fn check_target(target: &str) -> Result<(), &'static str> {
+    if !clean_absolute(target) {
+        return Err("the container path must be absolute and normalized, and not /");
+    }
+    if RESERVED_TARGETS
+        .iter()
+        .any(|r| target == *r || target.starts_with(&format!("{r}/")))
+    {
+        return Err("the container path is reserved by the runtime");
+    }
+    Ok(())
+}
+
 /// Paths a volume may not cover: the runtime's own mounts and the secrets directory.
 const RESERVED_TARGETS: &[&str] = &["/proc", "/sys", "/dev", crate::secrets::MOUNT_POINT];
 
@@ -72,7 +162,7 @@ pub fn parse_volume(spec: &str) -> Result<(String, String, bool), SpecError> {
     };
     if name.starts_with('/') || name.starts_with('.') {
         return Err(bad(
-            "only named volumes are supported: a directory of the daemon's host is not part of what is measured",
+            "a host path is given to a container only read-only, as a copy measured by its content: an absolute /HOST/PATH:/PATH:ro",
         ));
     }
     let name_ok = !name.is_empty()
@@ -86,23 +176,7 @@ pub fn parse_volume(spec: &str) -> Result<(String, String, bool), SpecError> {
             "the name must be letters, digits, '_', '.', '-', starting with a letter or digit",
         ));
     }
-    let clean = target.starts_with('/')
-        && target.len() > 1
-        && !target.ends_with('/')
-        && target[1..]
-            .split('/')
-            .all(|c| !c.is_empty() && c != "." && c != "..");
-    if !clean {
-        return Err(bad(
-            "the container path must be absolute and normalized, and not /",
-        ));
-    }
-    if RESERVED_TARGETS
-        .iter()
-        .any(|r| target == *r || target.starts_with(&format!("{r}/")))
-    {
-        return Err(bad("the container path is reserved by the runtime"));
-    }
+    check_target(target).map_err(bad)?;
     Ok((name.to_string(), target.to_string(), readonly))
 }
 
@@ -153,6 +227,8 @@ pub struct ContainerSpec {
     /// The host directory holding the secrets tmpfs, bind-mounted read-only at `/secret`.
     pub secrets_dir: Option<std::path::PathBuf>,
     pub volumes: Vec<Volume>,
+    /// Read-only copies of host files and directories.
+    pub copies: Vec<CopyMount>,
     /// Published ports, relayed into the private network namespace by the monitor.
     pub publish: Vec<crate::net::PortMapping>,
     /// A terminal for the process (`process.terminal`): libcontainer makes a pty in the
@@ -1076,6 +1152,10 @@ pub(crate) const HOSTNAME_ANNOTATION: &str = "io.vouch.hostname";
 /// Annotation holding the text of the container's `/etc/resolv.conf` when vouchd gives it one
 /// (the file is bound from the state directory; what it says is measured here).
 pub(crate) const RESOLV_CONF_ANNOTATION: &str = "io.vouch.resolv-conf";
+/// Annotation holding the digest of each read-only copy of a host path (a JSON object, the
+/// container path to `sha384:<hex>`): the copy's place on the host is projected away, what was
+/// copied is measured.
+pub(crate) const COPIES_ANNOTATION: &str = "io.vouch.copies";
 
 impl ContainerSpec {
     fn namespaces(&self) -> Vec<typed::LinuxNamespaceType> {
@@ -1195,6 +1275,14 @@ impl ContainerSpec {
                 ],
             )?);
         }
+        for c in &self.copies {
+            mounts.push(mount(
+                &c.target,
+                "bind",
+                &c.dir.to_string_lossy(),
+                &["rbind", "ro", "nosuid", "nodev"],
+            )?);
+        }
         if let Some((file, _)) = &self.resolv_conf {
             mounts.push(mount(
                 "/etc/resolv.conf",
@@ -1239,6 +1327,14 @@ impl ContainerSpec {
         }
         if let Some((_, text)) = &self.resolv_conf {
             annotations.insert(RESOLV_CONF_ANNOTATION.to_string(), text.clone());
+        }
+        if !self.copies.is_empty() {
+            let digests: std::collections::BTreeMap<&str, &str> = self
+                .copies
+                .iter()
+                .map(|c| (c.target.as_str(), c.digest.as_str()))
+                .collect();
+            annotations.insert(COPIES_ANNOTATION.to_string(), json!(digests).to_string());
         }
         if self.hostname_measured {
             annotations.insert(HOSTNAME_ANNOTATION.to_string(), self.hostname.clone());

@@ -28,6 +28,26 @@ use crate::spec;
 /// The file in a bundle that names the vouchd container of containerd's, for the `delete`
 /// action that cleans up after a shim that died.
 const VOUCH_ID_FILE: &str = "vouch-container-id";
+/// In a sandbox's bundle: its pod's uid, whose emptyDir volumes go with the sandbox.
+const POD_UID_FILE: &str = "vouch-pod-uid";
+
+/// Remove the emptyDir volumes of the pod `uid` from vouchd (its sandbox is deleted: kubelet
+/// removes an emptyDir with its pod). A volume still in use stays, and is logged.
+fn remove_pod_volumes(client: &Client, uid: &str) {
+    let prefix = spec::pod_volume_prefix(uid);
+    let Ok(list) = client.call::<Vec<vouch_api::Volume>>("GET", "/v1/volumes", None::<&()>) else {
+        return;
+    };
+    for v in list.iter().filter(|v| v.name.starts_with(&prefix)) {
+        if let Err(e) = client.call::<vouch_api::Volume>(
+            "DELETE",
+            &format!("/v1/volumes/{}", v.name),
+            None::<&()>,
+        ) {
+            eprintln!("vouch: cannot remove the pod's volume {}: {e}", v.name);
+        }
+    }
+}
 
 fn client() -> Client {
     Client::new(
@@ -91,6 +111,10 @@ pub(crate) fn delete_after_crash(bundle: &Path) -> api::DeleteResponse {
             None::<&()>,
         );
         let _ = std::fs::remove_file(bundle.join(VOUCH_ID_FILE));
+    }
+    if let Ok(uid) = std::fs::read_to_string(bundle.join(POD_UID_FILE)) {
+        remove_pod_volumes(&client(), uid.trim());
+        let _ = std::fs::remove_file(bundle.join(POD_UID_FILE));
     }
     api::DeleteResponse {
         exit_status: 137,
@@ -754,6 +778,9 @@ impl shim::Task for Tasks {
         let network =
             spec::network(&oci).map_err(|e| status(Code::INVALID_ARGUMENT, e.to_string()))?;
         let (vouch_id, sandbox) = if spec::is_sandbox(&oci) {
+            if let Some(uid) = spec::annotation(&oci, spec::CRI_SANDBOX_UID) {
+                let _ = std::fs::write(bundle.join(POD_UID_FILE), uid);
+            }
             (String::new(), Some(None))
         } else {
             let mut create = spec::request(&oci, &spec::vouch_name(&self.namespace, &req.id))
@@ -1034,6 +1061,13 @@ impl shim::Task for Tasks {
                 .map_err(from_vouchd)?;
         }
         let _ = std::fs::remove_file(Path::new(&bundle).join(VOUCH_ID_FILE));
+        if sandbox {
+            let uid_file = Path::new(&bundle).join(POD_UID_FILE);
+            if let Ok(uid) = std::fs::read_to_string(&uid_file) {
+                remove_pod_volumes(&self.client, uid.trim());
+                let _ = std::fs::remove_file(uid_file);
+            }
+        }
         lock(&self.tasks).remove(&req.id);
         let ended = ended.unwrap_or(Ended {
             status: 0,

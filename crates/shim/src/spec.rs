@@ -1,7 +1,10 @@
 //! What vouch takes from the OCI spec containerd hands over: the image the container is of, its
 //! process (args, env, cwd, user, groups) and its network (the host's, its own, or its pod's).
-//! The rest of containerd's spec (mounts, other namespaces, capabilities, cgroups, devices) is
-//! not taken: vouch builds its own hardened spec, and measures that.
+//! Its mounts become vouch's own: a pod's emptyDir a named volume of the pod's, any other
+//! read-only bind (configMap, secret, projected, downwardAPI, a read-only hostPath) a copy
+//! measured by its content; a writable host path is refused. The rest of containerd's spec
+//! (other namespaces, capabilities, cgroups, devices) is not taken: vouch builds its own
+//! hardened spec, and measures that.
 
 use serde_json::Value;
 use vouch_api::CreateContainer;
@@ -17,7 +20,7 @@ pub(crate) const CRI_SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
 /// The pod's name, namespace and uid, and the container's name in it, as the CRI names them.
 const CRI_SANDBOX_NAME: &str = "io.kubernetes.cri.sandbox-name";
 const CRI_SANDBOX_NAMESPACE: &str = "io.kubernetes.cri.sandbox-namespace";
-const CRI_SANDBOX_UID: &str = "io.kubernetes.cri.sandbox-uid";
+pub(crate) const CRI_SANDBOX_UID: &str = "io.kubernetes.cri.sandbox-uid";
 const CRI_CONTAINER_NAME: &str = "io.kubernetes.cri.container-name";
 
 /// The pod of a container the CRI started, from its annotations.
@@ -42,6 +45,10 @@ pub(crate) enum SpecError {
     Capabilities(Vec<String>),
     /// The resolv.conf containerd names cannot be read.
     ResolvConf(String),
+    /// A writable bind of a host path (source, destination).
+    HostMount(String, String),
+    /// A mount of a kind vouch does not give a container (type, destination).
+    Mount(String, String),
 }
 
 impl std::fmt::Display for SpecError {
@@ -54,6 +61,14 @@ impl std::fmt::Display for SpecError {
             ),
             SpecError::Field(what) => write!(f, "the OCI spec's {what} is malformed"),
             SpecError::ResolvConf(e) => write!(f, "cannot read the container's resolv.conf: {e}"),
+            SpecError::HostMount(source, destination) => write!(
+                f,
+                "vouch shares no host directory writable with a container (its content would not be measured), and this one mounts {source} at {destination}: mount it read-only (it is then copied, measured by its content), or use an emptyDir for data the container writes"
+            ),
+            SpecError::Mount(kind, destination) => write!(
+                f,
+                "vouch gives a container no {kind} mount at {destination}: use a volume (an emptyDir, or a read-only configMap, secret or hostPath)"
+            ),
             SpecError::Capabilities(extra) => write!(
                 f,
                 "vouch grants no capability beyond docker's default set, and this container asks for {} (a privileged container asks for all): drop them from its securityContext",
@@ -230,6 +245,102 @@ fn resolv_conf(spec: &Value) -> Result<Option<String>, SpecError> {
     Ok(Some(text))
 }
 
+/// Mounts containerd's spec has that vouch's own spec provides itself: the kernel filesystems
+/// and /dev, the sandbox's /dev/shm, containerd's /etc/hosts and /etc/hostname, kubelet's
+/// termination log, and the resolv.conf taken above.
+const OWN_MOUNTS: &[&str] = &[
+    "/proc",
+    "/dev",
+    "/dev/pts",
+    "/dev/shm",
+    "/dev/mqueue",
+    "/sys",
+    "/sys/fs/cgroup",
+    "/run",
+    "/etc/hosts",
+    "/etc/hostname",
+    "/etc/resolv.conf",
+    "/dev/termination-log",
+];
+
+/// The named volume a pod's emptyDir is to vouch, if `source` is one of the pod `pod_uid`'s:
+/// kubelet's `<root>/pods/<uid>/volumes/kubernetes.io~empty-dir/<name>` (kubelet's root is
+/// configurable; the uid must be the container's own pod's, so a hostPath naming another
+/// pod's emptyDir is a host path, refused).
+pub(crate) fn empty_dir_volume(source: &str, pod_uid: &str) -> Option<String> {
+    let parts: Vec<&str> = source.strip_prefix('/')?.split('/').collect();
+    if parts
+        .iter()
+        .any(|c| c.is_empty() || *c == "." || *c == "..")
+    {
+        return None;
+    }
+    let [.., "pods", uid, "volumes", "kubernetes.io~empty-dir", name] = parts.as_slice() else {
+        return None;
+    };
+    let label = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 63
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    (!pod_uid.is_empty() && *uid == pod_uid && label(uid) && label(name))
+        .then(|| pod_volume(uid, name))
+}
+
+/// The name of a pod's emptyDir among vouchd's volumes: `pod-<uid>-<name>`.
+pub(crate) fn pod_volume(uid: &str, name: &str) -> String {
+    format!("{}{name}", pod_volume_prefix(uid))
+}
+
+/// What the names of a pod's volumes start with; they are removed with its sandbox.
+pub(crate) fn pod_volume_prefix(uid: &str) -> String {
+    format!("pod-{uid}-")
+}
+
+/// vouchd's volumes (`NAME:/PATH[:ro]`, `/HOST/PATH:/PATH:ro`) for the mounts of `spec`.
+fn volumes(spec: &Value) -> Result<Vec<String>, SpecError> {
+    let mounts = match spec.get("mounts") {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(m)) => m,
+        Some(_) => return Err(SpecError::Field("mounts")),
+    };
+    let pod_uid = annotation(spec, CRI_SANDBOX_UID).unwrap_or_default();
+    let mut out = Vec::new();
+    for m in mounts {
+        let text = |k: &str| m.get(k).and_then(Value::as_str).unwrap_or_default();
+        let destination = text("destination");
+        if destination.is_empty() {
+            return Err(SpecError::Field("mounts[].destination"));
+        }
+        if OWN_MOUNTS.contains(&destination) {
+            continue;
+        }
+        let options = strings(m.get("options"), "mounts[].options")?;
+        let bind = text("type") == "bind" || options.iter().any(|o| o == "bind" || o == "rbind");
+        if !bind {
+            return Err(SpecError::Mount(
+                text("type").to_string(),
+                destination.to_string(),
+            ));
+        }
+        let source = text("source");
+        let readonly = options.iter().any(|o| o == "ro");
+        let mode = if readonly { ":ro" } else { "" };
+        if let Some(volume) = empty_dir_volume(source, pod_uid) {
+            out.push(format!("{volume}:{destination}{mode}"));
+        } else if readonly {
+            out.push(format!("{source}:{destination}:ro"));
+        } else {
+            return Err(SpecError::HostMount(
+                source.to_string(),
+                destination.to_string(),
+            ));
+        }
+    }
+    Ok(out)
+}
+
 fn tightening(spec: &Value) -> Result<Tightening, SpecError> {
     let read_only = match spec.pointer("/root/readonly") {
         None | Some(Value::Null) => false,
@@ -327,6 +438,7 @@ pub(crate) fn request(spec: &Value, name: &str) -> Result<CreateContainer, SpecE
         masked_paths,
         readonly_paths,
         resolv_conf,
+        volumes: volumes(spec)?,
         ..Default::default()
     })
 }
@@ -400,7 +512,10 @@ mod tests {
             },
             "root": {"path": "rootfs"},
             "annotations": {VOUCH_IMAGE: "localhost/bb:bb"},
-            "mounts": [{"destination": "/host", "source": "/", "type": "bind", "options": ["rbind"]}],
+            "mounts": [
+                {"destination": "/proc", "source": "proc", "type": "proc"},
+                {"destination": "/etc/hosts", "source": "/run/c/hosts", "type": "bind", "options": ["rbind", "rw"]},
+            ],
             "linux": {"namespaces": [{"type": "pid"}]},
         });
         change(&mut s);
@@ -420,10 +535,14 @@ mod tests {
         assert_eq!(r.user.as_deref(), Some("1000:1000"));
         assert_eq!(r.group_add, ["10"]);
         assert!(r.wait_for_start);
-        // The host mount and namespaces of containerd's spec are not in the request: vouch's
-        // spec has its own.
+        // The kernel filesystems and containerd's own files of its spec are not in the request:
+        // vouch's spec has its own.
         let text = serde_json::to_string(&r).expect("json");
-        assert!(!text.contains("/host") && !text.contains("rbind"), "{text}");
+        assert!(
+            !text.contains("/run/c/hosts") && !text.contains("rbind"),
+            "{text}"
+        );
+        assert!(r.volumes.is_empty());
         // The CRI's annotation names the image too, and wins when both are there (a pod's own
         // annotations may reach the spec; the CRI's is what the kubelet asked for).
         let cri = spec(|s| s["annotations"] = json!({CRI_IMAGE: "docker.io/library/bb:1"}));
@@ -704,5 +823,77 @@ mod tests {
         // Names containerd accepts (one separator between alphanumerics) do not collide.
         assert_ne!(vouch_name("a", "b.c"), vouch_name("a.b", "c"));
         assert_ne!(vouch_name("a-b", "c"), vouch_name("a", "b-c"));
+    }
+
+    /// A pod's emptyDir is a volume of its own pod's, any read-only bind a measured copy; a
+    /// writable host path, another pod's emptyDir, a mount of another kind: refused, naming it.
+    #[test]
+    fn a_pods_volumes_become_vouchs_and_a_writable_host_path_is_refused() {
+        let uid = "0f6c3a2e-8d1b-4c7e-9a55-3b2d1e0f9a11";
+        let other = "9a9a9a9a-8d1b-4c7e-9a55-3b2d1e0f9a11";
+        let kubelet = "/var/lib/kubelet/pods";
+        let with = |mounts: Value| {
+            spec(|s| {
+                s["annotations"][CRI_SANDBOX_UID] = json!(uid);
+                s["mounts"] = mounts;
+            })
+        };
+        let empty = format!("{kubelet}/{uid}/volumes/kubernetes.io~empty-dir/cache");
+        let config = format!("{kubelet}/{uid}/volumes/kubernetes.io~configmap/conf");
+        let r = request(
+            &with(json!([
+                {"destination": "/cache", "source": empty, "type": "bind", "options": ["rbind", "rprivate", "rw"]},
+                {"destination": "/ro-cache", "source": empty, "type": "bind", "options": ["rbind", "ro"]},
+                {"destination": "/etc/conf", "source": config, "type": "bind", "options": ["rbind", "rprivate", "ro"]},
+                {"destination": "/dev/shm", "source": "/run/sandbox/shm", "type": "bind", "options": ["rbind"]},
+            ])),
+            "c",
+        )
+        .expect("volumes");
+        assert_eq!(
+            r.volumes,
+            [
+                format!("pod-{uid}-cache:/cache"),
+                format!("pod-{uid}-cache:/ro-cache:ro"),
+                format!("{config}:/etc/conf:ro"),
+            ]
+        );
+        // A writable host path, and an emptyDir path of another pod (a hostPath can name
+        // one), or with no pod at all (ctr run --mount): refused.
+        for (source, pod) in [
+            ("/srv/data".to_string(), uid),
+            (
+                format!("{kubelet}/{other}/volumes/kubernetes.io~empty-dir/cache"),
+                uid,
+            ),
+            (
+                format!("{kubelet}/{uid}/volumes/kubernetes.io~empty-dir/../../x"),
+                uid,
+            ),
+            (empty.clone(), ""),
+        ] {
+            let s = spec(|s| {
+                s["annotations"][CRI_SANDBOX_UID] = json!(pod);
+                s["mounts"] = json!([{"destination": "/d", "source": source, "type": "bind", "options": ["rbind", "rw"]}]);
+            });
+            let err = request(&s, "c").expect_err(&source);
+            assert_eq!(err, SpecError::HostMount(source.clone(), "/d".into()));
+            assert!(
+                err.to_string()
+                    .contains(&format!("mounts {source} at /d: mount it read-only")),
+                "{err}"
+            );
+        }
+        // A mount of another kind at a path of the workload's.
+        let err = request(
+            &with(json!([{"destination": "/scratch", "source": "tmpfs", "type": "tmpfs"}])),
+            "c",
+        )
+        .expect_err("tmpfs");
+        assert_eq!(err, SpecError::Mount("tmpfs".into(), "/scratch".into()));
+        assert!(matches!(
+            request(&with(json!({"a": 1})), "c"),
+            Err(SpecError::Field("mounts"))
+        ));
     }
 }

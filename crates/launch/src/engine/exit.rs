@@ -8,6 +8,7 @@ impl Engine {
         let dir = self.container_dir(id);
         let _ = Overlay::for_container(&dir).unmount();
         SecretsDir::for_container(&dir).unmount();
+        CopiesDir::for_container(&dir).unmount();
     }
 
     /// Record how a container ended (measured), and clean up its root filesystem.
@@ -238,6 +239,7 @@ impl Engine {
         let dir = self.container_dir(id);
         Overlay::for_container(&dir).unmount()?;
         SecretsDir::for_container(&dir).unmount();
+        CopiesDir::for_container(&dir).unmount();
         // The input sockets of a monitor that did not end by itself (killed).
         let input = self.input_path(id);
         let _ = fs::remove_file(vouch_runtime::monitor::console_socket(&input));

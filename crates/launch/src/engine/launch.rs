@@ -63,6 +63,7 @@ impl Engine {
             join,
             publish,
             volumes,
+            copies,
             memory_bytes,
             cpu_quota,
             cap_drop,
@@ -237,6 +238,19 @@ impl Engine {
             secrets_dir: (!secrets.is_empty())
                 .then(|| SecretsDir::for_container(&self.container_dir(&id)).path),
             volumes,
+            copies: {
+                let dir = CopiesDir::for_container(&self.container_dir(&id));
+                copies
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (source, target))| spec::CopyMount {
+                        source,
+                        dir: dir.entry(i),
+                        target,
+                        digest: String::new(),
+                    })
+                    .collect()
+            },
             publish,
             terminal: req.tty,
             stdin: req.stdin,
@@ -742,6 +756,10 @@ impl Engine {
             gate: _,
             size: _,
         } = *launch;
+        // The copies are made first: what they hold is in the spec that is measured.
+        let mut spec = spec.clone();
+        self.make_copies(id, &mut spec.copies)?;
+        let spec = &spec;
         let runtime_spec =
             vouch_runtime::projection::prepare(&spec.to_spec()?, &self.host_local(id))?;
         // Golden values: the launch must be what the signed reference document allows.
@@ -866,6 +884,29 @@ impl Engine {
         self.update(id, Step::To(TaskState::Created), &message, |r| {
             r.view.config_digest = Some(config_digest);
         })?;
+        Ok(())
+    }
+
+    /// Copy each host path a container is given read-only onto its copies tmpfs, and note what
+    /// was copied: the digests go into its measured spec.
+    pub(super) fn make_copies(
+        &self,
+        id: &str,
+        copies: &mut [spec::CopyMount],
+    ) -> Result<(), EngineError> {
+        if copies.is_empty() {
+            return Ok(());
+        }
+        let dir = CopiesDir::for_container(&self.container_dir(id));
+        dir.mount()
+            .map_err(|e| EngineError::Internal(format!("cannot mount the copies tmpfs: {e}")))?;
+        let mut budget = vouch_runtime::copies::Budget::default();
+        for c in copies.iter_mut() {
+            let copied = vouch_runtime::copies::copy(&c.source, &c.dir, &mut budget)
+                .map_err(|e| EngineError::BadRequest(e.to_string()))?;
+            tracing::info!(id = %id, source = %c.source.display(), target = %c.target, digest = %copied.digest, bytes = copied.bytes, "host path copied");
+            c.digest = copied.digest;
+        }
         Ok(())
     }
 

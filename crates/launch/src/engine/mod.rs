@@ -24,6 +24,7 @@ use vouch_api::{
 use vouch_base::{clock, error_chain};
 use vouch_image::{ContentStore, ImageRecord, LoadError, StoreError};
 use vouch_kbs_client::SecretRef;
+use vouch_runtime::copies::CopiesDir;
 use vouch_runtime::monitor::{self, read_exit, ExitRecord, MonitorReport};
 use vouch_runtime::rootfs::{Overlay, RootfsError};
 use vouch_runtime::secrets::SecretsDir;

@@ -84,8 +84,10 @@ pub(crate) struct RunArgs {
     /// (the address defaults to vouchd's --publish-address).
     #[arg(short, long, value_name = "[IP:]HOST:CONTAINER")]
     pub(crate) publish: Vec<String>,
-    /// Mount a named volume (created empty on first use, kept until removed): NAME:/PATH[:ro].
-    #[arg(short, long, value_name = "NAME:/PATH[:ro]")]
+    /// Mount a named volume (created empty on first use, kept until removed): NAME:/PATH[:ro];
+    /// or give a host file or directory read-only, as a copy measured by its content:
+    /// HOST_PATH:/PATH:ro (`vouch volume digest HOST_PATH` prints its digest).
+    #[arg(short, long, value_name = "NAME:/PATH[:ro]|HOST_PATH:/PATH:ro")]
     pub(crate) volume: Vec<String>,
     /// A signed golden-value document (a file or an http:// URL) the launch must match
     /// (default: the one attached to the image in its registry, if any).
@@ -181,7 +183,11 @@ fn request(args: &RunArgs) -> Result<CreateContainer> {
         attach: !args.detach,
         secrets: args.secret.clone(),
         publish: args.publish.clone(),
-        volumes: args.volume.clone(),
+        volumes: args
+            .volume
+            .iter()
+            .map(|v| absolute_source(v))
+            .collect::<Result<_>>()?,
         tty: args.tty,
         stdin: args.interactive,
         golden: match &args.golden {
@@ -487,4 +493,29 @@ pub(crate) fn demux(mut body: Box<dyn Read + Send>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A `-v` whose source is a relative host path (`./conf:/etc/app:ro`), with the source made
+/// absolute (vouchd resolves nothing against the client's directory); others as given.
+fn absolute_source(volume: &str) -> Result<String> {
+    let Some((source, rest)) = volume.split_once(':') else {
+        return Ok(volume.to_string());
+    };
+    if !(source == "." || source == ".." || source.starts_with("./") || source.starts_with("../")) {
+        return Ok(volume.to_string());
+    }
+    let path = std::path::absolute(source)
+        .map_err(|e| anyhow::anyhow!("cannot resolve the volume source {source}: {e}"))?;
+    // Normalized: `..` and `.` components resolved lexically, as docker does.
+    let mut clean = std::path::PathBuf::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                clean.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => clean.push(other),
+        }
+    }
+    Ok(format!("{}:{rest}", clean.display()))
 }

@@ -1090,3 +1090,163 @@ fn kubectl_exec_and_attach_reach_the_container_through_the_streaming_server() {
     .expect("RemoveContainer");
     cri.end_pod(&sandbox, &c);
 }
+
+/// A pod's volumes as kubelet hands them to containerd (host paths under its root): an
+/// emptyDir is a vouchd volume of the pod's, shared by its containers and removed with its
+/// sandbox; a configMap (kubelet's atomic-writer layout) is a read-only copy measured by its
+/// content; a writable hostPath fails the container's start, saying why.
+#[test]
+fn a_pods_empty_dir_is_shared_its_config_map_copied_and_a_host_path_refused() {
+    if !require_root("a_pods_empty_dir_is_shared_its_config_map_copied_and_a_host_path_refused") {
+        return;
+    }
+    use std::os::unix::fs::symlink;
+    let env = TestEnv::new();
+    let Some(Pod {
+        _reg,
+        d,
+        c,
+        cri,
+        image_id,
+        logs,
+    }) = pod_node(&env)
+    else {
+        return;
+    };
+    let config = pod_config("vol-0", &logs);
+    let uid = config.metadata.as_ref().expect("metadata").uid.clone();
+    let volumes = env.path().join(format!("kubelet/pods/{uid}/volumes"));
+    let cache = volumes.join("kubernetes.io~empty-dir/cache");
+    std::fs::create_dir_all(&cache).expect("emptyDir");
+    let conf = volumes.join("kubernetes.io~configmap/conf");
+    let version = conf.join("..2026_12_04_21_00_00.123456789");
+    std::fs::create_dir_all(&version).expect("configMap");
+    std::fs::write(version.join("app.conf"), "port = 8080\n").expect("key");
+    symlink("..2026_12_04_21_00_00.123456789", conf.join("..data")).expect("..data");
+    symlink("..data/app.conf", conf.join("app.conf")).expect("key link");
+    let mount = |host: &Path, at: &str, readonly: bool| Mount {
+        container_path: at.into(),
+        host_path: host.to_string_lossy().into_owned(),
+        readonly,
+        ..Default::default()
+    };
+    let sandbox = cri.run_pod(&config, &c);
+    let create = |name: &str, command: &[&str], mounts: Vec<Mount>| {
+        let mut container = container_config(name, &image_id, command);
+        container.mounts = mounts;
+        cri.call(cri.rs().create_container(CreateContainerRequest {
+            pod_sandbox_id: sandbox.clone(),
+            config: Some(container),
+            sandbox_config: Some(config.clone()),
+        }))
+        .unwrap_or_else(|e| panic!("CreateContainer {name}: {e}\n{}", c.log()))
+        .container_id
+    };
+    let start = |id: &str| {
+        cri.call(cri.rs().start_container(StartContainerRequest {
+            container_id: id.into(),
+        }))
+    };
+    let writer = create(
+        "writer",
+        &[
+            "/bin/sh",
+            "-c",
+            "cat /etc/conf/app.conf > /cache/note; exec sleep 60",
+        ],
+        vec![
+            mount(&cache, "/cache", false),
+            mount(&conf, "/etc/conf", true),
+        ],
+    );
+    start(&writer).unwrap_or_else(|e| panic!("StartContainer writer: {e}\n{}", c.log()));
+    let reader = create(
+        "reader",
+        &["/bin/sleep", "60"],
+        vec![mount(&cache, "/data", false)],
+    );
+    start(&reader).unwrap_or_else(|e| panic!("StartContainer reader: {e}\n{}", c.log()));
+    // The reader sees what the writer wrote: one volume.
+    let exec = cri
+        .call(cri.rs().exec_sync(ExecSyncRequest {
+            container_id: reader.clone(),
+            cmd: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "for i in $(seq 100); do [ -s /data/note ] && exec cat /data/note; sleep 0.1; done; exit 1".into(),
+            ],
+            timeout: 30,
+        }))
+        .unwrap_or_else(|e| panic!("ExecSync: {e}\n{}", c.log()));
+    assert_eq!(
+        (
+            exec.exit_code,
+            String::from_utf8_lossy(&exec.stdout).as_ref()
+        ),
+        (0, "port = 8080\n"),
+        "{}",
+        String::from_utf8_lossy(&exec.stderr)
+    );
+    // Not kubelet's directory: vouchd's volume (the host's emptyDir stays empty).
+    assert_eq!(std::fs::read_dir(&cache).expect("cache").count(), 0);
+    let volume = format!("pod-{uid}-cache");
+    let listed = d.json(&["volume", "ls", "--json"]);
+    let entry = listed
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == volume.as_str())
+        .unwrap_or_else(|| panic!("no {volume} in {listed}"));
+    assert_eq!(entry["used_by"].as_array().map(Vec::len), Some(2));
+    // Measured: the configMap by the digest of what the container reads (kubelet's
+    // bookkeeping entries and its time stamp are not part of it), the emptyDir by name.
+    let spec = d.json(&["inspect", "--spec", &format!("k8s.io--{writer}")]);
+    let copies: serde_json::Value = serde_json::from_str(
+        spec[0]["spec"]["annotations"]["io.vouch.copies"]
+            .as_str()
+            .expect("copies annotation"),
+    )
+    .expect("copies");
+    let want = d.ok(&["volume", "digest", &conf.to_string_lossy()]);
+    assert_eq!(copies["/etc/conf"], want.trim());
+    let mounts = spec[0]["spec"]["mounts"].as_array().expect("mounts");
+    assert!(
+        mounts.iter().any(|m| m["destination"] == "/cache"
+            && m["source"] == format!("$ROOT/volumes/{volume}").as_str()),
+        "{mounts:?}"
+    );
+    // A writable host path: refused at start, with the reason the kubelet shows.
+    let host = env.path().join("host-data");
+    std::fs::create_dir_all(&host).expect("host dir");
+    let refused = create(
+        "hostpath",
+        &["/bin/true"],
+        vec![mount(&host, "/data", false)],
+    );
+    let err = start(&refused).expect_err("a writable host path is refused");
+    assert!(
+        err.message().contains(&format!(
+            "vouch shares no host directory writable with a container (its content would not be measured), and this one mounts {} at /data",
+            host.display()
+        )),
+        "{}",
+        err.message()
+    );
+    for id in [&writer, &reader, &refused] {
+        let _ = cri.call(cri.rs().stop_container(StopContainerRequest {
+            container_id: id.to_string(),
+            timeout: 1,
+        }));
+        cri.call(cri.rs().remove_container(RemoveContainerRequest {
+            container_id: id.to_string(),
+        }))
+        .expect("RemoveContainer");
+    }
+    cri.end_pod(&sandbox, &c);
+    // The pod's emptyDir goes with it.
+    let listed = d.json(&["volume", "ls", "--json"]);
+    assert!(
+        !listed.to_string().contains(&volume),
+        "the pod's volume outlived it: {listed}"
+    );
+}

@@ -1,6 +1,6 @@
 //! Networking of the private namespace and named volumes: loopback, published ports relayed from
 //! the host, a network namespace joined (another container's, one by path), volumes kept across
-//! containers, read-only mounts, and the refusals.
+//! containers, read-only mounts, host paths given as measured copies, and the refusals.
 
 use std::time::Duration;
 
@@ -426,11 +426,15 @@ fn bad_port_and_volume_requests_are_refused_clearly() {
             vec!["-p", "127.0.0.1:9:1", "-p", "127.0.0.1:9:2"],
             "published twice",
         ),
-        (vec!["-v", "/etc:/host-etc"], "only named volumes"),
+        (
+            vec!["-v", "/etc:/host-etc"],
+            "a host path is given to a container only read-only, as a copy measured by its content (add :ro)",
+        ),
         (vec!["-v", "v1:relative"], "absolute"),
         (vec!["-v", "v1:/proc/x"], "reserved"),
         (vec!["-v", "v1:/secret"], "reserved"),
-        (vec!["-v", "../x:/d"], "only named volumes"),
+        (vec!["-v", "../x:/d"], "only read-only"),
+        (vec!["-v", "/no/such/dir:/d:ro"], "cannot copy /no/such/dir: No such file"),
         (vec!["-v", "v1:/d:rx"], "not ro or rw"),
         (vec!["-v", "v1:/d", "-v", "v2:/d"], "two volumes"),
     ] {
@@ -524,4 +528,183 @@ fn named_volumes_outlive_containers_and_mount_read_only_on_request() {
         "/data/ok",
     ]);
     assert!(env.state().join("volumes/mine/ok").exists());
+}
+
+/// All of a container's copy mounts (the copies tmpfs of a state dir), from this process's
+/// mount table.
+fn copies_mounts(env: &TestEnv) -> Vec<String> {
+    let state = env.state().to_string_lossy().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .expect("mountinfo")
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(String::from))
+        .filter(|p| p.starts_with(&state) && p.ends_with("/copies"))
+        .collect()
+}
+
+/// `-v HOST_PATH:/PATH:ro`: the container gets a copy of a host directory or file, made at
+/// create, measured by its content (what `vouch volume digest` prints), read-only for every
+/// user, not changed by a later change on the host, and gone with the container. A link out of
+/// the tree, a FIFO: refused, naming the entry, leaving nothing mounted.
+#[test]
+fn a_host_path_is_given_read_only_as_a_copy_measured_by_its_content() {
+    if !require_root("a_host_path_is_given_read_only_as_a_copy_measured_by_its_content") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let env = TestEnv::new();
+    let d = env.start();
+    load_busybox(&env, &d, "bb");
+    let conf = env.path().join("conf");
+    std::fs::create_dir_all(conf.join("sub")).expect("conf");
+    std::fs::write(conf.join("app.conf"), "port = 8080\n").expect("app.conf");
+    std::fs::write(conf.join("sub/key"), "only for 1000\n").expect("key");
+    std::fs::set_permissions(conf.join("sub/key"), std::fs::Permissions::from_mode(0o600))
+        .expect("mode");
+    std::os::unix::fs::chown(conf.join("sub/key"), Some(1000), Some(1000)).expect("chown");
+    std::os::unix::fs::symlink("app.conf", conf.join("alias")).expect("alias");
+    std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o755)).expect("mode");
+    let one = env.path().join("one.conf");
+    std::fs::write(&one, "single file\n").expect("one");
+    let want = d.ok(&["volume", "digest", &conf.to_string_lossy()]);
+    let want = want.trim();
+    assert!(
+        want.starts_with("sha384:") && want.len() == 7 + 96,
+        "{want}"
+    );
+    let listed = d.json(&["volume", "digest", "--json", &conf.to_string_lossy()]);
+    assert_eq!(listed["digest"], want);
+    let paths: Vec<&str> = listed["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| e["path"].as_str().expect("path"))
+        .collect();
+    assert_eq!(paths, ["", "alias", "app.conf", "sub", "sub/key"]);
+
+    let id = d.ok(&[
+        "run",
+        "-d",
+        "--user",
+        "1000:1000",
+        "-v",
+        &format!("{}:/etc/app:ro", conf.display()),
+        "-v",
+        &format!("{}:/etc/one.conf:ro", one.display()),
+        "bb",
+        "sleep",
+        "60",
+    ]);
+    let id = id.trim();
+    assert_eq!(
+        d.ok(&[
+            "exec",
+            id,
+            "cat",
+            "/etc/app/app.conf",
+            "/etc/app/alias",
+            "/etc/app/sub/key",
+            "/etc/one.conf"
+        ]),
+        "port = 8080\nport = 8080\nonly for 1000\nsingle file\n"
+    );
+    // Owners and modes are the host's: root may not read 1000's 0600 key as another user.
+    let other = d.vouch(&["exec", "-u", "2000", id, "cat", "/etc/app/sub/key"]);
+    assert!(!other.status.success(), "another user read a 0600 file");
+    for user in ["1000", "0"] {
+        let w = d.vouch(&[
+            "exec",
+            "-u",
+            user,
+            id,
+            "sh",
+            "-c",
+            "echo x > /etc/app/app.conf",
+        ]);
+        assert!(!w.status.success(), "user {user} wrote to the copy");
+        assert!(
+            String::from_utf8_lossy(&w.stdout).contains("Read-only file system")
+                || stderr(&w).contains("Read-only file system"),
+            "{}",
+            stderr(&w)
+        );
+    }
+    // A copy: the host's later change does not reach the container.
+    std::fs::write(conf.join("app.conf"), "port = 9090\n").expect("change");
+    assert_eq!(
+        d.ok(&["exec", id, "cat", "/etc/app/app.conf"]),
+        "port = 8080\n"
+    );
+    // Measured: the digest of what was copied, the copy's place projected; no host path.
+    let spec = d.json(&["inspect", "--spec", id]);
+    let copies: serde_json::Value = serde_json::from_str(
+        spec[0]["spec"]["annotations"]["io.vouch.copies"]
+            .as_str()
+            .expect("copies annotation"),
+    )
+    .expect("copies json");
+    assert_eq!(copies["/etc/app"], want);
+    assert_eq!(
+        copies["/etc/one.conf"],
+        d.json(&["volume", "digest", "--json", &one.to_string_lossy()])["digest"]
+    );
+    let mounts = spec[0]["spec"]["mounts"].as_array().expect("mounts");
+    let app = mounts
+        .iter()
+        .find(|m| m["destination"] == "/etc/app")
+        .expect("the copy's mount");
+    assert_eq!(app["source"], "$ROOT/containers/$ID/copies/0");
+    assert!(
+        !spec.to_string().contains(&*conf.to_string_lossy()),
+        "the host path is measured"
+    );
+    assert_eq!(copies_mounts(&env).len(), 1);
+    d.ok(&["rm", "-f", id]);
+    assert!(
+        copies_mounts(&env).is_empty(),
+        "the copies outlived the container"
+    );
+
+    // Refusals name the entry and leave nothing behind.
+    std::os::unix::fs::symlink("/etc/shadow", conf.join("shadow")).expect("link");
+    let out = d.vouch(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{}:/etc/app:ro", conf.display()),
+        "bb",
+        "true",
+    ]);
+    assert!(!out.status.success(), "a link out of the tree was copied");
+    assert!(
+        stderr(&out).contains(&format!(
+            "cannot copy {}/shadow: a link in it leads outside what is copied",
+            conf.display()
+        )),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::remove_file(conf.join("shadow")).expect("rm");
+    nix::unistd::mkfifo(
+        &conf.join("pipe"),
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .expect("fifo");
+    let out = d.vouch(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{}:/etc/app:ro", conf.display()),
+        "bb",
+        "true",
+    ]);
+    assert!(
+        stderr(&out).contains("pipe: it is a FIFO, and a copy holds only files"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        copies_mounts(&env).is_empty(),
+        "a refused copy left its tmpfs mounted"
+    );
 }
