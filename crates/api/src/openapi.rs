@@ -132,7 +132,8 @@ pub fn document(version: &str) -> Value {
                 "cap_drop": {"type": "array", "items": {"type": "string"}},
                 "masked_paths": {"type": "array", "items": {"type": "string"}},
                 "readonly_paths": {"type": "array", "items": {"type": "string"}},
-                "resolv_conf": {"type": "string", "maxLength": 4096, "nullable": true}}});
+                "resolv_conf": {"type": "string", "maxLength": 4096, "nullable": true},
+                "sysctls": {"type": "object", "additionalProperties": {"type": "string"}}}});
     let container = json!({"type": "object", "required": ["id", "name", "image", "image_digest", "command", "state", "created_at", "auto_remove", "events"], "properties": {
                 "id": {"type": "string"}, "name": {"type": "string"}, "image": {"type": "string"}, "image_digest": {"type": "string"},
                 "command": {"type": "array", "items": {"type": "string"}}, "state": schema_ref("TaskState"),
@@ -257,6 +258,7 @@ mod tests {
             masked_paths: vec!["/m".into()],
             readonly_paths: vec!["/r".into()],
             resolv_conf: Some("nameserver 10.0.0.1\n".into()),
+            sysctls: [("kernel.sem".to_string(), "1 2 3 4".to_string())].into(),
         };
         let container = crate::Container {
             id: "i".into(),

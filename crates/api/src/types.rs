@@ -187,6 +187,11 @@ pub struct CreateContainer {
     /// a pod's DNS config): bound read-only over the image's, its text measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolv_conf: Option<String>,
+    /// Kernel parameters of the container's own namespaces (docker's `--sysctl`, a pod's
+    /// sysctls): IPC ones (`kernel.shm*`, `kernel.msg*`, `kernel.sem`, `fs.mqueue.*`) and,
+    /// in a network namespace not the host's, `net.*`; measured in the spec's `linux.sysctl`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub sysctls: std::collections::BTreeMap<String, String>,
 }
 
 /// A Kubernetes pod and a container's name in it, as the CRI names them.

@@ -27,6 +27,8 @@ pub(crate) struct Checked {
     pub join: Option<Join>,
     pub publish: Vec<PortMapping>,
     pub volumes: Vec<spec::Volume>,
+    /// Kernel parameters, keys with '.' separators.
+    pub sysctls: std::collections::BTreeMap<String, String>,
     /// Read-only copies of host paths: (host path, container path).
     pub copies: Vec<(std::path::PathBuf, String)>,
     pub memory_bytes: Option<u64>,
@@ -111,6 +113,7 @@ pub(crate) fn check(
             spec::VolumeArg::Copy { source, target } => copies.push((source, target)),
         }
     }
+    let sysctls = sysctls(req, host_network, join.as_ref())?;
     if let Some(h) = &req.hostname {
         let label_ok = |l: &str| {
             !l.is_empty()
@@ -158,10 +161,80 @@ pub(crate) fn check(
         publish,
         volumes,
         copies,
+        sysctls,
         memory_bytes,
         cpu_quota,
         cap_drop,
     })
+}
+
+/// The IPC namespace's kernel parameters (the container has its own IPC namespace).
+const IPC_SYSCTLS: &[&str] = &[
+    "kernel.msgmax",
+    "kernel.msgmnb",
+    "kernel.msgmni",
+    "kernel.sem",
+    "kernel.shmall",
+    "kernel.shmmax",
+    "kernel.shmmni",
+    "kernel.shm_rmid_forced",
+];
+
+/// The kernel parameters a request sets, checked: only those of namespaces the container does
+/// not share with the host (its IPC namespace; `net.*` in a network namespace that is not the
+/// host's, nor another vouch container's, which that container's own settings govern).
+fn sysctls(
+    req: &CreateContainer,
+    host_network: bool,
+    join: Option<&Join>,
+) -> Result<std::collections::BTreeMap<String, String>, EngineError> {
+    let mut out = std::collections::BTreeMap::new();
+    for (key, value) in &req.sysctls {
+        let k = key.replace('/', ".");
+        let bad = |why: &str| EngineError::BadRequest(format!("sysctl {key}: {why}"));
+        let shape = !k.is_empty()
+            && k.len() <= 128
+            && k.split('.').all(|c| {
+                !c.is_empty()
+                    && c.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            });
+        if !shape {
+            return Err(bad(
+                "not a kernel parameter name (such as kernel.shm_rmid_forced)",
+            ));
+        }
+        if value.is_empty()
+            || value.len() > 256
+            || value
+                .bytes()
+                .any(|b| !(b' '..=b'~').contains(&b) && b != b'\t')
+        {
+            return Err(bad(
+                "the value must be one line of printable text, at most 256 bytes",
+            ));
+        }
+        if k.starts_with("net.") {
+            if host_network {
+                return Err(bad(
+                    "net.* parameters are the host's on the host's network: run the container on its own network to set them",
+                ));
+            }
+            if matches!(join, Some(Join::Container(_))) {
+                return Err(bad(
+                    "the network namespace joined is another container's: set net.* parameters on that container",
+                ));
+            }
+        } else if !(IPC_SYSCTLS.contains(&k.as_str()) || k.starts_with("fs.mqueue.")) {
+            return Err(bad(
+                "not a parameter of the container's own namespaces (vouch sets IPC ones, kernel.shm*, kernel.msg*, kernel.sem, fs.mqueue.*, and net.*): the others are the host's",
+            ));
+        }
+        if out.insert(k.clone(), value.clone()).is_some() {
+            return Err(bad("given twice"));
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -196,6 +269,47 @@ mod tests {
         assert!(!c.host_network);
         assert!(c.publish.is_empty() && c.volumes.is_empty());
         assert_eq!((c.memory_bytes, c.cpu_quota), (None, None));
+    }
+
+    /// The parameters of the container's own namespaces pass, keys with '/' normalized; net.*
+    /// in a pod's namespace (joined by path) too.
+    #[test]
+    fn namespaced_sysctls_are_taken() {
+        let local: IpAddr = "127.0.0.1".parse().expect("ip");
+        let c = check(
+            &req(|r| {
+                r.sysctls = [
+                    ("kernel/shm_rmid_forced".into(), "1".into()),
+                    ("fs.mqueue.msg_max".into(), "100".into()),
+                    ("net.ipv4.ip_unprivileged_port_start".into(), "0".into()),
+                    ("kernel.sem".into(), "250\t32000 32 128".into()),
+                ]
+                .into()
+            }),
+            local,
+            Path::new("/v"),
+        )
+        .expect("check");
+        let keys: Vec<&str> = c.sysctls.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "fs.mqueue.msg_max",
+                "kernel.sem",
+                "kernel.shm_rmid_forced",
+                "net.ipv4.ip_unprivileged_port_start"
+            ]
+        );
+        let pod = check(
+            &req(|r| {
+                r.network = Some("ns:/proc/1/ns/net".into());
+                r.sysctls = [("net.core.somaxconn".into(), "1024".into())].into();
+            }),
+            local,
+            Path::new("/v"),
+        )
+        .expect("a pod's namespace");
+        assert_eq!(pod.sysctls["net.core.somaxconn"], "1024");
     }
 
     #[test]
@@ -372,6 +486,46 @@ mod tests {
             (
                 req(|r| r.volumes = vec!["data:/d".into(), "/etc:/d:ro".into()]),
                 "two volumes are mounted at /d",
+            ),
+            (
+                req(|r| r.sysctls = [("kernel.hostname".into(), "x".into())].into()),
+                "sysctl kernel.hostname: not a parameter of the container's own namespaces",
+            ),
+            (
+                req(|r| r.sysctls = [("vm.overcommit_memory".into(), "1".into())].into()),
+                "sysctl vm.overcommit_memory: not a parameter of the container's own namespaces",
+            ),
+            (
+                req(|r| {
+                    r.network = Some("host".into());
+                    r.sysctls = [("net.ipv4.ip_forward".into(), "1".into())].into();
+                }),
+                "net.* parameters are the host's on the host's network",
+            ),
+            (
+                req(|r| {
+                    r.network = Some("container:web".into());
+                    r.sysctls = [("net.core.somaxconn".into(), "1024".into())].into();
+                }),
+                "the network namespace joined is another container's",
+            ),
+            (
+                req(|r| r.sysctls = [("kernel.sem".into(), "1\n2".into())].into()),
+                "the value must be one line of printable text",
+            ),
+            (
+                req(|r| r.sysctls = [("kernel/../sem".into(), "1".into())].into()),
+                "not a kernel parameter name",
+            ),
+            (
+                req(|r| {
+                    r.sysctls = [
+                        ("kernel.sem".into(), "1".into()),
+                        ("kernel/sem".into(), "2".into()),
+                    ]
+                    .into()
+                }),
+                "given twice",
             ),
         ] {
             let got = refusal(r);

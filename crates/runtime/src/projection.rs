@@ -196,6 +196,7 @@ mod tests {
                 target: "/etc/app".into(),
                 digest: format!("sha384:{}", "ab".repeat(48)),
             }],
+            sysctls: [("kernel.shm_rmid_forced".to_string(), "1".to_string())].into(),
             publish: vec![crate::net::PortMapping::parse(
                 "8080:80",
                 std::net::IpAddr::from([127, 0, 0, 1]),

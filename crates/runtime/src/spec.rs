@@ -229,6 +229,8 @@ pub struct ContainerSpec {
     pub volumes: Vec<Volume>,
     /// Read-only copies of host files and directories.
     pub copies: Vec<CopyMount>,
+    /// Kernel parameters of the container's own namespaces (`linux.sysctl`), checked by vouchd.
+    pub sysctls: std::collections::BTreeMap<String, String>,
     /// Published ports, relayed into the private network namespace by the monitor.
     pub publish: Vec<crate::net::PortMapping>,
     /// A terminal for the process (`process.terminal`): libcontainer makes a pty in the
@@ -1305,9 +1307,19 @@ impl ContainerSpec {
             .namespaces(namespaces)
             .masked_paths(with_more(MASKED_PATHS, &self.masked_paths))
             .readonly_paths(with_more(READONLY_PATHS, &self.readonly_paths))
-            .seccomp(seccomp()?)
-            .build()
-            .map_err(oci_err)?;
+            .seccomp(seccomp()?);
+        let linux = if self.sysctls.is_empty() {
+            linux
+        } else {
+            linux.sysctl(
+                self.sysctls
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect::<std::collections::HashMap<_, _>>(),
+            )
+        }
+        .build()
+        .map_err(oci_err)?;
         let mut annotations = std::collections::HashMap::new();
         if !self.secrets.is_empty() {
             annotations.insert(

@@ -140,6 +140,9 @@ struct Task {
     sandbox_network: spec::Network,
     /// The hostname its spec gives: a sandbox's is its pod's, which its containers take.
     hostname: Option<String>,
+    /// The kernel parameters its spec sets: a sandbox's are its pod's, which its containers
+    /// take.
+    sysctls: std::collections::BTreeMap<String, String>,
     bundle: String,
     stdin: String,
     stdout: String,
@@ -792,6 +795,16 @@ impl shim::Task for Tasks {
                 let sandbox = spec::annotation(&oci, spec::CRI_SANDBOX_ID)?;
                 lock(&self.tasks).get(sandbox)?.hostname.clone()
             });
+            // The pod's kernel parameters (on its sandbox's spec, as they are set on the
+            // namespaces runc's containers share with the sandbox), then the container's own.
+            let own =
+                spec::sysctls(&oci).map_err(|e| status(Code::INVALID_ARGUMENT, e.to_string()))?;
+            if let Some(sandbox) = spec::annotation(&oci, spec::CRI_SANDBOX_ID) {
+                if let Some(t) = lock(&self.tasks).get(sandbox) {
+                    create.sysctls = t.sysctls.clone();
+                }
+            }
+            create.sysctls.extend(own);
             // The spec's `process.terminal` is what is measured and what runs: the task's
             // I/O must be of the same kind.
             if create.tty != req.terminal {
@@ -814,6 +827,11 @@ impl shim::Task for Tasks {
             let _ = std::fs::write(bundle.join(VOUCH_ID_FILE), &created.id);
             (created.id, None)
         };
+        let sysctls = if sandbox.is_some() {
+            spec::sysctls(&oci).map_err(|e| status(Code::INVALID_ARGUMENT, e.to_string()))?
+        } else {
+            Default::default()
+        };
         lock(&self.tasks).insert(
             req.id.clone(),
             Task {
@@ -821,6 +839,7 @@ impl shim::Task for Tasks {
                 sandbox,
                 sandbox_network: network,
                 hostname: spec::hostname(&oci),
+                sysctls,
                 bundle: req.bundle.clone(),
                 stdin: req.stdin.clone(),
                 stdout: req.stdout.clone(),

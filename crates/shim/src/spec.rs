@@ -455,6 +455,24 @@ pub(crate) enum Network {
     Join(String),
 }
 
+/// The kernel parameters `spec` sets (`linux.sysctl`): a pod's are on its sandbox's spec.
+pub(crate) fn sysctls(
+    spec: &Value,
+) -> Result<std::collections::BTreeMap<String, String>, SpecError> {
+    match spec.pointer("/linux/sysctl") {
+        None | Some(Value::Null) => Ok(Default::default()),
+        Some(Value::Object(o)) => o
+            .iter()
+            .map(|(k, v)| {
+                v.as_str()
+                    .map(|v| (k.clone(), v.to_string()))
+                    .ok_or(SpecError::Field("linux.sysctl"))
+            })
+            .collect(),
+        Some(_) => Err(SpecError::Field("linux.sysctl")),
+    }
+}
+
 /// The hostname `spec` gives, if any.
 pub(crate) fn hostname(spec: &Value) -> Option<String> {
     spec.get("hostname")
@@ -895,5 +913,20 @@ mod tests {
             request(&with(json!({"a": 1})), "c"),
             Err(SpecError::Field("mounts"))
         ));
+    }
+
+    /// A spec's kernel parameters, as they are; malformed ones refused.
+    #[test]
+    fn a_specs_sysctls_are_read() {
+        let s = spec(|s| s["linux"]["sysctl"] = json!({"kernel.shm_rmid_forced": "1"}));
+        assert_eq!(
+            sysctls(&s).expect("sysctls"),
+            [("kernel.shm_rmid_forced".to_string(), "1".to_string())].into()
+        );
+        assert!(sysctls(&spec(|_| {})).expect("none").is_empty());
+        for bad in [json!({"kernel.sem": 1}), json!(["kernel.sem"])] {
+            let s = spec(|s| s["linux"]["sysctl"] = bad);
+            assert_eq!(sysctls(&s), Err(SpecError::Field("linux.sysctl")));
+        }
     }
 }

@@ -64,6 +64,7 @@ impl Engine {
             publish,
             volumes,
             copies,
+            sysctls,
             memory_bytes,
             cpu_quota,
             cap_drop,
@@ -251,6 +252,7 @@ impl Engine {
                     })
                     .collect()
             },
+            sysctls,
             publish,
             terminal: req.tty,
             stdin: req.stdin,

@@ -56,6 +56,11 @@ pub(crate) struct RunArgs {
     /// A resolver option for the container's /etc/resolv.conf (ndots:5). Repeatable.
     #[arg(long = "dns-option", value_name = "OPTION")]
     pub(crate) dns_option: Vec<String>,
+    /// A kernel parameter of the container's own namespaces (measured): IPC ones
+    /// (kernel.shm_rmid_forced=1, kernel.msgmax, kernel.sem, fs.mqueue.*) and, off the host's
+    /// network, net.* (net.ipv4.ip_unprivileged_port_start=0). Repeatable.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub(crate) sysctl: Vec<String>,
     /// Not supported: vouch grants no capability beyond the default set.
     #[arg(long = "cap-add", value_name = "CAP", hide = true)]
     pub(crate) cap_add: Vec<String>,
@@ -176,6 +181,15 @@ fn request(args: &RunArgs) -> Result<CreateContainer> {
         read_only: args.read_only,
         cap_drop: args.cap_drop.clone(),
         resolv_conf: resolv_conf(args)?,
+        sysctls: args
+            .sysctl
+            .iter()
+            .map(|s| {
+                s.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .ok_or_else(|| anyhow::anyhow!("--sysctl {s:?}: expected KEY=VALUE"))
+            })
+            .collect::<Result<_>>()?,
         user: args.user.clone(),
         group_add: args.group_add.clone(),
         workdir: args.workdir.clone(),

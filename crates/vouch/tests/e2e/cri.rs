@@ -589,6 +589,16 @@ fn a_pods_containers_share_its_network_and_a_node_network_pod_is_on_the_hosts() 
         ns.network = NamespaceMode::Pod as i32;
     }
     config.hostname = "net-0-host".into();
+    if let Some(linux) = config.linux.as_mut() {
+        linux.sysctls = [
+            ("kernel.shm_rmid_forced".to_string(), "1".to_string()),
+            (
+                "net.ipv4.ip_unprivileged_port_start".to_string(),
+                "80".to_string(),
+            ),
+        ]
+        .into();
+    }
     config.dns_config = Some(DnsConfig {
         servers: vec!["10.96.0.10".into()],
         searches: vec!["shop.svc.cluster.local".into()],
@@ -662,6 +672,25 @@ fn a_pods_containers_share_its_network_and_a_node_network_pod_is_on_the_hosts() 
         }))
         .expect("ExecSync hostname");
     assert_eq!(String::from_utf8_lossy(&named.stdout), "net-0-host\n");
+    // The pod's kernel parameters, in each container's namespaces; not the host's.
+    let sysctls = cri
+        .call(cri.rs().exec_sync(ExecSyncRequest {
+            container_id: probe.clone(),
+            cmd: vec![
+                "/bin/cat".into(),
+                "/proc/sys/kernel/shm_rmid_forced".into(),
+                "/proc/sys/net/ipv4/ip_unprivileged_port_start".into(),
+            ],
+            timeout: 10,
+        }))
+        .expect("ExecSync sysctls");
+    assert_eq!(String::from_utf8_lossy(&sysctls.stdout), "1\n80\n");
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+            .expect("host's")
+            .trim(),
+        "1024"
+    );
     // The pod's DNS config, as the CRI wrote it for the sandbox.
     let resolv = cri
         .call(cri.rs().exec_sync(ExecSyncRequest {
@@ -696,6 +725,10 @@ fn a_pods_containers_share_its_network_and_a_node_network_pod_is_on_the_hosts() 
     for id in [&web, &probe] {
         let spec = d.json(&["inspect", "--spec", &format!("k8s.io--{id}")]);
         assert_eq!(spec[0]["spec"]["annotations"]["io.vouch.network"], "ns");
+        assert_eq!(
+            spec[0]["spec"]["linux"]["sysctl"]["kernel.shm_rmid_forced"],
+            "1"
+        );
         assert_eq!(
             spec[0]["spec"]["annotations"]["io.vouch.hostname"],
             "net-0-host"

@@ -708,3 +708,92 @@ fn a_host_path_is_given_read_only_as_a_copy_measured_by_its_content() {
         "a refused copy left its tmpfs mounted"
     );
 }
+
+/// docker's `--sysctl`: parameters of the container's own namespaces, set in them (the host's
+/// stay), measured in the spec; the host's parameters, and net.* on the host's network, refused.
+#[test]
+fn sysctls_of_the_containers_own_namespaces_are_set_and_measured() {
+    if !require_root("sysctls_of_the_containers_own_namespaces_are_set_and_measured") {
+        return;
+    }
+    let env = TestEnv::new();
+    let d = env.start();
+    load_busybox(&env, &d, "bb");
+    let host = |p: &str| {
+        std::fs::read_to_string(p)
+            .expect("host's")
+            .trim()
+            .to_string()
+    };
+    let host_shm = host("/proc/sys/kernel/shm_rmid_forced");
+    let host_port = host("/proc/sys/net/ipv4/ip_unprivileged_port_start");
+    let id = d.ok(&[
+        "run",
+        "-d",
+        "--sysctl",
+        "kernel.shm_rmid_forced=1",
+        "--sysctl",
+        "net/ipv4/ip_unprivileged_port_start=80",
+        "--sysctl",
+        "fs.mqueue.msg_max=64",
+        "bb",
+        "sleep",
+        "30",
+    ]);
+    let id = id.trim();
+    assert_eq!(
+        d.ok(&[
+            "exec",
+            id,
+            "cat",
+            "/proc/sys/kernel/shm_rmid_forced",
+            "/proc/sys/net/ipv4/ip_unprivileged_port_start",
+            "/proc/sys/fs/mqueue/msg_max",
+        ]),
+        "1\n80\n64\n"
+    );
+    assert_eq!(host("/proc/sys/kernel/shm_rmid_forced"), host_shm);
+    assert_eq!(
+        host("/proc/sys/net/ipv4/ip_unprivileged_port_start"),
+        host_port
+    );
+    let spec = d.json(&["inspect", "--spec", id]);
+    assert_eq!(
+        spec[0]["spec"]["linux"]["sysctl"],
+        serde_json::json!({
+            "kernel.shm_rmid_forced": "1",
+            "net.ipv4.ip_unprivileged_port_start": "80",
+            "fs.mqueue.msg_max": "64",
+        })
+    );
+    let plain = d.ok(&["run", "-d", "bb", "sleep", "30"]);
+    assert_ne!(
+        d.json(&["inspect", id])[0]["config_digest"],
+        d.json(&["inspect", plain.trim()])[0]["config_digest"]
+    );
+    for (args, want) in [
+        (
+            vec!["--sysctl", "kernel.hostname=x"],
+            "sysctl kernel.hostname: not a parameter of the container's own namespaces",
+        ),
+        (
+            vec!["--sysctl", "vm.swappiness=1"],
+            "sysctl vm.swappiness: not a parameter of the container's own namespaces",
+        ),
+        (
+            vec!["--network", "host", "--sysctl", "net.ipv4.ip_forward=1"],
+            "net.* parameters are the host's on the host's network",
+        ),
+        (
+            vec!["--sysctl", "kernel.sem"],
+            "--sysctl \"kernel.sem\": expected KEY=VALUE",
+        ),
+    ] {
+        let mut full = vec!["run", "--rm"];
+        full.extend(args.iter().copied());
+        full.extend(["bb", "true"]);
+        let out = d.vouch(&full);
+        assert!(!out.status.success(), "{args:?} accepted");
+        assert!(stderr(&out).contains(want), "{args:?}: {}", stderr(&out));
+    }
+}
