@@ -133,7 +133,8 @@ pub fn document(version: &str) -> Value {
                 "masked_paths": {"type": "array", "items": {"type": "string"}},
                 "readonly_paths": {"type": "array", "items": {"type": "string"}},
                 "resolv_conf": {"type": "string", "maxLength": 4096, "nullable": true},
-                "sysctls": {"type": "object", "additionalProperties": {"type": "string"}}}});
+                "sysctls": {"type": "object", "additionalProperties": {"type": "string"}},
+                "seccomp": {"type": "object", "nullable": true}}});
     let container = json!({"type": "object", "required": ["id", "name", "image", "image_digest", "command", "state", "created_at", "auto_remove", "events"], "properties": {
                 "id": {"type": "string"}, "name": {"type": "string"}, "image": {"type": "string"}, "image_digest": {"type": "string"},
                 "command": {"type": "array", "items": {"type": "string"}}, "state": schema_ref("TaskState"),
@@ -259,6 +260,7 @@ mod tests {
             readonly_paths: vec!["/r".into()],
             resolv_conf: Some("nameserver 10.0.0.1\n".into()),
             sysctls: [("kernel.sem".to_string(), "1 2 3 4".to_string())].into(),
+            seccomp: Some(serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW"})),
         };
         let container = crate::Container {
             id: "i".into(),

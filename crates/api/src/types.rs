@@ -192,6 +192,11 @@ pub struct CreateContainer {
     /// in a network namespace not the host's, `net.*`; measured in the spec's `linux.sysctl`.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub sysctls: std::collections::BTreeMap<String, String>,
+    /// A seccomp profile (OCI `linux.seccomp` form) added to vouch's own filter: both apply,
+    /// so it only takes syscalls away (docker's `--security-opt seccomp=FILE`; a pod's
+    /// localhost or RuntimeDefault profile); measured as the spec's `io.vouch.seccomp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seccomp: Option<serde_json::Value>,
 }
 
 /// A Kubernetes pod and a container's name in it, as the CRI names them.

@@ -27,6 +27,8 @@ pub(crate) struct Checked {
     pub join: Option<Join>,
     pub publish: Vec<PortMapping>,
     pub volumes: Vec<spec::Volume>,
+    /// A seccomp profile added to vouch's own.
+    pub seccomp: Option<vouch_runtime::spec::AddedSeccomp>,
     /// Kernel parameters, keys with '.' separators.
     pub sysctls: std::collections::BTreeMap<String, String>,
     /// Read-only copies of host paths: (host path, container path).
@@ -114,6 +116,17 @@ pub(crate) fn check(
         }
     }
     let sysctls = sysctls(req, host_network, join.as_ref())?;
+    let seccomp = match &req.seccomp {
+        None => None,
+        Some(v) => {
+            if v.to_string().len() > 256 << 10 {
+                return Err(EngineError::BadRequest(
+                    "the seccomp profile is over 256 KiB".into(),
+                ));
+            }
+            Some(vouch_runtime::spec::check_added_seccomp(v).map_err(EngineError::BadRequest)?)
+        }
+    };
     if let Some(h) = &req.hostname {
         let label_ok = |l: &str| {
             !l.is_empty()
@@ -162,6 +175,7 @@ pub(crate) fn check(
         volumes,
         copies,
         sysctls,
+        seccomp,
         memory_bytes,
         cpu_quota,
         cap_drop,

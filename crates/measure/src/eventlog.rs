@@ -296,7 +296,12 @@ pub(crate) mod tests {
             prop_assert_ne!(replay(&log[..log.len() - 1]).expect("replay"), register);
             let mut swapped = log.clone();
             swapped.swap(0, 1);
-            prop_assert_ne!(replay(&swapped).expect("replay"), register);
+            // The register covers what each record says, not its number: two records that
+            // say the same thing swap to the same register, and the sequence check is what
+            // refuses them.
+            if log[0].digest().expect("digest") != log[1].digest().expect("digest") {
+                prop_assert_ne!(replay(&swapped).expect("replay"), register);
+            }
             prop_assert!(validate_sequence(&swapped).is_err());
         }
     }

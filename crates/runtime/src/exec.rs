@@ -73,12 +73,14 @@ pub struct ExecArgs {
     pub attach: Option<PathBuf>,
 }
 
-/// Runs the program with the container's seccomp filter loaded first (and, for a terminal,
-/// with its stdin as the controlling terminal of its session).
+/// Runs the program with seccomp filters loaded first (an exec'd process's: the container's
+/// own and the profile its spec adds; a container's first process, whose own filter
+/// libcontainer loads: the added one), and, for a terminal, with its stdin as the controlling
+/// terminal of its session.
 #[derive(Clone)]
-struct Sealed {
-    seccomp: Option<LinuxSeccomp>,
-    tty: bool,
+pub(crate) struct Sealed {
+    pub(crate) seccomp: Vec<LinuxSeccomp>,
+    pub(crate) tty: bool,
 }
 
 impl Executor for Sealed {
@@ -94,7 +96,7 @@ impl Executor for Sealed {
                 )));
             }
         }
-        if let Some(filter) = &self.seccomp {
+        for filter in &self.seccomp {
             libcontainer::seccomp::initialize_seccomp(filter).map_err(|e| {
                 ExecutorError::Other(format!("cannot load the seccomp filter: {e}"))
             })?;
@@ -119,7 +121,13 @@ fn setup(args: &ExecArgs) -> Result<Running, String> {
     .map_err(|e| format!("the exec's process is malformed: {e}"))?;
     let spec = Spec::load(args.bundle.join("config.json"))
         .map_err(|e| format!("cannot read the container's spec: {e}"))?;
-    let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
+    let mut seccomp: Vec<LinuxSeccomp> = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.seccomp().clone())
+        .into_iter()
+        .collect();
+    seccomp.extend(crate::spec::added_seccomp(&spec)?);
     let base = spec.process().as_ref();
     let user = base.map(|p| p.user());
     let uid = process.uid.or_else(|| user.map(|u| u.uid()));

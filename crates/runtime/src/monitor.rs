@@ -132,9 +132,17 @@ pub fn run(args: &MonitorArgs) -> i32 {
             ),
             _ => None,
         };
+        // libcontainer loads the container's own filter; a profile its spec adds is loaded by
+        // vouch's executor right before the program.
+        let spec = oci_spec::runtime::Spec::load(args.bundle.join("config.json"))
+            .map_err(|e| format!("cannot read the container's spec: {e}"))?;
         let builder = ContainerBuilder::new(args.id.clone(), SyscallType::default())
             .with_root_path(&args.runtime_root)
-            .map_err(|e| vouch_base::error_chain(&e))?;
+            .map_err(|e| vouch_base::error_chain(&e))?
+            .with_executor(crate::exec::Sealed {
+                seccomp: crate::spec::added_seccomp(&spec)?.into_iter().collect(),
+                tty: false,
+            });
         if args.terminal {
             let Some(attach) = &args.attach else {
                 return Err("a terminal needs an attach socket".into());

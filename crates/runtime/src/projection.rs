@@ -197,6 +197,13 @@ mod tests {
                 digest: format!("sha384:{}", "ab".repeat(48)),
             }],
             sysctls: [("kernel.shm_rmid_forced".to_string(), "1".to_string())].into(),
+            seccomp_extra: Some(
+                crate::spec::check_added_seccomp(&json!({
+                    "defaultAction": "SCMP_ACT_ALLOW",
+                    "syscalls": [{"names": ["chmod"], "action": "SCMP_ACT_ERRNO"}],
+                }))
+                .expect("profile"),
+            ),
             publish: vec![crate::net::PortMapping::parse(
                 "8080:80",
                 std::net::IpAddr::from([127, 0, 0, 1]),

@@ -231,6 +231,11 @@ pub struct ContainerSpec {
     pub copies: Vec<CopyMount>,
     /// Kernel parameters of the container's own namespaces (`linux.sysctl`), checked by vouchd.
     pub sysctls: std::collections::BTreeMap<String, String>,
+    /// A seccomp profile added to vouch's own (`--security-opt seccomp=FILE`, a pod's
+    /// localhost or runtime/default profile): both filters apply, so it can only take
+    /// syscalls away. Measured as the `io.vouch.seccomp` annotation; loaded right before the
+    /// program, of the container's first process and of every exec'd one.
+    pub seccomp_extra: Option<typed::LinuxSeccomp>,
     /// Published ports, relayed into the private network namespace by the monitor.
     pub publish: Vec<crate::net::PortMapping>,
     /// A terminal for the process (`process.terminal`): libcontainer makes a pty in the
@@ -941,9 +946,18 @@ pub(crate) fn for_libcontainer(mut spec: typed::Spec) -> Result<typed::Spec, Spe
     let Some(linux) = spec.linux_mut().as_mut() else {
         return Ok(spec);
     };
-    let Some(mut seccomp) = linux.seccomp().clone() else {
+    let Some(seccomp) = linux.seccomp().clone() else {
         return Ok(spec);
     };
+    linux.set_seccomp(Some(seccomp_for_libcontainer(seccomp)?));
+    Ok(spec)
+}
+
+/// A seccomp profile with the operands of its `SCMP_CMP_MASKED_EQ` comparisons swapped for
+/// libcontainer (see [`for_libcontainer`]).
+pub(crate) fn seccomp_for_libcontainer(
+    mut seccomp: typed::LinuxSeccomp,
+) -> Result<typed::LinuxSeccomp, SpecError> {
     if let Some(rules) = seccomp.syscalls().clone() {
         let rules = rules
             .into_iter()
@@ -960,8 +974,7 @@ pub(crate) fn for_libcontainer(mut spec: typed::Spec) -> Result<typed::Spec, Spe
             .collect::<Result<_, SpecError>>()?;
         seccomp.set_syscalls(Some(rules));
     }
-    linux.set_seccomp(Some(seccomp));
-    Ok(spec)
+    Ok(seccomp)
 }
 
 /// A `SCMP_CMP_MASKED_EQ` comparison with its operands swapped; any other as it is.
@@ -1000,9 +1013,9 @@ mod typed {
         Arch, Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder,
         LinuxDeviceCgroupBuilder, LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
         LinuxPidsBuilder, LinuxResourcesBuilder, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg,
-        LinuxSeccompArgBuilder, LinuxSeccompBuilder, LinuxSeccompOperator, LinuxSyscall,
-        LinuxSyscallBuilder, Mount, MountBuilder, PosixRlimitBuilder, PosixRlimitType,
-        ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+        LinuxSeccompArgBuilder, LinuxSeccompBuilder, LinuxSeccompFilterFlag, LinuxSeccompOperator,
+        LinuxSyscall, LinuxSyscallBuilder, Mount, MountBuilder, PosixRlimitBuilder,
+        PosixRlimitType, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
     };
 }
 
@@ -1158,6 +1171,65 @@ pub(crate) const RESOLV_CONF_ANNOTATION: &str = "io.vouch.resolv-conf";
 /// container path to `sha384:<hex>`): the copy's place on the host is projected away, what was
 /// copied is measured.
 pub(crate) const COPIES_ANNOTATION: &str = "io.vouch.copies";
+/// Annotation holding a seccomp profile added to vouch's own filter (its JSON): measured with
+/// the spec, loaded by vouch's executor (see [`added_seccomp`]).
+pub const SECCOMP_ANNOTATION: &str = "io.vouch.seccomp";
+
+/// A seccomp profile added to vouch's own filter.
+pub type AddedSeccomp = typed::LinuxSeccomp;
+
+/// Check a seccomp profile given to be added to vouch's own: an OCI `LinuxSeccomp`. Added, it
+/// can only refuse more (the kernel applies every filter and the strictest action wins), so
+/// what is refused is only what would weaken something else or cannot work: a user-space
+/// notifier (no listener is given one), and `SECCOMP_FILTER_FLAG_SPEC_ALLOW` (it turns off the
+/// speculative store bypass mitigation).
+pub fn check_added_seccomp(value: &serde_json::Value) -> Result<typed::LinuxSeccomp, String> {
+    let profile: typed::LinuxSeccomp = serde_json::from_value(value.clone())
+        .map_err(|e| format!("the seccomp profile is not an OCI seccomp profile: {e}"))?;
+    if profile.listener_path().is_some() || profile.listener_metadata().is_some() {
+        return Err(
+            "the seccomp profile names a listener: vouch runs no user-space notifier".into(),
+        );
+    }
+    let notify = profile.default_action() == typed::LinuxSeccompAction::ScmpActNotify
+        || profile
+            .syscalls()
+            .iter()
+            .flatten()
+            .any(|r| r.action() == typed::LinuxSeccompAction::ScmpActNotify);
+    if notify {
+        return Err(
+            "the seccomp profile uses SCMP_ACT_NOTIFY: vouch runs no user-space notifier".into(),
+        );
+    }
+    if profile
+        .flags()
+        .iter()
+        .flatten()
+        .any(|f| *f == typed::LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow)
+    {
+        return Err("the seccomp profile asks for SECCOMP_FILTER_FLAG_SPEC_ALLOW, which turns off a speculative-execution mitigation".into());
+    }
+    Ok(profile)
+}
+
+/// The seccomp profile a container's spec adds to vouch's filter, as libcontainer must be
+/// given it to load (see [`for_libcontainer`]); none if the spec adds none.
+pub fn added_seccomp(spec: &typed::Spec) -> Result<Option<typed::LinuxSeccomp>, String> {
+    let Some(text) = spec
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(SECCOMP_ANNOTATION))
+    else {
+        return Ok(None);
+    };
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| format!("the added seccomp profile is not JSON: {e}"))?;
+    let profile = check_added_seccomp(&value)?;
+    seccomp_for_libcontainer(profile)
+        .map(Some)
+        .map_err(|e| e.to_string())
+}
 
 impl ContainerSpec {
     fn namespaces(&self) -> Vec<typed::LinuxNamespaceType> {
@@ -1340,6 +1412,12 @@ impl ContainerSpec {
         if let Some((_, text)) = &self.resolv_conf {
             annotations.insert(RESOLV_CONF_ANNOTATION.to_string(), text.clone());
         }
+        if let Some(profile) = &self.seccomp_extra {
+            annotations.insert(
+                SECCOMP_ANNOTATION.to_string(),
+                serde_json::to_string(profile).map_err(|_| SpecError::Serialize)?,
+            );
+        }
         if !self.copies.is_empty() {
             let digests: std::collections::BTreeMap<&str, &str> = self
                 .copies
@@ -1456,6 +1534,57 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    /// An added profile is measured as given and loaded as libcontainer reads it: a masked
+    /// comparison's operands swapped, as in vouch's own filter.
+    #[test]
+    fn an_added_seccomp_profile_is_measured_as_given_and_loaded_as_libcontainer_reads_it() {
+        let profile = json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["clone"], "action": "SCMP_ACT_ERRNO",
+                "args": [{"index": 0, "value": 0x10000000u64, "valueTwo": 0x10000000u64, "op": "SCMP_CMP_MASKED_EQ"}]}],
+        });
+        let spec = ContainerSpec {
+            args: vec!["true".into()],
+            seccomp_extra: Some(check_added_seccomp(&profile).expect("profile")),
+            ..Default::default()
+        }
+        .to_spec()
+        .expect("spec");
+        let text = &spec.annotations().as_ref().expect("annotations")[SECCOMP_ANNOTATION];
+        let measured: serde_json::Value = serde_json::from_str(text).expect("json");
+        assert_eq!(measured["syscalls"][0]["args"][0]["value"], 0x10000000u64);
+        assert_eq!(
+            measured["syscalls"][0]["args"][0]["valueTwo"],
+            0x10000000u64
+        );
+        let mut asymmetric = profile.clone();
+        asymmetric["syscalls"][0]["args"][0]["valueTwo"] = json!(0);
+        let spec = ContainerSpec {
+            args: vec!["true".into()],
+            seccomp_extra: Some(check_added_seccomp(&asymmetric).expect("profile")),
+            ..Default::default()
+        }
+        .to_spec()
+        .expect("spec");
+        let loaded = added_seccomp(&spec).expect("added").expect("some");
+        let arg = &loaded.syscalls().as_ref().expect("rules")[0]
+            .args()
+            .as_ref()
+            .expect("args")[0];
+        assert_eq!((arg.value(), arg.value_two()), (0, Some(0x10000000)));
+        assert_eq!(
+            added_seccomp(
+                &ContainerSpec {
+                    args: vec!["true".into()],
+                    ..Default::default()
+                }
+                .to_spec()
+                .expect("spec")
+            ),
+            Ok(None)
+        );
     }
 
     #[test]

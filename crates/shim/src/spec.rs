@@ -439,6 +439,14 @@ pub(crate) fn request(spec: &Value, name: &str) -> Result<CreateContainer, SpecE
         readonly_paths,
         resolv_conf,
         volumes: volumes(spec)?,
+        // A pod's seccomp profile (localhost, RuntimeDefault: containerd puts it in the spec)
+        // is added to vouch's own filter, which always applies: it can only tighten. None
+        // (unconfined) leaves vouch's alone.
+        seccomp: match spec.pointer("/linux/seccomp") {
+            None | Some(Value::Null) => None,
+            Some(v @ Value::Object(_)) => Some(v.clone()),
+            Some(_) => return Err(SpecError::Field("linux.seccomp")),
+        },
         ..Default::default()
     })
 }
@@ -636,7 +644,13 @@ mod tests {
         assert!(r.read_only);
         assert_eq!(r.masked_paths, ["/proc/kcore", "/secret-place"]);
         assert_eq!(r.readonly_paths, ["/proc/sys"]);
+        // A seccomp profile is handed on, to be added to vouch's.
+        let profile = json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["chmod"], "action": "SCMP_ACT_ERRNO"}]});
+        let r = request(&spec(|s| s["linux"]["seccomp"] = profile.clone()), "c").expect("seccomp");
+        assert_eq!(r.seccomp, Some(profile));
+        assert_eq!(request(&spec(|_| {}), "c").expect("none").seccomp, None);
         for bad in [
+            spec(|s| s["linux"]["seccomp"] = json!("unconfined")),
             spec(|s| s["root"]["readonly"] = json!("yes")),
             spec(|s| s["linux"]["maskedPaths"] = json!("/x")),
             spec(|s| s["process"]["capabilities"] = json!({"bounding": "CAP_KILL"})),

@@ -65,6 +65,7 @@ impl Engine {
             volumes,
             copies,
             sysctls,
+            seccomp,
             memory_bytes,
             cpu_quota,
             cap_drop,
@@ -253,6 +254,7 @@ impl Engine {
                     .collect()
             },
             sysctls,
+            seccomp_extra: seccomp,
             publish,
             terminal: req.tty,
             stdin: req.stdin,

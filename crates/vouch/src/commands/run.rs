@@ -61,6 +61,10 @@ pub(crate) struct RunArgs {
     /// network, net.* (net.ipv4.ip_unprivileged_port_start=0). Repeatable.
     #[arg(long, value_name = "KEY=VALUE")]
     pub(crate) sysctl: Vec<String>,
+    /// seccomp=PROFILE.json adds an OCI seccomp profile to vouch's own filter (both apply: it
+    /// can only take syscalls away; measured); no-new-privileges is always on. Repeatable.
+    #[arg(long = "security-opt", value_name = "seccomp=FILE|no-new-privileges")]
+    pub(crate) security_opt: Vec<String>,
     /// Not supported: vouch grants no capability beyond the default set.
     #[arg(long = "cap-add", value_name = "CAP", hide = true)]
     pub(crate) cap_add: Vec<String>,
@@ -181,6 +185,7 @@ fn request(args: &RunArgs) -> Result<CreateContainer> {
         read_only: args.read_only,
         cap_drop: args.cap_drop.clone(),
         resolv_conf: resolv_conf(args)?,
+        seccomp: added_seccomp(&args.security_opt)?,
         sysctls: args
             .sysctl
             .iter()
@@ -287,6 +292,35 @@ fn local_terminal(input: bool) -> Result<Option<(u16, u16)>> {
     }
     let _ = winch().thread_block();
     Ok(local_size())
+}
+
+/// The seccomp profile `--security-opt seccomp=FILE` adds, if one does; the other options
+/// vouch has (no-new-privileges, always on) or refuses.
+fn added_seccomp(options: &[String]) -> Result<Option<serde_json::Value>> {
+    let mut profile = None;
+    for o in options {
+        let (key, value) = o.split_once(['=', ':']).unwrap_or((o.as_str(), ""));
+        match (key, value) {
+            ("no-new-privileges", "" | "true") => {}
+            ("seccomp", "unconfined") => bail!(
+                "--security-opt seccomp=unconfined: vouch's seccomp filter always applies (a profile given is added to it)"
+            ),
+            ("seccomp", path) if !path.is_empty() => {
+                if profile.is_some() {
+                    bail!("--security-opt seccomp= is given twice");
+                }
+                let text = std::fs::read(path)
+                    .map_err(|e| anyhow::anyhow!("--security-opt seccomp={path}: {e}"))?;
+                profile = Some(serde_json::from_slice(&text).map_err(|e| {
+                    anyhow::anyhow!("--security-opt seccomp={path}: not JSON: {e}")
+                })?);
+            }
+            _ => bail!(
+                "--security-opt {o}: vouch takes seccomp=FILE and no-new-privileges (its other settings are its own, measured)"
+            ),
+        }
+    }
+    Ok(profile)
 }
 
 /// The /etc/resolv.conf that `--dns`, `--dns-search` and `--dns-option` say, if any do.

@@ -661,3 +661,142 @@ fn every_duration_from_outside_is_bounded() {
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("MaxExecutionTime"), "{body}");
 }
+
+/// `--security-opt seccomp=FILE`: the profile is added to vouch's filter, never put in its
+/// place. Both apply to the container's first process and to an exec'd one (two filters); what
+/// the profile refuses is refused, what vouch's refuses stays refused though the profile allows
+/// everything else; the profile is measured. Unconfined, a notifier, the flag that turns off a
+/// speculative-execution mitigation: refused.
+#[test]
+fn an_added_seccomp_profile_only_takes_syscalls_away() {
+    if !require_root("an_added_seccomp_profile_only_takes_syscalls_away") {
+        return;
+    }
+    let env = TestEnv::new();
+    let d = env.start();
+    load_busybox(&env, &d, "bb");
+    let profile = env.path().join("no-chmod.json");
+    let write = |path: &std::path::Path, v: serde_json::Value| {
+        std::fs::write(path, v.to_string()).expect("profile")
+    };
+    write(
+        &profile,
+        serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["chmod", "fchmod", "fchmodat", "fchmodat2"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}],
+        }),
+    );
+    let opt = format!("seccomp={}", profile.display());
+    let script = "exec 2>&1; touch /tmp/f; chmod 600 /tmp/f && echo chmod-ok; unshare -n true && echo unshare-ok; grep Seccomp_filters /proc/self/status; sleep 30";
+    let id = d.ok(&[
+        "run",
+        "-d",
+        "--security-opt",
+        &opt,
+        "--security-opt",
+        "no-new-privileges",
+        "bb",
+        "sh",
+        "-c",
+        script,
+    ]);
+    let id = id.trim();
+    let logs = (0..100)
+        .find_map(|_| {
+            let l = d.ok(&["logs", id]);
+            if l.contains("Seccomp_filters") {
+                Some(l)
+            } else {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                None
+            }
+        })
+        .expect("the container's output");
+    assert!(
+        !logs.contains("chmod-ok"),
+        "the added profile did not apply: {logs}"
+    );
+    assert!(logs.contains("Operation not permitted"), "{logs}");
+    assert!(
+        !logs.contains("unshare-ok"),
+        "vouch's filter was replaced: {logs}"
+    );
+    assert!(logs.contains("Seccomp_filters:\t2"), "{logs}");
+    // An exec'd process: both filters too.
+    let exec = d.vouch(&[
+        "exec",
+        id,
+        "sh",
+        "-c",
+        "chmod 600 /tmp/f && echo chmod-ok; grep Seccomp_filters /proc/self/status",
+    ]);
+    let text = format!("{}{}", stdout(&exec), stderr(&exec));
+    assert!(
+        !text.contains("chmod-ok") && text.contains("Seccomp_filters:\t2"),
+        "{text}"
+    );
+    // Without it, chmod works and one filter is loaded.
+    let plain = d.ok(&[
+        "run",
+        "--rm",
+        "bb",
+        "sh",
+        "-c",
+        "touch /tmp/f; chmod 600 /tmp/f && echo chmod-ok; grep Seccomp_filters /proc/self/status",
+    ]);
+    assert!(
+        plain.contains("chmod-ok") && plain.contains("Seccomp_filters:\t1"),
+        "{plain}"
+    );
+    // Measured.
+    let spec = d.json(&["inspect", "--spec", id]);
+    let added: serde_json::Value = serde_json::from_str(
+        spec[0]["spec"]["annotations"]["io.vouch.seccomp"]
+            .as_str()
+            .expect("the added profile"),
+    )
+    .expect("json");
+    assert_eq!(added["syscalls"][0]["names"][0], "chmod");
+    // Refusals.
+    let notify = env.path().join("notify.json");
+    write(
+        &notify,
+        serde_json::json!({"defaultAction": "SCMP_ACT_NOTIFY"}),
+    );
+    let spec_allow = env.path().join("spec-allow.json");
+    write(
+        &spec_allow,
+        serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW", "flags": ["SECCOMP_FILTER_FLAG_SPEC_ALLOW"]}),
+    );
+    let broken = env.path().join("broken.json");
+    write(
+        &broken,
+        serde_json::json!({"defaultAction": "SCMP_ACT_MAYBE"}),
+    );
+    for (opt, want) in [
+        (
+            "seccomp=unconfined".to_string(),
+            "vouch's seccomp filter always applies",
+        ),
+        (
+            format!("seccomp={}", notify.display()),
+            "uses SCMP_ACT_NOTIFY: vouch runs no user-space notifier",
+        ),
+        (
+            format!("seccomp={}", spec_allow.display()),
+            "SECCOMP_FILTER_FLAG_SPEC_ALLOW",
+        ),
+        (
+            format!("seccomp={}", broken.display()),
+            "the seccomp profile is not an OCI seccomp profile",
+        ),
+        (
+            "apparmor=unconfined".to_string(),
+            "vouch takes seccomp=FILE and no-new-privileges",
+        ),
+    ] {
+        let out = d.vouch(&["run", "--rm", "--security-opt", &opt, "bb", "true"]);
+        assert!(!out.status.success(), "{opt} accepted");
+        assert!(stderr(&out).contains(want), "{opt}: {}", stderr(&out));
+    }
+}
