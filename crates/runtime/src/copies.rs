@@ -239,7 +239,6 @@ impl Walker<'_> {
         // directory (opening a device or a FIFO can have effects of its own).
         let at = open_beneath(&self.root, &rel, libc::O_PATH).map_err(|e| self.io(&rel, e))?;
         let st = nix::sys::stat::fstat(at.as_raw_fd()).map_err(|e| self.io(&rel, e.into()))?;
-        let (mode, uid, gid) = (st.st_mode & 0o777, st.st_uid, st.st_gid);
         let target = self.dest.map(|d| {
             if rel.is_empty() {
                 d.to_path_buf()
@@ -287,17 +286,7 @@ impl Walker<'_> {
                     };
                     self.visit(child, depth + 1)?;
                 }
-                if let Some(t) = &target {
-                    self.own(t, &rel, mode, uid, gid)?;
-                }
-                self.entries.push(Entry {
-                    path: rel,
-                    kind: "dir",
-                    mode,
-                    uid,
-                    gid,
-                    sha384: None,
-                });
+                self.done(target.as_deref(), rel, "dir", &st, None)?;
             }
             libc::S_IFREG => {
                 self.count(&rel, st.st_size.max(0) as u64)?;
@@ -335,17 +324,8 @@ impl Walker<'_> {
                         o.write_all(&buf[..n]).map_err(|e| self.io(&rel, e))?;
                     }
                 }
-                if let Some(t) = &target {
-                    self.own(t, &rel, mode, uid, gid)?;
-                }
-                self.entries.push(Entry {
-                    path: rel,
-                    kind: "file",
-                    mode,
-                    uid,
-                    gid,
-                    sha384: Some(format!("sha384:{}", hex::encode(hash.finalize()))),
-                });
+                let digest = format!("sha384:{}", hex::encode(hash.finalize()));
+                self.done(target.as_deref(), rel, "file", &st, Some(digest))?;
             }
             other => {
                 return Err(CopyError::Kind {
@@ -357,9 +337,31 @@ impl Walker<'_> {
         Ok(())
     }
 
-    fn own(&self, t: &Path, rel: &str, mode: u32, uid: u32, gid: u32) -> Result<(), CopyError> {
-        std::os::unix::fs::lchown(t, Some(uid), Some(gid)).map_err(|e| self.io(rel, e))?;
-        fs::set_permissions(t, fs::Permissions::from_mode(mode)).map_err(|e| self.io(rel, e))
+    /// An entry copied: its copy given the source's owner and mode (set-id bits dropped), and
+    /// noted as measured.
+    fn done(
+        &mut self,
+        target: Option<&Path>,
+        rel: String,
+        kind: &'static str,
+        st: &nix::sys::stat::FileStat,
+        sha384: Option<String>,
+    ) -> Result<(), CopyError> {
+        let (mode, uid, gid) = (st.st_mode & 0o777, st.st_uid, st.st_gid);
+        if let Some(t) = target {
+            std::os::unix::fs::lchown(t, Some(uid), Some(gid)).map_err(|e| self.io(&rel, e))?;
+            fs::set_permissions(t, fs::Permissions::from_mode(mode))
+                .map_err(|e| self.io(&rel, e))?;
+        }
+        self.entries.push(Entry {
+            path: rel,
+            kind,
+            mode,
+            uid,
+            gid,
+            sha384,
+        });
+        Ok(())
     }
 }
 
@@ -396,8 +398,10 @@ impl CopiesDir {
     pub fn mount(&self) -> io::Result<()> {
         fs::create_dir_all(&self.path)?;
         fs::set_permissions(&self.path, fs::Permissions::from_mode(0o700))?;
+        // Room for the directories beside the files' bytes, which the budget bounds.
         let data = format!(
-            "size={COPIES_BYTES},nr_inodes={},mode=0700",
+            "size={},nr_inodes={},mode=0700",
+            COPIES_BYTES + (COPIES_ENTRIES as u64) * 4096,
             COPIES_ENTRIES + 16
         );
         mount(

@@ -171,24 +171,43 @@ impl Pause {
         }
     }
 
-    /// Wait for the process to end: its exit status, 128 + the signal that killed it.
+    /// Wait for the process to end: its exit status, 128 + the signal that killed it. The
+    /// process is left a zombie (`WNOWAIT`) until [`Pause::reap`]: its PID cannot be reused
+    /// while the sandbox exists, so the path `/proc/PID/ns/net` containerd gives the pod's
+    /// containers never names another process's namespace (a zombie's cannot be opened).
     pub(crate) fn wait(pid: u32) -> u32 {
-        let mut status = 0;
         loop {
-            // SAFETY: waitpid on our own child, writing its status into `status`.
-            let r = unsafe { libc::waitpid(pid as i32, &mut status, 0) };
-            if r == pid as i32 {
-                break;
+            // SAFETY: siginfo_t is plain data; zero is a valid value.
+            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+            // SAFETY: waitid on our own child, writing into `info`.
+            let r = unsafe {
+                libc::waitid(
+                    libc::P_PID,
+                    pid as libc::id_t,
+                    &mut info,
+                    libc::WEXITED | libc::WNOWAIT,
+                )
+            };
+            if r == 0 {
+                // SAFETY: waitid filled in a SIGCHLD siginfo, whose status is set.
+                let status = unsafe { info.si_status() } as u32;
+                return if info.si_code == libc::CLD_EXITED {
+                    status
+                } else {
+                    128 + status
+                };
             }
-            if r < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            if io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
                 return 255;
             }
         }
-        if libc::WIFSIGNALED(status) {
-            128 + libc::WTERMSIG(status) as u32
-        } else {
-            libc::WEXITSTATUS(status) as u32
-        }
+    }
+
+    /// Reap the process [`Pause::wait`] saw end (the sandbox is deleted). Idempotent.
+    pub(crate) fn reap(pid: u32) {
+        let mut status = 0;
+        // SAFETY: waitpid on our own child without blocking.
+        unsafe { libc::waitpid(pid as i32, &mut status, libc::WNOHANG) };
     }
 }
 
@@ -215,7 +234,13 @@ mod tests {
         assert!(std::fs::metadata(format!("/proc/{}", p.pid)).is_ok());
         p.signal(libc::SIGTERM as u32).expect("signal");
         assert_eq!(Pause::wait(p.pid), 128 + libc::SIGTERM as u32);
+        // Not reaped yet: its PID stays taken, and its namespace cannot be opened.
+        assert!(std::fs::metadata(format!("/proc/{}", p.pid)).is_ok());
+        assert!(std::fs::File::open(p.netns_path()).is_err());
+        assert_eq!(Pause::wait(p.pid), 128 + libc::SIGTERM as u32);
         // Reaped: a signal now fails rather than reaching another process.
+        Pause::reap(p.pid);
+        assert!(std::fs::metadata(format!("/proc/{}", p.pid)).is_err());
         assert!(p.signal(libc::SIGKILL as u32).is_err());
     }
 
@@ -246,6 +271,7 @@ mod tests {
             for p in [own, joined] {
                 p.signal(libc::SIGKILL as u32).expect("kill");
                 Pause::wait(p.pid);
+                Pause::reap(p.pid);
             }
         }
         // Not a namespace: the error says so, and no process is left.
@@ -258,6 +284,7 @@ mod tests {
         );
         host.signal(libc::SIGKILL as u32).expect("kill");
         Pause::wait(host.pid);
+        Pause::reap(host.pid);
     }
 
     #[test]
@@ -267,5 +294,6 @@ mod tests {
         // Dropping the handle closes the pipe's write end, as the shim's death would.
         drop(p);
         assert_eq!(Pause::wait(pid), 0);
+        Pause::reap(pid);
     }
 }

@@ -1081,6 +1081,10 @@ impl shim::Task for Tasks {
         }
         let _ = std::fs::remove_file(Path::new(&bundle).join(VOUCH_ID_FILE));
         if sandbox {
+            if pid != 0 {
+                // Kept a zombie until now, so that its PID was not reused meanwhile.
+                Pause::reap(pid);
+            }
             let uid_file = Path::new(&bundle).join(POD_UID_FILE);
             if let Ok(uid) = std::fs::read_to_string(&uid_file) {
                 remove_pod_volumes(&self.client, uid.trim());

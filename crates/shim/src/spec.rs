@@ -288,6 +288,20 @@ pub(crate) fn empty_dir_volume(source: &str, pod_uid: &str) -> Option<String> {
         .then(|| pod_volume(uid, name))
 }
 
+/// Whether `source` is a directory containerd's CRI made for one of an image's `VOLUME`s
+/// (`<root>/io.containerd.grpc.v1.cri/containers/<id>/volumes/<name>`, empty or a copy of the
+/// image's content there): not taken, the image's own directory in vouch's root filesystem
+/// serves (written to in the container's overlay, as that volume would be for the container's
+/// life). Taking nothing from the host, it needs no check of whose it is.
+fn is_image_volume(source: &str) -> bool {
+    let parts: Vec<&str> = source.split('/').collect();
+    matches!(
+        parts.as_slice(),
+        [.., "io.containerd.grpc.v1.cri", "containers", id, "volumes", name]
+            if !id.is_empty() && !name.is_empty() && *name != ".." && *id != ".."
+    )
+}
+
 /// The name of a pod's emptyDir among vouchd's volumes: `pod-<uid>-<name>`.
 pub(crate) fn pod_volume(uid: &str, name: &str) -> String {
     format!("{}{name}", pod_volume_prefix(uid))
@@ -325,6 +339,9 @@ fn volumes(spec: &Value) -> Result<Vec<String>, SpecError> {
             ));
         }
         let source = text("source");
+        if is_image_volume(source) {
+            continue;
+        }
         let readonly = options.iter().any(|o| o == "ro");
         let mode = if readonly { ":ro" } else { "" };
         if let Some(volume) = empty_dir_volume(source, pod_uid) {
@@ -878,6 +895,7 @@ mod tests {
                 {"destination": "/ro-cache", "source": empty, "type": "bind", "options": ["rbind", "ro"]},
                 {"destination": "/etc/conf", "source": config, "type": "bind", "options": ["rbind", "rprivate", "ro"]},
                 {"destination": "/dev/shm", "source": "/run/sandbox/shm", "type": "bind", "options": ["rbind"]},
+                {"destination": "/var/lib/data", "source": "/var/lib/containerd/io.containerd.grpc.v1.cri/containers/3f2a/volumes/9b1c", "type": "bind", "options": ["rbind", "rw"]},
             ])),
             "c",
         )

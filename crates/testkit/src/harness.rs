@@ -477,6 +477,22 @@ pub fn write_layout_labelled(
     zstd: bool,
     labels: &[(&str, &str)],
 ) -> String {
+    let config = if labels.is_empty() {
+        json!({"Cmd": cmd, "Env": env})
+    } else {
+        json!({"Cmd": cmd, "Env": env, "Labels": labels.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>()})
+    };
+    write_layout_config(dir, name, layers, zstd, config)
+}
+
+/// An OCI image layout at `dir` of these layers, its image config's `config` as given.
+pub fn write_layout_config(
+    dir: &Path,
+    name: &str,
+    layers: &[Vec<u8>],
+    zstd: bool,
+    image_config: Value,
+) -> String {
     let blobs = dir.join("blobs/sha256");
     fs::create_dir_all(&blobs).expect("blobs");
     let put = |data: &[u8]| -> String {
@@ -502,11 +518,7 @@ pub fn write_layout_labelled(
     }
     let config = serde_json::to_vec(&json!({
         "architecture": "amd64", "os": "linux",
-        "config": if labels.is_empty() {
-            json!({"Cmd": cmd, "Env": env})
-        } else {
-            json!({"Cmd": cmd, "Env": env, "Labels": labels.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>()})
-        },
+        "config": image_config,
         "rootfs": {"type": "layers", "diff_ids": diff_ids}
     }))
     .expect("config");

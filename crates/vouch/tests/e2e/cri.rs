@@ -1163,9 +1163,29 @@ fn a_pods_empty_dir_is_shared_its_config_map_copied_and_a_host_path_refused() {
         readonly,
         ..Default::default()
     };
+    // An image declaring a VOLUME (as postgres's does): containerd binds a directory of its
+    // own there, which is not the host's to give; the image's directory serves (vouchd does not
+    // create a VOLUME directory the image lacks).
+    let with_volume = env.path().join("layout-volume");
+    write_layout_config(
+        &with_volume,
+        "vol",
+        &[
+            busybox_layer(),
+            Layer::new()
+                .dir("var")
+                .dir("var/lib")
+                .dir("var/lib/data")
+                .finish(),
+        ],
+        false,
+        serde_json::json!({"Cmd": ["/bin/sh"], "Env": ["PATH=/bin"], "Volumes": {"/var/lib/data": {}}}),
+    );
+    _reg.push(&with_volume, "vol", "app/vol:1");
+    let volume_image = cri.pull(&format!("{}/app/vol:1", _reg.addr));
     let sandbox = cri.run_pod(&config, &c);
-    let create = |name: &str, command: &[&str], mounts: Vec<Mount>| {
-        let mut container = container_config(name, &image_id, command);
+    let create_of = |image: &str, name: &str, command: &[&str], mounts: Vec<Mount>| {
+        let mut container = container_config(name, image, command);
         container.mounts = mounts;
         cri.call(cri.rs().create_container(CreateContainerRequest {
             pod_sandbox_id: sandbox.clone(),
@@ -1175,17 +1195,21 @@ fn a_pods_empty_dir_is_shared_its_config_map_copied_and_a_host_path_refused() {
         .unwrap_or_else(|e| panic!("CreateContainer {name}: {e}\n{}", c.log()))
         .container_id
     };
+    let create = |name: &str, command: &[&str], mounts: Vec<Mount>| {
+        create_of(&image_id, name, command, mounts)
+    };
     let start = |id: &str| {
         cri.call(cri.rs().start_container(StartContainerRequest {
             container_id: id.into(),
         }))
     };
-    let writer = create(
+    let writer = create_of(
+        &volume_image,
         "writer",
         &[
             "/bin/sh",
             "-c",
-            "cat /etc/conf/app.conf > /cache/note; exec sleep 60",
+            "cat /etc/conf/app.conf > /cache/note; echo kept > /var/lib/data/f; exec sleep 60",
         ],
         vec![
             mount(&cache, "/cache", false),
@@ -1220,6 +1244,14 @@ fn a_pods_empty_dir_is_shared_its_config_map_copied_and_a_host_path_refused() {
         "{}",
         String::from_utf8_lossy(&exec.stderr)
     );
+    let data = cri
+        .call(cri.rs().exec_sync(ExecSyncRequest {
+            container_id: writer.clone(),
+            cmd: vec!["/bin/cat".into(), "/var/lib/data/f".into()],
+            timeout: 10,
+        }))
+        .expect("ExecSync data");
+    assert_eq!(String::from_utf8_lossy(&data.stdout), "kept\n");
     // Not kubelet's directory: vouchd's volume (the host's emptyDir stays empty).
     assert_eq!(std::fs::read_dir(&cache).expect("cache").count(), 0);
     let volume = format!("pod-{uid}-cache");

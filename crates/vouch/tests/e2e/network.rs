@@ -142,6 +142,28 @@ fn a_container_joins_anothers_network_measured_never_the_hosts_unasked() {
         "8080",
     ]);
     assert_eq!(out.trim(), "from-web");
+    // Its net.* parameters are web's, however its namespace is named.
+    for network in ["container:web", by_path.as_str()] {
+        let out = d.vouch(&[
+            "run",
+            "--rm",
+            "--network",
+            network,
+            "--sysctl",
+            "net.ipv4.ip_unprivileged_port_start=0",
+            "bb",
+            "true",
+        ]);
+        assert!(
+            !out.status.success(),
+            "{network}: net.* set in web's namespace"
+        );
+        assert!(
+            stderr(&out).contains("the network namespace joined is another container's"),
+            "{network}: {}",
+            stderr(&out)
+        );
+    }
 
     // Really web's namespace, and measured as such: the annotation names web, the path is
     // host-local and projected away; a second join measures the same.
@@ -491,13 +513,7 @@ fn named_volumes_outlive_containers_and_mount_read_only_on_request() {
         "touch",
         "/data/g",
     ]);
-    assert!(!ro.status.success(), "wrote to a read-only volume");
-    assert!(
-        String::from_utf8_lossy(&ro.stdout).contains("Read-only file system")
-            || stderr(&ro).contains("Read-only file system"),
-        "{}",
-        stderr(&ro)
-    );
+    refused_read_only(&ro, "a read-only volume");
     // Listed with who uses them; removal is refused while a container runs with one.
     let id = d.ok(&["run", "-d", "-v", "data:/data", "bb", "sleep", "60"]);
     let vols = d.json(&["volume", "ls", "--json"]);
@@ -621,13 +637,7 @@ fn a_host_path_is_given_read_only_as_a_copy_measured_by_its_content() {
             "-c",
             "echo x > /etc/app/app.conf",
         ]);
-        assert!(!w.status.success(), "user {user} wrote to the copy");
-        assert!(
-            String::from_utf8_lossy(&w.stdout).contains("Read-only file system")
-                || stderr(&w).contains("Read-only file system"),
-            "{}",
-            stderr(&w)
-        );
+        refused_read_only(&w, &format!("the copy, as user {user}"));
     }
     // A copy: the host's later change does not reach the container.
     std::fs::write(conf.join("app.conf"), "port = 9090\n").expect("change");
@@ -796,4 +806,16 @@ fn sysctls_of_the_containers_own_namespaces_are_set_and_measured() {
         assert!(!out.status.success(), "{args:?} accepted");
         assert!(stderr(&out).contains(want), "{args:?}: {}", stderr(&out));
     }
+}
+
+/// A write the container's program was refused because the file system is read-only (the
+/// message may come on either stream).
+fn refused_read_only(out: &std::process::Output, what: &str) {
+    assert!(!out.status.success(), "wrote to {what}");
+    assert!(
+        stdout(out).contains("Read-only file system")
+            || stderr(out).contains("Read-only file system"),
+        "{what}: {}",
+        stderr(out)
+    );
 }
