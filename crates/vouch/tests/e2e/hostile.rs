@@ -390,3 +390,82 @@ fn replaced_directories_never_change_host_files_through_load_or_pull() {
         );
     }
 }
+
+/// An image whose directories are links out of its root (absolute, and a relative one to
+/// such a link; links up through `..` out of the root are refused at load): a copy and a named
+/// volume mounted beneath them land inside the container's root, never on the host's paths the
+/// links name; where the path does not exist in the root, the start fails and the host is
+/// untouched.
+#[test]
+fn mount_targets_beneath_an_images_links_stay_in_its_root() {
+    if !require_root("mount_targets_beneath_an_images_links_stay_in_its_root") {
+        return;
+    }
+    let env = TestEnv::new();
+    let d = env.start();
+    let outside = env.path().join("outside");
+    fs::create_dir(&outside).expect("outside");
+    let outside_s = outside.to_string_lossy().into_owned();
+    load_layers(
+        &env,
+        &d,
+        "links",
+        &[
+            busybox_layer(),
+            Layer::new()
+                .symlink("tmplink", "/tmp")
+                .symlink("hop", "tmplink")
+                .symlink("abs", &outside_s)
+                .finish(),
+        ],
+        &["/bin/sh"],
+        &["PATH=/bin"],
+    );
+    let conf = env.path().join("conf");
+    fs::create_dir(&conf).expect("conf");
+    fs::write(conf.join("f"), "copied").expect("f");
+    let probe = format!("vouch-probe-{}", std::process::id());
+    let out = d.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{}:/tmplink/{probe}-copy:ro", conf.display()),
+        "-v",
+        &format!("data:/hop/{probe}-vol"),
+        "links",
+        "sh",
+        "-c",
+        &format!("cat /tmp/{probe}-copy/f; echo; ls -d /tmp/{probe}-copy /tmp/{probe}-vol"),
+    ]);
+    // Inside the container the links resolve in its root: both are under its own /tmp.
+    assert_eq!(
+        out,
+        format!("copied\n/tmp/{probe}-copy\n/tmp/{probe}-vol\n")
+    );
+    for name in ["copy", "vol"] {
+        let host = Path::new("/tmp").join(format!("{probe}-{name}"));
+        assert!(
+            !host.exists(),
+            "a mount landed on the host at {}",
+            host.display()
+        );
+    }
+    // A link to a path the root does not have: the start fails, the host's is untouched.
+    let out = d.vouch(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{}:/abs/copy:ro", conf.display()),
+        "links",
+        "true",
+    ]);
+    assert!(
+        !out.status.success(),
+        "mounted through a link to a missing path"
+    );
+    assert_eq!(
+        files_under(&outside),
+        Vec::<String>::new(),
+        "a mount landed on the host"
+    );
+}
