@@ -106,11 +106,13 @@ pub(crate) fn check(
                 name,
                 target,
                 readonly,
+                shared,
             } => volumes.push(spec::Volume {
                 source: volumes_dir.join(&name),
                 name,
                 target,
                 readonly,
+                shared,
             }),
             spec::VolumeArg::Copy { source, target } => copies.push((source, target)),
         }

@@ -189,6 +189,7 @@ mod tests {
                 source: format!("{ROOT}/volumes/data").into(),
                 target: "/data".into(),
                 readonly: false,
+                shared: false,
             }],
             copies: vec![crate::spec::CopyMount {
                 source: "/etc/app".into(),

@@ -43,7 +43,7 @@ pub enum SpecError {
     BadVolume { spec: String, reason: String },
 }
 
-/// A named volume mounted into the container: `NAME:/PATH[:ro|:rw]`.
+/// A named volume mounted into the container: `NAME:/PATH[:ro|:rw][,shared]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Volume {
     pub name: String,
@@ -51,6 +51,9 @@ pub struct Volume {
     pub source: std::path::PathBuf,
     pub target: String,
     pub readonly: bool,
+    /// Created on first use writable by every user (0777, root's), as kubelet makes a pod's
+    /// emptyDir, for containers that run as different users; otherwise the container's user's.
+    pub shared: bool,
 }
 
 /// A read-only copy of a host file or directory (`/HOST/PATH:/PATH:ro`), made by vouchd when
@@ -74,6 +77,7 @@ pub enum VolumeArg {
         name: String,
         target: String,
         readonly: bool,
+        shared: bool,
     },
     Copy {
         source: std::path::PathBuf,
@@ -95,11 +99,12 @@ fn clean_absolute(path: &str) -> bool {
 /// a host file or directory, measured by its content; a host path is never shared writable).
 pub fn parse_volume_arg(spec: &str) -> Result<VolumeArg, SpecError> {
     let Some(source) = spec.split(':').next().filter(|s| s.starts_with('/')) else {
-        let (name, target, readonly) = parse_volume(spec)?;
+        let (name, target, readonly, shared) = parse_volume(spec)?;
         return Ok(VolumeArg::Named {
             name,
             target,
             readonly,
+            shared,
         });
     };
     let bad = |reason: &str| SpecError::BadVolume {
@@ -147,19 +152,27 @@ fn check_target(target: &str) -> Result<(), &'static str> {
 const RESERVED_TARGETS: &[&str] = &["/proc", "/sys", "/dev", crate::secrets::MOUNT_POINT];
 
 /// Parse `NAME:/PATH[:ro|:rw]` into (name, target, read-only).
-pub fn parse_volume(spec: &str) -> Result<(String, String, bool), SpecError> {
+pub fn parse_volume(spec: &str) -> Result<(String, String, bool, bool), SpecError> {
     let bad = |reason: &str| SpecError::BadVolume {
         spec: spec.to_string(),
         reason: reason.to_string(),
     };
     let parts: Vec<&str> = spec.split(':').collect();
-    let (name, target, readonly) = match parts.as_slice() {
-        [n, t] => (*n, *t, false),
-        [n, t, "ro"] => (*n, *t, true),
-        [n, t, "rw"] => (*n, *t, false),
-        [_, _, o] => return Err(bad(&format!("option {o:?} is not ro or rw"))),
+    let (name, target, options) = match parts.as_slice() {
+        [n, t] => (*n, *t, None),
+        [n, t, o] => (*n, *t, Some(*o)),
         _ => return Err(bad("expected NAME:/PATH[:ro|:rw]")),
     };
+    let (mut readonly, mut mode, mut shared) = (false, false, false);
+    for o in options.into_iter().flat_map(|o| o.split(',')) {
+        match o {
+            "ro" | "rw" if !mode => {
+                (readonly, mode) = (o == "ro", true);
+            }
+            "shared" if !shared => shared = true,
+            _ => return Err(bad(&format!("option {o:?} is not ro or rw (or shared)"))),
+        }
+    }
     if name.starts_with('/') || name.starts_with('.') {
         return Err(bad(
             "a host path is given to a container only read-only, as a copy measured by its content: an absolute /HOST/PATH:/PATH:ro",
@@ -177,7 +190,7 @@ pub fn parse_volume(spec: &str) -> Result<(String, String, bool), SpecError> {
         ));
     }
     check_target(target).map_err(bad)?;
-    Ok((name.to_string(), target.to_string(), readonly))
+    Ok((name.to_string(), target.to_string(), readonly, shared))
 }
 
 /// Resource limits, as given on the command line.
@@ -1591,11 +1604,19 @@ mod tests {
     fn volume_syntax_and_refusals() {
         assert_eq!(
             parse_volume("data:/var/lib/app"),
-            Ok(("data".into(), "/var/lib/app".into(), false))
+            Ok(("data".into(), "/var/lib/app".into(), false, false))
         );
         assert_eq!(
             parse_volume("data:/d:ro"),
-            Ok(("data".into(), "/d".into(), true))
+            Ok(("data".into(), "/d".into(), true, false))
+        );
+        assert_eq!(
+            parse_volume("data:/d:rw,shared"),
+            Ok(("data".into(), "/d".into(), false, true))
+        );
+        assert_eq!(
+            parse_volume("data:/d:shared"),
+            Ok(("data".into(), "/d".into(), false, true))
         );
         for bad in [
             "/etc:/e",
@@ -1611,6 +1632,10 @@ mod tests {
             "data:/dev",
             "data:/secret",
             "data:/d:rx",
+            "data:/d:ro,rw",
+            "data:/d:shared,shared",
+            "data:/d:",
+            "data:/d:ro,",
             "-x:/d",
             "a/b:/d",
             "a:b:c:d",

@@ -343,8 +343,10 @@ fn volumes(spec: &Value) -> Result<Vec<String>, SpecError> {
             continue;
         }
         let readonly = options.iter().any(|o| o == "ro");
-        let mode = if readonly { ":ro" } else { "" };
         if let Some(volume) = empty_dir_volume(source, pod_uid) {
+            // Writable by every user, as kubelet makes an emptyDir: a pod's containers may
+            // run as different users.
+            let mode = if readonly { ":ro,shared" } else { ":rw,shared" };
             out.push(format!("{volume}:{destination}{mode}"));
         } else if readonly {
             out.push(format!("{source}:{destination}:ro"));
@@ -903,8 +905,8 @@ mod tests {
         assert_eq!(
             r.volumes,
             [
-                format!("pod-{uid}-cache:/cache"),
-                format!("pod-{uid}-cache:/ro-cache:ro"),
+                format!("pod-{uid}-cache:/cache:rw,shared"),
+                format!("pod-{uid}-cache:/ro-cache:ro,shared"),
                 format!("{config}:/etc/conf:ro"),
             ]
         );

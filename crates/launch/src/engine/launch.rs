@@ -952,6 +952,11 @@ impl Engine {
         };
         fs::create_dir_all(self.cfg.volumes_dir()).map_err(fail)?;
         match fs::create_dir(&v.source) {
+            Ok(()) if v.shared => {
+                fs::set_permissions(&v.source, fs::Permissions::from_mode(0o777)).map_err(fail)?;
+                tracing::info!(volume = %v.name, "volume created, writable by every user");
+                Ok(())
+            }
             Ok(()) => {
                 fs::set_permissions(&v.source, fs::Permissions::from_mode(0o755)).map_err(fail)?;
                 std::os::unix::fs::chown(&v.source, Some(uid), Some(gid)).map_err(fail)?;

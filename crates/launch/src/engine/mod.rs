@@ -854,7 +854,7 @@ impl Engine {
     }
 
     pub fn remove_volume(&self, name: &str) -> Result<vouch_api::Volume, EngineError> {
-        let (valid, _, _) = spec::parse_volume(&format!("{name}:/v"))
+        let (valid, _, _, _) = spec::parse_volume(&format!("{name}:/v"))
             .map_err(|_| EngineError::BadRequest(format!("invalid volume name {name:?}")))?;
         let path = self.cfg.volumes_dir().join(&valid);
         if !path.is_dir() {

@@ -93,7 +93,8 @@ pub(crate) struct RunArgs {
     /// (the address defaults to vouchd's --publish-address).
     #[arg(short, long, value_name = "[IP:]HOST:CONTAINER")]
     pub(crate) publish: Vec<String>,
-    /// Mount a named volume (created empty on first use, kept until removed): NAME:/PATH[:ro];
+    /// Mount a named volume (created empty on first use, the container's user's, or writable
+    /// by every user with `shared`; kept until removed): NAME:/PATH[:ro|:rw][,shared];
     /// or give a host file or directory read-only, as a copy measured by its content:
     /// HOST_PATH:/PATH:ro (`vouch volume digest HOST_PATH` prints its digest).
     #[arg(short, long, value_name = "NAME:/PATH[:ro]|HOST_PATH:/PATH:ro")]

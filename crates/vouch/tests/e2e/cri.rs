@@ -1184,26 +1184,36 @@ fn a_pods_empty_dir_is_shared_its_config_map_copied_and_a_host_path_refused() {
     _reg.push(&with_volume, "vol", "app/vol:1");
     let volume_image = cri.pull(&format!("{}/app/vol:1", _reg.addr));
     let sandbox = cri.run_pod(&config, &c);
-    let create_of = |image: &str, name: &str, command: &[&str], mounts: Vec<Mount>| {
-        let mut container = container_config(name, image, command);
-        container.mounts = mounts;
-        cri.call(cri.rs().create_container(CreateContainerRequest {
-            pod_sandbox_id: sandbox.clone(),
-            config: Some(container),
-            sandbox_config: Some(config.clone()),
-        }))
-        .unwrap_or_else(|e| panic!("CreateContainer {name}: {e}\n{}", c.log()))
-        .container_id
-    };
+    let create_as =
+        |image: &str, name: &str, command: &[&str], mounts: Vec<Mount>, user: Option<i64>| {
+            let mut container = container_config(name, image, command);
+            container.mounts = mounts;
+            if let Some(uid) = user {
+                container.linux = Some(LinuxContainerConfig {
+                    security_context: Some(LinuxContainerSecurityContext {
+                        run_as_user: Some(Int64Value { value: uid }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                });
+            }
+            cri.call(cri.rs().create_container(CreateContainerRequest {
+                pod_sandbox_id: sandbox.clone(),
+                config: Some(container),
+                sandbox_config: Some(config.clone()),
+            }))
+            .unwrap_or_else(|e| panic!("CreateContainer {name}: {e}\n{}", c.log()))
+            .container_id
+        };
     let create = |name: &str, command: &[&str], mounts: Vec<Mount>| {
-        create_of(&image_id, name, command, mounts)
+        create_as(&image_id, name, command, mounts, None)
     };
     let start = |id: &str| {
         cri.call(cri.rs().start_container(StartContainerRequest {
             container_id: id.into(),
         }))
     };
-    let writer = create_of(
+    let writer = create_as(
         &volume_image,
         "writer",
         &[
@@ -1215,12 +1225,16 @@ fn a_pods_empty_dir_is_shared_its_config_map_copied_and_a_host_path_refused() {
             mount(&cache, "/cache", false),
             mount(&conf, "/etc/conf", true),
         ],
+        None,
     );
     start(&writer).unwrap_or_else(|e| panic!("StartContainer writer: {e}\n{}", c.log()));
-    let reader = create(
+    // Another user: the emptyDir is writable by every user, as kubelet makes it.
+    let reader = create_as(
+        &image_id,
         "reader",
         &["/bin/sleep", "60"],
         vec![mount(&cache, "/data", false)],
+        Some(1000),
     );
     start(&reader).unwrap_or_else(|e| panic!("StartContainer reader: {e}\n{}", c.log()));
     // The reader sees what the writer wrote: one volume.
@@ -1230,7 +1244,7 @@ fn a_pods_empty_dir_is_shared_its_config_map_copied_and_a_host_path_refused() {
             cmd: vec![
                 "/bin/sh".into(),
                 "-c".into(),
-                "for i in $(seq 100); do [ -s /data/note ] && exec cat /data/note; sleep 0.1; done; exit 1".into(),
+                "for i in $(seq 100); do [ -s /data/note ] && cat /data/note && echo \"by $(id -u)\" > /data/mine && exec cat /data/mine; sleep 0.1; done; exit 1".into(),
             ],
             timeout: 30,
         }))
@@ -1240,7 +1254,7 @@ fn a_pods_empty_dir_is_shared_its_config_map_copied_and_a_host_path_refused() {
             exec.exit_code,
             String::from_utf8_lossy(&exec.stdout).as_ref()
         ),
-        (0, "port = 8080\n"),
+        (0, "port = 8080\nby 1000\n"),
         "{}",
         String::from_utf8_lossy(&exec.stderr)
     );
@@ -1255,6 +1269,12 @@ fn a_pods_empty_dir_is_shared_its_config_map_copied_and_a_host_path_refused() {
     // Not kubelet's directory: vouchd's volume (the host's emptyDir stays empty).
     assert_eq!(std::fs::read_dir(&cache).expect("cache").count(), 0);
     let volume = format!("pod-{uid}-cache");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(env.state().join("volumes").join(&volume))
+        .expect("the pod's volume")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o7777, 0o777);
     let listed = d.json(&["volume", "ls", "--json"]);
     let entry = listed
         .as_array()
