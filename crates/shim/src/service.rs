@@ -780,6 +780,8 @@ impl shim::Task for Tasks {
         })?;
         let network =
             spec::network(&oci).map_err(|e| status(Code::INVALID_ARGUMENT, e.to_string()))?;
+        let sysctls =
+            spec::sysctls(&oci).map_err(|e| status(Code::INVALID_ARGUMENT, e.to_string()))?;
         let (vouch_id, sandbox) = if spec::is_sandbox(&oci) {
             if let Some(uid) = spec::annotation(&oci, spec::CRI_SANDBOX_UID) {
                 let _ = std::fs::write(bundle.join(POD_UID_FILE), uid);
@@ -797,14 +799,12 @@ impl shim::Task for Tasks {
             });
             // The pod's kernel parameters (on its sandbox's spec, as they are set on the
             // namespaces runc's containers share with the sandbox), then the container's own.
-            let own =
-                spec::sysctls(&oci).map_err(|e| status(Code::INVALID_ARGUMENT, e.to_string()))?;
             if let Some(sandbox) = spec::annotation(&oci, spec::CRI_SANDBOX_ID) {
                 if let Some(t) = lock(&self.tasks).get(sandbox) {
                     create.sysctls = t.sysctls.clone();
                 }
             }
-            create.sysctls.extend(own);
+            create.sysctls.extend(sysctls.clone());
             // The spec's `process.terminal` is what is measured and what runs: the task's
             // I/O must be of the same kind.
             if create.tty != req.terminal {
@@ -827,8 +827,9 @@ impl shim::Task for Tasks {
             let _ = std::fs::write(bundle.join(VOUCH_ID_FILE), &created.id);
             (created.id, None)
         };
+        // A sandbox's are its pod's, which its containers take; a container's are in its request.
         let sysctls = if sandbox.is_some() {
-            spec::sysctls(&oci).map_err(|e| status(Code::INVALID_ARGUMENT, e.to_string()))?
+            sysctls
         } else {
             Default::default()
         };
